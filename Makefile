@@ -1,0 +1,43 @@
+# Two commands: `make run` and `make test`. Everything else is their plumbing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT ?= 8888
+
+.PHONY: run test lint chromium venv bench samples clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[notebook,rtx,test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/workbench lab notebooks/01_quickstart.ipynb --port $(PORT)
+
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the browser test" >&2; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check workbench tests benchmarks scripts
+	$(VENV)/bin/lint-imports
+
+test: $(STAMP) chromium lint
+	$(PY) -m pytest -q --timeout=900
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+samples: $(STAMP)
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) scripts/make_sample_models.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,38 @@
+"""The small protocol every backend follows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..table import Table
+
+__all__ = ["Backend", "Engine", "Feeds"]
+
+Feeds = Mapping[str, np.ndarray]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Something that runs: an ONNX Runtime session or a TensorRT engine."""
+
+    def run(self, feeds: Feeds) -> dict[str, np.ndarray]: ...
+
+    def profile(self, feeds: Feeds, *, iterations: int = 20) -> Table: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A way to turn an ONNX model into an :class:`Engine`."""
+
+    name: str
+
+    def available(self) -> str | None:
+        """None when usable here, else the reason it is not (shown greyed out in the UI)."""
+        ...
+
+    def build(self, model: Any, settings: Any = None, *, capture: tuple[str, ...] = ()) -> Engine: ...

@@ -1,0 +1,125 @@
+"""ONNX Runtime (CPU): reference runs, runs with intermediate tensors exposed, real INT8 of Q/DQ models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..errors import DataError, ModelError
+from ..graph import model_bytes, tensor_infos
+from ..table import Table
+from .base import Feeds
+
+__all__ = ["OrtBackend", "OrtEngine", "with_outputs", "check_feeds"]
+
+
+def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph also outputs the named intermediate tensors (types from inference)."""
+    names = list(dict.fromkeys(names))
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    existing = {o.name for o in out.graph.output}
+    infos = tensor_infos(out)
+    produced = {o for n in out.graph.node for o in n.output} | {i.name for i in out.graph.input}
+    for name in names:
+        if name in existing:
+            continue
+        if name not in produced:
+            raise ModelError(f"tensor '{name}' is not produced by any node of the model",
+                             hint="use names from the layer table's outputs column")
+        info = infos.get(name)
+        elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype)) if info and info.dtype != "unknown" else 0
+        vi = onnx.helper.make_tensor_value_info(name, elem, None)
+        out.graph.output.append(vi)
+    return out
+
+
+def check_feeds(model: onnx.ModelProto, feeds: Feeds, *, where: str = "the inputs") -> dict[str, np.ndarray]:
+    """Validate feeds against the model's inputs: names, dtypes, ranks and fixed dims; finite values."""
+    inits = {i.name for i in model.graph.initializer}
+    expected = {i.name: i for i in model.graph.input if i.name not in inits}
+    missing = [n for n in expected if n not in feeds]
+    extra = [n for n in feeds if n not in expected]
+    if missing or extra:
+        raise DataError(
+            f"{where} do not match the model's inputs: missing {missing}, unexpected {extra}",
+            hint=f"provide one array per model input, keyed by name: {list(expected)}",
+        )
+    infos = tensor_infos(model)
+    out: dict[str, np.ndarray] = {}
+    for name in expected:
+        arr = np.asarray(feeds[name])
+        info = infos[name]
+        if info.dtype != "unknown" and arr.dtype != np.dtype(info.dtype):
+            raise DataError(f"input '{name}' in {where} has dtype {arr.dtype}, the model expects {info.dtype}",
+                            hint=f"convert it, e.g. arr.astype(np.{info.dtype})")
+        if info.shape is not None:
+            if arr.ndim != len(info.shape) or any(
+                isinstance(d, int) and d > 0 and d != s for d, s in zip(info.shape, arr.shape)
+            ):
+                raise DataError(f"input '{name}' in {where} has shape {list(arr.shape)}, the model expects "
+                                f"{list(info.shape)}", hint="reshape or resize the data to the model's input shape")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise DataError(f"input '{name}' in {where} contains NaN or Inf",
+                            hint="clean the data (np.nan_to_num) or drop those samples")
+        out[name] = arr
+    return out
+
+
+class OrtEngine:
+    """An ONNX Runtime CPU inference session."""
+
+    def __init__(self, model: onnx.ModelProto, *, optimize: bool = True, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.model = model
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        )
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(model_bytes(model), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelError(f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[0]}",
+                             hint="check the node named in the message; `workbench inspect` shows the graph") from exc
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: Feeds, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        names = list(outputs) if outputs is not None else self.output_names
+        try:
+            values = self.session.run(names, dict(feeds))
+        except Exception as exc:
+            raise DataError(f"ONNX Runtime failed to run the model: {str(exc).strip().splitlines()[0]}",
+                            hint="check input names, shapes and dtypes against `workbench inspect`") from exc
+        return dict(zip(names, values))
+
+    def profile(self, feeds: Feeds, *, iterations: int = 20) -> Table:
+        from .ort_profile import profile_session  # per-node timing lives beside the profile importers
+
+        return profile_session(self, feeds, iterations=iterations)
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]
+
+
+class OrtBackend:
+    """ONNX Runtime on the CPU: always available."""
+
+    name = "onnxruntime"
+
+    def available(self) -> str | None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - a core dependency
+            return f"onnxruntime is not installed ({exc})"
+        return None
+
+    def build(self, model: onnx.ModelProto, settings: Any = None, *, capture: tuple[str, ...] = ()) -> OrtEngine:
+        optimize = True if settings is None else bool(getattr(settings, "optimize", settings))
+        return OrtEngine(with_outputs(model, capture) if capture else model, optimize=optimize)

@@ -1,0 +1,84 @@
+"""``workbench`` command line: argument parsing only, then API calls.
+
+Each command is a module in this package exposing ``COMMAND`` (its name), ``HELP``, ``add_arguments(parser)``
+and ``run(args) -> dict``; an optional ``render(result) -> str`` formats it for people. Every command takes
+``--json`` and then prints one JSON object on stdout; exit 0 on success, 1 on a user error with
+``{"error", "hint"}``, never a traceback for bad input. Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from ..errors import WorkbenchError
+
+__all__ = ["main", "commands"]
+
+
+def commands() -> dict[str, ModuleType]:
+    """Command name -> module, discovered in this package."""
+    found: dict[str, ModuleType] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "COMMAND"):
+            found[module.COMMAND] = module
+    return found
+
+
+def _parser(mods: dict[str, ModuleType]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="ONNX -> TensorRT workbench")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in mods.items():
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        module.add_arguments(p)
+    return parser
+
+
+def _default(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "__fspath__"):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    mods = commands()
+    args = _parser(mods).parse_args(argv)
+    module = mods[args.command]
+    try:
+        result = module.run(args)
+    except WorkbenchError as exc:
+        if args.json:
+            print(json.dumps(exc.to_dict()))
+        else:
+            print(f"error: {exc.message}", file=sys.stderr)
+            if exc.hint:
+                print(f"hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if result is None:
+        return 0
+    if args.json:
+        print(json.dumps(result, default=_default))
+    elif hasattr(module, "render"):
+        print(module.render(result))
+    else:
+        print(json.dumps(result, indent=2, default=_default))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,452 @@
+"""Load, validate, name, shape-infer and summarise ONNX models; save them atomically.
+
+Everything a user can hand us (a path, bytes, a ModelProto or a sample name) goes through
+:func:`load_model`, which raises only :class:`~workbench.errors.ModelError` for bad input.
+Unnamed nodes get stable names (``{op}_{index}`` in graph order) so recipes can refer to them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .errors import ModelError
+from .table import Table
+
+__all__ = [
+    "SAMPLES_DIR",
+    "TensorInfo",
+    "load_model",
+    "sample_path",
+    "sample_names",
+    "name_nodes",
+    "infer_shapes",
+    "tensor_infos",
+    "summary",
+    "layer_table",
+    "node_flops",
+    "save_model",
+    "model_bytes",
+    "sha256_bytes",
+    "sha256_file",
+]
+
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "sample_models"
+_PROTO_LIMIT = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, element type and shape of a tensor; a dim is an int, a symbol (str) or None."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str | None, ...] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": None if self.shape is None else list(self.shape)}
+
+
+def sample_names() -> list[str]:
+    """Names of the bundled sample models (``sample_models/*.onnx`` without the suffix)."""
+    return sorted(p.stem for p in SAMPLES_DIR.glob("*.onnx"))
+
+
+def sample_path(name: str) -> Path:
+    """Path of a bundled sample model by name."""
+    path = SAMPLES_DIR / f"{name}.onnx"
+    if not path.is_file():
+        raise ModelError(
+            f"no sample model named '{name}' in {SAMPLES_DIR}",
+            hint=f"use one of {sample_names()} or pass a path to an .onnx file",
+        )
+    return path
+
+
+def load_model(
+    source: str | os.PathLike[str] | bytes | onnx.ModelProto,
+    *,
+    check: bool = True,
+    shapes: bool = True,
+    names: bool = True,
+) -> onnx.ModelProto:
+    """Load a model from a path, bytes, a ModelProto or a sample name; validate it.
+
+    External data is loaded from the model's folder and refused when it points outside it.
+    Unnamed nodes are named (see :func:`name_nodes`) and shapes inferred, keeping symbolic dims.
+    The caller's ModelProto is never modified: a copy is returned.
+    """
+    if isinstance(source, onnx.ModelProto):
+        model, where = _copy(source), "the given ModelProto"
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        model, where = _parse(bytes(source), "the given bytes"), "the given bytes"
+    else:
+        path = Path(source)
+        if not path.exists() and path.suffix == "" and os.sep not in str(source):
+            path = sample_path(str(source))
+        model, where = _load_file(path), str(path)
+    _validate(model, where, check=check)
+    if names:
+        name_nodes(model)
+    if shapes:
+        model = infer_shapes(model, where=where)
+    return model
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _parse(data: bytes, where: str) -> onnx.ModelProto:
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise ModelError(
+            f"{where} is not an ONNX model (protobuf could not parse it: {exc})",
+            hint="check that the file is a complete .onnx export (not truncated, not a PyTorch .pt or a zip)",
+        ) from exc
+    if not model.HasField("graph"):
+        raise ModelError(f"{where} has no graph", hint="export the model again; the file is not an ONNX ModelProto")
+    return model
+
+
+def _load_file(path: Path) -> onnx.ModelProto:
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}", hint="check the path, or pass a sample name")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc}", hint="check the file's permissions") from exc
+    model = _parse(data, str(path))
+    _load_external_data(model, path)
+    return model
+
+
+def _external_tensors(model: onnx.ModelProto) -> list[TensorProto]:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    return [t for t in _get_all_tensors(model) if uses_external_data(t)]
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    tensors = _external_tensors(model)
+    if not tensors:
+        return
+    base = path.resolve().parent
+    for t in tensors:
+        info = {e.key: e.value for e in t.external_data}
+        location = info.get("location", "")
+        target = (base / location).resolve()
+        if not location or os.path.isabs(location) or not target.is_relative_to(base):
+            raise ModelError(
+                f"{path}: external data of tensor '{t.name}' points outside the model's folder ({location!r})",
+                hint="external data must sit in the model's folder or below it; move the data file there "
+                "and re-save the model with a relative location",
+            )
+        if not target.is_file():
+            raise ModelError(
+                f"{path}: external data file '{location}' of tensor '{t.name}' is missing",
+                hint=f"copy '{location}' next to {path.name} (it is saved beside the model)",
+            )
+        offset, length = int(info.get("offset", 0) or 0), info.get("length")
+        size = target.stat().st_size
+        if length is not None and offset + int(length) > size:
+            raise ModelError(
+                f"{path}: external data file '{location}' is too short for tensor '{t.name}'",
+                hint="the data file is truncated or belongs to another export; export the model again",
+            )
+    from onnx.external_data_helper import load_external_data_for_model
+
+    try:
+        load_external_data_for_model(model, str(base))
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot load external data: {exc}", hint="export the model again") from exc
+
+
+def _validate(model: onnx.ModelProto, where: str, *, check: bool) -> None:
+    supported = onnx.defs.onnx_opset_version()
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx") and op.version > supported:
+            raise ModelError(
+                f"{where} uses ONNX opset {op.version}, newer than the installed onnx {onnx.__version__} "
+                f"supports (up to {supported})",
+                hint="upgrade onnx (pip install -U onnx) or export the model with a lower opset",
+            )
+    if len(model.graph.node) == 0:
+        raise ModelError(f"{where} has an empty graph (no nodes)", hint="export the model again; nothing to run")
+    if check:
+        try:
+            if model.ByteSize() > _PROTO_LIMIT:
+                onnx.checker.check_model(model, full_check=False, skip_opset_compatibility_check=False)
+            else:
+                onnx.checker.check_model(model)
+        except Exception as exc:
+            raise ModelError(
+                f"{where} is not a valid ONNX model: {_first_line(exc)}",
+                hint="fix the exporter's output or load with check=False to inspect it anyway",
+            ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def name_nodes(model: onnx.ModelProto) -> int:
+    """Give every unnamed (or duplicately named) node a stable name ``{op}_{index}``; return how many."""
+    used = Counter(n.name for n in model.graph.node if n.name)
+    seen: set[str] = set()
+    renamed = 0
+    for i, node in enumerate(model.graph.node):
+        if node.name and used[node.name] == 1:
+            seen.add(node.name)
+            continue
+        if node.name and node.name not in seen:
+            seen.add(node.name)
+            continue
+        base = node.name or f"{node.op_type}_{i}"
+        name, k = base, 1
+        while name in seen or (name != node.name and used.get(name)):
+            name, k = f"{base}_{k}", k + 1
+        node.name = name
+        seen.add(name)
+        renamed += 1
+    return renamed
+
+
+def infer_shapes(model: onnx.ModelProto, *, where: str = "the model") -> onnx.ModelProto:
+    """Run ONNX shape inference (symbolic dims kept); models over 2 GB are inferred through a temp file."""
+    try:
+        if model.ByteSize() < _PROTO_LIMIT:
+            return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise ModelError(
+            f"shape inference failed on {where}: {_first_line(exc)}",
+            hint="a node's inputs do not fit its operator; run onnx.checker with full_check=True for details",
+        ) from exc
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "m.onnx", Path(tmp) / "inferred.onnx"
+        onnx.save_model(model, src, save_as_external_data=True, location="m.data")
+        onnx.shape_inference.infer_shapes_path(str(src), str(dst))
+        out = onnx.load(str(dst), load_external_data=False)
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(out, tmp)
+        return out
+
+
+def _dtype_name(elem_type: int) -> str:
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name
+    except Exception:
+        return TensorProto.DataType.Name(elem_type).lower()
+
+
+def _value_info(vi: onnx.ValueInfoProto) -> TensorInfo:
+    t = vi.type.tensor_type
+    dtype = _dtype_name(t.elem_type) if t.elem_type else "unknown"
+    if not t.HasField("shape"):
+        return TensorInfo(vi.name, dtype, None)
+    dims: list[int | str | None] = []
+    for d in t.shape.dim:
+        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+    return TensorInfo(vi.name, dtype, tuple(dims))
+
+
+def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
+    """Every tensor with a known type in the main graph: inputs, outputs, value_info, initializers."""
+    g = model.graph
+    out: dict[str, TensorInfo] = {}
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        out[vi.name] = _value_info(vi)
+    for init in g.initializer:
+        out[init.name] = TensorInfo(init.name, _dtype_name(init.data_type), tuple(int(d) for d in init.dims))
+    for node in g.node:
+        if node.op_type == "Constant" and node.output:
+            for a in node.attribute:
+                if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+                    out[node.output[0]] = TensorInfo(
+                        node.output[0], _dtype_name(a.t.data_type), tuple(int(d) for d in a.t.dims)
+                    )
+    return out
+
+
+def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def _known(shape: tuple | None) -> bool:
+    return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def node_flops(node: onnx.NodeProto, infos: dict[str, TensorInfo]) -> int | None:
+    """Multiply-accumulate FLOPs (2 per MAC) of Conv, ConvTranspose, Gemm and MatMul; None when unknown."""
+    op = node.op_type
+    if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+        return None
+
+    def shape(i: int, outputs: bool = False) -> tuple | None:
+        names = node.output if outputs else node.input
+        info = infos.get(names[i]) if i < len(names) else None
+        return info.shape if info is not None and _known(info.shape) else None
+
+    if op == "Conv":
+        w, y = shape(1), shape(0, outputs=True)
+        if w is None or y is None:
+            return None
+        # y: N, Cout, *spatial; w: Cout, Cin/group, *kernel
+        return 2 * int(np.prod(y)) * int(np.prod(w[1:]))
+    if op == "ConvTranspose":
+        x, w = shape(0), shape(1)
+        if x is None or w is None:
+            return None
+        # every input element is multiplied by Cout/group * kernel weights
+        return 2 * int(np.prod(x)) * int(np.prod(w[1:]))
+    a, b = shape(0), shape(1)
+    if a is None or b is None:
+        return None
+    if op == "Gemm":
+        m, k = (a[1], a[0]) if _attr(node, "transA", 0) else (a[0], a[1])
+        n = b[0] if _attr(node, "transB", 0) else b[1]
+        return 2 * m * n * k
+    y = shape(0, outputs=True)
+    if y is None or len(a) < 1:
+        return None
+    k = a[-1]
+    return 2 * int(np.prod(y)) * int(k)
+
+
+def summary(model: onnx.ModelProto) -> dict[str, Any]:
+    """The contract summary: inputs, outputs, nodes, ops, params, opset, flops (None when unknown)."""
+    infos = tensor_infos(model)
+    g = model.graph
+    flops = [node_flops(n, infos) for n in g.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return {
+        "inputs": [_value_info(i).to_dict() for i in _graph_inputs(model)],
+        "outputs": [_value_info(o).to_dict() for o in g.output],
+        "nodes": len(g.node),
+        "ops": dict(sorted(Counter(n.op_type for n in g.node).items())),
+        "params": int(sum(int(np.prod(i.dims, dtype=np.int64)) for i in g.initializer)),
+        "opset": opset,
+        "flops": None if not flops or any(f is None for f in flops) else int(sum(flops)),
+        "ir_version": model.ir_version,
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+    }
+
+
+LAYER_COLUMNS = ("name", "op", "inputs", "outputs", "input_shapes", "output_shapes", "dtype", "params", "flops")
+
+
+def layer_table(model: onnx.ModelProto) -> Table:
+    """One row per node in graph order: name, op, inputs, outputs, shapes, output dtype, params, flops."""
+    infos = tensor_infos(model)
+    inits = {i.name: i for i in model.graph.initializer}
+
+    def shp(name: str) -> str:
+        info = infos.get(name)
+        if info is None or info.shape is None:
+            return "?"
+        return "x".join(str(d) if d is not None else "?" for d in info.shape) or "scalar"
+
+    rows = []
+    for node in model.graph.node:
+        params = sum(int(np.prod(inits[i].dims, dtype=np.int64)) for i in node.input if i in inits)
+        out = infos.get(node.output[0]) if node.output else None
+        rows.append(
+            (
+                node.name,
+                node.op_type,
+                [i for i in node.input if i],
+                list(node.output),
+                [shp(i) for i in node.input if i and i not in inits],
+                [shp(o) for o in node.output],
+                out.dtype if out else "?",
+                params,
+                node_flops(node, infos),
+            )
+        )
+    return Table(LAYER_COLUMNS, tuple(rows))
+
+
+def model_bytes(model: onnx.ModelProto) -> bytes:
+    """Deterministic serialisation (used for digests and byte-identical replay)."""
+    return model.SerializeToString(deterministic=True)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model(
+    model: onnx.ModelProto,
+    path: str | os.PathLike[str],
+    *,
+    protect: str | os.PathLike[str] | None = None,
+    external_data: bool | None = None,
+) -> Path:
+    """Write ``model`` atomically (temp file + rename); refuse to overwrite ``protect`` (the source model).
+
+    Models over 2 GB (or with ``external_data=True``) are saved with their weights in ``<name>.data``.
+    """
+    path = Path(path)
+    if protect is not None and path.resolve() == Path(protect).resolve():
+        raise ModelError(
+            f"refusing to overwrite the source model {path}",
+            hint="choose another output path (the workbench never overwrites the user's model)",
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    big = model.ByteSize() > _PROTO_LIMIT if external_data is None else external_data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if big:
+            data_name = f"{path.name}.data"
+            tmp_data = path.parent / f".{data_name}.tmp"
+            copy = _copy(model)
+            onnx.save_model(copy, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=tmp_data.name, size_threshold=1024)
+            # re-point the location at the final data file name, then move both into place
+            for t in _external_tensors(copy):
+                for e in t.external_data:
+                    if e.key == "location":
+                        e.value = data_name
+            with open(tmp, "wb") as f:
+                f.write(copy.SerializeToString())
+            os.replace(tmp_data, path.parent / data_name)
+        else:
+            with open(tmp, "wb") as f:
+                f.write(model_bytes(model))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
