@@ -1,0 +1,452 @@
+"""The session recipe: everything a user decided, as frozen dataclasses and plain JSON.
+
+Standard library only. JSON shape::
+
+    {"schema_version": 1, "model": {"path": ..., "sha256": ...} | absent,
+     "node_names": {"<index>": "<name>"}, "edits": [{"kind": ..., ...}],
+     "calibration": {...} | absent, "build": {...} | absent}
+
+A recipe with no ``model`` is a template that applies to any model. ``to_json()`` is canonical
+(sorted keys, fixed indent), so a recipe is diffable and its ``digest()`` stable. Derived artefacts
+(calibration scales, engines, timings) are never inline: they are caches keyed by digest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .errors import RecipeError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "EDIT_KINDS",
+    "Edit",
+    "ModelRef",
+    "FoldConstants",
+    "FuseBatchNorm",
+    "RemoveIdentity",
+    "RemoveDeadNodes",
+    "DequantizeIntegerOps",
+    "FoldConstantIf",
+    "RemoveNode",
+    "BypassNode",
+    "ReplaceNode",
+    "InsertNode",
+    "RenameNode",
+    "RenameTensor",
+    "ExtractSubgraph",
+    "SetShapes",
+    "AddOutputs",
+    "ConvertPrecision",
+    "Quantize",
+    "ShapeProfile",
+    "BuildSettings",
+    "CalibrationSettings",
+    "Recipe",
+    "edit_from_dict",
+]
+
+SCHEMA_VERSION = 1
+EDIT_KINDS: dict[str, type[Edit]] = {}
+
+Dim = typing.Union[int, str, None]  # noqa: UP007 - evaluated at runtime by the JSON reader
+
+
+def _register(cls: type[Edit]) -> type[Edit]:
+    EDIT_KINDS[cls.kind] = cls
+    return cls
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Base of every edit; subclasses set ``kind`` and are registered in :data:`EDIT_KINDS`."""
+
+    kind: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **_plain(dataclasses.asdict(self))}
+
+
+# --- whole-graph clean-ups -------------------------------------------------------------------------
+
+
+@_register
+@dataclass(frozen=True)
+class FoldConstants(Edit):
+    """Fold constant subgraphs (Polygraphy/onnx-graphsurgeon folding)."""
+
+    kind: ClassVar[str] = "fold_constants"
+
+
+@_register
+@dataclass(frozen=True)
+class FuseBatchNorm(Edit):
+    """Fold BatchNormalization into the preceding Conv/ConvTranspose/Gemm."""
+
+    kind: ClassVar[str] = "fuse_batchnorm"
+
+
+@_register
+@dataclass(frozen=True)
+class RemoveIdentity(Edit):
+    """Remove Identity nodes (and Dropout in inference)."""
+
+    kind: ClassVar[str] = "remove_identity"
+
+
+@_register
+@dataclass(frozen=True)
+class RemoveDeadNodes(Edit):
+    """Remove nodes whose outputs reach no graph output."""
+
+    kind: ClassVar[str] = "remove_dead_nodes"
+
+
+@_register
+@dataclass(frozen=True)
+class DequantizeIntegerOps(Edit):
+    """Turn ONNX Runtime integer ops (DynamicQuantizeLinear, ConvInteger, MatMulInteger) back into float ops."""
+
+    kind: ClassVar[str] = "dequantize_integer_ops"
+
+
+@_register
+@dataclass(frozen=True)
+class FoldConstantIf(Edit):
+    """Replace ``If`` nodes whose condition is constant by the branch taken."""
+
+    kind: ClassVar[str] = "fold_constant_if"
+
+
+# --- surgical edits ---------------------------------------------------------------------------------
+
+
+@_register
+@dataclass(frozen=True)
+class RemoveNode(Edit):
+    """Remove a node; its consumers are left to other edits (fails if an output would disconnect)."""
+
+    kind: ClassVar[str] = "remove_node"
+    node: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class BypassNode(Edit):
+    """Remove a node and connect its ``input_index``-th input to its consumers."""
+
+    kind: ClassVar[str] = "bypass_node"
+    node: str = ""
+    input_index: int = 0
+
+
+@_register
+@dataclass(frozen=True)
+class ReplaceNode(Edit):
+    """Change a node's op type and/or attributes (``None`` values delete an attribute)."""
+
+    kind: ClassVar[str] = "replace_node"
+    node: str = ""
+    op: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@_register
+@dataclass(frozen=True)
+class InsertNode(Edit):
+    """Insert a single-input, single-output node after ``tensor``; consumers read its output."""
+
+    kind: ClassVar[str] = "insert_node"
+    tensor: str = ""
+    op: str = ""
+    name: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@_register
+@dataclass(frozen=True)
+class RenameNode(Edit):
+    kind: ClassVar[str] = "rename_node"
+    node: str = ""
+    new_name: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class RenameTensor(Edit):
+    kind: ClassVar[str] = "rename_tensor"
+    tensor: str = ""
+    new_name: str = ""
+
+
+@_register
+@dataclass(frozen=True)
+class ExtractSubgraph(Edit):
+    """Keep only the subgraph between ``inputs`` and ``outputs`` (tensor names)."""
+
+    kind: ClassVar[str] = "extract"
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+
+@_register
+@dataclass(frozen=True)
+class SetShapes(Edit):
+    """Set graph input shapes; a dim is an int (static), a string (symbolic) or None (dynamic, unnamed)."""
+
+    kind: ClassVar[str] = "set_shapes"
+    shapes: dict[str, tuple[Dim, ...]] = field(default_factory=dict)
+
+
+@_register
+@dataclass(frozen=True)
+class AddOutputs(Edit):
+    """Mark intermediate tensors as extra graph outputs."""
+
+    kind: ClassVar[str] = "add_outputs"
+    tensors: tuple[str, ...] = ()
+
+
+# --- precision ---------------------------------------------------------------------------------------
+
+
+@_register
+@dataclass(frozen=True)
+class ConvertPrecision(Edit):
+    """Run ``nodes`` (empty: every eligible node) in fp16/bf16 through Cast nodes; ``keep`` stays fp32.
+
+    ``guard`` keeps overflow-prone ops (flagged by the precision module) in fp32 unless listed in ``nodes``.
+    """
+
+    kind: ClassVar[str] = "convert_precision"
+    precision: str = "fp16"
+    nodes: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+    keep_io_types: bool = True
+    guard: bool = True
+
+
+@_register
+@dataclass(frozen=True)
+class Quantize(Edit):
+    """Insert Q/DQ (int8/fp8) where TensorRT fuses them; ``scales`` is the digest of a scale cache file."""
+
+    kind: ClassVar[str] = "quantize"
+    dtype: str = "int8"
+    nodes: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    method: str = "entropy"
+    per_channel: bool = True
+    scales: str = ""
+
+
+# --- settings ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The model a recipe is pinned to."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """Min/opt/max shape of one input for a TensorRT optimisation profile."""
+
+    input: str
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How to build an engine. ``backend``: auto | tensorrt | tensorrt-rtx."""
+
+    backend: str = "auto"
+    profiles: tuple[ShapeProfile, ...] = ()
+    opt_level: int = 3
+    workspace_mb: int | None = None
+    timing_cache: bool = True
+    compute_capabilities: tuple[str, ...] = ()
+    in_process: bool = False
+    timeout_s: float = 1800.0
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """How scales were (or will be) computed; ``data`` describes the source (path or label)."""
+
+    method: str = "entropy"
+    percentile: float = 99.99
+    num_bins: int = 2048
+    samples: int = 0
+    data: str = ""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model reference (or none: a template), node names given at load, edits in order, settings."""
+
+    model: ModelRef | None = None
+    node_names: dict[str, str] = field(default_factory=dict)
+    edits: tuple[Edit, ...] = ()
+    calibration: CalibrationSettings | None = None
+    build: BuildSettings | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def is_template(self) -> bool:
+        return self.model is None
+
+    def with_edit(self, edit: Edit) -> Recipe:
+        return dataclasses.replace(self, edits=(*self.edits, edit))
+
+    def replace(self, **changes: Any) -> Recipe:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"schema_version": self.schema_version, "edits": [e.to_dict() for e in self.edits]}
+        if self.model is not None:
+            out["model"] = _plain(dataclasses.asdict(self.model))
+        if self.node_names:
+            out["node_names"] = dict(self.node_names)
+        if self.calibration is not None:
+            out["calibration"] = _plain(dataclasses.asdict(self.calibration))
+        if self.build is not None:
+            out["build"] = _plain(dataclasses.asdict(self.build))
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "recipe") -> Recipe:
+        if not isinstance(data, Mapping):
+            raise RecipeError(f"{where}: a recipe is a JSON object, got {type(data).__name__}",
+                              hint='start from {"schema_version": 1, "edits": []}')
+        version = data.get("schema_version")
+        if not isinstance(version, int):
+            raise RecipeError(f"{where}: missing or non-integer schema_version", hint='add "schema_version": 1')
+        if version > SCHEMA_VERSION:
+            raise RecipeError(
+                f"{where}: schema_version {version} is newer than this workbench reads ({SCHEMA_VERSION})",
+                hint="upgrade the workbench (pip install -U onnx-trt-workbench)",
+            )
+        known = {"schema_version", "model", "node_names", "edits", "calibration", "build"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RecipeError(f"{where}: unknown keys {unknown}", hint=f"a recipe has only {sorted(known)}")
+        edits = data.get("edits", [])
+        if not isinstance(edits, list):
+            raise RecipeError(f"{where}: 'edits' must be a list", hint='write "edits": [{"kind": ...}, ...]')
+        return cls(
+            model=_build(ModelRef, data["model"], f"{where}.model") if data.get("model") is not None else None,
+            node_names={str(k): str(v) for k, v in dict(data.get("node_names") or {}).items()},
+            edits=tuple(edit_from_dict(e, where=f"{where}.edits[{i}]") for i, e in enumerate(edits)),
+            calibration=_build(CalibrationSettings, data["calibration"], f"{where}.calibration")
+            if data.get("calibration") is not None else None,
+            build=_build(BuildSettings, data["build"], f"{where}.build") if data.get("build") is not None else None,
+            schema_version=version,
+        )
+
+    @classmethod
+    def from_json(cls, text: str, *, where: str = "recipe") -> Recipe:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RecipeError(f"{where} is not valid JSON: {exc}", hint="fix the JSON syntax at the line named") from exc
+        return cls.from_dict(data, where=where)
+
+
+def edit_from_dict(data: Mapping[str, Any], *, where: str = "edit") -> Edit:
+    """Read one edit ``{"kind": ..., ...}``; unknown kinds and fields raise :class:`RecipeError`."""
+    if not isinstance(data, Mapping) or "kind" not in data:
+        raise RecipeError(f"{where}: an edit is an object with a 'kind'", hint=f"kinds: {sorted(EDIT_KINDS)}")
+    kind = data["kind"]
+    cls = EDIT_KINDS.get(kind)
+    if cls is None:
+        raise RecipeError(f"{where}: unknown edit kind {kind!r}", hint=f"known kinds: {sorted(EDIT_KINDS)}")
+    return _build(cls, {k: v for k, v in data.items() if k != "kind"}, where)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively, for JSON."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise RecipeError(f"{where}: expected an object for {cls.__name__}", hint="see the recipe JSON shape in the docs")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise RecipeError(f"{where}: unknown fields {unknown} for {cls.__name__}",
+                          hint=f"{cls.__name__} takes {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        try:
+            kwargs[name] = _convert(hints[name], value)
+        except (TypeError, ValueError) as exc:
+            raise RecipeError(f"{where}.{name}: {exc}", hint=f"expected {hints[name]}") from exc
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value)
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
+        raise TypeError(f"{value!r} fits none of {args}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_convert(item, v) for v in value)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected an object, got {value!r}")
+        return {str(k): _convert(args[1], v) if args else v for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, tp.__name__)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool, float):
+        if type(value) is not tp:
+            raise TypeError(f"expected {tp.__name__}, got {value!r}")
+        return value
+    if tp is type(None):
+        if value is not None:
+            raise TypeError(f"expected null, got {value!r}")
+        return None
+    return value
