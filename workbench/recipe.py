@@ -131,10 +131,14 @@ class FoldConstantIf(Edit):
 @_register
 @dataclass(frozen=True)
 class RemoveNode(Edit):
-    """Remove a node; its consumers are left to other edits (fails if an output would disconnect)."""
+    """Remove a node and everything downstream of it (which cannot run without it).
+
+    Disconnecting a graph output is an error unless ``drop_outputs`` (then those outputs go too).
+    """
 
     kind: ClassVar[str] = "remove_node"
     node: str = ""
+    drop_outputs: bool = False
 
 
 @_register
@@ -331,8 +335,11 @@ class Recipe:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def digest(self) -> str:
-        """sha256 of the canonical JSON."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        """sha256 of the canonical JSON, without the model's path (the same model anywhere: the same digest)."""
+        data = self.to_dict()
+        if "model" in data:
+            data["model"] = {"sha256": data["model"]["sha256"]}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "recipe") -> Recipe:

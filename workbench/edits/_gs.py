@@ -1,0 +1,108 @@
+"""onnx-graphsurgeon round trip shared by the edits: import, export keeping model fields, validate."""
+
+from __future__ import annotations
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..errors import EditError
+from ..graph import infer_shapes
+
+__all__ = ["to_graph", "to_model", "finish", "node_by_name", "tensor_by_name", "unique_name"]
+
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def to_graph(model: onnx.ModelProto) -> gs.Graph:
+    """A graphsurgeon graph of ``model`` (the proto is only read)."""
+    return gs.import_onnx(model)
+
+
+def to_model(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
+    """Export ``graph`` keeping ``like``'s model-level fields (IR version, opsets, producer, metadata)."""
+    out = gs.export_onnx(graph, do_type_check=False)
+    out.ir_version = like.ir_version
+    out.producer_name, out.producer_version = like.producer_name, like.producer_version
+    out.domain, out.model_version, out.doc_string = like.domain, like.model_version, like.doc_string
+    del out.metadata_props[:]
+    out.metadata_props.extend(like.metadata_props)
+    versions = {o.domain: o.version for o in like.opset_import}
+    for o in out.opset_import:
+        versions.setdefault(o.domain, o.version)
+    del out.opset_import[:]
+    for domain, version in versions.items():
+        out.opset_import.append(onnx.helper.make_opsetid(domain, version))
+    if not out.functions and like.functions:
+        out.functions.extend(like.functions)
+    return out
+
+
+def finish(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """Re-infer types and shapes from scratch (stale ones dropped), then run the ONNX checker.
+
+    Shapes of tensors made by custom-domain ops (which inference cannot redo) are kept.
+    """
+    g = model.graph
+    custom = {o for n in g.node if n.domain not in _DEFAULT_DOMAINS for o in n.output}
+    keep = [vi for vi in g.value_info if vi.name in custom]
+    del g.value_info[:]
+    g.value_info.extend(keep)
+    old_out = {o.name: onnx.ValueInfoProto.FromString(o.SerializeToString()) for o in g.output}
+    for o in g.output:
+        if o.name not in custom:
+            o.ClearField("type")
+    try:
+        inferred = infer_shapes(model, where=where)
+    except Exception as exc:
+        raise EditError(
+            f"{where} leaves a graph whose shapes cannot be inferred: {_first_line(exc)}",
+            hint="undo this edit; the nodes it touches no longer fit their operators' input shapes",
+        ) from exc
+    for o in inferred.graph.output:
+        if not o.type.HasField("tensor_type") and not o.type.HasField("sequence_type"):
+            if old_out.get(o.name) is not None and old_out[o.name].HasField("type"):
+                o.type.CopyFrom(old_out[o.name].type)
+    try:
+        onnx.checker.check_model(inferred)
+    except Exception as exc:
+        raise EditError(
+            f"{where} leaves an invalid ONNX graph: {_first_line(exc)}",
+            hint="undo this edit (the session kept the last good model) and pick another node or tensor",
+        ) from exc
+    return inferred
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def node_by_name(graph: gs.Graph, name: str, where: str) -> gs.Node:
+    for node in graph.nodes:
+        if node.name == name:
+            return node
+    close = [n.name for n in graph.nodes if name.lower() in n.name.lower()][:5]
+    raise EditError(
+        f"{where}: no node named '{name}' in the graph",
+        hint=f"use a name from the layer table{'; similar: ' + ', '.join(close) if close else ''}",
+    )
+
+
+def tensor_by_name(graph: gs.Graph, name: str, where: str) -> gs.Tensor:
+    tensors = graph.tensors()
+    if name not in tensors:
+        close = [t for t in tensors if name.lower() in t.lower()][:5]
+        raise EditError(
+            f"{where}: no tensor named '{name}' in the graph",
+            hint=f"use a name from the layer table's inputs/outputs columns{'; similar: ' + ', '.join(close) if close else ''}",
+        )
+    return tensors[name]
+
+
+def unique_name(base: str, used: set[str]) -> str:
+    """``base``, or ``base_1``, ``base_2``... whichever is not in ``used`` (and add it)."""
+    name, k = base, 1
+    while name in used:
+        name, k = f"{base}_{k}", k + 1
+    used.add(name)
+    return name

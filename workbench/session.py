@@ -1,0 +1,345 @@
+"""Session: one model, the recipe of everything decided about it, undo/redo, caches keyed by digest.
+
+The edited model is always derived from (original model, recipe): ``Session.model`` replays the
+recipe's edits on the original (incrementally, from the nearest cached prefix) and caches each result
+by digest, so undo/redo are cursor moves and each apply copies the model once. The user's model file is
+never written; exports are atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from .edits import apply_edit, describe, node_diff
+from .errors import EditError, RecipeError, WorkbenchError
+from .fsio import atomic_write
+from .graph import layer_table, load_model, model_bytes, name_nodes, sample_path, save_model, sha256_bytes, sha256_file
+from .graph import summary as graph_summary
+from .recipe import BuildSettings, CalibrationSettings, ConvertPrecision, Edit, ModelRef, Quantize, Recipe
+from .table import Table
+
+__all__ = ["Session", "default_cache_dir"]
+
+Source = str | os.PathLike[str] | bytes | onnx.ModelProto
+Callback = Callable[["Session"], Any]
+_CACHE_LIMIT = 64
+
+
+def default_cache_dir(model_sha256: str) -> Path:
+    """``$XDG_CACHE_HOME/onnx-trt-workbench/<sha256[:16]>`` (``~/.cache`` when XDG_CACHE_HOME is unset)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "onnx-trt-workbench" / model_sha256[:16]
+
+
+def _resolve_source(source: Source) -> tuple[Path | None, str]:
+    """(path or None, sha256 of the bytes the model came from)."""
+    if isinstance(source, onnx.ModelProto):
+        return None, sha256_bytes(model_bytes(source))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return None, sha256_bytes(bytes(source))
+    path = Path(source)
+    if not path.exists() and path.suffix == "" and os.sep not in str(source):
+        path = sample_path(str(source))
+    if not path.is_file():
+        from .errors import ModelError
+
+        raise ModelError(f"model file not found: {path}", hint="check the path, or pass a sample model name")
+    return path.resolve(), sha256_file(path)
+
+
+class Session:
+    """A model and the recipe applied to it, with undo/redo and change events."""
+
+    def __init__(self, source: Source, *, recipe: Recipe | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+        self.source_path, sha = _resolve_source(source)
+        where = str(self.source_path) if self.source_path else "the given model"
+        recipe = recipe if recipe is not None else Recipe()
+        if recipe.model is not None and recipe.model.sha256 != sha:
+            raise RecipeError(
+                f"the recipe is pinned to model sha256 {recipe.model.sha256[:12]}… ({recipe.model.path or 'no path'}) "
+                f"but {where} has sha256 {sha[:12]}…",
+                hint="open the model the recipe was made for, or remove the recipe's \"model\" key to use it "
+                "as a template on any model",
+            )
+        original = load_model(self.source_path if self.source_path else source, names=False)
+        given = [n.name for n in original.graph.node]
+        if recipe.model is not None and recipe.node_names:
+            self._apply_names(original, recipe.node_names, where)
+        name_nodes(original)
+        names = {str(i): n.name for i, n in enumerate(original.graph.node) if n.name != given[i]}
+        self.original: onnx.ModelProto = original
+        self.sha256 = sha
+        ref = ModelRef(path=str(self.source_path) if self.source_path else "", sha256=sha)
+        recipe = recipe.replace(model=ref, node_names=names)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(sha)
+        self._models: OrderedDict[str, onnx.ModelProto] = OrderedDict()
+        self._models[self._model_key(recipe.replace(edits=()))] = original
+        self._callbacks: list[Callback] = []
+        self._history: list[Recipe] = [recipe.replace(edits=())]
+        self._cursor = 0
+        self.last_change: dict[str, Any] = {"action": "open", "edit": None, "added": [], "removed": [], "changed": []}
+        if recipe.edits:
+            try:
+                self._model_for(recipe)
+            except WorkbenchError as exc:
+                raise RecipeError(f"replaying the recipe on {where} failed: {exc.message}", hint=exc.hint) from exc
+            self._history = [recipe.replace(edits=recipe.edits[:k]) for k in range(len(recipe.edits) + 1)]
+            self._cursor = len(recipe.edits)
+
+    # --- opening -----------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, recipe_path: str | os.PathLike[str], *, model: Source | None = None,
+             cache_dir: str | os.PathLike[str] | None = None) -> Session:
+        """Open the model a saved recipe is pinned to (or ``model`` for a template) and replay the recipe.
+
+        A ``<recipe stem>.cache`` folder beside the recipe (written by :meth:`save`) is the default cache dir.
+        """
+        recipe_path = Path(recipe_path)
+        try:
+            text = recipe_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RecipeError(f"cannot read recipe {recipe_path}: {exc}", hint="check the path") from exc
+        recipe = Recipe.from_json(text, where=str(recipe_path))
+        if model is None:
+            if recipe.model is None:
+                raise RecipeError(f"{recipe_path} is a template (it names no model)",
+                                  hint="pass the model: Session.load(recipe, model='model.onnx') or "
+                                  "`workbench edit MODEL RECIPE -o OUT`")
+            model = _find_model(recipe.model, recipe_path)
+        beside = recipe_path.with_suffix(".cache")
+        if cache_dir is None and beside.is_dir():
+            cache_dir = beside
+        return cls(model, recipe=recipe, cache_dir=cache_dir)
+
+    @staticmethod
+    def _apply_names(model: onnx.ModelProto, names: dict[str, str], where: str) -> None:
+        nodes = model.graph.node
+        for key, name in names.items():
+            if not key.isdigit() or int(key) >= len(nodes):
+                raise RecipeError(f"recipe node_names: index {key!r} is not a node index of {where} "
+                                  f"({len(nodes)} nodes)", hint="the recipe was made for another model; "
+                                  "remove node_names or use the matching model")
+            nodes[int(key)].name = name
+        seen: set[str] = set()
+        for n in nodes:
+            if n.name and n.name in seen:
+                raise RecipeError(f"recipe node_names: the name '{n.name}' is used twice in {where}",
+                                  hint="give each index in node_names a unique name")
+            seen.add(n.name)
+
+    # --- state -------------------------------------------------------------------------------------
+
+    @property
+    def recipe(self) -> Recipe:
+        return self._history[self._cursor]
+
+    @property
+    def model(self) -> onnx.ModelProto:
+        """The edited model for the current recipe (shared and cached: never mutate it)."""
+        return self._model_for(self.recipe)
+
+    @property
+    def digest(self) -> str:
+        return self.recipe.digest()
+
+    @property
+    def history(self) -> list[Recipe]:
+        """Every recipe value reachable by undo/redo, oldest first (``position`` is the current one)."""
+        return list(self._history)
+
+    @property
+    def position(self) -> int:
+        return self._cursor
+
+    @property
+    def can_undo(self) -> bool:
+        return self._cursor > 0
+
+    @property
+    def can_redo(self) -> bool:
+        return self._cursor < len(self._history) - 1
+
+    def layer_table(self) -> Table:
+        return layer_table(self.model)
+
+    def summary(self) -> dict[str, Any]:
+        return graph_summary(self.model)
+
+    def on_change(self, callback: Callback) -> Callable[[], None]:
+        """Call ``callback(session)`` after every change; returns a function that unsubscribes it."""
+        self._callbacks.append(callback)
+        return lambda: self._callbacks.remove(callback) if callback in self._callbacks else None
+
+    # --- changing ----------------------------------------------------------------------------------
+
+    def apply(self, edit: Edit) -> onnx.ModelProto:
+        """Apply ``edit``; on a WorkbenchError nothing changes (the last good state is kept)."""
+        if not isinstance(edit, Edit):
+            raise TypeError(f"apply() takes a recipe Edit, got {type(edit).__name__}")
+        before = self.model
+        new = self.recipe.with_edit(edit)
+        after = self._model_for(new)
+        self._push(new, "apply", describe(edit), before, after)
+        return after
+
+    def preview(self, edit: Edit) -> dict[str, Any]:
+        """What ``edit`` would change (node names added/removed/changed), without applying it."""
+        before = self.model
+        after = self._model_for(self.recipe.with_edit(edit))
+        return {"edit": describe(edit), **node_diff(before, after),
+                "nodes_before": len(before.graph.node), "nodes_after": len(after.graph.node)}
+
+    def undo(self) -> None:
+        if not self.can_undo:
+            raise EditError("nothing to undo", hint="the session is at the original model")
+        before = self.model
+        label = describe(self.recipe.edits[-1]) if self.recipe.edits else "settings"
+        self._cursor -= 1
+        self._changed("undo", label, before, self.model)
+
+    def redo(self) -> None:
+        if not self.can_redo:
+            raise EditError("nothing to redo", hint="redo follows an undo; a new edit clears the redo list")
+        before = self.model
+        self._cursor += 1
+        label = describe(self.recipe.edits[-1]) if self.recipe.edits else "settings"
+        self._changed("redo", label, before, self.model)
+
+    def set_calibration(self, settings: CalibrationSettings | None) -> None:
+        """Record calibration settings in the recipe (undoable)."""
+        if settings is not None and not isinstance(settings, CalibrationSettings):
+            raise TypeError("set_calibration() takes CalibrationSettings")
+        model = self.model
+        self._push(self.recipe.replace(calibration=settings), "set_calibration", "calibration", model, model)
+
+    def set_build(self, settings: BuildSettings | None) -> None:
+        """Record engine build settings in the recipe (undoable)."""
+        if settings is not None and not isinstance(settings, BuildSettings):
+            raise TypeError("set_build() takes BuildSettings")
+        model = self.model
+        self._push(self.recipe.replace(build=settings), "set_build", "build", model, model)
+
+    def set_recipe(self, recipe: Recipe) -> onnx.ModelProto:
+        """Replace the whole recipe (e.g. a loaded template), as one undoable step."""
+        if recipe.model is not None and recipe.model.sha256 != self.sha256:
+            raise RecipeError("the recipe is pinned to another model (sha256 mismatch)",
+                              hint="remove its \"model\" key to use it as a template")
+        before = self.model
+        new = recipe.replace(model=self.recipe.model, node_names=self.recipe.node_names)
+        try:
+            after = self._model_for(new)
+        except WorkbenchError as exc:
+            raise RecipeError(f"the recipe does not apply to this model: {exc.message}", hint=exc.hint) from exc
+        self._push(new, "set_recipe", f"{len(new.edits)} edits", before, after)
+        return after
+
+    # --- writing -----------------------------------------------------------------------------------
+
+    def save(self, recipe_path: str | os.PathLike[str]) -> Path:
+        """Write the recipe as canonical JSON (atomically); the model path is stored relative to it."""
+        recipe_path = Path(recipe_path)
+        recipe = self.recipe
+        if recipe.model is not None and recipe.model.path:
+            try:
+                rel = os.path.relpath(recipe.model.path, recipe_path.resolve().parent)
+            except ValueError:  # another drive on Windows
+                rel = recipe.model.path
+            recipe = recipe.replace(model=ModelRef(path=Path(rel).as_posix(), sha256=recipe.model.sha256))
+        self._copy_scales(recipe_path.with_suffix(".cache"))
+        return atomic_write(recipe_path, recipe.to_json())
+
+    def export(self, onnx_path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the edited model atomically; the source model is refused unless ``overwrite=True``."""
+        return save_model(self.model, onnx_path, protect=None if overwrite else self.source_path)
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    def _copy_scales(self, target: Path) -> None:
+        """Copy scale caches referenced by Quantize edits next to a saved recipe."""
+        digests = [e.scales for e in self.recipe.edits if isinstance(e, Quantize) and e.scales]
+        for d in digests:
+            src = self.cache_dir / "scales" / f"{d}.json"
+            dst = target / "scales" / f"{d}.json"
+            if src.is_file() and src.resolve() != dst.resolve():
+                atomic_write(dst, src.read_bytes())
+
+    def _model_key(self, recipe: Recipe) -> str:
+        data = {"sha256": self.sha256 if hasattr(self, "sha256") else "", "node_names": recipe.node_names,
+                "edits": [e.to_dict() for e in recipe.edits]}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    def _model_for(self, recipe: Recipe) -> onnx.ModelProto:
+        key = self._model_key(recipe)
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        edits = recipe.edits
+        start, model = 0, self.original
+        for k in range(len(edits) - 1, -1, -1):
+            prefix_key = self._model_key(recipe.replace(edits=edits[:k]))
+            if prefix_key in self._models:
+                start, model = k, self._models[prefix_key]
+                break
+        for k in range(start, len(edits)):
+            model = self._apply_one(model, edits[k])
+            self._remember(self._model_key(recipe.replace(edits=edits[: k + 1])), model)
+        return model
+
+    def _apply_one(self, model: onnx.ModelProto, edit: Edit) -> onnx.ModelProto:
+        if isinstance(edit, (ConvertPrecision, Quantize)):
+            try:
+                from .precision import apply_precision_edit
+            except ImportError as exc:
+                raise EditError(f"{edit.kind} needs workbench.precision.apply_precision_edit, which is not "
+                                f"available in this installation ({exc})",
+                                hint="update the workbench; graph edits work without it") from exc
+            return apply_precision_edit(model, edit, cache_dir=self.cache_dir)
+        return apply_edit(model, edit, cache_dir=self.cache_dir)
+
+    def _remember(self, key: str, model: onnx.ModelProto) -> None:
+        self._models[key] = model
+        self._models.move_to_end(key)
+        first = next(iter(self._models))
+        while len(self._models) > _CACHE_LIMIT:
+            victim = next(k for k in self._models if k != first)
+            del self._models[victim]
+
+    def _push(self, recipe: Recipe, action: str, label: str, before: onnx.ModelProto,
+              after: onnx.ModelProto) -> None:
+        del self._history[self._cursor + 1:]
+        self._history.append(recipe)
+        self._cursor += 1
+        self._changed(action, label, before, after)
+
+    def _changed(self, action: str, label: str, before: onnx.ModelProto, after: onnx.ModelProto) -> None:
+        diff = node_diff(before, after) if before is not after else {"added": [], "removed": [], "changed": []}
+        self.last_change = {"action": action, "edit": label, **diff}
+        for callback in list(self._callbacks):
+            callback(self)
+
+    def __repr__(self) -> str:
+        where = self.source_path.name if self.source_path else "<model>"
+        return (f"Session({where}, {len(self.recipe.edits)} edits, {len(self.model.graph.node)} nodes, "
+                f"undo={self.can_undo}, redo={self.can_redo})")
+
+
+def _find_model(ref: ModelRef, recipe_path: Path) -> Path:
+    path = Path(ref.path)
+    candidates = [path] if path.is_absolute() else [recipe_path.resolve().parent / path, Path.cwd() / path]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise RecipeError(
+        f"{recipe_path}: the model it was made for ({ref.path or 'no path recorded'}) is not found",
+        hint="pass the model explicitly: Session.load(recipe, model=PATH) or `workbench edit MODEL RECIPE -o OUT`",
+    )
