@@ -1,0 +1,296 @@
+"""Engine builds: ``build_engine`` (child process by default) and the equivalent ``trtexec`` command line.
+
+The engine is written atomically with a metadata JSON beside it (``<engine>.json``): model and recipe
+digests, backend and version, shape profiles (and which were derived, and why), the engine's I/O
+description (for buffer planning on a GPU), engine layers with the ONNX nodes they cover, build time
+and size. Engines here are built ahead of time; running one needs a supported NVIDIA GPU
+(:mod:`workbench.backends.trt_runtime`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from .backends.trt import import_backend, resolve_backend, run_job
+from .backends.trt_profiles import ResolvedProfiles, profiles_to_json, resolve_profiles
+from .backends.worker import run_in_child
+from .errors import BuildError
+from .fsio import write_json
+from .graph import load_model, model_bytes, sample_path, save_model, sha256_bytes
+from .recipe import BuildSettings, ShapeProfile
+
+__all__ = [
+    "BuildResult",
+    "build_engine",
+    "trtexec_command",
+    "default_cache_dir",
+    "engine_dir",
+    "METADATA_SUFFIX",
+    "Progress",
+    "LogSink",
+]
+
+METADATA_SUFFIX = ".json"
+Progress = Callable[[float, str], None]
+LogSink = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build produced. ``layers`` counts engine layers (after fusion) when the builder reports them."""
+
+    backend: str
+    version: str
+    engine_path: Path
+    bytes: int
+    seconds: float
+    layers: int
+    log: tuple[str, ...]
+    metadata_path: Path
+    profiles: tuple[ShapeProfile, ...] = ()
+    derived_profiles: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    io: tuple[dict[str, Any], ...] = ()
+    engine_layers: tuple[dict[str, Any], ...] = ()
+    wall_seconds: float = 0.0
+    in_process: bool = False
+    trtexec: str = ""
+    model_sha256: str = ""
+    recipe_digest: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CLI's JSON: ``backend``, ``engine``, ``bytes``, ``seconds``, ``layers`` and the rest."""
+        d = asdict(self)
+        d["engine"] = str(self.engine_path)
+        d["engine_path"] = str(self.engine_path)
+        d["metadata_path"] = str(self.metadata_path)
+        d["profiles"] = profiles_to_json(self.profiles)
+        d["log"] = list(self.log[-50:])
+        d.pop("extra")
+        return d
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/onnx-trt-workbench`` (or ``~/.cache/...``): engines and timing caches live here."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "onnx-trt-workbench"
+
+
+def engine_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    return Path(cache_dir or default_cache_dir()) / "engines"
+
+
+class _ProgressTracker:
+    """Turns IProgressMonitor phases into one overall fraction (the top-level phase's steps)."""
+
+    def __init__(self, sink: Progress | None) -> None:
+        self.sink = sink
+        self.top: str | None = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.sink is None or event.get("event") != "progress":
+            return
+        phase, parent = event.get("phase"), event.get("parent")
+        if self.top is None and parent is None:
+            self.top = phase
+        steps = max(int(event.get("steps") or 0), 1)
+        if phase == self.top:
+            self.sink(min(1.0, int(event.get("step") or 0) / steps), str(phase))
+        elif self.sink is not None and parent is not None:
+            self.sink(-1.0, str(phase))  # a sub-phase: the caller may show its name; fraction unchanged
+
+
+def _settings_key(model_sha: str, settings: BuildSettings, backend: str, version: str,
+                  profiles: ResolvedProfiles) -> str:
+    data = {"model": model_sha, "backend": backend, "version": version, "opt": settings.opt_level,
+            "ws": settings.workspace_mb, "cc": list(settings.compute_capabilities),
+            "profiles": profiles_to_json(profiles.profiles)}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def build_engine(
+    model: onnx.ModelProto | str | os.PathLike[str],
+    settings: BuildSettings | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | Any = None,
+    log: LogSink | None = None,
+    in_process: bool = False,
+    recipe_digest: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    timing_cache_path: str | os.PathLike[str] | None = None,
+) -> BuildResult:
+    """Build a serialised engine from ``model`` with ``settings``; write it (and its metadata) atomically.
+
+    Runs in a child process unless ``in_process`` (or ``settings.in_process``). ``progress(fraction,
+    phase)`` gets the overall fraction (or -1 with a sub-phase name), ``log(line)`` each builder log line,
+    ``cancel`` is a callable or an Event. Raises :class:`BuildError` (parse error naming the node,
+    builder failure, crash with the signal, timeout, cancel); nothing is half-written.
+    """
+    settings = settings or BuildSettings()
+    source = None if isinstance(model, onnx.ModelProto) else Path(model)
+    model = load_model(model)
+    if source is not None and not source.exists():
+        source = sample_path(str(source))
+    backend = resolve_backend(settings.backend)
+    version = str(getattr(import_backend(backend), "__version__", "unknown"))
+    resolved = resolve_profiles(model, settings.profiles)
+    data = model_bytes(model)
+    model_sha = sha256_bytes(data)
+    key = _settings_key(model_sha, settings, backend, version, resolved)
+    stem = (source.stem if source else (model.graph.name or "model")).replace(os.sep, "_")
+    engine_path = Path(out) if out is not None else engine_dir(cache_dir) / f"{stem}-{key[:16]}.engine"
+    if source is not None and engine_path.resolve() == source.resolve():
+        raise BuildError(f"refusing to write the engine over the model {source}", hint="choose another -o path")
+    timing_cache = None
+    if settings.timing_cache:
+        timing_cache = str(timing_cache_path or Path(cache_dir or default_cache_dir()) / "timing"
+                           / f"{backend}-{version}.cache")
+    in_process = in_process or settings.in_process
+    lines: list[str] = []
+    tracker = _ProgressTracker(progress)
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("event") == "log":
+            line = f"[{event.get('level')}] {event.get('message')}"
+            lines.append(line)
+            if log is not None:
+                log(line)
+        tracker(event)
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="wb-build-") as tmp:
+        model_path = Path(tmp) / "model.onnx"
+        save_model(model, model_path)
+        job = {"backend": backend, "model_path": str(model_path), "engine_path": str(engine_path),
+               "build": True, "support": False, "profiles": profiles_to_json(resolved.profiles),
+               "opt_level": settings.opt_level, "workspace_mb": settings.workspace_mb,
+               "timing_cache": timing_cache, "compute_capabilities": list(settings.compute_capabilities)}
+        what = f"the {backend} build of {source or 'the model'}"
+        if in_process:
+            def cancelled() -> bool:
+                return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel()) if cancel else False
+
+            result = run_job(job, on_event, cancelled)
+            if result.get("cancelled"):
+                raise BuildError(f"{what} was cancelled", hint="nothing was written; start it again when ready")
+        else:
+            result = run_in_child(job, timeout=settings.timeout_s, on_event=on_event, cancel=cancel, what=what)
+    wall = time.perf_counter() - start
+    _raise_for_failure(result, what, lines)
+
+    notes = tuple(resolved.notes) + tuple(result.get("notes", ()))
+    engine_bytes = int(result["bytes"])
+    engine_sha = _sha256_file(engine_path)
+    metadata = {
+        "workbench_engine": 1,
+        "engine": engine_path.name,
+        "engine_sha256": engine_sha,
+        "bytes": engine_bytes,
+        "backend": backend,
+        "version": version,
+        "model_sha256": model_sha,
+        "model_path": str(source) if source else None,
+        "recipe_digest": recipe_digest,
+        "profiles": profiles_to_json(resolved.profiles),
+        "derived_profiles": list(resolved.derived),
+        "notes": list(notes),
+        "opt_level": settings.opt_level,
+        "workspace_mb": settings.workspace_mb,
+        "compute_capabilities": list(settings.compute_capabilities),
+        "io": result.get("io", []),
+        "layers": result.get("layers"),
+        "network_layers": result.get("network_layers"),
+        "engine_layers": result.get("engine_layers", []),
+        "build_seconds": result.get("seconds"),
+        "in_process": in_process,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    metadata_path = write_json(engine_path.with_name(engine_path.name + METADATA_SUFFIX), metadata)
+    return BuildResult(
+        backend=backend, version=version, engine_path=engine_path, bytes=engine_bytes,
+        seconds=float(result.get("seconds") or 0.0), layers=int(result.get("layers") or 0), log=tuple(lines),
+        metadata_path=metadata_path, profiles=resolved.profiles, derived_profiles=resolved.derived, notes=notes,
+        io=tuple(result.get("io", [])), engine_layers=tuple(result.get("engine_layers", [])), wall_seconds=wall,
+        in_process=in_process, model_sha256=model_sha, recipe_digest=recipe_digest,
+        trtexec=trtexec_command(source or "model.onnx", settings, engine_path=engine_path,
+                                profiles=resolved.profiles, backend=backend, timing_cache=timing_cache),
+    )
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _raise_for_failure(result: dict[str, Any], what: str, lines: Sequence[str]) -> None:
+    if not result.get("parsable"):
+        errors = result.get("errors") or []
+        if errors:
+            first = errors[0]
+            node = f"node '{first['node']}'" + (f" ({first['op']})" if first.get("op") else "")
+            more = f" and {len(errors) - 1} more error(s)" if len(errors) > 1 else ""
+            raise BuildError(f"{what}: the ONNX parser rejected {node}: {first['desc']}{more}",
+                             hint="run `workbench check MODEL` for every unsupported node and what to do about it")
+        raise BuildError(f"{what}: the ONNX parser rejected the model", hint="run `workbench check MODEL`")
+    if not result.get("built"):
+        errs = [line for line in lines if line.startswith("[error]") or line.startswith("[internal_error]")]
+        detail = "; ".join(errs[-3:]) or "no error was logged"
+        raise BuildError(f"{what}: the builder produced no engine ({detail})",
+                         hint="check the shape profiles (--shapes) and run `workbench check MODEL`")
+
+
+def trtexec_command(
+    model_path: str | os.PathLike[str],
+    settings: BuildSettings | None = None,
+    *,
+    engine_path: str | os.PathLike[str] = "model.engine",
+    profiles: Sequence[ShapeProfile] | None = None,
+    backend: str | None = None,
+    timing_cache: str | os.PathLike[str] | None = None,
+    model: onnx.ModelProto | None = None,
+) -> str:
+    """The equivalent command line for a user with a device: ``trtexec`` (TensorRT) or ``tensorrt_rtx``.
+
+    Profiles default to ``settings.profiles`` completed with derived defaults when ``model`` is given.
+    Strongly typed (precision from the graph), detailed profiling verbosity, layer info exported.
+    """
+    settings = settings or BuildSettings()
+    backend = backend or (settings.backend if settings.backend != "auto" else "tensorrt")
+    if profiles is None:
+        profiles = resolve_profiles(model, settings.profiles).profiles if model is not None else settings.profiles
+    engine = str(engine_path)
+    stem = engine[: -len(".engine")] if engine.endswith(".engine") else engine
+    args = ["tensorrt_rtx" if backend == "tensorrt-rtx" else "trtexec", f"--onnx={model_path}",
+            f"--saveEngine={engine}"]
+    if backend != "tensorrt-rtx":
+        args.append("--stronglyTyped")
+    dynamic = [p for p in profiles if not p.min == p.opt == p.max]
+    if dynamic:
+        for flag, attr in (("--minShapes", "min"), ("--optShapes", "opt"), ("--maxShapes", "max")):
+            args.append(f"{flag}=" + ",".join(f"{p.input}:{'x'.join(map(str, getattr(p, attr)))}" for p in profiles))
+    args.append(f"--builderOptimizationLevel={settings.opt_level}")
+    if settings.workspace_mb:
+        args.append(f"--memPoolSize=workspace:{settings.workspace_mb}M")
+    if timing_cache and backend != "tensorrt-rtx":
+        args.append(f"--timingCacheFile={timing_cache}")
+    args += ["--profilingVerbosity=detailed", f"--exportLayerInfo={stem}.layers.json",
+             f"--exportProfile={stem}.profile.json"]
+    return " ".join(shlex.quote(a) for a in args)
+

@@ -1,0 +1,212 @@
+"""Can TensorRT take this model? The real ONNX parser and an ahead-of-time build, in a child process.
+
+:func:`check_model` reports per-node support (``supports_model_v2``), parse errors naming the node, whether
+a build succeeds with the given (or derived) optimisation profiles, a builder crash with its signal, and
+concrete suggestions: a dynamic input without a profile (with a ``--shapes`` example), ONNX Runtime-only
+integer ops (the ``dequantize_integer_ops`` edit), an ``If`` with a constant condition
+(``fold_constant_if``), custom-domain ops (plugins). Bad input (not a model, a wrong SPEC) raises a
+WorkbenchError; everything about TensorRT itself is a report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from .backends.trt import INSTALL_HINT, import_backend, resolve_backend, run_job
+from .backends.trt_profiles import (
+    dynamic_inputs,
+    format_spec,
+    parse_shapes,
+    profiles_to_json,
+    resolve_profiles,
+)
+from .backends.worker import WorkerCrash, run_in_child
+from .errors import BackendUnavailable, BuildError
+from .graph import load_model, save_model
+from .recipe import ShapeProfile
+
+__all__ = ["CheckReport", "check_model", "ORT_INTEGER_OPS", "static_findings"]
+
+ORT_INTEGER_OPS = ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger")
+_RECIPE = '{"schema_version": 1, "edits": [{"kind": "%s"}]}'
+
+
+@dataclass
+class CheckReport:
+    """The CLI keys (``parsable``, ``buildable``, ``unsupported``, ``errors``, ``suggestions``) and more."""
+
+    model: str
+    backend: str | None
+    version: str | None
+    parsable: bool | None
+    buildable: bool | None
+    unsupported: list[dict[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    suggestions: list[str] = field(default_factory=list)
+    crashed: dict[str, Any] | None = None
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    derived_profiles: list[str] = field(default_factory=list)
+    nodes: int = 0
+    supported_nodes: int | None = None
+    build_seconds: float | None = None
+    layers: int | None = None
+    io: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.parsable and self.buildable)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+
+def _const_names(model: onnx.ModelProto) -> set[str]:
+    names = {i.name for i in model.graph.initializer}
+    names |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return names
+
+
+def static_findings(model: onnx.ModelProto, profiles: Sequence[ShapeProfile] = ()) -> tuple[list[dict[str, str]],
+                                                                                               list[str]]:
+    """What the graph alone tells: (unsupported nodes we can name, suggestions)."""
+    unsupported: list[dict[str, str]] = []
+    suggestions: list[str] = []
+    given = {p.input for p in profiles}
+    for name, info in dynamic_inputs(model).items():
+        if name in given:
+            continue
+        resolved = resolve_profiles(model, [p for p in profiles if p.input != name])
+        mine = next(p for p in resolved.profiles if p.input == name)
+        shape = "x".join("?" if not isinstance(d, int) or d <= 0 else str(d) for d in info.shape or ())
+        suggestions.append(
+            f"input '{name}' has dynamic dims ({shape}) and no profile: the check used derived defaults; "
+            f"give the shapes you will run, e.g. --shapes {format_spec(mine)}")
+    integer = [n for n in model.graph.node if n.op_type in ORT_INTEGER_OPS]
+    for n in integer:
+        unsupported.append({"node": n.name, "op": n.op_type,
+                            "reason": f"{n.op_type} is an ONNX Runtime integer op; TensorRT has no kernel for it"})
+    if integer:
+        suggestions.append(
+            f"{len(integer)} ONNX Runtime integer op(s) ({', '.join(sorted({n.op_type for n in integer}))}: "
+            f"{', '.join(n.name for n in integer[:5])}{'...' if len(integer) > 5 else ''}) must be turned back to float "
+            f"first: apply the dequantize_integer_ops edit (`workbench edit MODEL recipe.json -o float.onnx` with "
+            f"recipe.json = {_RECIPE % 'dequantize_integer_ops'}), then quantize to Q/DQ for TensorRT "
+            f"(`workbench quantize float.onnx --calib DATA.npz -o qdq.onnx`)")
+    consts = _const_names(model)
+    const_ifs = [n for n in model.graph.node if n.op_type == "If" and n.input and n.input[0] in consts]
+    if const_ifs:
+        suggestions.append(
+            f"If node(s) {', '.join(repr(n.name) for n in const_ifs)} have a constant condition: fold them with the "
+            f"fold_constant_if edit (recipe {_RECIPE % 'fold_constant_if'}) so TensorRT sees a plain graph")
+    custom = sorted({(n.domain, n.op_type) for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+    for domain, op in custom:
+        suggestions.append(f"op {op} from domain '{domain}' is not standard ONNX: TensorRT needs a plugin for it, "
+                           f"or replace it with standard ops (replace_node edit)")
+    return unsupported, suggestions
+
+
+def _reason(err: dict[str, Any], backend: str, version: str) -> str:
+    desc = str(err.get("desc") or "").strip()
+    if err.get("op") in ORT_INTEGER_OPS:
+        return f"{err['op']} is an ONNX Runtime integer op; TensorRT has no kernel for it"
+    if desc in ("", "false"):
+        return f"{err.get('op') or 'this op'} is not supported by {backend} {version} ({err.get('where', '')})"
+    return desc
+
+
+def check_model(
+    model: onnx.ModelProto | str | os.PathLike[str],
+    *,
+    shapes: str | Sequence[str] | Sequence[ShapeProfile] | None = None,
+    backend: str = "auto",
+    timeout: float = 600.0,
+    in_process: bool = False,
+    opt_level: int = 3,
+) -> CheckReport:
+    """Parse and build ``model`` with TensorRT (child process by default) and say what to do about problems.
+
+    ``shapes`` is a SPEC string (or list) or ShapeProfiles. Raises ModelError/DataError for bad input;
+    an unavailable TensorRT, an unsupported node, a failed or crashed build are reported, not raised.
+    """
+    where = str(model) if not isinstance(model, onnx.ModelProto) else (model.graph.name or "the model")
+    model = load_model(model)
+    if shapes is None or isinstance(shapes, str) or all(isinstance(s, str) for s in shapes):
+        given = parse_shapes(shapes, model)  # type: ignore[arg-type]
+    else:
+        given = tuple(shapes)  # type: ignore[arg-type]
+    resolved = resolve_profiles(model, given)
+    unsupported, suggestions = static_findings(model, given)
+    report = CheckReport(model=where, backend=None, version=None, parsable=None, buildable=None,
+                         unsupported=unsupported, suggestions=suggestions, nodes=len(model.graph.node),
+                         profiles=profiles_to_json(resolved.profiles), derived_profiles=list(resolved.derived),
+                         notes=list(resolved.notes))
+    try:
+        name = resolve_backend(backend)
+        report.backend = name
+        report.version = str(getattr(import_backend(name), "__version__", "unknown"))
+    except BackendUnavailable as exc:
+        report.errors.append(exc.message)
+        report.suggestions.insert(0, f"install TensorRT to check the model: {exc.hint or INSTALL_HINT}")
+        return report
+
+    with tempfile.TemporaryDirectory(prefix="wb-check-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        save_model(model, path)
+        job = {"backend": name, "model_path": str(path), "build": True, "support": True,
+               "engine_path": None, "profiles": profiles_to_json(resolved.profiles), "opt_level": opt_level,
+               "timing_cache": None}
+        try:
+            result = run_job(job) if in_process else run_in_child(job, timeout=timeout, what=f"the check of {where}")
+        except WorkerCrash as exc:
+            report.crashed = {"signal": exc.signal_name, "returncode": exc.returncode, "last_log": list(exc.log_tail)}
+            report.buildable = False
+            report.errors.append(exc.message)
+            report.suggestions.append(
+                f"the {name} builder crashed ({exc.signal_name or 'no result'}); try another TensorRT version, or "
+                f"bisect the graph with the extract edit to find the node that crashes it")
+            return report
+        except BuildError as exc:  # timeout
+            report.errors.append(exc.message)
+            report.suggestions.append(exc.hint)
+            return report
+    _merge(report, result, name)
+    return report
+
+
+def _merge(report: CheckReport, result: dict[str, Any], backend: str) -> None:
+    version = str(result.get("version"))
+    report.parsable = bool(result.get("parsable"))
+    report.buildable = bool(result.get("built"))
+    report.build_seconds = result.get("seconds")
+    report.layers = result.get("layers")
+    report.io = list(result.get("io") or [])
+    report.notes += [n for n in result.get("notes", []) if "timing cache" not in n]
+    support = result.get("support") or {}
+    errors = list(support.get("errors") or []) + list(result.get("errors") or [])
+    seen = {u["node"] for u in report.unsupported}
+    for err in errors:
+        label = f"node '{err['node']}'" + (f" ({err['op']})" if err.get("op") else "")
+        line = f"{label}: {err['code']}: {_reason(err, backend, version)}"
+        if line not in report.errors:
+            report.errors.append(line)
+        if err["code"] == "UNSUPPORTED_NODE" and err["node"] not in seen:
+            seen.add(err["node"])
+            report.unsupported.append({"node": err["node"], "op": err.get("op", ""),
+                                       "reason": _reason(err, backend, version)})
+    if support.get("supported") is not None or report.parsable:
+        report.supported_nodes = report.nodes - len({u["node"] for u in report.unsupported})
+    if report.parsable and not report.buildable:
+        report.errors.append("the builder produced no engine with these profiles")
+        report.suggestions.append("check the shape profiles: --shapes NAME:MIN,OPT,MAX for each dynamic input")
+    if not report.parsable and not report.unsupported:
+        report.suggestions.append("the parser rejected the model: see errors for the node; "
+                                  "`workbench inspect MODEL --layers` shows its inputs and shapes")
