@@ -246,7 +246,7 @@ def _raise_for_failure(result: dict[str, Any], what: str, lines: Sequence[str]) 
             first = errors[0]
             node = f"node '{first['node']}'" + (f" ({first['op']})" if first.get("op") else "")
             more = f" and {len(errors) - 1} more error(s)" if len(errors) > 1 else ""
-            raise BuildError(f"{what}: the ONNX parser rejected {node}: {first['desc']}{more}",
+            raise BuildError(f"{what}: the ONNX parser rejected {node}: {first.get('reason') or first['desc']}{more}",
                              hint="run `workbench check MODEL` for every unsupported node and what to do about it")
         raise BuildError(f"{what}: the ONNX parser rejected the model", hint="run `workbench check MODEL`")
     if not result.get("built"):

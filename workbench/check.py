@@ -20,7 +20,7 @@ from typing import Any
 
 import onnx
 
-from .backends.trt import INSTALL_HINT, import_backend, resolve_backend, run_job
+from .backends.trt import INSTALL_HINT, ORT_INTEGER_OPS, import_backend, resolve_backend, run_job
 from .backends.trt_profiles import (
     dynamic_inputs,
     format_spec,
@@ -35,7 +35,6 @@ from .recipe import ShapeProfile
 
 __all__ = ["CheckReport", "check_model", "ORT_INTEGER_OPS", "static_findings"]
 
-ORT_INTEGER_OPS = ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger")
 _RECIPE = '{"schema_version": 1, "edits": [{"kind": "%s"}]}'
 
 
@@ -114,15 +113,6 @@ def static_findings(model: onnx.ModelProto, profiles: Sequence[ShapeProfile] = (
     return unsupported, suggestions
 
 
-def _reason(err: dict[str, Any], backend: str, version: str) -> str:
-    desc = str(err.get("desc") or "").strip()
-    if err.get("op") in ORT_INTEGER_OPS:
-        return f"{err['op']} is an ONNX Runtime integer op; TensorRT has no kernel for it"
-    if desc in ("", "false"):
-        return f"{err.get('op') or 'this op'} is not supported by {backend} {version} ({err.get('where', '')})"
-    return desc
-
-
 def check_model(
     model: onnx.ModelProto | str | os.PathLike[str],
     *,
@@ -183,7 +173,6 @@ def check_model(
 
 
 def _merge(report: CheckReport, result: dict[str, Any], backend: str) -> None:
-    version = str(result.get("version"))
     report.parsable = bool(result.get("parsable"))
     report.buildable = bool(result.get("built"))
     report.build_seconds = result.get("seconds")
@@ -195,13 +184,13 @@ def _merge(report: CheckReport, result: dict[str, Any], backend: str) -> None:
     seen = {u["node"] for u in report.unsupported}
     for err in errors:
         label = f"node '{err['node']}'" + (f" ({err['op']})" if err.get("op") else "")
-        line = f"{label}: {err['code']}: {_reason(err, backend, version)}"
+        line = f"{label}: {err['code']}: {err['reason']}"
         if line not in report.errors:
             report.errors.append(line)
         if err["code"] == "UNSUPPORTED_NODE" and err["node"] not in seen:
             seen.add(err["node"])
             report.unsupported.append({"node": err["node"], "op": err.get("op", ""),
-                                       "reason": _reason(err, backend, version)})
+                                       "reason": err["reason"]})
     if support.get("supported") is not None or report.parsable:
         report.supported_nodes = report.nodes - len({u["node"] for u in report.unsupported})
     if report.parsable and not report.buildable:

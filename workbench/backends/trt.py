@@ -24,6 +24,7 @@ from ..fsio import atomic_write
 
 __all__ = [
     "BACKENDS",
+    "ORT_INTEGER_OPS",
     "INSTALL_HINT",
     "backend_status",
     "resolve_backend",
@@ -154,18 +155,33 @@ def _io(trt: ModuleType, network: Any) -> list[dict[str, Any]]:
     return out
 
 
+ORT_INTEGER_OPS = ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger")
+
+
+def _reason(op: str, desc: str, where: str) -> str:
+    """A readable reason for a parser error (TensorRT-RTX often says just 'false')."""
+    if op in ORT_INTEGER_OPS:
+        return f"{op} is an ONNX Runtime integer op; TensorRT has no kernel for it"
+    if desc.strip() in ("", "false"):
+        return f"{op or 'this op'} is not supported here (parser check {where})"
+    return desc.strip()
+
+
 def _parser_errors(parser: Any) -> list[dict[str, Any]]:
     errors = []
     for i in range(parser.num_errors):
         e = parser.get_error(i)
         node = int(e.node())
+        op = e.node_operator() if hasattr(e, "node_operator") else ""
+        where = f"{e.file()}:{e.line()} {e.func()}".strip()
         errors.append({
             "code": getattr(e.code(), "name", str(e.code())),
             "node": e.node_name() or (f"#{node}" if node >= 0 else ""),
             "node_index": node,
-            "op": e.node_operator() if hasattr(e, "node_operator") else "",
+            "op": op,
             "desc": e.desc(),
-            "where": f"{e.file()}:{e.line()} {e.func()}".strip(),
+            "where": where,
+            "reason": _reason(op, e.desc(), where),
         })
     return errors
 

@@ -1,0 +1,58 @@
+"""workbench build MODEL: a serialised TensorRT engine (child process by default) and its metadata JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..backends.trt_profiles import parse_shapes
+from ..build import build_engine
+from ..graph import load_model
+from ..recipe import BuildSettings
+
+COMMAND = "build"
+HELP = "build a TensorRT engine ahead of time (no GPU needed with TensorRT-RTX)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an .onnx file or a sample model name")
+    p.add_argument("-o", "--output", metavar="ENGINE", help="engine path (default: the workbench cache)")
+    p.add_argument("--shapes", action="append", metavar="SPEC",
+                   help="NAME:1x3x224x224 or NAME:MIN,OPT,MAX; repeatable; dynamic inputs left out get derived defaults")
+    p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "tensorrt-rtx"])
+    p.add_argument("--opt-level", type=int, default=3, choices=range(0, 6), metavar="N",
+                   help="builder optimisation level 0-5 (default 3)")
+    p.add_argument("--workspace-mb", type=int, default=None, help="workspace memory pool limit in MiB")
+    p.add_argument("--timing-cache", metavar="PATH", help="timing cache file reused across builds (TensorRT)")
+    p.add_argument("--no-timing-cache", action="store_true", help="do not use a timing cache")
+    p.add_argument("--compute-capability", action="append", default=[], metavar="SM",
+                   help="TensorRT-RTX target, e.g. SM86 or 8.9; repeatable")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds before the build is stopped")
+    p.add_argument("--in-process", action="store_true", help="build in this process (a builder crash kills it)")
+    p.add_argument("--quiet", action="store_true", help="do not stream the build log to stderr")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    model = load_model(args.model)
+    settings = BuildSettings(
+        backend=args.backend, profiles=parse_shapes(args.shapes, model), opt_level=args.opt_level,
+        workspace_mb=args.workspace_mb, timing_cache=not args.no_timing_cache,
+        compute_capabilities=tuple(args.compute_capability), in_process=args.in_process, timeout_s=args.timeout,
+    )
+
+    def log(line: str) -> None:
+        if not args.quiet and not line.startswith("[verbose]"):
+            print(line, file=sys.stderr)
+
+    result = build_engine(args.model, settings, out=args.output, log=log, timing_cache_path=args.timing_cache)
+    return result.to_dict()
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = [f"engine: {r['engine']} ({r['bytes']:,} bytes, {r['layers']} layers)",
+             f"backend: {r['backend']} {r['version']}  build: {r['seconds']:.2f} s",
+             f"metadata: {r['metadata_path']}"]
+    lines += [f"note: {n}" for n in r["notes"]]
+    lines.append(f"on a device: {r['trtexec']}")
+    return "\n".join(lines)
