@@ -1,0 +1,344 @@
+"""Headless tests of the dashboard, the Model tab and the graph view: set widget values, click, assert state."""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import onnx
+import plotly.colors as pc
+import pytest
+from models import conv_bn_relu_model, dynamic_model, integer_ops_model
+from onnx import TensorProto, helper
+from plotly.callbacks import Points
+
+from workbench.graph import load_model, tensor_infos
+from workbench.plots.graph_view import graph_figure, graph_layout, layered_layout, points
+from workbench.recipe import FuseBatchNorm
+from workbench.session import Session
+from workbench.ui import dashboard
+from workbench.ui.dashboard import Workbench
+from workbench.ui.model_tab import ALL_OPS
+
+
+@pytest.fixture
+def cnn_path(tmp_path: Path) -> Path:
+    path = tmp_path / "cnn.onnx"
+    onnx.save(conv_bn_relu_model(), path)
+    return path
+
+
+@pytest.fixture
+def wb(cnn_path: Path, tmp_path: Path) -> Workbench:
+    return Workbench(str(cnn_path), cache_dir=tmp_path / "cache")
+
+
+def _longest_path_layers(model: onnx.ModelProto) -> dict[str, int]:
+    """Independent reference: layer = longest path (in edges) from a graph input, by memoised recursion."""
+    producer = {o: n.name for n in model.graph.node for o in n.output}
+    preds = {n.name: [producer[i] for i in n.input if i in producer] for n in model.graph.node}
+
+    @cache
+    def depth(name: str) -> int:
+        return 1 + max((depth(p) for p in preds[name]), default=0)  # graph inputs sit at layer 0
+
+    return {name: depth(name) for name in preds}
+
+
+def _click(tab, name: str) -> None:
+    """Deliver a click on node ``name`` to the graph's node trace, as plotly's front end does."""
+    trace = tab._trace("nodes")
+    i = list(trace.customdata).index(name)
+    trace._dispatch_on_click(Points([i], [trace.x[i]], [trace.y[i]], "nodes", 1), None)
+
+
+# --- graph view (pure) -----------------------------------------------------------------------------
+
+
+def test_layout_layers_are_longest_paths():
+    model = load_model(conv_bn_relu_model())
+    lay = graph_layout(model)
+    expected = _longest_path_layers(model)
+    got = {n: int(-y) for n, y in zip(lay.names, lay.y)}
+    assert got == expected
+    # the residual Add waits for the longer branch: block3.relu, 9 nodes down the chain
+    assert got["residual.add"] == 10
+    # graph input on layer 0, graph output one below its producer
+    io = dict(zip(lay.io_names, lay.io_y))
+    assert io["input"] == 0 and io["logits"] == -(expected["fc"] + 1)
+
+
+def test_barycentric_ordering_removes_a_crossing():
+    # a -> d and b -> c: in graph order (c before d) the two edges cross; ordering must uncross them
+    pos = layered_layout(["a", "b", "c", "d"], [("a", "d"), ("b", "c")])
+    assert pos["a"][1] == pos["b"][1] == 0 and pos["c"][1] == pos["d"][1] == 1
+    assert (pos["a"][0] - pos["b"][0]) * (pos["d"][0] - pos["c"][0]) > 0
+    # nodes of one layer never overlap
+    assert abs(pos["a"][0] - pos["b"][0]) >= 1 and abs(pos["c"][0] - pos["d"][0]) >= 1
+
+
+def test_figure_nodes_edges_and_hover_match_the_model():
+    model = load_model(conv_bn_relu_model())
+    fig = graph_figure(model, highlight=["block2.conv"], selected="fc")
+    traces = {t.name: t for t in fig.data}
+    assert list(traces["nodes"].customdata) == [n.name for n in model.graph.node]
+    producers = {o for n in model.graph.node for o in n.output} | {"input"}
+    n_edges = sum(1 for n in model.graph.node for i in n.input if i in producers) + len(model.graph.output)
+    assert sum(v is None for v in traces["edges"].x) == n_edges
+    infos = tensor_infos(model)
+    conv = next(n for n in model.graph.node if n.name == "block1.conv")
+    hover = traces["nodes"].hovertext[0]
+    assert "op: Conv" in hover
+    assert "x".join(map(str, infos[conv.output[0]].shape)) in hover
+    kernel = list(next(a.ints for a in conv.attribute if a.name == "kernel_shape"))
+    assert f"kernel_shape = {kernel}" in hover
+    lay = graph_layout(model)
+    i, j = lay.index("block2.conv"), lay.index("fc")
+    assert (traces["highlight"].x, traces["highlight"].y) == ((lay.x[i],), (lay.y[i],))
+    assert (traces["selected"].x, traces["selected"].y) == ((lay.x[j],), (lay.y[j],))
+
+
+def test_color_by_numeric_and_categorical_values():
+    model = load_model(conv_bn_relu_model())
+    names = [n.name for n in model.graph.node]
+    times = {names[0]: 1.0, names[1]: 3.0}
+    colors = graph_figure(model, color_by=times, color_title="ms").data[1].marker.color
+    viridis = pc.sample_colorscale("Viridis", [0.0, 1.0])
+    assert colors[0] == viridis[0] and colors[1] == viridis[1]
+    assert set(colors[2:]) == {"#c8c8c8"}  # no value: grey
+    fig = graph_figure(model, color_by={names[0]: "fp16", names[1]: "fp32", names[2]: "fp16"}, color_title="precision")
+    node_colors = fig.data[1].marker.color
+    assert node_colors[0] == node_colors[2] != node_colors[1]
+    assert {t.name for t in fig.data[5:]} == {"fp16", "fp32"}  # one legend entry per value
+
+
+def _big_model(blocks: int) -> onnx.ModelProto:
+    nodes, x = [], "input"
+    for b in range(blocks):  # swish-like block with a parallel branch: 5 nodes, 4 layers deep
+        nodes += [
+            helper.make_node("Relu", [x], [f"a{b}"], name=f"a{b}"),
+            helper.make_node("Sigmoid", [f"a{b}"], [f"s{b}"], name=f"s{b}"),
+            helper.make_node("Mul", [f"a{b}", f"s{b}"], [f"m{b}"], name=f"m{b}"),
+            helper.make_node("Neg", [x], [f"n{b}"], name=f"n{b}"),
+            helper.make_node("Add", [f"m{b}", f"n{b}"], [f"o{b}"], name=f"o{b}"),
+        ]
+        x = f"o{b}"
+    graph = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_five_thousand_nodes_lay_out_in_one_pass():
+    model = load_model(_big_model(1000))
+    t0 = time.perf_counter()
+    fig = graph_figure(model)
+    print(f"\n5,000-node graph figure: {time.perf_counter() - t0:.2f} s")
+    nodes = next(t for t in fig.data if t.name == "nodes")
+    assert len(nodes.x) == 5000 and fig.data[0].type == "scattergl" and nodes.type == "scattergl"
+    y = dict(zip(nodes.customdata, nodes.y))
+    assert y["o999"] == -4000 and y["n999"] == -3997 and y["a0"] == -1  # 4 layers per block
+    x = dict(zip(nodes.customdata, nodes.x))
+    assert x["n500"] != x["a500"]  # the two branches of a block sit side by side
+
+
+# --- dashboard and Model tab (headless widgets) ----------------------------------------------------
+
+
+def test_dashboard_header_tabs_and_display(wb: Workbench, cnn_path: Path):
+    assert wb.session is not None and wb.session.source_path == cnn_path.resolve()
+    assert list(wb.tabs)[0] == "Model" and wb.tab.get_title(0) == "Model"
+    assert wb.tab.children[0] is wb.tabs["Model"].widget
+    assert "cnn.onnx" in wb.name.value
+    model = wb.session.model
+    assert f"{len(model.graph.node)} nodes" in wb.line.value
+    assert wb.status.state == "ok" and "cnn.onnx" in wb.status.message
+    bundle = wb._repr_mimebundle_()
+    view = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert view["application/vnd.jupyter.widget-view+json"]["model_id"] == wb.widget.model_id
+    # tabs of other engineers that exist come after Model, in the agreed order
+    titles = [t for t in wb.tabs]
+    order = [m for m, _ in dashboard.TAB_MODULES]
+    present = [type(wb.tabs[t]).__module__.rsplit(".", 1)[1] for t in titles[1:]]
+    assert present == [m for m in order if m in present]
+
+
+def test_summary_shows_onnx_counts(wb: Workbench):
+    tab = wb.tabs["Model"]
+    model = wb.session.model
+    params = sum(int(np.prod(i.dims)) for i in model.graph.initializer)
+    assert f"<b>params</b> {params:,}" in tab.summary.value
+    assert f"<b>opset</b> {model.opset_import[0].version}" in tab.summary.value
+    convs = sum(n.op_type == "Conv" for n in model.graph.node)
+    assert f"Conv ×{convs}" in tab.summary.value
+    assert "<code>input</code>" in tab.summary.value and "[2, 3, 16, 16]" in tab.summary.value
+
+
+def test_filters_select_rows(wb: Workbench):
+    tab = wb.tabs["Model"]
+    model = wb.session.model
+    all_names = [n.name for n in model.graph.node]
+    assert [v for _, v in tab.rows.options] == all_names
+    assert tab.count.value == f"{len(all_names)} of {len(all_names)} layers"
+    assert tab.op.options == (ALL_OPS, *sorted({n.op_type for n in model.graph.node}))
+
+    tab.op.value = "Conv"
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    assert [v for _, v in tab.rows.options] == convs
+    assert tab.count.value == f"{len(convs)} of {len(all_names)} layers"
+
+    tab.filter.value = "block2"
+    assert [v for _, v in tab.rows.options] == ["block2.conv"]
+
+    tab.op.value = ALL_OPS
+    tab.filter.value = "relu"  # matches the op type as well as names
+    assert [v for _, v in tab.rows.options] == [n.name for n in model.graph.node if n.op_type == "Relu"]
+
+    tab.filter.value = "no such layer"
+    assert tab.rows.options == () and tab.count.value == f"0 of {len(all_names)} layers"
+
+
+def test_row_selection_shows_details_and_marks_the_graph(wb: Workbench):
+    tab = wb.tabs["Model"]
+    tab.rows.value = "block1.conv"
+    assert '<b class="wb-node-name">block1.conv</b>' in tab.details.value
+    assert "kernel_shape = <code>[3, 3]</code>" in tab.details.value
+    i = tab.layout.index("block1.conv")
+    assert tab._trace("selected").x == (tab.layout.x[i],) and tab._trace("selected").y == (tab.layout.y[i],)
+
+
+def test_graph_click_selects_row_and_shows_details(wb: Workbench):
+    tab = wb.tabs["Model"]
+    tab.op.value = "Conv"  # fc is filtered out: the click must bring it back into view
+    _click(tab, "fc")
+    assert tab.rows.value == "fc" and tab.selected == "fc"
+    assert tab.op.value == ALL_OPS and "fc" in [v for _, v in tab.rows.options]
+    assert '<b class="wb-node-name">fc</b>' in tab.details.value
+    assert '<span class="wb-node-op">Gemm</span>' in tab.details.value
+    assert "transB = <code>1</code>" in tab.details.value
+    fc = next(n for n in wb.session.model.graph.node if n.name == "fc")
+    assert f"<code>{fc.output[0]}</code>" in tab.details.value
+    i = tab.layout.index("fc")
+    assert tab._trace("selected").x == (tab.layout.x[i],)
+
+
+def test_highlight_and_color_by_hooks(wb: Workbench):
+    tab = wb.tabs["Model"]
+    tab.highlight(["block1.conv", "fc", "not-a-node"])
+    xs, ys = points(tab.layout, ["block1.conv", "fc"])
+    assert list(tab._trace("highlight").x) == xs and list(tab._trace("highlight").y) == ys
+    tab.color_by({"fc": 2.5}, "ms")
+    i = tab.layout.index("fc")
+    assert tab._trace("nodes").marker.color[i] != "#c8c8c8"
+    assert list(tab._trace("highlight").x) == xs  # highlight survives the new figure
+    _click(tab, "block1.relu")  # click handler re-attached to the new figure
+    assert tab.selected == "block1.relu"
+
+
+def test_session_change_refreshes_model_tab_and_header(wb: Workbench):
+    tab = wb.tabs["Model"]
+    before = len(wb.session.model.graph.node)
+    tab.rows.value = "fc"
+    wb.session.apply(FuseBatchNorm())
+    after = wb.session.model
+    assert not any(n.op_type == "BatchNormalization" for n in after.graph.node)
+    assert [v for _, v in tab.rows.options] == [n.name for n in after.graph.node]
+    assert len(tab.rows.options) < before
+    assert "BatchNormalization" not in tab.op.options
+    assert f"{len(after.graph.node)} nodes" in wb.line.value
+    assert tab.selected == "fc"  # the selection survives an edit that keeps the node
+    wb.session.undo()
+    assert len(tab.rows.options) == before
+
+
+def test_workbench_on_a_session_and_in_memory_model(tmp_path: Path):
+    session = Session(conv_bn_relu_model(), cache_dir=tmp_path / "c")
+    wb = Workbench(session)
+    assert wb.session is session and wb.tabs["Model"].session is session
+    assert "conv_bn_relu" in wb.name.value  # no path: the graph's name
+
+
+def test_check_button_reports_dynamic_dims(tmp_path: Path):
+    path = tmp_path / "dyn.onnx"
+    onnx.save(dynamic_model(), path)
+    wb = Workbench(str(path), cache_dir=tmp_path / "cache")
+    tab = wb.tabs["Model"]
+    tab.check_button.click()
+    report = tab.last_report
+    assert report is not None and report["backend"] == "tensorrt-rtx"
+    assert report["parsable"] is True and report["buildable"] is True
+    assert wb.status.state == "ok" and wb.status.message.startswith("TensorRT check: the model builds")
+    assert "<b>buildable</b> yes" in tab.report.value
+    assert "input &#x27;input&#x27; has dynamic dims" in tab.report.value  # the suggestion, escaped
+
+
+def test_check_button_reports_unsupported_integer_ops(tmp_path: Path):
+    path = tmp_path / "int.onnx"
+    onnx.save(integer_ops_model(), path)
+    wb = Workbench(str(path), cache_dir=tmp_path / "cache")
+    tab = wb.tabs["Model"]
+    tab.check_button.click()
+    unsupported = {u["op"] for u in tab.last_report["unsupported"]}
+    assert unsupported & {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
+    assert "unsupported node(s)" in wb.status.message
+    for op in unsupported:
+        assert f"<td>{op}</td>" in tab.report.value
+
+
+def test_check_with_bad_shapes_shows_the_error(wb: Workbench):
+    tab = wb.tabs["Model"]
+    tab.shapes.value = "nosuchinput:1x3x16x16"
+    tab.check_button.click()
+    assert wb.status.state == "error"
+    assert "nosuchinput" in wb.status.message and wb.status.hint
+    assert tab.report.value == ""
+    assert wb.session is not None and len(tab.rows.options) > 0  # the dashboard is still usable
+
+
+def test_bad_path_shows_error_state_then_open_works(tmp_path: Path, cnn_path: Path):
+    missing = tmp_path / "missing.onnx"
+    wb = Workbench(str(missing), cache_dir=tmp_path / "cache")
+    assert wb.session is None and wb.tabs == {} and wb.tab.children == ()
+    assert wb.status.state == "error" and str(missing) in wb.status.message and wb.status.hint
+    assert "no model open" in wb.name.value and wb.path.value == str(missing)
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"this is not protobuf" * 10)
+    wb.path.value = str(garbage)
+    wb.open_button.click()
+    assert wb.status.state == "error" and str(garbage) in wb.status.message and wb.session is None
+
+    wb.path.value = str(cnn_path)
+    wb.open_button.click()
+    assert wb.status.state == "ok" and wb.session is not None
+    assert wb.session.source_path == cnn_path.resolve()
+    assert list(wb.tabs)[0] == "Model" and len(wb.tabs["Model"].rows.options) == len(wb.session.model.graph.node)
+
+
+def test_failed_open_keeps_the_current_model(wb: Workbench, tmp_path: Path):
+    session = wb.session
+    wb.path.value = str(tmp_path / "nope.onnx")
+    wb.open_button.click()
+    assert wb.status.state == "error" and wb.session is session and "Model" in wb.tabs
+
+
+def test_missing_tab_module_is_skipped_other_import_errors_surface(monkeypatch, cnn_path: Path, tmp_path: Path):
+    real = dashboard.importlib.import_module
+
+    def fake_import(name: str, *args):
+        if name.endswith(".precision_tab"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        if name.endswith(".debug_tab"):
+            raise ModuleNotFoundError("No module named 'somedep'", name="somedep")
+        return real(name, *args)
+
+    monkeypatch.setattr(dashboard.importlib, "import_module", fake_import)
+    monkeypatch.setattr(dashboard, "TAB_MODULES", (("precision_tab", "PrecisionTab"),))
+    wb = Workbench(str(cnn_path), cache_dir=tmp_path / "c")
+    assert list(wb.tabs) == ["Model"]
+    monkeypatch.setattr(dashboard, "TAB_MODULES", (("debug_tab", "DebugTab"),))
+    with pytest.raises(ModuleNotFoundError, match="somedep"):
+        Workbench(str(cnn_path), cache_dir=tmp_path / "c")

@@ -1,0 +1,148 @@
+"""The dashboard: ``Workbench(path_or_session)`` -> header, status line and one tab per workflow step.
+
+Tabs are classes ``XTab(session, status)`` in ``workbench/ui/<name>_tab.py``; a tab whose module does
+not exist yet is skipped, any other import error surfaces. A model that cannot be opened leaves a
+usable dashboard in an error state: the status shows message and hint, and the path box + Open button
+load another model.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as W
+
+from ..errors import WorkbenchError
+from ..session import Session
+from .common import Status
+from .model_tab import ModelTab, summary_line
+
+__all__ = ["Workbench", "TAB_MODULES"]
+
+# (module in workbench.ui, class) in display order, after the Model tab
+TAB_MODULES: tuple[tuple[str, str], ...] = (
+    ("edit_tab", "EditTab"),
+    ("precision_tab", "PrecisionTab"),
+    ("calibrate_tab", "CalibrateTab"),
+    ("build_tab", "BuildTab"),
+    ("profile_tab", "ProfileTab"),
+    ("debug_tab", "DebugTab"),
+)
+
+
+def _tab_classes() -> list[type]:
+    classes: list[type] = [ModelTab]
+    for module, cls in TAB_MODULES:
+        full = f"{__package__}.{module}"
+        try:
+            mod = importlib.import_module(full)
+        except ModuleNotFoundError as exc:
+            if exc.name == full:  # not written yet: skip; a missing dependency inside it must surface
+                continue
+            raise
+        classes.append(getattr(mod, cls))
+    return classes
+
+
+class Workbench:
+    """The ONNX -> TensorRT workbench for one model: ``Workbench("model.onnx")`` or ``Workbench(session)``.
+
+    Attributes: ``session`` (None while no model is open), ``status`` (the shared status line),
+    ``tabs`` ({title: tab object}), ``widget`` (the whole dashboard).
+    """
+
+    def __init__(self, path_or_session: Any, *, cache_dir: str | os.PathLike[str] | None = None) -> None:
+        self.cache_dir = cache_dir
+        self.session: Session | None = None
+        self.status = Status()
+        self.tabs: dict[str, Any] = {}
+        self._unsubscribe: Any = None
+
+        self.name = W.HTML()
+        self.line = W.HTML()
+        self.path = W.Text(placeholder="path/to/model.onnx or a sample name", description="model",
+                           layout=W.Layout(width="420px"))
+        self.open_button = W.Button(description="Open", icon="folder-open", layout=W.Layout(width="90px"))
+        self.open_button.on_click(lambda _b: self.open(self.path.value.strip()))
+        self.tab = W.Tab(children=[])
+        header = W.VBox([W.HBox([self.name, self.line], layout=W.Layout(align_items="baseline", grid_gap="1em")),
+                         W.HBox([self.path, self.open_button])])
+        self.widget = W.VBox([header, self.status.widget, self.tab], layout=W.Layout(width="100%"))
+        self.widget.add_class("wb-dashboard")
+
+        if isinstance(path_or_session, Session):
+            self._attach(path_or_session)
+            self.status.ok(f"opened {self._model_name()}")
+        else:
+            self.open(path_or_session)
+
+    # --- opening models -----------------------------------------------------------------------------
+
+    def open(self, source: Any) -> bool:
+        """Open a model (path, sample name, ModelProto); on bad input show the error and keep the dashboard."""
+        if isinstance(source, (str, os.PathLike)):
+            self.path.value = str(source)
+        if isinstance(source, str) and not source:
+            self.status.error(WorkbenchError("no model given", hint="type a path to an .onnx file or a sample name"))
+            return False
+        before = self.session
+        with self.status.guard(f"opening {source if isinstance(source, (str, os.PathLike)) else 'the model'}"):
+            self._attach(Session(source, cache_dir=self.cache_dir))
+        if self.session is before and self.status.state == "error":
+            if before is None:
+                self._show_empty()
+            return False
+        self.status.ok(f"opened {self._model_name()}")
+        return True
+
+    def _attach(self, session: Session) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self.session = session
+        if session.source_path is not None:
+            self.path.value = str(session.source_path)
+        tabs = [cls(session, self.status) for cls in _tab_classes()]
+        self.tabs = {t.title: t for t in tabs}
+        self.tab.children = [t.widget for t in tabs]
+        for i, t in enumerate(tabs):
+            self.tab.set_title(i, t.title)
+        self.tab.selected_index = 0
+        self._refresh_header()
+        unsubscribe = session.on_change(lambda _s: self._refresh_header())
+        self._unsubscribe = unsubscribe if callable(unsubscribe) else None
+
+    def _show_empty(self) -> None:
+        self.session = None
+        self.tabs = {}
+        self.tab.children = []
+        self.name.value = "<b>no model open</b>"
+        self.line.value = "<span class='wb-summary-line'>open an .onnx file or a sample name above</span>"
+
+    def _model_name(self) -> str:
+        if self.session is None:
+            return "no model"
+        if self.session.source_path is not None:
+            return Path(self.session.source_path).name
+        return self.session.original.graph.name or "in-memory model"
+
+    def _refresh_header(self) -> None:
+        assert self.session is not None
+        self.name.value = f"<b class='wb-model-name'>{html.escape(self._model_name())}</b>"
+        self.line.value = f"<span class='wb-summary-line'>{html.escape(summary_line(self.session.summary()))}</span>"
+
+    # --- Jupyter display ----------------------------------------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def __repr__(self) -> str:
+        return f"Workbench({self._model_name()!r}, tabs={list(self.tabs)})"

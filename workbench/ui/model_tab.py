@@ -1,0 +1,331 @@
+"""The Model tab: summary, a filterable layer table, the graph view and a Check-with-TensorRT button.
+
+Visible state lives in widget values (``summary.value``, ``rows.options``, ``details.value``,
+``report.value``, the graph's trace data) so headless tests can read it. Clicking a node in the graph
+selects its row; selecting a row marks the node in the graph and shows its details.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import ipywidgets as W
+import onnx
+import plotly.graph_objects as go
+from onnx import helper
+
+from ..graph import layer_table, summary
+from ..plots.graph_view import GraphLayout, graph_figure, graph_layout, points
+from ..table import Table
+from .common import Status
+
+__all__ = ["ModelTab", "summary_line", "ALL_OPS"]
+
+ALL_OPS = "all ops"
+
+
+def _num(n: int | None, unit: str = "") -> str:
+    if n is None:
+        return "unknown"
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {suffix}{unit}"
+    return f"{n} {unit}".strip()
+
+
+def _shape(shape: list | None) -> str:
+    return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def summary_line(info: Mapping[str, Any]) -> str:
+    """One line: nodes, op types, params, opset, FLOPs, inputs/outputs."""
+    return (
+        f"{info['nodes']} nodes · {len(info['ops'])} op types · {_num(info['params'])} params · "
+        f"opset {info['opset']} · {_num(info['flops'], 'FLOPs')} · "
+        f"{len(info['inputs'])} input(s), {len(info['outputs'])} output(s)"
+    )
+
+
+def _summary_html(info: Mapping[str, Any]) -> str:
+    def tensors(kind: str, items: list[dict]) -> str:
+        rows = "".join(
+            f"<tr><td>{kind}</td><td><code>{html.escape(t['name'])}</code></td><td>{html.escape(t['dtype'])}</td>"
+            f"<td>{html.escape(_shape(t['shape']))}</td></tr>"
+            for t in items
+        )
+        return rows
+
+    ops = ", ".join(f"{html.escape(op)} ×{n}" for op, n in sorted(info["ops"].items(), key=lambda kv: -kv[1]))
+    flops = "unknown" if info["flops"] is None else f"{info['flops']:,} ({_num(info['flops'], 'FLOPs')})"
+    return (
+        '<div class="wb-summary">'
+        '<table class="wb-io"><tr><th></th><th>tensor</th><th>dtype</th><th>shape</th></tr>'
+        f"{tensors('input', info['inputs'])}{tensors('output', info['outputs'])}</table>"
+        f"<p><b>nodes</b> {info['nodes']} · <b>params</b> {info['params']:,} · <b>opset</b> {info['opset']} · "
+        f"<b>FLOPs</b> {flops}</p><p><b>ops</b> {ops}</p></div>"
+    )
+
+
+def _row_label(rec: Mapping[str, Any]) -> str:
+    out = ", ".join(rec["output_shapes"])
+    return f"{rec['name']}  ·  {rec['op']}  ·  {out}"
+
+
+def _attr_value(attr: onnx.AttributeProto) -> str:
+    if attr.type == onnx.AttributeProto.TENSOR:
+        return f"tensor {list(attr.t.dims)}"
+    if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+        return "subgraph"
+    value = helper.get_attribute_value(attr)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _details_html(rec: Mapping[str, Any], node: onnx.NodeProto) -> str:
+    ins = "".join(f"<li><code>{html.escape(i)}</code></li>" for i in rec["inputs"]) or "<li>-</li>"
+    outs = "".join(
+        f"<li><code>{html.escape(o)}</code> {html.escape(s)}</li>" for o, s in zip(rec["outputs"], rec["output_shapes"])
+    )
+    attrs = "".join(
+        f"<li>{html.escape(a.name)} = <code>{html.escape(_attr_value(a))}</code></li>" for a in node.attribute
+    )
+    flops = "" if rec["flops"] is None else f" · FLOPs {rec['flops']:,}"
+    return (
+        f'<div class="wb-node"><b class="wb-node-name">{html.escape(rec["name"])}</b> '
+        f'<span class="wb-node-op">{html.escape(rec["op"])}</span><br>'
+        f"input shapes: {html.escape(', '.join(rec['input_shapes']) or '-')} · dtype {html.escape(str(rec['dtype']))}"
+        f" · params {rec['params']:,}{flops}"
+        f"<br>inputs<ul>{ins}</ul>outputs<ul>{outs}</ul>"
+        + (f"attributes<ul>{attrs}</ul>" if attrs else "")
+        + "</div>"
+    )
+
+
+def _report_html(report: Mapping[str, Any]) -> str:
+    def yes(v: Any) -> str:
+        return {True: "yes", False: "no"}.get(v, "unknown")
+
+    parts = [
+        f'<div class="wb-check"><p><b>parsable</b> {yes(report.get("parsable"))} · '
+        f'<b>buildable</b> {yes(report.get("buildable"))}'
+        + (f" · backend {html.escape(str(report['backend']))}" if report.get("backend") else "")
+        + (f" {html.escape(str(report['version']))}" if report.get("version") else "")
+        + (f" · {report['layers']} engine layers" if report.get("layers") is not None else "")
+        + (f" · built in {report['build_seconds']:.2f} s" if report.get("build_seconds") is not None else "")
+        + "</p>"
+    ]
+    unsupported = report.get("unsupported") or []
+    if unsupported:
+        rows = "".join(
+            f"<tr><td><code>{html.escape(str(u.get('node')))}</code></td><td>{html.escape(str(u.get('op')))}</td>"
+            f"<td>{html.escape(str(u.get('reason')))}</td></tr>"
+            for u in unsupported
+        )
+        parts.append(f"<p><b>unsupported</b></p><table><tr><th>node</th><th>op</th><th>reason</th></tr>{rows}</table>")
+    if report.get("crashed"):
+        crash = report["crashed"]
+        parts.append(f"<p class='wb-crash'><b>the builder crashed</b> ({html.escape(str(crash.get('signal')))})</p>")
+    for key in ("errors", "suggestions", "notes"):
+        items = report.get(key) or []
+        if items:
+            lis = "".join(f"<li>{html.escape(str(e))}</li>" for e in items)
+            parts.append(f"<p><b>{key}</b></p><ul class='wb-{key}'>{lis}</ul>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+class ModelTab:
+    """Summary, layer table with filters, graph view, node details and the TensorRT check."""
+
+    title = "Model"
+
+    def __init__(self, session: Any, status: Status) -> None:
+        self.session = session
+        self.status = status
+        self._digest: str | None = None
+        self._syncing = False
+        self.layout: GraphLayout | None = None
+        self.table: Table | None = None
+        self._nodes: dict[str, onnx.NodeProto] = {}
+        self._highlight: tuple[str, ...] = ()
+        self.last_report: dict[str, Any] | None = None
+
+        self.summary = W.HTML()
+        self.filter = W.Text(placeholder="name or op contains…", description="filter", continuous_update=True,
+                             layout=W.Layout(width="260px"))
+        self.op = W.Dropdown(options=[ALL_OPS], value=ALL_OPS, description="op", layout=W.Layout(width="220px"))
+        self.count = W.Label()
+        self.rows = W.Select(options=[], rows=14, layout=W.Layout(width="100%"))
+        self.details = W.HTML(value="<i>select a layer in the table or click a node in the graph</i>")
+        self.shapes = W.Text(placeholder="input:1x3x224x224 (optional)", description="shapes",
+                             layout=W.Layout(width="360px"))
+        self.check_button = W.Button(description="Check with TensorRT", icon="check", button_style="primary",
+                                     layout=W.Layout(width="200px"))
+        self.report = W.HTML()
+        self.graph = go.FigureWidget()
+        self._graph_box = W.Box([self.graph], layout=W.Layout(width="60%", min_width="420px"))
+
+        self.filter.observe(lambda _: self._apply_filter(), "value")
+        self.op.observe(lambda _: self._apply_filter(), "value")
+        self.rows.observe(self._on_row, "value")
+        self.check_button.on_click(self._on_check)
+
+        left = W.VBox([W.HBox([self.filter, self.op]), self.count, self.rows, self.details],
+                      layout=W.Layout(width="40%", min_width="360px"))
+        self.widget = W.VBox([
+            self.summary,
+            W.HBox([left, self._graph_box]),
+            W.HBox([self.check_button, self.shapes]),
+            self.report,
+        ])
+        self.refresh()
+        if hasattr(session, "on_change"):
+            session.on_change(lambda _s: self.refresh())
+
+    # --- state from the session ------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Re-read the session's current model (after an edit, undo, redo or load)."""
+        model = self.session.model
+        digest = getattr(self.session, "digest", None)
+        if digest is not None and digest == self._digest and self.table is not None:
+            return
+        self._digest = digest
+        self.summary.value = _summary_html(summary(model))
+        self.table = layer_table(model)
+        self._nodes = {n.name: n for n in model.graph.node}
+        self.layout = graph_layout(model)
+        keep = self.rows.value
+        ops = [ALL_OPS, *sorted(set(self.table.column("op")))]
+        self._syncing = True
+        try:
+            if self.op.value not in ops:
+                self.op.value = ALL_OPS
+            self.op.options = ops
+        finally:
+            self._syncing = False
+        self._highlight = tuple(n for n in self._highlight if n in self._nodes)
+        self._set_figure(graph_figure(self.layout, highlight=self._highlight))
+        self._apply_filter(keep=keep if keep in self._nodes else None)
+        self.report.value = ""
+
+    def _set_figure(self, fig: go.Figure) -> None:
+        self.graph = go.FigureWidget(fig)
+        self._graph_box.children = (self.graph,)
+        self._trace("nodes").on_click(self._on_graph_click)
+        self._mark_selected(self.rows.value)
+
+    def _trace(self, name: str) -> Any:
+        return next(t for t in self.graph.data if t.name == name)
+
+    # --- filtering and selection --------------------------------------------------------------------
+
+    def visible_rows(self) -> Table:
+        """The layer-table rows the current filter text and op dropdown let through."""
+        assert self.table is not None
+        text = self.filter.value.strip().lower()
+        op = self.op.value
+        return self.table.where(
+            lambda r: (op in (None, ALL_OPS) or r["op"] == op)
+            and (not text or text in r["name"].lower() or text in r["op"].lower())
+        )
+
+    def _apply_filter(self, keep: str | None = None) -> None:
+        if self._syncing or self.table is None:
+            return
+        shown = self.visible_rows()
+        keep = keep if keep is not None else self.rows.value
+        options = [(_row_label(r), r["name"]) for r in shown.records()]
+        names = {name for _, name in options}
+        self._syncing = True
+        try:
+            self.rows.options = options
+            self.rows.value = keep if keep in names else None
+        finally:
+            self._syncing = False
+        self.count.value = f"{len(shown)} of {len(self.table)} layers"
+        if keep not in names:
+            self._show_details(None)
+
+    def _on_row(self, change: dict) -> None:
+        if not self._syncing:
+            self._show_details(change["new"])
+
+    def select(self, name: str | None) -> None:
+        """Select a node by name: its row in the table, its marker in the graph, its details."""
+        if name is not None and name not in self._nodes:
+            return
+        if name is not None and name not in {v for _, v in self.rows.options}:
+            self._syncing = True
+            try:
+                self.filter.value = ""
+                self.op.value = ALL_OPS
+            finally:
+                self._syncing = False
+            self._apply_filter(keep=name)
+        self._syncing = True
+        try:
+            self.rows.value = name
+        finally:
+            self._syncing = False
+        self._show_details(name)
+
+    def _show_details(self, name: str | None) -> None:
+        if name is None or self.table is None:
+            self.details.value = "<i>select a layer in the table or click a node in the graph</i>"
+        else:
+            rec = next(r for r in self.table.records() if r["name"] == name)
+            self.details.value = _details_html(rec, self._nodes[name])
+        self._mark_selected(name)
+
+    def _mark_selected(self, name: str | None) -> None:
+        if self.layout is None or not self.graph.data:
+            return
+        xs, ys = points(self.layout, [name] if name else [])
+        with self.graph.batch_update():
+            sel = self._trace("selected")
+            sel.x, sel.y = xs, ys
+
+    def _on_graph_click(self, trace: Any, pts: Any, _selector: Any) -> None:
+        if pts.point_inds:
+            self.select(trace.customdata[pts.point_inds[0]])
+
+    @property
+    def selected(self) -> str | None:
+        return self.rows.value
+
+    # --- hooks for other tabs -----------------------------------------------------------------------
+
+    def highlight(self, names: Iterable[str]) -> None:
+        """Ring the given nodes in the graph (others pass e.g. the slowest or most divergent layers)."""
+        self._highlight = tuple(n for n in names if n in self._nodes)
+        assert self.layout is not None
+        xs, ys = points(self.layout, self._highlight)
+        with self.graph.batch_update():
+            t = self._trace("highlight")
+            t.x, t.y = xs, ys
+
+    def color_by(self, values: Mapping[str, Any] | None, title: str = "") -> None:
+        """Colour nodes by a {node: value} mapping (time, error, precision); None goes back to op types."""
+        assert self.layout is not None
+        self._set_figure(graph_figure(self.layout, color_by=values, color_title=title, highlight=self._highlight))
+
+    # --- TensorRT check -----------------------------------------------------------------------------
+
+    def _on_check(self, _button: Any = None) -> None:
+        self.report.value = ""
+        with self.status.guard("checking the model with TensorRT"):
+            from ..check import check_model
+
+            shapes = self.shapes.value.strip() or None
+            result = check_model(self.session.model, shapes=shapes)
+            report = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+            self.report.value = _report_html(report)
+            self.last_report = report
+            verdict = "builds" if report.get("buildable") else "parses" if report.get("parsable") else "fails"
+            self.status.ok(f"TensorRT check: the model {verdict}"
+                           + (f" ({len(report.get('unsupported') or [])} unsupported node(s))"
+                              if report.get("unsupported") else ""))
