@@ -1,0 +1,48 @@
+"""workbench edit MODEL RECIPE -o OUT: replay a recipe's edits on a model (byte-identical to the Session)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..edits import describe
+from ..errors import RecipeError
+from ..recipe import Recipe
+from ..session import Session
+
+COMMAND = "edit"
+HELP = "apply a recipe (or a template recipe) to a model and write the edited model"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an .onnx file or a sample model name")
+    p.add_argument("recipe", help="a recipe .json saved by the workbench (a template without 'model' fits any model)")
+    p.add_argument("-o", "--output", required=True, help="where to write the edited .onnx (never the input model)")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    path = Path(args.recipe)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc}", hint="check the recipe path") from exc
+    recipe = Recipe.from_json(text, where=str(path))
+    cache = path.with_suffix(".cache")
+    session = Session(args.model, recipe=recipe, cache_dir=cache if cache.is_dir() else None)
+    out = session.export(args.output)
+    return {
+        "output": str(out),
+        "edits": len(session.recipe.edits),
+        "nodes_before": len(session.original.graph.node),
+        "nodes_after": len(session.model.graph.node),
+        "applied": [describe(e) for e in session.recipe.edits],
+        "digest": session.digest,
+    }
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = [f"applied {r['edits']} edits: {r['nodes_before']} -> {r['nodes_after']} nodes"]
+    lines += [f"  {i + 1}. {d}" for i, d in enumerate(r["applied"])]
+    lines.append(f"wrote {r['output']}")
+    return "\n".join(lines)
