@@ -1,0 +1,438 @@
+"""Calibration: feed representative data through the FP32 model in ONNX Runtime and pick each tensor's amax.
+
+Data (:func:`feeds_from`): a ``.npz`` file (one array per model input, first axis = samples), a dict of
+such arrays, any iterable of feed dicts (each one batch), :func:`image_folder` (files + your preprocessing
+function) or :func:`random_data` (a loud warning: random data gives scales that fit no real input).
+
+Statistics are streamed in bounded memory, one batch at a time, with the needed tensors as extra ONNX
+Runtime outputs: a running min/max and a histogram of ``|x|`` per tensor whose range doubles (merging
+bin pairs, an exact re-binning) when a batch exceeds it. No activation is kept after its batch.
+
+Methods, all computed from the same histogram so each tensor shows what every method would choose:
+``max`` (the absolute maximum), ``percentile`` (the ``|x|`` below which ``percentile`` % of values fall),
+``entropy`` (TensorRT's entropy calibrator: the threshold minimising the KL divergence between the
+clipped reference distribution and its 128-level quantized version) and ``mse`` (the threshold minimising
+the expected squared quantize-dequantize error). Results go into a :class:`~workbench.precision.ScaleCache`
+(JSON, keyed by model digest + data digest + method). Use 100-500 representative samples; fewer is warned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .backends.ort import OrtEngine, check_feeds, with_outputs
+from .errors import CalibrationError, DataError, WorkbenchError
+from .fsio import read_json, write_json
+from .graph import model_bytes, sha256_bytes, tensor_infos
+from .precision import ScaleCache, TensorStats, activation_tensors
+
+__all__ = [
+    "METHODS",
+    "MIN_SAMPLES",
+    "ScaleCache",
+    "TensorStats",
+    "calibrate",
+    "feeds_from",
+    "image_folder",
+    "random_data",
+    "compute_thresholds",
+    "RunningHistogram",
+]
+
+log = logging.getLogger(__name__)
+
+METHODS = ("max", "percentile", "entropy", "mse")
+MIN_SAMPLES = 100
+_SUMMARY_BINS = 128
+
+
+class RunningHistogram:
+    """Histogram of ``|x|`` over ``[0, hist_max]`` with ``num_bins`` bins, min/max, grown by doubling."""
+
+    def __init__(self, num_bins: int = 2048) -> None:
+        if num_bins < 256 or num_bins % 2:
+            raise CalibrationError(f"num_bins={num_bins} is too small or odd", hint="use an even number >= 256")
+        self.num_bins = num_bins
+        self.counts = np.zeros(num_bins, dtype=np.int64)
+        self.hist_max = 0.0
+        self.min = np.inf
+        self.max = -np.inf
+        self.count = 0
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float32).ravel()
+        if x.size == 0:
+            return
+        lo, hi = float(x.min()), float(x.max())
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
+        amax = max(abs(lo), abs(hi))
+        self.count += x.size
+        if amax == 0.0:
+            self.counts[0] += x.size
+            return
+        if self.hist_max == 0.0:
+            self.hist_max = amax
+        while amax > self.hist_max:  # double the range: merge bin pairs into the lower half
+            merged = self.counts.reshape(-1, 2).sum(axis=1)
+            self.counts[:] = 0
+            self.counts[: merged.size] = merged
+            self.hist_max *= 2.0
+        idx = np.abs(x)
+        idx *= self.num_bins / self.hist_max
+        i = idx.astype(np.int32)
+        np.minimum(i, self.num_bins - 1, out=i)
+        self.counts += np.bincount(i, minlength=self.num_bins)
+
+    @property
+    def amax(self) -> float:
+        return 0.0 if self.count == 0 else float(max(abs(self.min), abs(self.max)))
+
+
+def _percentile(counts: np.ndarray, width: float, pct: float, amax: float) -> float:
+    total = counts.sum()
+    if total == 0:
+        return 0.0
+    cdf = np.cumsum(counts) / total
+    i = int(np.searchsorted(cdf, pct / 100.0))
+    return float(min((i + 1) * width, amax))
+
+
+def _entropy(counts: np.ndarray, width: float, amax: float, *, levels: int = 128, stride: int = 1) -> float:
+    """TensorRT's entropy calibration (KL divergence between the clipped histogram and its 128-level version)."""
+    counts = counts.astype(np.float64)
+    if counts.size > 1:
+        # as NVIDIA's pytorch-quantization does: flatten the spike at 0 (ReLU outputs) so it does not
+        # dominate the divergence and drag the threshold down
+        counts[0] = counts[1]
+    last = int(np.nonzero(counts)[0][-1]) + 1 if counts.any() else 0
+    if last <= levels:
+        return float(min(last * width, amax)) if last else 0.0
+    nbins = last
+    counts = counts[:nbins]
+    best_i, best_kl = nbins, np.inf
+    for i in range(levels, nbins + 1, stride):
+        p = counts[:i].copy()
+        p[i - 1] += counts[i:].sum()  # outliers clipped into the last bin
+        nz = counts[:i] != 0
+        # quantize the first i bins into `levels` groups, spread each group's mass over its non-empty bins
+        edges = (np.arange(levels + 1) * i) // levels
+        group_sum = np.add.reduceat(counts[:i], edges[:-1])
+        group_nz = np.add.reduceat(nz.astype(np.float64), edges[:-1])
+        per_bin = np.divide(group_sum, group_nz, out=np.zeros_like(group_sum), where=group_nz > 0)
+        q = np.repeat(per_bin, np.diff(edges)) * nz
+        ps, qs = p.sum(), q.sum()
+        if qs == 0:
+            continue
+        p /= ps
+        q /= qs
+        mask = p > 0
+        qm = q[mask]
+        if (qm == 0).any():
+            kl = np.inf
+        else:
+            kl = float(np.sum(p[mask] * np.log(p[mask] / qm)))
+        if kl <= best_kl:  # the last minimum, as pytorch-quantization picks
+            best_kl, best_i = kl, i
+    return float(min(best_i * width, amax))
+
+
+def _mse(counts: np.ndarray, width: float, amax: float, *, qmax: float = 127.0, candidates: int = 256) -> float:
+    """The threshold minimising the expected squared error of symmetric quantize-dequantize."""
+    if counts.sum() == 0:
+        return 0.0
+    last = int(np.nonzero(counts)[0][-1]) + 1
+    centers = (np.arange(last) + 0.5) * width
+    c = counts[:last].astype(np.float64)
+    best_t, best_err = last * width, np.inf
+    for t in np.linspace(last * width / candidates, last * width, candidates):
+        s = t / qmax
+        q = np.clip(np.rint(centers / s), 0, qmax) * s
+        err = float(np.dot(c, (centers - q) ** 2))
+        if err < best_err:
+            best_err, best_t = err, t
+    return float(min(best_t, amax))
+
+
+def compute_thresholds(hist: RunningHistogram, *, percentile: float = 99.99, qmax: float = 127.0) -> dict[str, float]:
+    """The amax each method chooses from one tensor's histogram."""
+    amax = hist.amax
+    if amax == 0.0 or hist.hist_max == 0.0:
+        return dict.fromkeys(METHODS, 0.0)
+    width = hist.hist_max / hist.num_bins
+    stride = max(1, hist.num_bins // 1024)
+    return {
+        "max": amax,
+        "percentile": _percentile(hist.counts, width, percentile, amax),
+        "entropy": _entropy(hist.counts, width, amax, stride=stride),
+        "mse": _mse(hist.counts, width, amax, qmax=qmax),
+    }
+
+
+# --- data --------------------------------------------------------------------------------------------
+
+
+def _input_specs(model: onnx.ModelProto) -> dict[str, Any]:
+    inits = {i.name for i in model.graph.initializer}
+    infos = tensor_infos(model)
+    return {i.name: infos[i.name] for i in model.graph.input if i.name not in inits}
+
+
+def _batch_dim(model: onnx.ModelProto) -> int | None:
+    """The fixed batch size of the model's first input, or None when the first axis is dynamic."""
+    specs = list(_input_specs(model).values())
+    shape = specs[0].shape if specs else None
+    if shape and isinstance(shape[0], int) and shape[0] > 0:
+        return shape[0]
+    return None
+
+
+def _arrays_batches(arrays: Mapping[str, np.ndarray], batch: int, where: str) -> Iterator[dict[str, np.ndarray]]:
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise DataError(f"the arrays in {where} have different numbers of samples: {lengths}",
+                        hint="give every input the same first-axis length (one row per sample)")
+    n = next(iter(lengths.values()), 0)
+    usable = n - n % batch
+    if usable == 0 and n:
+        raise DataError(f"{where} has {n} samples, fewer than the model's fixed batch size {batch}",
+                        hint=f"provide at least {batch} samples, or export the model with a dynamic batch axis")
+    for s in range(0, usable, batch):
+        yield {k: np.asarray(v[s : s + batch]) for k, v in arrays.items()}
+
+
+def feeds_from(
+    data: str | os.PathLike[str] | Mapping[str, np.ndarray] | Iterable[Mapping[str, np.ndarray]],
+    model: onnx.ModelProto,
+    *,
+    batch_size: int = 16,
+) -> tuple[Iterable[dict[str, np.ndarray]], str, int | None]:
+    """(batches of feeds, a description, sample count when known) for a .npz path, arrays or an iterable."""
+    fixed = _batch_dim(model)
+    batch = fixed or batch_size
+    inputs = list(_input_specs(model))
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if not path.is_file():
+            raise DataError(f"calibration data not found: {path}", hint="pass a .npz with one array per model input")
+        try:
+            npz = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise DataError(f"cannot read {path} as .npz: {exc}",
+                            hint="save the data with numpy.savez(path, **{input_name: array})") from exc
+        missing = [k for k in inputs if k not in npz.files]
+        if missing:
+            raise DataError(f"{path} has no array for model input(s) {missing} (it has {npz.files})",
+                            hint=f"save one array per model input, keyed by name: {inputs}")
+        arrays = {k: npz[k] for k in inputs}
+        n = len(next(iter(arrays.values())))
+        return _arrays_batches(arrays, batch, str(path)), str(path), n - n % batch
+    if isinstance(data, Mapping):
+        arrays = {k: np.asarray(v) for k, v in data.items()}
+        extra = [k for k in arrays if k not in inputs]
+        if extra:
+            raise DataError(f"the calibration arrays name {extra}, which are not model inputs",
+                            hint=f"the model's inputs are {inputs}")
+        n = len(next(iter(arrays.values()))) if arrays else 0
+        return _arrays_batches(arrays, batch, "the calibration arrays"), "arrays", n - n % batch
+    if isinstance(data, Iterable):
+        return data, getattr(data, "description", type(data).__name__), None
+    raise DataError(f"cannot calibrate from a {type(data).__name__}",
+                    hint="pass a .npz path, a dict of arrays or an iterable of {input_name: array} dicts")
+
+
+class _ImageFolder:
+    def __init__(self, folder: Path, files: list[Path], preprocess: Callable[[Path], np.ndarray],
+                 input_name: str, batch_size: int) -> None:
+        self.folder, self.files, self.preprocess = folder, files, preprocess
+        self.input_name, self.batch_size = input_name, batch_size
+        self.description = f"images in {folder}"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for s in range(0, len(self.files), self.batch_size):
+            items = []
+            for f in self.files[s : s + self.batch_size]:
+                try:
+                    items.append(np.asarray(self.preprocess(f)))
+                except WorkbenchError:
+                    raise
+                except Exception as exc:
+                    raise DataError(f"preprocessing {f} failed: {type(exc).__name__}: {exc}",
+                                    hint="fix the preprocessing function or remove the file") from exc
+            yield {self.input_name: np.stack(items)}
+
+
+def image_folder(
+    folder: str | os.PathLike[str],
+    preprocess: Callable[[Path], np.ndarray],
+    *,
+    input_name: str,
+    batch_size: int = 16,
+    suffixes: Sequence[str] = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".npy"),
+) -> Iterable[dict[str, np.ndarray]]:
+    """Batches ``{input_name: stack(preprocess(file))}`` over the image files of a folder (sorted by name).
+
+    ``preprocess(path)`` reads one file and returns one sample (no batch axis), as the model expects it.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}", hint="pass a folder that holds the calibration images")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes)
+    if not files:
+        raise DataError(f"no image files ({', '.join(suffixes)}) in {root}", hint="put 100-500 images there")
+    return _ImageFolder(root, files, preprocess, input_name, batch_size)
+
+
+def random_data(model: onnx.ModelProto, *, samples: int = 100, seed: int = 0,
+                batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Standard-normal arrays for every input (dynamic dims become 1). Loudly warned: scales will not fit real data."""
+    msg = ("calibrating with RANDOM data: the scales will not match real inputs and accuracy will suffer; "
+           "use 100-500 representative samples")
+    warnings.warn(msg, UserWarning, stacklevel=2)
+    log.warning(msg)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, info in _input_specs(model).items():
+        dims = [d if isinstance(d, int) and d > 0 else 1 for d in (info.shape or ())[1:]]
+        dtype = np.dtype(info.dtype) if info.dtype != "unknown" else np.float32
+        out[name] = rng.standard_normal((samples, *dims)).astype(dtype)
+    return out
+
+
+# --- calibration -------------------------------------------------------------------------------------
+
+
+def _cancelled(cancel: Any) -> bool:
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def _digest_batch(h: Any, feeds: Mapping[str, np.ndarray]) -> None:
+    for k in sorted(feeds):
+        a = np.ascontiguousarray(feeds[k])
+        h.update(k.encode())
+        h.update(str(a.dtype).encode() + str(a.shape).encode())
+        h.update(a.tobytes())
+
+
+def calibrate(
+    model: onnx.ModelProto,
+    data: Any,
+    *,
+    method: str = "entropy",
+    percentile: float = 99.99,
+    num_bins: int = 2048,
+    tensors: Sequence[str] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+    cancel: Any = None,
+    batch_size: int = 16,
+    exclude: Sequence[str] = (),
+    cache_dir: str | os.PathLike[str] | None = None,
+    dtype: str = "int8",
+) -> ScaleCache:
+    """Collect activation statistics of the FP32 ``model`` on ``data`` and choose each tensor's amax.
+
+    ``tensors``: which tensors (default: the activations :func:`~workbench.precision.quantize_model` needs,
+    minus those only read by ``exclude``). ``progress(samples_done, samples_total_or_None)``;
+    ``cancel``: a callable or an Event, checked between batches (raises :class:`CalibrationError`).
+    With ``cache_dir``, a cache with the same model, data and settings is reused, and the result is saved.
+    """
+    if method not in METHODS:
+        raise CalibrationError(f"unknown calibration method '{method}'", hint=f"use one of {list(METHODS)}")
+    if not 0.0 < percentile <= 100.0:
+        raise CalibrationError(f"percentile {percentile} is outside (0, 100]", hint="typical values: 99.9 to 99.999")
+    start = time.perf_counter()
+    names = list(tensors) if tensors is not None else activation_tensors(model, exclude=exclude)
+    if not names:
+        raise CalibrationError("the model has no tensor to calibrate (no Conv/ConvTranspose/Gemm/MatMul inputs)",
+                               hint="nothing to quantize; use convert_precision for fp16 instead")
+    known = set(tensor_infos(model)) | {i.name for i in model.graph.input}
+    unknown = [t for t in names if t not in known]
+    if unknown:
+        raise CalibrationError(f"tensor(s) {unknown} are not in the model", hint="use names from the layer table")
+    model_digest = sha256_bytes(model_bytes(model))
+    settings = {"percentile": percentile, "num_bins": num_bins, "tensors": sorted(names), "dtype": dtype}
+    batches, description, total = feeds_from(data, model, batch_size=batch_size)
+
+    index_path = Path(cache_dir) / "scales" / "index.json" if cache_dir is not None else None
+    data_digest_known = None
+    if isinstance(data, (str, os.PathLike)):
+        data_digest_known = "file:" + hashlib.sha256(Path(data).read_bytes()).hexdigest()
+    if index_path is not None and data_digest_known and index_path.is_file():
+        probe = ScaleCache({}, method, model_digest, data_digest_known, settings=settings)
+        hit = dict(read_json(index_path)).get(probe.key)
+        if hit and (index_path.parent / f"{hit}.json").is_file():
+            log.info("reusing scale cache %s", hit)
+            return ScaleCache.load(index_path.parent / f"{hit}.json")
+
+    graph_inputs = [i.name for i in model.graph.input]
+    inner = [t for t in names if t not in graph_inputs]
+    engine = OrtEngine(with_outputs(model, inner), optimize=True)
+    hists = {t: RunningHistogram(num_bins) for t in names}
+    h = hashlib.sha256()
+    samples = 0
+    for i, feeds in enumerate(batches):
+        if _cancelled(cancel):
+            raise CalibrationError(f"calibration cancelled after {samples} samples",
+                                   hint="run it again; nothing was written")
+        if not isinstance(feeds, Mapping):
+            raise DataError(f"batch {i} of {description} is a {type(feeds).__name__}, not a dict of arrays",
+                            hint="yield {input_name: array with a batch axis} for each batch")
+        feeds = check_feeds(model, feeds, where=f"batch {i} of {description}")
+        _digest_batch(h, feeds)
+        outs = engine.run(feeds, inner)
+        for t in names:
+            value = feeds[t] if t in feeds else outs[t]
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise CalibrationError(f"tensor '{t}' holds NaN or Inf on batch {i} of {description}",
+                                       hint="check the data's preprocessing (scale, mean/std) or exclude the "
+                                            "node that reads this tensor")
+            hists[t].update(value)
+        del outs
+        samples += len(next(iter(feeds.values())))
+        if progress is not None:
+            progress(samples, total)
+    if samples == 0:
+        raise DataError(f"{description} holds no samples", hint="provide 100-500 representative samples")
+    engine.close()
+
+    notes: list[str] = []
+    if samples < MIN_SAMPLES:
+        notes.append(f"only {samples} calibration samples; 100-500 representative samples are recommended")
+    qmax = 448.0 if dtype == "fp8" else 127.0
+    stats: dict[str, TensorStats] = {}
+    for t, hist in hists.items():
+        th = compute_thresholds(hist, percentile=percentile, qmax=qmax)
+        if hist.amax == 0.0:
+            notes.append(f"tensor '{t}' was all zeros on the calibration data: its scale would be 0")
+        summary = hist.counts.reshape(_SUMMARY_BINS, -1).sum(axis=1) if hist.num_bins % _SUMMARY_BINS == 0 \
+            else hist.counts
+        stats[t] = TensorStats(amax=th[method], min=float(hist.min), max=float(hist.max), thresholds=th,
+                               hist=[int(c) for c in summary], hist_max=float(hist.hist_max))
+    for n in notes:
+        warnings.warn(n, UserWarning, stacklevel=2)
+        log.warning(n)
+    data_digest = data_digest_known or "data:" + h.hexdigest()
+    cache = ScaleCache(stats, method, model_digest, data_digest, samples, settings, notes,
+                       time.perf_counter() - start)
+    if cache_dir is not None:
+        digest = cache.save(cache_dir)
+        index = dict(read_json(index_path)) if index_path is not None and index_path.is_file() else {}
+        index[cache.key] = digest
+        write_json(index_path, index)  # type: ignore[arg-type]
+    return cache
