@@ -23,7 +23,7 @@ from onnx import helper
 
 from ..graph import layer_table
 
-__all__ = ["GraphLayout", "layered_layout", "graph_layout", "graph_figure", "points", "op_colors"]
+__all__ = ["GraphLayout", "layered_layout", "graph_layout", "graph_figure", "points", "op_colors", "attribute_text"]
 
 _PALETTE = pc.qualitative.Plotly + pc.qualitative.Dark24 + pc.qualitative.Alphabet
 _MISSING = "#c8c8c8"
@@ -123,17 +123,22 @@ class GraphLayout:
         return self.names.index(name)
 
 
-def _attr_text(attr: onnx.AttributeProto) -> str:
+def attribute_text(attr: onnx.AttributeProto, limit: int = 60) -> str:
+    """A short readable value of a node attribute (floats to 6 significant digits, tensors by shape)."""
     if attr.type in (onnx.AttributeProto.TENSOR, onnx.AttributeProto.SPARSE_TENSOR):
-        t = attr.t
-        return f"tensor{list(t.dims)}"
+        return f"tensor{list(attr.t.dims)}"
     if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
         return "subgraph"
     value = helper.get_attribute_value(attr)
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
+    elif isinstance(value, float):
+        value = float(f"{value:.6g}")
+    elif isinstance(value, list):
+        value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else float(f"{v:.6g}")
+                 if isinstance(v, float) else v for v in value]
     text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def graph_layout(model: onnx.ModelProto, *, sweeps: int = 4) -> GraphLayout:
@@ -163,7 +168,7 @@ def graph_layout(model: onnx.ModelProto, *, sweeps: int = 4) -> GraphLayout:
 
     hover = []
     for node, rec in zip(g.node, recs):
-        attrs = "<br>".join(f"&nbsp;&nbsp;{html.escape(a.name)} = {html.escape(_attr_text(a))}" for a in node.attribute)
+        attrs = "<br>".join(f"&nbsp;&nbsp;{html.escape(a.name)} = {html.escape(attribute_text(a))}" for a in node.attribute)
         hover.append(
             f"<b>{html.escape(node.name)}</b><br>op: {html.escape(node.op_type)}"
             f"<br>in: {html.escape(', '.join(rec['input_shapes']) or '-')}"

@@ -14,10 +14,9 @@ from typing import Any
 import ipywidgets as W
 import onnx
 import plotly.graph_objects as go
-from onnx import helper
 
 from ..graph import layer_table, summary
-from ..plots.graph_view import GraphLayout, graph_figure, graph_layout, points
+from ..plots.graph_view import GraphLayout, attribute_text, graph_figure, graph_layout, points
 from ..table import Table
 from .common import Status
 
@@ -73,24 +72,13 @@ def _row_label(rec: Mapping[str, Any]) -> str:
     return f"{rec['name']}  ·  {rec['op']}  ·  {out}"
 
 
-def _attr_value(attr: onnx.AttributeProto) -> str:
-    if attr.type == onnx.AttributeProto.TENSOR:
-        return f"tensor {list(attr.t.dims)}"
-    if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-        return "subgraph"
-    value = helper.get_attribute_value(attr)
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return str(value)
-
-
 def _details_html(rec: Mapping[str, Any], node: onnx.NodeProto) -> str:
     ins = "".join(f"<li><code>{html.escape(i)}</code></li>" for i in rec["inputs"]) or "<li>-</li>"
     outs = "".join(
         f"<li><code>{html.escape(o)}</code> {html.escape(s)}</li>" for o, s in zip(rec["outputs"], rec["output_shapes"])
     )
     attrs = "".join(
-        f"<li>{html.escape(a.name)} = <code>{html.escape(_attr_value(a))}</code></li>" for a in node.attribute
+        f"<li>{html.escape(a.name)} = <code>{html.escape(attribute_text(a, limit=400))}</code></li>" for a in node.attribute
     )
     flops = "" if rec["flops"] is None else f" · FLOPs {rec['flops']:,}"
     return (
