@@ -1,0 +1,106 @@
+"""check_model and `workbench check`: real parser + AOT build in a child, suggestions, crash reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import onnx
+import pytest
+from models import conv_bn_relu_model, dynamic_model, if_model, integer_ops_model
+
+from workbench.backends.worker import TEST_CRASH_ENV
+from workbench.check import check_model
+from workbench.errors import DataError, ModelError
+
+
+def test_clean_model_is_parsable_and_buildable():
+    model = conv_bn_relu_model()
+    r = check_model(model)
+    assert r.backend == "tensorrt-rtx" and r.parsable and r.buildable and r.ok
+    assert r.unsupported == [] and r.errors == [] and r.crashed is None
+    assert r.nodes == len(model.graph.node) == r.supported_nodes
+    assert r.layers and r.layers > 0
+
+
+def test_dynamic_dim_without_profile_names_the_input_and_gives_a_shapes_example():
+    r = check_model(dynamic_model())
+    assert r.buildable  # built with the derived defaults
+    assert r.derived_profiles == ["input"]
+    (s,) = [s for s in r.suggestions if "dynamic dims" in s]
+    assert "input 'input'" in s and "--shapes input:1x3x32x32,1x3x256x256,8x3x1024x1024" in s
+    r2 = check_model(dynamic_model(), shapes="input:1x3x8x8,1x3x16x16,2x3x32x32")
+    assert r2.buildable and not any("dynamic dims" in s for s in r2.suggestions)
+    assert r2.profiles == [{"input": "input", "min": [1, 3, 8, 8], "opt": [1, 3, 16, 16], "max": [2, 3, 32, 32]}]
+
+
+def test_ort_integer_ops_are_unsupported_with_the_dequantize_edit_suggested():
+    model = integer_ops_model()
+    r = check_model(model)
+    expected = [(n.name, n.op_type) for n in model.graph.node
+                if n.op_type in ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger")]
+    assert [(u["node"], u["op"]) for u in r.unsupported] == expected
+    assert r.parsable is False and r.buildable is False
+    assert any("input_QuantizeLinear" in e for e in r.errors)
+    (s,) = [s for s in r.suggestions if "integer op" in s]
+    assert "dequantize_integer_ops" in s and "workbench edit MODEL recipe.json" in s and "Q/DQ" in s
+
+
+def test_constant_if_suggests_fold_constant_if():
+    r = check_model(if_model())
+    assert any("'if'" in s and "fold_constant_if" in s for s in r.suggestions)
+
+
+def test_builder_crash_is_a_report_with_the_signal(monkeypatch):
+    monkeypatch.setenv(TEST_CRASH_ENV, "segv")
+    r = check_model(conv_bn_relu_model())
+    assert r.crashed and r.crashed["signal"] == "SIGSEGV" and r.crashed["last_log"]
+    assert r.buildable is False and any("SIGSEGV" in e for e in r.errors)
+    assert any("crashed" in s for s in r.suggestions)
+
+
+def test_missing_tensorrt_says_how_to_install():
+    r = check_model(conv_bn_relu_model(), backend="tensorrt")
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert r.backend is None and r.parsable is None and r.buildable is None
+        assert any("pip install 'onnx-trt-workbench[" in s for s in r.suggestions)
+    else:  # pragma: no cover - only where full TensorRT is installed
+        assert r.backend == "tensorrt"
+
+
+def test_bad_input_raises():
+    with pytest.raises(DataError):
+        check_model(dynamic_model(), shapes="input:1x3x8")
+    with pytest.raises(ModelError):
+        check_model(b"not a model")
+
+
+def _cli(cli_path, *args, env=None):
+    return subprocess.run([str(cli_path), *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_cli_check_contract_and_exit_codes(cli_path, tmp_path):
+    path = tmp_path / "int.onnx"
+    onnx.save(integer_ops_model(), path)
+    p = _cli(cli_path, "check", str(path), "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert {"parsable", "buildable", "unsupported", "errors", "suggestions"} <= set(r)
+    assert r["parsable"] is False and {u["op"] for u in r["unsupported"]} == {
+        "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
+    p = _cli(cli_path, "check", "digits_cnn", "--shapes", "input:1x1x8x8,8x1x8x8,4x1x8x8", "--json")
+    assert p.returncode == 1 and "min <= opt <= max" in json.loads(p.stdout)["error"]
+    p = _cli(cli_path, "check", str(tmp_path / "missing.onnx"), "--json")
+    assert p.returncode == 1 and "missing.onnx" in json.loads(p.stdout)["error"]
+
+
+def test_cli_check_reports_a_crash_with_exit_0(cli_path):
+    import os
+
+    env = dict(os.environ, **{TEST_CRASH_ENV: "abort"})
+    p = _cli(cli_path, "check", "digits_cnn", "--json", env=env)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["crashed"]["signal"] == "SIGABRT" and r["buildable"] is False
