@@ -192,12 +192,38 @@ class Session:
         self._push(new, "apply", describe(edit), before, after)
         return after
 
-    def preview(self, edit: Edit) -> dict[str, Any]:
-        """What ``edit`` would change (node names added/removed/changed), without applying it."""
+    def apply_all(self, edits: list[Edit] | tuple[Edit, ...]) -> onnx.ModelProto:
+        """Apply several edits as one step (one undo); if any fails, none is applied."""
+        edits = tuple(edits)
+        if not edits:
+            raise EditError("no edits to apply", hint="select nodes or pick a whole-graph action first")
+        if len(edits) == 1:
+            return self.apply(edits[0])
         before = self.model
-        after = self._model_for(self.recipe.with_edit(edit))
-        return {"edit": describe(edit), **node_diff(before, after),
+        new = self.recipe.replace(edits=self.recipe.edits + edits)
+        after = self._model_for(new)
+        self._push(new, "apply", "; ".join(describe(e) for e in edits), before, after)
+        return after
+
+    def preview(self, edit: Edit | list[Edit] | tuple[Edit, ...]) -> dict[str, Any]:
+        """What ``edit`` (or a list of edits) would change: node names added/removed/changed; nothing applied.
+
+        The previewed model is cached, so applying the same edit next costs nothing.
+        """
+        edits = tuple(edit) if isinstance(edit, (list, tuple)) else (edit,)
+        before = self.model
+        after = self._model_for(self.recipe.replace(edits=self.recipe.edits + edits))
+        return {"edit": "; ".join(describe(e) for e in edits), **node_diff(before, after),
                 "nodes_before": len(before.graph.node), "nodes_after": len(after.graph.node)}
+
+    def load_recipe(self, recipe_path: str | os.PathLike[str]) -> onnx.ModelProto:
+        """Read a recipe file (pinned to this model, or a template) and make it the current recipe (undoable)."""
+        path = Path(recipe_path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RecipeError(f"cannot read recipe {path}: {exc}", hint="check the path") from exc
+        return self.set_recipe(Recipe.from_json(text, where=str(path)))
 
     def undo(self) -> None:
         if not self.can_undo:

@@ -1,0 +1,337 @@
+"""The Edit tab: select nodes, pick an action, preview what changes, apply, undo/redo, see the recipe grow.
+
+Visible state lives in widget values (``nodes.options``/``nodes.value``, ``preview_html.value``,
+``recipe_json.value``, ``history.options``, button ``disabled`` flags) so headless tests can assert it.
+``selection`` (selected node names) and ``last_change`` (nodes added/removed/changed by the last
+step) are what the graph view highlights. Each button makes one Session call inside ``status.guard``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import html
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ipywidgets as W
+
+from .. import recipe as R
+from ..edits import describe
+from ..errors import EditError
+from .common import Status
+
+__all__ = ["EditTab", "ACTIONS", "build_edits", "match_nodes", "parse_shapes"]
+
+# action label -> (needs selected nodes, needs which text fields)
+ACTIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
+    "bypass node": (True, ()),
+    "remove node (and what depends on it)": (True, ()),
+    "replace op / attributes": (True, ("op", "attributes")),
+    "insert node after output": (True, ("op", "name", "attributes")),
+    "rename node": (True, ("name",)),
+    "add node outputs as graph outputs": (True, ()),
+    "extract subgraph (inputs -> outputs)": (False, ("inputs", "outputs")),
+    "set input shapes": (False, ("shapes",)),
+    "rename tensor": (False, ("inputs", "name")),
+    "fold constants": (False, ()),
+    "fuse BatchNorm into Conv/Gemm": (False, ()),
+    "remove Identity/Dropout": (False, ()),
+    "remove dead nodes": (False, ()),
+    "fold If with constant condition": (False, ()),
+    "dequantize integer ops": (False, ()),
+}
+
+_WHOLE_GRAPH: dict[str, Callable[[], R.Edit]] = {
+    "fold constants": R.FoldConstants,
+    "fuse BatchNorm into Conv/Gemm": R.FuseBatchNorm,
+    "remove Identity/Dropout": R.RemoveIdentity,
+    "remove dead nodes": R.RemoveDeadNodes,
+    "fold If with constant condition": R.FoldConstantIf,
+    "dequantize integer ops": R.DequantizeIntegerOps,
+}
+
+
+def match_nodes(rows: Sequence[Mapping[str, Any]], pattern: str) -> list[str]:
+    """Names of nodes whose name or op matches ``pattern`` (glob with * ?, else case-insensitive substring)."""
+    pattern = pattern.strip()
+    if not pattern:
+        return []
+    glob = any(c in pattern for c in "*?[")
+    out = []
+    for r in rows:
+        name, op = str(r["name"]), str(r["op"])
+        if glob:
+            hit = fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(op, pattern)
+        else:
+            p = pattern.lower()
+            hit = p in name.lower() or p == op.lower()
+        if hit:
+            out.append(name)
+    return out
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.replace("\n", ",").split(",") if t.strip())
+
+
+def parse_shapes(text: str) -> dict[str, tuple[int | str | None, ...]]:
+    """``input:1x3xHxW, other:?x8`` -> {"input": (1, 3, "H", "W"), "other": (None, 8)}."""
+    shapes: dict[str, tuple[int | str | None, ...]] = {}
+    for item in _split(text):
+        name, sep, dims = item.rpartition(":")
+        if not sep or not name or not dims:
+            raise EditError(f"cannot read the shape {item!r}", hint="write name:1x3x224x224 (? for dynamic, "
+                            "a word for a symbolic dim), several separated by commas")
+        shapes[name.strip()] = tuple(None if d in ("?", "") else int(d) if d.isdigit() else d
+                                     for d in dims.strip().split("x"))
+    return shapes
+
+
+def _attributes(text: str) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EditError(f"attributes are not valid JSON: {exc}", hint='write e.g. {"alpha": 0.1, "axis": 1}') from exc
+    if not isinstance(value, dict):
+        raise EditError("attributes must be a JSON object", hint='write e.g. {"alpha": 0.1}')
+    return value
+
+
+def build_edits(action: str, nodes: Sequence[str], fields: Mapping[str, str],
+                outputs_of: Mapping[str, Sequence[str]] | None = None) -> list[R.Edit]:
+    """Turn the form (action, selected nodes, text fields) into recipe edits; bad input is an EditError."""
+    if action not in ACTIONS:
+        raise EditError(f"unknown action {action!r}", hint=f"pick one of {list(ACTIONS)}")
+    needs_nodes, _ = ACTIONS[action]
+    if needs_nodes and not nodes:
+        raise EditError(f"'{action}' needs at least one selected node",
+                        hint="select nodes in the list (or type a name/op pattern and press Select)")
+    if action in _WHOLE_GRAPH:
+        return [_WHOLE_GRAPH[action]()]
+    op, name = fields.get("op", "").strip(), fields.get("name", "").strip()
+    if action == "bypass node":
+        return [R.BypassNode(node=n) for n in nodes]
+    if action == "remove node (and what depends on it)":
+        return [R.RemoveNode(node=n) for n in nodes]
+    if action == "replace op / attributes":
+        return [R.ReplaceNode(node=n, op=op or None, attributes=_attributes(fields.get("attributes", "")))
+                for n in nodes]
+    if action == "insert node after output":
+        if not op:
+            raise EditError("insert needs an op type", hint="type an ONNX op such as Relu in the 'op' box")
+        outs = outputs_of or {}
+        edits: list[R.Edit] = []
+        for i, n in enumerate(nodes):
+            tensor = (outs.get(n) or [n])[0]
+            edits.append(R.InsertNode(tensor=tensor, op=op, name=(f"{name}_{i}" if name and len(nodes) > 1 else name),
+                                      attributes=_attributes(fields.get("attributes", ""))))
+        return edits
+    if action == "rename node":
+        if len(nodes) != 1 or not name:
+            raise EditError("rename needs exactly one selected node and a new name",
+                            hint="select one node and type its new name in the 'name' box")
+        return [R.RenameNode(node=nodes[0], new_name=name)]
+    if action == "add node outputs as graph outputs":
+        outs = outputs_of or {}
+        return [R.AddOutputs(tensors=tuple(t for n in nodes for t in (outs.get(n) or [])))]
+    if action == "extract subgraph (inputs -> outputs)":
+        return [R.ExtractSubgraph(inputs=_split(fields.get("inputs", "")), outputs=_split(fields.get("outputs", "")))]
+    if action == "set input shapes":
+        return [R.SetShapes(shapes=parse_shapes(fields.get("shapes", "")))]
+    if action == "rename tensor":
+        tensors = _split(fields.get("inputs", ""))
+        if len(tensors) != 1 or not name:
+            raise EditError("rename tensor needs one tensor name (in 'inputs') and a new name",
+                            hint="type the tensor in 'inputs' and its new name in 'name'")
+        return [R.RenameTensor(tensor=tensors[0], new_name=name)]
+    raise AssertionError(action)  # pragma: no cover - every action is handled above
+
+
+def _diff_html(diff: Mapping[str, Any]) -> str:
+    def items(key: str, cls: str) -> str:
+        names = diff.get(key) or []
+        shown = ", ".join(f"<code>{html.escape(n)}</code>" for n in names[:40])
+        more = f" … and {len(names) - 40} more" if len(names) > 40 else ""
+        return f'<li class="wb-{cls}"><b>{key}</b> ({len(names)}): {shown or "-"}{more}</li>'
+
+    head = html.escape(str(diff.get("edit", "")))
+    counts = ""
+    if "nodes_before" in diff:
+        counts = f" · nodes {diff['nodes_before']} → {diff['nodes_after']}"
+    return (f'<div class="wb-diff"><b>{head}</b>{counts}<ul>{items("added", "added")}'
+            f'{items("removed", "removed")}{items("changed", "changed")}</ul></div>')
+
+
+class EditTab:
+    """Graph surgery on the session's model, recorded as a replayable recipe."""
+
+    title = "Edit"
+
+    def __init__(self, session: Any, status: Status) -> None:
+        self.session = session
+        self.status = status
+        self.last_preview: dict[str, Any] | None = None
+        self._outputs: dict[str, list[str]] = {}
+
+        self.pattern = W.Text(placeholder="name or op, e.g. Relu or block2.*", description="match",
+                              layout=W.Layout(width="300px"))
+        self.select_button = W.Button(description="Select", icon="filter", layout=W.Layout(width="90px"))
+        self.clear_button = W.Button(description="Clear", layout=W.Layout(width="70px"))
+        self.nodes = W.SelectMultiple(options=[], rows=14, layout=W.Layout(width="100%"))
+        self.count = W.Label()
+        self.action = W.Dropdown(options=list(ACTIONS), value="bypass node", description="action",
+                                 layout=W.Layout(width="380px"))
+        self.op = W.Text(placeholder="op type, e.g. Relu", description="op", layout=W.Layout(width="300px"))
+        self.name = W.Text(placeholder="new node/tensor name", description="name", layout=W.Layout(width="300px"))
+        self.attributes = W.Text(placeholder='{"alpha": 0.1}', description="attributes",
+                                 layout=W.Layout(width="380px"))
+        self.inputs = W.Text(placeholder="tensor names, comma separated", description="inputs",
+                             layout=W.Layout(width="380px"))
+        self.outputs = W.Text(placeholder="tensor names, comma separated", description="outputs",
+                              layout=W.Layout(width="380px"))
+        self.shapes = W.Text(placeholder="input:1x3x224x224 (? dynamic, N symbolic)", description="shapes",
+                             layout=W.Layout(width="380px"))
+        self.preview_button = W.Button(description="Preview", icon="eye", layout=W.Layout(width="100px"))
+        self.apply_button = W.Button(description="Apply", icon="check", button_style="primary",
+                                     layout=W.Layout(width="100px"))
+        self.undo_button = W.Button(description="Undo", icon="undo", layout=W.Layout(width="90px"))
+        self.redo_button = W.Button(description="Redo", icon="repeat", layout=W.Layout(width="90px"))
+        self.preview_html = W.HTML()
+        self.change_html = W.HTML()
+        self.history = W.Select(options=[], rows=8, layout=W.Layout(width="100%"))
+        self.recipe_json = W.Textarea(value="", disabled=True, layout=W.Layout(width="100%", height="260px"))
+        self.recipe_path = W.Text(value="recipe.json", description="recipe", layout=W.Layout(width="380px"))
+        self.save_button = W.Button(description="Save recipe", icon="save", layout=W.Layout(width="120px"))
+        self.load_button = W.Button(description="Load recipe", icon="upload", layout=W.Layout(width="120px"))
+        self.export_path = W.Text(value="edited.onnx", description="model", layout=W.Layout(width="380px"))
+        self.export_button = W.Button(description="Export ONNX", icon="download", layout=W.Layout(width="120px"))
+
+        self.select_button.on_click(lambda _b: self.select_matching())
+        self.clear_button.on_click(lambda _b: self.select([]))
+        self.nodes.observe(lambda _c: self._show_count(), "value")
+        self.action.observe(lambda _c: self._show_fields(), "value")
+        self.preview_button.on_click(lambda _b: self._on_preview())
+        self.apply_button.on_click(lambda _b: self._on_apply())
+        self.undo_button.on_click(lambda _b: self._on_undo())
+        self.redo_button.on_click(lambda _b: self._on_redo())
+        self.save_button.on_click(lambda _b: self._on_save())
+        self.load_button.on_click(lambda _b: self._on_load())
+        self.export_button.on_click(lambda _b: self._on_export())
+
+        self._fields = {"op": self.op, "name": self.name, "attributes": self.attributes, "inputs": self.inputs,
+                        "outputs": self.outputs, "shapes": self.shapes}
+        left = W.VBox([W.HBox([self.pattern, self.select_button, self.clear_button]), self.count, self.nodes],
+                      layout=W.Layout(width="45%", min_width="340px"))
+        form = W.VBox([self.action, *self._fields.values(),
+                       W.HBox([self.preview_button, self.apply_button, self.undo_button, self.redo_button]),
+                       self.preview_html, self.change_html], layout=W.Layout(width="55%"))
+        right = W.VBox([W.HTML("<b>history</b>"), self.history, W.HTML("<b>recipe</b>"), self.recipe_json,
+                        W.HBox([self.recipe_path, self.save_button, self.load_button]),
+                        W.HBox([self.export_path, self.export_button])])
+        self.widget = W.VBox([W.HBox([left, form]), right])
+        self._show_fields()
+        self.refresh()
+        session.on_change(lambda _s: self.refresh())
+
+    # --- what the dashboard reads -----------------------------------------------------------------
+
+    @property
+    def selection(self) -> list[str]:
+        """Selected node names (for the graph view to highlight)."""
+        return list(self.nodes.value)
+
+    @property
+    def last_change(self) -> dict[str, Any]:
+        """Nodes ``added``/``removed``/``changed`` by the session's last step, with its ``action`` and ``edit``."""
+        return dict(self.session.last_change)
+
+    def select(self, names: Sequence[str]) -> None:
+        """Select nodes by name (names not in the model are ignored)."""
+        known = set(self._outputs)
+        self.nodes.value = tuple(n for n in names if n in known)
+
+    def select_matching(self) -> None:
+        rows = [{"name": n.name, "op": n.op_type} for n in self.session.model.graph.node]
+        self.select(match_nodes(rows, self.pattern.value))
+
+    # --- refresh from the session -----------------------------------------------------------------
+
+    def refresh(self) -> None:
+        model = self.session.model
+        kept = self.selection
+        self._outputs = {n.name: list(n.output) for n in model.graph.node}
+        self.nodes.options = [(f"{n.name}  ·  {n.op_type}", n.name) for n in model.graph.node]
+        self.select(kept)
+        recipe = self.session.recipe
+        self.recipe_json.value = recipe.to_json()
+        history = self.session.history
+        labels = ["(original model)"]
+        for i in range(1, len(history)):
+            prev, cur = history[i - 1], history[i]
+            new = cur.edits[len(prev.edits):] if cur.edits[: len(prev.edits)] == prev.edits else cur.edits
+            text = "; ".join(describe(e) for e in new) if new else self._settings_label(prev, cur)
+            labels.append(f"{i}. {text}")
+        self.history.options = [(("▶ " if i == self.session.position else "  ") + lab, i)
+                                for i, lab in enumerate(labels)]
+        self.history.value = self.session.position
+        self.undo_button.disabled = not self.session.can_undo
+        self.redo_button.disabled = not self.session.can_redo
+        change = self.session.last_change
+        self.change_html.value = "" if change.get("action") == "open" else _diff_html(
+            {**change, "edit": f"last {change.get('action')}: {change.get('edit')}"})
+        self._show_count()
+
+    @staticmethod
+    def _settings_label(prev: R.Recipe, cur: R.Recipe) -> str:
+        if prev.calibration != cur.calibration:
+            return "calibration settings"
+        if prev.build != cur.build:
+            return "build settings"
+        return "recipe"
+
+    def _show_count(self) -> None:
+        self.count.value = f"{len(self.nodes.value)} of {len(self.nodes.options)} nodes selected"
+
+    def _show_fields(self) -> None:
+        _, needed = ACTIONS[self.action.value]
+        for key, widget in self._fields.items():
+            widget.layout.display = None if key in needed else "none"
+
+    # --- buttons ----------------------------------------------------------------------------------
+
+    def _edits(self) -> list[R.Edit]:
+        fields = {k: w.value for k, w in self._fields.items()}
+        return build_edits(self.action.value, self.selection, fields, self._outputs)
+
+    def _on_preview(self) -> None:
+        with self.status.guard("previewing"):
+            self.last_preview = self.session.preview(self._edits())
+            self.preview_html.value = _diff_html(self.last_preview)
+
+    def _on_apply(self) -> None:
+        with self.status.guard("applying"):
+            self.session.apply_all(self._edits())
+            self.preview_html.value = ""
+
+    def _on_undo(self) -> None:
+        with self.status.guard("undo"):
+            self.session.undo()
+
+    def _on_redo(self) -> None:
+        with self.status.guard("redo"):
+            self.session.redo()
+
+    def _on_save(self) -> None:
+        with self.status.guard(f"saving {self.recipe_path.value}"):
+            self.session.save(self.recipe_path.value)
+
+    def _on_load(self) -> None:
+        with self.status.guard(f"loading {self.recipe_path.value}"):
+            self.session.load_recipe(self.recipe_path.value)
+
+    def _on_export(self) -> None:
+        with self.status.guard(f"exporting {self.export_path.value}"):
+            self.session.export(self.export_path.value)
