@@ -34,7 +34,7 @@ from .backends.ort import OrtEngine, check_feeds, with_outputs
 from .errors import CalibrationError, DataError, WorkbenchError
 from .fsio import read_json, write_json
 from .graph import model_bytes, sha256_bytes, tensor_infos
-from .precision import ScaleCache, TensorStats, activation_tensors
+from .precision import ScaleCache, TensorStats, activation_tensors, check_dtype
 
 __all__ = [
     "METHODS",
@@ -196,13 +196,14 @@ def _batch_dim(model: onnx.ModelProto) -> int | None:
     return None
 
 
-def _arrays_batches(arrays: Mapping[str, np.ndarray], batch: int, where: str) -> Iterator[dict[str, np.ndarray]]:
+def _arrays_batches(arrays: Mapping[str, np.ndarray], batch: int, where: str,
+                    fixed: bool) -> Iterator[dict[str, np.ndarray]]:
     lengths = {k: len(v) for k, v in arrays.items()}
     if len(set(lengths.values())) > 1:
         raise DataError(f"the arrays in {where} have different numbers of samples: {lengths}",
                         hint="give every input the same first-axis length (one row per sample)")
     n = next(iter(lengths.values()), 0)
-    usable = n - n % batch
+    usable = n - n % batch if fixed else n
     if usable == 0 and n:
         raise DataError(f"{where} has {n} samples, fewer than the model's fixed batch size {batch}",
                         hint=f"provide at least {batch} samples, or export the model with a dynamic batch axis")
@@ -235,7 +236,7 @@ def feeds_from(
                             hint=f"save one array per model input, keyed by name: {inputs}")
         arrays = {k: npz[k] for k in inputs}
         n = len(next(iter(arrays.values())))
-        return _arrays_batches(arrays, batch, str(path)), str(path), n - n % batch
+        return _arrays_batches(arrays, batch, str(path), bool(fixed)), str(path), n - n % batch if fixed else n
     if isinstance(data, Mapping):
         arrays = {k: np.asarray(v) for k, v in data.items()}
         extra = [k for k in arrays if k not in inputs]
@@ -243,7 +244,8 @@ def feeds_from(
             raise DataError(f"the calibration arrays name {extra}, which are not model inputs",
                             hint=f"the model's inputs are {inputs}")
         n = len(next(iter(arrays.values()))) if arrays else 0
-        return _arrays_batches(arrays, batch, "the calibration arrays"), "arrays", n - n % batch
+        return (_arrays_batches(arrays, batch, "the calibration arrays", bool(fixed)), "arrays",
+                n - n % batch if fixed else n)
     if isinstance(data, Iterable):
         return data, getattr(data, "description", type(data).__name__), None
     raise DataError(f"cannot calibrate from a {type(data).__name__}",
@@ -356,6 +358,7 @@ def calibrate(
         raise CalibrationError(f"unknown calibration method '{method}'", hint=f"use one of {list(METHODS)}")
     if not 0.0 < percentile <= 100.0:
         raise CalibrationError(f"percentile {percentile} is outside (0, 100]", hint="typical values: 99.9 to 99.999")
+    check_dtype(model, dtype)
     start = time.perf_counter()
     names = list(tensors) if tensors is not None else activation_tensors(model, exclude=exclude)
     if not names:

@@ -79,6 +79,7 @@ __all__ = [
     "quantization_targets",
     "activation_tensors",
     "quantize_model",
+    "check_dtype",
     "apply_precision_edit",
     "node_precisions",
     "weight_bytes",
@@ -672,6 +673,17 @@ def _zero_point(name: str, dtype: str, shape: Sequence[int] = ()) -> TensorProto
     return helper.make_tensor(name, elem, list(shape), [0] * n)
 
 
+def check_dtype(model: onnx.ModelProto, dtype: str) -> None:
+    """Raise :class:`EditError` unless ``dtype`` is int8, or fp8 on a model with opset >= 19."""
+    if dtype not in _Q:
+        raise EditError(f"unknown quantization dtype '{dtype}'", hint="use int8 or fp8")
+    if dtype == "fp8" and _opset(model) < 19:
+        raise EditError(
+            f"fp8 Q/DQ needs ONNX opset 19 or newer; this model is opset {_opset(model)}",
+            hint="use dtype int8, or upgrade the model first: onnx.version_converter.convert_version(model, 19) "
+                 "(check the converted model's accuracy), then quantize again")
+
+
 def quantize_model(
     model: onnx.ModelProto,
     scales: ScaleCache | Mapping[str, float],
@@ -686,13 +698,7 @@ def quantize_model(
     ``scales``: a :class:`ScaleCache` or ``{tensor: amax}`` for every activation that gets Q/DQ
     (:func:`activation_tensors`); weights are quantized from their own values.
     """
-    if dtype not in _Q:
-        raise EditError(f"unknown quantization dtype '{dtype}'", hint="use int8 or fp8")
-    if dtype == "fp8" and _opset(model) < 19:
-        raise EditError(
-            f"fp8 Q/DQ needs ONNX opset 19 or newer; this model is opset {_opset(model)}",
-            hint="use dtype int8, or upgrade the model first: onnx.version_converter.convert_version(model, 19) "
-                 "(check the converted model's accuracy), then quantize again")
+    check_dtype(model, dtype)
     amax = scales.amax() if isinstance(scales, ScaleCache) else {k: float(v) for k, v in scales.items()}
     elem, qmax = _Q[dtype]
     targets = quantization_targets(model, nodes=nodes, exclude=exclude)

@@ -1,0 +1,72 @@
+"""workbench quantize MODEL --calib DATA.npz -o OUT: calibrate in ONNX Runtime, insert Q/DQ where TensorRT fuses them."""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+from ..calibration import METHODS, calibrate
+from ..precision import quantization_targets, select_nodes
+from ..recipe import CalibrationSettings, Quantize
+from ..session import Session
+
+COMMAND = "quantize"
+HELP = "calibrate on representative data and write an INT8/FP8 Q/DQ model for TensorRT"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an .onnx file or a sample model name")
+    p.add_argument("--calib", required=True, metavar="DATA.npz",
+                   help="calibration data: one array per model input, first axis = samples (100-500 recommended)")
+    p.add_argument("--method", choices=METHODS, default="entropy")
+    p.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
+    p.add_argument("--exclude", nargs="+", default=[], metavar="NODE",
+                   help="nodes left in float: node names, op types (op:Gemm) or globs")
+    p.add_argument("--dtype", choices=("int8", "fp8"), default="int8")
+    p.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales (default: per-channel)")
+    p.add_argument("-o", "--output", required=True, help="where to write the quantized model")
+    p.add_argument("--recipe-out", help="also write the recipe that reproduces the output (scale cache beside it)")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    session = Session(args.model)
+    model = session.model
+    excluded = select_nodes(model, args.exclude, what="exclude") if args.exclude else []
+    start = time.perf_counter()
+    cache = calibrate(model, Path(args.calib), method=args.method, percentile=args.percentile,
+                      exclude=excluded, dtype=args.dtype)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    digest = cache.save(session.cache_dir)
+    session.set_calibration(CalibrationSettings(method=args.method, percentile=args.percentile,
+                                                samples=cache.samples, data=str(args.calib)))
+    edit = Quantize(dtype=args.dtype, exclude=tuple(excluded), method=args.method,
+                    per_channel=not args.per_tensor, scales=digest)
+    targets = quantization_targets(model, exclude=excluded)
+    session.apply(edit)
+    out = session.export(args.output)
+    result: dict[str, Any] = {
+        "output": str(out),
+        "dtype": args.dtype,
+        "quantized": [n.name for n in model.graph.node if n.name in targets],
+        "excluded": excluded,
+        "calibration": {"method": args.method, "samples": cache.samples, "seconds": round(seconds, 3),
+                        "peak_rss_mb": round(peak, 1), "scales": digest, "warnings": cache.warnings},
+    }
+    if args.recipe_out:
+        result["recipe"] = str(session.save(args.recipe_out))
+    return result
+
+
+def render(r: dict[str, Any]) -> str:
+    c = r["calibration"]
+    lines = [f"wrote {r['output']}: {len(r['quantized'])} nodes in {r['dtype']}, {len(r['excluded'])} excluded",
+             f"calibration: {c['method']} on {c['samples']} samples in {c['seconds']:.2f} s, "
+             f"peak RSS {c['peak_rss_mb']:.0f} MB"]
+    lines += [f"warning: {w}" for w in c["warnings"]]
+    if r.get("recipe"):
+        lines.append(f"recipe: {r['recipe']}")
+    return "\n".join(lines)
