@@ -36,6 +36,7 @@ __all__ = [
     "trtexec_command",
     "default_cache_dir",
     "engine_dir",
+    "list_engines",
     "METADATA_SUFFIX",
     "Progress",
     "LogSink",
@@ -92,6 +93,21 @@ def engine_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(cache_dir or default_cache_dir()) / "engines"
 
 
+def list_engines(cache_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """Metadata of the engines built into ``engine_dir(cache_dir)``, newest first (with ``engine_path``)."""
+    found = []
+    folder = engine_dir(cache_dir)
+    for meta_path in folder.glob(f"*.engine{METADATA_SUFFIX}") if folder.is_dir() else ():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        engine = meta_path.with_name(meta_path.name[: -len(METADATA_SUFFIX)])
+        if meta.get("workbench_engine") and engine.is_file():
+            found.append({**meta, "engine_path": str(engine)})
+    return sorted(found, key=lambda m: m.get("created", ""), reverse=True)
+
+
 class _ProgressTracker:
     """Turns IProgressMonitor phases into one overall fraction (the top-level phase's steps)."""
 
@@ -132,12 +148,13 @@ def build_engine(
     recipe_digest: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     timing_cache_path: str | os.PathLike[str] | None = None,
+    name: str | None = None,
 ) -> BuildResult:
     """Build a serialised engine from ``model`` with ``settings``; write it (and its metadata) atomically.
 
     Runs in a child process unless ``in_process`` (or ``settings.in_process``). ``progress(fraction,
     phase)`` gets the overall fraction (or -1 with a sub-phase name), ``log(line)`` each builder log line,
-    ``cancel`` is a callable or an Event. Raises :class:`BuildError` (parse error naming the node,
+    ``cancel`` is a callable or an Event; ``name`` names the cached engine file. Raises :class:`BuildError` (parse error naming the node,
     builder failure, crash with the signal, timeout, cancel); nothing is half-written.
     """
     settings = settings or BuildSettings()
@@ -151,7 +168,7 @@ def build_engine(
     data = model_bytes(model)
     model_sha = sha256_bytes(data)
     key = _settings_key(model_sha, settings, backend, version, resolved)
-    stem = (source.stem if source else (model.graph.name or "model")).replace(os.sep, "_")
+    stem = (name or (source.stem if source else (model.graph.name or "model"))).replace(os.sep, "_")
     engine_path = Path(out) if out is not None else engine_dir(cache_dir) / f"{stem}-{key[:16]}.engine"
     if source is not None and engine_path.resolve() == source.resolve():
         raise BuildError(f"refusing to write the engine over the model {source}", hint="choose another -o path")

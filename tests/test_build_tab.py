@@ -1,0 +1,80 @@
+"""The Build tab, headless: set widget values, click, wait, assert widget and session state (real builds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workbench.backends.worker import TEST_CRASH_ENV
+from workbench.session import Session
+from workbench.ui.build_tab import BuildTab
+from workbench.ui.common import Status
+
+
+@pytest.fixture
+def tab(tmp_path):
+    session = Session("fcn_dynamic", cache_dir=tmp_path / "cache")
+    return BuildTab(session, Status())
+
+
+def test_prefilled_profiles_backends_and_gpu_note(tab):
+    assert tab.profiles.value == "input:1x3x32x32,1x3x256x256,8x3x1024x1024"  # derived for the dynamic input
+    assert "derived defaults" in tab.profiles_note.value
+    values = [v for _, v in tab.backend.options]
+    assert values == ["auto", "tensorrt", "tensorrt-rtx"]
+    labels = dict((v, label) for label, v in tab.backend.options)
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert labels["tensorrt"] == "tensorrt (unavailable)"
+        tab.backend.value = "tensorrt"
+        assert tab.build_button.disabled and "not installed" in tab.backend_note.value
+        tab.backend.value = "tensorrt-rtx"
+        assert not tab.build_button.disabled and tab.backend_note.value == ""
+    assert "No GPU here" in tab.gpu_note.value
+    assert "--maxShapes=input:8x3x1024x1024" in tab.trtexec.value
+
+
+def test_build_click_builds_in_a_worker_and_lists_the_engine(tab):
+    tab.profiles.value = "input:1x3x16x16,1x3x32x32,2x3x64x64"
+    tab.opt_level.value = 1
+    assert "--maxShapes=input:2x3x64x64" in tab.trtexec.value  # the command follows the controls
+    tab.build_button.click()
+    tab.wait()
+    assert tab.status.state == "ok", tab.status.message
+    r = tab.result
+    assert r is not None and r.engine_path.is_file() and not r.in_process
+    assert tab.session.cache_dir in r.engine_path.parents and r.engine_path.name.startswith("fcn_dynamic-")
+    assert tab.progress.value == 1.0 and "Input filename" in tab.log.value
+    assert tab.engines.value == str(r.engine_path) and len(tab.engines.options) == 1
+    assert f"--saveEngine={r.engine_path}" in tab.trtexec.value
+    assert tab.session.recipe.build.opt_level == 1  # the settings went into the recipe
+    assert tab.session.recipe.build.profiles[0].max == (2, 3, 64, 64)
+    assert not tab.build_button.disabled and tab.cancel_button.disabled
+
+
+def test_bad_profile_shows_error_and_starts_nothing(tab):
+    tab.profiles.value = "input:1x4x16x16"
+    tab.build_button.click()
+    assert tab.status.state == "error" and "dim 1 is fixed to 3" in tab.status.message
+    assert tab._thread is None and tab.result is None
+
+
+def test_cancel_stops_the_build(tab):
+    tab.build_button.click()
+    tab.cancel_button.click()
+    tab.wait()
+    assert tab.status.state == "error" and "cancelled" in tab.status.message
+    assert tab.result is None and list(Path(tab.session.cache_dir).glob("engines/*.engine")) == []
+
+
+def test_builder_crash_is_shown_and_the_tab_keeps_working(tab, monkeypatch):
+    monkeypatch.setenv(TEST_CRASH_ENV, "segv")
+    tab.build_button.click()
+    tab.wait()
+    assert tab.status.state == "error" and "SIGSEGV" in tab.status.message
+    monkeypatch.delenv(TEST_CRASH_ENV)
+    tab.build_button.click()
+    tab.wait()
+    assert tab.status.state == "ok" and tab.result is not None and tab.result.engine_path.is_file()

@@ -1,0 +1,216 @@
+"""The Build tab: backend, optimisation profiles, opt level; Build (background thread) with progress, log
+and Cancel; the engines built for this session; the equivalent trtexec command line.
+
+Visible state lives in widget values so headless tests can assert it: ``backend.options``/``backend_note``,
+``profiles.value`` (one SPEC per line, prefilled with derived defaults for dynamic inputs),
+``progress.value``, ``phase.value``, ``log.value``, ``engines.options``, ``trtexec.value``,
+``build_button.disabled``/``cancel_button.disabled``. ``wait()`` joins the running build (for tests).
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from typing import Any
+
+import ipywidgets as W
+
+from ..backends.trt import backend_status
+from ..backends.trt_profiles import format_spec, parse_shapes, resolve_profiles
+from ..backends.trt_runtime import gpu_status
+from ..build import BuildResult, build_engine, list_engines, trtexec_command
+from ..errors import WorkbenchError
+from ..recipe import BuildSettings
+from .common import Status
+
+__all__ = ["BuildTab"]
+
+_LOG_LINES = 400
+
+
+def _engine_label(meta: dict[str, Any]) -> str:
+    name = str(meta.get("engine_path", "")).rsplit("/", 1)[-1]
+    secs = meta.get("build_seconds") or 0.0
+    return (f"{name} · {meta.get('bytes', 0):,} B · {meta.get('layers')} layers · {secs:.2f} s · "
+            f"{meta.get('backend')} {meta.get('version')}")
+
+
+class BuildTab:
+    """Build TensorRT engines for the session's current model (child process by default)."""
+
+    title = "Build"
+
+    def __init__(self, session: Any, status: Status) -> None:
+        self.session = session
+        self.status = status
+        self.result: BuildResult | None = None
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._prefill = ""
+
+        self._status = backend_status()
+        options = [("auto", "auto")] + [
+            (name if why is None else f"{name} (unavailable)", name) for name, why in self._status.items()]
+        self.backend = W.Dropdown(options=options, value="auto", description="backend")
+        self.backend_note = W.HTML()
+        self.opt_level = W.IntSlider(value=3, min=0, max=5, description="opt level")
+        self.workspace = W.IntText(value=0, description="workspace MiB", layout=W.Layout(width="220px"))
+        self.in_process = W.Checkbox(value=False, description="build in this process (a crash kills the kernel)",
+                                     indent=False)
+        self.profiles = W.Textarea(placeholder="input:1x3x32x32,1x3x256x256,8x3x1024x1024  (one input per line)",
+                                   description="profiles", layout=W.Layout(width="100%", height="70px"))
+        self.profiles_note = W.HTML()
+        self.build_button = W.Button(description="Build engine", icon="cogs", button_style="primary")
+        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="progress")
+        self.phase = W.Label(value="")
+        self.log = W.Textarea(value="", description="log", disabled=True,
+                              layout=W.Layout(width="100%", height="160px"))
+        self.engines = W.Select(options=[], description="engines", rows=5, layout=W.Layout(width="100%"))
+        self.trtexec = W.Textarea(value="", description="trtexec", disabled=True,
+                                  layout=W.Layout(width="100%", height="60px"))
+        reason = gpu_status()
+        self.gpu_note = W.HTML(
+            '<p class="wb-gpu-note"><b>No GPU here:</b> engines can be built (ahead of time, TensorRT-RTX) but not '
+            "run on this machine; run them where a supported NVIDIA GPU is, with the trtexec line below.</p>"
+            if reason else '<p class="wb-gpu-note">A CUDA GPU is available: built engines can run here.</p>')
+
+        self.backend.observe(self._on_backend, names="value")
+        for w in (self.backend, self.opt_level, self.workspace, self.profiles):
+            w.observe(self._refresh_trtexec, names="value")
+        self.build_button.on_click(self._on_build)
+        self.cancel_button.on_click(self._on_cancel)
+        session.on_change(self._on_session)
+
+        self.widget = W.VBox([
+            self.gpu_note,
+            W.HBox([self.backend, self.backend_note]),
+            W.HBox([self.opt_level, self.workspace]),
+            self.profiles, self.profiles_note, self.in_process,
+            W.HBox([self.build_button, self.cancel_button, self.progress, self.phase]),
+            self.log, self.engines, self.trtexec,
+        ])
+        self._load_settings(getattr(session.recipe, "build", None))
+        self._on_backend()
+        self._prefill_profiles()
+        self._refresh_engines()
+        self._refresh_trtexec()
+
+    # --- state from the session ----------------------------------------------------------------------
+
+    def _prefill_profiles(self) -> None:
+        with self.status.guard("deriving shape profiles"):
+            resolved = resolve_profiles(self.session.model)
+            text = "\n".join(format_spec(p) for p in resolved.profiles if p.input in resolved.derived)
+            if self.profiles.value in ("", self._prefill):
+                self.profiles.value = text
+            self._prefill = text
+            self.profiles_note.value = "".join(f"<p><i>{html.escape(n)}</i></p>" for n in resolved.notes)
+
+    def _load_settings(self, settings: BuildSettings | None) -> None:
+        """Show build settings recorded in the recipe (a loaded recipe brings its profiles and options)."""
+        if settings is None:
+            return
+        if settings.backend in [v for _, v in self.backend.options]:
+            self.backend.value = settings.backend
+        self.opt_level.value = settings.opt_level
+        self.workspace.value = settings.workspace_mb or 0
+        self.in_process.value = settings.in_process
+        if settings.profiles:
+            self.profiles.value = "\n".join(format_spec(p) for p in settings.profiles)
+
+    def _on_session(self, _session: Any) -> None:
+        self._prefill_profiles()
+        self._refresh_trtexec()
+
+    def _refresh_engines(self) -> None:
+        metas = list_engines(self.session.cache_dir)
+        self.engines.options = [(_engine_label(m), m["engine_path"]) for m in metas]
+
+    def _on_backend(self, _change: Any = None) -> None:
+        why = self._status.get(self.backend.value)
+        if self.backend.value == "auto" and all(v is not None for v in self._status.values()):
+            why = "no TensorRT installed: pip install 'onnx-trt-workbench[rtx]'"
+        self.backend_note.value = f'<span style="color:#888">{html.escape(why)}</span>' if why else ""
+        self.build_button.disabled = bool(why) or self.building
+
+    def _settings(self) -> BuildSettings:
+        profiles = parse_shapes(self.profiles.value, self.session.model) if self.profiles.value.strip() else ()
+        return BuildSettings(backend=self.backend.value, profiles=profiles, opt_level=int(self.opt_level.value),
+                             workspace_mb=int(self.workspace.value) or None, in_process=bool(self.in_process.value))
+
+    def _refresh_trtexec(self, _change: Any = None) -> None:
+        try:
+            settings = self._settings()
+        except WorkbenchError:
+            return  # the Build button reports a bad SPEC; keep the last good command line
+        backend = settings.backend if settings.backend != "auto" else next(
+            (n for n, why in self._status.items() if why is None), "tensorrt")
+        model_path = self.session.source_path or "model.onnx"
+        self.trtexec.value = trtexec_command(model_path, settings, backend=backend, model=self.session.model,
+                                             engine_path=f"{getattr(model_path, 'stem', 'model')}.engine")
+
+    # --- build ---------------------------------------------------------------------------------------
+
+    @property
+    def building(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _on_build(self, _button: Any = None) -> None:
+        if self.building:
+            return
+        settings = None
+        with self.status.guard("reading the build settings"):
+            settings = self._settings()
+        if settings is None:
+            return
+        if self.session.recipe.build != settings:
+            with self.status.guard("recording the build settings in the recipe"):
+                self.session.set_build(settings)
+        self._cancel.clear()
+        self.progress.value = 0.0
+        self.phase.value = ""
+        self.log.value = ""
+        self.build_button.disabled = True
+        self.cancel_button.disabled = False
+        self._thread = threading.Thread(target=self._run_build, args=(settings,), daemon=True)
+        self._thread.start()
+
+    def _on_progress(self, fraction: float, phase: str) -> None:
+        if fraction >= 0:
+            self.progress.value = fraction
+        self.phase.value = phase
+
+    def _on_log(self, line: str) -> None:
+        lines = (self.log.value.splitlines() + [line])[-_LOG_LINES:]
+        self.log.value = "\n".join(lines)
+
+    def _run_build(self, settings: BuildSettings) -> None:
+        name = self.session.source_path.stem if self.session.source_path else None
+        try:
+            with self.status.guard("building the engine"):
+                self.result = build_engine(
+                    self.session.model, settings, progress=self._on_progress, log=self._on_log,
+                    cancel=self._cancel, recipe_digest=self.session.digest, cache_dir=self.session.cache_dir,
+                    name=name)
+                self.progress.value = 1.0
+                self.phase.value = "done"
+                self.trtexec.value = self.result.trtexec
+                self._refresh_engines()
+                self.engines.value = str(self.result.engine_path)
+                self.status.ok(f"built {self.result.engine_path.name}: {self.result.bytes:,} bytes, "
+                               f"{self.result.layers} layers in {self.result.seconds:.2f} s")
+        finally:
+            self.cancel_button.disabled = True
+            self._thread = None
+            self._on_backend()
+
+    def _on_cancel(self, _button: Any = None) -> None:
+        self._cancel.set()
+        self.phase.value = "cancelling…"
+
+    def wait(self, timeout: float | None = 300.0) -> None:
+        """Block until the running build (if any) ends: for headless tests and scripts."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
