@@ -8,6 +8,7 @@ Unnamed nodes get stable names (``{op}_{index}`` in graph order) so recipes can 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import tempfile
 from collections import Counter
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from .errors import ModelError
 from .table import Table
@@ -83,23 +84,45 @@ def load_model(
 
     External data is loaded from the model's folder and refused when it points outside it.
     Unnamed nodes are named (see :func:`name_nodes`) and shapes inferred, keeping symbolic dims.
-    The caller's ModelProto is never modified: a copy is returned.
+    The caller's ModelProto is never modified: a copy is returned. Bad input raises :class:`ModelError`.
+    The checker and shape inference run on a weightless skeleton of the graph, so their cost does not
+    grow with the size of the weights.
     """
     if isinstance(source, onnx.ModelProto):
         model, where = _copy(source), "the given ModelProto"
     elif isinstance(source, (bytes, bytearray, memoryview)):
-        model, where = _parse(bytes(source), "the given bytes"), "the given bytes"
-    else:
-        path = Path(source)
-        if not path.exists() and path.suffix == "" and os.sep not in str(source):
-            path = sample_path(str(source))
+        model, where = _parse(source, "the given bytes"), "the given bytes"
+    elif isinstance(source, (str, os.PathLike)):
+        path = _resolve(source)
         model, where = _load_file(path), str(path)
-    _validate(model, where, check=check)
+    else:
+        raise ModelError(
+            f"cannot load a model from a {type(source).__name__}",
+            hint="pass a path to an .onnx file, a sample name, the file's bytes or an onnx.ModelProto",
+        )
+    skeleton = _validate(model, where, check=check)
     if names:
         name_nodes(model)
+        if skeleton is not None:
+            _copy_names(model, skeleton)
     if shapes:
-        model = infer_shapes(model, where=where)
+        _infer_into(model, where, skeleton)
     return model
+
+
+def _resolve(source: str | os.PathLike[str]) -> Path:
+    """A path, or the bundled sample of that name when no such file exists."""
+    text = os.fspath(source)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if "\x00" in text:
+        raise ModelError(f"invalid model path {text!r} (it contains a NUL byte)", hint="pass a valid file path")
+    path = Path(text)
+    if not path.exists() and os.sep not in text and "/" not in text:
+        stem = text[:-5] if text.endswith(".onnx") else text
+        if (SAMPLES_DIR / f"{stem}.onnx").is_file() or path.suffix == "":
+            return sample_path(stem)
+    return path
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -108,28 +131,41 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _parse(data: bytes, where: str) -> onnx.ModelProto:
+def _parse(data: bytes | bytearray | memoryview, where: str) -> onnx.ModelProto:
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise ModelError(
-            f"{where} is not an ONNX model (protobuf could not parse it: {exc})",
+            f"{where} is not an ONNX model (protobuf could not parse it: {_first_line(exc)})",
             hint="check that the file is a complete .onnx export (not truncated, not a PyTorch .pt or a zip)",
         ) from exc
     if not model.HasField("graph"):
-        raise ModelError(f"{where} has no graph", hint="export the model again; the file is not an ONNX ModelProto")
+        raise ModelError(f"{where} is not an ONNX model (it has no graph)",
+                         hint="check that the file is a complete .onnx export (not truncated, not another format)")
     return model
 
 
 def _load_file(path: Path) -> onnx.ModelProto:
+    if path.is_dir():
+        raise ModelError(f"{path} is a folder, not an ONNX file", hint="pass the .onnx file inside it")
     if not path.is_file():
-        raise ModelError(f"model file not found: {path}", hint="check the path, or pass a sample name")
+        raise ModelError(f"model file not found: {path}", hint="check the path, or pass a sample name "
+                         f"({', '.join(sample_names()) or 'none bundled'})")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                raise ModelError(f"{path} is empty (0 bytes)", hint="export the model again; the file has no content")
+            # Parse straight from the page cache: one copy of the weights instead of two.
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                view = memoryview(mm)
+                try:
+                    model = _parse(view, str(path))
+                finally:
+                    view.release()
     except OSError as exc:
-        raise ModelError(f"cannot read {path}: {exc}", hint="check the file's permissions") from exc
-    model = _parse(data, str(path))
+        raise ModelError(f"cannot read {path}: {exc}", hint="check that the file exists and is readable") from exc
     _load_external_data(model, path)
     return model
 
@@ -148,8 +184,19 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
     for t in tensors:
         info = {e.key: e.value for e in t.external_data}
         location = info.get("location", "")
-        target = (base / location).resolve()
-        if not location or os.path.isabs(location) or not target.is_relative_to(base):
+        try:
+            offset, length = int(info.get("offset") or 0), info.get("length")
+            length = None if length in (None, "") else int(length)
+        except ValueError as exc:
+            raise ModelError(
+                f"{path}: external data of tensor '{t.name}' has a non-numeric offset or length ({info})",
+                hint="the model file is damaged; export the model again",
+            ) from exc
+        if not location or "\x00" in location or os.path.isabs(location):
+            target = None
+        else:
+            target = (base / location).resolve()
+        if target is None or not target.is_relative_to(base):
             raise ModelError(
                 f"{path}: external data of tensor '{t.name}' points outside the model's folder ({location!r})",
                 hint="external data must sit in the model's folder or below it; move the data file there "
@@ -158,13 +205,13 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
         if not target.is_file():
             raise ModelError(
                 f"{path}: external data file '{location}' of tensor '{t.name}' is missing",
-                hint=f"copy '{location}' next to {path.name} (it is saved beside the model)",
+                hint=f"copy '{location}' next to {path.name} (exporters save it beside the model)",
             )
-        offset, length = int(info.get("offset", 0) or 0), info.get("length")
         size = target.stat().st_size
-        if length is not None and offset + int(length) > size:
+        if offset < 0 or (length is not None and (length < 0 or offset + length > size)) or offset > size:
             raise ModelError(
-                f"{path}: external data file '{location}' is too short for tensor '{t.name}'",
+                f"{path}: external data file '{location}' is too short for tensor '{t.name}' "
+                f"(needs bytes {offset}..{offset + (length or 0)}, has {size})",
                 hint="the data file is truncated or belongs to another export; export the model again",
             )
     from onnx.external_data_helper import load_external_data_for_model
@@ -172,10 +219,12 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
     try:
         load_external_data_for_model(model, str(base))
     except Exception as exc:
-        raise ModelError(f"{path}: cannot load external data: {exc}", hint="export the model again") from exc
+        raise ModelError(f"{path}: cannot load external data: {_first_line(exc)}",
+                         hint="the data file is damaged or belongs to another export; export the model again") from exc
 
 
-def _validate(model: onnx.ModelProto, where: str, *, check: bool) -> None:
+def _validate(model: onnx.ModelProto, where: str, *, check: bool) -> onnx.ModelProto | None:
+    """Raise ModelError for a model we cannot use; return the checked skeleton (None when not checked)."""
     supported = onnx.defs.onnx_opset_version()
     for op in model.opset_import:
         if op.domain in ("", "ai.onnx") and op.version > supported:
@@ -184,19 +233,81 @@ def _validate(model: onnx.ModelProto, where: str, *, check: bool) -> None:
                 f"supports (up to {supported})",
                 hint="upgrade onnx (pip install -U onnx) or export the model with a lower opset",
             )
+    if model.ir_version > onnx.IR_VERSION:
+        raise ModelError(
+            f"{where} has ONNX IR version {model.ir_version}, newer than the installed onnx {onnx.__version__} "
+            f"reads (up to {onnx.IR_VERSION})",
+            hint="upgrade onnx (pip install -U onnx) or export the model with an older exporter",
+        )
     if len(model.graph.node) == 0:
         raise ModelError(f"{where} has an empty graph (no nodes)", hint="export the model again; nothing to run")
     if check:
+        skeleton = _skeleton(model, where)
         try:
-            if model.ByteSize() > _PROTO_LIMIT:
-                onnx.checker.check_model(model, full_check=False, skip_opset_compatibility_check=False)
-            else:
-                onnx.checker.check_model(model)
+            onnx.checker.check_model(skeleton.SerializeToString())
         except Exception as exc:
             raise ModelError(
                 f"{where} is not a valid ONNX model: {_first_line(exc)}",
                 hint="fix the exporter's output or load with check=False to inspect it anyway",
             ) from exc
+        return skeleton
+    return None
+
+
+# Element sizes of the fixed-size types whose large initializers the skeleton leaves out.
+_STRIPPABLE = {
+    TensorProto.FLOAT: 4, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2, TensorProto.DOUBLE: 8,
+    TensorProto.INT8: 1, TensorProto.UINT8: 1,
+    **{getattr(TensorProto, n): 1 for n in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ")
+       if hasattr(TensorProto, n)},
+}
+_STRIP_BYTES = 1024
+_VALUE_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+
+
+def _skeleton(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """The model with large floating/8-bit initializers turned into typed graph inputs (no weight bytes).
+
+    Checker and shape inference see the same graph, names, types and shapes; the left-out tensors are
+    validated here (type, dims, raw size) the way the checker would. Small tensors (shape data) stay in.
+    """
+    g = model.graph
+    skel = onnx.ModelProto()
+    skel.ir_version = model.ir_version
+    skel.opset_import.extend(model.opset_import)
+    skel.metadata_props.extend(model.metadata_props)
+    skel.functions.extend(model.functions)
+    sg = skel.graph
+    sg.name = g.name
+    sg.node.extend(g.node)
+    sg.input.extend(g.input)
+    sg.output.extend(g.output)
+    sg.value_info.extend(g.value_info)
+    sg.sparse_initializer.extend(g.sparse_initializer)
+    inputs = {i.name for i in g.input}
+    for t in g.initializer:
+        itemsize = _STRIPPABLE.get(t.data_type)
+        if (itemsize is None or not t.HasField("raw_data") or t.data_location == TensorProto.EXTERNAL
+                or any(len(getattr(t, f)) for f in _VALUE_FIELDS)):
+            sg.initializer.append(t)
+            continue
+        if any(d < 0 for d in t.dims):
+            raise ModelError(f"{where}: initializer '{t.name}' has a negative dimension {list(t.dims)}",
+                             hint="the model file is damaged; export the model again")
+        expected = int(np.prod(t.dims, dtype=np.int64)) * itemsize
+        if expected < _STRIP_BYTES:
+            sg.initializer.append(t)
+            continue
+        actual = len(t.raw_data)  # a short-lived copy, still cheaper than t.ByteSize() (which encodes)
+        if actual != expected:
+            raise ModelError(
+                f"{where}: initializer '{t.name}' holds {actual} bytes but its shape {list(t.dims)} and type "
+                f"{TensorProto.DataType.Name(t.data_type)} need {expected}",
+                hint="the model file is damaged or truncated; export the model again",
+            )
+        if t.name not in inputs:
+            sg.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return skel
 
 
 def _first_line(exc: BaseException) -> str:
@@ -227,24 +338,42 @@ def name_nodes(model: onnx.ModelProto) -> int:
 
 
 def infer_shapes(model: onnx.ModelProto, *, where: str = "the model") -> onnx.ModelProto:
-    """Run ONNX shape inference (symbolic dims kept); models over 2 GB are inferred through a temp file."""
+    """A copy of ``model`` with ONNX shape inference applied (symbolic dims kept, data propagation on).
+
+    Inference runs on a weightless skeleton and only value_info/outputs are copied back, so big models
+    are never serialised whole (and models over 2 GB need no temp file).
+    """
+    out = _copy(model)
+    _infer_into(out, where)
+    return out
+
+
+def _has_subgraphs(nodes: Any) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in nodes for a in n.attribute)
+
+
+def _copy_names(model: onnx.ModelProto, skeleton: onnx.ModelProto) -> None:
+    for node, skel_node in zip(model.graph.node, skeleton.graph.node):
+        skel_node.name = node.name
+
+
+def _infer_into(model: onnx.ModelProto, where: str, skel: onnx.ModelProto | None = None) -> None:
+    skel = _skeleton(model, where) if skel is None else skel
     try:
-        if model.ByteSize() < _PROTO_LIMIT:
-            return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
     except Exception as exc:
         raise ModelError(
             f"shape inference failed on {where}: {_first_line(exc)}",
             hint="a node's inputs do not fit its operator; run onnx.checker with full_check=True for details",
         ) from exc
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "m.onnx", Path(tmp) / "inferred.onnx"
-        onnx.save_model(model, src, save_as_external_data=True, location="m.data")
-        onnx.shape_inference.infer_shapes_path(str(src), str(dst))
-        out = onnx.load(str(dst), load_external_data=False)
-        from onnx.external_data_helper import load_external_data_for_model
-
-        load_external_data_for_model(out, tmp)
-        return out
+    g, ig = model.graph, inferred.graph
+    del g.value_info[:]
+    g.value_info.extend(ig.value_info)
+    del g.output[:]
+    g.output.extend(ig.output)
+    if _has_subgraphs(g.node):  # inference also annotates If/Loop/Scan bodies
+        del g.node[:]
+        g.node.extend(ig.node)
 
 
 def _dtype_name(elem_type: int) -> str:
