@@ -164,6 +164,14 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return out
 
 
+def _typed(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` itself when every node output has a known type, else a shape-inferred copy."""
+    known = {vi.name for vi in list(model.graph.value_info) + list(model.graph.output)}
+    if all(o in known for n in model.graph.node for o in n.output if o):
+        return model
+    return infer_shapes(model, where="the model")
+
+
 def _is_float32(name: str, infos: Mapping[str, Any]) -> bool:
     info = infos.get(name)
     return info is not None and info.dtype == "float32"
@@ -240,6 +248,7 @@ def plan_conversion(
     if precision not in _LOW:
         raise EditError(f"precision '{precision}' cannot be set by Cast nodes",
                         hint="use fp16 or bf16 here; int8/fp8 are set by quantize_model")
+    model = _typed(model)
     infos = tensor_infos(model)
     explicit = set(select_nodes(model, nodes, what="convert")) if nodes else None
     kept = set(select_nodes(model, keep, what="keep")) if keep else set()
@@ -280,6 +289,7 @@ def convert_precision(
     ``guard``: keep flagged ops (:func:`precision_guards`) fp32 unless named exactly in ``nodes``;
     ``keep_io_types=False`` makes graph inputs/outputs next to converted nodes low precision too.
     """
+    model = _typed(model)
     plan = plan_conversion(model, precision, keep=keep, nodes=nodes, guard=guard)
     low = {name for name, p in plan.items() if p["precision"] == precision}
     out = onnx.ModelProto()
@@ -305,7 +315,8 @@ def convert_precision(
         only_low = all(u.name in low for u in users) and t not in graph_outputs
         if t in inits and only_low and precision == "fp16":
             init = inits[t]
-            arr = numpy_helper.to_array(init).astype(np.float16)
+            with np.errstate(over="ignore"):  # out-of-range constants are what the guards flag
+                arr = numpy_helper.to_array(init).astype(np.float16)
             init.CopyFrom(numpy_helper.from_array(arr, t))
             low_of[t] = t
             return t
@@ -380,7 +391,8 @@ def convert_precision(
 
 def _low_initializer(arr: np.ndarray, name: str, precision: str) -> TensorProto:
     if precision == "fp16":
-        return numpy_helper.from_array(arr.astype(np.float16), name)
+        with np.errstate(over="ignore"):
+            return numpy_helper.from_array(arr.astype(np.float16), name)
     bits = (np.ascontiguousarray(arr, dtype=np.float32).view(np.uint32) + 0x7FFF
             + ((np.ascontiguousarray(arr, dtype=np.float32).view(np.uint32) >> 16) & 1)) >> 16
     t = TensorProto(name=name, data_type=TensorProto.BFLOAT16, dims=list(arr.shape))
@@ -601,7 +613,7 @@ def quantization_targets(
     model: onnx.ModelProto, *, nodes: Sequence[str] = (), exclude: Sequence[str] = ()
 ) -> dict[str, list[int]]:
     """``{node: [input indices]}`` that get Q/DQ: weighted ops' float inputs and residual Add inputs."""
-    infos = tensor_infos(model)
+    infos = tensor_infos(_typed(model))
     chosen = set(select_nodes(model, nodes, what="quantize")) if nodes else None
     excluded = set(select_nodes(model, exclude, what="exclude")) if exclude else set()
     weighted: dict[str, list[int]] = {}
@@ -699,6 +711,7 @@ def quantize_model(
     (:func:`activation_tensors`); weights are quantized from their own values.
     """
     check_dtype(model, dtype)
+    model = _typed(model)
     amax = scales.amax() if isinstance(scales, ScaleCache) else {k: float(v) for k, v in scales.items()}
     elem, qmax = _Q[dtype]
     targets = quantization_targets(model, nodes=nodes, exclude=exclude)
