@@ -280,6 +280,8 @@ class Session:
                 rel = os.path.relpath(recipe.model.path, recipe_path.resolve().parent)
             except ValueError:  # another drive on Windows
                 rel = recipe.model.path
+            if Path(rel).parts[:2] == ("..", ".."):  # far away: an absolute path reads better
+                rel = recipe.model.path
             recipe = recipe.replace(model=ModelRef(path=Path(rel).as_posix(), sha256=recipe.model.sha256))
         self._copy_scales(recipe_path.with_suffix(".cache"))
         return atomic_write(recipe_path, recipe.to_json())
