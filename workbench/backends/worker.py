@@ -6,6 +6,10 @@ line on the child's stdin, later optionally ``{"op": "cancel"}``; the child writ
 (``log``, ``progress``, ``stage``) and finally one ``result`` or ``error`` line on its own protocol
 stream (its original stdout; anything native code prints to stdout goes to stderr instead).
 
+A warm spare child (Python, the workbench and the TensorRT module already imported, waiting for its job)
+is kept per backend and environment, so a build does not pay the interpreter and library start-up
+(``keep_warm=False`` or :func:`shutdown_spares` to avoid it; spares are killed at exit).
+
 The parent streams events to a callback, enforces the timeout, forwards cancel (and kills the child if
 it does not stop), and turns a child killed by a signal into :class:`WorkerCrash` with the signal name
 and the last log lines. The caller always survives.
@@ -17,7 +21,9 @@ progress step, so tests exercise the crash path with a real crashing child.
 
 from __future__ import annotations
 
+import atexit
 import collections
+import hashlib
 import json
 import os
 import queue
@@ -31,7 +37,7 @@ from typing import Any
 
 from ..errors import BuildError, WorkbenchError
 
-__all__ = ["WorkerCrash", "run_in_child", "main", "TEST_CRASH_ENV"]
+__all__ = ["WorkerCrash", "run_in_child", "shutdown_spares", "main", "TEST_CRASH_ENV"]
 
 TEST_CRASH_ENV = "WORKBENCH_TEST_CRASH"
 _CANCEL_GRACE_S = 3.0
@@ -66,6 +72,54 @@ def _cancelled(cancel: Any) -> bool:
     return bool(cancel())
 
 
+_spares: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
+_spares_lock = threading.Lock()
+
+
+def _env_key(env: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(env.items())).encode()).hexdigest()
+
+
+def _spawn(backend: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "workbench.backends.worker", "--preload", backend],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=dict(env), start_new_session=True,
+    )
+
+
+def _take(backend: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    with _spares_lock:
+        proc = _spares.pop((backend, _env_key(env)), None)
+    if proc is not None and proc.poll() is None:
+        return proc
+    return _spawn(backend, env)
+
+
+def _replenish(backend: str, env: Mapping[str, str]) -> None:
+    key = (backend, _env_key(env))
+    with _spares_lock:
+        if key not in _spares or _spares[key].poll() is not None:
+            _spares[key] = _spawn(backend, env)
+
+
+def shutdown_spares() -> None:
+    """Stop the idle warm worker processes (also done at interpreter exit)."""
+    with _spares_lock:
+        procs = list(_spares.values())
+        _spares.clear()
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+atexit.register(shutdown_spares)
+
+
 def run_in_child(
     job: Mapping[str, Any],
     *,
@@ -73,6 +127,7 @@ def run_in_child(
     on_event: Callable[[dict[str, Any]], None] | None = None,
     cancel: Callable[[], bool] | threading.Event | None = None,
     what: str = "the build",
+    keep_warm: bool = True,
 ) -> dict[str, Any]:
     """Run one job in a child process and return its result dict.
 
@@ -82,11 +137,8 @@ def run_in_child(
     on_event = on_event or (lambda event: None)
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench.backends.worker"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=env, start_new_session=True,
-    )
+    backend = str(job.get("backend", ""))
+    proc = _take(backend, env) if keep_warm else _spawn(backend, env)
     events: queue.Queue[dict[str, Any] | None] = queue.Queue()
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL)
 
@@ -128,6 +180,7 @@ def run_in_child(
                 kind = event.get("event")
                 if kind in ("result", "error", "exception"):
                     final = event
+                    break
                 else:
                     if kind == "log":
                         tail.append(f"[{event.get('level')}] {event.get('message')}")
@@ -161,6 +214,8 @@ def run_in_child(
             if stream is not None:
                 stream.close()
 
+    if keep_warm:
+        _replenish(backend, env)  # after the job, so the spare's start-up does not compete with the build
     if final is not None and final.get("event") == "result":
         result = dict(final["result"])
         if cancel_sent is not None and not result.get("built"):
@@ -188,6 +243,13 @@ def run_in_child(
 
 def main() -> int:
     """Child entry point: read one job from stdin, run it, write events and the result as JSON lines."""
+    if len(sys.argv) == 3 and sys.argv[1] == "--preload":  # a warm spare: load the libraries, then wait
+        from .trt import import_backend
+
+        try:
+            import_backend(sys.argv[2])
+        except WorkbenchError:
+            pass  # reported properly when the job runs
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # native code printing to stdout must not corrupt the protocol stream
     sys.stdout = sys.stderr
@@ -233,7 +295,9 @@ def main() -> int:
         send({"event": "exception", "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
         return 1
     send({"event": "result", "result": result})
-    return 0
+    proto.close()
+    sys.stderr.flush()
+    os._exit(0)  # skip unloading the TensorRT libraries: the parent has what it needs
 
 
 if __name__ == "__main__":
