@@ -196,3 +196,31 @@ def test_random_edit_sequences_undo_to_the_original_bytes(edits: list[R.Edit]) -
     assert model_bytes(s.model) == final
     replay = Session(_MODEL, recipe=s.recipe)
     assert model_bytes(replay.model) == final
+
+
+def test_quantize_edit_scales_travel_with_the_saved_recipe(tmp_path, cli_path) -> None:
+    """Scales live in the cache dir (keyed by digest), are copied beside a saved recipe, and replay from the CLI."""
+    import os
+    import subprocess
+
+    from workbench.calibration import calibrate
+    from workbench.graph import SAMPLES_DIR
+
+    s = Session("digits_cnn", cache_dir=tmp_path / "session_cache")
+    s.apply(R.FuseBatchNorm())
+    scales = calibrate(s.model, SAMPLES_DIR / "digits_calib.npz", method="max")
+    digest = scales.save(s.cache_dir)
+    s.apply(R.Quantize(method="max", scales=digest))
+    assert "QuantizeLinear" in {n.op_type for n in s.model.graph.node}
+    s.save(tmp_path / "recipes" / "q.json")
+    assert (tmp_path / "recipes" / "q.cache" / "scales" / f"{digest}.json").is_file()
+    exported = s.export(tmp_path / "session_q.onnx")
+    out = tmp_path / "cli_q.onnx"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "empty_cache")}  # only the recipe's cache can help
+    proc = subprocess.run([str(cli_path), "edit", str(SAMPLES_DIR / "digits_cnn.onnx"),
+                           str(tmp_path / "recipes" / "q.json"), "-o", str(out)],
+                          capture_output=True, text=True, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == exported.read_bytes()
+    again = Session.load(tmp_path / "recipes" / "q.json")
+    assert again.cache_dir == tmp_path / "recipes" / "q.cache" and model_bytes(again.model) == exported.read_bytes()
