@@ -1,0 +1,60 @@
+"""workbench compare REF CAND --inputs DATA.npz [--layerwise]: how far the candidate is from the FP32 reference."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..compare import Tolerance, accuracy, compare, load_data
+
+COMMAND = "compare"
+HELP = "compare a converted/quantized model with its FP32 reference: output errors, optionally layer by layer"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("reference", help="the FP32 reference: an .onnx file or a sample model name")
+    p.add_argument("candidate", help="the converted or quantized .onnx model")
+    p.add_argument("--inputs", required=True, metavar="DATA.npz",
+                   help="one array per model input (first axis = samples); a 'label' array adds accuracy")
+    p.add_argument("--layerwise", action="store_true", help="also compare every intermediate tensor joined by name")
+    p.add_argument("--tensors", nargs="+", metavar="TENSOR", help="with --layerwise: only these tensors")
+    p.add_argument("--no-local", action="store_true", help="with --layerwise: skip each layer's local error")
+    p.add_argument("--tolerance", default="0.1", metavar="SPEC",
+                   help="pass/fail limits: a rel_l2 number, or e.g. 'rel_l2=0.05,cosine=0.99,snr_db=20'")
+    p.add_argument("--label", default="label", help="the .npz array with class labels for accuracy")
+    p.add_argument("--max-samples", type=int, help="use at most this many samples")
+    p.add_argument("--batch-size", type=int, default=32, help="samples per run (for a dynamic batch dimension)")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    data = load_data(args.inputs)
+    metrics = [accuracy(args.label)] if args.label in data.arrays else []
+    report = compare(args.reference, args.candidate, data, layerwise=args.layerwise, local=not args.no_local,
+                     tensors=args.tensors, tolerance=Tolerance.parse(args.tolerance), metrics=metrics,
+                     batch_size=args.batch_size, max_samples=args.max_samples)
+    return report.to_dict()
+
+
+def _f(v: Any) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = [f"{r['samples']} samples, {'PASS' if r['passed'] else 'FAIL'} (tolerance {r['tolerance']})"]
+    for name, m in r["outputs"].items():
+        tops = "  ".join(f"{k}={v:.3f}" for k, v in m.items() if k.startswith("top"))
+        lines.append(f"  {name}: max_abs {_f(m['max_abs'])}  mean_abs {_f(m['mean_abs'])}  rel_l2 {_f(m['rel_l2'])}  "
+                     f"cosine {_f(m['cosine'])}  snr {_f(m['snr_db'])} dB  {tops}")
+    for name, m in r["metrics"].items():
+        lines.append(f"  {name}: reference {m['reference']:.4f}  candidate {m['candidate']:.4f}")
+    if "layers" in r:
+        lines.append("layers (rel_l2 / local rel_l2):")
+        for row in r["layers"]:
+            mark = " " if row["passed"] else "!"
+            lines.append(f" {mark} {row['tensor']} ({row['op']}): {_f(row['rel_l2'])} / {_f(row['local_rel_l2'])}")
+    fd = r["first_divergence"]
+    if fd:
+        lines.append(f"first divergence: tensor '{fd['tensor']}' (node '{fd['node']}', {fd['op']}), "
+                     f"rel_l2 {_f(fd['rel_l2'])}, local {_f(fd['local_rel_l2'])}")
+    lines += [f"warning: {w}" for w in r["warnings"]]
+    return "\n".join(lines)

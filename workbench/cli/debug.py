@@ -1,0 +1,62 @@
+"""workbench debug MODEL --recipe R --inputs DATA.npz: rank the layers that break accuracy, find the fewest to keep."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..compare import accuracy, load_data, output_error
+from ..debug import debug_precision, plan_recipe, recipe_models
+from ..session import Session
+
+COMMAND = "debug"
+HELP = "sensitivity ranking of quantized/fp16 layers and the fewest to keep in high precision (a new recipe)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="the FP32 model the recipe applies to (.onnx or a sample name)")
+    p.add_argument("--recipe", required=True, help="a recipe with a quantize or convert_precision edit")
+    p.add_argument("--inputs", required=True, metavar="DATA.npz",
+                   help="evaluation data: one array per model input; a 'label' array enables --metric accuracy")
+    p.add_argument("--metric", choices=("auto", "accuracy", "rel_l2"), default="auto",
+                   help="what the plan must meet (auto: accuracy when the data has labels, else rel_l2)")
+    p.add_argument("--tolerance", type=float,
+                   help="accuracy: the largest allowed drop below FP32 (default 0.001 = 0.1 point); "
+                        "rel_l2: the largest allowed output error (default 0.05)")
+    p.add_argument("--label", default="label", help="the .npz array with class labels")
+    p.add_argument("--recipe-out", help="where to write the fixed recipe (default: <recipe>.debugged.json)")
+    p.add_argument("--max-samples", type=int, help="use at most this many samples")
+    p.add_argument("--batch-size", type=int, default=64)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    session = Session.load(args.recipe, model=args.model)
+    data = load_data(args.inputs)
+    use_acc = args.metric == "accuracy" or (args.metric == "auto" and args.label in data.arrays)
+    metric = accuracy(args.label) if use_acc else output_error()
+    tolerance = args.tolerance if args.tolerance is not None else (0.001 if use_acc else 0.05)
+    reference, factory = recipe_models(session.original, session.recipe, session.cache_dir)
+    candidate = factory(())
+    result = debug_precision(reference, candidate, data, factory=factory, metric=metric, tolerance=tolerance,
+                             batch_size=args.batch_size, max_samples=args.max_samples)
+    out = dict(result.to_dict())
+    recipe_out = Path(args.recipe_out) if args.recipe_out else Path(args.recipe).with_suffix(".debugged.json")
+    fixed = Session(session.source_path or args.model, recipe=plan_recipe(session.recipe, result.plan.keep),
+                    cache_dir=session.cache_dir)
+    out["recipe"] = str(fixed.save(recipe_out))
+    out["tolerance"] = tolerance
+    return out
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = [f"metric {r['metric']}: FP32 {r['metric_reference']:.4f}, candidate {r['metric_before']:.4f}, "
+             f"with the plan {r['metric_after']:.4f} ({'met' if r['met'] else 'NOT met'}, tolerance {r['tolerance']})",
+             "sensitivity (output rel_l2 recovered when only this layer is restored):"]
+    lines += [f"  {i + 1:2d}. {s['node']} ({s['op']}, {s['precision']}): {s['score']:.4g}"
+              for i, s in enumerate(r["sensitivity"])]
+    lines.append(f"keep in high precision: {r['keep_high_precision'] or 'nothing'}")
+    lines.append(r["message"])
+    lines.append(f"recipe: {r['recipe']}")
+    lines += [f"warning: {w}" for w in r["warnings"]]
+    return "\n".join(lines)

@@ -1,0 +1,655 @@
+"""Reference vs candidate: output metrics, layerwise metrics joined by tensor name, first divergence, local error.
+
+The reference is the FP32 model in ONNX Runtime; the candidate a converted/quantized model in ONNX Runtime
+(real INT8 kernels for Q/DQ models) or any :class:`~workbench.backends.base.Engine` (outputs only).
+Data is streamed batch by batch; per tensor only running sums are kept (:class:`ErrorStats`), so memory
+does not grow with the number of samples.
+
+Layerwise, every float tensor produced by a reference node that the candidate also produces (Cast and
+Q/DQ insertion keep the full-precision names) is compared. The *local* error of a tensor is the error of
+its candidate producer when fed the *reference* activations: the candidate graph is cut at every joined
+tensor (each cut tensor becomes an input fed from the reference run, its producer writes ``T__local``), so
+one extra run gives every layer's own error, separated from the error it inherits.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .backends.base import Engine
+from .backends.ort import OrtEngine, check_feeds, with_outputs
+from .errors import DataError, ModelError
+from .graph import load_model, tensor_infos
+from .table import Table
+
+__all__ = [
+    "Tolerance",
+    "ErrorStats",
+    "Metric",
+    "accuracy",
+    "output_error",
+    "Dataset",
+    "load_data",
+    "CompareReport",
+    "compare",
+    "joined_tensors",
+    "local_model",
+    "run_metric",
+    "LAYER_COLUMNS",
+    "MIN_SAMPLES",
+]
+
+MIN_SAMPLES = 16  # fewer samples than this give a warning: the numbers are not meaningful
+LAYER_COLUMNS = ("index", "tensor", "node", "op", "max_abs", "mean_abs", "rel_l2", "cosine", "snr_db",
+                 "local_rel_l2", "local_snr_db", "nan", "passed")
+Progress = Callable[[int, int], Any]
+
+
+# --- tolerances and streaming statistics -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Pass/fail limits; ``None`` means not checked. ``cosine`` and ``snr_db`` are minimums."""
+
+    rel_l2: float | None = 0.1
+    max_abs: float | None = None
+    cosine: float | None = None
+    snr_db: float | None = None
+
+    def passed(self, m: Mapping[str, Any]) -> bool:
+        if m.get("nan"):
+            return False
+        checks = [
+            (self.rel_l2, m.get("rel_l2"), lambda v, t: v <= t),
+            (self.max_abs, m.get("max_abs"), lambda v, t: v <= t),
+            (self.cosine, m.get("cosine"), lambda v, t: v >= t),
+            (self.snr_db, m.get("snr_db"), lambda v, t: v >= t),
+        ]
+        for limit, value, ok in checks:
+            if limit is None:
+                continue
+            if value is None:  # rel_l2/snr of an all-zero reference, or no data
+                if limit is not None and m.get("max_abs", 0.0) not in (0.0, None):
+                    return False
+                continue
+            if not ok(value, limit):
+                return False
+        return True
+
+    @classmethod
+    def parse(cls, text: str) -> Tolerance:
+        """``"rel_l2=0.05,cosine=0.99"`` (a bare number is a rel_l2 limit)."""
+        text = text.strip()
+        try:
+            return cls(rel_l2=float(text))
+        except ValueError:
+            pass
+        values: dict[str, float | None] = {"rel_l2": None}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, _, val = part.partition("=")
+            key = key.strip()
+            if key not in ("rel_l2", "max_abs", "cosine", "snr_db"):
+                raise DataError(f"unknown tolerance '{key}' in '{text}'",
+                                hint="use rel_l2=, max_abs=, cosine= or snr_db=, e.g. 'rel_l2=0.05,cosine=0.99'")
+            try:
+                values[key] = float(val)
+            except ValueError as exc:
+                raise DataError(f"tolerance '{part}' is not a number", hint="write e.g. 'rel_l2=0.05'") from exc
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"rel_l2": self.rel_l2, "max_abs": self.max_abs, "cosine": self.cosine, "snr_db": self.snr_db}
+
+
+class ErrorStats:
+    """Running sums for one tensor pair: O(1) memory however many samples are seen."""
+
+    __slots__ = ("elements", "samples", "sum_abs", "max_abs", "sq_err", "sq_ref", "sq_cand", "dot", "nan")
+
+    def __init__(self) -> None:
+        self.elements = self.samples = self.nan = 0
+        self.sum_abs = self.max_abs = self.sq_err = self.sq_ref = self.sq_cand = self.dot = 0.0
+
+    def update(self, ref: np.ndarray, cand: np.ndarray, samples: int = 1) -> None:
+        ref = np.asarray(ref)
+        cand = np.asarray(cand)
+        if ref.shape != cand.shape:
+            raise DataError(f"reference shape {list(ref.shape)} and candidate shape {list(cand.shape)} differ",
+                            hint="the candidate must compute the same tensor as the reference")
+        r = ref.astype(np.float64, copy=False).ravel()
+        c = cand.astype(np.float64, copy=False).ravel()
+        finite = np.isfinite(c)
+        bad = int(c.size - np.count_nonzero(finite))
+        if bad:
+            self.nan += bad
+            r, c = r[finite], c[finite]
+        d = c - r
+        self.samples += samples
+        self.elements += int(r.size)
+        if r.size:
+            ad = np.abs(d)
+            self.sum_abs += float(ad.sum())
+            self.max_abs = max(self.max_abs, float(ad.max()))
+            # elementwise products, not BLAS dot: BLAS threads fight ONNX Runtime's for the cores
+            self.sq_err += float(np.square(d).sum())
+            self.sq_ref += float(np.square(r).sum())
+            self.sq_cand += float(np.square(c).sum())
+            self.dot += float((r * c).sum())
+
+    def metrics(self) -> dict[str, Any]:
+        """max_abs, mean_abs, rel_l2, cosine, snr_db (None where undefined: zero reference or exact match)."""
+        n = self.elements
+        rel = math.sqrt(self.sq_err / self.sq_ref) if self.sq_ref > 0 else (0.0 if self.sq_err == 0 else None)
+        if self.sq_ref > 0 and self.sq_cand > 0:
+            cos = self.dot / math.sqrt(self.sq_ref * self.sq_cand)
+        else:
+            cos = 1.0 if self.sq_ref == self.sq_cand else 0.0
+        snr = 10.0 * math.log10(self.sq_ref / self.sq_err) if self.sq_err > 0 and self.sq_ref > 0 else None
+        return {
+            "max_abs": self.max_abs if n else None,
+            "mean_abs": self.sum_abs / n if n else None,
+            "rel_l2": rel if n else None,
+            "cosine": min(1.0, max(-1.0, cos)) if n else None,
+            "snr_db": snr,
+            "nan": self.nan,
+            "samples": self.samples,
+        }
+
+
+# --- metrics on outputs (accuracy, ...) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-sample metric averaged over the data: ``fn(outputs, batch, ref_outputs) -> array (batch,)``.
+
+    ``batch`` holds the batch's arrays (inputs and extras such as ``label``); ``ref_outputs`` the reference
+    outputs for the same batch. ``higher_is_better`` says which way is good (accuracy: True; errors: False).
+    """
+
+    name: str
+    fn: Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray], Mapping[str, np.ndarray]], np.ndarray]
+    higher_is_better: bool = True
+    needs: tuple[str, ...] = ()
+
+
+def _pick(outputs: Mapping[str, np.ndarray], output: str | None) -> np.ndarray:
+    if output is None:
+        return next(iter(outputs.values()))
+    return outputs[output]
+
+
+def accuracy(label: str = "label", output: str | None = None) -> Metric:
+    """Top-1 accuracy: argmax over the last axis of ``output`` (default: the first output) equals ``batch[label]``."""
+
+    def fn(outputs: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]):
+        logits = _pick(outputs, output)
+        return (np.argmax(logits.reshape(len(logits), -1), axis=-1) == batch[label].reshape(-1)).astype(np.float64)
+
+    return Metric("accuracy", fn, True, (label,))
+
+
+def output_error(output: str | None = None) -> Metric:
+    """Per-sample relative L2 error of ``output`` against the reference output (lower is better)."""
+
+    def fn(outputs: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]):
+        c = _pick(outputs, output).astype(np.float64)
+        r = (ref[output] if output is not None else ref[next(iter(outputs))]).astype(np.float64)
+        c, r = c.reshape(len(c), -1), r.reshape(len(r), -1)
+        num = np.sqrt(((c - r) ** 2).sum(axis=1))
+        den = np.sqrt((r**2).sum(axis=1))
+        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), num)
+        return np.where(np.isfinite(out), out, np.inf)
+
+    return Metric("rel_l2", fn, False)
+
+
+# --- data --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """Arrays keyed by name, first axis = samples (model inputs plus extras such as ``label``)."""
+
+    arrays: dict[str, np.ndarray]
+    where: str = "the data"
+
+    @property
+    def samples(self) -> int:
+        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+
+
+def load_data(data: str | os.PathLike[str] | Mapping[str, np.ndarray] | Dataset) -> Dataset:
+    """An ``.npz`` path or a dict of arrays (first axis = samples) as a :class:`Dataset`."""
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if not path.is_file():
+            raise DataError(f"data file not found: {path}", hint="pass an .npz with one array per model input")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except Exception as exc:
+            raise DataError(f"{path} is not a readable .npz file ({exc})",
+                            hint="save it with numpy.savez(path, input=array, label=labels)") from exc
+        where = str(path)
+    elif isinstance(data, Mapping):
+        arrays, where = {str(k): np.asarray(v) for k, v in data.items()}, "the data"
+    else:
+        raise DataError(f"unsupported data of type {type(data).__name__}",
+                        hint="pass an .npz path or a dict of arrays with the samples on the first axis")
+    if not arrays:
+        raise DataError(f"{where} holds no arrays", hint="save one array per model input, keyed by input name")
+    sizes = {k: (v.shape[0] if v.ndim else None) for k, v in arrays.items()}
+    if len(set(sizes.values())) != 1 or None in sizes.values():
+        raise DataError(f"{where}: arrays have different numbers of samples {sizes}",
+                        hint="every array needs the samples on its first axis, the same count for each")
+    if next(iter(sizes.values())) == 0:
+        raise DataError(f"{where} holds zero samples", hint="provide at least a few hundred samples")
+    return Dataset(arrays, where)
+
+
+def _input_names(model: onnx.ModelProto) -> list[str]:
+    inits = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in inits]
+
+
+def _fixed_batch(model: onnx.ModelProto) -> int | None:
+    for vi in model.graph.input:
+        if vi.name in _input_names(model):
+            dims = vi.type.tensor_type.shape.dim
+            if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+                return int(dims[0].dim_value)
+            return None
+    return None
+
+
+def _batches(ds: Dataset, model: onnx.ModelProto, batch_size: int, max_samples: int | None,
+             warnings: list[str]) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """(feeds, whole batch incl. extras); a model with a fixed batch dim gets exactly that many per run."""
+    inputs = _input_names(model)
+    missing = [n for n in inputs if n not in ds.arrays]
+    if missing:
+        raise DataError(f"{ds.where} has no array for model input(s) {missing} (it has {sorted(ds.arrays)})",
+                        hint=f"key one array per model input by its name: {inputs}")
+    n = ds.samples if max_samples is None else min(ds.samples, max_samples)
+    fixed = _fixed_batch(model)
+    step = fixed or max(1, batch_size)
+    usable = (n // step) * step if fixed else n
+    if fixed and usable == 0:
+        raise DataError(f"{ds.where} has {n} samples but the model's batch dimension is fixed at {fixed}",
+                        hint=f"provide at least {fixed} samples, or make the batch dimension dynamic")
+    if usable < n:
+        warnings.append(f"the model's batch is fixed at {fixed}: the last {n - usable} samples were skipped")
+    for start in range(0, usable, step):
+        batch = {k: v[start:start + step] for k, v in ds.arrays.items()}
+        feeds = check_feeds(model, {k: batch[k] for k in inputs}, where=ds.where)
+        yield feeds, batch
+
+
+# --- models ------------------------------------------------------------------------------------------
+
+
+def _as_model(model: Any, what: str) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto) and len(model.graph.value_info):
+        return model
+    return load_model(model)
+
+
+def _float(info: Any) -> bool:
+    return info is not None and info.dtype in ("float32", "float16", "bfloat16", "float64")
+
+
+def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in model.graph.node for o in n.output if o}
+
+
+_LOW_SUFFIXES = ("__fp16", "__bf16")
+
+
+def joined_tensors(reference: onnx.ModelProto, candidate: onnx.ModelProto,
+                   tensors: Sequence[str] | None = None) -> tuple[dict[str, str], list[str], list[str]]:
+    """({reference tensor: candidate tensor} in reference graph order, only in the reference, only in the
+    candidate). A tensor the candidate only holds in fp16/bf16 (``T__fp16``) joins through that name."""
+    ref_infos, cand_infos = tensor_infos(reference), tensor_infos(candidate)
+    cand_prod = _producers(candidate)
+    ref_order = [o for n in reference.graph.node for o in n.output if o]
+    if tensors is not None:
+        unknown = [t for t in tensors if t not in set(ref_order)]
+        if unknown:
+            raise DataError(f"tensor(s) {unknown} are not produced by any node of the reference model",
+                            hint="use names from the layer table's outputs column")
+        wanted = set(tensors)
+        ref_order = [t for t in ref_order if t in wanted]
+    joined: dict[str, str] = {}
+    only_ref: list[str] = []
+    for t in ref_order:
+        if not _float(ref_infos.get(t)):
+            continue
+        name = t if t in cand_prod else next((t + s for s in _LOW_SUFFIXES if t + s in cand_prod), None)
+        if name is None:
+            only_ref.append(t)
+        else:
+            joined[t] = name
+    used = set(joined.values())
+    ref_set = {o for n in reference.graph.node for o in n.output}
+    only_cand = [o for n in candidate.graph.node for o in n.output
+                 if o and o not in ref_set and o not in used and _float(cand_infos.get(o))]
+    return joined, only_ref, only_cand
+
+
+def local_model(candidate: onnx.ModelProto, cut: Sequence[str]) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """The candidate cut at every tensor in ``cut``: each becomes a graph input (fed with the reference value)
+    and its producer writes ``<name>__local`` instead. Returns (model, {tensor: local output name})."""
+    infos = tensor_infos(candidate)
+    out = onnx.ModelProto()
+    out.CopyFrom(candidate)
+    g = out.graph
+    cut_set = set(cut)
+    consumed = {i for n in g.node for i in n.input}
+    renamed: dict[str, str] = {}
+    for n in g.node:
+        for k, o in enumerate(n.output):
+            if o in cut_set:
+                n.output[k] = renamed[o] = f"{o}__local"
+    del g.output[:]
+    del g.value_info[:]
+    for t in cut:
+        info = infos.get(t)
+        elem = helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype)) if _float(info) else onnx.TensorProto.FLOAT
+        if t in renamed:
+            g.output.append(helper.make_tensor_value_info(renamed[t], elem, None))
+        if t in consumed and t in renamed:
+            g.input.append(helper.make_tensor_value_info(t, elem, None))
+    return out, renamed
+
+
+# --- the report --------------------------------------------------------------------------------------
+
+
+@dataclass
+class CompareReport:
+    """Result of :func:`compare`; ``to_dict()`` gives the CLI keys."""
+
+    outputs: dict[str, dict[str, Any]]
+    samples: int
+    tolerance: Tolerance
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    layers: Table | None = None
+    first_divergence: dict[str, Any] | None = None
+    nan: dict[str, Any] | None = None
+    only_in_reference: list[str] = field(default_factory=list)
+    only_in_candidate: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(o["passed"] for o in self.outputs.values())
+
+    def node_errors(self, column: str = "rel_l2") -> dict[str, float]:
+        """{reference node: error} for colouring a graph view (layerwise runs only)."""
+        if self.layers is None:
+            return {}
+        return {r["node"]: r[column] for r in self.layers.records() if r[column] is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "outputs": self.outputs,
+            "first_divergence": self.first_divergence,
+            "passed": self.passed,
+            "samples": self.samples,
+            "tolerance": self.tolerance.to_dict(),
+            "metrics": self.metrics,
+            "nan": self.nan,
+            "only_in_reference": self.only_in_reference,
+            "only_in_candidate": len(self.only_in_candidate),
+            "warnings": self.warnings,
+        }
+        if self.layers is not None:
+            out["layers"] = self.layers.records()
+        return out
+
+
+# --- running -----------------------------------------------------------------------------------------
+
+
+def run_metric(metric: Metric, outputs: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray],
+               ref: Mapping[str, np.ndarray], where: str) -> np.ndarray:
+    missing = [k for k in metric.needs if k not in batch]
+    if missing:
+        raise DataError(f"metric '{metric.name}' needs array(s) {missing} in {where}",
+                        hint=f"add them to the .npz (e.g. numpy.savez(..., {missing[0]}=labels)) or choose "
+                             "the rel_l2 metric")
+    return np.asarray(metric.fn(outputs, batch, ref), dtype=np.float64).reshape(-1)
+
+
+def _topk(ref: np.ndarray, cand: np.ndarray, k: int) -> np.ndarray:
+    r = np.argmax(ref, axis=-1)
+    if k == 1:
+        return (np.argmax(cand, axis=-1) == r)
+    top = np.argpartition(-cand, kth=k - 1, axis=-1)[:, :k]
+    return (top == r[:, None]).any(axis=1)
+
+
+def _nan_origin(candidate: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
+                reference: onnx.ModelProto | None = None) -> dict[str, Any] | None:
+    """Run one batch with every candidate tensor exposed; the first (graph order) holding NaN/Inf."""
+    infos = tensor_infos(candidate)
+    names = [o for n in candidate.graph.node for o in n.output if o and _float(infos.get(o))]
+    engine = OrtEngine(with_outputs(candidate, names), optimize=False)
+    values = engine.run(feeds, outputs=names)
+    prod = _producers(candidate)
+    ref_nodes = {n.name for n in reference.graph.node} if reference is not None else set()
+    for t in names:
+        if not np.isfinite(values[t]).all():
+            node = prod[t]
+            bad = values[t]
+            return {"tensor": t, "node": node.name, "op": node.op_type, "in_reference": node.name in ref_nodes,
+                    "nan": int(np.isnan(bad).sum()), "inf": int(np.isinf(bad).sum())}
+    return None
+
+
+def compare(
+    reference: Any,
+    candidate: Any,
+    data: Any,
+    *,
+    layerwise: bool = False,
+    local: bool = True,
+    tensors: Sequence[str] | None = None,
+    tolerance: Tolerance | None = None,
+    layer_tolerance: Tolerance | None = None,
+    metrics: Iterable[Metric] = (),
+    topk: Sequence[int] = (1, 5),
+    batch_size: int = 32,
+    max_samples: int | None = None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> CompareReport:
+    """Compare ``candidate`` with ``reference`` over ``data`` (.npz path or dict of arrays).
+
+    ``reference``/``candidate``: paths, sample names or ModelProtos (the candidate may also be an
+    :class:`Engine`, outputs only). With ``layerwise`` every joined intermediate tensor is compared (or only
+    ``tensors``) and, with ``local``, each one's local error. Metrics such as :func:`accuracy` are evaluated
+    on both models.
+    """
+    tolerance = tolerance or Tolerance()
+    layer_tolerance = layer_tolerance or tolerance
+    ref = _as_model(reference, "reference")
+    engine_cand = candidate if (not isinstance(candidate, (onnx.ModelProto, str, os.PathLike, bytes))
+                                and isinstance(candidate, Engine)) else None
+    cand = None if engine_cand is not None else _as_model(candidate, "candidate")
+    if engine_cand is not None and layerwise:
+        raise DataError("layerwise comparison needs the candidate as an ONNX model, not an engine",
+                        hint="compare the engine's outputs only, or pass the ONNX model it was built from")
+    ds = load_data(data)
+    _check_io(ref, cand)
+    metrics = list(metrics)
+    warnings: list[str] = []
+    if ds.samples < MIN_SAMPLES:
+        warnings.append(f"only {ds.samples} samples: metrics on so few samples are not meaningful "
+                        f"(use {MIN_SAMPLES} or more, ideally hundreds)")
+    outputs = [o.name for o in ref.graph.output]
+
+    joined: dict[str, str] = {}
+    only_ref: list[str] = []
+    only_cand: list[str] = []
+    local_eng = None
+    local_inputs: list[str] = []
+    local_names: dict[str, str] = {}
+    if layerwise:
+        joined, only_ref, only_cand = joined_tensors(ref, cand, tensors)
+        if not joined:
+            raise DataError("the reference and the candidate share no intermediate tensor names",
+                            hint="layerwise comparison joins tensors by name; keep the original names when "
+                                 "converting (workbench convert/quantize do)")
+        if local:
+            lm, local_names = local_model(cand, list(joined.values()))
+            local_eng = OrtEngine(lm)
+            local_inputs = [x.name for x in local_eng.session.get_inputs()]
+    ref_capture = list(dict.fromkeys(outputs + list(joined)))
+    cand_capture = list(dict.fromkeys(outputs + list(joined.values())))
+    back = {c: r for r, c in joined.items()}
+    ref_eng = OrtEngine(with_outputs(ref, list(joined)) if joined else ref)
+    if engine_cand is not None:
+        cand_eng: Any = engine_cand
+    else:
+        cand_eng = OrtEngine(with_outputs(cand, list(joined.values())) if joined else cand)
+    out_stats = {o: ErrorStats() for o in outputs}
+    layer_stats = {t: ErrorStats() for t in joined}
+    local_stats = {back[c]: ErrorStats() for c in local_names}
+    top_hits = {o: {k: 0 for k in topk} for o in outputs}
+    sums = {m.name: {"reference": 0.0, "candidate": 0.0} for m in metrics}
+    nan_feeds = None
+    seen = 0
+    total = ds.samples if max_samples is None else min(ds.samples, max_samples)
+    for feeds, batch in _batches(ds, ref, batch_size, max_samples, warnings):
+        if cancel is not None and cancel():
+            warnings.append(f"cancelled after {seen} samples")
+            break
+        n = len(next(iter(feeds.values())))
+        rv = ref_eng.run(feeds, outputs=ref_capture)
+        if engine_cand is not None:
+            cv = engine_cand.run(feeds)
+            absent = [o for o in outputs if o not in cv]
+            if absent:
+                raise DataError(f"the candidate engine does not produce output(s) {absent}",
+                                hint="build the engine from the same model as the reference")
+        else:
+            cv = cand_eng.run(feeds, outputs=cand_capture)
+        for o in outputs:
+            out_stats[o].update(rv[o], cv[o], n)
+            if rv[o].ndim == 2 and rv[o].shape[1] > 1:
+                for k in topk:
+                    if k < rv[o].shape[1]:
+                        top_hits[o][k] += int(_topk(rv[o], np.nan_to_num(cv[o].astype(np.float32)), k).sum())
+        if nan_feeds is None and any(not np.isfinite(cv[o]).all() for o in outputs):
+            nan_feeds = feeds
+        for t, c in joined.items():
+            layer_stats[t].update(rv[t], cv[c], n)
+        if local_eng is not None:
+            local_feeds = {i: (rv[back[i]] if i in back else feeds[i]) for i in local_inputs}
+            lv = local_eng.run(_cast_feeds(local_eng, local_feeds), outputs=list(local_names.values()))
+            for c, name in local_names.items():
+                local_stats[back[c]].update(rv[back[c]], lv[name], n)
+        ref_outs = {o: rv[o] for o in outputs}
+        cand_outs = {o: cv[o] for o in outputs}
+        for m in metrics:
+            sums[m.name]["reference"] += float(run_metric(m, ref_outs, batch, ref_outs, ds.where).sum())
+            sums[m.name]["candidate"] += float(run_metric(m, cand_outs, batch, ref_outs, ds.where).sum())
+        seen += n
+        if progress is not None:
+            progress(seen, total)
+    if seen == 0:
+        raise DataError(f"no samples from {ds.where} were compared", hint="provide more samples")
+
+    out_report: dict[str, dict[str, Any]] = {}
+    for o in outputs:
+        m = out_stats[o].metrics()
+        for k, hits in top_hits[o].items():
+            if hits or (k in top_hits[o] and seen):
+                m[f"top{k}_agreement"] = hits / seen
+        m["passed"] = tolerance.passed(m)
+        out_report[o] = m
+    metric_report = {name: {k: v / seen for k, v in s.items()} for name, s in sums.items()}
+
+    layers = first = None
+    if layerwise:
+        ref_prod = _producers(ref)
+        rows = []
+        for i, t in enumerate(joined):
+            m = layer_stats[t].metrics()
+            lm = local_stats[t].metrics() if t in local_stats else {}
+            node = ref_prod[t]
+            passed = layer_tolerance.passed(m)
+            rows.append((i, t, node.name, node.op_type, m["max_abs"], m["mean_abs"], m["rel_l2"], m["cosine"],
+                         m["snr_db"], lm.get("rel_l2"), lm.get("snr_db"), m["nan"], passed))
+            if first is None and not passed:
+                first = {"index": i, "tensor": t, "node": node.name, "op": node.op_type,
+                         **{k: m[k] for k in ("max_abs", "rel_l2", "cosine", "snr_db", "nan")},
+                         "local_rel_l2": lm.get("rel_l2")}
+        layers = Table(LAYER_COLUMNS, tuple(rows))
+
+    nan = None
+    if nan_feeds is not None:
+        if cand is not None:
+            nan = _nan_origin(cand, nan_feeds, ref)
+        if nan is None:
+            bad = [o for o in outputs if out_stats[o].nan]
+            nan = {"tensor": bad[0] if bad else None, "node": None, "op": None, "in_reference": None,
+                   "nan": sum(out_stats[o].nan for o in outputs), "inf": None}
+        warnings.append(f"the candidate produces NaN/Inf; it first appears in tensor '{nan['tensor']}'"
+                        + (f" (node '{nan['node']}', {nan['op']})" if nan.get("node") else ""))
+    if only_ref:
+        warnings.append(f"{len(only_ref)} reference tensor(s) have no candidate counterpart and were not "
+                        f"compared (e.g. {only_ref[:3]})")
+    return CompareReport(out_report, seen, tolerance, metric_report, layers, first, nan, only_ref, only_cand,
+                         warnings)
+
+
+def _cast_feeds(engine: OrtEngine, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    types = {i.name: i.type for i in engine.session.get_inputs()}
+    out = {}
+    for k, v in feeds.items():
+        if k not in types:
+            continue
+        want = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64,
+                "tensor(bfloat16)": None}.get(types[k])
+        out[k] = v.astype(want) if want is not None and v.dtype != want else v
+    return out
+
+
+def _check_io(ref: onnx.ModelProto, cand: onnx.ModelProto | None) -> None:
+    """The candidate must have the reference's inputs and outputs (names; ranks where known)."""
+    if cand is None:
+        return
+    ri, ci = _input_names(ref), _input_names(cand)
+    ro, co = [o.name for o in ref.graph.output], [o.name for o in cand.graph.output]
+    if set(ri) != set(ci):
+        raise ModelError(f"the models' inputs differ: reference {ri}, candidate {ci}",
+                         hint="compare a candidate derived from the reference (same input names)")
+    missing = [o for o in ro if o not in co]
+    if missing:
+        raise ModelError(f"the candidate lacks output(s) {missing} of the reference (it has {co})",
+                         hint="keep the output names when converting; rename them back with a rename_tensor edit")
+    rinf, cinf = tensor_infos(ref), tensor_infos(cand)
+    for name in ri + ro:
+        a, b = rinf.get(name), cinf.get(name)
+        if not (a and b and a.shape is not None and b.shape is not None):
+            continue
+        fixed = [(x, y) for x, y in zip(a.shape, b.shape) if isinstance(x, int) and isinstance(y, int) and x and y]
+        if len(a.shape) != len(b.shape) or any(x != y for x, y in fixed):
+            raise ModelError(f"tensor '{name}' has shape {list(a.shape)} in the reference and {list(b.shape)} in "
+                             "the candidate", hint="compare a candidate derived from the reference (same inputs "
+                             "and outputs)")

@@ -1,0 +1,702 @@
+"""Which low-precision layers break accuracy, and the fewest to keep in high precision to fix it.
+
+Sensitivity (:func:`sensitivity`): for each quantized/low-precision layer L, the end metric with only L
+restored to FP32. Computed without N rebuilds: the candidate runs once per batch with its intermediate
+tensors exposed, and one combined ONNX model holds, for every L, the *tail* of the candidate downstream of
+L with L restored (tensors renamed per layer, weights shared). Feeding it the captured activations gives all
+N "restore one layer" outputs in one run per batch; only the tails are recomputed.
+
+Bisection (:func:`find_plan`): greedy on the ranking (keep the top 1, 2, 4, ... layers) until the metric
+meets the tolerance, bisection between the last failing and first passing count to confirm the smallest
+prefix, then a pruning pass that drops kept layers not needed. Every plan tried is recorded with its metric
+and an estimated relative cost for a Pareto chart. A tolerance that even the all-high-precision plan misses
+stops with the best plan found and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .backends.ort import OrtEngine, with_outputs
+from .compare import Dataset, Metric, _batches, _cast_feeds, _input_names, load_data, output_error, run_metric
+from .errors import DataError, EditError, RecipeError
+from .fsio import atomic_write
+from .graph import TensorInfo, load_model, node_flops, tensor_infos
+from .recipe import ConvertPrecision, Quantize, Recipe
+from .table import Table
+
+__all__ = [
+    "low_precision_layers",
+    "restore_layers",
+    "sensitivity",
+    "Sensitivity",
+    "find_plan",
+    "Plan",
+    "estimated_cost",
+    "plan_recipe",
+    "recipe_models",
+    "debug_precision",
+    "DebugResult",
+    "outlier_channel_model",
+    "SENSITIVITY_COLUMNS",
+    "PLAN_COLUMNS",
+]
+
+SENSITIVITY_COLUMNS = ("rank", "node", "op", "precision", "score", "metric_gain", "metric_restored", "rel_l2_restored")
+PLAN_COLUMNS = ("plan", "kept", "keep", "metric", "cost", "met", "step")
+Factory = Callable[[tuple[str, ...]], onnx.ModelProto]
+Progress = Callable[[str, int, int], Any]
+_COST = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "fp8": 1.0}
+
+
+# --- which layers, and restoring them ----------------------------------------------------------------
+
+
+def low_precision_layers(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> dict[str, str]:
+    """{node: precision} for candidate nodes (also in the reference) that run below FP32, in graph order."""
+    from .precision import node_precisions
+
+    ref_nodes = {n.name for n in reference.graph.node}
+    return {n: p for n, p in node_precisions(candidate).items() if p != "fp32" and n in ref_nodes}
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    ready = set(available)
+    pending = list(nodes)
+    out: list[onnx.NodeProto] = []
+    while pending:
+        rest = []
+        for n in pending:
+            if all((not i) or i in ready for i in n.input):
+                out.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):  # a cycle or a missing input: keep order, let ORT report it
+            return out + rest
+        pending = rest
+    return out
+
+
+def _prune(graph: onnx.GraphProto) -> None:
+    """Drop nodes whose outputs nobody reads, then unused initializers."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if not any(o in used for o in n.output if o)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    used = {i for n in graph.node for i in n.input} | outputs
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+
+
+def restore_layers(candidate: onnx.ModelProto, reference: onnx.ModelProto, nodes: Iterable[str]) -> onnx.ModelProto:
+    """A copy of ``candidate`` in which each named node is the reference's FP32 node again.
+
+    The restored node reads the full-precision tensors (which Q/DQ and Cast insertion leave under their
+    original names) and the reference's FP32 weights, and writes the reference's output names; the
+    candidate's Q/DQ or Cast nodes that only served it disappear.
+    """
+    ref_nodes = {n.name: n for n in reference.graph.node}
+    ref_inits = {i.name: i for i in reference.graph.initializer}
+    out = _copy(candidate)
+    g = out.graph
+    cand_inits = {i.name: i for i in g.initializer}
+    infos = tensor_infos(candidate)
+    added: set[str] = set()
+    for name in dict.fromkeys(nodes):
+        rn = ref_nodes.get(name)
+        idx = next((k for k, n in enumerate(g.node) if n.name == name), None)
+        if rn is None or idx is None:
+            where = "reference" if rn is None else "candidate"
+            raise EditError(f"node '{name}' is not in the {where} model", hint="pick a node from the sensitivity table")
+        produced = {o for n in g.node for o in n.output} | {i.name for i in g.input}
+        cn = g.node[idx]
+        new = onnx.NodeProto()
+        new.CopyFrom(rn)
+        extra: list[onnx.NodeProto] = []
+        for k, t in enumerate(new.input):
+            if not t:
+                continue
+            if t in ref_inits:
+                ci = cand_inits.get(t)
+                if ci is None or ci.SerializeToString() != ref_inits[t].SerializeToString():
+                    fp32 = f"{t}__fp32"
+                    if fp32 not in added:
+                        init = onnx.TensorProto()
+                        init.CopyFrom(ref_inits[t])
+                        init.name = fp32
+                        g.initializer.append(init)
+                        added.add(fp32)
+                    new.input[k] = fp32
+                continue
+            if t in produced:
+                continue
+            low = next((t + s for s in ("__fp16", "__bf16") if t + s in produced), None)
+            if low is None:
+                raise EditError(f"cannot restore node '{name}': its input tensor '{t}' is not in the candidate",
+                                hint="the candidate renamed the full-precision tensor; restore it in the recipe "
+                                     "(exclude/keep the node) instead")
+            extra.append(helper.make_node("Cast", [low], [t], name=f"{t}__restore_cast", to=onnx.TensorProto.FLOAT))
+        ref_outs = [o for o in new.output]
+        for k, o in enumerate(cn.output):
+            read = any(o in n.input for n in g.node) or o in {x.name for x in g.output}
+            if o and k < len(ref_outs) and o != ref_outs[k] and read:
+                info = infos.get(o)
+                to = helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype)) if info and info.dtype != "unknown" \
+                    else onnx.TensorProto.FLOAT
+                extra.append(helper.make_node("Cast", [ref_outs[k]], [o], name=f"{o}__restore_cast", to=to))
+        others = [n for n in g.node if n is not cn and any(o in ref_outs for o in n.output)]
+        for n in others:
+            g.node.remove(n)
+        idx = next(k for k, n in enumerate(g.node) if n is cn)
+        g.node.remove(cn)
+        for j, n in enumerate([*extra, new]):
+            g.node.insert(idx + j, n)
+    available = {i.name for i in g.input} | {i.name for i in g.initializer}
+    ordered = _toposort(list(g.node), available)
+    del g.node[:]
+    g.node.extend(ordered)
+    _prune(g)
+    del g.value_info[:]
+    return out
+
+
+# --- sensitivity ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sensitivity:
+    """Ranked table (``SENSITIVITY_COLUMNS``), best score first, plus the metric with nothing restored."""
+
+    table: Table
+    metric: str
+    higher_is_better: bool
+    metric_reference: float
+    metric_before: float
+    samples: int
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ranking(self) -> list[str]:
+        return self.table.column("node")
+
+
+def _descendants(nodes: Sequence[onnx.NodeProto], start: onnx.NodeProto) -> list[onnx.NodeProto]:
+    consumers: dict[str, list[int]] = {}
+    for k, n in enumerate(nodes):
+        for i in n.input:
+            consumers.setdefault(i, []).append(k)
+    seen = {id(start)}
+    keep = [start]
+    stack = [start]
+    while stack:
+        for o in stack.pop().output:
+            for k in consumers.get(o, []):
+                n = nodes[k]
+                if id(n) not in seen:
+                    seen.add(id(n))
+                    keep.append(n)
+                    stack.append(n)
+    order = {id(n): k for k, n in enumerate(nodes)}
+    return sorted(keep, key=lambda n: order[id(n)])
+
+
+def _constant_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    const = {i.name for i in graph.initializer}
+    out = []
+    for n in graph.node:
+        if n.input and all((not i) or i in const for i in n.input) or (n.op_type == "Constant"):
+            out.append(n)
+            const.update(n.output)
+    return out
+
+
+def _tails_model(candidate: onnx.ModelProto, reference: onnx.ModelProto, layers: Sequence[str]
+                 ) -> tuple[onnx.ModelProto, list[str], dict[str, dict[str, str]]]:
+    """One model holding, for each layer, the candidate's tail from that layer with it restored.
+
+    Returns (model, boundary tensors to feed from the candidate's own run, {layer: {output: tail output}}).
+    """
+    outputs = [o.name for o in candidate.graph.output]
+    cinfos = tensor_infos(candidate)
+    g = helper.make_graph([], "sensitivity_tails", [], [])
+    init_names: set[str] = set()
+    const_done: set[str] = set()
+    boundary: dict[str, None] = {}
+    out_map: dict[str, dict[str, str]] = {}
+    for li, layer in enumerate(layers):
+        restored = restore_layers(candidate, reference, [layer])
+        rg = restored.graph
+        start = next(n for n in rg.node if n.name == layer)
+        consts = _constant_nodes(rg)
+        const_out = {o for n in consts for o in n.output}
+        bridges = [n for n in rg.node if n.name.endswith("__restore_cast") and any(o in start.input for o in n.output)]
+        tail = bridges + [n for n in _descendants(list(rg.node), start) if id(n) not in {id(c) for c in consts}]
+        inits = {i.name: i for i in rg.initializer}
+        produced = {o for n in tail for o in n.output if o}
+        rename = {o: f"{o}__s{li}" for o in produced}
+        for n in tail:
+            new = onnx.NodeProto()
+            new.CopyFrom(n)
+            new.name = f"{n.name}__s{li}"
+            for k, i in enumerate(new.input):
+                if i in rename:
+                    new.input[k] = rename[i]
+                elif i and i not in inits and i not in const_out:
+                    boundary[i] = None
+            for k, o in enumerate(new.output):
+                if o:
+                    new.output[k] = rename[o]
+            g.node.append(new)
+        for c in consts:
+            if c.output[0] not in const_done and any(o in {i for n in tail for i in n.input} for o in c.output):
+                g.node.append(c)
+                const_done.update(c.output)
+                for i in c.input:
+                    if i in inits and i not in init_names:
+                        g.initializer.append(inits[i])
+                        init_names.add(i)
+        for n in tail:
+            for i in n.input:
+                if i in inits and i not in init_names:
+                    g.initializer.append(inits[i])
+                    init_names.add(i)
+        out_map[layer] = {}
+        for o in outputs:
+            if o in rename:
+                out_map[layer][o] = rename[o]
+                info = cinfos.get(o)
+                elem = helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype)) if info else onnx.TensorProto.FLOAT
+                g.output.append(helper.make_tensor_value_info(rename[o], elem, None))
+    for b in boundary:
+        info = cinfos.get(b)
+        if info is None or info.dtype == "unknown":
+            raise EditError(f"tensor '{b}' of the candidate has no known type", hint="run shape inference first")
+        g.input.append(helper.make_tensor_value_info(b, helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype)), None))
+    # constant nodes must run first
+    g_nodes = _toposort(list(g.node), {i.name for i in g.input} | init_names)
+    del g.node[:]
+    g.node.extend(g_nodes)
+    model = helper.make_model(g, opset_imports=list(candidate.opset_import))
+    model.ir_version = candidate.ir_version
+    return model, list(boundary), out_map
+
+
+def _metric_value(values: list[float], counts: int) -> float:
+    return float(sum(values) / counts) if counts else float("nan")
+
+
+def sensitivity(
+    reference: Any,
+    candidate: Any,
+    data: Any,
+    *,
+    metric: Metric | None = None,
+    layers: Sequence[str] | None = None,
+    batch_size: int = 64,
+    max_samples: int | None = None,
+    rank_by: str = "rel_l2",
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Sensitivity:
+    """Rank the candidate's low-precision layers by how much restoring each alone to FP32 helps.
+
+    ``score`` is the drop of the outputs' relative L2 error (per sample, against the reference) when the layer
+    alone is restored (``rank_by="rel_l2"``, the default: continuous, so it separates layers that a coarse
+    metric such as accuracy on a few hundred samples ties), or the gain in ``metric`` (``rank_by="metric"``).
+    ``metric_gain`` and ``metric_restored`` always report ``metric`` (default: the relative L2 error).
+    """
+    if rank_by not in ("rel_l2", "metric"):
+        raise DataError(f"unknown rank_by '{rank_by}'", hint="use 'rel_l2' or 'metric'")
+    import time
+
+    t0 = time.perf_counter()
+    ref = reference if isinstance(reference, onnx.ModelProto) and len(reference.graph.value_info) \
+        else load_model(reference)
+    cand = candidate if isinstance(candidate, onnx.ModelProto) and len(candidate.graph.value_info) \
+        else load_model(candidate)
+    metric = metric or output_error()
+    err = output_error()
+    precisions = low_precision_layers(ref, cand)
+    if layers is None:
+        layers = list(precisions)
+    unknown = [n for n in layers if n not in precisions]
+    if unknown:
+        raise DataError(f"node(s) {unknown} do not run in low precision in the candidate",
+                        hint=f"choose among {list(precisions)[:12]}")
+    if not layers:
+        raise DataError("the candidate has no quantized or low-precision layer to rank",
+                        hint="quantize or convert the model first (Quantize / ConvertPrecision edit)")
+    ds = load_data(data)
+    warnings: list[str] = []
+    tails, boundary, out_map = _tails_model(cand, ref, list(layers))
+    outputs = [o.name for o in ref.graph.output]
+    ref_eng = OrtEngine(ref)
+    cand_eng = OrtEngine(with_outputs(cand, boundary))
+    tail_eng = OrtEngine(tails)
+    tail_inputs = [i.name for i in tail_eng.session.get_inputs()]
+    tail_outputs = [o.name for o in tail_eng.session.get_outputs()]
+    cand_capture = list(dict.fromkeys(outputs + [b for b in boundary if b not in _input_names(cand)]))
+    sums = {name: 0.0 for name in layers}
+    errs = {name: 0.0 for name in layers}
+    ref_sum = before_sum = before_err = 0.0
+    seen = 0
+    total = ds.samples if max_samples is None else min(ds.samples, max_samples)
+    for feeds, batch in _batches(ds, ref, batch_size, max_samples, warnings):
+        if cancel is not None and cancel():
+            warnings.append(f"cancelled after {seen} samples")
+            break
+        n = len(next(iter(feeds.values())))
+        rv = ref_eng.run(feeds)
+        cv = cand_eng.run(feeds, outputs=cand_capture)
+        known = {**cv, **feeds}
+        tv = tail_eng.run(_cast_feeds(tail_eng, {i: known[i] for i in tail_inputs}), outputs=tail_outputs)
+        ref_sum += float(run_metric(metric, rv, batch, rv, ds.where).sum())
+        cand_outs = {o: cv[o] for o in outputs}
+        before_sum += float(run_metric(metric, cand_outs, batch, rv, ds.where).sum())
+        before_err += float(run_metric(err, cand_outs, batch, rv, ds.where).sum())
+        for layer in layers:
+            outs = {o: tv[out_map[layer][o]] if o in out_map[layer] else cv[o] for o in outputs}
+            sums[layer] += float(run_metric(metric, outs, batch, rv, ds.where).sum())
+            errs[layer] += float(run_metric(err, outs, batch, rv, ds.where).sum())
+        seen += n
+        if progress is not None:
+            progress("sensitivity", seen, total)
+    if seen == 0:
+        raise DataError(f"no samples from {ds.where} were used", hint="provide more samples")
+    before = before_sum / seen
+    before_e = before_err / seen
+    sign = 1.0 if metric.higher_is_better else -1.0
+    ops = {n.name: n.op_type for n in cand.graph.node}
+    rows = []
+    for layer in layers:
+        m = sums[layer] / seen
+        e = errs[layer] / seen
+        gain = sign * (m - before)
+        score = gain if rank_by == "metric" else before_e - e
+        rows.append((layer, ops.get(layer, "?"), precisions[layer], score, gain, m, e))
+    rows.sort(key=lambda r: (-r[3], -r[4]))
+    table = Table(SENSITIVITY_COLUMNS, tuple((k + 1, *r) for k, r in enumerate(rows)))
+    if seen < 16:
+        warnings.append(f"only {seen} samples: the ranking is not reliable")
+    return Sensitivity(table, metric.name, metric.higher_is_better, ref_sum / seen, before, seen,
+                       time.perf_counter() - t0, warnings)
+
+
+# --- cost and evaluation -----------------------------------------------------------------------------
+
+
+def estimated_cost(model: onnx.ModelProto, reference: onnx.ModelProto | None = None) -> float | None:
+    """Relative cost of ``model``: FLOPs weighted by precision (fp32 4, fp16/bf16 2, int8/fp8 1 per FLOP),
+    divided by the same FLOPs all in FP32 (so all-FP32 = 1.0, all-INT8 = 0.25). An estimate, not a timing;
+    symbolic dims count as 1. None when no layer has known FLOPs."""
+    from .precision import node_precisions
+
+    ref = reference if reference is not None else model
+    infos = {k: TensorInfo(v.name, v.dtype, None if v.shape is None else
+                           tuple(d if isinstance(d, int) and d > 0 else 1 for d in v.shape))
+             for k, v in tensor_infos(ref).items()}
+    precs = node_precisions(model)
+    total = weighted = 0.0
+    for n in ref.graph.node:
+        f = node_flops(n, infos)
+        if not f:
+            continue
+        total += 4.0 * f
+        weighted += _COST.get(precs.get(n.name, "fp32"), 4.0) * f
+    return weighted / total if total else None
+
+
+def evaluate(model: onnx.ModelProto, data: Dataset, metric: Metric, reference_outputs: list[dict[str, np.ndarray]],
+             *, batch_size: int, max_samples: int | None, reference: onnx.ModelProto) -> float:
+    """Mean per-sample ``metric`` of ``model`` over ``data`` (reference outputs precomputed per batch)."""
+    eng = OrtEngine(model)
+    warnings: list[str] = []
+    total = seen = 0.0
+    for (feeds, batch), rv in zip(_batches(data, reference, batch_size, max_samples, warnings), reference_outputs):
+        out = eng.run(feeds)
+        total += float(run_metric(metric, out, batch, rv, data.where).sum())
+        seen += len(next(iter(feeds.values())))
+    return total / seen if seen else float("nan")
+
+
+# --- the plan -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """The layers to keep in high precision, the metric it reaches, and every plan tried (``PLAN_COLUMNS``)."""
+
+    keep: tuple[str, ...]
+    metric: float
+    met: bool
+    target: float
+    tried: Table
+    message: str
+    cost: float | None = None
+
+
+def find_plan(
+    ranking: Sequence[str],
+    evaluate_plan: Callable[[tuple[str, ...]], tuple[float, float | None]],
+    *,
+    ok: Callable[[float], bool],
+    target: float,
+    higher_is_better: bool,
+    prune: bool = True,
+    max_evaluations: int = 40,
+    progress: Progress | None = None,
+) -> Plan:
+    """Smallest prefix of ``ranking`` to keep in high precision so ``ok(metric)``: greedy (1, 2, 4, ...), then
+    bisection between the last failing and the first passing count, then pruning of unneeded layers.
+
+    ``evaluate_plan(keep) -> (metric, cost)`` builds and measures one plan.
+    """
+    rows: list[tuple[Any, ...]] = []
+    cache: dict[tuple[str, ...], tuple[float, float | None]] = {}
+
+    def run(keep: tuple[str, ...], step: str) -> bool:
+        if keep not in cache:
+            if len(cache) >= max_evaluations:
+                return False
+            cache[keep] = evaluate_plan(keep)
+            m, c = cache[keep]
+            rows.append((len(rows), len(keep), list(keep), m, c, bool(ok(m)), step))
+            if progress is not None:
+                progress(f"plan {len(rows)}: keep {len(keep)}", len(rows), max_evaluations)
+        return bool(ok(cache[keep][0]))
+
+    ranking = list(ranking)
+    n = len(ranking)
+    chosen: tuple[str, ...] | None = None
+    message = ""
+    if run((), "baseline"):
+        chosen, message = (), "the candidate already meets the tolerance: nothing to keep in high precision"
+    elif not run(tuple(ranking), "all high precision"):
+        keep = max(cache, key=lambda k: cache[k][0]) if higher_is_better else min(cache, key=lambda k: cache[k][0])
+        m, c = cache[keep]
+        message = (f"the tolerance cannot be met: even with all {n} ranked layers in high precision the metric "
+                   f"is {m:.4g} (target {target:.4g}); the best plan found is returned")
+        tried = Table(PLAN_COLUMNS, tuple(rows))
+        return Plan(keep, m, False, target, tried, message, c)
+    else:
+        lo, hi, k = 0, n, 1
+        while k < n:
+            if run(tuple(ranking[:k]), "greedy"):
+                hi = k
+                break
+            lo = k
+            k *= 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if run(tuple(ranking[:mid]), "bisect"):
+                hi = mid
+            else:
+                lo = mid
+        chosen = tuple(ranking[:hi])
+        if prune and len(chosen) > 1:
+            for layer in reversed(chosen):
+                trial = tuple(x for x in chosen if x != layer)
+                if trial and run(trial, "prune"):
+                    chosen = trial
+        message = f"keep {len(chosen)} of {n} layers in high precision to meet the tolerance"
+    m, c = cache[chosen]
+    return Plan(chosen, m, True, target, Table(PLAN_COLUMNS, tuple(rows)), message, c)
+
+
+# --- recipes ------------------------------------------------------------------------------------------
+
+
+def plan_recipe(recipe: Recipe, keep: Iterable[str]) -> Recipe:
+    """The recipe with ``keep`` added to the last precision edit (Quantize ``exclude`` / ConvertPrecision ``keep``)."""
+    keep = tuple(keep)
+    edits = list(recipe.edits)
+    for k in range(len(edits) - 1, -1, -1):
+        e = edits[k]
+        if isinstance(e, Quantize):
+            edits[k] = dataclasses.replace(e, exclude=tuple(dict.fromkeys((*e.exclude, *keep))))
+            return recipe.replace(edits=tuple(edits))
+        if isinstance(e, ConvertPrecision):
+            edits[k] = dataclasses.replace(e, keep=tuple(dict.fromkeys((*e.keep, *keep))))
+            return recipe.replace(edits=tuple(edits))
+    raise RecipeError("the recipe has no quantize or convert_precision edit to adjust",
+                      hint="add one first (workbench quantize/convert --recipe-out, or the Precision tab)")
+
+
+def recipe_models(original: onnx.ModelProto, recipe: Recipe, cache_dir: str | os.PathLike[str] | None
+                  ) -> tuple[onnx.ModelProto, Factory]:
+    """(FP32 reference = the recipe's graph edits only, factory ``keep -> candidate model``)."""
+    from .edits import apply_edit
+    from .precision import apply_precision_edit
+
+    def replay(r: Recipe, precision: bool) -> onnx.ModelProto:
+        model = original
+        for e in r.edits:
+            if isinstance(e, (Quantize, ConvertPrecision)):
+                if precision:
+                    model = apply_precision_edit(model, e, cache_dir=cache_dir)
+            else:
+                model = apply_edit(model, e, cache_dir=cache_dir)
+        return model
+
+    plan_recipe(recipe, ())  # raises when there is no precision edit
+    reference = replay(recipe, False)
+    return reference, lambda keep: replay(plan_recipe(recipe, keep), True)
+
+
+# --- all together ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class DebugResult:
+    """Sensitivity ranking + plan; ``to_dict()`` gives the CLI keys."""
+
+    sensitivity: Sensitivity
+    plan: Plan
+    metric_reference: float
+    metric_before: float
+    recipe: Recipe | None = None
+    recipe_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sensitivity": [{"node": r["node"], "score": r["score"], "op": r["op"], "precision": r["precision"],
+                             "metric_gain": r["metric_gain"], "metric_restored": r["metric_restored"]}
+                            for r in self.sensitivity.table.records()],
+            "keep_high_precision": list(self.plan.keep),
+            "metric": self.sensitivity.metric,
+            "metric_reference": self.metric_reference,
+            "metric_before": self.metric_before,
+            "metric_after": self.plan.metric,
+            "met": self.plan.met,
+            "message": self.plan.message,
+            "plans": self.plan.tried.records(),
+            "cost_after": self.plan.cost,
+            "samples": self.sensitivity.samples,
+            "recipe": self.recipe_path,
+            "warnings": self.sensitivity.warnings,
+        }
+
+
+def debug_precision(
+    reference: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    data: Any,
+    *,
+    factory: Factory | None = None,
+    metric: Metric | None = None,
+    tolerance: float = 0.01,
+    layers: Sequence[str] | None = None,
+    batch_size: int = 64,
+    max_samples: int | None = None,
+    recipe: Recipe | None = None,
+    recipe_out: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> DebugResult:
+    """Rank the candidate's low-precision layers, then find the fewest to keep in high precision.
+
+    ``tolerance``: for a higher-is-better metric (accuracy) the largest allowed drop below the reference;
+    for an error metric (rel_l2) the largest allowed value. ``factory(keep)`` builds the candidate with
+    ``keep`` in high precision (default: restore those nodes in the candidate graph); with ``recipe`` the
+    chosen plan's recipe (:func:`plan_recipe`) is returned and, with ``recipe_out``, saved.
+    """
+    ref = reference if len(reference.graph.value_info) else load_model(reference)
+    cand = candidate if len(candidate.graph.value_info) else load_model(candidate)
+    metric = metric or output_error()
+    ds = load_data(data)
+    sens = sensitivity(ref, cand, ds, metric=metric, layers=layers, batch_size=batch_size,
+                       max_samples=max_samples, progress=progress, cancel=cancel)
+    if metric.higher_is_better:
+        target = sens.metric_reference - tolerance
+        granularity = 1.0 / sens.samples
+        if tolerance < granularity and metric.name == "accuracy":
+            sens.warnings.append(f"a tolerance of {tolerance:g} is finer than one sample in {sens.samples} "
+                                 f"({granularity:.4g}): the plan must match the reference's correct count")
+
+        def ok(m: float) -> bool:
+            return m >= target - 1e-12
+    else:
+        target = tolerance
+
+        def ok(m: float) -> bool:
+            return m <= target + 1e-12
+
+    # reference outputs once, reused by every plan evaluation
+    ref_eng = OrtEngine(ref)
+    warnings: list[str] = []
+    ref_outs = [ref_eng.run(feeds) for feeds, _ in _batches(ds, ref, batch_size, max_samples, warnings)]
+    build = factory or (lambda keep: restore_layers(cand, ref, keep))
+
+    def evaluate_plan(keep: tuple[str, ...]) -> tuple[float, float | None]:
+        if cancel is not None and cancel():
+            raise DataError("debugging was cancelled", hint="run it again to finish")
+        model = cand if not keep and factory is None else build(keep)
+        m = evaluate(model, ds, metric, ref_outs, batch_size=batch_size, max_samples=max_samples, reference=ref)
+        return m, estimated_cost(model, ref)
+
+    plan = find_plan(sens.ranking, evaluate_plan, ok=ok, target=target, higher_is_better=metric.higher_is_better,
+                     progress=progress)
+    before = next((r[3] for r in plan.tried.rows if r[1] == 0), sens.metric_before)
+    out_recipe = plan_recipe(recipe, plan.keep) if recipe is not None else None
+    path = None
+    if out_recipe is not None and recipe_out is not None:
+        path = str(atomic_write(recipe_out, out_recipe.to_json()))
+    return DebugResult(sens, plan, sens.metric_reference, before, out_recipe, path)
+
+
+# --- a model that breaks in INT8, honestly ---------------------------------------------------------------
+
+
+def outlier_channel_model(model: onnx.ModelProto, pairs: Mapping[str, str], *, channel: int = 0,
+                          factor: float = 64.0) -> onnx.ModelProto:
+    """Scale one channel by ``factor`` between a BatchNormalization (``pairs`` key) and the weighted node that
+    reads it after a ReLU/pool (value), compensated in that node's weights: the FP32 function is unchanged
+    (ReLU and max-pooling commute with a positive scale), but the activation now has one outlier channel,
+    as real networks do, and per-tensor INT8 quantization of it loses the other channels."""
+    out = _copy(model)
+    inits = {i.name: i for i in out.graph.initializer}
+    nodes = {n.name: n for n in out.graph.node}
+
+    def scale(name: str, axis: int, by: float) -> None:
+        arr = numpy_helper.to_array(inits[name]).copy()
+        index = [slice(None)] * arr.ndim
+        index[axis] = channel
+        arr[tuple(index)] *= by
+        inits[name].CopyFrom(numpy_helper.from_array(arr, name))
+
+    for bn_name, consumer in pairs.items():
+        bn, node = nodes.get(bn_name), nodes.get(consumer)
+        if bn is None or node is None or bn.op_type != "BatchNormalization":
+            raise EditError(f"'{bn_name}' must be a BatchNormalization and '{consumer}' a node of the model",
+                            hint="name a BatchNormalization followed (via Relu/MaxPool) by a Conv or Gemm")
+        if node.op_type == "Conv":
+            axis = 1
+        elif node.op_type == "Gemm":
+            axis = 1 if next((a.i for a in node.attribute if a.name == "transB"), 0) else 0
+        else:
+            raise EditError(f"'{consumer}' is a {node.op_type}; outlier_channel_model handles Conv and Gemm",
+                            hint="pick a Conv or Gemm consumer")
+        scale(bn.input[1], 0, factor)  # gamma
+        scale(bn.input[2], 0, factor)  # beta
+        scale(node.input[1], axis, 1.0 / factor)
+    return out
