@@ -108,3 +108,20 @@ def test_parse_layer_info_reads_fused_onnx_nodes():
     assert [la["name"] for la in layers] == ["conv0_myl0_2", "__myl_Move_1"]
     assert layers[0]["onnx_nodes"] == ["conv0", "relu0"] and layers[0]["type"] == "correlation"
     assert layers[1]["onnx_nodes"] == [] and layers[1]["tactic"] == "__myl_Move_0x1"
+
+
+def test_backend_protocol_view_says_it_cannot_run_without_a_gpu():
+    from workbench.backends.base import Backend
+    from workbench.backends.trt import TrtBackend
+    from workbench.backends.trt_runtime import gpu_status
+
+    b = TrtBackend("tensorrt-rtx")
+    assert isinstance(b, Backend) and b.name == "tensorrt-rtx"
+    if gpu_status() is None:  # pragma: no cover - only with a GPU
+        pytest.skip("a GPU is present")
+    assert "no supported NVIDIA GPU" in b.available()
+    with pytest.raises(BackendUnavailable) as err:
+        b.build(conv_bn_relu_model())
+    assert "onnxruntime" in err.value.hint
+    if backend_status()["tensorrt"] is not None:
+        assert "pip install 'onnx-trt-workbench[tensorrt]'" in TrtBackend("tensorrt").available()

@@ -32,6 +32,7 @@ __all__ = [
     "run_job",
     "parse_layer_info",
     "Emit",
+    "TrtBackend",
 ]
 
 BACKENDS = ("tensorrt", "tensorrt-rtx")
@@ -319,3 +320,52 @@ def run_job(job: Mapping[str, Any], emit: Emit | None = None, cancel: Callable[[
     result.update(built=True, bytes=len(engine), engine_layers=layers,
                   layers=len(layers) if layers else result["network_layers"])
     return result
+
+
+class TrtBackend:
+    """The :class:`~workbench.backends.base.Backend` view of TensorRT: build, then run on a GPU.
+
+    ``available()`` needs both a TensorRT module and a supported GPU, since a Backend's engine must run;
+    building alone (no GPU) is :func:`workbench.build.build_engine`.
+    """
+
+    def __init__(self, backend: str = "auto") -> None:
+        self.backend = backend
+        self.name = "tensorrt" if backend == "auto" else backend
+
+    def available(self) -> str | None:
+        try:
+            resolve_backend(self.backend)
+        except BackendUnavailable as exc:
+            return f"{exc.message}; {exc.hint}"
+        from .trt_runtime import gpu_status
+
+        return gpu_status()
+
+    def build(self, model: Any, settings: Any = None, *, capture: tuple[str, ...] = ()) -> Any:
+        """Build in a worker child and load the engine on the GPU (BackendUnavailable without one)."""
+        reason = self.available()
+        if reason is not None:
+            raise BackendUnavailable(f"the TensorRT backend cannot run here: {reason}",
+                                     hint="use the onnxruntime backend on this machine; build engines with "
+                                          "`workbench build` and run them where a supported GPU is")
+        import tempfile  # pragma: no cover - GPU only from here on
+
+        from ..graph import save_model
+        from .ort import with_outputs
+        from .trt_profiles import profiles_to_json, resolve_profiles
+        from .trt_runtime import TrtEngine
+        from .worker import run_in_child
+
+        name = resolve_backend(self.backend)
+        model = with_outputs(model, capture) if capture else model
+        given = tuple(getattr(settings, "profiles", ()) or ())
+        tmp = Path(tempfile.mkdtemp(prefix="wb-trt-"))
+        save_model(model, tmp / "model.onnx")
+        job = {"backend": name, "model_path": str(tmp / "model.onnx"), "engine_path": str(tmp / "model.engine"),
+               "support": False, "profiles": profiles_to_json(resolve_profiles(model, given).profiles),
+               "opt_level": int(getattr(settings, "opt_level", 3))}
+        result = run_in_child(job, timeout=float(getattr(settings, "timeout_s", 1800.0)))
+        if not result.get("built"):
+            raise BuildError(f"the {name} build failed: {result.get('errors')}", hint="run `workbench check MODEL`")
+        return TrtEngine(tmp / "model.engine", backend=name)
