@@ -1,0 +1,242 @@
+"""Per-node timings from ONNX Runtime's profiler, in the workbench's one timing-table schema.
+
+ORT writes a Chrome-trace JSON when ``SessionOptions.enable_profiling`` is set: one ``<node>_kernel_time``
+event per node per run, inside ``model_run`` events. With graph optimisations off the node names are the
+ONNX node names. With them on, ORT fuses nodes (Conv+BatchNorm+Relu, NCHWc layouts, ...) and renames
+them; the optimised graph is saved beside the trace and each optimised node is mapped back to the ONNX
+nodes it computes (see :func:`map_optimized_nodes`).
+
+The timing schema (``TIMING_COLUMNS``) lives here, at the lowest layer that builds timing tables, so that
+backends can produce them without importing :mod:`workbench.profile` (which re-exports it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from ..errors import DataError
+from ..graph import load_model, model_bytes
+from ..table import Table
+from .base import Feeds
+
+__all__ = [
+    "TIMING_COLUMNS",
+    "PRECISION_RANK",
+    "lowest_precision",
+    "timing_table",
+    "profile_session",
+    "profile_model",
+    "map_optimized_nodes",
+    "parse_ort_trace",
+]
+
+TIMING_COLUMNS = ("name", "onnx_nodes", "type", "precision", "median_ms", "mean_ms", "pct")
+
+# Lower rank = fewer bits. Index/bool types only count when a layer touches nothing else.
+PRECISION_RANK = {"fp4": 0, "int4": 0, "fp8": 1, "int8": 2, "uint8": 2, "fp16": 3, "bf16": 3, "fp32": 4, "fp64": 5}
+_INDEX_TYPES = ("int32", "int64", "int16", "uint16", "uint32", "uint64", "bool")
+
+# ORT's dtype names in input_type_shape / output_type_shape -> workbench precision names
+_ORT_DTYPES = {"float": "fp32", "float16": "fp16", "bfloat16": "bf16", "double": "fp64", "int8": "int8",
+               "uint8": "uint8", "int4": "int4", "uint4": "int4", "float8e4m3fn": "fp8", "float8e5m2": "fp8",
+               "int32": "int32", "int64": "int64", "bool": "bool", "int16": "int16", "uint16": "uint16"}
+
+# ORT layout ops that compute nothing of the model's own (they have no ONNX node of their own)
+_LAYOUT_OPS = {"ReorderInput", "ReorderOutput", "MemcpyToHost", "MemcpyFromHost"}
+
+
+def lowest_precision(labels: Iterable[str | None]) -> str | None:
+    """The narrowest numeric precision among ``labels`` (``int8`` beats ``fp16`` beats ``fp32``).
+
+    Index types (int32/int64/bool) only win when nothing else is present; None when nothing is known.
+    """
+    seen = [x for x in labels if x]
+    ranked = [x for x in seen if x in PRECISION_RANK]
+    if ranked:
+        best = min(ranked, key=lambda x: PRECISION_RANK[x])
+        return "int8" if best == "uint8" else best
+    index = [x for x in seen if x in _INDEX_TYPES]
+    return index[0] if index else None
+
+
+def timing_table(records: Iterable[Mapping[str, Any]]) -> Table:
+    """Build a timing table from records with name, onnx_nodes, type, precision, median_ms, mean_ms.
+
+    ``pct`` is each row's share of the summed median time (recomputed here so every source agrees).
+    """
+    rows = [dict(r) for r in records]
+    total = sum(float(r.get("median_ms") or 0.0) for r in rows)
+    out = []
+    for r in rows:
+        median = float(r.get("median_ms") or 0.0)
+        mean = r.get("mean_ms")
+        out.append((
+            str(r["name"]),
+            [str(n) for n in (r.get("onnx_nodes") or [])],
+            r.get("type") or "",
+            r.get("precision"),
+            median,
+            float(mean) if mean is not None else median,
+            100.0 * median / total if total > 0 else 0.0,
+        ))
+    return Table(TIMING_COLUMNS, tuple(out))
+
+
+def _dtype(entry: Mapping[str, Any]) -> str | None:
+    for key in entry:
+        return _ORT_DTYPES.get(str(key), str(key))
+    return None
+
+
+def parse_ort_trace(events: Sequence[Mapping[str, Any]], *, skip_runs: int = 0) -> dict[str, dict[str, Any]]:
+    """Per-node samples from an ORT profiler trace: {node: {"op", "samples" [ms per run], "dtypes"}}.
+
+    Node kernel events are assigned to the ``model_run`` they fall in; the first ``skip_runs`` runs
+    (warm-up) are dropped. Several kernel events of one node in one run are summed.
+    """
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")
+    runs = runs[skip_runs:]
+    nodes: dict[str, dict[str, Any]] = {}
+    per_run: dict[str, list[float]] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+            continue
+        ts = e["ts"]
+        run = next((i for i, (a, b) in enumerate(runs) if a <= ts <= b), None)
+        if run is None:
+            continue
+        name = e["name"][: -len("_kernel_time")]
+        args = e.get("args", {})
+        info = nodes.setdefault(name, {"op": args.get("op_name", ""), "dtypes": set(), "order": len(nodes)})
+        for entry in list(args.get("input_type_shape", [])) + list(args.get("output_type_shape", [])):
+            d = _dtype(entry)
+            if d:
+                info["dtypes"].add(d)
+        samples = per_run.setdefault(name, [0.0] * len(runs))
+        samples[run] += e["dur"] / 1000.0
+    for name, info in nodes.items():
+        info["samples"] = per_run[name]
+    return nodes
+
+
+def map_optimized_nodes(original: onnx.ModelProto, optimized: onnx.ModelProto) -> dict[str, list[str]]:
+    """For each node of ORT's optimised graph, the original ONNX nodes it computes.
+
+    Evidence, strongest first: the optimised node keeps an original node's name; it writes an original
+    tensor (that tensor's producer); its name is an original tensor plus an ORT suffix (``x_nchwc``).
+    From those seeds we walk back through original tensors that no longer exist in the optimised graph
+    (they were fused away), claiming their producers unless another optimised node claimed them by
+    name. Layout-only nodes ORT inserts (ReorderInput/Output, Memcpy) map to no ONNX node.
+    """
+    producer = {o: n.name for n in original.graph.node for o in n.output}
+    node_inputs = {n.name: list(n.input) for n in original.graph.node}
+    names = set(node_inputs)
+    present = {t for n in optimized.graph.node for t in (*n.input, *n.output)}
+    present |= {i.name for i in optimized.graph.input} | {o.name for o in optimized.graph.output}
+
+    seeds: dict[str, list[str]] = {}
+    for n in optimized.graph.node:
+        if n.op_type in _LAYOUT_OPS and n.name not in names:
+            seeds[n.name] = []
+            continue
+        found: list[str] = []
+        if n.name in names:
+            found.append(n.name)
+        found += [producer[o] for o in n.output if o in producer]
+        if not found:
+            base = re.sub(r"(_token_\d+|_nchwc|_fused|_[A-Za-z]+Fusion)+$", "", n.name)
+            if base in names:
+                found.append(base)
+            elif base in producer:
+                found.append(producer[base])
+        seeds[n.name] = list(dict.fromkeys(found))
+
+    claimed = {s for found in seeds.values() for s in found}
+    result: dict[str, list[str]] = {}
+    for opt_name, found in seeds.items():
+        covered = list(found)
+        stack = list(found)
+        while stack:
+            node = stack.pop()
+            for t in node_inputs.get(node, []):
+                if not t or t in present or t not in producer:
+                    continue
+                p = producer[t]
+                if p in claimed or p in covered:
+                    continue
+                covered.append(p)
+                stack.append(p)
+        order = {n.name: i for i, n in enumerate(original.graph.node)}
+        result[opt_name] = sorted(covered, key=lambda x: order.get(x, 0))
+    return result
+
+
+def profile_session(engine: Any, feeds: Feeds, *, iterations: int = 20, warmup: int = 2) -> Table:
+    """Per-node timings of ``engine`` (an :class:`~workbench.backends.ort.OrtEngine`) over ``iterations`` runs.
+
+    Profiling must be switched on when a session is created, so this opens a second session on
+    ``engine.model`` with the engine's own options (optimisation level, threads) plus the profiler.
+    """
+    if iterations < 1:
+        raise DataError(f"iterations must be at least 1, got {iterations}", hint="use --iterations 20")
+    import onnxruntime as ort
+
+    base = engine.session.get_session_options()
+    with tempfile.TemporaryDirectory(prefix="wb-ortprof-") as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = base.graph_optimization_level
+        opts.intra_op_num_threads = base.intra_op_num_threads
+        opts.log_severity_level = 3
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        optimized = base.graph_optimization_level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if optimized:
+            opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        session = ort.InferenceSession(model_bytes(engine.model), opts, providers=["CPUExecutionProvider"])
+        try:
+            for _ in range(warmup + iterations):
+                session.run(None, dict(feeds))
+        except Exception as exc:
+            session.end_profiling()
+            raise DataError(f"ONNX Runtime failed to run the model while profiling: {str(exc).strip().splitlines()[0]}",
+                            hint="check input names, shapes and dtypes against `workbench inspect`") from exc
+        trace = json.loads(Path(session.end_profiling()).read_text())
+        mapping = None
+        if optimized:
+            mapping = map_optimized_nodes(engine.model, onnx.load(str(Path(tmp) / "optimized.onnx")))
+    nodes = parse_ort_trace(trace, skip_runs=warmup)
+    records = []
+    for name, info in sorted(nodes.items(), key=lambda kv: kv[1]["order"]):
+        samples = info["samples"]
+        records.append({
+            "name": name,
+            "onnx_nodes": mapping.get(name, []) if mapping is not None else [name],
+            "type": info["op"],
+            "precision": lowest_precision(info["dtypes"]),
+            "median_ms": statistics.median(samples),
+            "mean_ms": statistics.fmean(samples),
+        })
+    return timing_table(records)
+
+
+def profile_model(model: Any, feeds: Feeds, *, optimize: bool = True, iterations: int = 20,
+                  threads: int | None = None) -> Table:
+    """Load ``model`` (path, sample name or ModelProto), open an ORT CPU session and profile it per node."""
+    from .ort import OrtEngine, check_feeds
+
+    model = load_model(model)
+    feeds = check_feeds(model, feeds)
+    engine = OrtEngine(model, optimize=optimize, threads=threads)
+    try:
+        return profile_session(engine, feeds, iterations=iterations)
+    finally:
+        engine.close()
