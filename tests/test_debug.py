@@ -1,0 +1,183 @@
+"""debug: restoring layers, sensitivity (checked against one full run per layer), the plan, recipes, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from tests.test_compare import OUTLIERS, TEST, max_scales
+from workbench.calibration import calibrate
+from workbench.compare import Dataset, accuracy, output_error
+from workbench.debug import (
+    debug_precision,
+    estimated_cost,
+    find_plan,
+    low_precision_layers,
+    outlier_channel_model,
+    plan_recipe,
+    restore_layers,
+    sensitivity,
+)
+from workbench.errors import DataError, RecipeError
+from workbench.graph import load_model, save_model
+from workbench.precision import convert_precision, quantize_model
+from workbench.recipe import ConvertPrecision, FuseBatchNorm, Quantize, Recipe
+from workbench.session import Session
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, onnx.ModelProto]:
+    ref = load_model(outlier_channel_model(load_model("digits_cnn"), OUTLIERS, channel=3, factor=64.0))
+    scales = max_scales(ref)
+    return {"ref": ref, "scales": scales, "q": load_model(quantize_model(ref, scales))}
+
+
+def logits(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return s.run(["logits"], {"input": x})[0]
+
+
+def test_outlier_model_is_the_same_function_in_fp32():
+    ref = load_model("digits_cnn")
+    x = np.load(TEST)["input"]
+    broken = outlier_channel_model(ref, OUTLIERS, channel=3, factor=64.0)
+    np.testing.assert_allclose(logits(broken, x), logits(ref, x), rtol=0, atol=1e-5)
+    acts = {n.name: n for n in broken.graph.node}
+    assert acts["/res2/res2.0/Conv"].input[1] == "res2.0.weight"
+
+
+def test_restore_last_layer_equals_quantizing_without_it(models):
+    x = np.load(TEST)["input"][:64]
+    restored = restore_layers(models["q"], models["ref"], ["/fc/Gemm"])
+    excluded = quantize_model(models["ref"], models["scales"], exclude=["/fc/Gemm"])
+    np.testing.assert_allclose(logits(restored, x), logits(excluded, x), rtol=0, atol=1e-5)
+    assert low_precision_layers(models["ref"], load_model(restored)).keys() == \
+        low_precision_layers(models["ref"], models["q"]).keys() - {"/fc/Gemm"}
+
+
+def test_restore_every_layer_gives_the_reference_back(models):
+    x = np.load(TEST)["input"][:64]
+    layers = list(low_precision_layers(models["ref"], models["q"]))
+    assert "/res2/res2.0/Conv" in layers and "/fc/Gemm" in layers
+    restored = restore_layers(models["q"], models["ref"], layers)
+    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in restored.graph.node)
+    np.testing.assert_allclose(logits(restored, x), logits(models["ref"], x), rtol=0, atol=1e-4)
+    # fp16: Cast nodes disappear the same way
+    half = load_model(convert_precision(models["ref"], "fp16"))
+    back = restore_layers(half, models["ref"], list(low_precision_layers(models["ref"], half)))
+    np.testing.assert_allclose(logits(back, x), logits(models["ref"], x), rtol=0, atol=1e-4)
+
+
+def test_sensitivity_equals_one_full_run_per_layer(models):
+    data = np.load(TEST)
+    ds = Dataset({"input": data["input"][:128], "label": data["label"][:128]})
+    sens = sensitivity(models["ref"], models["q"], ds, metric=accuracy())
+    ref_out = logits(models["ref"], ds.arrays["input"]).astype(np.float64)
+    cand_acc = (logits(models["q"], ds.arrays["input"]).argmax(1) == ds.arrays["label"]).mean()
+    assert sens.metric_before == pytest.approx(cand_acc)
+    for row in sens.table.records():
+        full = logits(restore_layers(models["q"], models["ref"], [row["node"]]), ds.arrays["input"]).astype(np.float64)
+        per_sample = np.linalg.norm(full - ref_out, axis=1) / np.linalg.norm(ref_out, axis=1)
+        assert row["rel_l2_restored"] == pytest.approx(per_sample.mean(), rel=2e-3, abs=1e-5), row["node"]
+        acc = (full.argmax(1) == ds.arrays["label"]).mean()
+        assert row["metric_restored"] == pytest.approx(acc, abs=1.5 / 128), row["node"]
+    # the two layers reading an outlier channel are the most sensitive
+    assert set(sens.ranking[:2]) == {"/res2/res2.0/Conv", "/fc/Gemm"}
+    assert sens.ranking[0] == "/res2/res2.0/Conv"
+    scores = sens.table.column("score")
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_find_plan_greedy_then_bisect_then_prune():
+    damage = {"a": 5.0, "b": 3.0, "c": 0.0, "d": 1.0, "e": 0.5}
+    ranking = ["a", "b", "c", "d", "e"]
+    calls = []
+
+    def evaluate(keep):
+        calls.append(keep)
+        return 100.0 - sum(v for k, v in damage.items() if k not in keep), float(len(keep))
+
+    plan = find_plan(ranking, evaluate, ok=lambda m: m >= 99.0, target=99.0, higher_is_better=True)
+    assert plan.met and set(plan.keep) == {"a", "b", "d"}  # 'c' is pruned: keeping it does not help
+    assert plan.metric == pytest.approx(99.5)
+    assert plan.tried.column("step")[:2] == ["baseline", "all high precision"]
+    assert "bisect" in plan.tried.column("step") or "greedy" in plan.tried.column("step")
+    assert len(set(calls)) == len(calls)  # no plan evaluated twice
+    never = find_plan(ranking, evaluate, ok=lambda m: m >= 101.0, target=101.0, higher_is_better=True)
+    assert not never.met and "cannot be met" in never.message
+    assert never.metric == 100.0 and set(never.keep) == set(ranking)
+    nothing = find_plan(ranking, evaluate, ok=lambda m: m >= 80.0, target=80.0, higher_is_better=True)
+    assert nothing.met and nothing.keep == ()
+
+
+def test_debug_recovers_accuracy_within_a_tenth_of_a_point(models):
+    result = debug_precision(models["ref"], models["q"], TEST, metric=accuracy(), tolerance=0.001)
+    d = result.to_dict()
+    data = np.load(TEST)
+    fp32 = (logits(models["ref"], data["input"]).argmax(1) == data["label"]).mean()
+    assert d["metric_reference"] == pytest.approx(fp32)
+    assert d["metric_before"] < fp32 - 0.02
+    assert d["met"] and d["metric_after"] >= fp32 - 0.001
+    assert "/res2/res2.0/Conv" in d["keep_high_precision"] and len(d["keep_high_precision"]) <= 3
+    # the plan really reaches that accuracy when re-quantized without those layers
+    fixed = quantize_model(models["ref"], models["scales"], exclude=d["keep_high_precision"])
+    assert (logits(fixed, data["input"]).argmax(1) == data["label"]).mean() >= fp32 - 0.001
+    costs = [p["cost"] for p in d["plans"]]
+    assert min(costs) == pytest.approx(0.25) and max(costs) == pytest.approx(1.0)
+    assert estimated_cost(models["ref"]) == pytest.approx(1.0)
+
+
+def test_error_metric_tolerance_that_cannot_be_met_stops_with_best_plan(models):
+    # only layers that do not read an outlier may go back to FP32: no plan reaches 5% output error
+    result = debug_precision(models["ref"], models["q"], TEST, metric=output_error(), tolerance=0.05,
+                             layers=["/stem/stem.0/Conv", "/res1/res1.0/Conv"], max_samples=64)
+    assert not result.plan.met and "cannot be met" in result.plan.message
+    assert result.plan.metric == min(result.plan.tried.column("metric")) > 0.05
+    assert len(result.plan.tried) == 2  # the baseline and all-high-precision plans, then it stops
+
+
+def test_sensitivity_bad_input(models):
+    with pytest.raises(DataError, match="no quantized or low-precision layer"):
+        sensitivity(models["ref"], models["ref"], TEST)
+    with pytest.raises(DataError, match="do not run in low precision"):
+        sensitivity(models["ref"], models["q"], TEST, layers=["/gap/GlobalAveragePool"])
+    with pytest.raises(DataError, match="label"):
+        sensitivity(models["ref"], models["q"], {"input": np.load(TEST)["input"][:32]}, metric=accuracy())
+
+
+def test_plan_recipe_adds_to_the_precision_edit():
+    r = Recipe(edits=(FuseBatchNorm(), Quantize(exclude=("x",), scales="abc")))
+    out = plan_recipe(r, ["y", "x"])
+    assert out.edits[1].exclude == ("x", "y") and out.edits[0] == FuseBatchNorm()
+    half = plan_recipe(Recipe(edits=(ConvertPrecision(),)), ["n1"])
+    assert half.edits[0].keep == ("n1",)
+    with pytest.raises(RecipeError, match="no quantize or convert_precision"):
+        plan_recipe(Recipe(edits=(FuseBatchNorm(),)), ["n1"])
+
+
+def test_cli_debug_writes_a_recipe_that_recovers_accuracy(models, tmp_path, cli_path):
+    model_path = save_model(models["ref"], tmp_path / "outlier.onnx")
+    session = Session(model_path, cache_dir=tmp_path / "cache")
+    cache = calibrate(session.model, TEST.parent / "digits_calib.npz", method="max")
+    session.apply(Quantize(method="max", scales=cache.save(session.cache_dir)))
+    recipe = session.save(tmp_path / "int8.json")
+    proc = subprocess.run([str(cli_path), "debug", str(model_path), "--recipe", str(recipe), "--inputs", str(TEST),
+                           "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    out = json.loads(proc.stdout)
+    assert {"sensitivity", "keep_high_precision", "metric_before", "metric_after"} <= set(out)
+    assert out["sensitivity"][0]["node"] == "/res2/res2.0/Conv"
+    assert out["metric_after"] >= out["metric_reference"] - 0.001 > out["metric_before"]
+    fixed = Session.load(out["recipe"])
+    assert fixed.recipe.edits[-1].exclude == tuple(out["keep_high_precision"])
+    data = np.load(TEST)
+    acc = (logits(fixed.model, data["input"]).argmax(1) == data["label"]).mean()
+    assert acc == pytest.approx(out["metric_after"])
+    bad = subprocess.run([str(cli_path), "debug", str(model_path), "--recipe", str(tmp_path / "none.json"),
+                          "--inputs", str(TEST), "--json"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "none.json" in json.loads(bad.stdout)["error"]
