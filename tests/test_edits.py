@@ -158,14 +158,66 @@ def test_dequantize_onnxruntime_quantize_dynamic_output(tmp_path) -> None:
     assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
 
 
-def test_dequantize_refuses_dynamic_quantize_lstm() -> None:
+def _lstm_model(direction: str, seed: int = 7) -> onnx.ModelProto:
+    """A float LSTM (seq 6, batch 2, input 5, hidden 8) with bias, followed by a Relu."""
+    rng = np.random.default_rng(seed)
+    dirs, hidden, inp = (2 if direction == "bidirectional" else 1), 8, 5
+
+    def init(name: str, shape: tuple) -> onnx.TensorProto:
+        return onnx.numpy_helper.from_array((0.4 * rng.standard_normal(shape)).astype(np.float32), name)
+
+    inits = [init("W", (dirs, 4 * hidden, inp)), init("R", (dirs, 4 * hidden, hidden)), init("B", (dirs, 8 * hidden))]
+    nodes = [helper.make_node("LSTM", ["x", "W", "R", "B"], ["y", "y_h"], name="lstm", hidden_size=hidden,
+                              direction=direction),
+             helper.make_node("Relu", ["y"], ["out"], name="relu")]
+    g = helper.make_graph(nodes, "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 2, inp])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, [6, dirs, 2, hidden]),
+                           helper.make_tensor_value_info("y_h", TensorProto.FLOAT, [dirs, 2, hidden])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("direction, per_channel", [("forward", False), ("bidirectional", True)])
+def test_dequantize_dynamic_quantize_lstm_from_onnxruntime(tmp_path, direction: str, per_channel: bool) -> None:
+    from onnxruntime.quantization import quantize_dynamic
+
+    fp32 = _lstm_model(direction)
+    src, dst = tmp_path / "lstm.onnx", tmp_path / "lstm_int8.onnx"
+    onnx.save_model(fp32, src)
+    quantize_dynamic(str(src), str(dst), per_channel=per_channel, op_types_to_quantize=["LSTM"])
+    q = load_model(dst)
+    assert ops(q) == ["DynamicQuantizeLSTM", "Relu"]
+    out = apply_edit(q, R.DequantizeIntegerOps())
+    assert ops(out) == ["LSTM", "Relu"] and out.graph.node[0].name == q.graph.node[0].name
+    feeds = random_feeds(fp32, seed=8)
+    ref, int8, got = (run(m, feeds) for m in (load_model(fp32), q, out))
+    for name in ("out", "y_h"):
+        # the float LSTM differs from the float model only by the weights' int8 rounding ...
+        assert np.abs(got[name] - ref[name]).max() < 0.02
+        # ... and from ORT's int8 LSTM (which also quantises activations per step) within its error
+        assert np.abs(got[name] - int8[name]).max() < 0.02
+    w_q = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
+    w_f = {i.name: onnx.numpy_helper.to_array(i) for i in out.graph.initializer}
+    w_name = out.graph.node[0].input[1]
+    w_ref = onnx.numpy_helper.to_array(fp32.graph.initializer[0])
+    assert w_f[w_name].shape == w_ref.shape
+    step = max(float(np.abs(v).max()) for k, v in w_q.items() if "scale" in k)
+    assert np.abs(w_f[w_name] - w_ref).max() <= step  # dequantised weights sit within one quantisation step
+
+
+def test_dequantize_refuses_computed_lstm_weights() -> None:
     model = load_model(integer_ops_model())
-    model.graph.node.append(helper.make_node("DynamicQuantizeLSTM", ["output"], ["lstm_y"], name="lstm_q",
-                                             domain="com.microsoft"))
+    zeros = [onnx.numpy_helper.from_array(np.zeros(s, np.float32), n) for n, s in (("lstm_ws", (1,)), ("lstm_rs", (1,)))]
+    zps = [onnx.numpy_helper.from_array(np.zeros(1, np.int8), n) for n in ("lstm_wz", "lstm_rz")]
+    r = onnx.numpy_helper.from_array(np.zeros((1, 2, 8), np.int8), "lstm_r")
+    model.graph.initializer.extend([*zeros, *zps, r])
+    model.graph.node.append(helper.make_node("Cast", ["output"], ["w_computed"], name="cast_w", to=TensorProto.INT8))
+    model.graph.node.append(helper.make_node(
+        "DynamicQuantizeLSTM", ["output", "w_computed", "lstm_r", "", "", "", "", "", "lstm_ws", "lstm_wz",
+                                "lstm_rs", "lstm_rz"], ["lstm_y"], name="lstm_q", domain="com.microsoft", hidden_size=2))
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    with pytest.raises(EditError, match="DynamicQuantizeLSTM 'lstm_q'") as info:
+    with pytest.raises(EditError, match="DynamicQuantizeLSTM 'lstm_q' has computed input-weight") as info:
         apply_edit(model, R.DequantizeIntegerOps())
-    assert "op_types_to_quantize" in info.value.hint
+    assert "constant" in info.value.hint
 
 
 def test_bypass_remove_insert_replace_rename() -> None:

@@ -112,7 +112,8 @@ class RemoveDeadNodes(Edit):
 @_register
 @dataclass(frozen=True)
 class DequantizeIntegerOps(Edit):
-    """Turn ONNX Runtime integer ops (DynamicQuantizeLinear, ConvInteger, MatMulInteger) back into float ops."""
+    """Turn ONNX Runtime integer ops (DynamicQuantizeLinear, ConvInteger, MatMulInteger, DynamicQuantizeLSTM)
+    back into float ops TensorRT can parse."""
 
     kind: ClassVar[str] = "dequantize_integer_ops"
 

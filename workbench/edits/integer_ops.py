@@ -133,15 +133,6 @@ class _Rewriter:
 
 
 def _check(graph: gs.Graph, targets: list[gs.Node]) -> None:
-    for node in graph.nodes:
-        if node.op == "DynamicQuantizeLSTM":
-            raise EditError(
-                f"dequantize_integer_ops: DynamicQuantizeLSTM '{node.name}' is not converted: its int8 weights are "
-                "stored transposed per direction with per-channel scales and would have to be rebuilt as a float "
-                "ONNX LSTM, which this workbench does not do",
-                hint="re-export the model with quantize_dynamic(..., op_types_to_quantize=['MatMul', 'Conv']) so "
-                "the LSTM stays float (TensorRT runs float LSTMs)",
-            )
     mine = {id(n) for n in targets}
     for node in graph.nodes:
         if node.op != "DynamicQuantizeLinear":
@@ -159,15 +150,55 @@ def _check(graph: gs.Graph, targets: list[gs.Node]) -> None:
                         hint="convert the model with onnx.version_converter first")
 
 
+def _lstm_weight(node: gs.Node, q: gs.Tensor, scale: gs.Tensor, zp: gs.Tensor, what: str) -> np.ndarray:
+    """(q - zero_point) * scale for DynamicQuantizeLSTM's transposed [dirs, in, 4*hidden] int8 weight, as ONNX's
+    float LSTM layout [dirs, 4*hidden, in]."""
+    values = [np.asarray(t.values) if isinstance(t, gs.Constant) else None for t in (q, scale, zp)]
+    if any(v is None for v in values):
+        computed = [t.name for t, v in zip((q, scale, zp), values) if v is None]
+        raise EditError(
+            f"dequantize_integer_ops: DynamicQuantizeLSTM '{node.name}' has computed {what} tensors {computed}",
+            hint="only constant (initializer) quantised weights, scales and zero points can be turned back to float")
+    wq, sc, z = values
+    dirs, four_h = wq.shape[0], wq.shape[2]
+    sc = sc.astype(np.float64).reshape((dirs, 1, four_h) if sc.size == dirs * four_h else (-1, 1, 1))
+    z = z.astype(np.float64).reshape((dirs, 1, four_h) if z.size == dirs * four_h else (-1, 1, 1))
+    return np.transpose((wq.astype(np.float64) - z) * sc, (0, 2, 1)).astype(_FLOAT)
+
+
+def _float_lstm(graph: gs.Graph, node: gs.Node, rw: _Rewriter) -> None:
+    """DynamicQuantizeLSTM (com.microsoft) -> ONNX LSTM with dequantised weights (same outputs, same name)."""
+    ins = list(node.inputs)
+    if len(ins) < 12:
+        raise EditError(f"dequantize_integer_ops: DynamicQuantizeLSTM '{node.name}' has {len(node.inputs)} inputs, "
+                        "not the 12 ONNX Runtime defines", hint="the model is malformed; quantise it again")
+    w = _lstm_weight(node, ins[1], ins[8], ins[9], "input-weight")
+    r = _lstm_weight(node, ins[2], ins[10], ins[11], "recurrent-weight")
+    inputs = [ins[0], rw.const(f"{ins[1].name}_float", w), rw.const(f"{ins[2].name}_float", r), *ins[3:8]]
+    while inputs and not inputs[-1].name:
+        inputs.pop()
+    outputs = list(node.outputs)
+    attrs = dict(node.attrs)
+    node.inputs.clear()
+    node.outputs.clear()
+    rw.gone.add(id(node))
+    rw.used_n.discard(node.name)
+    rw.node("LSTM", node.name, inputs, outputs, **attrs)
+
+
 def dequantize_integer_ops(graph: gs.Graph) -> int:
-    """Rewrite every ConvInteger/MatMulInteger (and the DynamicQuantizeLinear feeding them); return how many."""
+    """Rewrite ConvInteger/MatMulInteger (and the DynamicQuantizeLinear feeding them) and DynamicQuantizeLSTM
+    as float ops; return how many integer nodes were rewritten."""
     targets = [n for n in graph.nodes if n.op in INTEGER_OPS and n.domain in ("", "ai.onnx", None)]
+    lstms = [n for n in graph.nodes if n.op == "DynamicQuantizeLSTM"]
     _check(graph, targets)
-    if not targets:
+    if not targets and not lstms:
         return 0
     rw = _Rewriter(graph)
+    for node in lstms:
+        _float_lstm(graph, node, rw)
     for node in targets:
         rw.rewrite(node)
     graph.nodes = [n for n in graph.nodes if id(n) not in rw.gone] + rw.new_nodes
     graph.cleanup().toposort()
-    return len(targets)
+    return len(targets) + len(lstms)
