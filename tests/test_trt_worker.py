@@ -69,3 +69,19 @@ def test_child_workbench_errors_keep_their_type(job):
     with pytest.raises(BackendUnavailable) as err:
         run_in_child(job, timeout=120)
     assert "no-such-backend" in err.value.message
+
+
+def test_next_build_uses_the_warm_spare_and_spares_are_bounded(job):
+    from workbench.backends import worker
+
+    worker.shutdown_spares()
+    first = run_in_child(job, timeout=120)
+    key, spare = worker._spares["tensorrt-rtx"]
+    assert spare.poll() is None and spare.pid != first["worker_pid"]
+    second = run_in_child(job, timeout=120)
+    assert second["worker_pid"] == spare.pid  # the pre-started child did the work
+    assert len(worker._spares) == 1
+    worker.shutdown_spares()
+    assert worker._spares == {} and spare.poll() is not None
+    cold = run_in_child(job, timeout=120, keep_warm=False)
+    assert cold["built"] and worker._spares == {}

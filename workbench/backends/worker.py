@@ -72,7 +72,7 @@ def _cancelled(cancel: Any) -> bool:
     return bool(cancel())
 
 
-_spares: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
+_spares: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}  # backend -> (environment key, idle child)
 _spares_lock = threading.Lock()
 
 
@@ -88,33 +88,46 @@ def _spawn(backend: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
 def _take(backend: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """The idle spare for this backend when it was started with this environment, else a new child."""
     with _spares_lock:
-        proc = _spares.pop((backend, _env_key(env)), None)
-    if proc is not None and proc.poll() is None:
-        return proc
+        key, proc = _spares.pop(backend, ("", None))
+    if proc is not None:
+        if key == _env_key(env) and proc.poll() is None:
+            return proc
+        _stop(proc)
     return _spawn(backend, env)
 
 
 def _replenish(backend: str, env: Mapping[str, str]) -> None:
-    key = (backend, _env_key(env))
+    """Start the next spare (at most one per backend; a spare for another environment is replaced)."""
+    key = _env_key(env)
     with _spares_lock:
-        if key not in _spares or _spares[key].poll() is not None:
-            _spares[key] = _spawn(backend, env)
+        old = _spares.pop(backend, None)
+        if old is not None and old[0] == key and old[1].poll() is None:
+            _spares[backend] = old
+            return
+        _spares[backend] = (key, _spawn(backend, env))
+    if old is not None:
+        _stop(old[1])
 
 
 def shutdown_spares() -> None:
     """Stop the idle warm worker processes (also done at interpreter exit)."""
     with _spares_lock:
-        procs = list(_spares.values())
+        procs = [proc for _, proc in _spares.values()]
         _spares.clear()
     for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        _stop(proc)
 
 
 atexit.register(shutdown_spares)
@@ -214,7 +227,7 @@ def run_in_child(
             if stream is not None:
                 stream.close()
 
-    if keep_warm:
+    if keep_warm and final is not None and final.get("event") == "result":
         _replenish(backend, env)  # after the job, so the spare's start-up does not compete with the build
     if final is not None and final.get("event") == "result":
         result = dict(final["result"])
@@ -294,7 +307,7 @@ def main() -> int:
 
         send({"event": "exception", "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
         return 1
-    send({"event": "result", "result": result})
+    send({"event": "result", "result": {**result, "worker_pid": os.getpid()}})
     proto.close()
     sys.stderr.flush()
     os._exit(0)  # skip unloading the TensorRT libraries: the parent has what it needs
