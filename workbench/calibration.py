@@ -44,6 +44,7 @@ __all__ = [
     "calibrate",
     "feeds_from",
     "image_folder",
+    "find_calibration_data",
     "random_data",
     "compute_thresholds",
     "RunningHistogram",
@@ -250,6 +251,27 @@ def feeds_from(
         return data, getattr(data, "description", type(data).__name__), None
     raise DataError(f"cannot calibrate from a {type(data).__name__}",
                     hint="pass a .npz path, a dict of arrays or an iterable of {input_name: array} dicts")
+
+
+def find_calibration_data(model: onnx.ModelProto, folder: str | os.PathLike[str]) -> list[Path]:
+    """``.npz`` files in ``folder`` whose arrays fit the model's inputs (names, ranks, fixed dims), calib first."""
+    specs = _input_specs(model)
+    found = []
+    for path in sorted(Path(folder).glob("*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                ok = all(k in z.files for k in specs)
+                for k, info in specs.items() if ok else ():
+                    arr = z[k]
+                    shape = info.shape or ()
+                    ok = ok and arr.ndim == len(shape) and all(
+                        not isinstance(d, int) or d <= 0 or i == 0 or d == s
+                        for i, (d, s) in enumerate(zip(shape, arr.shape)))
+        except Exception:
+            continue
+        if ok:
+            found.append(path)
+    return sorted(found, key=lambda p: ("calib" not in p.name, p.name))
 
 
 class _ImageFolder:

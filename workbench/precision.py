@@ -80,6 +80,7 @@ __all__ = [
     "activation_tensors",
     "quantize_model",
     "check_dtype",
+    "latest_scales",
     "apply_precision_edit",
     "node_precisions",
     "weight_bytes",
@@ -565,6 +566,23 @@ class ScaleCache:
             raise CalibrationError(f"cannot read the scale cache {path}: {exc}",
                                    hint="fix the JSON by hand or calibrate again") from exc
         return cls.from_dict(data, where=str(path))
+
+
+def latest_scales(cache_dir: str | os.PathLike[str], model_digest: str | None = None) -> tuple[str, ScaleCache] | None:
+    """The newest scale cache in ``<cache_dir>/scales`` (for ``model_digest`` when given): (digest, cache)."""
+    folder = Path(cache_dir) / "scales"
+    if not folder.is_dir():
+        return None
+    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True):
+        if path.name == "index.json":
+            continue
+        try:
+            cache = ScaleCache.load(path)
+        except CalibrationError:
+            continue
+        if model_digest is None or cache.model_digest == model_digest:
+            return path.stem, cache
+    return None
 
 
 def _opset(model: onnx.ModelProto) -> int:

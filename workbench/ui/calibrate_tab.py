@@ -1,0 +1,231 @@
+"""The Calibrate tab: choose data and method, calibrate in a background thread (progress, Cancel), see each
+tensor's histogram with every method's threshold, override a scale, quantize with the result.
+
+Visible state lives in widget values so headless tests can assert it: ``data.options``/``data.value``,
+``method.value``, ``progress.value``, ``phase.value``, ``warnings.value``, ``tensor.options``,
+``thresholds.value`` (HTML table), ``figure`` (a FigureWidget: histogram + ``threshold:<method>`` traces),
+``digest.value`` (the scale cache in use). ``wait()`` joins a running calibration (for tests).
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from ..calibration import METHODS, ScaleCache, calibrate, find_calibration_data, random_data
+from ..errors import CalibrationError
+from ..plots.calibration import histogram_figure
+from ..precision import activation_tensors
+from ..recipe import CalibrationSettings, Quantize
+from .common import Status
+
+__all__ = ["CalibrateTab"]
+
+RANDOM = "(random data: NOT representative)"
+
+
+class CalibrateTab:
+    """Calibrate the session's current model in ONNX Runtime and keep the scale cache in its cache folder."""
+
+    title = "Calibrate"
+
+    def __init__(self, session: Any, status: Status) -> None:
+        self.session = session
+        self.status = status
+        self.cache: ScaleCache | None = None
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+
+        self.data = W.Combobox(options=[], placeholder="calibration .npz (one array per input)",
+                               description="data", ensure_option=False, layout=W.Layout(width="520px"))
+        self.method = W.Dropdown(options=list(METHODS), value="entropy", description="method")
+        self.percentile = W.BoundedFloatText(value=99.99, min=50.0, max=100.0, step=0.01, description="percentile")
+        self.dtype = W.Dropdown(options=["int8", "fp8"], value="int8", description="dtype")
+        self.run_button = W.Button(description="Calibrate", icon="play", button_style="primary")
+        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="progress")
+        self.phase = W.Label(value="")
+        self.warnings = W.HTML(value="")
+        self.digest = W.Label(value="")
+        self.tensor = W.Dropdown(options=[], description="tensor", layout=W.Layout(width="520px"))
+        self.thresholds = W.HTML(value="")
+        self.figure = go.FigureWidget()
+        self.override = W.FloatText(value=0.0, description="amax")
+        self.override_button = W.Button(description="Override scale", icon="pencil")
+        self.clear_button = W.Button(description="Clear override")
+        self.quantize_button = W.Button(description="Quantize with these scales", icon="compress",
+                                        button_style="success", disabled=True)
+
+        self.run_button.on_click(self._on_run)
+        self.cancel_button.on_click(self._on_cancel)
+        self.tensor.observe(self._show_tensor, names="value")
+        self.method.observe(self._on_method, names="value")
+        self.override_button.on_click(self._on_override)
+        self.clear_button.on_click(self._on_clear)
+        self.quantize_button.on_click(self._on_quantize)
+        session.on_change(lambda _s: self._refresh_data())
+
+        self.widget = W.VBox([
+            W.HTML("<p>Calibration runs the FP32 model in ONNX Runtime on representative data (100-500 samples) "
+                   "and picks each quantized tensor's range (amax); scale = amax / 127 for INT8.</p>"),
+            self.data, W.HBox([self.method, self.percentile, self.dtype]),
+            W.HBox([self.run_button, self.cancel_button, self.progress, self.phase]),
+            self.warnings, self.digest, self.tensor, self.thresholds, self.figure,
+            W.HBox([self.override, self.override_button, self.clear_button]), self.quantize_button,
+        ])
+        self._refresh_data()
+
+    # --- data choices --------------------------------------------------------------------------------
+
+    def _refresh_data(self) -> None:
+        folder = self.session.source_path.parent if self.session.source_path else None
+        found = [str(p) for p in find_calibration_data(self.session.model, folder)] if folder else []
+        self.data.options = tuple(found + [RANDOM])
+        if not self.data.value:
+            self.data.value = found[0] if found else ""
+
+    # --- calibration ---------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _source(self) -> Any:
+        text = self.data.value.strip()
+        if text == RANDOM:
+            return random_data(self.session.model, samples=128), "random"
+        if not text:
+            raise CalibrationError("no calibration data chosen",
+                                   hint="pick a .npz with one array per model input (100-500 samples)")
+        return Path(text), text
+
+    def _on_run(self, _button: Any = None) -> None:
+        if self.running:
+            return
+        source = None
+        with self.status.guard("reading the calibration data choice"):
+            source = self._source()
+        if source is None:
+            return
+        self._cancel.clear()
+        self.progress.value = 0.0
+        self.phase.value = "starting"
+        self.warnings.value = ""
+        self.run_button.disabled = True
+        self.cancel_button.disabled = False
+        args = (source, self.method.value, float(self.percentile.value), self.dtype.value)
+        self._thread = threading.Thread(target=self._run, args=args, daemon=True)
+        self._thread.start()
+
+    def _on_progress(self, done: int, total: int | None) -> None:
+        if total:
+            self.progress.value = min(1.0, done / total)
+        self.phase.value = f"{done} samples" + (f" of {total}" if total else "")
+
+    def _run(self, source: tuple[Any, str], method: str, percentile: float, dtype: str) -> None:
+        data, label = source
+        try:
+            with self.status.guard(f"calibrating ({method})"):
+                cache = calibrate(self.session.model, data, method=method, percentile=percentile, dtype=dtype,
+                                  progress=self._on_progress, cancel=self._cancel, cache_dir=self.session.cache_dir)
+                self.session.set_calibration(CalibrationSettings(method=method, percentile=percentile,
+                                                                 samples=cache.samples, data=label))
+                self._show_cache(cache)
+                self.progress.value = 1.0
+                self.phase.value = f"done: {cache.samples} samples"
+                self.status.ok(f"calibrated {len(cache.tensors)} tensors on {cache.samples} samples "
+                               f"({method}) in {cache.seconds:.2f} s")
+        finally:
+            if self._cancel.is_set() and self.status.state == "error":
+                self.phase.value = "cancelled"
+            self.run_button.disabled = False
+            self.cancel_button.disabled = True
+            self._thread = None
+
+    def _on_cancel(self, _button: Any = None) -> None:
+        self._cancel.set()
+        self.phase.value = "cancelling…"
+
+    def wait(self, timeout: float | None = 300.0) -> None:
+        """Block until a running calibration ends (headless tests, scripts)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    # --- results -------------------------------------------------------------------------------------
+
+    def _show_cache(self, cache: ScaleCache) -> None:
+        self.cache = cache
+        self.digest.value = f"scale cache {cache.digest()[:16]}… ({cache.method}, {cache.samples} samples)"
+        self.warnings.value = "".join(f'<p style="color:#b26a00">⚠ {html.escape(w)}</p>' for w in cache.warnings)
+        names = list(cache.tensors)
+        self.tensor.options = names
+        self.tensor.value = names[0] if names else None
+        self._show_tensor()
+        self.quantize_button.disabled = False
+
+    def _show_tensor(self, _change: Any = None) -> None:
+        if self.cache is None or self.tensor.value not in (self.cache.tensors if self.cache else {}):
+            return
+        stats = self.cache.tensors[self.tensor.value]
+        fig = histogram_figure(self.tensor.value, stats, chosen=self.cache.method)
+        with self.figure.batch_update():
+            self.figure.data = ()
+            for trace in fig.data:
+                self.figure.add_trace(trace)
+            self.figure.layout = fig.layout
+        self.override.value = stats.value
+        rows = "".join(
+            f"<tr><td>{html.escape(m)}</td><td>{v:.5g}</td><td>{v / 127.0:.4g}</td>"
+            f"<td>{'◀ used' if m == self.cache.method and stats.override is None else ''}</td></tr>"
+            for m, v in stats.thresholds.items())
+        if stats.override is not None:
+            rows += f"<tr><td>override</td><td>{stats.override:.5g}</td><td>{stats.override / 127.0:.4g}</td>" \
+                    "<td>◀ used</td></tr>"
+        self.thresholds.value = ("<table class='wb-thresholds'><tr><th>method</th><th>amax</th><th>int8 scale</th>"
+                                 f"<th></th></tr>{rows}</table>")
+
+    def _on_method(self, _change: Any = None) -> None:
+        """Switching the method on a finished calibration re-reads the thresholds (no new run)."""
+        if self.cache is None:
+            return
+        with self.status.guard(f"using the {self.method.value} thresholds"):
+            cache = self.cache.with_method(self.method.value)
+            cache.save(self.session.cache_dir)
+            self._show_cache(cache)
+
+    def _on_override(self, _button: Any = None) -> None:
+        with self.status.guard("overriding a scale"):
+            self._set_override(float(self.override.value))
+
+    def _on_clear(self, _button: Any = None) -> None:
+        with self.status.guard("clearing the override"):
+            self._set_override(None)
+
+    def _set_override(self, value: float | None) -> None:
+        if self.cache is None or self.tensor.value is None:
+            raise CalibrationError("nothing calibrated yet", hint="click Calibrate first")
+        if value is not None and not value > 0:
+            raise CalibrationError(f"amax {value} for tensor '{self.tensor.value}' must be positive",
+                                   hint="type the largest |value| the tensor should represent")
+        self.cache.tensors[self.tensor.value].override = value
+        self.cache.save(self.session.cache_dir)
+        tensor = self.tensor.value
+        self._show_cache(self.cache)
+        self.tensor.value = tensor
+
+    def _on_quantize(self, _button: Any = None) -> None:
+        with self.status.guard("quantizing"):
+            if self.cache is None:
+                raise CalibrationError("nothing calibrated yet", hint="click Calibrate first")
+            missing = [t for t in activation_tensors(self.session.model) if t not in self.cache.tensors]
+            if missing:
+                raise CalibrationError(f"the scales do not cover {missing[:3]} of the current model",
+                                       hint="the model changed since calibration: calibrate again")
+            digest = self.cache.save(self.session.cache_dir)
+            self.session.apply(Quantize(dtype=self.dtype.value, method=self.cache.method, scales=digest))
