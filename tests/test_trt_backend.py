@@ -125,3 +125,24 @@ def test_backend_protocol_view_says_it_cannot_run_without_a_gpu():
     assert "onnxruntime" in err.value.hint
     if backend_status()["tensorrt"] is not None:
         assert "pip install 'onnx-trt-workbench[tensorrt]'" in TrtBackend("tensorrt").available()
+
+
+def test_precision_comes_from_the_graph_casts(tmp_path):
+    """Strongly typed: a Cast-to-fp16 Conv builds with Half tensors in its engine layer, no builder flags."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float16), "w")
+    nodes = [helper.make_node("Cast", ["input"], ["x16"], name="to_fp16", to=TensorProto.FLOAT16),
+             helper.make_node("Conv", ["x16", "w"], ["y16"], name="conv16", pads=[1, 1, 1, 1]),
+             helper.make_node("Cast", ["y16"], ["output"], name="to_fp32", to=TensorProto.FLOAT)]
+    graph = helper.make_graph(nodes, "fp16", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8, 8, 8])], [w])
+    model = load_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    r = run_job(_job(model, tmp_path))
+    assert r["built"]
+    (conv,) = [la for la in r["engine_layers"] if la["onnx_nodes"] == ["conv16"]]
+    assert {t["DataType"] for t in conv["Inputs"] + conv["Outputs"]} == {"Half"}
+    (back,) = [la for la in r["engine_layers"] if la["onnx_nodes"] == ["to_fp32"]]
+    assert [t["DataType"] for t in back["Inputs"] + back["Outputs"]] == ["Half", "Float"]
+    assert [t["dtype"] for t in r["io"]] == ["float32", "float32"]  # the I/O stays fp32 as the graph says

@@ -243,11 +243,35 @@ def _configure(trt: ModuleType, backend: str, builder: Any, config: Any, job: Ma
     return cache
 
 
-_LAYER_FIELD = re.compile(r"(\w+): ")
+def _section(line: str, key: str) -> str:
+    """The bracketed text after ``key: [`` (brackets balanced), or ''."""
+    start = line.find(f"{key}: [")
+    if start < 0:
+        return ""
+    i = start + len(key) + 3
+    depth = 1
+    for j in range(i, len(line)):
+        depth += {"[": 1, "]": -1}.get(line[j], 0)
+        if depth == 0:
+            return line[i:j]
+    return ""
+
+
+_TENSOR = re.compile(r"\{\s*Name: (?P<name>[^,]*), Dimensions: \[(?P<dims>[^\]]*)\].*?"
+                     r"Datatype: (?P<dtype>[^,]*), Format: (?P<format>[^}]*?)\s*\}")
+
+
+def _tensors(text: str) -> list[dict[str, Any]]:
+    return [{"Name": m["name"].strip(), "Dimensions": [int(d) for d in m["dims"].split(",") if d.strip()],
+             "DataType": m["dtype"].strip(), "Format": m["format"].strip()} for m in _TENSOR.finditer(text)]
 
 
 def parse_layer_info(text: str) -> list[dict[str, Any]]:
-    """Engine layers from the builder's DETAILED ``Layers:`` log message: name, type, tactic, ONNX nodes."""
+    """Engine layers from the builder's DETAILED ``Layers:`` log message.
+
+    Each: ``name``, ``type``, ``tactic``, ``onnx_nodes`` (from ``Metadata``), and ``Inputs``/``Outputs``
+    as inspector-style tensors ({Name, Dimensions, DataType, Format}) so precisions can be read.
+    """
     layers = []
     for line in text.splitlines():
         if not line.startswith("Name: "):
@@ -258,7 +282,8 @@ def parse_layer_info(text: str) -> list[dict[str, Any]]:
         meta = line.split("Metadata: ", 1)[1] if "Metadata: " in line else ""
         nodes = re.findall(r"\[ONNX Layer: ([^\]]+)\]", meta)
         layers.append({"name": name, "type": kind.group(1).strip() if kind else "",
-                       "tactic": tactic.group(1).strip() if tactic else "", "onnx_nodes": nodes})
+                       "tactic": tactic.group(1).strip() if tactic else "", "onnx_nodes": nodes,
+                       "Inputs": _tensors(_section(line, "Inputs")), "Outputs": _tensors(_section(line, "Outputs"))})
     return layers
 
 
