@@ -128,3 +128,25 @@ def test_cli_build_bad_shapes_exit_1(cli_path, tmp_path):
     r = json.loads(stdout)
     assert code == 1 and "min <= opt <= max" in r["error"] and r["hint"]
     assert not (tmp_path / "x.engine").exists()
+
+
+def test_quantized_and_fp16_sample_builds_keep_the_graph_precision(tmp_path):
+    """INT8 Q/DQ and fp16 Casts from the precision module become int8/fp16 engine layers (strongly typed)."""
+    from workbench.calibration import calibrate
+    from workbench.graph import sample_path
+    from workbench.precision import convert_precision, quantize_model
+
+    model = load_model("digits_cnn")
+    scales = calibrate(model, sample_path("digits_cnn").with_name("digits_calib.npz"), method="max")
+    qdq = quantize_model(model, scales)
+    r = build_engine(qdq, BuildSettings(), out=tmp_path / "int8.engine", in_process=True)
+    convs = [n.name for n in qdq.graph.node if n.op_type == "Conv"]
+    dtypes = {t["DataType"] for la in r.engine_layers if set(convs) & set(la["onnx_nodes"])
+              for t in la["Inputs"] + la["Outputs"]}
+    assert "Int8" in dtypes
+    half = convert_precision(model, "fp16")
+    r16 = build_engine(half, BuildSettings(), out=tmp_path / "fp16.engine", in_process=True)
+    dtypes16 = {t["DataType"] for la in r16.engine_layers if set(convs) & set(la["onnx_nodes"])
+                for t in la["Inputs"] + la["Outputs"]}
+    assert "Half" in dtypes16 and "Int8" not in dtypes16
+    assert r.bytes != r16.bytes
