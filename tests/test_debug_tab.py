@@ -1,0 +1,96 @@
+"""Debug tab, headless: set widget values, click, wait for the background job, assert widgets and session."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from tests.test_compare import OUTLIERS, TEST
+from workbench.calibration import calibrate
+from workbench.debug import outlier_channel_model
+from workbench.graph import load_model, save_model
+from workbench.plots.compare import node_error_colours, pareto_front
+from workbench.recipe import Quantize
+from workbench.session import Session
+from workbench.ui.common import Status
+from workbench.ui.debug_tab import DebugTab
+
+
+def accuracy_of(model: onnx.ModelProto) -> float:
+    data = np.load(TEST)
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return float((s.run(["logits"], {"input": data["input"]})[0].argmax(1) == data["label"]).mean())
+
+
+@pytest.fixture
+def tab(tmp_path):
+    path = save_model(outlier_channel_model(load_model("digits_cnn"), OUTLIERS, channel=3, factor=64.0),
+                      tmp_path / "outlier.onnx")
+    session = Session(path, cache_dir=tmp_path / "cache")
+    cache = calibrate(session.model, TEST.parent / "digits_calib.npz", method="max")
+    session.apply(Quantize(method="max", scales=cache.save(session.cache_dir)))
+    status = Status()
+    t = DebugTab(session, status)
+    t.data.value = str(TEST)
+    return t
+
+
+def test_compare_then_debug_then_apply(tab):
+    session, status = tab.session, tab.status
+    fp32 = accuracy_of(session.original)
+    before = accuracy_of(session.model)
+    assert before < fp32 - 0.02
+    tab.compare_button.click()
+    tab.wait()
+    assert status.state == "ok", status.message
+    assert "/res2/res2.0/Conv" in tab.summary.value and "first divergence" in tab.summary.value
+    assert f"{fp32:.4f}" in tab.summary.value and f"{before:.4f}" in tab.summary.value
+    total = next(t for t in tab.errors_fig.data if t.name.startswith("rel_l2 (total)"))
+    assert len(total.y) == len(session.original.graph.node)
+    assert tab.progress.value == 100
+    assert len(tab.graph_fig.data) > 0
+
+    tab.metric.value = "accuracy"
+    tab.tolerance.value = 0.001
+    tab.debug_button.click()
+    tab.wait()
+    assert status.state == "ok", status.message
+    keep = tab.result.plan.keep
+    assert "/res2/res2.0/Conv" in keep and tab.result.plan.met
+    assert "keep in high precision" in tab.plan.value and "/res2/res2.0/Conv" in tab.plan.value
+    bars = tab.sensitivity_fig.data[0]
+    assert bars.y[-1] == "/res2/res2.0/Conv"  # most sensitive on top
+    assert len(tab.pareto_fig.data[0].x) == len(tab.result.plan.tried)
+    assert tab.apply_button.disabled is False
+
+    tab.apply_button.click()
+    assert status.state == "ok", status.message
+    assert session.recipe.edits[-1].exclude == tuple(keep)
+    assert accuracy_of(session.model) >= fp32 - 0.001  # the session's own model now recovers FP32 accuracy
+    assert tab.apply_button.disabled is True
+    session.undo()
+    assert accuracy_of(session.model) == pytest.approx(before)
+
+
+def test_bad_input_shows_error_and_keeps_session(tab):
+    digest = tab.session.digest
+    tab.data.value = "/nonexistent/data.npz"
+    tab.debug_button.click()
+    tab.wait()
+    assert tab.status.state == "error" and "/nonexistent/data.npz" in tab.status.message and tab.status.hint
+    tab.data.value = str(TEST)
+    tab.candidate.value = "file"
+    tab.compare_button.click()
+    tab.wait()
+    assert tab.status.state == "error" and "no candidate file" in tab.status.message
+    assert tab.session.digest == digest and tab.apply_button.disabled
+
+
+def test_plot_helpers():
+    pts = [(0.25, 0.95), (0.5, 0.99), (0.6, 0.98), (1.0, 0.995), (0.3, 0.90)]
+    assert pareto_front(pts) == [0, 1, 3]
+    assert pareto_front([(1.0, 0.1), (0.5, 0.2), (0.7, 0.3)], higher_is_better=False) == [1, 0]
+    colours = node_error_colours({"a": 0.1, "b": 0.001, "c": 0.0, "d": None})
+    assert colours == {"a": pytest.approx(-1.0), "b": pytest.approx(-3.0), "c": pytest.approx(-3.0)}

@@ -1,0 +1,262 @@
+"""The Debug tab: compare a candidate with the FP32 reference layer by layer, rank the layers that break
+accuracy, and apply the fewest-layers-in-high-precision plan to the session's recipe in one click.
+
+Runs happen in a background thread (progress bar, Cancel); visible state lives in widget values
+(``summary.value``, ``plan.value``, the figures' trace data) so headless tests can read it.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from ..compare import CompareReport, Tolerance, accuracy, compare, load_data, output_error
+from ..debug import DebugResult, debug_precision, plan_recipe, recipe_models
+from ..errors import DataError, WorkbenchError
+from ..graph import load_model
+from ..plots.compare import error_growth, node_error_colours, pareto, sensitivity_bars
+from ..plots.graph_view import graph_figure
+from ..recipe import ConvertPrecision, Quantize
+from .common import Status
+
+__all__ = ["DebugTab"]
+
+
+def _f(v: Any, fmt: str = ".4g") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+class DebugTab:
+    """Pick reference, candidate, data, metric and tolerance; Compare; Find culprits; Apply plan."""
+
+    title = "Debug"
+
+    def __init__(self, session: Any, status: Status) -> None:
+        self.session = session
+        self.status = status
+        self.report: CompareReport | None = None
+        self.result: DebugResult | None = None
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        style = {"description_width": "110px"}
+        self.reference = W.Dropdown(options=[("session model, precision edits left out (FP32)", "fp32"),
+                                             ("original file", "original")], value="fp32",
+                                    description="reference", style=style, layout=W.Layout(width="480px"))
+        self.candidate = W.Dropdown(options=[("session model (current recipe)", "session"),
+                                             ("another ONNX file", "file")], value="session",
+                                    description="candidate", style=style, layout=W.Layout(width="480px"))
+        self.candidate_path = W.Text(placeholder="path/to/candidate.onnx", description="candidate file", style=style,
+                                     layout=W.Layout(width="480px"))
+        self.data = W.Text(value=self._default_data(), placeholder="path/to/data.npz (inputs + optional label)",
+                           description="data (.npz)", style=style, layout=W.Layout(width="480px"))
+        self.metric = W.Dropdown(options=[("accuracy (needs a label array)", "accuracy"),
+                                          ("output relative L2 error", "rel_l2")], value="accuracy",
+                                 description="metric", style=style, layout=W.Layout(width="480px"))
+        self.tolerance = W.FloatText(value=0.001, step=0.001, description="tolerance", style=style,
+                                     tooltip="accuracy: allowed drop below FP32; rel_l2: allowed error")
+        self.max_samples = W.IntText(value=0, description="max samples", style=style, tooltip="0 = all")
+        self.compare_button = W.Button(description="Compare layer by layer", icon="search")
+        self.debug_button = W.Button(description="Find culprits + plan", icon="bug", button_style="primary")
+        self.apply_button = W.Button(description="Apply plan to recipe", icon="check", disabled=True,
+                                     button_style="success")
+        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
+        self.progress = W.IntProgress(value=0, min=0, max=100, description="", layout=W.Layout(width="300px"))
+        self.progress_label = W.Label(value="")
+        self.summary = W.HTML(value="")
+        self.plan = W.HTML(value="")
+        self.errors_fig = go.FigureWidget(layout=dict(height=330, title="Error along the graph (run Compare)"))
+        self.graph_fig = go.FigureWidget(layout=dict(height=420, title="Graph coloured by error (run Compare)"))
+        self.sensitivity_fig = go.FigureWidget(layout=dict(height=300, title="Sensitivity (run Find culprits)"))
+        self.pareto_fig = go.FigureWidget(layout=dict(height=330, title="Plans (run Find culprits)"))
+        self.compare_button.on_click(lambda _: self._start("comparing layer by layer", self._compare))
+        self.debug_button.on_click(lambda _: self._start("ranking layers and searching a plan", self._debug))
+        self.apply_button.on_click(self._apply)
+        self.cancel_button.on_click(lambda _: self._cancel.set())
+        self.candidate.observe(lambda _: self._sync(), names="value")
+        self._sync()
+        controls = W.VBox([self.reference, W.HBox([self.candidate, self.candidate_path]), self.data,
+                           W.HBox([self.metric, self.tolerance, self.max_samples]),
+                           W.HBox([self.compare_button, self.debug_button, self.apply_button, self.cancel_button]),
+                           W.HBox([self.progress, self.progress_label])])
+        self.widget = W.VBox([controls, self.summary, W.HBox([self.errors_fig, self.graph_fig]), self.plan,
+                              W.HBox([self.sensitivity_fig, self.pareto_fig])])
+
+    # --- helpers -------------------------------------------------------------------------------------------
+
+    def _default_data(self) -> str:
+        """The bundled test split for a sample model, else empty."""
+        path = getattr(self.session, "source_path", None)
+        if path is None:
+            return ""
+        names = {"digits_cnn": "digits_test.npz", "digits_transformer": "digits_test_seq.npz"}
+        guess = path.with_name(names.get(path.stem, f"{path.stem}_test.npz"))
+        return str(guess) if guess.is_file() else ""
+
+    def _sync(self) -> None:
+        self.candidate_path.layout.display = "" if self.candidate.value == "file" else "none"
+
+    def wait(self, timeout: float | None = 300.0) -> None:
+        """Block until the running job (if any) finishes (for tests and scripts)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _start(self, doing: str, job: Callable[[], None]) -> None:
+        if self.busy:
+            return
+        self._cancel.clear()
+        for b in (self.compare_button, self.debug_button, self.apply_button):
+            b.disabled = True
+        self.cancel_button.disabled = False
+        self.progress.value = 0
+        self.progress_label.value = doing
+
+        def body() -> None:
+            try:
+                with self.status.guard(doing):
+                    job()
+            except Exception as exc:  # a bug: show it (the thread would hide it), then let it propagate
+                self.status.error(WorkbenchError(f"internal error while {doing}: {exc!r}",
+                                                 hint="please report it with the model and the data"))
+                raise
+            finally:
+                self.compare_button.disabled = self.debug_button.disabled = False
+                self.apply_button.disabled = not self._can_apply()
+                self.cancel_button.disabled = True
+                self.progress_label.value = "cancelled" if self._cancel.is_set() else "done"
+
+        self._thread = threading.Thread(target=body, name="workbench-debug", daemon=True)
+        self._thread.start()
+
+    def _on_progress(self, *args: Any) -> None:
+        done, total = args[-2], args[-1]
+        if total:
+            self.progress.value = int(100 * min(done, total) / total)
+        if len(args) == 3:
+            self.progress_label.value = f"{args[0]} {done}/{total}"
+
+    def _models(self) -> tuple[Any, Any, Any]:
+        """(reference, candidate, factory(keep) or None) from the choices."""
+        recipe = self.session.recipe
+        precision = any(isinstance(e, (Quantize, ConvertPrecision)) for e in recipe.edits)
+        factory = None
+        if precision:
+            reference, factory = recipe_models(self.session.original, recipe, self.session.cache_dir)
+        else:
+            reference = self.session.model
+        if self.reference.value == "original":
+            reference = self.session.original
+        if self.candidate.value == "file":
+            if not self.candidate_path.value.strip():
+                raise DataError("no candidate file given", hint="type the path of the converted/quantized .onnx")
+            return reference, load_model(self.candidate_path.value.strip()), None
+        if not precision:
+            raise DataError("the session's recipe has no quantize or convert_precision edit: nothing to compare",
+                            hint="quantize or convert the model first (Precision/Calibrate tabs), or pick "
+                                 "'another ONNX file' as the candidate")
+        return reference, self.session.model, factory
+
+    def _metric(self) -> Any:
+        return accuracy() if self.metric.value == "accuracy" else output_error()
+
+    def _data(self) -> Any:
+        if not self.data.value.strip():
+            raise DataError("no data file given", hint="type the path of an .npz with one array per model input")
+        return load_data(self.data.value.strip())
+
+    def _can_apply(self) -> bool:
+        return (self.result is not None and self.result.plan.met and bool(self.result.plan.keep)
+                and self.candidate.value == "session")
+
+    # --- jobs (background thread) --------------------------------------------------------------------------
+
+    def _compare(self) -> None:
+        reference, candidate, _ = self._models()
+        data = self._data()
+        metrics = [accuracy()] if "label" in data.arrays else []
+        report = compare(reference, candidate, data, layerwise=True, metrics=metrics, tolerance=Tolerance(),
+                         max_samples=self.max_samples.value or None, progress=self._on_progress,
+                         cancel=self._cancel.is_set)
+        self.report = report
+        self._show_compare(report, reference)
+
+    def _show_compare(self, r: CompareReport, reference: Any) -> None:
+        rows = "".join(
+            f"<tr><td><code>{html.escape(n)}</code></td><td>{_f(m['max_abs'])}</td><td>{_f(m['mean_abs'])}</td>"
+            f"<td>{_f(m['rel_l2'])}</td><td>{_f(m['cosine'], '.5f')}</td><td>{_f(m['snr_db'], '.1f')}</td>"
+            f"<td>{_f(m.get('top1_agreement'), '.3f')}</td><td>{'pass' if m['passed'] else 'FAIL'}</td></tr>"
+            for n, m in r.outputs.items())
+        metrics = "".join(f"<p><b>{html.escape(k)}</b>: FP32 {v['reference']:.4f} → candidate {v['candidate']:.4f}</p>"
+                          for k, v in r.metrics.items())
+        fd = r.first_divergence
+        first = (f"<p class='wb-first-divergence'><b>first divergence</b>: <code>{html.escape(fd['tensor'])}</code> "
+                 f"(node <code>{html.escape(fd['node'])}</code>, {fd['op']}), rel_l2 {_f(fd['rel_l2'])}, "
+                 f"local {_f(fd['local_rel_l2'])}</p>") if fd else "<p>no tensor past the tolerance</p>"
+        nan = (f"<p style='color:#b00020'><b>NaN/Inf</b> first in <code>{html.escape(str(r.nan['tensor']))}</code>"
+               f" (node {html.escape(str(r.nan['node']))})</p>") if r.nan else ""
+        warn = "".join(f"<p><i>{html.escape(w)}</i></p>" for w in r.warnings)
+        self.summary.value = (
+            f"<div class='wb-compare'><p>{r.samples} samples</p><table><tr><th>output</th><th>max abs</th>"
+            f"<th>mean abs</th><th>rel L2</th><th>cosine</th><th>SNR dB</th><th>top-1 agree</th><th></th></tr>"
+            f"{rows}</table>{metrics}{first}{nan}{warn}</div>")
+        if r.layers is not None:
+            fig = error_growth(r.layers, tolerance=r.tolerance.rel_l2, first_divergence=fd)
+            graph = graph_figure(reference, color_by=node_error_colours(r.node_errors()),
+                                 color_title="log10 rel L2", highlight=[fd["node"]] if fd else [])
+            with self.errors_fig.batch_update():
+                self.errors_fig.data = ()
+                self.errors_fig.add_traces(list(fig.data))
+                self.errors_fig.layout = fig.layout
+            with self.graph_fig.batch_update():
+                self.graph_fig.data = ()
+                self.graph_fig.add_traces(list(graph.data))
+                self.graph_fig.layout = graph.layout
+                self.graph_fig.layout.title = "Graph coloured by log10 rel L2 error"
+
+    def _debug(self) -> None:
+        reference, candidate, factory = self._models()
+        data = self._data()
+        self.result = None
+        result = debug_precision(reference, candidate, data, factory=factory, metric=self._metric(),
+                                 tolerance=float(self.tolerance.value), max_samples=self.max_samples.value or None,
+                                 progress=self._on_progress, cancel=self._cancel.is_set)
+        self.result = result
+        self._show_debug(result)
+
+    def _show_debug(self, r: DebugResult) -> None:
+        plan = r.plan
+        keep = ", ".join(f"<code>{html.escape(k)}</code>" for k in plan.keep) or "nothing"
+        colour = "#1b5e20" if plan.met else "#b00020"
+        warn = "".join(f"<p><i>{html.escape(w)}</i></p>" for w in r.sensitivity.warnings)
+        self.plan.value = (
+            f"<div class='wb-plan' style='color:{colour}'><p><b>{html.escape(plan.message)}</b></p>"
+            f"<p>{r.sensitivity.metric}: FP32 {r.metric_reference:.4f} · candidate {r.metric_before:.4f} · "
+            f"with the plan {plan.metric:.4f} (estimated cost {_f(plan.cost, '.3f')}, all FP32 = 1)</p>"
+            f"<p>keep in high precision: {keep}</p>{warn}</div>")
+        bars = sensitivity_bars(r.sensitivity.table, keep=plan.keep)
+        par = pareto(plan.tried, chosen=plan.keep, target=plan.target,
+                     higher_is_better=r.sensitivity.higher_is_better, metric=r.sensitivity.metric)
+        for widget, fig in ((self.sensitivity_fig, bars), (self.pareto_fig, par)):
+            with widget.batch_update():
+                widget.data = ()
+                widget.add_traces(list(fig.data))
+                widget.layout = fig.layout
+
+    # --- apply (main thread, quick) ------------------------------------------------------------------------
+
+    def _apply(self, _: Any = None) -> None:
+        with self.status.guard("applying the plan to the recipe"):
+            if self.result is None or not self.result.plan.keep:
+                raise WorkbenchError("no plan to apply", hint="run 'Find culprits + plan' first")
+            self.session.set_recipe(plan_recipe(self.session.recipe, self.result.plan.keep))
+            self.apply_button.disabled = True
+            self.plan.value += (f"<p class='wb-applied'>applied: {len(self.result.plan.keep)} layer(s) now excluded "
+                                "from the precision edit</p>")
