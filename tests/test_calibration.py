@@ -247,7 +247,14 @@ def test_cli_quantize_json_and_recipe(tmp_path: Path, capsys: pytest.CaptureFixt
     assert result["calibration"]["method"] == "percentile" and result["calibration"]["samples"] == 300
     assert result["calibration"]["seconds"] > 0 and result["calibration"]["peak_rss_mb"] > 0
     written = onnx.load(out)
-    assert sum(n.op_type == "QuantizeLinear" for n in written.graph.node) == 5
+    from workbench.edits import apply_edit
+    from workbench.recipe import FuseBatchNorm
+
+    assert result["fused_batchnorm"] == 4  # BatchNorm folded into the convs before quantizing (as TensorRT does)
+    fused = apply_edit(load_model("digits_cnn"), FuseBatchNorm())
+    assert not [n for n in written.graph.node if n.op_type == "BatchNormalization"]
+    assert sum(n.op_type == "QuantizeLinear" for n in written.graph.node) == len(
+        activation_tensors(fused, exclude=["/fc/Gemm"]))
     from workbench.session import Session
 
     replay = Session.load(recipe)  # scale cache copied beside the recipe

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..calibration import METHODS, calibrate
 from ..precision import quantization_targets, select_nodes
-from ..recipe import CalibrationSettings, Quantize
+from ..recipe import CalibrationSettings, FuseBatchNorm, Quantize
 from ..session import Session
 
 COMMAND = "quantize"
@@ -27,12 +27,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="nodes left in float: node names, op types (op:Gemm) or globs")
     p.add_argument("--dtype", choices=("int8", "fp8"), default="int8")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales (default: per-channel)")
+    p.add_argument("--keep-batchnorm", action="store_true",
+                   help="do not fold BatchNormalization into the preceding Conv/Gemm first (folding is the default: "
+                        "TensorRT folds it too, and folded weights are what gets quantized)")
     p.add_argument("-o", "--output", required=True, help="where to write the quantized model")
     p.add_argument("--recipe-out", help="also write the recipe that reproduces the output (scale cache beside it)")
 
 
+def _foldable_batchnorms(model: Any) -> int:
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    return sum(1 for n in model.graph.node if n.op_type == "BatchNormalization"
+               and producers.get(n.input[0]) in ("Conv", "ConvTranspose", "Gemm"))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     session = Session(args.model)
+    fused = 0
+    if not args.keep_batchnorm and _foldable_batchnorms(session.model):
+        before = len(session.model.graph.node)
+        session.apply(FuseBatchNorm())
+        fused = before - len(session.model.graph.node)
     model = session.model
     excluded = select_nodes(model, args.exclude, what="exclude") if args.exclude else []
     start = time.perf_counter()
@@ -53,6 +67,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dtype": args.dtype,
         "quantized": [n.name for n in model.graph.node if n.name in targets],
         "excluded": excluded,
+        "fused_batchnorm": fused,
         "calibration": {"method": args.method, "samples": cache.samples, "seconds": round(seconds, 3),
                         "peak_rss_mb": round(peak, 1), "scales": digest, "warnings": cache.warnings},
     }
