@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from workbench.backends.worker import TEST_CRASH_ENV
+from workbench.graph import load_model, sample_names
 from workbench.session import Session
 from workbench.ui.build_tab import BuildTab
 from workbench.ui.common import Status
@@ -52,6 +53,17 @@ def test_build_click_builds_in_a_worker_and_lists_the_engine(tab):
     assert tab.session.recipe.build.opt_level == 1  # the settings went into the recipe
     assert tab.session.recipe.build.profiles[0].max == (2, 3, 64, 64)
     assert not tab.build_button.disabled and tab.cancel_button.disabled
+
+
+@pytest.mark.parametrize("name", sample_names())
+def test_every_sample_builds_from_the_tab_with_prefilled_profiles(name, tmp_path):
+    tab = BuildTab(Session(name, cache_dir=tmp_path / "cache"), Status())
+    dynamic = [i for i in load_model(name).graph.input if any(not d.dim_value for d in i.type.tensor_type.shape.dim)]
+    assert len(tab.profiles.value.splitlines()) == len(dynamic)  # one derived SPEC per dynamic input
+    tab.build_button.click()
+    tab.wait()
+    assert tab.status.state == "ok", tab.status.message
+    assert tab.result.engine_path.is_file() and len(tab.engines.options) == 1
 
 
 def test_bad_profile_shows_error_and_starts_nothing(tab):

@@ -146,3 +146,12 @@ def test_precision_comes_from_the_graph_casts(tmp_path):
     (back,) = [la for la in r["engine_layers"] if la["onnx_nodes"] == ["to_fp32"]]
     assert [t["DataType"] for t in back["Inputs"] + back["Outputs"]] == ["Half", "Float"]
     assert [t["dtype"] for t in r["io"]] == ["float32", "float32"]  # the I/O stays fp32 as the graph says
+
+
+def test_builder_failure_without_a_profile_is_reported_not_raised(tmp_path):
+    events = []
+    r = run_job(_job(load_model(dynamic_model()), tmp_path, profiles=[]), events.append)
+    assert r["parsable"] and not r["built"] and not r["cancelled"]
+    errors = [e["message"] for e in events if e["event"] == "log" and e["level"] == "error"]
+    assert any("profile" in m.lower() for m in errors)
+    assert not (tmp_path / "m.engine").exists()
