@@ -55,6 +55,7 @@ __all__ = [
     "compare_profiles",
     "profile_summary",
     "is_reformat",
+    "layer_op",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -502,7 +503,8 @@ def op_type_of(node: str, model: onnx.ModelProto | None = None) -> str:
     return re.sub(r"(_\d+)+$", "", last) or last
 
 
-def _layer_op(rec: Mapping[str, Any], ops: Mapping[str, str] | None) -> str:
+def layer_op(rec: Mapping[str, Any], ops: Mapping[str, str] | None = None) -> str:
+    """The main ONNX op of a timing-table row ("Conv" for "Conv_5 + Add_6 + Relu_7"; "Reformat" for reformats)."""
     if is_reformat(rec["name"], rec["type"]) or rec["type"] in ("ReorderInput", "ReorderOutput"):
         return "Reformat"
     nodes = rec["onnx_nodes"] or []
@@ -527,7 +529,7 @@ def group_times(table: Table, by: str = "op_type", *, model: onnx.ModelProto | N
     ops = {n.name: n.op_type for n in model.graph.node} if model is not None else None
     sums: dict[str, list[float]] = {}
     for rec in table.records():
-        key = _layer_op(rec, ops) if by == "op_type" else (rec[by] or "unknown")
+        key = layer_op(rec, ops) if by == "op_type" else (rec[by] or "unknown")
         acc = sums.setdefault(key, [0.0, 0])
         acc[0] += rec["median_ms"]
         acc[1] += 1
