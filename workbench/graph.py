@@ -241,6 +241,10 @@ def _validate(model: onnx.ModelProto, where: str, *, check: bool) -> onnx.ModelP
         )
     if len(model.graph.node) == 0:
         raise ModelError(f"{where} has an empty graph (no nodes)", hint="export the model again; nothing to run")
+    bad = _bad_text(model)
+    if bad is not None:
+        raise ModelError(f"{where} has a name or text field that is not valid UTF-8: {bad[:80]!r}",
+                         hint="the file is damaged; export the model again")
     if check:
         skeleton = _skeleton(model, where)
         try:
@@ -252,6 +256,54 @@ def _validate(model: onnx.ModelProto, where: str, *, check: bool) -> onnx.ModelP
             ) from exc
         return skeleton
     return None
+
+
+def _bad_text(model: onnx.ModelProto) -> str | None:
+    """The first string field that is not valid UTF-8 (protobuf hands those back as bytes), else None."""
+    for value in _texts(model):
+        if isinstance(value, bytes):
+            return value.decode("utf-8", "backslashreplace")
+    return None
+
+
+def _texts(model: onnx.ModelProto) -> Any:
+    yield from (model.producer_name, model.producer_version, model.domain, model.doc_string)
+    yield from (op.domain for op in model.opset_import)
+    for prop in model.metadata_props:
+        yield from (prop.key, prop.value)
+    for f in model.functions:
+        yield from (f.name, f.domain, *f.input, *f.output, *f.attribute)
+        yield from _node_texts(f.node)
+    yield from _graph_texts(model.graph)
+
+
+def _graph_texts(g: onnx.GraphProto) -> Any:
+    yield from (g.name, g.doc_string)
+    for vi in (*g.input, *g.output, *g.value_info):
+        yield from (vi.name, vi.doc_string)
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            for d in t.shape.dim:
+                yield from (d.dim_param, d.denotation)
+    for t in g.initializer:
+        yield from (t.name, t.doc_string)
+        for e in t.external_data:
+            yield from (e.key, e.value)
+    yield from _node_texts(g.node)
+
+
+def _node_texts(nodes: Any) -> Any:
+    for n in nodes:
+        yield from (n.name, n.op_type, n.domain, n.doc_string, *n.input, *n.output)
+        for a in n.attribute:
+            yield from (a.name, a.ref_attr_name, a.doc_string)
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from _graph_texts(a.g)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for sub in a.graphs:
+                    yield from _graph_texts(sub)
+            elif a.type == onnx.AttributeProto.TENSOR:
+                yield a.t.name
 
 
 # Element sizes of the fixed-size types whose large initializers the skeleton leaves out.
@@ -294,7 +346,7 @@ def _skeleton(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
         if any(d < 0 for d in t.dims):
             raise ModelError(f"{where}: initializer '{t.name}' has a negative dimension {list(t.dims)}",
                              hint="the model file is damaged; export the model again")
-        expected = int(np.prod(t.dims, dtype=np.int64)) * itemsize
+        expected = _prod(t.dims) * itemsize
         if expected < _STRIP_BYTES:
             sg.initializer.append(t)
             continue
@@ -380,7 +432,11 @@ def _dtype_name(elem_type: int) -> str:
     try:
         return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name
     except Exception:
+        pass
+    try:
         return TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:
+        return f"unknown({elem_type})"
 
 
 def _value_info(vi: onnx.ValueInfoProto) -> TensorInfo:
@@ -424,7 +480,10 @@ def _known(shape: tuple | None) -> bool:
 def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
     for a in node.attribute:
         if a.name == name:
-            return helper.get_attribute_value(a)
+            try:
+                return helper.get_attribute_value(a)
+            except Exception:  # a malformed attribute: treat as absent
+                return default
     return default
 
 
@@ -441,28 +500,36 @@ def node_flops(node: onnx.NodeProto, infos: dict[str, TensorInfo]) -> int | None
 
     if op == "Conv":
         w, y = shape(1), shape(0, outputs=True)
-        if w is None or y is None:
+        if w is None or y is None or len(w) < 3 or len(y) != len(w):
             return None
         # y: N, Cout, *spatial; w: Cout, Cin/group, *kernel
-        return 2 * int(np.prod(y)) * int(np.prod(w[1:]))
+        return 2 * _prod(y) * _prod(w[1:])
     if op == "ConvTranspose":
         x, w = shape(0), shape(1)
-        if x is None or w is None:
+        if x is None or w is None or len(w) < 3 or len(x) != len(w):
             return None
         # every input element is multiplied by Cout/group * kernel weights
-        return 2 * int(np.prod(x)) * int(np.prod(w[1:]))
+        return 2 * _prod(x) * _prod(w[1:])
     a, b = shape(0), shape(1)
     if a is None or b is None:
         return None
     if op == "Gemm":
+        if len(a) != 2 or len(b) != 2:
+            return None
         m, k = (a[1], a[0]) if _attr(node, "transA", 0) else (a[0], a[1])
         n = b[0] if _attr(node, "transB", 0) else b[1]
         return 2 * m * n * k
     y = shape(0, outputs=True)
     if y is None or len(a) < 1:
         return None
-    k = a[-1]
-    return 2 * int(np.prod(y)) * int(k)
+    return 2 * _prod(y) * int(a[-1])  # every output element sums K = a's last dim products
+
+
+def _prod(dims: tuple) -> int:
+    out = 1
+    for d in dims:
+        out *= int(d)
+    return out
 
 
 def summary(model: onnx.ModelProto) -> dict[str, Any]:
@@ -476,7 +543,7 @@ def summary(model: onnx.ModelProto) -> dict[str, Any]:
         "outputs": [_value_info(o).to_dict() for o in g.output],
         "nodes": len(g.node),
         "ops": dict(sorted(Counter(n.op_type for n in g.node).items())),
-        "params": int(sum(int(np.prod(i.dims, dtype=np.int64)) for i in g.initializer)),
+        "params": sum(_prod(i.dims) for i in g.initializer),
         "opset": opset,
         "flops": None if not flops or any(f is None for f in flops) else int(sum(flops)),
         "ir_version": model.ir_version,
@@ -500,7 +567,7 @@ def layer_table(model: onnx.ModelProto) -> Table:
 
     rows = []
     for node in model.graph.node:
-        params = sum(int(np.prod(inits[i].dims, dtype=np.int64)) for i in node.input if i in inits)
+        params = sum(_prod(inits[i].dims) for i in node.input if i in inits)
         out = infos.get(node.output[0]) if node.output else None
         rows.append(
             (

@@ -1,0 +1,79 @@
+"""`workbench inspect MODEL --json` as users run it (the installed console script, in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import onnx
+import pytest
+from models import conv_bn_relu_model
+from onnx import numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ["digits_cnn", "digits_transformer", "fcn_dynamic"]
+
+
+def _inspect(cli: Path, *args: str) -> tuple[int, dict, str]:
+    proc = subprocess.run([str(cli), "inspect", *args, "--json"], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert len(proc.stdout.strip().splitlines()) == 1, proc.stdout + proc.stderr  # exactly one JSON object
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+def _expected(model: onnx.ModelProto) -> dict:
+    return {
+        "nodes": len(model.graph.node),
+        "ops": dict(Counter(n.op_type for n in model.graph.node)),
+        "params": sum(numpy_helper.to_array(t).size for t in model.graph.initializer),
+        "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+    }
+
+
+def test_inspect_every_sample_against_onnx(cli_path: Path) -> None:
+    for name in SAMPLES:
+        path = ROOT / "sample_models" / f"{name}.onnx"
+        code, out, err = _inspect(cli_path, str(path))
+        assert code == 0, err
+        assert {"inputs", "outputs", "nodes", "ops", "params", "opset", "flops"} <= set(out)
+        ref = onnx.load(str(path))
+        for key, value in _expected(ref).items():
+            assert out[key] == value, (name, key)
+        assert out["inputs"][0]["name"] == "input" and out["inputs"][0]["dtype"] == "float32"
+        assert out["outputs"][0]["name"] == "logits"
+        assert out["flops"] is None  # dynamic batch: FLOPs unknown
+        assert "Traceback" not in err
+    _, fcn, _ = _inspect(cli_path, "fcn_dynamic")  # a sample name works too
+    assert fcn["inputs"][0]["shape"] == ["batch", 3, "height", "width"]
+
+
+def test_inspect_fixed_shape_model_reports_flops_and_layers(cli_path: Path, tmp_path: Path) -> None:
+    model = conv_bn_relu_model(batch=1, channels=3, size=8, width=4, classes=10)
+    path = tmp_path / "cnn.onnx"
+    onnx.save_model(model, str(path))
+    code, out, _ = _inspect(cli_path, str(path), "--layers")
+    assert code == 0
+    assert out["flops"] == 2 * 1 * 4 * 8 * 8 * 9 * (3 + 4 + 4) + 2 * 4 * 10
+    assert [layer["name"] for layer in out["layers"]] == [n.name for n in model.graph.node]
+    assert out["inputs"] == [{"name": "input", "dtype": "float32", "shape": [1, 3, 8, 8]}]
+
+
+@pytest.mark.parametrize("kind", ["not_onnx", "truncated", "missing", "unknown_sample"])
+def test_inspect_bad_input_exits_1_with_error_and_hint(cli_path: Path, tmp_path: Path, kind: str) -> None:
+    if kind == "not_onnx":
+        target = tmp_path / "readme.onnx"
+        target.write_text("hello\n")
+    elif kind == "truncated":
+        target = tmp_path / "cut.onnx"
+        target.write_bytes((ROOT / "sample_models" / "digits_cnn.onnx").read_bytes()[:5000])
+    elif kind == "missing":
+        target = tmp_path / "absent.onnx"
+    else:
+        target = Path("no_such_sample_model")
+    code, out, err = _inspect(cli_path, str(target))
+    assert code == 1
+    assert set(out) == {"error", "hint"}
+    assert str(target) in out["error"] and out["hint"]
+    assert "Traceback" not in err
