@@ -151,7 +151,18 @@ def run_in_child(
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     backend = str(job.get("backend", ""))
+    line = (json.dumps(dict(job)) + "\n").encode()
     proc = _take(backend, env) if keep_warm else _spawn(backend, env)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(line)
+        proc.stdin.flush()
+    except OSError:  # the spare died since it was checked: start a fresh child
+        _stop(proc)
+        proc = _spawn(backend, env)
+        assert proc.stdin is not None
+        proc.stdin.write(line)
+        proc.stdin.flush()
     events: queue.Queue[dict[str, Any] | None] = queue.Queue()
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL)
 
@@ -167,16 +178,13 @@ def run_in_child(
     def read_stderr() -> None:
         assert proc.stderr is not None
         for raw in proc.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            if line:
-                tail.append(line)
+            text = raw.decode(errors="replace").rstrip()
+            if text:
+                tail.append(text)
 
     threads = [threading.Thread(target=f, daemon=True) for f in (read_events, read_stderr)]
     for t in threads:
         t.start()
-    assert proc.stdin is not None
-    proc.stdin.write((json.dumps(dict(job)) + "\n").encode())
-    proc.stdin.flush()
 
     deadline = None if timeout is None else time.monotonic() + timeout
     cancel_sent: float | None = None
