@@ -104,3 +104,17 @@ def test_cli_check_reports_a_crash_with_exit_0(cli_path):
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
     assert r["crashed"]["signal"] == "SIGABRT" and r["buildable"] is False
+
+
+def test_cli_check_without_any_tensorrt_says_how_to_install():
+    """A Python where neither tensorrt nor tensorrt_rtx imports (None in sys.modules blocks the import)."""
+    import sys
+
+    code = ("import sys; sys.modules['tensorrt'] = None; sys.modules['tensorrt_rtx'] = None\n"
+            "from workbench.cli import main; sys.exit(main(['check', 'digits_cnn', '--json']))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["backend"] is None and r["parsable"] is None and r["buildable"] is None
+    assert "no TensorRT is installed" in r["errors"][0]
+    assert "pip install 'onnx-trt-workbench[rtx]'" in r["suggestions"][0]
