@@ -16,22 +16,13 @@ import onnx
 
 from .. import recipe as R
 from ..errors import EditError
+from . import direct
 from ._gs import finish, to_graph, to_model
 from .cleanup import fold_constant_if, fold_constants, fuse_batchnorm, remove_dead_nodes, remove_identity
 from .integer_ops import dequantize_integer_ops
-from .surgery import (
-    add_outputs,
-    bypass_node,
-    extract,
-    insert_node,
-    remove_node,
-    rename_node,
-    rename_tensor,
-    replace_node,
-    set_shapes,
-)
+from .surgery import extract, remove_node
 
-__all__ = ["apply_edit", "apply_edits", "node_diff", "describe", "GRAPH_EDITS"]
+__all__ = ["apply_edit", "apply_edits", "node_diff", "describe", "GRAPH_EDITS", "DIRECT_EDITS"]
 
 _Handler = Callable[[Any, Any], Any]
 
@@ -43,14 +34,18 @@ GRAPH_EDITS: dict[type[R.Edit], _Handler] = {
     R.FoldConstantIf: lambda g, e: fold_constant_if(g),
     R.DequantizeIntegerOps: lambda g, e: dequantize_integer_ops(g),
     R.RemoveNode: lambda g, e: remove_node(g, e.node, drop_outputs=e.drop_outputs),
-    R.BypassNode: lambda g, e: bypass_node(g, e.node, e.input_index),
-    R.ReplaceNode: lambda g, e: replace_node(g, e.node, e.op, e.attributes),
-    R.InsertNode: lambda g, e: insert_node(g, e.tensor, e.op, e.name, e.attributes),
-    R.RenameNode: lambda g, e: rename_node(g, e.node, e.new_name),
-    R.RenameTensor: lambda g, e: rename_tensor(g, e.tensor, e.new_name),
     R.ExtractSubgraph: lambda g, e: extract(g, e.inputs, e.outputs),
-    R.SetShapes: lambda g, e: set_shapes(g, e.shapes),
-    R.AddOutputs: lambda g, e: add_outputs(g, e.tensors),
+}
+
+# edits made on a copy of the proto directly (no graphsurgeon import/export)
+DIRECT_EDITS: dict[type[R.Edit], _Handler] = {
+    R.BypassNode: lambda m, e: direct.bypass_node(m, e.node, e.input_index),
+    R.ReplaceNode: lambda m, e: direct.replace_node(m, e.node, e.op, e.attributes),
+    R.RenameNode: lambda m, e: direct.rename_node(m, e.node, e.new_name),
+    R.AddOutputs: lambda m, e: direct.add_outputs(m, e.tensors),
+    R.InsertNode: lambda m, e: direct.insert_node(m, e.tensor, e.op, e.name, e.attributes),
+    R.SetShapes: lambda m, e: direct.set_shapes(m, e.shapes),
+    R.RenameTensor: lambda m, e: direct.rename_tensor(m, e.tensor, e.new_name),
 }
 
 
@@ -64,6 +59,12 @@ def describe(edit: R.Edit) -> str:
 def apply_edit(model: onnx.ModelProto, edit: R.Edit, *, cache_dir: str | os.PathLike[str] | None = None
                ) -> onnx.ModelProto:
     """Return a new model with ``edit`` applied, validated by the ONNX checker and shape inference."""
+    direct_handler = DIRECT_EDITS.get(type(edit))
+    if direct_handler is not None:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        direct_handler(copy, edit)
+        return finish(copy, describe(edit))
     handler = GRAPH_EDITS.get(type(edit))
     if handler is None:
         if isinstance(edit, (R.ConvertPrecision, R.Quantize)):
