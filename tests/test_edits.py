@@ -320,3 +320,34 @@ def test_node_diff_lists_added_removed_changed() -> None:
     diff = node_diff(model, fused)
     assert diff["removed"] == ["block1.bn", "block2.bn", "block3.bn"]
     assert diff["changed"] == ["block1.conv", "block2.conv", "block3.conv"] and diff["added"] == []
+
+
+def _outer_scope_model() -> onnx.ModelProto:
+    """Relu(x) -> r; If(cond) whose branches read r from the outer scope; output y."""
+    then_g = helper.make_graph([helper.make_node("Add", ["r", "r"], ["t"], name="then_add")], "then", [],
+                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, [4])])
+    else_g = helper.make_graph([helper.make_node("Neg", ["r"], ["e"], name="else_neg")], "else", [],
+                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, [4])])
+    cond = onnx.numpy_helper.from_array(np.array(True), "cond")
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then_g, else_branch=else_g)]
+    g = helper.make_graph(nodes, "outer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [cond])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_direct_edits_follow_outer_scope_uses_in_subgraphs() -> None:
+    model = load_model(_outer_scope_model())
+    x = {"x": np.array([-1.0, 2.0, -3.0, 4.0], np.float32)}
+    bypassed = apply_edit(model, R.BypassNode(node="relu"))
+    np.testing.assert_array_equal(run(bypassed, x)["y"], 2 * x["x"])  # the branch now reads x itself
+    renamed = apply_edit(model, R.RenameTensor(tensor="r", new_name="rectified"))
+    then_branch = next(a.g for a in renamed.graph.node[1].attribute if a.name == "then_branch")
+    assert list(then_branch.node[0].input) == ["rectified", "rectified"]
+    np.testing.assert_array_equal(run(renamed, x)["y"], 2 * np.maximum(x["x"], 0))
+    inserted = apply_edit(model, R.InsertNode(tensor="x", op="Abs", name="abs_in"))
+    assert names(inserted) == ["abs_in", "relu", "if"]
+    np.testing.assert_array_equal(run(inserted, x)["y"], 2 * np.abs(x["x"]))
+    folded = apply_edit(model, R.FoldConstantIf())
+    assert ops(folded) == ["Relu", "Add"]
+    np.testing.assert_array_equal(run(folded, x)["y"], run(model, x)["y"])
