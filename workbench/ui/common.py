@@ -16,7 +16,7 @@ import ipywidgets as W
 
 from ..errors import WorkbenchError
 
-__all__ = ["Status", "Tab"]
+__all__ = ["Job", "Status", "Tab"]
 
 
 class Tab(Protocol):
@@ -61,3 +61,87 @@ class Status:
         else:
             if self.state == "busy":
                 self.ok(f"{doing}: done")
+
+
+class Job:
+    """A tab's one background task: a thread, a cancel event, a progress bar and Run/Cancel buttons that follow it.
+
+    ``start(doing, fn)`` runs ``fn(job)`` in a daemon thread inside ``status.guard(doing)`` (so a WorkbenchError is
+    shown, not raised); ``fn`` reports through ``job.report(done, total, phase)`` and polls ``job.cancelled``
+    (or hands ``job.cancel_event`` / ``job.is_cancelled`` to the API call). ``wait()`` is for headless tests.
+    """
+
+    def __init__(
+        self,
+        status: Status,
+        *,
+        run_button: W.Button,
+        cancel_button: W.Button,
+        progress: W.FloatProgress | W.IntProgress,
+        phase: W.Label | None = None,
+    ) -> None:
+        import threading
+
+        self.status = status
+        self.run_button, self.cancel_button = run_button, cancel_button
+        self.progress, self.phase = progress, phase
+        self.cancel_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        cancel_button.disabled = True
+        cancel_button.on_click(lambda _b: self.cancel())
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def is_cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def start(self, doing: str, fn: Any) -> bool:
+        """Run ``fn(job)`` in the background; False (and nothing started) when a job is already running."""
+        import threading
+
+        if self.running:
+            self.status.busy(f"{doing}: wait for the running task or cancel it")
+            return False
+        self.cancel_event.clear()
+        self.report(0, 1, "starting")
+        self.run_button.disabled, self.cancel_button.disabled = True, False
+
+        def body() -> None:
+            try:
+                with self.status.guard(doing):
+                    fn(self)
+                    if self.cancelled:
+                        self.status.busy(f"{doing}: cancelled")
+                        self.status.state = "idle"
+                if not self.cancelled and self.status.state != "error":
+                    self.report(1, 1, "done")
+            finally:
+                self.run_button.disabled, self.cancel_button.disabled = False, True
+
+        self._thread = threading.Thread(target=body, name=f"workbench-{doing}", daemon=True)
+        self._thread.start()
+        return True
+
+    def report(self, done: float, total: float, phase: str = "") -> None:
+        """Progress callback: ``done`` of ``total`` (any units), with an optional phase label."""
+        frac = 0.0 if total <= 0 else min(1.0, max(0.0, done / total))
+        top = self.progress.max
+        self.progress.value = int(round(frac * top)) if isinstance(self.progress, W.IntProgress) else frac * top
+        if self.phase is not None and phase:
+            self.phase.value = phase
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def wait(self, timeout: float | None = 300.0) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                raise TimeoutError(f"background task still running after {timeout} s")
