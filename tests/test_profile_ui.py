@@ -1,0 +1,93 @@
+"""Profile tab, headless: set widget values, click buttons, assert widget and tab state."""
+
+from __future__ import annotations
+
+import pytest
+from test_profile_trt import graph, prof
+
+from workbench.profile import from_trtexec, total_ms
+from workbench.session import Session
+from workbench.ui.common import Status
+from workbench.ui.profile_tab import ProfileTab
+
+
+@pytest.fixture
+def tab(tmp_path):
+    session = Session("digits_cnn", cache_dir=tmp_path / "cache")
+    return ProfileTab(session, Status())
+
+
+def test_ort_profile_on_and_off(tab):
+    tab.iterations.value = 2
+    tab.ort_button.click()
+    assert tab.status.state == "ok", tab.status.message
+    assert tab.shown.value == "ort-cpu"
+    table = tab.profiles["ort-cpu"]
+    assert f"total {total_ms(table):.4g} ms" in tab.summary.value
+    assert len(tab.chart.data) >= 1 and tab.table_html.value.count("<tr>") == min(20, len(table)) + 1
+    tab.optimize.value = False
+    tab.ort_button.click()
+    off = tab.profiles["ort-cpu-noopt"]
+    assert off.column("name") == [n.name for n in tab.session.model.graph.node]
+    tab.view.value = "graph"
+    nodes = next(tr for tr in tab.chart.data if tr.name == "nodes")
+    assert any("<br>ms: " in h for h in nodes.hovertext)
+    for view in ("op type", "precision", "treemap"):
+        tab.view.value = view
+        assert len(tab.chart.data) >= 1
+
+
+def test_import_and_compare_a100_engines(tab):
+    for label in ("fp32", "fp16"):
+        tab.layers_path.value, tab.profile_path.value, tab.label.value = str(graph(label)), str(prof(label)), label
+        tab.import_button.click()
+        assert tab.status.state == "ok", tab.status.message
+    assert list(tab.profiles) == ["fp32", "fp16"]
+    assert tab.profiles["fp16"].column("name") == from_trtexec(graph("fp16"), prof("fp16")).column("name")
+    tab.compare_with.value = ("fp32",)
+    tab.compare_button.click()
+    assert tab.status.state == "error" and "at least two" in tab.status.message
+    tab.compare_with.value = ("fp32", "fp16")
+    tab.compare_button.click()
+    assert tab.status.state == "ok"
+    totals = tab.compare_totals_chart.data[0]
+    assert list(totals.y) == pytest.approx([total_ms(tab.profiles["fp32"]), total_ms(tab.profiles["fp16"])])
+    assert "fp32" in tab.compare_html.value and "speedup" in tab.compare_html.value
+    assert sum(tab.comparison.column("fp16_ms")) == pytest.approx(total_ms(tab.profiles["fp16"]))
+
+
+def test_mismatched_import_shows_error_and_keeps_state(tab):
+    tab.layers_path.value, tab.profile_path.value, tab.label.value = str(graph("fp32")), str(prof("fp32")), "ok"
+    tab.import_button.click()
+    tab.layers_path.value, tab.profile_path.value, tab.label.value = str(graph("fp32")), str(prof("fp16")), "bad"
+    tab.import_button.click()
+    assert tab.status.state == "error" and "different engines" in tab.status.message
+    assert "--exportProfile" in tab.status.hint
+    assert list(tab.profiles) == ["ok"] and tab.shown.value == "ok"
+    tab.map_to_model.value = True  # the A100 ResNet layers do not name the digits model's nodes
+    tab.profile_path.value = str(prof("fp32"))
+    tab.import_button.click()
+    assert tab.status.state == "error" and "names none of the model" in tab.status.message
+
+
+def test_engine_without_build_is_an_error(tab):
+    tab.engine_button.click()
+    assert tab.status.state == "error" and "Build tab" in tab.status.message
+
+
+def test_engine_built_here_shows_its_layers(tab):
+    pytest.importorskip("tensorrt_rtx")
+    from workbench.build import build_engine
+    from workbench.recipe import BuildSettings
+
+    build_engine(tab.session.model, BuildSettings(), cache_dir=tab.session.cache_dir)
+    tab.refresh_engines()
+    assert len(tab.engines.options) == 1
+    tab.engine_button.click()
+    assert tab.status.state == "ok", tab.status.message
+    label = tab.shown.value
+    assert label.startswith("engine:")
+    table = tab.profiles[label]
+    names = {n.name for n in tab.session.model.graph.node}
+    mapped = {n for ns in table.column("onnx_nodes") for n in ns}
+    assert mapped and mapped <= names and total_ms(table) == 0

@@ -1,0 +1,229 @@
+"""The Profile tab: per-layer timings from ONNX Runtime (this CPU) or imported trtexec JSON, charts, comparison.
+
+Profiles are kept by label in ``profiles`` ({label: timing Table}). Visible state lives in widget values so
+headless tests can assert it: ``shown.options``/``shown.value`` (the profile on display), ``summary.value``,
+``table_html.value`` (its slowest layers), ``chart`` (a FigureWidget, replaced per view), ``compare_with.options``,
+``compare_html.value`` and ``compare_chart``. Engines built in the Build tab can be opened too: their layers
+(what TensorRT fused, mapped to ONNX nodes) appear with zero times, since no GPU runs them here.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from ..backends.ort_profile import profile_feeds, profile_model
+from ..backends.trt_runtime import gpu_status
+from ..build import list_engines
+from ..errors import DataError
+from ..plots.profile import (
+    compare_layers,
+    compare_totals,
+    group_bar,
+    layer_bar,
+    precision_mix,
+    time_treemap,
+    timing_graph,
+)
+from ..profile import (
+    compare_profiles,
+    from_layer_times,
+    from_trtexec,
+    precision_counts,
+    profile_summary,
+    read_layer_info,
+    total_ms,
+)
+from ..table import Table
+from .common import Status
+
+__all__ = ["ProfileTab", "VIEWS"]
+
+VIEWS = ("layers", "op type", "precision", "treemap", "graph")
+
+
+def _rows_html(table: Table, top: int) -> str:
+    rows = table.sort_by("median_ms", descending=True).head(top).records()
+    body = "".join(
+        f"<tr><td>{html.escape(r['name'])}</td><td>{html.escape(', '.join(r['onnx_nodes']))}</td>"
+        f"<td>{html.escape(r['type'])}</td><td>{r['precision'] or '?'}</td><td>{r['median_ms']:.4g}</td>"
+        f"<td>{r['pct']:.1f}</td></tr>" for r in rows)
+    return ('<table class="wb-profile-rows"><thead><tr><th>layer</th><th>ONNX nodes</th><th>type</th>'
+            f"<th>precision</th><th>median ms</th><th>%</th></tr></thead><tbody>{body}</tbody></table>")
+
+
+class ProfileTab:
+    """Profile the current model with ONNX Runtime, import TensorRT timings, plot and compare them."""
+
+    title = "Profile"
+
+    def __init__(self, session: Any, status: Status) -> None:
+        self.session = session
+        self.status = status
+        self.profiles: dict[str, Table] = {}
+
+        # ONNX Runtime on this CPU
+        self.optimize = W.Checkbox(value=True, description="ORT graph optimisations", indent=False)
+        self.iterations = W.BoundedIntText(value=20, min=1, max=10000, description="iterations",
+                                           layout=W.Layout(width="180px"))
+        self.batch = W.BoundedIntText(value=1, min=1, max=4096, description="batch", layout=W.Layout(width="160px"))
+        self.ort_button = W.Button(description="Profile with ONNX Runtime", icon="clock-o", button_style="primary",
+                                   layout=W.Layout(width="230px"))
+        # trtexec files
+        self.layers_path = W.Text(placeholder="G.json from trtexec --exportLayerInfo", description="layer info",
+                                  layout=W.Layout(width="60%"))
+        self.profile_path = W.Text(placeholder="P.json from trtexec --exportProfile", description="profile",
+                                   layout=W.Layout(width="60%"))
+        self.label = W.Text(placeholder="label, e.g. a100-fp16", description="label", layout=W.Layout(width="300px"))
+        self.map_to_model = W.Checkbox(value=False, description="check layer names against the current model",
+                                       indent=False)
+        self.import_button = W.Button(description="Import trtexec JSON", icon="upload", layout=W.Layout(width="230px"))
+        # engines built in the Build tab
+        self.engines = W.Dropdown(options=[], description="engine", layout=W.Layout(width="70%"))
+        self.engine_button = W.Button(description="Open engine layers", icon="sitemap", layout=W.Layout(width="230px"))
+        reason = gpu_status()
+        self.gpu_note = W.HTML(
+            "<i>No GPU here: TensorRT engines cannot be timed on this machine. Time them on a device "
+            "(trtexec --exportLayerInfo/--exportProfile) and import the files; an engine built here shows its "
+            "layers with zero times.</i>" if reason else "")
+        # display
+        self.shown = W.Dropdown(options=[], description="profile", layout=W.Layout(width="420px"))
+        self.view = W.ToggleButtons(options=VIEWS, value="layers")
+        self.top = W.IntSlider(value=20, min=5, max=100, description="top N")
+        self.summary = W.HTML()
+        self.table_html = W.HTML()
+        self.chart = go.FigureWidget()
+        self._chart_box = W.Box([self.chart], layout=W.Layout(width="100%"))
+        # comparison
+        self.compare_with = W.SelectMultiple(options=[], description="compare", rows=4, layout=W.Layout(width="420px"))
+        self.compare_button = W.Button(description="Compare", icon="balance-scale", layout=W.Layout(width="160px"))
+        self.compare_html = W.HTML()
+        self.compare_chart = go.FigureWidget()
+        self.compare_totals_chart = go.FigureWidget()
+        self._compare_box = W.VBox([self.compare_totals_chart, self.compare_chart])
+
+        for w, css in ((self.ort_button, "wb-profile-ort"), (self.import_button, "wb-profile-import"),
+                       (self.summary, "wb-profile-summary"), (self.compare_button, "wb-profile-compare")):
+            w.add_class(css)
+        self.ort_button.on_click(self._on_ort)
+        self.import_button.on_click(self._on_import)
+        self.engine_button.on_click(self._on_engine)
+        self.compare_button.on_click(self._on_compare)
+        self.shown.observe(lambda _: self._render(), names="value")
+        self.view.observe(lambda _: self._render(), names="value")
+        self.top.observe(lambda _: self._render(), names="value")
+
+        self.widget = W.VBox([
+            W.HTML("<b>ONNX Runtime (this CPU)</b>"),
+            W.HBox([self.ort_button, self.optimize, self.iterations, self.batch]),
+            W.HTML("<b>TensorRT</b>"), self.gpu_note,
+            W.HBox([W.VBox([self.layers_path, self.profile_path]), W.VBox([self.label, self.map_to_model])]),
+            self.import_button,
+            W.HBox([self.engines, self.engine_button]),
+            W.HTML("<hr>"),
+            W.HBox([self.shown, self.top]), self.view, self.summary, self._chart_box, self.table_html,
+            W.HTML("<hr><b>Compare</b> (matched by ONNX node)"),
+            W.HBox([self.compare_with, self.compare_button]), self.compare_html, self._compare_box,
+        ])
+        self.refresh_engines()
+
+    # --- actions -----------------------------------------------------------------------------------------
+
+    def _on_ort(self, _button: Any = None) -> None:
+        model = self.session.model
+        label = f"ort-cpu{'' if self.optimize.value else '-noopt'}"
+        with self.status.guard("profiling with ONNX Runtime"):
+            feeds = profile_feeds(model, batch=self.batch.value)
+            table = profile_model(model, feeds, optimize=self.optimize.value, iterations=self.iterations.value)
+            self._add(label, table)
+
+    def _on_import(self, _button: Any = None) -> None:
+        layers = self.layers_path.value.strip() or None
+        prof = self.profile_path.value.strip() or None
+        label = self.label.value.strip() or (prof or layers or "trt").rsplit("/", 1)[-1].split(".")[0]
+        with self.status.guard("importing trtexec JSON"):
+            model = self.session.model if self.map_to_model.value else None
+            self._add(label, from_trtexec(layers, prof, model=model))
+
+    def refresh_engines(self) -> None:
+        """Re-list the engines built for this session (the Build tab's cache)."""
+        try:
+            metas = list_engines(getattr(self.session, "cache_dir", None))
+        except OSError:
+            metas = []
+        keep = self.engines.value
+        self._engine_meta = {m["engine_path"]: m for m in metas}
+        self.engines.options = [(f"{m['engine_path'].rsplit('/', 1)[-1]} · {m.get('backend')} · "
+                                 f"{m.get('layers')} layers", m["engine_path"]) for m in metas]
+        if metas:
+            self.engines.value = keep if keep in self._engine_meta else metas[0]["engine_path"]
+
+    def _on_engine(self, _button: Any = None) -> None:
+        self.refresh_engines()
+        with self.status.guard("reading engine layers"):
+            meta = self._engine_meta.get(self.engines.value)
+            if meta is None or not meta.get("engine_layers"):
+                raise DataError("no engine layers to show: build an engine in the Build tab first (its layer list "
+                                "comes from the builder's detailed log)", hint="click Build engine, then come back")
+            info = read_layer_info(meta["engine_layers"])
+            label = f"engine:{meta['engine_path'].rsplit('/', 1)[-1]}"
+            self._add(label, from_layer_times({layer.name: [0.0] for layer in info.layers}, info))
+
+    def _add(self, label: str, table: Table) -> None:
+        base, k = label, 2
+        while label in self.profiles:
+            label, k = f"{base}-{k}", k + 1
+        self.profiles[label] = table
+        self.shown.options = list(self.profiles)
+        self.compare_with.options = list(self.profiles)
+        self.shown.value = label
+        self._render()
+        self.status.ok(f"{label}: {len(table)} layers, {total_ms(table):.4g} ms")
+
+    def _on_compare(self, _button: Any = None) -> None:
+        with self.status.guard("comparing profiles"):
+            chosen = list(self.compare_with.value)
+            if len(chosen) < 2:
+                raise DataError(f"select at least two profiles to compare (selected {len(chosen)})",
+                                hint="ctrl/shift-click profiles in the compare list")
+            picked = {label: self.profiles[label] for label in chosen}
+            self.comparison = compare_profiles(picked)
+            summary = profile_summary(picked)
+            self.compare_html.value = summary._repr_html_()
+            self.compare_totals_chart = go.FigureWidget(compare_totals(picked))
+            self.compare_chart = go.FigureWidget(compare_layers(picked, top=self.top.value))
+            self.precision_chart = go.FigureWidget(precision_mix(picked))
+            self._compare_box.children = (self.compare_totals_chart, self.precision_chart, self.compare_chart)
+
+    # --- display -----------------------------------------------------------------------------------------
+
+    def _render(self) -> None:
+        label = self.shown.value
+        if label is None or label not in self.profiles:
+            return
+        table = self.profiles[label]
+        counts = ", ".join(f"{k} {v}" for k, v in precision_counts(table).items())
+        self.summary.value = (f"<b>{html.escape(label)}</b>: {len(table)} layers · total {total_ms(table):.4g} ms "
+                              f"(sum of per-layer medians) · {html.escape(counts)}")
+        top = self.top.value
+        view = self.view.value
+        model = self.session.model
+        names = {n.name for n in model.graph.node}
+        on_model = any(n in names for ns in table.column("onnx_nodes") for n in ns)
+        if view == "layers":
+            fig = layer_bar(table, top=top)
+        elif view == "op type":
+            fig = group_bar(table, "op_type", model=model if on_model else None)
+        elif view == "precision":
+            fig = group_bar(table, "precision")
+        elif view == "treemap":
+            fig = time_treemap(table, model=model if on_model else None)
+        else:
+            fig = timing_graph(model, table, title=None if on_model else
+                               "this profile's layers do not name the current model's nodes")
+        self.chart = go.FigureWidget(fig)
+        self._chart_box.children = (self.chart,)
+        self.table_html.value = _rows_html(table, top)
