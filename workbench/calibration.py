@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .backends.ort import OrtEngine, check_feeds, with_outputs
+from .backends.ort import check_feeds, low_memory_engine, with_outputs
 from .errors import CalibrationError, DataError, WorkbenchError
 from .fsio import read_json, write_json
 from .graph import model_bytes, sha256_bytes, tensor_infos
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 METHODS = ("max", "percentile", "entropy", "mse")
 MIN_SAMPLES = 100
 _SUMMARY_BINS = 128
+_CHUNK = 1 << 20
 
 
 class RunningHistogram:
@@ -71,7 +72,7 @@ class RunningHistogram:
         self.count = 0
 
     def update(self, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float32).ravel()
+        x = np.asarray(x, dtype=np.float32).reshape(-1)
         if x.size == 0:
             return
         lo, hi = float(x.min()), float(x.max())
@@ -88,11 +89,13 @@ class RunningHistogram:
             self.counts[:] = 0
             self.counts[: merged.size] = merged
             self.hist_max *= 2.0
-        idx = np.abs(x)
-        idx *= self.num_bins / self.hist_max
-        i = idx.astype(np.int32)
-        np.minimum(i, self.num_bins - 1, out=i)
-        self.counts += np.bincount(i, minlength=self.num_bins)
+        factor = np.float32(self.num_bins / self.hist_max)
+        for s in range(0, x.size, _CHUNK):  # bounded temporaries, whatever the tensor size
+            idx = np.abs(x[s : s + _CHUNK])
+            idx *= factor
+            i = idx.astype(np.int32)
+            np.minimum(i, self.num_bins - 1, out=i)
+            self.counts += np.bincount(i, minlength=self.num_bins)
 
     @property
     def amax(self) -> float:
@@ -407,7 +410,7 @@ def calibrate(
 
     graph_inputs = [i.name for i in model.graph.input]
     inner = [t for t in names if t not in graph_inputs]
-    engine = OrtEngine(with_outputs(model, inner), optimize=True)
+    engine = low_memory_engine(with_outputs(model, inner))
     hists = {t: RunningHistogram(num_bins) for t in names}
     h = hashlib.sha256()
     samples = 0

@@ -13,7 +13,7 @@ from ..graph import model_bytes, tensor_infos
 from ..table import Table
 from .base import Feeds
 
-__all__ = ["OrtBackend", "OrtEngine", "with_outputs", "check_feeds"]
+__all__ = ["OrtBackend", "OrtEngine", "with_outputs", "check_feeds", "low_memory_engine"]
 
 
 def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
@@ -123,3 +123,26 @@ class OrtBackend:
     def build(self, model: onnx.ModelProto, settings: Any = None, *, capture: tuple[str, ...] = ()) -> OrtEngine:
         optimize = True if settings is None else bool(getattr(settings, "optimize", settings))
         return OrtEngine(with_outputs(model, capture) if capture else model, optimize=optimize)
+
+
+def low_memory_engine(model: onnx.ModelProto, *, optimize: bool = True) -> OrtEngine:
+    """An :class:`OrtEngine` without ONNX Runtime's CPU memory arena, so memory is released after every run
+    (streamed calibration with many intermediate outputs keeps a bounded footprint)."""
+    import onnxruntime as ort
+
+    engine = OrtEngine.__new__(OrtEngine)
+    engine.model = model
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    opts.log_severity_level = 3
+    opts.enable_cpu_mem_arena = False
+    opts.enable_mem_pattern = False
+    try:
+        engine.session = ort.InferenceSession(model_bytes(model), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[0]}",
+                         hint="check the node named in the message; `workbench inspect` shows the graph") from exc
+    engine.output_names = [o.name for o in engine.session.get_outputs()]
+    return engine

@@ -1,0 +1,168 @@
+"""Calibration benchmark: our streamed calibration vs ONNX Runtime's MinMax, Entropy and Percentile calibrators.
+
+A ResNet-18-like CNN (generated, 224x224 inputs, 1000 classes, random He-initialised weights) and 64 samples.
+Each calibrator runs in its own child process (so peak RSS is its own: ``ru_maxrss``); all four run side by side
+in one invocation and the ratios to ORT's Entropy calibrator are printed. Target: time <= 1x, peak memory
+<= 0.25x of ORT Entropy. Also prints ONNX Runtime CPU throughput of the FP32 model and of our INT8 Q/DQ model.
+
+    .venv/bin/python benchmarks/bench_calibration.py [--samples 64] [--batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def resnet18_like(classes: int = 1000, seed: int = 0) -> onnx.ModelProto:
+    """ResNet-18 topology (BatchNorm folded into conv biases): 7x7 stem, 4 stages of 2 basic blocks, GAP, FC."""
+    rng = np.random.default_rng(seed)
+    inits: list[TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def conv(x: str, cin: int, cout: int, k: int, stride: int, name: str, relu: bool = True) -> str:
+        w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"{name}.weight"))
+        inits.append(numpy_helper.from_array((0.01 * rng.standard_normal(cout)).astype(np.float32), f"{name}.bias"))
+        nodes.append(helper.make_node("Conv", [x, f"{name}.weight", f"{name}.bias"], [f"{name}.out"], name=name,
+                                      kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4))
+        if not relu:
+            return f"{name}.out"
+        nodes.append(helper.make_node("Relu", [f"{name}.out"], [f"{name}.relu"], name=f"{name}.relu"))
+        return f"{name}.relu"
+
+    x = conv("input", 3, 64, 7, 2, "stem")
+    nodes.append(helper.make_node("MaxPool", [x], ["pool"], name="pool", kernel_shape=[3, 3], strides=[2, 2],
+                                  pads=[1, 1, 1, 1]))
+    x, cin = "pool", 64
+    for stage, cout in enumerate((64, 128, 256, 512)):
+        for block in range(2):
+            stride = 2 if stage > 0 and block == 0 else 1
+            name = f"layer{stage + 1}.{block}"
+            h = conv(x, cin, cout, 3, stride, f"{name}.conv1")
+            h = conv(h, cout, cout, 3, 1, f"{name}.conv2", relu=False)
+            skip = conv(x, cin, cout, 1, stride, f"{name}.down", relu=False) if (stride != 1 or cin != cout) else x
+            nodes.append(helper.make_node("Add", [h, skip], [f"{name}.add"], name=f"{name}.add"))
+            nodes.append(helper.make_node("Relu", [f"{name}.add"], [f"{name}.out"], name=f"{name}.out"))
+            x, cin = f"{name}.out", cout
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"))
+    w = (rng.standard_normal((classes, 512)) * np.sqrt(1.0 / 512)).astype(np.float32)
+    inits += [numpy_helper.from_array(w, "fc.weight"), numpy_helper.from_array(np.zeros(classes, np.float32), "fc.bias")]
+    nodes.append(helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc", transB=1))
+    graph = helper.make_graph(nodes, "resnet18_like",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="bench_calibration")
+    model.ir_version = 8
+    return model
+
+
+def _child(kind: str, model_path: str, data_path: str, batch: int, out_path: str) -> None:
+    """Run one calibrator; print JSON with seconds and peak RSS (MiB) of this process."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    data = np.load(data_path)["input"]
+    start = time.perf_counter()
+    if kind == "workbench":
+        from workbench.calibration import calibrate
+        from workbench.graph import load_model
+
+        cache = calibrate(load_model(model_path), data_path, method="entropy", batch_size=batch)
+        cache.save(Path(out_path).parent)
+        tensors = len(cache.tensors)
+    else:
+        from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.it = iter([{"input": data[i : i + batch]} for i in range(0, len(data), batch)])
+
+            def get_next(self) -> dict | None:
+                return next(self.it, None)
+
+        method = {"ort-minmax": CalibrationMethod.MinMax, "ort-entropy": CalibrationMethod.Entropy,
+                  "ort-percentile": CalibrationMethod.Percentile}[kind]
+        with tempfile.TemporaryDirectory() as tmp:
+            calibrator = create_calibrator(model_path, None, augmented_model_path=str(Path(tmp) / "aug.onnx"),
+                                           calibrate_method=method)
+            calibrator.collect_data(Reader())
+            ranges = calibrator.compute_data()
+            tensors = len(ranges.data) if hasattr(ranges, "data") else len(ranges)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"kind": kind, "seconds": seconds, "peak_rss_mb": peak, "tensors": tensors}))
+
+
+def _throughput(model: onnx.ModelProto, x: np.ndarray, runs: int = 5) -> float:
+    from workbench.backends.ort import OrtEngine
+
+    engine = OrtEngine(model)
+    engine.run({"input": x})
+    start = time.perf_counter()
+    for _ in range(runs):
+        engine.run({"input": x})
+    return runs * len(x) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--child", nargs=4, metavar=("KIND", "MODEL", "DATA", "OUT"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        _child(args.child[0], args.child[1], args.child[2], args.batch, args.child[3])
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        model = resnet18_like()
+        model_path, data_path = Path(tmp) / "resnet18_like.onnx", Path(tmp) / "calib.npz"
+        onnx.save(model, model_path)
+        rng = np.random.default_rng(1)
+        np.savez(data_path, input=rng.standard_normal((args.samples, 3, 224, 224)).astype(np.float32))
+        print(f"ResNet-18-like, 224x224, {args.samples} samples, batch {args.batch}, "
+              f"{sum(int(np.prod(i.dims)) for i in model.graph.initializer) / 1e6:.1f} M params")
+        results = {}
+        for kind in ("workbench", "ort-minmax", "ort-entropy", "ort-percentile"):
+            proc = subprocess.run([sys.executable, __file__, "--batch", str(args.batch), "--child", kind,
+                                   str(model_path), str(data_path), str(Path(tmp) / "out" / "x")],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"{kind}: failed\n{proc.stderr[-2000:]}")
+                continue
+            results[kind] = json.loads(proc.stdout.strip().splitlines()[-1])
+        ref = results.get("ort-entropy")
+        print(f"{'calibrator':<16}{'tensors':>8}{'seconds':>10}{'peak MiB':>10}{'time/ORT-ent':>14}{'mem/ORT-ent':>13}")
+        for kind, r in results.items():
+            tr = r["seconds"] / ref["seconds"] if ref else float("nan")
+            mr = r["peak_rss_mb"] / ref["peak_rss_mb"] if ref else float("nan")
+            print(f"{kind:<16}{r['tensors']:>8}{r['seconds']:>10.2f}{r['peak_rss_mb']:>10.0f}{tr:>14.2f}{mr:>13.2f}")
+        print("(workbench computes max, percentile, entropy and mse thresholds in that one run; ORT calibrates "
+              "every float tensor, the workbench only the tensors that get Q/DQ)")
+
+        from workbench.graph import load_model
+        from workbench.precision import ScaleCache, quantize_model
+
+        cache_file = next((Path(tmp) / "out" / "scales").glob("*.json"), None)
+        if cache_file is not None:
+            fp32 = load_model(model_path)
+            int8 = quantize_model(fp32, ScaleCache.load(cache_file))
+            x = np.load(data_path)["input"][: args.batch]
+            a, b = _throughput(fp32, x), _throughput(int8, x)
+            print(f"ONNX Runtime CPU throughput, batch {args.batch}: fp32 {a:.1f} img/s, int8 Q/DQ (TensorRT "
+                  f"placement) {b:.1f} img/s, ratio {b / a:.2f}")
+
+
+if __name__ == "__main__":
+    main()
