@@ -127,3 +127,28 @@ def test_set_shapes_action_on_dynamic_model() -> None:
     tab.apply_button.click()
     assert tab.status.state == "ok", tab.status.message
     assert tab.session.summary()["outputs"][0]["shape"] == [1, 2, 32, 32]
+
+
+def test_graph_rings_the_selection_and_colours_the_last_change(tab: EditTab) -> None:
+    from types import SimpleNamespace
+
+    assert tab.show_graph.value is True
+    ring = next(t for t in tab.graph.data if t.name == "highlight")
+    assert len(ring.x) == 0
+    tab.select(["block1.conv", "fc"])
+    ring = next(t for t in tab.graph.data if t.name == "highlight")
+    assert len(ring.x) == 2
+    nodes = next(t for t in tab.graph.data if t.name == "nodes")
+    tab._on_graph_click(nodes, SimpleNamespace(point_inds=[list(nodes.customdata).index("fc")]))  # a click on fc
+    assert tab.selection == ["block1.conv"]
+    tab.action.value = "fuse BatchNorm into Conv/Gemm"
+    tab.apply_button.click()
+    nodes = next(t for t in tab.graph.data if t.name == "nodes")
+    assert len(nodes.customdata) == 10  # redrawn for the edited model
+    legend = {t.name for t in tab.graph.data if t.legendgroup == "values"}
+    assert legend == {"changed"}  # the three Convs that absorbed a BatchNorm are coloured
+    grey = {c for c, name in zip(nodes.marker.color, nodes.customdata) if not name.endswith(".conv")}
+    coloured = {c for c, name in zip(nodes.marker.color, nodes.customdata) if name.endswith(".conv")}
+    assert len(coloured) == 1 and not coloured & grey
+    tab.show_graph.value = False
+    assert tab.graph.data == ()

@@ -3,7 +3,9 @@
 Visible state lives in widget values (``nodes.options``/``nodes.value``, ``preview_html.value``,
 ``recipe_json.value``, ``history.options``, button ``disabled`` flags) so headless tests can assert it.
 ``selection`` (selected node names) and ``last_change`` (nodes added/removed/changed by the last
-step) are what the graph view highlights. Each button makes one Session call inside ``status.guard``.
+step) are what the graph view highlights: the tab's own graph rings the selection and colours the nodes
+the last step added or changed; clicking a node there toggles it in the selection. Each button makes
+one Session call inside ``status.guard``.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ipywidgets as W
+import plotly.graph_objects as go
 
 from .. import recipe as R
 from ..edits import describe
 from ..errors import EditError
+from ..plots.graph_view import GraphLayout, graph_figure, graph_layout, points
 from .common import Status
 
-__all__ = ["EditTab", "ACTIONS", "build_edits", "match_nodes", "parse_shapes"]
+__all__ = ["EditTab", "ACTIONS", "GRAPH_NODES", "build_edits", "match_nodes", "parse_shapes"]
+
+GRAPH_NODES = 600  # draw the graph by default up to this many nodes (the checkbox turns it on for bigger ones)
 
 # action label -> (needs selected nodes, needs which text fields)
 ACTIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
@@ -208,10 +214,16 @@ class EditTab:
         self.load_button = W.Button(description="Load recipe", icon="upload", layout=W.Layout(width="120px"))
         self.export_path = W.Text(value="edited.onnx", description="model", layout=W.Layout(width="380px"))
         self.export_button = W.Button(description="Export ONNX", icon="download", layout=W.Layout(width="120px"))
+        self.show_graph = W.Checkbox(value=len(session.model.graph.node) <= GRAPH_NODES, description="graph",
+                                     indent=False, layout=W.Layout(width="90px"))
+        self.graph = go.FigureWidget()
+        self._layout: GraphLayout | None = None
+        self._layout_digest: str | None = None
 
         self.select_button.on_click(lambda _b: self.select_matching())
         self.clear_button.on_click(lambda _b: self.select([]))
-        self.nodes.observe(lambda _c: self._show_count(), "value")
+        self.nodes.observe(lambda _c: self._on_selection(), "value")
+        self.show_graph.observe(lambda _c: self._draw_graph(), "value")
         self.action.observe(lambda _c: self._show_fields(), "value")
         self.preview_button.on_click(lambda _b: self._on_preview())
         self.apply_button.on_click(lambda _b: self._on_apply())
@@ -223,7 +235,8 @@ class EditTab:
 
         self._fields = {"op": self.op, "name": self.name, "attributes": self.attributes, "inputs": self.inputs,
                         "outputs": self.outputs, "shapes": self.shapes}
-        left = W.VBox([W.HBox([self.pattern, self.select_button, self.clear_button]), self.count, self.nodes],
+        left = W.VBox([W.HBox([self.pattern, self.select_button, self.clear_button]),
+                       W.HBox([self.count, self.show_graph]), self.nodes],
                       layout=W.Layout(width="45%", min_width="340px"))
         form = W.VBox([self.action, *self._fields.values(),
                        W.HBox([self.preview_button, self.apply_button, self.undo_button, self.redo_button]),
@@ -231,7 +244,7 @@ class EditTab:
         right = W.VBox([W.HTML("<b>history</b>"), self.history, W.HTML("<b>recipe</b>"), self.recipe_json,
                         W.HBox([self.recipe_path, self.save_button, self.load_button]),
                         W.HBox([self.export_path, self.export_button])])
-        self.widget = W.VBox([W.HBox([left, form]), right])
+        self.widget = W.VBox([W.HBox([left, form]), self.graph, right])
         self._show_fields()
         self.refresh()
         session.on_change(lambda _s: self.refresh())
@@ -283,6 +296,46 @@ class EditTab:
         self.change_html.value = "" if change.get("action") == "open" else _diff_html(
             {**change, "edit": f"last {change.get('action')}: {change.get('edit')}"})
         self._show_count()
+        self._draw_graph()
+
+    # --- the graph: selection ringed, last change coloured -------------------------------------------
+
+    def _draw_graph(self) -> None:
+        if not self.show_graph.value:
+            self.graph.data = ()
+            return
+        model = self.session.model
+        if self._layout is None or self._layout_digest != self.session.digest:
+            self._layout = graph_layout(model)
+            self._layout_digest = self.session.digest
+        change = self.session.last_change
+        marks = {n: "changed" for n in change.get("changed") or []}
+        marks.update({n: "added" for n in change.get("added") or []})
+        fig = graph_figure(self._layout, highlight=self.selection, color_by=marks or None,
+                           color_title="last change" if marks else "")
+        with self.graph.batch_update():
+            self.graph.data = ()
+            self.graph.add_traces(fig.data)
+            self.graph.layout = fig.layout
+        nodes = next((t for t in self.graph.data if t.name == "nodes"), None)
+        if nodes is not None:
+            nodes.on_click(self._on_graph_click)
+
+    def _on_graph_click(self, trace: Any, pts: Any, _state: Any = None) -> None:
+        """Toggle the clicked node in the selection."""
+        names = [trace.customdata[i] for i in getattr(pts, "point_inds", [])]
+        current = self.selection
+        for n in names:
+            current = [c for c in current if c != n] if n in current else [*current, n]
+        self.select(current)
+
+    def _on_selection(self) -> None:
+        self._show_count()
+        if self._layout is None or not self.graph.data:
+            return
+        ring = next((t for t in self.graph.data if t.name == "highlight"), None)
+        if ring is not None:
+            ring.x, ring.y = points(self._layout, self.selection)
 
     @staticmethod
     def _settings_label(prev: R.Recipe, cur: R.Recipe) -> str:
