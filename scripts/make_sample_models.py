@@ -257,10 +257,15 @@ split is the first {CALIB_SAMPLES} training images.
   positions, 2 pre-norm encoder layers (4-head attention as MatMul/Softmax, LayerNormalization, MLP with
   GELU, which opset 17 spells as Div/Erf/Add/Mul), mean over tokens, LayerNormalization, linear head.
   Dynamic batch.
-- **fcn_dynamic**: stride-1 Conv-BN-ReLU with dilations 1, 2, 4 and a 1x1 classifier; dynamic `batch`,
-  `height`, `width`. Trained briefly (300 Adam steps on 24x24 images) on a deterministic synthetic task:
+- **fcn_dynamic**: stride-1 Conv-BN-ReLU with dilations 1, 2, 4 and a 1x1 classifier (exported in EVAL
+  mode, so its BatchNormalization is folded into the convolutions); dynamic `batch`, `height`, `width`. Trained briefly (300 Adam steps on 24x24 images) on a deterministic synthetic task:
   noisy images with random coloured rectangles, each pixel labelled 1 when it lies in a red-dominant
   rectangle. Its pixel accuracy is measured on 40x40 images (a size it never saw).
+
+Regenerating reproduces these files byte for byte with the same PyTorch, scikit-learn and ONNX Runtime
+versions on the same kind of CPU (checked twice here); elsewhere float rounding can change the weights
+slightly, so the sha256 below and tests/test_samples.py (which reads them and the accuracies from this file)
+must be updated together with the models.
 
 Data files (`input` keyed by the models' input name, first axis = samples):
 

@@ -110,6 +110,15 @@ def test_external_data_loads_into_memory(tmp_path: Path) -> None:
     np.testing.assert_array_equal(_ort(model, feeds)[0], _ort(ref, feeds)[0])
 
 
+def test_in_memory_model_with_unloaded_external_data(tmp_path: Path) -> None:
+    path = external_data_model(tmp_path)
+    bare = onnx.load(str(path), load_external_data=False)
+    for source, where in ((bare, "the given ModelProto"), (bare.SerializeToString(), "the given bytes")):
+        err = _expect_model_error(source, names=where, says="external data that is not loaded")
+        assert "external.onnx.data" in err.message and "fc0.weight" in err.message
+        assert "load_external_data_for_model" in err.hint
+
+
 def _point_data_at(path: Path, location: str) -> None:
     bare = onnx.load(str(path), load_external_data=False)
     for t in bare.graph.initializer:

@@ -90,8 +90,10 @@ def load_model(
     """
     if isinstance(source, onnx.ModelProto):
         model, where = _copy(source), "the given ModelProto"
+        _refuse_unloaded_external_data(model, where)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         model, where = _parse(source, "the given bytes"), "the given bytes"
+        _refuse_unloaded_external_data(model, where)
     elif isinstance(source, (str, os.PathLike)):
         path = _resolve(source)
         model, where = _load_file(path), str(path)
@@ -174,6 +176,19 @@ def _external_tensors(model: onnx.ModelProto) -> list[TensorProto]:
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     return [t for t in _get_all_tensors(model) if uses_external_data(t)]
+
+
+def _refuse_unloaded_external_data(model: onnx.ModelProto, where: str) -> None:
+    tensors = _external_tensors(model)
+    if tensors:
+        t = tensors[0]
+        location = next((e.value for e in t.external_data if e.key == "location"), "?")
+        raise ModelError(
+            f"{where} refers to external data that is not loaded (tensor '{t.name}' lives in '{location}'"
+            f"{f' and {len(tensors) - 1} more' if len(tensors) > 1 else ''})",
+            hint="load the model from its .onnx path (its folder holds the data file), or call "
+            "onnx.load_external_data_for_model(model, folder) first",
+        )
 
 
 def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
