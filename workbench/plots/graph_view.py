@@ -305,18 +305,21 @@ def graph_figure(
         go.Scattergl(x=sx, y=sy, mode="markers", name="selected", showlegend=False, hoverinfo="skip",
                      marker=dict(symbol="circle-open", color="#000000", size=size + 14, line=dict(width=3))),
     ]
+    xs = list(lay.x) + list(lay.io_x) + [x for x in lay.edge_x if x is not None]
+    xmin, xmax = min(xs, default=0.0), max(xs, default=0.0)
     layers = -min(min(lay.y, default=0.0), min(lay.io_y, default=0.0)) + 1
     fig = go.Figure(data=traces + legend)
     fig.update_layout(
         title=title,
         height=height or int(min(900, max(380, 40 * layers))),
-        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        margin=dict(l=10, r=10, t=(40 if title else 10) + (30 if legend else 0), b=10),
         hovermode="closest",
         clickmode="event",
         dragmode="pan",
         plot_bgcolor="white",
-        legend=dict(itemsizing="constant", font=dict(size=10)),
-        xaxis=dict(visible=False),
+        legend=dict(itemsizing="constant", font=dict(size=10), orientation="h", x=0, xanchor="left", y=1,
+                    yanchor="bottom"),
+        xaxis=dict(visible=False, range=[xmin - 0.6, xmax + (2.5 if show_labels else 0.8)]),
         yaxis=dict(visible=False),
     )
     return fig

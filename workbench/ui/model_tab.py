@@ -27,7 +27,7 @@ ALL_OPS = "all ops"
 
 def _num(n: int | None, unit: str = "") -> str:
     if n is None:
-        return "unknown"
+        return f"{unit} unknown".strip()
     for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(n) >= scale:
             return f"{n / scale:.3g} {suffix}{unit}"
@@ -63,7 +63,7 @@ def _summary_html(info: Mapping[str, Any]) -> str:
         '<table class="wb-io"><tr><th></th><th>tensor</th><th>dtype</th><th>shape</th></tr>'
         f"{tensors('input', info['inputs'])}{tensors('output', info['outputs'])}</table>"
         f"<p><b>nodes</b> {info['nodes']} · <b>params</b> {info['params']:,} · <b>opset</b> {info['opset']} · "
-        f"<b>FLOPs</b> {flops}</p><p><b>ops</b> {ops}</p></div>"
+        f"<b>FLOPs</b> {flops}{' (some shapes are not static)' if info['flops'] is None else ''}</p><p><b>ops</b> {ops}</p></div>"
     )
 
 
@@ -129,6 +129,7 @@ class ModelTab:
     """Summary, layer table with filters, graph view, node details and the TensorRT check."""
 
     title = "Model"
+    graph_width = 560
 
     def __init__(self, session: Any, status: Status) -> None:
         self.session = session
@@ -143,10 +144,10 @@ class ModelTab:
 
         self.summary = W.HTML()
         self.filter = W.Text(placeholder="name or op contains…", description="filter", continuous_update=True,
-                             layout=W.Layout(width="260px"))
-        self.op = W.Dropdown(options=[ALL_OPS], value=ALL_OPS, description="op", layout=W.Layout(width="220px"))
+                             layout=W.Layout(width="98%"))
+        self.op = W.Dropdown(options=[ALL_OPS], value=ALL_OPS, description="op", layout=W.Layout(width="98%"))
         self.count = W.Label()
-        self.rows = W.Select(options=[], rows=14, layout=W.Layout(width="100%"))
+        self.rows = W.Select(options=[], rows=14, layout=W.Layout(width="98%"))
         self.details = W.HTML(value="<i>select a layer in the table or click a node in the graph</i>")
         self.shapes = W.Text(placeholder="input:1x3x224x224 (optional)", description="shapes",
                              layout=W.Layout(width="360px"))
@@ -154,15 +155,20 @@ class ModelTab:
                                      layout=W.Layout(width="200px"))
         self.report = W.HTML()
         self.graph = go.FigureWidget()
-        self._graph_box = W.Box([self.graph], layout=W.Layout(width="60%", min_width="420px"))
+        self._graph_box = W.Box([self.graph], layout=W.Layout(overflow="auto"))
 
+        for w, css in ((self.summary, "wb-model-summary"), (self.filter, "wb-filter"), (self.op, "wb-op"),
+                       (self.count, "wb-count"), (self.rows, "wb-rows"), (self.details, "wb-details"),
+                       (self.shapes, "wb-shapes"), (self.check_button, "wb-check-button"),
+                       (self.report, "wb-report")):
+            w.add_class(css)  # stable hooks for the browser test and for styling
         self.filter.observe(lambda _: self._apply_filter(), "value")
         self.op.observe(lambda _: self._apply_filter(), "value")
         self.rows.observe(self._on_row, "value")
         self.check_button.on_click(self._on_check)
 
-        left = W.VBox([W.HBox([self.filter, self.op]), self.count, self.rows, self.details],
-                      layout=W.Layout(width="40%", min_width="360px"))
+        left = W.VBox([self.filter, self.op, self.count, self.rows, self.details],
+                      layout=W.Layout(flex="0 0 430px", width="430px", overflow="hidden"))
         self.widget = W.VBox([
             self.summary,
             W.HBox([left, self._graph_box]),
@@ -201,6 +207,8 @@ class ModelTab:
         self.report.value = ""
 
     def _set_figure(self, fig: go.Figure) -> None:
+        # plotly >= 6 FigureWidgets do not follow their container's width: give them one
+        fig.update_layout(width=self.graph_width)
         self.graph = go.FigureWidget(fig)
         self._graph_box.children = (self.graph,)
         self._trace("nodes").on_click(self._on_graph_click)

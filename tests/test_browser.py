@@ -1,0 +1,168 @@
+"""Real browser: the quickstart notebook in JupyterLab, in Debian's chromium through Playwright.
+
+JupyterLab runs on a free localhost port with a token and isolated Jupyter/IPython settings, on a copy
+of notebooks/01_quickstart.ipynb (autosave must never write outputs into the committed notebook).
+The test runs all cells, checks the dashboard rendered (no "Error displaying widget", the Model tab,
+the plotly graph), then uses the controls and asserts what the kernel sent back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workbench.graph import load_model
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "notebooks" / "01_quickstart.ipynb"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOT_COPY = Path("/tmp/wb_lab.png")
+TOKEN = "wb-browser-test"
+KERNEL_IDLE = """() => {
+  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+  return !!(k && k.status === 'idle' && k.connectionStatus === 'connected');
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _lab_env(tmp: Path) -> dict[str, str]:
+    dirs = {name: tmp / sub for name, sub in (
+        ("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("IPYTHONDIR", "ipython"), ("JUPYTERLAB_SETTINGS_DIR", "lab-settings"),
+        ("JUPYTERLAB_WORKSPACES_DIR", "lab-workspaces"))}
+    for d in dirs.values():
+        d.mkdir(parents=True)
+    # no "get notified about official Jupyter news?" popup over the page
+    news = dirs["JUPYTERLAB_SETTINGS_DIR"] / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    return dict(os.environ, **{k: str(v) for k, v in dirs.items()})
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(QUICKSTART, root / QUICKSTART.name)
+    port = _free_port()
+    log = open(tmp_path / "lab.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}",
+         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
+         "--LabApp.expose_app_in_browser=True", "--ServerApp.open_browser=False"],
+        env=_lab_env(tmp_path), cwd=root, stdout=subprocess.DEVNULL, stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            if proc.poll() is not None or _up(url):
+                break
+            time.sleep(0.5)
+        if proc.poll() is not None or not _up(url):
+            pytest.fail("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()[-2000:])
+        yield url, tmp_path
+    finally:
+        _shutdown(url, proc)
+        log.close()
+
+
+def _up(url: str) -> bool:
+    try:
+        urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=1)
+        return True
+    except Exception:
+        return False
+
+
+def _shutdown(url: str, proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            req = urllib.request.Request(f"{url}/api/shutdown", method="POST",
+                                         headers={"Authorization": f"token {TOKEN}"})
+            urllib.request.urlopen(req, timeout=10)
+        except Exception:
+            proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_quickstart_dashboard_renders_and_reacts(lab: tuple[str, Path]):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, tmp = lab
+    model = load_model("digits_cnn")
+    nodes = len(model.graph.node)
+    convs = sum(n.op_type == "Conv" for n in model.graph.node)
+    gemms = [n.name for n in model.graph.node if n.op_type == "Gemm"]
+    assert convs > 1 and len(gemms) == 1  # what the assertions below rely on
+    shot = tmp / "lab.png"
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/lab/tree/{QUICKSTART.name}?token={TOKEN}")
+            page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+            dash = page.locator(".jp-OutputArea-output .wb-dashboard")
+            try:
+                expect(dash).to_be_visible(timeout=120_000)
+            except AssertionError:
+                page.screenshot(path=str(shot))
+                errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+                pytest.fail("the dashboard did not render; cell errors: "
+                            + " | ".join(errors.all_inner_texts())[-3000:] + f" (screenshot {shot})")
+            expect(dash.locator(".lm-TabBar-tab", has_text="Model").first).to_be_visible(timeout=30_000)
+            expect(dash.locator(".wb-summary-line")).to_contain_text(f"{nodes} nodes")
+            expect(dash.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
+            count = dash.locator(".wb-count")
+            # the notebook's last cell filtered to Conv from Python: the front end shows what the kernel set
+            expect(count).to_have_text(f"{convs} of {nodes} layers", timeout=120_000)
+            page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+            assert page.locator("text=Error displaying widget").count() == 0
+
+            # now the user's turn: all ops, type a filter, the table answers from the kernel
+            dash.locator(".wb-op select").select_option("all ops")
+            expect(count).to_have_text(f"{nodes} of {nodes} layers", timeout=30_000)
+            dash.locator(".wb-filter input").fill("gemm")
+            expect(count).to_have_text(f"1 of {nodes} layers", timeout=30_000)
+            rows = dash.locator(".wb-rows select option")
+            expect(rows).to_have_count(1, timeout=30_000)
+            assert gemms[0] in rows.first.inner_text()
+
+            # pick the row: the kernel answers with the node's details
+            dash.locator(".wb-rows select").select_option(index=0)
+            expect(dash.locator(".wb-details .wb-node-name")).to_have_text(gemms[0], timeout=30_000)
+            expect(dash.locator(".wb-details .wb-node-op")).to_have_text("Gemm")
+            assert page.locator("text=Error displaying widget").count() == 0
+            dash.evaluate("e => e.scrollIntoView({block: 'start'})")
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(shot), full_page=False)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    shutil.copy(shot, SCREENSHOT_COPY)
