@@ -50,6 +50,8 @@ def test_build_click_builds_in_a_worker_and_lists_the_engine(tab):
     assert tab.progress.value == 1.0 and "Input filename" in tab.log.value
     assert tab.engines.value == str(r.engine_path) and len(tab.engines.options) == 1
     assert f"--saveEngine={r.engine_path}" in tab.trtexec.value
+    assert "min [1, 3, 16, 16] opt [1, 3, 32, 32] max [2, 3, 64, 64]" in tab.engine_details.value
+    assert r.model_sha256[:12] in tab.engine_details.value and f"<b>{tab.session.model.graph.output[0].name}</b> float32" in tab.engine_details.value
     assert tab.session.recipe.build.opt_level == 1  # the settings went into the recipe
     assert tab.session.recipe.build.profiles[0].max == (2, 3, 64, 64)
     assert not tab.build_button.disabled and tab.cancel_button.disabled

@@ -47,6 +47,7 @@ class BuildTab:
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
         self._prefill = ""
+        self._metas: dict[str, dict[str, Any]] = {}
 
         self._status = backend_status()
         options = [("auto", "auto")] + [
@@ -67,6 +68,7 @@ class BuildTab:
         self.log = W.Textarea(value="", description="log", disabled=True,
                               layout=W.Layout(width="100%", height="160px"))
         self.engines = W.Select(options=[], description="engines", rows=5, layout=W.Layout(width="100%"))
+        self.engine_details = W.HTML()
         self.trtexec = W.Textarea(value="", description="trtexec", disabled=True,
                                   layout=W.Layout(width="100%", height="60px"))
         reason = gpu_status()
@@ -80,6 +82,7 @@ class BuildTab:
             w.observe(self._refresh_trtexec, names="value")
         self.build_button.on_click(self._on_build)
         self.cancel_button.on_click(self._on_cancel)
+        self.engines.observe(self._show_engine, names="value")
         session.on_change(self._on_session)
 
         self.widget = W.VBox([
@@ -88,7 +91,7 @@ class BuildTab:
             W.HBox([self.opt_level, self.workspace]),
             self.profiles, self.profiles_note, self.in_process,
             W.HBox([self.build_button, self.cancel_button, self.progress, self.phase]),
-            self.log, self.engines, self.trtexec,
+            self.log, self.engines, self.engine_details, self.trtexec,
         ])
         self._load_settings(getattr(session.recipe, "build", None))
         self._on_backend()
@@ -124,8 +127,26 @@ class BuildTab:
         self._refresh_trtexec()
 
     def _refresh_engines(self) -> None:
-        metas = list_engines(self.session.cache_dir)
-        self.engines.options = [(_engine_label(m), m["engine_path"]) for m in metas]
+        self._metas = {m["engine_path"]: m for m in list_engines(self.session.cache_dir)}
+        self.engines.options = [(_engine_label(m), path) for path, m in self._metas.items()]
+
+    def _show_engine(self, _change: Any = None) -> None:
+        meta = self._metas.get(self.engines.value or "")
+        if meta is None:
+            self.engine_details.value = ""
+            return
+        esc = html.escape
+        io = "".join(f"<li>{esc(t['mode'])} <b>{esc(t['name'])}</b> {esc(t['dtype'])} {t['shape']}</li>"
+                     for t in meta.get("io", []))
+        prof = "".join(f"<li>{esc(p['input'])}: min {p['min']} opt {p['opt']} max {p['max']}</li>"
+                       for p in meta.get("profiles", []))
+        fused = sum(1 for la in meta.get("engine_layers", []) if len(la.get("onnx_nodes", [])) > 1)
+        self.engine_details.value = (
+            f'<div class="wb-engine"><p><b>{esc(str(meta.get("engine_path")))}</b> · model sha256 '
+            f'{esc(str(meta.get("model_sha256", ""))[:12])}… · recipe {esc(str(meta.get("recipe_digest") or "-")[:12])} · '
+            f'{meta.get("layers")} engine layers ({fused} fused from several ONNX nodes) · opt level '
+            f'{meta.get("opt_level")} · built {esc(str(meta.get("created", "")))}</p>'
+            f"<p>I/O:</p><ul>{io}</ul>" + (f"<p>profiles:</p><ul>{prof}</ul>" if prof else "") + "</div>")
 
     def _on_backend(self, _change: Any = None) -> None:
         why = self._status.get(self.backend.value)
