@@ -57,3 +57,17 @@ def test_cli_template_and_errors(tmp_path, capsys) -> None:
     newer.write_text(json.dumps({"schema_version": 99, "edits": []}))
     assert main(["edit", str(src), str(newer), "-o", str(tmp_path / "o3.onnx"), "--json"]) == 1
     assert "newer" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_cli_inline_kinds_are_a_template(tmp_path, capsys) -> None:
+    src = tmp_path / "m.onnx"
+    onnx.save_model(conv_bn_relu_model(), src)
+    out = tmp_path / "clean.onnx"
+    assert main(["edit", str(src), "fold_constants,fuse_batchnorm,remove_identity", "-o", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["applied"] == ["fold_constants", "fuse_batchnorm", "remove_identity"]
+    session = Session(src, recipe=R.Recipe(edits=(R.FoldConstants(), R.FuseBatchNorm(), R.RemoveIdentity())))
+    assert out.read_bytes() == session.export(tmp_path / "session.onnx").read_bytes()
+    assert main(["edit", str(src), "fold_constants,bypass_node", "-o", str(out), "--json"]) == 1
+    err = json.loads(capsys.readouterr().out)  # bypass_node needs a node: not a bare kind, so not inline
+    assert "cannot read recipe fold_constants,bypass_node" in err["error"] and "fuse_batchnorm" in err["hint"]
