@@ -224,3 +224,18 @@ def test_quantize_edit_scales_travel_with_the_saved_recipe(tmp_path, cli_path) -
     assert out.read_bytes() == exported.read_bytes()
     again = Session.load(tmp_path / "recipes" / "q.json")
     assert again.cache_dir == tmp_path / "recipes" / "q.cache" and model_bytes(again.model) == exported.read_bytes()
+
+
+def test_external_data_model_session_exports_a_self_contained_copy(tmp_path) -> None:
+    from tests.models import external_data_model
+
+    path = external_data_model(tmp_path / "src")
+    s = Session(path)
+    s.apply(R.InsertNode(tensor="logits", op="Softmax", name="probs", attributes={"axis": 1}))
+    out = s.export(tmp_path / "out" / "edited.onnx")
+    assert not list((tmp_path / "out").glob("*.data"))  # small model: weights inline, nothing dangling
+    reloaded = load_model(out)
+    feeds = random_feeds(reloaded)
+    probs = OrtEngine(reloaded).run(feeds)["logits"]
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert (tmp_path / "src" / "external.onnx.data").is_file() and s.recipe.model.sha256 == sha256_file(path)
