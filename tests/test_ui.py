@@ -70,6 +70,41 @@ def test_layout_layers_are_longest_paths():
     assert io["input"] == 0 and io["logits"] == -(expected["fc"] + 1)
 
 
+def test_sources_sit_above_their_first_consumer_on_the_transformer_sample():
+    model = load_model("digits_transformer")
+    lay = graph_layout(model)
+    layer = {n: int(-y) for n, y in zip(lay.names, lay.y)}
+    producer = {o: n.name for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            if i in producer:
+                consumers.setdefault(producer[i], []).append(n.name)
+    constants = [n.name for n in model.graph.node if n.op_type == "Constant"]
+    assert len(constants) > 10
+    for c in constants:
+        assert layer[c] == min(layer[u] for u in consumers[c]) - 1, c
+    # every edge still points down
+    for n in model.graph.node:
+        for i in n.input:
+            if i in producer:
+                assert layer[producer[i]] < layer[n.name]
+    # and the other nodes keep their longest-path layer from the graph input
+    expected = _longest_path_layers(model)
+    assert all(layer[n] == expected[n] for n in layer if n not in constants)
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_transformer", "fcn_dynamic"])
+def test_workbench_opens_each_sample(name: str, tmp_path: Path):
+    wb = Workbench(name, cache_dir=tmp_path / "c")
+    model = load_model(name)
+    assert wb.status.state == "ok" and f"{name}.onnx" in wb.name.value
+    tab = wb.tabs["Model"]
+    assert [v for _, v in tab.rows.options] == [n.name for n in model.graph.node]
+    assert len(tab._trace("nodes").x) == len(model.graph.node)
+    assert list(wb.tabs)[:1] == ["Model"] and len(wb.tab.children) == len(wb.tabs)
+
+
 def test_barycentric_ordering_removes_a_crossing():
     # a -> d and b -> c: in graph order (c before d) the two edges cross; ordering must uncross them
     pos = layered_layout(["a", "b", "c", "d"], [("a", "d"), ("b", "c")])

@@ -34,7 +34,8 @@ def layered_layout(
 ) -> dict[str, tuple[float, int]]:
     """``{node: (x, layer)}`` for a DAG given as node names (in graph order) and (src, dst) edges.
 
-    Layer = longest path from a source. Within a layer, nodes are ordered by the barycentre of their
+    Layer = longest path from a source; a source node then moves down to just above its first consumer
+    (so Constants sit beside the node that uses them). Within a layer, nodes are ordered by the barycentre of their
     neighbours (alternating down/up sweeps), then placed at x >= previous + 1, as close as possible to
     the barycentre of their predecessors. Edges closing a cycle (not a DAG) are ignored.
     """
@@ -65,6 +66,11 @@ def layered_layout(
     for v in order:
         layer[v] = max((layer[p] + 1 for p in preds[v] if rank[p] < rank[v]), default=0)
     preds = [[p for p in ps if layer[p] < layer[v]] for v, ps in enumerate(preds)]
+    for v in order:  # sources (Constant, Shape of an input, ...) sit just above their first consumer
+        if not preds[v]:
+            below = [layer[s] for s in succs[v] if rank[s] > rank[v]]
+            if below:
+                layer[v] = min(below) - 1
     succs = [[s for s in ss if layer[s] > layer[v]] for v, ss in enumerate(succs)]
     layers: list[list[int]] = [[] for _ in range(max(layer, default=-1) + 1)]
     for v in order:
