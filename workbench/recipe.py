@@ -80,7 +80,7 @@ class Edit:
 @_register
 @dataclass(frozen=True)
 class FoldConstants(Edit):
-    """Fold constant subgraphs (Polygraphy/onnx-graphsurgeon folding)."""
+    """Fold constant subgraphs with onnx-graphsurgeon's folder (evaluated by ONNX Runtime)."""
 
     kind: ClassVar[str] = "fold_constants"
 
@@ -145,7 +145,10 @@ class RemoveNode(Edit):
 @_register
 @dataclass(frozen=True)
 class BypassNode(Edit):
-    """Remove a node and connect its ``input_index``-th input to its consumers."""
+    """Remove a node and connect its ``input_index``-th input to its consumers.
+
+    If the node's output is a graph output, the input's producer takes over the output's name instead.
+    """
 
     kind: ClassVar[str] = "bypass_node"
     node: str = ""
@@ -166,7 +169,11 @@ class ReplaceNode(Edit):
 @_register
 @dataclass(frozen=True)
 class InsertNode(Edit):
-    """Insert a single-input, single-output node after ``tensor``; consumers read its output."""
+    """Insert a single-input, single-output node after ``tensor``; consumers read its output.
+
+    ``name`` defaults to ``<op>_after_<tensor>``. After a graph output, the new node's output keeps the
+    output's name and the original tensor becomes ``<tensor>_pre_<name>``.
+    """
 
     kind: ClassVar[str] = "insert_node"
     tensor: str = ""
@@ -178,6 +185,8 @@ class InsertNode(Edit):
 @_register
 @dataclass(frozen=True)
 class RenameNode(Edit):
+    """Give a node a new (unique) name."""
+
     kind: ClassVar[str] = "rename_node"
     node: str = ""
     new_name: str = ""
@@ -186,6 +195,8 @@ class RenameNode(Edit):
 @_register
 @dataclass(frozen=True)
 class RenameTensor(Edit):
+    """Rename a tensor everywhere it appears (producers, consumers, subgraphs, graph inputs/outputs)."""
+
     kind: ClassVar[str] = "rename_tensor"
     tensor: str = ""
     new_name: str = ""
