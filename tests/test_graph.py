@@ -30,6 +30,7 @@ from workbench.errors import ModelError
 from workbench.graph import (
     LAYER_COLUMNS,
     SAMPLES_DIR,
+    flops_at,
     infer_shapes,
     layer_table,
     load_model,
@@ -422,6 +423,33 @@ def test_flops_are_null_when_a_shape_is_unknown() -> None:
     assert summary(load_model(dynamic_model()))["flops"] is None
     assert summary(load_model("digits_cnn"))["flops"] is None  # dynamic batch
     assert summary(load_model(if_model()))["flops"] is None  # no Conv/Gemm/MatMul at all: unknown, not 0
+
+
+def test_flops_of_samples_at_given_shapes_by_hand() -> None:
+    # digits_cnn: 3x3 convs 1->16, 16->16, 16->16 on 8x8, MaxPool to 4x4, 16->32 on 4x4, Gemm 32->10
+    cnn = 2 * (16 * 64 * 9 + 2 * 16 * 64 * 16 * 9 + 32 * 16 * 16 * 9 + 32 * 10)
+    got = summary(load_model("digits_cnn"), shapes={"input": [4, 1, 8, 8]})
+    assert got["flops"] == 4 * cnn
+    assert got["flops_shapes"] == {"input": [4, 1, 8, 8]}
+    assert got["inputs"][0]["shape"] == ["batch", 1, 8, 8]  # the declared shapes are still reported
+    # fcn_dynamic at 32x32: 3x3 convs 3->16, 16->16 (dilation 2), 16->16 (dilation 4), 1x1 conv 16->2
+    assert flops_at(load_model("fcn_dynamic"), {"input": [1, 3, 32, 32]}) == 2 * 1024 * (16 * 27 + 2 * 16 * 144 + 2 * 16)
+    # digits_transformer, T=8 tokens, D=32, 4 heads of 8, MLP 64, 2 layers: embedding 8x8x32 MACs, per layer
+    # qkv 8*32*96 + scores 4*8*8*8 + mix 4*8*8*8 + proj 8*32*32 + mlp 2*8*32*64; head 32*10 (through Shape/Reshape)
+    layer = 8 * 32 * 96 + 2 * 4 * 8 * 8 * 8 + 8 * 32 * 32 + 2 * 8 * 32 * 64
+    assert flops_at(load_model("digits_transformer"), {"input": [1, 8, 8]}) == 2 * (8 * 8 * 32 + 2 * layer + 32 * 10)
+
+
+def test_flops_at_refuses_shapes_that_do_not_fit() -> None:
+    model = load_model("digits_cnn")
+    with pytest.raises(ModelError, match="no input 'image'"):
+        flops_at(model, {"image": [1, 1, 8, 8]})
+    with pytest.raises(ModelError, match="rank 4"):
+        flops_at(model, {"input": [1, 8, 8]})
+    with pytest.raises(ModelError, match="dim 1 cannot be 3"):
+        flops_at(model, {"input": [1, 3, 8, 8]})
+    with pytest.raises(ModelError, match="dim 0 cannot be 0"):
+        flops_at(model, {"input": [0, 1, 8, 8]})
 
 
 @pytest.mark.parametrize("name", SAMPLES)

@@ -60,6 +60,15 @@ def test_inspect_fixed_shape_model_reports_flops_and_layers(cli_path: Path, tmp_
     assert out["inputs"] == [{"name": "input", "dtype": "float32", "shape": [1, 3, 8, 8]}]
 
 
+def test_inspect_with_shapes_gives_flops_of_a_dynamic_model(cli_path: Path) -> None:
+    code, out, _ = _inspect(cli_path, "fcn_dynamic", "--shapes", "input:2x3x16x16")
+    assert code == 0
+    assert out["flops"] == 2 * 2 * 256 * (16 * 27 + 2 * 16 * 144 + 2 * 16)  # by hand, see test_graph.py
+    assert out["flops_shapes"] == {"input": [2, 3, 16, 16]}
+    code, out, _ = _inspect(cli_path, "fcn_dynamic", "--shapes", "input:1x4x16x16")
+    assert code == 1 and "dim 1" in out["error"] and out["hint"]
+
+
 @pytest.mark.parametrize("kind", ["not_onnx", "truncated", "missing", "unknown_sample"])
 def test_inspect_bad_input_exits_1_with_error_and_hint(cli_path: Path, tmp_path: Path, kind: str) -> None:
     if kind == "not_onnx":

@@ -12,6 +12,7 @@ import mmap
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "summary",
     "layer_table",
     "node_flops",
+    "flops_at",
     "save_model",
     "model_bytes",
     "sha256_bytes",
@@ -547,23 +549,72 @@ def _prod(dims: tuple) -> int:
     return out
 
 
-def summary(model: onnx.ModelProto) -> dict[str, Any]:
-    """The contract summary: inputs, outputs, nodes, ops, params, opset, flops (None when unknown)."""
+_FLOP_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _total_flops(model: onnx.ModelProto) -> int | None:
     infos = tensor_infos(model)
+    flops = [node_flops(n, infos) for n in model.graph.node if n.op_type in _FLOP_OPS]
+    return None if not flops or any(f is None for f in flops) else int(sum(flops))
+
+
+def flops_at(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], *, where: str = "the model") -> int | None:
+    """Total FLOPs of Conv/ConvTranspose/Gemm/MatMul with the given inputs fixed to concrete shapes.
+
+    Shape inference is re-run on a weightless skeleton (the model is not copied or changed). Inputs not in
+    ``shapes`` keep their declared shapes; None when some shape stays unknown.
+    """
+    skel = _skeleton(model, where)
+    real = [i.name for i in _graph_inputs(model)]
+    by_name = {i.name: i for i in skel.graph.input}
+    for name, dims in shapes.items():
+        if name not in real:
+            raise ModelError(f"{where} has no input '{name}'", hint=f"the inputs are {real}")
+        dims = [int(d) for d in dims]
+        declared = _value_info(by_name[name]).shape
+        if declared is not None and len(declared) != len(dims):
+            raise ModelError(f"{where}: input '{name}' has rank {len(declared)} ({list(declared)}), "
+                             f"the shape given has {len(dims)} dims", hint=f"give {len(declared)} dims")
+        for i, want in enumerate(dims):
+            fixed = declared[i] if declared is not None else None
+            if want < 1 or (isinstance(fixed, int) and fixed > 0 and fixed != want):
+                raise ModelError(f"{where}: input '{name}' dim {i} cannot be {want} (declared {list(declared or [])})",
+                                 hint="keep the model's fixed dims and use dims >= 1 for the dynamic ones")
+        shape = by_name[name].type.tensor_type.shape
+        del shape.dim[:]
+        for want in dims:
+            shape.dim.add().dim_value = want
+    del skel.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise ModelError(f"shape inference failed on {where} at shapes {dict(shapes)}: {_first_line(exc)}",
+                         hint="check the shapes against the model's inputs (workbench inspect)") from exc
+    return _total_flops(inferred)
+
+
+def summary(model: onnx.ModelProto, *, shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
+    """The contract summary: inputs, outputs, nodes, ops, params, opset, flops (None when unknown).
+
+    With ``shapes`` ({input: dims}), ``flops`` is computed at those input shapes (see :func:`flops_at`) and
+    ``flops_shapes`` records them; inputs and outputs still show the declared shapes.
+    """
     g = model.graph
-    flops = [node_flops(n, infos) for n in g.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    return {
+    out = {
         "inputs": [_value_info(i).to_dict() for i in _graph_inputs(model)],
         "outputs": [_value_info(o).to_dict() for o in g.output],
         "nodes": len(g.node),
         "ops": dict(sorted(Counter(n.op_type for n in g.node).items())),
         "params": sum(_prod(i.dims) for i in g.initializer),
         "opset": opset,
-        "flops": None if not flops or any(f is None for f in flops) else int(sum(flops)),
+        "flops": _total_flops(model) if not shapes else flops_at(model, shapes),
         "ir_version": model.ir_version,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
     }
+    if shapes:
+        out["flops_shapes"] = {name: [int(d) for d in dims] for name, dims in shapes.items()}
+    return out
 
 
 LAYER_COLUMNS = ("name", "op", "inputs", "outputs", "input_shapes", "output_shapes", "dtype", "params", "flops")

@@ -14,11 +14,19 @@ HELP = "summarise a model: inputs, outputs, ops, parameters, opset, FLOPs"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="an .onnx file or a sample model name")
     p.add_argument("--layers", action="store_true", help="also list every node (name, op, shapes, params, flops)")
+    p.add_argument("--shapes", action="append", metavar="SPEC",
+                   help="input shapes for FLOPs of a dynamic model, e.g. input:1x3x224x224 "
+                   "(with min,opt,max the opt shape is used)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     model = load_model(args.model)
-    result = summary(model)
+    shapes = None
+    if args.shapes:
+        from ..backends.trt_profiles import parse_shapes
+
+        shapes = {p.input: p.opt for p in parse_shapes(args.shapes, model)}
+    result = summary(model, shapes=shapes)
     if args.layers:
         from ..graph import layer_table
 
@@ -30,7 +38,18 @@ def render(r: dict[str, Any]) -> str:
     def io(items: list[dict[str, Any]]) -> str:
         return "\n".join(f"  {t['name']}: {t['dtype']} {t['shape']}" for t in items)
 
-    flops = "unknown" if r["flops"] is None else f"{r['flops'] / 1e9:.3f} GFLOP"
+    if r["flops"] is None:
+        flops = "unknown (dynamic shapes: pass --shapes NAME:DIMS)"
+    else:
+        at = r.get("flops_shapes")
+        flops = _flops(r["flops"]) + (f" at {at}" if at else "")
     ops = ", ".join(f"{k} x{v}" for k, v in sorted(r["ops"].items(), key=lambda kv: -kv[1]))
     return (f"inputs:\n{io(r['inputs'])}\noutputs:\n{io(r['outputs'])}\n"
             f"nodes: {r['nodes']}  params: {r['params']:,}  opset: {r['opset']}  flops: {flops}\nops: {ops}")
+
+
+def _flops(n: int) -> str:
+    for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} FLOP"
