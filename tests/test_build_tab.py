@@ -68,6 +68,20 @@ def test_every_sample_builds_from_the_tab_with_prefilled_profiles(name, tmp_path
     assert tab.result.engine_path.is_file() and len(tab.engines.options) == 1
 
 
+def test_gpu_targets_reach_the_build_and_bad_ones_are_shown(tab):
+    tab.targets.value = "SM86, sm_89"
+    tab.in_process.value = True
+    tab.build_button.click()
+    tab.wait()
+    assert tab.status.state == "ok", tab.status.message
+    assert tab.session.recipe.build.compute_capabilities == ("SM86", "sm_89")
+    assert tab.result.in_process
+    tab.targets.value = "SM99"
+    tab.build_button.click()
+    tab.wait()
+    assert tab.status.state == "error" and "SM99" in tab.status.message and "SM120" in tab.status.hint
+
+
 def test_bad_profile_shows_error_and_starts_nothing(tab):
     tab.profiles.value = "input:1x4x16x16"
     tab.build_button.click()

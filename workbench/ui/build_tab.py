@@ -56,6 +56,8 @@ class BuildTab:
         self.backend_note = W.HTML()
         self.opt_level = W.IntSlider(value=3, min=0, max=5, description="opt level")
         self.workspace = W.IntText(value=0, description="workspace MiB", layout=W.Layout(width="220px"))
+        self.targets = W.Text(value="", description="GPU targets", placeholder="e.g. SM86 SM89 (TensorRT-RTX; empty: default)",
+                              layout=W.Layout(width="420px"))
         self.in_process = W.Checkbox(value=False, description="build in this process (a crash kills the kernel)",
                                      indent=False)
         self.profiles = W.Textarea(placeholder="input:1x3x32x32,1x3x256x256,8x3x1024x1024  (one input per line)",
@@ -88,7 +90,7 @@ class BuildTab:
         self.widget = W.VBox([
             self.gpu_note,
             W.HBox([self.backend, self.backend_note]),
-            W.HBox([self.opt_level, self.workspace]),
+            W.HBox([self.opt_level, self.workspace, self.targets]),
             self.profiles, self.profiles_note, self.in_process,
             W.HBox([self.build_button, self.cancel_button, self.progress, self.phase]),
             self.log, self.engines, self.engine_details, self.trtexec,
@@ -119,6 +121,7 @@ class BuildTab:
         self.opt_level.value = settings.opt_level
         self.workspace.value = settings.workspace_mb or 0
         self.in_process.value = settings.in_process
+        self.targets.value = " ".join(settings.compute_capabilities)
         if settings.profiles:
             self.profiles.value = "\n".join(format_spec(p) for p in settings.profiles)
 
@@ -157,8 +160,10 @@ class BuildTab:
 
     def _settings(self) -> BuildSettings:
         profiles = parse_shapes(self.profiles.value, self.session.model) if self.profiles.value.strip() else ()
+        targets = tuple(t for t in self.targets.value.replace(",", " ").split() if t)
         return BuildSettings(backend=self.backend.value, profiles=profiles, opt_level=int(self.opt_level.value),
-                             workspace_mb=int(self.workspace.value) or None, in_process=bool(self.in_process.value))
+                             workspace_mb=int(self.workspace.value) or None, in_process=bool(self.in_process.value),
+                             compute_capabilities=targets)
 
     def _refresh_trtexec(self, _change: Any = None) -> None:
         try:
