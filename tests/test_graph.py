@@ -519,3 +519,25 @@ def test_save_with_external_data_round_trips(tmp_path: Path) -> None:
     again = load_model(out)
     for a, b in zip(again.graph.initializer, model.graph.initializer):
         np.testing.assert_array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+
+
+def test_save_to_an_unwritable_place_is_a_model_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ModelError) as info:
+        save_model(load_model(matmul_mlp_model()), blocker / "out.onnx")  # a file where a folder should be
+    assert str(blocker / "out.onnx") in info.value.message and "writable" in info.value.hint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_loading_works_where_mmap_does_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import workbench.graph as graph
+
+    path = external_data_model(tmp_path)
+    expected = model_bytes(load_model(path))
+
+    def no_mmap(*args, **kwargs):
+        raise OSError(19, "No such device")  # what some FUSE/network file systems answer
+
+    monkeypatch.setattr(graph.mmap, "mmap", no_mmap)
+    assert model_bytes(load_model(path)) == expected

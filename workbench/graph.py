@@ -161,8 +161,11 @@ def _load_file(path: Path) -> onnx.ModelProto:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
                 raise ModelError(f"{path} is empty (0 bytes)", hint="export the model again; the file has no content")
-            # Parse straight from the page cache: one copy of the weights instead of two.
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            try:  # parse straight from the page cache: one copy of the weights instead of two
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):  # a file system without mmap: read it
+                return _with_external_data(_parse(f.read(), str(path)), path)
+            with mm:
                 view = memoryview(mm)
                 try:
                     model = _parse(view, str(path))
@@ -170,6 +173,10 @@ def _load_file(path: Path) -> onnx.ModelProto:
                     view.release()
     except OSError as exc:
         raise ModelError(f"cannot read {path}: {exc}", hint="check that the file exists and is readable") from exc
+    return _with_external_data(model, path)
+
+
+def _with_external_data(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     _load_external_data(model, path)
     return model
 
@@ -668,6 +675,44 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def _write_model(model: onnx.ModelProto, path: Path, big: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_data: Path | None = None
+    try:
+        if big:
+            data_name = f"{path.name}.data"
+            fd, name = tempfile.mkstemp(prefix=f".{data_name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            tmp_data = Path(name)
+            copy = _copy(model)
+            onnx.save_model(copy, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=tmp_data.name, size_threshold=1024)
+            # re-point the location at the final data file name, then move both into place
+            for t in _external_tensors(copy):
+                for e in t.external_data:
+                    if e.key == "location":
+                        e.value = data_name
+            _write_synced(tmp, copy.SerializeToString())
+            os.replace(tmp_data, path.parent / data_name)
+        else:
+            _write_synced(tmp, model_bytes(model))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        if tmp_data is not None:
+            tmp_data.unlink(missing_ok=True)
+        raise
+
+
+def _write_synced(path: str | Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def save_model(
     model: onnx.ModelProto,
     path: str | os.PathLike[str],
@@ -685,30 +730,10 @@ def save_model(
             f"refusing to overwrite the source model {path}",
             hint="choose another output path (the workbench never overwrites the user's model)",
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
     big = model.ByteSize() > _PROTO_LIMIT if external_data is None else external_data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        if big:
-            data_name = f"{path.name}.data"
-            tmp_data = path.parent / f".{data_name}.tmp"
-            copy = _copy(model)
-            onnx.save_model(copy, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=tmp_data.name, size_threshold=1024)
-            # re-point the location at the final data file name, then move both into place
-            for t in _external_tensors(copy):
-                for e in t.external_data:
-                    if e.key == "location":
-                        e.value = data_name
-            with open(tmp, "wb") as f:
-                f.write(copy.SerializeToString())
-            os.replace(tmp_data, path.parent / data_name)
-        else:
-            with open(tmp, "wb") as f:
-                f.write(model_bytes(model))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        _write_model(model, path, big)
+    except OSError as exc:
+        raise ModelError(f"cannot write the model to {path}: {exc.strerror or exc}",
+                         hint="choose a writable folder with enough free space") from exc
     return path
