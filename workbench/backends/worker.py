@@ -76,8 +76,13 @@ _spares: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}  # backend -> (envi
 _spares_lock = threading.Lock()
 
 
+# Variables the child never reads (the job carries every path): a spare started under other values still fits.
+_ENV_IGNORED = frozenset({"PYTEST_CURRENT_TEST", "XDG_CACHE_HOME", "MPLCONFIGDIR", "PWD", "OLDPWD"})
+
+
 def _env_key(env: Mapping[str, str]) -> str:
-    return hashlib.sha256(json.dumps(sorted(env.items())).encode()).hexdigest()
+    items = sorted((k, v) for k, v in env.items() if k not in _ENV_IGNORED)
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()
 
 
 def _spawn(backend: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
