@@ -59,3 +59,20 @@ def test_console_script_human_output(cli_path):
     lines = done.stdout.splitlines()
     assert lines[1].startswith("Conv_0 + Relu_1")  # the slowest layer of the fp32 engine, first
     assert "total 2.1238 ms over 32 layers (trtexec)" in done.stdout
+
+
+def test_compare_engines(capsys, tmp_path):
+    html = tmp_path / "cmp.html"
+    code, out = run_json(capsys, "--trt-layers", str(graph("fp32")), "--trt-profile", str(prof("fp32")),
+                         "--label", "fp32", "--compare", f"fp16={graph('fp16')},{prof('fp16')}",
+                         "--compare", f"int8={graph('int8')},{prof('int8')}", "--html", str(html))
+    assert code == 0
+    summary = {r["label"]: r for r in out["comparison"]["summary"]}
+    assert list(summary) == ["fp32", "fp16", "int8"]
+    for label in summary:
+        assert summary[label]["total_ms"] == pytest.approx(sum(e["medianMs"] for e in raw_profile(label)))
+        assert sum(r[f"{label}_ms"] for r in out["comparison"]["layers"]) == pytest.approx(summary[label]["total_ms"])
+    assert summary["int8"]["int8"] == 32 and summary["fp16"]["fp16"] == 36
+    assert html.read_text().count("Plotly.newPlot") == 7
+    code, out = run_json(capsys, "--trt-profile", str(prof("fp32")), "--compare", "fp16")
+    assert code == 1 and "LABEL=LAYERS.json,PROFILE.json" in out["error"]

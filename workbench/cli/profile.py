@@ -24,20 +24,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shapes", action="append", metavar="SPEC", help="NAME:1x3x224x224 for dynamic inputs; repeatable")
     p.add_argument("--trt-layers", metavar="G.json", help="trtexec --exportLayerInfo JSON (IEngineInspector)")
     p.add_argument("--trt-profile", metavar="P.json", help="trtexec --exportProfile JSON")
+    p.add_argument("--compare", action="append", default=[], metavar="LABEL=G.json,P.json",
+                   help="another trtexec profile to compare with (repeatable); the main profile is labelled 'main' "
+                        "unless --label is given")
+    p.add_argument("--label", default="main", help="label of the main profile in a comparison")
     p.add_argument("--top", type=int, default=15, help="layers shown in the text summary and bar chart")
     p.add_argument("--html", metavar="OUT.html", help="also write the charts to a standalone HTML file")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..graph import load_model
-    from ..profile import group_times, precision_counts, total_ms
+    from ..profile import compare_profiles, from_trtexec, group_times, precision_counts, profile_summary, total_ms
 
     if args.iterations < 1:
         raise DataError(f"--iterations must be at least 1, got {args.iterations}", hint="use --iterations 20")
     model = load_model(args.model) if args.model else None
     if args.trt_layers or args.trt_profile:
-        from ..profile import from_trtexec
-
         table = from_trtexec(args.trt_layers, args.trt_profile, model=model)
         source = "trtexec"
     else:
@@ -63,12 +65,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     if source == "onnxruntime":
         result.update(optimize=args.optimize, iterations=args.iterations)
+    profiles = {args.label: table}
+    if args.compare:
+        for spec in args.compare:
+            label, sep, files = spec.partition("=")
+            parts = [f.strip() for f in files.split(",")] if sep else []
+            if not label or len(parts) != 2 or not all(parts):
+                raise DataError(f"--compare '{spec}' is not LABEL=LAYERS.json,PROFILE.json",
+                                hint="e.g. --compare fp16=fp16.graph.json,fp16.profile.json")
+            if label in profiles:
+                raise DataError(f"--compare label '{label}' is used twice", hint="give every profile its own label")
+            profiles[label] = from_trtexec(parts[0], parts[1], model=model)
+        result["comparison"] = {"summary": profile_summary(profiles).records(),
+                                "layers": compare_profiles(profiles).records()}
     if args.html:
-        result["html"] = str(_write_html(table, model, args.html, top=args.top, title=f"workbench profile ({source})"))
+        result["html"] = str(_write_html(table, model, args.html, top=args.top, title=f"workbench profile ({source})",
+                                         profiles=profiles if args.compare else None))
     return result
 
 
-def _write_html(table: Any, model: Any, path: str, *, top: int, title: str) -> Any:
+def _write_html(table: Any, model: Any, path: str, *, top: int, title: str,
+                profiles: dict[str, Any] | None = None) -> Any:
     """The Profile tab's charts (workbench.plots.profile) in one standalone HTML file.
 
     Imported by name: the layers contract in pyproject.toml lists cli and plots as independent siblings,
@@ -78,6 +95,8 @@ def _write_html(table: Any, model: Any, path: str, *, top: int, title: str) -> A
     plots = importlib.import_module("workbench.plots.profile")
     figs = [plots.layer_bar(table, top=top), plots.group_bar(table, "op_type", model=model),
             plots.group_bar(table, "precision"), plots.time_treemap(table, model=model)]
+    if profiles:
+        figs += [plots.compare_totals(profiles), plots.precision_mix(profiles), plots.compare_layers(profiles, top=top)]
     return plots.write_html(figs, path, title=title)
 
 
@@ -92,6 +111,13 @@ def render(r: dict[str, Any]) -> str:
                      f"{nodes[:60]}")
     lines.append(f"total {r['total_ms']:.4f} ms over {len(r['layers'])} layers ({r['source']})")
     lines.append("by op type: " + ", ".join(f"{k} {v:.4f} ms" for k, v in r["by_op_type"].items()))
+    if r.get("comparison"):
+        lines.append("")
+        lines.append(f"{'profile':<16} {'total ms':>9} {'layers':>6} {'speedup':>7}  precisions")
+        for row in r["comparison"]["summary"]:
+            extra = ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("label", "total_ms", "layers", "speedup") and v)
+            speed = f"{row['speedup']:.2f}" if row["speedup"] else "-"
+            lines.append(f"{row['label']:<16} {row['total_ms']:>9.4f} {row['layers']:>6} {speed:>7}  {extra}")
     if r.get("html"):
         lines.append(f"charts: {r['html']}")
     return "\n".join(lines)
