@@ -152,3 +152,17 @@ def test_graph_rings_the_selection_and_colours_the_last_change(tab: EditTab) -> 
     assert len(coloured) == 1 and not coloured & grey
     tab.show_graph.value = False
     assert tab.graph.data == ()
+
+
+def test_history_list_jumps_to_a_step(tab: EditTab) -> None:
+    s = tab.session
+    for action in ("fold constants", "fuse BatchNorm into Conv/Gemm", "remove Identity/Dropout"):
+        tab.action.value = action
+        tab.apply_button.click()
+    assert s.position == 3 and len(tab.history.options) == 4
+    tab.history.value = 1  # the user clicks "1. fold_constants"
+    assert s.position == 1 and [e.kind for e in s.recipe.edits] == ["fold_constants"]
+    assert tab.history.options[1][0].startswith("▶") and tab.redo_button.disabled is False
+    assert "BatchNormalization" in {n.op_type for n in s.model.graph.node}
+    tab.history.value = 3
+    assert s.position == 3 and tab.last_change["action"] == "redo"

@@ -241,6 +241,18 @@ class Session:
         label = describe(self.recipe.edits[-1]) if self.recipe.edits else "settings"
         self._changed("redo", label, before, self.model)
 
+    def goto(self, position: int) -> None:
+        """Jump to a point in the history (0 = the original model), like several undos or redos at once."""
+        if not 0 <= position < len(self._history):
+            raise EditError(f"no history step {position}", hint=f"steps go from 0 to {len(self._history) - 1}")
+        if position == self._cursor:
+            return
+        before = self.model
+        action = "undo" if position < self._cursor else "redo"
+        self._cursor = position
+        label = describe(self.recipe.edits[-1]) if self.recipe.edits else "original model"
+        self._changed(action, label, before, self.model)
+
     def set_calibration(self, settings: CalibrationSettings | None) -> None:
         """Record calibration settings in the recipe (undoable)."""
         if settings is not None and not isinstance(settings, CalibrationSettings):

@@ -180,6 +180,7 @@ class EditTab:
         self.session = session
         self.status = status
         self.last_preview: dict[str, Any] | None = None
+        self._refreshing = False
         self._outputs: dict[str, list[str]] = {}
 
         self.pattern = W.Text(placeholder="name or op, e.g. Relu or block2.*", description="match",
@@ -224,6 +225,7 @@ class EditTab:
         self.clear_button.on_click(lambda _b: self.select([]))
         self.nodes.observe(lambda _c: self._on_selection(), "value")
         self.show_graph.observe(lambda _c: self._draw_graph(), "value")
+        self.history.observe(self._on_history, "value")
         self.action.observe(lambda _c: self._show_fields(), "value")
         self.preview_button.on_click(lambda _b: self._on_preview())
         self.apply_button.on_click(lambda _b: self._on_apply())
@@ -287,9 +289,13 @@ class EditTab:
             new = cur.edits[len(prev.edits):] if cur.edits[: len(prev.edits)] == prev.edits else cur.edits
             text = "; ".join(describe(e) for e in new) if new else self._settings_label(prev, cur)
             labels.append(f"{i}. {text}")
-        self.history.options = [(("▶ " if i == self.session.position else "  ") + lab, i)
-                                for i, lab in enumerate(labels)]
-        self.history.value = self.session.position
+        self._refreshing = True
+        try:
+            self.history.options = [(("▶ " if i == self.session.position else "  ") + lab, i)
+                                    for i, lab in enumerate(labels)]
+            self.history.value = self.session.position
+        finally:
+            self._refreshing = False
         self.undo_button.disabled = not self.session.can_undo
         self.redo_button.disabled = not self.session.can_redo
         change = self.session.last_change
@@ -368,6 +374,13 @@ class EditTab:
         with self.status.guard("applying"):
             self.session.apply_all(self._edits())
             self.preview_html.value = ""
+
+    def _on_history(self, change: dict) -> None:
+        """Selecting a history step jumps there (undo/redo several steps at once)."""
+        if self._refreshing or change["new"] is None or change["new"] == self.session.position:
+            return
+        with self.status.guard(f"going to step {change['new']}"):
+            self.session.goto(change["new"])
 
     def _on_undo(self) -> None:
         with self.status.guard("undo"):
