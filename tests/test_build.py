@@ -150,3 +150,15 @@ def test_quantized_and_fp16_sample_builds_keep_the_graph_precision(tmp_path):
                 for t in la["Inputs"] + la["Outputs"]}
     assert "Half" in dtypes16 and "Int8" not in dtypes16
     assert r.bytes != r16.bytes
+
+
+def test_crashed_build_leaves_no_partial_files(tmp_path, monkeypatch):
+    from workbench.backends.worker import TEST_CRASH_ENV, WorkerCrash
+
+    out = tmp_path / "x.engine"
+    leftover = tmp_path / ".x.engine.k3j2.tmp"  # what a child killed inside atomic_write leaves behind
+    leftover.write_bytes(b"partial")
+    monkeypatch.setenv(TEST_CRASH_ENV, "segv")
+    with pytest.raises(WorkerCrash, match="SIGSEGV"):
+        build_engine(conv_bn_relu_model(), BuildSettings(), out=out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

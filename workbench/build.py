@@ -205,7 +205,11 @@ def build_engine(
             if result.get("cancelled"):
                 raise BuildError(f"{what} was cancelled", hint="nothing was written; start it again when ready")
         else:
-            result = run_in_child(job, timeout=settings.timeout_s, on_event=on_event, cancel=cancel, what=what)
+            try:
+                result = run_in_child(job, timeout=settings.timeout_s, on_event=on_event, cancel=cancel, what=what)
+            except BuildError:
+                _remove_partial(engine_path, job["timing_cache"])  # a killed child may leave its temp files
+                raise
     wall = time.perf_counter() - start
     _raise_for_failure(result, what, lines)
 
@@ -246,6 +250,15 @@ def build_engine(
         trtexec=trtexec_command(source or "model.onnx", settings, engine_path=engine_path,
                                 profiles=resolved.profiles, backend=backend, timing_cache=timing_cache),
     )
+
+
+def _remove_partial(*targets: str | os.PathLike[str] | None) -> None:
+    """Delete the temp files an interrupted atomic write leaves beside its target (``.<name>.*.tmp``)."""
+    for target in targets:
+        if target:
+            path = Path(target)
+            for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
 
 
 def _sha256_file(path: Path) -> str:
