@@ -361,3 +361,28 @@ def test_outputs_build_with_tensorrt_rtx(tmp_path: Path, cnn: onnx.ModelProto, t
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert results == dict.fromkeys(paths, "built")
+
+
+def test_decomposed_layernorm_statistics_chain_is_guarded() -> None:
+    inits = [numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+             numpy_helper.from_array(np.array(1e-5, np.float32), "eps")]
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mean"], name="mean", axes=[-1]),
+             helper.make_node("Sub", ["x", "mean"], ["centered"], name="center"),
+             helper.make_node("Pow", ["centered", "two"], ["sq"], name="square"),
+             helper.make_node("ReduceMean", ["sq"], ["var"], name="variance", axes=[-1]),
+             helper.make_node("Add", ["var", "eps"], ["var_eps"], name="add_eps"),
+             helper.make_node("Sqrt", ["var_eps"], ["std"], name="std"),
+             helper.make_node("Div", ["centered", "std"], ["y"], name="normalise")]
+    graph = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model = load_model(model)
+    assert [g["node"] for g in precision_guards(model)] == ["mean", "square", "variance", "add_eps", "std"]
+    half = convert_precision(model, "fp16")
+    assert {n: p for n, p in node_precisions(half).items() if p == "fp16"} == {"center": "fp16", "normalise": "fp16"}
+    # a variance of ~83000 is finite in the fp32 path the guards keep; in fp16 it would be inf
+    x = np.random.default_rng(0).uniform(0, 1000, (4, 64)).astype(np.float32)
+    ref = OrtEngine(model).run({"x": x})["y"]
+    assert np.abs(OrtEngine(half).run({"x": x})["y"] - ref).max() < 0.01
+    assert not np.isfinite(np.float16(np.var(x[0])))

@@ -187,6 +187,7 @@ def precision_guards(model: onnx.ModelProto) -> list[dict[str, str]]:
     producers = _producers(model)
     consumers = _consumers(model)
     out = []
+    flagged: set[str] = set()
     for n in model.graph.node:
         reason = ""
         if n.op_type == "Exp":
@@ -215,7 +216,18 @@ def precision_guards(model: onnx.ModelProto) -> list[dict[str, str]]:
                 if tiny.size:
                     reason = f"constant '{i}' holds {tiny.min():.3g}, which becomes 0 in fp16"
                     break
+        if not reason and n.op_type in ("Add", "Sqrt", "Reciprocal"):
+            # a variance computed in fp32 overflows again when cast to fp16 for the eps-add / square root
+            src = producers.get(n.input[0]) if n.input else None
+            hops = 0
+            while src is not None and src.op_type in ("Add", "Sqrt") and hops < 2 and src.name not in flagged:
+                src = producers.get(src.input[0]) if src.input else None
+                hops += 1
+            if src is not None and src.name in flagged and src.op_type in ("ReduceMean", "Add", "Sqrt",
+                                                                         *_SUM_REDUCTIONS):
+                reason = f"reads the statistic of '{src.name}', which can exceed the fp16 range"
         if reason:
+            flagged.add(n.name)
             out.append({"node": n.name, "op": n.op_type, "reason": reason})
     return out
 
