@@ -314,6 +314,20 @@ def test_generated_names_never_collide_with_existing_ones() -> None:
     assert len(set(names)) == len(names)
 
 
+def test_nodes_inside_if_branches_are_named_too() -> None:
+    model = if_model()
+    for attr in model.graph.node[1].attribute:
+        attr.g.node[0].name = ""
+    model.graph.node[1].name = ""
+    loaded = load_model(model)
+    if_node = loaded.graph.node[1]
+    assert if_node.name == "If_1"
+    branches = {a.name: a.g.node[0].name for a in if_node.attribute}
+    assert branches == {"then_branch": "If_1/then_branch/Add_0", "else_branch": "If_1/else_branch/Neg_0"}
+    x = np.array([1.0, -2.0, 3.0, -4.0], np.float32)
+    np.testing.assert_array_equal(_ort(loaded, {"input": x})[0], np.maximum(2 * x, 0))
+
+
 # ---------------------------------------------------------------- shapes
 
 

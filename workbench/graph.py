@@ -108,7 +108,7 @@ def load_model(
     if names:
         name_nodes(model)
         if skeleton is not None:
-            _copy_names(model, skeleton)
+            name_nodes(skeleton)  # its nodes are copies: the same names come out
     if shapes:
         _infer_into(model, where, skeleton)
     return model
@@ -392,24 +392,34 @@ def _first_line(exc: BaseException) -> str:
 
 
 def name_nodes(model: onnx.ModelProto) -> int:
-    """Give every unnamed (or duplicately named) node a stable name ``{op}_{index}``; return how many."""
-    used = Counter(n.name for n in model.graph.node if n.name)
+    """Give every unnamed (or duplicately named) node a stable name ``{op}_{index}``; return how many.
+
+    Nodes inside If/Loop/Scan bodies get ``{parent}/{attribute}/{op}_{index}`` the same way.
+    """
+    return _name_graph(model.graph, "")
+
+
+def _name_graph(graph: onnx.GraphProto, prefix: str) -> int:
+    used = Counter(n.name for n in graph.node if n.name)
     seen: set[str] = set()
     renamed = 0
-    for i, node in enumerate(model.graph.node):
-        if node.name and used[node.name] == 1:
+    for i, node in enumerate(graph.node):
+        if node.name and (used[node.name] == 1 or node.name not in seen):
             seen.add(node.name)
-            continue
-        if node.name and node.name not in seen:
-            seen.add(node.name)
-            continue
-        base = node.name or f"{node.op_type}_{i}"
-        name, k = base, 1
-        while name in seen or (name != node.name and used.get(name)):
-            name, k = f"{base}_{k}", k + 1
-        node.name = name
-        seen.add(name)
-        renamed += 1
+        else:
+            base = node.name or f"{prefix}{node.op_type}_{i}"
+            name, k = base, 1
+            while name in seen or (name != node.name and used.get(name)):
+                name, k = f"{base}_{k}", k + 1
+            node.name = name
+            seen.add(name)
+            renamed += 1
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                renamed += _name_graph(attr.g, f"{node.name}/{attr.name}/")
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for j, sub in enumerate(attr.graphs):
+                    renamed += _name_graph(sub, f"{node.name}/{attr.name}{j}/")
     return renamed
 
 
@@ -426,11 +436,6 @@ def infer_shapes(model: onnx.ModelProto, *, where: str = "the model") -> onnx.Mo
 
 def _has_subgraphs(nodes: Any) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in nodes for a in n.attribute)
-
-
-def _copy_names(model: onnx.ModelProto, skeleton: onnx.ModelProto) -> None:
-    for node, skel_node in zip(model.graph.node, skeleton.graph.node):
-        skel_node.name = node.name
 
 
 def _infer_into(model: onnx.ModelProto, where: str, skel: onnx.ModelProto | None = None) -> None:
