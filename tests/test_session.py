@@ -238,4 +238,12 @@ def test_external_data_model_session_exports_a_self_contained_copy(tmp_path) -> 
     feeds = random_feeds(reloaded)
     probs = OrtEngine(reloaded).run(feeds)["logits"]
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    assert (tmp_path / "src" / "external.onnx.data").is_file() and s.recipe.model.sha256 == sha256_file(path)
+    assert (tmp_path / "src" / "external.onnx.data").is_file()
+    assert s.recipe.model.sha256 != sha256_file(path)  # the pin covers the weights file too
+    s.save(tmp_path / "src" / "r.json")
+    data = tmp_path / "src" / "external.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[-1] ^= 0xFF  # someone retrained: same .onnx file, different weights
+    data.write_bytes(bytes(raw))
+    with pytest.raises(RecipeError, match="sha256"):
+        Session.load(tmp_path / "src" / "r.json")

@@ -19,7 +19,7 @@ from typing import Any
 import onnx
 
 from .edits import apply_edit, describe, node_diff
-from .errors import EditError, RecipeError, WorkbenchError
+from .errors import EditError, ModelError, RecipeError, WorkbenchError
 from .fsio import atomic_write
 from .graph import layer_table, load_model, model_bytes, name_nodes, sample_path, save_model, sha256_bytes, sha256_file
 from .graph import summary as graph_summary
@@ -31,6 +31,7 @@ __all__ = ["Session", "default_cache_dir"]
 Source = str | os.PathLike[str] | bytes | onnx.ModelProto
 Callback = Callable[["Session"], Any]
 _CACHE_LIMIT = 64
+_EXTERNAL_SCAN_LIMIT = 64 << 20  # .onnx files up to this size are scanned for external data files
 
 
 def default_cache_dir(model_sha256: str) -> Path:
@@ -49,10 +50,28 @@ def _resolve_source(source: Source) -> tuple[Path | None, str]:
     if not path.exists() and path.suffix == "" and os.sep not in str(source):
         path = sample_path(str(source))
     if not path.is_file():
-        from .errors import ModelError
-
         raise ModelError(f"model file not found: {path}", hint="check the path, or pass a sample model name")
-    return path.resolve(), sha256_file(path)
+    return path.resolve(), _file_sha(path)
+
+
+def _file_sha(path: Path) -> str:
+    """sha256 of the .onnx file, extended with its external data files (so new weights mean a new model)."""
+    sha = sha256_file(path)
+    if path.stat().st_size > _EXTERNAL_SCAN_LIMIT:  # weights inline: a file this big holds them itself
+        return sha
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # unreadable: load_model reports it properly
+        return sha
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    locations = sorted({e.value for t in _get_all_tensors(proto) if uses_external_data(t)
+                        for e in t.external_data if e.key == "location"})
+    if not locations:
+        return sha
+    parts = [sha] + [f"{loc}:{sha256_file(path.parent / loc) if (path.parent / loc).is_file() else 'missing'}"
+                     for loc in locations]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 class Session:
