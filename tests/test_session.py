@@ -247,3 +247,32 @@ def test_external_data_model_session_exports_a_self_contained_copy(tmp_path) -> 
     data.write_bytes(bytes(raw))
     with pytest.raises(RecipeError, match="sha256"):
         Session.load(tmp_path / "src" / "r.json")
+
+
+_UNNAMED = unnamed_nodes_model()
+_POOL_UNNAMED = [
+    R.BypassNode(node="dup"), R.BypassNode(node="Sigmoid_3"), R.RemoveIdentity(), R.RemoveDeadNodes(),
+    R.InsertNode(tensor="a", op="Tanh"), R.RenameTensor(tensor="b", new_name="bb"),
+    R.ReplaceNode(node="Relu_0", op="LeakyRelu", attributes={"alpha": 0.3}), R.SetShapes(shapes={"input": (3, 4)}),
+    R.SetShapes(shapes={"input": ("N", 4)}), R.AddOutputs(tensors=("c",)), R.RemoveNode(node="dup_1"),
+    R.RemoveNode(node="dup_1", drop_outputs=True), R.ExtractSubgraph(inputs=("a",), outputs=("c",)),
+    R.RenameNode(node="last", new_name="final"),
+]
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_POOL_UNNAMED), min_size=1, max_size=6))
+def test_random_edits_on_unnamed_nodes_replay_and_undo(edits: list[R.Edit]) -> None:
+    s = Session(_UNNAMED)
+    original = model_bytes(s.model)
+    for e in edits:
+        try:
+            s.apply(e)
+        except WorkbenchError:
+            pass
+    final = model_bytes(s.model)
+    feeds = random_feeds(s.model, dims={"N": 2})
+    OrtEngine(s.model).run(feeds)  # every accepted edit leaves a model ONNX Runtime runs
+    assert model_bytes(Session(_UNNAMED, recipe=s.recipe).model) == final
+    s.goto(0)
+    assert model_bytes(s.model) == original
