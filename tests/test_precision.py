@@ -386,3 +386,13 @@ def test_decomposed_layernorm_statistics_chain_is_guarded() -> None:
     ref = OrtEngine(model).run({"x": x})["y"]
     assert np.abs(OrtEngine(half).run({"x": x})["y"] - ref).max() < 0.01
     assert not np.isfinite(np.float16(np.var(x[0])))
+
+
+def test_quantize_edit_method_selects_the_cached_threshold(tmp_path: Path, cnn: onnx.ModelProto,
+                                                           cnn_scales: ScaleCache) -> None:
+    digest = cnn_scales.save(tmp_path)
+    by_max = apply_precision_edit(cnn, Quantize(scales=digest, method="max"), cache_dir=tmp_path)
+    scale = next(numpy_helper.to_array(i) for i in by_max.graph.initializer
+                 if i.name == "/stem/stem.2/Relu_output_0__scale")
+    assert scale == pytest.approx(cnn_scales.tensors["/stem/stem.2/Relu_output_0"].thresholds["max"] / 127)
+    assert cnn_scales.method == "entropy"

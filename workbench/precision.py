@@ -835,6 +835,8 @@ def apply_precision_edit(
             raise RecipeError(f"the quantize edit needs scale cache {edit.scales} but no cache folder was given",
                               hint="open the recipe with its cache folder (Session(..., cache_dir=...))")
         cache = ScaleCache.load(Path(cache_dir) / "scales" / f"{edit.scales}.json")
+        if edit.method and edit.method != cache.method:  # the cache holds every method's threshold
+            cache = cache.with_method(edit.method)
         return quantize_model(model, cache, dtype=edit.dtype, exclude=edit.exclude, nodes=edit.nodes,
                               per_channel=edit.per_channel)
     raise TypeError(f"apply_precision_edit handles convert_precision and quantize, not {edit.kind}")
