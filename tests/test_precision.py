@@ -385,7 +385,8 @@ def test_decomposed_layernorm_statistics_chain_is_guarded() -> None:
     x = np.random.default_rng(0).uniform(0, 1000, (4, 64)).astype(np.float32)
     ref = OrtEngine(model).run({"x": x})["y"]
     assert np.abs(OrtEngine(half).run({"x": x})["y"] - ref).max() < 0.01
-    assert not np.isfinite(np.float16(np.var(x[0])))
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(np.float16(np.var(x[0])))
 
 
 def test_quantize_edit_method_selects_the_cached_threshold(tmp_path: Path, cnn: onnx.ModelProto,
