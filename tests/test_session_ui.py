@@ -39,6 +39,8 @@ def test_select_by_pattern_preview_apply_undo_redo(tab: EditTab) -> None:
     assert "block2.relu" in tab.preview_html.value and not s.can_undo  # preview applies nothing
     tab.apply_button.click()
     assert tab.status.state == "ok" and s.position == 1
+    assert tab.status.message == "apply bypass_node(node='block2.relu', input_index=0): 0 nodes added, 1 removed, " \
+        "1 changed; 12 nodes"
     assert tab.last_change["removed"] == ["block2.relu"] and tab.last_change["changed"] == ["block3.conv"]
     assert json.loads(tab.recipe_json.value)["edits"] == [{"kind": "bypass_node", "node": "block2.relu",
                                                           "input_index": 0}]

@@ -370,10 +370,19 @@ class EditTab:
             self.last_preview = self.session.preview(self._edits())
             self.preview_html.value = _diff_html(self.last_preview)
 
+    def _report_change(self) -> None:
+        """After a successful step, say what changed (other tabs' change handlers may have written the status)."""
+        if self.status.state != "ok":
+            return
+        c = self.session.last_change
+        self.status.ok(f"{c['action']} {c['edit']}: {len(c['added'])} nodes added, {len(c['removed'])} removed, "
+                       f"{len(c['changed'])} changed; {len(self.session.model.graph.node)} nodes")
+
     def _on_apply(self) -> None:
         with self.status.guard("applying"):
             self.session.apply_all(self._edits())
             self.preview_html.value = ""
+        self._report_change()
 
     def _on_history(self, change: dict) -> None:
         """Selecting a history step jumps there (undo/redo several steps at once)."""
@@ -381,14 +390,17 @@ class EditTab:
             return
         with self.status.guard(f"going to step {change['new']}"):
             self.session.goto(change["new"])
+        self._report_change()
 
     def _on_undo(self) -> None:
         with self.status.guard("undo"):
             self.session.undo()
+        self._report_change()
 
     def _on_redo(self) -> None:
         with self.status.guard("redo"):
             self.session.redo()
+        self._report_change()
 
     def _on_save(self) -> None:
         with self.status.guard(f"saving {self.recipe_path.value}"):
