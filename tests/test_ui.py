@@ -178,6 +178,17 @@ def test_five_thousand_nodes_lay_out_in_one_pass():
     assert y["o999"] == -4000 and y["n999"] == -3997 and y["a0"] == -1  # 4 layers per block
     x = dict(zip(nodes.customdata, nodes.x))
     assert x["n500"] != x["a500"]  # the two branches of a block sit side by side
+    assert fig.layout.yaxis.range == (-59.5, 0.8)  # opens on the first 60 layers
+
+
+def test_selecting_a_node_out_of_view_scrolls_the_graph(tmp_path: Path):
+    session = Session(_big_model(100), cache_dir=tmp_path / "c")
+    wb = Workbench(session)
+    tab = wb.tabs["Model"]
+    assert tab.graph.layout.yaxis.range == (-59.5, 0.8)
+    tab.rows.value = "o90"  # layer 364
+    low, high = tab.graph.layout.yaxis.range
+    assert low < -364 < high and high - low == pytest.approx(60.3)
 
 
 # --- dashboard and Model tab (headless widgets) ----------------------------------------------------

@@ -245,6 +245,7 @@ def graph_figure(
     labels: bool | None = None,
     height: int | None = None,
     title: str | None = None,
+    window: int = 60,
 ) -> go.Figure:
     """The model graph as a figure.
 
@@ -252,7 +253,8 @@ def graph_figure(
     continuous colour scale with a colour bar, other values one colour per distinct value; nodes
     without a value are grey. Without it, nodes are coloured by op type. ``highlight`` rings the
     given nodes; ``selected`` marks one node. ``labels`` writes op types on the nodes (default: on
-    for graphs up to 80 nodes).
+    for graphs up to 80 nodes). Graphs deeper than ``2 * window`` layers open on their first ``window``
+    layers.
     """
     lay = model if isinstance(model, GraphLayout) else graph_layout(model)
     n = len(lay.names)
@@ -326,6 +328,7 @@ def graph_figure(
         legend=dict(itemsizing="constant", font=dict(size=10), orientation="h", x=0, xanchor="left", y=1,
                     yanchor="bottom"),
         xaxis=dict(visible=False, range=[xmin - 0.6, xmax + (2.5 if show_labels else 0.8)]),
-        yaxis=dict(visible=False),
+        # a tall graph opens on its first `window` layers (pan or zoom out for the rest)
+        yaxis=dict(visible=False, range=[-window + 0.5, 0.8] if layers > 2 * window else None),
     )
     return fig

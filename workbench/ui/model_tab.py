@@ -284,6 +284,10 @@ class ModelTab:
         with self.graph.batch_update():
             sel = self._trace("selected")
             sel.x, sel.y = xs, ys
+            shown = self.graph.layout.yaxis.range
+            if ys and shown is not None and not min(shown) <= ys[0] <= max(shown):
+                half = (max(shown) - min(shown)) / 2  # a tall graph scrolls to the selected node
+                self.graph.layout.yaxis.range = [ys[0] - half, ys[0] + half]
 
     def _on_graph_click(self, trace: Any, pts: Any, _selector: Any) -> None:
         if pts.point_inds:
