@@ -181,3 +181,17 @@ def test_cli_debug_writes_a_recipe_that_recovers_accuracy(models, tmp_path, cli_
     bad = subprocess.run([str(cli_path), "debug", str(model_path), "--recipe", str(tmp_path / "none.json"),
                           "--inputs", str(TEST), "--json"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "none.json" in json.loads(bad.stdout)["error"]
+
+
+def test_sensitivity_with_a_requantizing_factory_equals_naive_exclusion(models):
+    x = np.load(TEST)["input"][:96]
+    ref_out = logits(models["ref"], x).astype(np.float64)
+
+    def factory(keep):
+        return quantize_model(models["ref"], models["scales"], exclude=keep)
+
+    sens = sensitivity(models["ref"], models["q"], {"input": x}, factory=factory)
+    for row in sens.table.records():
+        full = logits(factory((row["node"],)), x).astype(np.float64)
+        naive = (np.linalg.norm(full - ref_out, axis=1) / np.linalg.norm(ref_out, axis=1)).mean()
+        assert row["rel_l2_restored"] == pytest.approx(naive, rel=2e-3, abs=1e-5), row["node"]

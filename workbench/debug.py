@@ -220,66 +220,91 @@ def _descendants(nodes: Sequence[onnx.NodeProto], start: onnx.NodeProto) -> list
     return sorted(keep, key=lambda n: order[id(n)])
 
 
-def _constant_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    const = {i.name for i in graph.initializer}
+def _changed(candidate: onnx.ModelProto, variant: onnx.ModelProto) -> tuple[list[onnx.NodeProto], set[str]]:
+    """Nodes of ``variant`` that compute something the candidate does not (new or different nodes, nodes
+    reading a different initializer, and everything downstream), in graph order; and the changed initializers."""
+    cand_nodes = {n.name: n.SerializeToString(deterministic=True) for n in candidate.graph.node}
+    cand_inits = {i.name: i.SerializeToString(deterministic=True) for i in candidate.graph.initializer}
+    changed_inits = {i.name for i in variant.graph.initializer
+                     if cand_inits.get(i.name) != i.SerializeToString(deterministic=True)}
+    dirty = set(changed_inits)
     out = []
-    for n in graph.node:
-        if n.input and all((not i) or i in const for i in n.input) or (n.op_type == "Constant"):
+    for n in variant.graph.node:
+        if (cand_nodes.get(n.name) != n.SerializeToString(deterministic=True)
+                or any(i in dirty for i in n.input if i)):
             out.append(n)
-            const.update(n.output)
-    return out
+            dirty.update(o for o in n.output if o)
+    return out, changed_inits
 
 
-def _tails_model(candidate: onnx.ModelProto, reference: onnx.ModelProto, layers: Sequence[str]
+def _tails_model(candidate: onnx.ModelProto, variants: Mapping[str, onnx.ModelProto]
                  ) -> tuple[onnx.ModelProto, list[str], dict[str, dict[str, str]]]:
-    """One model holding, for each layer, the candidate's tail from that layer with it restored.
+    """One model holding, for each variant (the candidate with one layer in high precision), the part of it
+    that differs from the candidate: tensors renamed per variant, unchanged weights shared.
 
     Returns (model, boundary tensors to feed from the candidate's own run, {layer: {output: tail output}}).
     """
     outputs = [o.name for o in candidate.graph.output]
     cinfos = tensor_infos(candidate)
+    cand_inits = {i.name: i for i in candidate.graph.initializer}
+    cand_prod = {o: n for n in candidate.graph.node for o in n.output if o}
     g = helper.make_graph([], "sensitivity_tails", [], [])
-    init_names: set[str] = set()
-    const_done: set[str] = set()
+    shared: set[str] = set()  # initializers and constant-node outputs added once, shared by all tails
     boundary: dict[str, None] = {}
     out_map: dict[str, dict[str, str]] = {}
-    for li, layer in enumerate(layers):
-        restored = restore_layers(candidate, reference, [layer])
-        rg = restored.graph
-        start = next(n for n in rg.node if n.name == layer)
-        consts = _constant_nodes(rg)
-        const_out = {o for n in consts for o in n.output}
-        bridges = [n for n in rg.node if n.name.endswith("__restore_cast") and any(o in start.input for o in n.output)]
-        tail = bridges + [n for n in _descendants(list(rg.node), start) if id(n) not in {id(c) for c in consts}]
-        inits = {i.name: i for i in rg.initializer}
-        produced = {o for n in tail for o in n.output if o}
-        rename = {o: f"{o}__s{li}" for o in produced}
+
+    def constant(t: str) -> bool:
+        """A tensor computed from initializers only in the candidate (e.g. a weight's DequantizeLinear)."""
+        if t in cand_inits:
+            return True
+        n = cand_prod.get(t)
+        return n is not None and (n.op_type == "Constant" or (bool(n.input) and all(constant(i) for i in n.input
+                                                                                     if i)))
+
+    def share(t: str) -> None:
+        if t in shared:
+            return
+        shared.add(t)
+        if t in cand_inits:
+            g.initializer.append(cand_inits[t])
+            return
+        n = cand_prod[t]
+        for i in n.input:
+            if i:
+                share(i)
+        g.node.append(n)
+        shared.update(o for o in n.output if o)
+
+    for li, (layer, variant) in enumerate(variants.items()):
+        tail, changed_inits = _changed(candidate, variant)
+        inits = {i.name: i for i in variant.graph.initializer}
+        rename = {o: f"{o}__s{li}" for n in tail for o in n.output if o}
+        for name in changed_inits:
+            init = onnx.TensorProto()
+            init.CopyFrom(inits[name])
+            init.name = rename[name] = f"{name}__s{li}"
+            g.initializer.append(init)
         for n in tail:
             new = onnx.NodeProto()
             new.CopyFrom(n)
             new.name = f"{n.name}__s{li}"
             for k, i in enumerate(new.input):
+                if not i:
+                    continue
                 if i in rename:
                     new.input[k] = rename[i]
-                elif i and i not in inits and i not in const_out:
+                elif constant(i):
+                    share(i)
+                elif i in inits:
+                    if i not in shared:
+                        g.initializer.append(inits[i])
+                        shared.add(i)
+                else:
                     boundary[i] = None
             for k, o in enumerate(new.output):
                 if o:
                     new.output[k] = rename[o]
             g.node.append(new)
-        for c in consts:
-            if c.output[0] not in const_done and any(o in {i for n in tail for i in n.input} for o in c.output):
-                g.node.append(c)
-                const_done.update(c.output)
-                for i in c.input:
-                    if i in inits and i not in init_names:
-                        g.initializer.append(inits[i])
-                        init_names.add(i)
-        for n in tail:
-            for i in n.input:
-                if i in inits and i not in init_names:
-                    g.initializer.append(inits[i])
-                    init_names.add(i)
         out_map[layer] = {}
         for o in outputs:
             if o in rename:
@@ -292,10 +317,9 @@ def _tails_model(candidate: onnx.ModelProto, reference: onnx.ModelProto, layers:
         if info is None or info.dtype == "unknown":
             raise EditError(f"tensor '{b}' of the candidate has no known type", hint="run shape inference first")
         g.input.append(helper.make_tensor_value_info(b, helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype)), None))
-    # constant nodes must run first
-    g_nodes = _toposort(list(g.node), {i.name for i in g.input} | init_names)
+    ordered = _toposort(list(g.node), {i.name for i in g.input} | {i.name for i in g.initializer})
     del g.node[:]
-    g.node.extend(g_nodes)
+    g.node.extend(ordered)
     model = helper.make_model(g, opset_imports=list(candidate.opset_import))
     model.ir_version = candidate.ir_version
     return model, list(boundary), out_map
@@ -315,6 +339,7 @@ def sensitivity(
     batch_size: int = 64,
     max_samples: int | None = None,
     rank_by: str = "rel_l2",
+    factory: Factory | None = None,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> Sensitivity:
@@ -324,6 +349,9 @@ def sensitivity(
     alone is restored (``rank_by="rel_l2"``, the default: continuous, so it separates layers that a coarse
     metric such as accuracy on a few hundred samples ties), or the gain in ``metric`` (``rank_by="metric"``).
     ``metric_gain`` and ``metric_restored`` always report ``metric`` (default: the relative L2 error).
+    ``factory(keep)`` builds the candidate with ``keep`` in high precision (e.g. re-quantizing with
+    ``exclude=keep``, see :func:`recipe_models`); by default the layer is restored in the candidate graph
+    (:func:`restore_layers`). Only the part of each variant that differs from the candidate is run.
     """
     if rank_by not in ("rel_l2", "metric"):
         raise DataError(f"unknown rank_by '{rank_by}'", hint="use 'rel_l2' or 'metric'")
@@ -348,7 +376,10 @@ def sensitivity(
                         hint="quantize or convert the model first (Quantize / ConvertPrecision edit)")
     ds = load_data(data)
     warnings: list[str] = []
-    tails, boundary, out_map = _tails_model(cand, ref, list(layers))
+    variants = {layer: (factory((layer,)) if factory is not None else restore_layers(cand, ref, [layer]))
+                for layer in layers}
+    tails, boundary, out_map = _tails_model(cand, variants)
+    del variants
     outputs = [o.name for o in ref.graph.output]
     ref_eng = OrtEngine(ref)
     cand_eng = OrtEngine(with_outputs(cand, boundary))
@@ -624,7 +655,7 @@ def debug_precision(
     cand = candidate if len(candidate.graph.value_info) else load_model(candidate)
     metric = metric or output_error()
     ds = load_data(data)
-    sens = sensitivity(ref, cand, ds, metric=metric, layers=layers, batch_size=batch_size,
+    sens = sensitivity(ref, cand, ds, metric=metric, layers=layers, batch_size=batch_size, factory=factory,
                        max_samples=max_samples, progress=progress, cancel=cancel)
     if metric.higher_is_better:
         target = sens.metric_reference - tolerance

@@ -1,0 +1,229 @@
+"""Accuracy-debugger benchmarks (prints measured numbers; no assertions).
+
+1. Sensitivity of every quantized layer, our method (one candidate run + one combined "tails" model per batch)
+   vs the naive one (for each layer: quantize_model(exclude=[layer]), a new ONNX Runtime session, a full
+   evaluation), on the digits CNN (with two outlier channels) and a larger generated CNN (ResNet-18 topology,
+   32x32 inputs). Reports both times, their ratio and the Spearman rank correlation of the two rankings.
+2. Layerwise comparison (every tensor + local error) of a real-size CNN (ResNet-18 topology, 224x224,
+   11.7 M parameters, random weights) over 64 and 256 samples, each in a fresh child process, with the
+   child's peak RSS: memory must not grow with the number of samples.
+
+Run: .venv/bin/python benchmarks/bench_debug.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from workbench.backends.ort import OrtEngine, with_outputs  # noqa: E402
+from workbench.compare import Dataset, compare, output_error  # noqa: E402
+from workbench.debug import evaluate, low_precision_layers, outlier_channel_model, sensitivity  # noqa: E402
+from workbench.graph import load_model, sample_path  # noqa: E402
+from workbench.precision import quantize_model  # noqa: E402
+
+
+def resnet18(size: int, classes: int = 10, stem_stride: int = 2, seed: int = 0, widths=(64, 128, 256, 512)
+             ) -> onnx.ModelProto:
+    """ResNet-18 topology (torchvision layout, BatchNorm kept) with seeded He-initialised weights."""
+    rng = np.random.default_rng(seed)
+    inits: list[TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def conv_bn(x: str, cin: int, cout: int, k: int, stride: int, name: str, relu: bool = True) -> str:
+        w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))).astype(np.float32)
+        inits.extend([numpy_helper.from_array(w, f"{name}.weight"),
+                      numpy_helper.from_array((1 + 0.1 * rng.standard_normal(cout)).astype(np.float32), f"{name}.g"),
+                      numpy_helper.from_array((0.1 * rng.standard_normal(cout)).astype(np.float32), f"{name}.b"),
+                      numpy_helper.from_array((0.1 * rng.standard_normal(cout)).astype(np.float32), f"{name}.m"),
+                      numpy_helper.from_array((1 + 0.1 * rng.random(cout)).astype(np.float32), f"{name}.v")])
+        nodes.append(helper.make_node("Conv", [x, f"{name}.weight"], [f"{name}.conv"], name=f"{name}.conv",
+                                      kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4))
+        nodes.append(helper.make_node("BatchNormalization", [f"{name}.conv", f"{name}.g", f"{name}.b", f"{name}.m",
+                                                             f"{name}.v"], [f"{name}.bn"], name=f"{name}.bn"))
+        if not relu:
+            return f"{name}.bn"
+        nodes.append(helper.make_node("Relu", [f"{name}.bn"], [f"{name}.relu"], name=f"{name}.relu"))
+        return f"{name}.relu"
+
+    x = conv_bn("input", 3, widths[0], 7 if stem_stride == 2 else 3, stem_stride, "stem")
+    if stem_stride == 2:
+        nodes.append(helper.make_node("MaxPool", [x], ["stem.pool"], name="stem.pool", kernel_shape=[3, 3],
+                                      strides=[2, 2], pads=[1, 1, 1, 1]))
+        x = "stem.pool"
+    cin = widths[0]
+    for li, cout in enumerate(widths):
+        for bi in range(2):
+            stride = 2 if (bi == 0 and li > 0) else 1
+            name = f"layer{li + 1}.{bi}"
+            y = conv_bn(x, cin, cout, 3, stride, f"{name}.c1")
+            y = conv_bn(y, cout, cout, 3, 1, f"{name}.c2", relu=False)
+            short = conv_bn(x, cin, cout, 1, stride, f"{name}.down", relu=False) if (stride != 1 or cin != cout) else x
+            nodes.append(helper.make_node("Add", [y, short], [f"{name}.add"], name=f"{name}.add"))
+            nodes.append(helper.make_node("Relu", [f"{name}.add"], [f"{name}.out"], name=f"{name}.out"))
+            x, cin = f"{name}.out", cout
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"))
+    inits.append(numpy_helper.from_array((rng.standard_normal((classes, cin)) / np.sqrt(cin)).astype(np.float32),
+                                         "fc.weight"))
+    inits.append(numpy_helper.from_array(np.zeros(classes, np.float32), "fc.bias"))
+    nodes.append(helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc", transB=1))
+    graph = helper.make_graph(nodes, "resnet18",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return load_model(model)
+
+
+def max_scales(model: onnx.ModelProto, x: np.ndarray) -> dict[str, float]:
+    """max |x| of every float activation (excluding a layer can move Q/DQ onto other tensors)."""
+    acts = ["input"] + [o for n in model.graph.node for o in n.output if n.op_type not in ("Shape", "Constant")]
+    eng = OrtEngine(with_outputs(model, acts))
+    amax = dict.fromkeys(acts, 0.0)
+    for i in range(0, len(x), 32):
+        v = {"input": x[i:i + 32], **eng.run({"input": x[i:i + 32]}, outputs=acts[1:])}
+        for t in acts:
+            amax[t] = max(amax[t], float(np.abs(v[t]).max()))
+    return amax
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra = np.argsort(np.argsort(a)).astype(float)
+    rb = np.argsort(np.argsort(b)).astype(float)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def bench_sensitivity(label: str, ref: onnx.ModelProto, calib: np.ndarray, data: Dataset,
+                      recalibrate: bool = True) -> None:
+    """Ours vs naive, both meaning "quantize_model(exclude=[layer])" so the rankings are comparable."""
+    from workbench.calibration import calibrate
+    from workbench.compare import _batches
+
+    scales = calibrate(ref, {"input": calib}, method="max", tensors=max_scales_tensors(ref))
+    cand = load_model(quantize_model(ref, scales))
+    layers = list(low_precision_layers(ref, cand))
+
+    def factory(keep: tuple[str, ...]) -> onnx.ModelProto:
+        return quantize_model(ref, scales, exclude=keep)
+
+    t0 = time.perf_counter()
+    ours = sensitivity(ref, cand, data, factory=factory)
+    t_ours = time.perf_counter() - t0
+    ref_eng = OrtEngine(ref)
+    ref_outs = [ref_eng.run(f) for f, _ in _batches(data, ref, 64, None, [])]
+    # naive (B): one quantize-and-evaluate run per layer, scales calibrated once and reused
+    t0 = time.perf_counter()
+    naive = {layer: evaluate(factory((layer,)), data, output_error(), ref_outs, batch_size=64, max_samples=None,
+                             reference=ref) for layer in layers}
+    t_naive = time.perf_counter() - t0 + 0.0
+    ours_err = {r["node"]: r["rel_l2_restored"] for r in ours.table.records()}
+    rho = spearman([ours_err[k] for k in layers], [naive[k] for k in layers])
+    top_ours = sorted(layers, key=lambda k: ours_err[k])[:3]
+    top_naive = sorted(layers, key=lambda k: naive[k])[:3]
+    print(f"[sensitivity] {label}: {len(layers)} quantized layers, {data.samples} evaluation samples")
+    print(f"  ours {t_ours:7.2f} s | naive, scales reused {t_naive:7.2f} s -> ratio {t_ours / t_naive:.3f}x | "
+          f"Spearman rho {rho:.3f}")
+    if recalibrate:
+        # naive (A): what `workbench quantize --exclude L` + `workbench compare` does per layer: calibrate again
+        t0 = time.perf_counter()
+        for layer in layers:
+            s = calibrate(ref, {"input": calib}, method="max", exclude=[layer])
+            evaluate(quantize_model(ref, s, exclude=[layer]), data, output_error(), ref_outs, batch_size=64,
+                     max_samples=None, reference=ref)
+        t_full = time.perf_counter() - t0
+        print(f"  naive, recalibrating per layer ({len(calib)} calibration samples) {t_full:7.2f} s -> ratio "
+              f"{t_ours / t_full:.3f}x")
+    print(f"  top-3 ours  {top_ours}\n  top-3 naive {top_naive}")
+
+
+def max_scales_tensors(model: onnx.ModelProto) -> list[str]:
+    """Every float activation: excluding a layer can move Q/DQ onto other tensors (residual adds)."""
+    return ["input"] + [o for n in model.graph.node for o in n.output if n.op_type not in ("Shape", "Constant")]
+
+
+def memory_child(samples: int, ref_path: str, cand_path: str) -> None:
+    """In a fresh process: load both models, compare layer by layer over ``samples`` inputs, report peak RSS.
+    The inputs are generated batch by batch (an iterable would hold them all; a memory-mapped .npz is what
+    users pass), so the data itself does not count towards the peak."""
+    ref, cand = load_model(ref_path), load_model(cand_path)
+    rng = np.random.default_rng(0)
+    data_path = Path(ref_path).with_name(f"data_{samples}.npy")
+    x = np.lib.format.open_memmap(data_path, mode="w+", dtype=np.float32, shape=(samples, 3, 224, 224))
+    for i in range(0, samples, 16):
+        x[i:i + 16] = rng.standard_normal((min(16, samples - i), 3, 224, 224)).astype(np.float32)
+    x.flush()
+    del x
+    x = np.load(data_path, mmap_mode="r")
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    report = compare(ref, cand, {"input": x}, layerwise=True, batch_size=8)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"samples": report.samples, "seconds": seconds, "peak_rss_mb": peak, "rss_before_mb": base,
+                      "data_mb": samples * 3 * 224 * 224 * 4 / 2**20, "tensors": len(report.layers),
+                      "first_divergence": (report.first_divergence or {}).get("node"),
+                      "output_rel_l2": report.outputs["logits"]["rel_l2"]}))
+
+
+def bench_memory(counts: tuple[int, ...]) -> None:
+    import tempfile
+
+    print("[layerwise memory] ResNet-18 topology 224x224, 1000 classes (11.7 M params), INT8 Q/DQ vs FP32, "
+          "batch 8, every tensor + local error, each run in a fresh process")
+    ref = resnet18(224, classes=1000, seed=1)
+    calib = np.random.default_rng(5).standard_normal((16, 3, 224, 224)).astype(np.float32)
+    cand = quantize_model(ref, max_scales(ref, calib))
+    with tempfile.TemporaryDirectory() as tmp:
+        from workbench.graph import save_model
+
+        rp, cp = save_model(ref, Path(tmp) / "ref.onnx"), save_model(cand, Path(tmp) / "int8.onnx")
+        for n in counts:
+            out = subprocess.run([sys.executable, __file__, "--memory-child", str(n), str(rp), str(cp)],
+                                 capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            r = json.loads(out)
+            print(f"  {r['samples']:4d} samples: {r['seconds']:6.1f} s ({r['seconds'] / r['samples'] * 1000:.0f} "
+                  f"ms/sample), {r['tensors']} tensors, peak RSS {r['peak_rss_mb']:.0f} MB (after loading "
+                  f"{r['rss_before_mb']:.0f} MB; inputs memory-mapped, {r['data_mb']:.0f} MB on disk); "
+                  f"output rel_l2 {r['output_rel_l2']:.4f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    p.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_child:
+        memory_child(int(args.memory_child[0]), args.memory_child[1], args.memory_child[2])
+        return
+    digits = load_model("digits_cnn")
+    outliers = {"/res1/res1.1/BatchNormalization": "/res2/res2.0/Conv",
+                "/down/down.1/BatchNormalization": "/fc/Gemm"}
+    broken = load_model(outlier_channel_model(digits, outliers, channel=3, factor=64.0))
+    d = np.load(sample_path("digits_cnn").parent / "digits_test.npz")
+    calib = np.load(sample_path("digits_cnn").parent / "digits_calib.npz")["input"]
+    bench_sensitivity("digits CNN (outlier channels)", broken, calib,
+                      Dataset({"input": d["input"], "label": d["label"]}))
+    size = 32
+    big = resnet18(size, stem_stride=1, seed=0, widths=(16, 32, 64, 128) if args.quick else (32, 64, 128, 256))
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((256, 3, size, size)).astype(np.float32)
+    calib_big = rng.standard_normal((128, 3, size, size)).astype(np.float32)
+    bench_sensitivity(f"generated ResNet-18 topology {size}x{size}", big, calib_big, Dataset({"input": x}))
+    bench_memory((16, 64) if args.quick else (64, 256))
+
+
+if __name__ == "__main__":
+    main()
