@@ -307,6 +307,22 @@ def test_workbench_on_a_session_and_in_memory_model(tmp_path: Path):
     assert "conv_bn_relu" in wb.name.value  # no path: the graph's name
 
 
+def test_workbench_opens_a_saved_recipe(cnn_path: Path, tmp_path: Path):
+    session = Session(str(cnn_path), cache_dir=tmp_path / "c")
+    session.apply(FuseBatchNorm())
+    recipe = session.save(tmp_path / "fused.json")
+    wb = Workbench(str(recipe), cache_dir=tmp_path / "c2")
+    assert wb.status.state == "ok" and wb.session.source_path == cnn_path.resolve()
+    assert [e.kind for e in wb.session.recipe.edits] == ["fuse_batchnorm"]
+    assert [v for _, v in wb.tabs["Model"].rows.options] == [n.name for n in session.model.graph.node]
+    assert "BatchNormalization" not in wb.tabs["Model"].op.options
+    (tmp_path / "broken.json").write_text("{not json")
+    wb.path.value = str(tmp_path / "broken.json")
+    wb.open_button.click()
+    assert wb.status.state == "error" and "broken.json" in wb.status.message
+    assert wb.session.recipe.edits  # the open model is kept
+
+
 def test_check_button_reports_dynamic_dims(tmp_path: Path):
     path = tmp_path / "dyn.onnx"
     onnx.save(dynamic_model(), path)

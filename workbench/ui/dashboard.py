@@ -49,7 +49,8 @@ def _tab_classes() -> list[type]:
 
 
 class Workbench:
-    """The ONNX -> TensorRT workbench for one model: ``Workbench("model.onnx")`` or ``Workbench(session)``.
+    """The ONNX -> TensorRT workbench for one model: ``Workbench("model.onnx")``, ``Workbench("recipe.json")``
+    or ``Workbench(session)``.
 
     Attributes: ``session`` (None while no model is open), ``status`` (the shared status line),
     ``tabs`` ({title: tab object}), ``widget`` (the whole dashboard).
@@ -83,15 +84,22 @@ class Workbench:
     # --- opening models -----------------------------------------------------------------------------
 
     def open(self, source: Any) -> bool:
-        """Open a model (path, sample name, ModelProto); on bad input show the error and keep the dashboard."""
+        """Open a model (path, sample name, ModelProto) or a saved recipe (``.json``: its model, edits replayed).
+
+        On bad input the status shows the error and the dashboard keeps its current model (or none).
+        """
         if isinstance(source, (str, os.PathLike)):
             self.path.value = str(source)
         if isinstance(source, str) and not source:
             self.status.error(WorkbenchError("no model given", hint="type a path to an .onnx file or a sample name"))
             return False
         before = self.session
+        recipe = isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".json"
         with self.status.guard(f"opening {source if isinstance(source, (str, os.PathLike)) else 'the model'}"):
-            self._attach(Session(source, cache_dir=self.cache_dir))
+            if recipe:  # a saved recipe: its model with the edits replayed
+                self._attach(Session.load(source, cache_dir=self.cache_dir))
+            else:
+                self._attach(Session(source, cache_dir=self.cache_dir))
         if self.session is before and self.status.state == "error":
             if before is None:
                 self._show_empty()
