@@ -90,3 +90,4 @@ def test_random_data_is_flagged(tab: CalibrateTab) -> None:
         tab.wait()
     assert tab.status.state == "ok", tab.status.message
     assert tab.session.recipe.calibration.data == "random"
+    assert "RANDOM data" in tab.warnings.value

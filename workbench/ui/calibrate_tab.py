@@ -136,6 +136,10 @@ class CalibrateTab:
                 self.session.set_calibration(CalibrationSettings(method=method, percentile=percentile,
                                                                  samples=cache.samples, data=label))
                 self._show_cache(cache)
+                if label == "random":
+                    self.warnings.value = ('<p style="color:#b00020"><b>⚠ calibrated on RANDOM data: these scales do '
+                                           "not fit real inputs; use 100-500 representative samples</b></p>"
+                                           + self.warnings.value)
                 self.progress.value = 1.0
                 self.phase.value = f"done: {cache.samples} samples"
                 self.status.ok(f"calibrated {len(cache.tensors)} tensors on {cache.samples} samples "

@@ -105,7 +105,7 @@ class PrecisionTab:
 
     def _refresh_summary(self) -> None:
         choices = self.choices()
-        plan = {n: choices.get(n, self.current.get(n, "fp32")) for n in self.ops}
+        plan = {n: choices.get(n, p) for n, p in self.current.items()}  # compute nodes (no Cast/Q/DQ)
         counts = Counter(plan.values())
         est = weight_bytes(self.session.model, plan)
         now = weight_bytes(self.session.model)
