@@ -7,6 +7,7 @@ Unnamed nodes get stable names (``{op}_{index}`` in graph order) so recipes can 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mmap
 import os
@@ -104,11 +105,10 @@ def load_model(
             f"cannot load a model from a {type(source).__name__}",
             hint="pass a path to an .onnx file, a sample name, the file's bytes or an onnx.ModelProto",
         )
-    skeleton = _validate(model, where, check=check)
+    _validate(model, where)
     if names:
         name_nodes(model)
-        if skeleton is not None:
-            name_nodes(skeleton)  # its nodes are copies: the same names come out
+    skeleton = _checked_skeleton(model, where) if check else None
     if shapes:
         _infer_into(model, where, skeleton)
     return model
@@ -182,9 +182,34 @@ def _with_external_data(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
 
 
 def _external_tensors(model: onnx.ModelProto) -> list[TensorProto]:
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+    """Tensors whose data lives in a side file: initializers and tensor attributes, subgraphs included."""
+    found: list[TensorProto] = []
+    _graph_external(model.graph, found)
+    for f in model.functions:
+        _nodes_external(f.node, found)
+    return found
 
-    return [t for t in _get_all_tensors(model) if uses_external_data(t)]
+
+def _graph_external(g: onnx.GraphProto, found: list[TensorProto]) -> None:
+    found += [t for t in g.initializer if t.data_location == TensorProto.EXTERNAL]
+    for sparse in g.sparse_initializer:
+        found += [t for t in (sparse.values, sparse.indices) if t.data_location == TensorProto.EXTERNAL]
+    _nodes_external(g.node, found)
+
+
+def _nodes_external(nodes: Any, found: list[TensorProto]) -> None:
+    for n in nodes:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                if a.t.data_location == TensorProto.EXTERNAL:
+                    found.append(a.t)
+            elif a.type == onnx.AttributeProto.TENSORS:
+                found += [t for t in a.tensors if t.data_location == TensorProto.EXTERNAL]
+            elif a.type == onnx.AttributeProto.GRAPH:
+                _graph_external(a.g, found)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for sub in a.graphs:
+                    _graph_external(sub, found)
 
 
 def _refuse_unloaded_external_data(model: onnx.ModelProto, where: str) -> None:
@@ -247,8 +272,8 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
                          hint="the data file is damaged or belongs to another export; export the model again") from exc
 
 
-def _validate(model: onnx.ModelProto, where: str, *, check: bool) -> onnx.ModelProto | None:
-    """Raise ModelError for a model we cannot use; return the checked skeleton (None when not checked)."""
+def _validate(model: onnx.ModelProto, where: str) -> None:
+    """Raise ModelError for a model we cannot use (opset, IR version, empty graph, damaged text)."""
     supported = onnx.defs.onnx_opset_version()
     for op in model.opset_import:
         if op.domain in ("", "ai.onnx") and op.version > supported:
@@ -269,65 +294,68 @@ def _validate(model: onnx.ModelProto, where: str, *, check: bool) -> onnx.ModelP
     if bad is not None:
         raise ModelError(f"{where} has a name or text field that is not valid UTF-8: {bad[:80]!r}",
                          hint="the file is damaged; export the model again")
-    if check:
-        skeleton = _skeleton(model, where)
-        try:
-            onnx.checker.check_model(skeleton.SerializeToString())
-        except Exception as exc:
-            raise ModelError(
-                f"{where} is not a valid ONNX model: {_first_line(exc)}",
-                hint="fix the exporter's output or load with check=False to inspect it anyway",
-            ) from exc
-        return skeleton
-    return None
+
+
+def _checked_skeleton(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """Run onnx.checker on the weightless skeleton (see :func:`_skeleton`) and return it."""
+    skeleton = _skeleton(model, where)
+    try:
+        onnx.checker.check_model(skeleton.SerializeToString())
+    except Exception as exc:
+        raise ModelError(
+            f"{where} is not a valid ONNX model: {_first_line(exc)}",
+            hint="fix the exporter's output or load with check=False to inspect it anyway",
+        ) from exc
+    return skeleton
 
 
 def _bad_text(model: onnx.ModelProto) -> str | None:
     """The first string field that is not valid UTF-8 (protobuf hands those back as bytes), else None."""
-    for value in _texts(model):
-        if isinstance(value, bytes):
-            return value.decode("utf-8", "backslashreplace")
-    return None
-
-
-def _texts(model: onnx.ModelProto) -> Any:
-    yield from (model.producer_name, model.producer_version, model.domain, model.doc_string)
-    yield from (op.domain for op in model.opset_import)
+    texts: list[Any] = [model.producer_name, model.producer_version, model.domain, model.doc_string]
+    texts += [op.domain for op in model.opset_import]
     for prop in model.metadata_props:
-        yield from (prop.key, prop.value)
+        texts += (prop.key, prop.value)
     for f in model.functions:
-        yield from (f.name, f.domain, *f.input, *f.output, *f.attribute)
-        yield from _node_texts(f.node)
-    yield from _graph_texts(model.graph)
+        texts += (f.name, f.domain)
+        texts += f.input
+        texts += f.output
+        texts += f.attribute
+        _node_texts(f.node, texts)
+    _graph_texts(model.graph, texts)
+    if bytes not in set(map(type, texts)):  # one pass in C; the loop below only runs for a damaged file
+        return None
+    return next(t for t in texts if isinstance(t, bytes)).decode("utf-8", "backslashreplace")
 
 
-def _graph_texts(g: onnx.GraphProto) -> Any:
-    yield from (g.name, g.doc_string)
+def _graph_texts(g: onnx.GraphProto, texts: list[Any]) -> None:
+    texts += (g.name, g.doc_string)
     for vi in (*g.input, *g.output, *g.value_info):
-        yield from (vi.name, vi.doc_string)
+        texts += (vi.name, vi.doc_string)
         t = vi.type.tensor_type
         if t.HasField("shape"):
             for d in t.shape.dim:
-                yield from (d.dim_param, d.denotation)
+                texts += (d.dim_param, d.denotation)
     for t in g.initializer:
-        yield from (t.name, t.doc_string)
+        texts += (t.name, t.doc_string)
         for e in t.external_data:
-            yield from (e.key, e.value)
-    yield from _node_texts(g.node)
+            texts += (e.key, e.value)
+    _node_texts(g.node, texts)
 
 
-def _node_texts(nodes: Any) -> Any:
+def _node_texts(nodes: Any, texts: list[Any]) -> None:
     for n in nodes:
-        yield from (n.name, n.op_type, n.domain, n.doc_string, *n.input, *n.output)
+        texts += (n.name, n.op_type, n.domain, n.doc_string)
+        texts += n.input
+        texts += n.output
         for a in n.attribute:
-            yield from (a.name, a.ref_attr_name, a.doc_string)
+            texts += (a.name, a.ref_attr_name, a.doc_string)
             if a.type == onnx.AttributeProto.GRAPH:
-                yield from _graph_texts(a.g)
+                _graph_texts(a.g, texts)
             elif a.type == onnx.AttributeProto.GRAPHS:
                 for sub in a.graphs:
-                    yield from _graph_texts(sub)
+                    _graph_texts(sub, texts)
             elif a.type == onnx.AttributeProto.TENSOR:
-                yield a.t.name
+                texts.append(a.t.name)
 
 
 # Element sizes of the fixed-size types whose large initializers the skeleton leaves out.
@@ -457,6 +485,7 @@ def _infer_into(model: onnx.ModelProto, where: str, skel: onnx.ModelProto | None
         g.node.extend(ig.node)
 
 
+@functools.cache
 def _dtype_name(elem_type: int) -> str:
     try:
         return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name
