@@ -143,6 +143,8 @@ def test_color_by_numeric_and_categorical_values():
     viridis = pc.sample_colorscale("Viridis", [0.0, 1.0])
     assert colors[0] == viridis[0] and colors[1] == viridis[1]
     assert set(colors[2:]) == {"#c8c8c8"}  # no value: grey
+    colors = graph_figure(model, color_by={**times, names[2]: float("nan"), names[3]: 2.0}).data[1].marker.color
+    assert colors[2] == "#c8c8c8" and colors[3] == pc.sample_colorscale("Viridis", [0.5])[0]  # NaN: no value
     fig = graph_figure(model, color_by={names[0]: "fp16", names[1]: "fp32", names[2]: "fp16"}, color_title="precision")
     node_colors = fig.data[1].marker.color
     assert node_colors[0] == node_colors[2] != node_colors[1]

@@ -231,6 +231,13 @@ def points(layout: GraphLayout, names: Iterable[str]) -> tuple[list[float], list
     return [layout.x[i] for i in idx], [layout.y[i] for i in idx]
 
 
+def _finite_or_none(value: Any) -> Any:
+    """NaN and infinite numbers count as "no value" (grey), like a missing node."""
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return None
+    return value
+
+
 def _numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values)
 
@@ -261,7 +268,7 @@ def graph_figure(
     legend: list[go.Scatter] = []
     hover = list(lay.hover)
     if color_by:
-        vals = [color_by.get(name) for name in lay.names]
+        vals = [_finite_or_none(color_by.get(name)) for name in lay.names]
         present = [v for v in vals if v is not None]
         if present and _numeric(present):
             lo, hi = float(min(present)), float(max(present))
