@@ -6,7 +6,6 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..errors import EditError
-from ..graph import infer_shapes
 
 __all__ = ["to_graph", "to_model", "finish", "node_by_name", "tensor_by_name", "unique_name"]
 
@@ -37,8 +36,41 @@ def to_model(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+_SKIP_BYTES = 1024  # initializers at least this big are left out of the checked/inferred skeleton
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` without its big weights: they become typed graph inputs (checker and inference need only
+    their type and shape), so validating an edit never serialises the whole model."""
+    g = model.graph
+    skel = onnx.ModelProto()
+    skel.ir_version = model.ir_version
+    skel.opset_import.extend(model.opset_import)
+    skel.functions.extend(model.functions)
+    sg = skel.graph
+    sg.name = g.name
+    sg.node.extend(g.node)
+    sg.input.extend(g.input)
+    sg.output.extend(g.output)
+    sg.value_info.extend(g.value_info)
+    sg.sparse_initializer.extend(g.sparse_initializer)
+    inputs = {i.name for i in g.input}
+    for t in g.initializer:
+        if t.HasField("raw_data") and t.data_location != onnx.TensorProto.EXTERNAL and len(t.raw_data) >= _SKIP_BYTES:
+            if t.name not in inputs:
+                sg.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            sg.initializer.append(t)
+    return skel
+
+
+def _has_subgraphs(g: onnx.GraphProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute)
+
+
 def finish(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
-    """Re-infer types and shapes from scratch (stale ones dropped), then run the ONNX checker.
+    """Validate an edited model in place and return it: types and shapes re-inferred from scratch (stale
+    ones dropped), then the ONNX checker; both run on a weightless skeleton.
 
     Shapes of tensors made by custom-domain ops (which inference cannot redo) are kept.
     """
@@ -51,14 +83,16 @@ def finish(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
     for o in g.output:
         if o.name not in custom:
             o.ClearField("type")
+    skel = _skeleton(model)
     try:
-        inferred = infer_shapes(model, where=where)
+        inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
     except Exception as exc:
         raise EditError(
             f"{where} leaves a graph whose shapes cannot be inferred: {_first_line(exc)}",
             hint="undo this edit; the nodes it touches no longer fit their operators' input shapes",
         ) from exc
-    for o in inferred.graph.output:
+    ig = inferred.graph
+    for o in ig.output:
         if not o.type.HasField("tensor_type") and not o.type.HasField("sequence_type"):
             if old_out.get(o.name) is not None and old_out[o.name].HasField("type"):
                 o.type.CopyFrom(old_out[o.name].type)
@@ -69,7 +103,14 @@ def finish(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
             f"{where} leaves an invalid ONNX graph: {_first_line(exc)}",
             hint="undo this edit (the session kept the last good model) and pick another node or tensor",
         ) from exc
-    return inferred
+    del g.value_info[:]
+    g.value_info.extend(ig.value_info)
+    del g.output[:]
+    g.output.extend(ig.output)
+    if _has_subgraphs(g):  # inference also annotates If/Loop/Scan bodies
+        del g.node[:]
+        g.node.extend(ig.node)
+    return model
 
 
 def _first_line(exc: BaseException) -> str:
