@@ -74,12 +74,12 @@ class ProfileTab:
                                    layout=W.Layout(width="230px"))
         # trtexec files
         self.layers_path = W.Text(placeholder="G.json from trtexec --exportLayerInfo", description="layer info",
-                                  layout=W.Layout(width="60%"))
+                                  layout=W.Layout(width="560px"))
         self.profile_path = W.Text(placeholder="P.json from trtexec --exportProfile", description="profile",
-                                   layout=W.Layout(width="60%"))
+                                   layout=W.Layout(width="560px"))
         self.label = W.Text(placeholder="label, e.g. a100-fp16", description="label", layout=W.Layout(width="300px"))
         self.map_to_model = W.Checkbox(value=False, description="check layer names against the current model",
-                                       indent=False)
+                                       indent=False, layout=W.Layout(width="auto"))
         self.import_button = W.Button(description="Import trtexec JSON", icon="upload", layout=W.Layout(width="230px"))
         # engines built in the Build tab
         self.engines = W.Dropdown(options=[], description="engine", layout=W.Layout(width="70%"))
