@@ -397,3 +397,21 @@ def test_quantize_edit_method_selects_the_cached_threshold(tmp_path: Path, cnn: 
                  if i.name == "/stem/stem.2/Relu_output_0__scale")
     assert scale == pytest.approx(cnn_scales.tensors["/stem/stem.2/Relu_output_0"].thresholds["max"] / 127)
     assert cnn_scales.method == "entropy"
+
+
+def test_tensors_read_inside_subgraphs_keep_their_float32_name() -> None:
+    then = helper.make_graph([helper.make_node("Relu", ["r"], ["o1"], name="in_then")], "then", [],
+                             [helper.make_tensor_value_info("o1", TensorProto.FLOAT, [2, 4])])
+    other = helper.make_graph([helper.make_node("Neg", ["r"], ["o2"], name="in_else")], "else", [],
+                              [helper.make_tensor_value_info("o2", TensorProto.FLOAT, [2, 4])])
+    nodes = [helper.make_node("Mul", ["x", "x"], ["r"], name="mul"),
+             helper.make_node("If", ["c"], ["y"], name="if", then_branch=then, else_branch=other)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]),
+                                           helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    half = convert_precision(load_model(model))
+    assert node_precisions(half) == {"mul": "fp16", "if": "fp32"}
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_array_equal(OrtEngine(half).run({"x": x, "c": np.array(False)})["y"], -(x * x))

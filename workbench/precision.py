@@ -313,7 +313,7 @@ def convert_precision(
     infos = tensor_infos(model)
     elem = _LOW[precision]
     consumers = _consumers(model)
-    graph_outputs = {o.name for o in g.output}
+    graph_outputs = {o.name for o in g.output} | _subgraph_refs(g)  # both need the float32 name
     inits = {i.name: i for i in g.initializer}
     const_nodes = {n.output[0]: n for n in g.node if n.op_type == "Constant" and n.output}
     low_of: dict[str, str] = {}  # float32 tensor -> its low-precision twin
@@ -400,6 +400,18 @@ def convert_precision(
         _lower_io(out, precision)
     del g.value_info[:]
     return _finish(out, "convert_precision")
+
+
+def _subgraph_refs(graph: onnx.GraphProto) -> set[str]:
+    """Names that nodes inside If/Loop/Scan bodies read (outer-scope references included)."""
+    out: set[str] = set()
+    for n in graph.node:
+        for a in n.attribute:
+            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+            for sub in subs:
+                out.update(i for sn in sub.node for i in sn.input if i)
+                out |= _subgraph_refs(sub)
+    return out
 
 
 def _low_initializer(arr: np.ndarray, name: str, precision: str) -> TensorProto:
