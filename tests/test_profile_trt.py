@@ -308,3 +308,20 @@ def test_real_tensorrt_rtx_engine_layers(tmp_path):
     table = from_layer_times(samples, info)
     assert table.columns == TIMING_COLUMNS
     assert total_ms(table) == pytest.approx(sum(statistics.median(v) for v in samples.values()))
+
+
+def test_iprofiler_samples_from_the_runtime_collector():
+    """The GPU runtime's LayerTimes collects report_layer_time calls; from_layer_times turns them into the schema."""
+    from workbench.backends.trt_runtime import LayerTimes
+
+    collected = LayerTimes()
+    samples = {"/q": [0.02, 0.01, 0.03], "__myl_ConvRelu_myl0_1": [0.10, 0.12, 0.11]}
+    for i in range(3):  # TensorRT reports every layer once per enqueue, in execution order
+        for name, values in samples.items():
+            collected.report_layer_time(name, values[i])
+    table = from_layer_times(collected.times, TRT11)  # the inspector JSON as the runtime returns it (a dict)
+    rec = {r["name"]: r for r in table.records()}
+    assert rec["__myl_ConvRelu_myl0_1"]["onnx_nodes"] == ["/conv1/Conv", "/relu/Relu"]
+    assert rec["__myl_ConvRelu_myl0_1"]["median_ms"] == pytest.approx(0.11)
+    assert rec["/q"]["median_ms"] == pytest.approx(0.02) and rec["/q"]["type"] == "Reformat"
+    assert total_ms(table) == pytest.approx(0.13)
