@@ -14,36 +14,38 @@ FP16 / BF16 (:func:`convert_precision`)
     range); with ``guard=True`` they stay float32 unless named explicitly in ``nodes``.
 
 INT8 / FP8 (:func:`quantize_model`) -- placement rules and where they come from
-    TensorRT, "Explicit Quantization" and its "Q/DQ Layer-Placement Recommendations"
-    (https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/quantized-types-explicit-quantization.html,
-    in older releases "Working with Quantized Types", developer guide section 7.4.4):
+    TensorRT developer guide, "Working with Quantized Types", sections "Explicit Quantization" and
+    "Q/DQ Layer-Placement Recommendations"
+    (https://docs.nvidia.com/deeplearning/tensorrt/11.0.0/inference-library/work-quantized-types.html and
+    https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/quantized-types-explicit-quantization.html).
+    Paraphrased, not quoted:
 
-    1. Quantize all inputs of weighted operations (Convolution, Deconvolution/ConvTranspose, Gemm and
-       MatMul): the activation per-tensor, the weights per-channel. TensorRT fuses DQ into the weighted
-       layer and runs it in INT8 ("we recommend quantizing all inputs of weighted operations").
-    2. Do not quantize the outputs of weighted operations by default: TensorRT propagates Q backwards
-       across commuting layers (ReLU, pooling, ...) and fuses the consumer's Q into the producer, so a Q/DQ
-       pair on the next weighted layer's input is enough ("By default, do not quantize the outputs of
-       weighted-operations").
-    3. Residual connections: quantize the residual (identity) input of an elementwise Add that follows a
-       weighted layer, so TensorRT fuses the Add (and a following ReLU) into the convolution's epilogue
-       ("Quantize the residual input in the residual-add"; NVIDIA's TensorFlow Quantization Toolkit,
-       "Add Custom QDQ Insertion Case", shows the ResNet case:
-       https://docs.nvidia.com/deeplearning/tensorrt/tensorflow-quantization-toolkit/docs/docs/add_custom_qdq_cases.html).
-    4. Activations are symmetric (zero point 0), per-tensor; weights symmetric per output channel (axis 0
-       for Conv and Gemm with transB=1, axis 1 for ConvTranspose and for a constant MatMul/Gemm B of
-       shape K x N): "TensorRT supports only per-tensor quantization for activations and per-channel
-       weight quantization along the output channel axis".
-    5. Weights are quantized offline: an int8 (fp8) initializer feeding a DequantizeLinear. TensorRT
-       accepts pre-quantized weights "when using pre-quantized weights, an IDequantizeLayer is required
-       between the weights and the linear operator that uses them".
-    6. Ops TensorRT runs better in float (Softmax, LayerNorm, Resize, reductions, elementwise ops other than
-       residual adds) get no Q/DQ: a Q/DQ after every op only adds conversions.
-    7. FP8 Q/DQ (float8e4m3fn) needs ONNX opset >= 19 (QuantizeLinear-19); older models raise an error
+    1. Quantize all inputs of weighted operations (Convolution, Transposed Convolution, GEMM/MatMul): the
+       activation per tensor, the weights per channel. TensorRT fuses the DQ nodes into the weighted layer
+       and runs it in INT8.
+    2. By default do not quantize the outputs of weighted operations: TensorRT moves Q nodes backwards over
+       commuting layers (ReLU, pooling, ...) and fuses BatchNorm and activations into the convolution, so a
+       Q/DQ pair on the next weighted layer's input is enough; an extra Q/DQ pair after every op only adds
+       conversions (the guide's figure of a suboptimal fusion: an extra Q/DQ pair separates a convolution
+       from the element-wise addition it could fuse with).
+    3. Residual connections: put Q/DQ on the residual (identity) input of an element-wise Add fed by a
+       weighted layer, so TensorRT can fuse the Add into that convolution. NVIDIA's TensorFlow Quantization
+       Toolkit, "Add Custom QDQ Insertion Case", shows the ResNet case
+       (https://docs.nvidia.com/deeplearning/tensorrt/tensorflow-quantization-toolkit/docs/docs/add_custom_qdq_cases.html).
+    4. TensorRT's quantization is symmetric (zero point 0): activations per tensor, weights per output channel
+       (axis 0 for Conv and for Gemm with transB=1, axis 1 for ConvTranspose and for a constant K x N MatMul/Gemm
+       operand).
+    5. Weights may be given pre-quantized (INT8/FP8 initializers) when a DequantizeLinear sits between them
+       and the operator that uses them ("Explicit Quantization", Quantized Weights); we quantize offline.
+    6. Ops that TensorRT runs better in float (Softmax, LayerNorm, Resize, reductions, element-wise ops other
+       than residual adds) get no Q/DQ.
+    7. FP8 (float8e4m3fn) Q/DQ needs ONNX opset >= 19 (QuantizeLinear-19); older models raise an error
        instead of being silently upgraded.
 
     Q/DQ nodes keep the original tensor names on the full-precision side: the producer still writes ``T``,
-    ``Q`` writes ``T__q`` and ``DQ`` writes ``T__dq``, which the quantized consumers read.
+    ``Q`` writes ``T__q`` and ``DQ`` writes ``T__dq``, which the quantized consumers read. A weight ``W``
+    becomes the initializer ``W__int8`` (``W__fp8``) with ``W__scale``, and its DequantizeLinear writes ``W``
+    again (``W__dq`` when a float consumer still reads the original).
 """
 
 from __future__ import annotations
