@@ -325,3 +325,11 @@ def test_iprofiler_samples_from_the_runtime_collector():
     assert rec["__myl_ConvRelu_myl0_1"]["median_ms"] == pytest.approx(0.11)
     assert rec["/q"]["median_ms"] == pytest.approx(0.02) and rec["/q"]["type"] == "Reformat"
     assert total_ms(table) == pytest.approx(0.13)
+
+
+def test_myelin_names_without_metadata():
+    """Without Metadata, generated Myelin names name no ONNX node; `X_myl0_5` is the ONNX node X."""
+    assert onnx_nodes_of("__myl_CorrMulAddRelu_myl0_2") == []
+    assert onnx_nodes_of("__mye30225+__mye30213+__mye30201_myl0_3") == []
+    assert onnx_nodes_of("/pool/MaxPool_myl0_5") == ["/pool/MaxPool"]
+    assert onnx_nodes_of("__myl_Fc_myl0_1", metadata="[ONNX Layer: /fc/Gemm]") == ["/fc/Gemm"]

@@ -209,10 +209,17 @@ def _split_parts(name: str) -> list[str]:
 
 
 def _strip_trt_prefix(part: str) -> str:
+    """Drop what TensorRT adds around an ONNX name: ``reshape_after_X`` -> X, Myelin's ``X_myl0_5`` -> X."""
     for prefix in _TRT_PREFIXES:
         if part.startswith(prefix):
-            return part[len(prefix):]
-    return part
+            part = part[len(prefix):]
+            break
+    return re.sub(r"_myl\d+_\d+$", "", part)
+
+
+def _generated(part: str) -> bool:
+    """Names TensorRT/Myelin make up (``__myl_CorrMulAddRelu_myl0_2``, ``__mye493_0``): no ONNX node in them."""
+    return part.startswith(("__myl", "__mye", "__myelin")) or "(Unnamed Layer" in part
 
 
 def onnx_nodes_of(layer_name: str, model: onnx.ModelProto | None = None, *, metadata: str | None = None) -> list[str]:
@@ -249,7 +256,7 @@ def onnx_nodes_of(layer_name: str, model: onnx.ModelProto | None = None, *, meta
                     i, j = nodes_in_model.index(a), nodes_in_model.index(b)
                     found.extend(nodes_in_model[min(i, j): max(i, j) + 1])
             continue
-        if "(Unnamed Layer" in part or part.startswith("onnx::"):
+        if _generated(part) or part.startswith("onnx::"):
             continue
         cand = _strip_trt_prefix(part)
         if nodes_in_model is not None:
@@ -258,7 +265,7 @@ def onnx_nodes_of(layer_name: str, model: onnx.ModelProto | None = None, *, meta
             elif cand in producer:
                 found.append(producer[cand])
             continue
-        if "(Unnamed Layer" in cand or _WEIGHT.search(cand) or not cand:
+        if _generated(cand) or _WEIGHT.search(cand) or not cand:
             continue
         found.append(cand)
     found = list(dict.fromkeys(found))
