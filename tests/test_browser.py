@@ -145,9 +145,23 @@ def test_quickstart_dashboard_renders_and_reacts(lab: tuple[str, Path]):
             page.wait_for_function(KERNEL_IDLE, timeout=120_000)
             assert page.locator("text=Error displaying widget").count() == 0
 
-            # now the user's turn: all ops, type a filter, the table answers from the kernel
-            dash.locator(".wb-op select").select_option("all ops")
+            # a bad path: the status shows the error and hint, the model and its tabs stay
+            dash.locator(".wb-path input").fill("no/such/model.onnx")
+            dash.locator(".wb-open").click()
+            expect(dash.locator(".wb-status-error")).to_contain_text("no/such/model.onnx", timeout=30_000)
+            expect(dash.locator(".wb-status-error")).to_contain_text("hint:")
+            expect(dash.locator(".wb-summary-line")).to_contain_text(f"{nodes} nodes")
+            # then a good one: a fresh Model tab, all layers shown
+            dash.locator(".wb-path input").fill("digits_cnn")
+            dash.locator(".wb-open").click()
+            expect(dash.locator(".wb-status-ok")).to_contain_text("opened digits_cnn.onnx", timeout=60_000)
             expect(count).to_have_text(f"{nodes} of {nodes} layers", timeout=30_000)
+            expect(dash.locator(".lm-TabBar-tab", has_text="Model").first).to_be_visible()
+
+            # now the user's turn: pick an op, type a filter, the table answers from the kernel
+            dash.locator(".wb-op select").select_option("Conv")
+            expect(count).to_have_text(f"{convs} of {nodes} layers", timeout=30_000)
+            dash.locator(".wb-op select").select_option("all ops")
             dash.locator(".wb-filter input").fill("gemm")
             expect(count).to_have_text(f"1 of {nodes} layers", timeout=30_000)
             rows = dash.locator(".wb-rows select option")

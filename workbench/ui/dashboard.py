@@ -69,6 +69,8 @@ class Workbench:
                            layout=W.Layout(width="420px"))
         self.open_button = W.Button(description="Open", icon="folder-open", layout=W.Layout(width="90px"))
         self.open_button.on_click(lambda _b: self.open(self.path.value.strip()))
+        self.path.add_class("wb-path")
+        self.open_button.add_class("wb-open")
         self.tab = W.Tab(children=[])
         header = W.VBox([W.HBox([self.name, self.line], layout=W.Layout(align_items="baseline", grid_gap="1em")),
                          W.HBox([self.path, self.open_button])])
