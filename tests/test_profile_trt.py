@@ -333,3 +333,10 @@ def test_myelin_names_without_metadata():
     assert onnx_nodes_of("__mye30225+__mye30213+__mye30201_myl0_3") == []
     assert onnx_nodes_of("/pool/MaxPool_myl0_5") == ["/pool/MaxPool"]
     assert onnx_nodes_of("__myl_Fc_myl0_1", metadata="[ONNX Layer: /fc/Gemm]") == ["/fc/Gemm"]
+
+
+def test_layers_of_a_second_optimisation_profile_match_their_layer_info():
+    times = {"__myl_ConvRelu_myl0_1 [profile 1]": [0.2, 0.4], "/q [profile 1]": [0.1]}
+    rec = {r["name"]: r for r in from_layer_times(times, TRT11).records()}
+    assert rec["__myl_ConvRelu_myl0_1 [profile 1]"]["onnx_nodes"] == ["/conv1/Conv", "/relu/Relu"]
+    assert rec["__myl_ConvRelu_myl0_1 [profile 1]"]["median_ms"] == pytest.approx(0.3)

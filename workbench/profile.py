@@ -394,10 +394,18 @@ def read_profile_json(source: Any) -> list[dict[str, Any]]:
     return out
 
 
+_PROFILE_SUFFIX = re.compile(r" \[profile \d+\]$")
+
+
+def _base_name(name: str) -> str:
+    """A layer's name without the `` [profile N]`` TensorRT appends for optimisation profiles after the first."""
+    return _PROFILE_SUFFIX.sub("", name)
+
+
 def _check_same_engine(info: EngineInfo, times: Iterable[str], where: str) -> None:
     names = {layer.name for layer in info.layers}
     times = list(times)
-    missing = [n for n in times if n not in names]
+    missing = [n for n in times if n not in names and _base_name(n) not in names]
     if missing:
         raise DataError(
             f"{len(missing)} of {len(times)} timed layers in {where} are not in the layer info {info.source} "
@@ -410,7 +418,7 @@ def _records(info: EngineInfo | None, times: Sequence[Mapping[str, Any]]) -> lis
     by_name = {layer.name: layer for layer in info.layers} if info is not None else {}
     recs = []
     for t in times:
-        layer = by_name.get(t["name"])
+        layer = by_name.get(t["name"]) or by_name.get(_base_name(t["name"]))
         if layer is not None:
             nodes, kind, prec = list(layer.onnx_nodes), layer.type, layer.precision
         else:
