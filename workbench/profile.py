@@ -243,6 +243,7 @@ def onnx_nodes_of(layer_name: str, model: onnx.ModelProto | None = None, *, meta
         hit = [n for n in from_meta if n in known] + [producer[n] for n in from_meta if n not in known and n in producer]
         if hit:
             return list(dict.fromkeys(hit))
+    layer_name = _base_name(layer_name)
     target = _REFORMAT.match(layer_name)
     if target:
         layer_name = target.group(1)
