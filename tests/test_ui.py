@@ -350,6 +350,11 @@ def test_check_button_reports_unsupported_integer_ops(tmp_path: Path):
     assert "unsupported node(s)" in wb.status.message
     for op in unsupported:
         assert f"<td>{op}</td>" in tab.report.value
+    # the unsupported nodes are ringed in the graph
+    nodes = sorted({u["node"] for u in tab.last_report["unsupported"]})
+    xs, ys = points(tab.layout, nodes)
+    assert sorted(zip(tab._trace("highlight").x, tab._trace("highlight").y)) == sorted(zip(xs, ys))
+    assert len(xs) == len(nodes) > 0
 
 
 def test_check_with_bad_shapes_shows_the_error(wb: Workbench):

@@ -325,6 +325,7 @@ class ModelTab:
             report = result.to_dict() if hasattr(result, "to_dict") else dict(result)
             self.report.value = _report_html(report)
             self.last_report = report
+            self.highlight([u.get("node") for u in report.get("unsupported") or [] if u.get("node")])
             verdict = "builds" if report.get("buildable") else "parses" if report.get("parsable") else "fails"
             self.status.ok(f"TensorRT check: the model {verdict}"
                            + (f" ({len(report.get('unsupported') or [])} unsupported node(s))"
