@@ -415,3 +415,23 @@ def test_tensors_read_inside_subgraphs_keep_their_float32_name() -> None:
     assert node_precisions(half) == {"mul": "fp16", "if": "fp32"}
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     np.testing.assert_array_equal(OrtEngine(half).run({"x": x, "c": np.array(False)})["y"], -(x * x))
+
+
+def test_constant_node_weights_are_quantized_offline() -> None:
+    w = np.random.default_rng(3).standard_normal((4, 3)).astype(np.float32)
+    nodes = [helper.make_node("Constant", [], ["w"], name="const_w", value=numpy_helper.from_array(w, "w")),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model = load_model(model)
+    assert activation_tensors(model) == ["x"]
+    q = quantize_model(model, {"x": 2.0})
+    assert "Constant" not in [n.op_type for n in q.graph.node]
+    wq = next(numpy_helper.to_array(i) for i in q.graph.initializer if i.name == "w__int8")
+    scale = np.abs(w).max(0) / 127  # per output channel (axis 1 of a K x N MatMul weight)
+    np.testing.assert_array_equal(wq, np.clip(np.rint(w / scale), -127, 127).astype(np.int8))
+    x = np.random.default_rng(4).uniform(-2, 2, (5, 4)).astype(np.float32)
+    y = OrtEngine(q).run({"x": x})["y"]
+    assert np.abs(y - x @ w).max() < 0.05 * np.abs(x @ w).max()

@@ -766,6 +766,7 @@ def quantize_model(
     inits = {i.name: i for i in g.initializer}
     names = {n.name: n for n in g.node}
     producers = _producers(out)
+    const_values = {k: v for k, v in _constants(out).items() if k not in inits}  # Constant-node weights
     dq_of: dict[str, str] = {}
     new_inits: list[TensorProto] = []
     act_nodes: dict[str, list[onnx.NodeProto]] = {}  # activation -> its Q, DQ (placed after the producer)
@@ -778,12 +779,13 @@ def quantize_model(
             if t in dq_of:
                 node.input[k] = dq_of[t]
                 continue
-            if t in inits:
-                arr = numpy_helper.to_array(inits[t]).astype(np.float32)
+            if t in inits or t in const_values:
+                arr = (numpy_helper.to_array(inits[t]) if t in inits else const_values[t]).astype(np.float32)
                 axis = _weight_axis(node, k, arr.shape) if per_channel else None
                 scale, q = _quantize_weight(arr, axis, dtype)
                 users = consumers.get(t, [])
-                shared = any(u.name not in targets or t not in [u.input[j] for j in targets[u.name]] for u in users)
+                shared = t not in inits or any(
+                    u.name not in targets or t not in [u.input[j] for j in targets[u.name]] for u in users)
                 dq_out = f"{t}__dq" if shared else t
                 qname = f"{t}__{dtype}"
                 new_inits += [_q_initializer(q, qname, dtype), numpy_helper.from_array(scale, f"{t}__scale"),
@@ -825,6 +827,8 @@ def quantize_model(
         for o in n.output:
             if o in act_nodes:
                 ordered += act_nodes.pop(o)
+    read = {i for n in ordered for i in n.input} | {o.name for o in g.output} | _subgraph_refs(g)
+    ordered = [n for n in ordered if n.op_type != "Constant" or n.output[0] in read]  # weights moved to int8
     del g.node[:]
     g.node.extend(ordered)
     del g.value_info[:]
