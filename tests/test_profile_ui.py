@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from test_profile_trt import graph, prof
 
@@ -44,6 +46,8 @@ def test_import_and_compare_a100_engines(tab):
         assert tab.status.state == "ok", tab.status.message
     assert list(tab.profiles) == ["fp32", "fp16"]
     assert tab.profiles["fp16"].column("name") == from_trtexec(graph("fp16"), prof("fp16")).column("name")
+    raw = {x["Name"]: x for x in json.loads(graph("fp16").read_text())["Layers"]}
+    assert raw["Conv_0 + Relu_1"]["TacticName"] in tab.table_html.value  # the slowest layer's tactic is listed
     tab.compare_with.value = ("fp32",)
     tab.compare_button.click()
     assert tab.status.state == "error" and "at least two" in tab.status.message

@@ -45,14 +45,19 @@ __all__ = ["ProfileTab", "VIEWS"]
 VIEWS = ("layers", "op type", "precision", "treemap", "graph")
 
 
-def _rows_html(table: Table, top: int) -> str:
+def _rows_html(table: Table, top: int, tactics: dict[str, str | None] | None = None) -> str:
     rows = table.sort_by("median_ms", descending=True).head(top).records()
+    tactic_head = "<th>tactic</th>" if tactics else ""
+
+    def tactic(r: dict[str, Any]) -> str:
+        return f"<td><code>{html.escape(tactics.get(r['name']) or '')}</code></td>" if tactics else ""
+
     body = "".join(
         f"<tr><td>{html.escape(r['name'])}</td><td>{html.escape(', '.join(r['onnx_nodes']))}</td>"
         f"<td>{html.escape(r['type'])}</td><td>{r['precision'] or '?'}</td><td>{r['median_ms']:.4g}</td>"
-        f"<td>{r['pct']:.1f}</td></tr>" for r in rows)
+        f"<td>{r['pct']:.1f}</td>{tactic(r)}</tr>" for r in rows)
     return ('<table class="wb-profile-rows"><thead><tr><th>layer</th><th>ONNX nodes</th><th>type</th>'
-            f"<th>precision</th><th>median ms</th><th>%</th></tr></thead><tbody>{body}</tbody></table>")
+            f"<th>precision</th><th>median ms</th><th>%</th>{tactic_head}</tr></thead><tbody>{body}</tbody></table>")
 
 
 class ProfileTab:
@@ -64,6 +69,7 @@ class ProfileTab:
         self.session = session
         self.status = status
         self.profiles: dict[str, Table] = {}
+        self.tactics: dict[str, dict[str, str | None]] = {}  # label -> {layer: tactic} for TensorRT profiles
 
         # ONNX Runtime on this CPU
         self.optimize = W.Checkbox(value=True, description="ORT graph optimisations", indent=False)
@@ -146,7 +152,9 @@ class ProfileTab:
         label = self.label.value.strip() or (prof or layers or "trt").rsplit("/", 1)[-1].split(".")[0]
         with self.status.guard("importing trtexec JSON"):
             model = self.session.model if self.map_to_model.value else None
-            self._add(label, from_trtexec(layers, prof, model=model))
+            table = from_trtexec(layers, prof, model=model)
+            tactics = {x.name: x.tactic for x in read_layer_info(layers).layers} if layers else {}
+            self._add(label, table, tactics)
 
     def refresh_engines(self) -> None:
         """Re-list the engines built for this session (the Build tab's cache)."""
@@ -170,13 +178,16 @@ class ProfileTab:
                                 "comes from the builder's detailed log)", hint="click Build engine, then come back")
             info = read_layer_info(meta["engine_layers"])
             label = f"engine:{meta['engine_path'].rsplit('/', 1)[-1]}"
-            self._add(label, from_layer_times({layer.name: [0.0] for layer in info.layers}, info))
+            self._add(label, from_layer_times({layer.name: [0.0] for layer in info.layers}, info),
+                      {layer.name: layer.tactic for layer in info.layers})
 
-    def _add(self, label: str, table: Table) -> None:
+    def _add(self, label: str, table: Table, tactics: dict[str, str | None] | None = None) -> None:
         base, k = label, 2
         while label in self.profiles:
             label, k = f"{base}-{k}", k + 1
         self.profiles[label] = table
+        if tactics and any(tactics.values()):
+            self.tactics[label] = tactics
         self.shown.options = list(self.profiles)
         self.compare_with.options = list(self.profiles)
         self.shown.value = label
@@ -226,4 +237,4 @@ class ProfileTab:
                                "this profile's layers do not name the current model's nodes")
         self.chart = go.FigureWidget(fig)
         self._chart_box.children = (self.chart,)
-        self.table_html.value = _rows_html(table, top)
+        self.table_html.value = _rows_html(table, top, self.tactics.get(label))
