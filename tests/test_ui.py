@@ -16,7 +16,7 @@ from plotly.callbacks import Points
 
 from workbench.graph import load_model, tensor_infos
 from workbench.plots.graph_view import graph_figure, graph_layout, layered_layout, points
-from workbench.recipe import FuseBatchNorm
+from workbench.recipe import BuildSettings, FuseBatchNorm
 from workbench.session import Session
 from workbench.ui import dashboard
 from workbench.ui.dashboard import Workbench
@@ -298,8 +298,17 @@ def test_session_change_refreshes_model_tab_and_header(wb: Workbench):
     assert "BatchNormalization" not in tab.op.options
     assert f"{len(after.graph.node)} nodes" in wb.line.value
     assert tab.selected == "fc"  # the selection survives an edit that keeps the node
+    tab.rows.value = "block1.conv"
+    fused = next(n for n in after.graph.node if n.name == "block1.conv")
+    assert f"<code>{fused.input[1]}</code>" in tab.details.value
     wb.session.undo()
     assert len(tab.rows.options) == before
+    original = next(n for n in wb.session.model.graph.node if n.name == "block1.conv")
+    assert fused.input[1] != original.input[1]  # fusing gave the Conv new weights...
+    assert f"<code>{original.input[1]}</code>" in tab.details.value  # ...and undo shows the original again
+    figure = tab.graph
+    wb.session.set_build(BuildSettings(opt_level=2))  # a settings change keeps the graph as it is
+    assert tab.graph is figure and tab.selected == "block1.conv"
 
 
 def test_workbench_on_a_session_and_in_memory_model(tmp_path: Path):

@@ -134,7 +134,7 @@ class ModelTab:
     def __init__(self, session: Any, status: Status) -> None:
         self.session = session
         self.status = status
-        self._digest: str | None = None
+        self._model: onnx.ModelProto | None = None
         self._syncing = False
         self.layout: GraphLayout | None = None
         self.table: Table | None = None
@@ -184,10 +184,9 @@ class ModelTab:
     def refresh(self) -> None:
         """Re-read the session's current model (after an edit, undo, redo or load)."""
         model = self.session.model
-        digest = getattr(self.session, "digest", None)
-        if digest is not None and digest == self._digest and self.table is not None:
+        if model is self._model:  # settings changed, not the graph (the session caches models by edits)
             return
-        self._digest = digest
+        self._model = model
         self.summary.value = _summary_html(summary(model))
         self.table = layer_table(model)
         self._nodes = {n.name: n for n in model.graph.node}
@@ -204,7 +203,9 @@ class ModelTab:
         self._highlight = tuple(n for n in self._highlight if n in self._nodes)
         self._set_figure(graph_figure(self.layout, highlight=self._highlight))
         self._apply_filter(keep=keep if keep in self._nodes else None)
+        self._show_details(self.rows.value)  # the kept node may have changed (new weights, inputs)
         self.report.value = ""
+        self.last_report = None
 
     def _set_figure(self, fig: go.Figure) -> None:
         # plotly >= 6 FigureWidgets do not follow their container's width: give them one
