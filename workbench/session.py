@@ -107,10 +107,12 @@ class Session:
         self._cursor = 0
         self.last_change: dict[str, Any] = {"action": "open", "edit": None, "added": [], "removed": [], "changed": []}
         if recipe.edits:
-            try:
-                self._model_for(recipe)
-            except WorkbenchError as exc:
-                raise RecipeError(f"replaying the recipe on {where} failed: {exc.message}", hint=exc.hint) from exc
+            for k, edit in enumerate(recipe.edits):
+                try:
+                    self._model_for(recipe.replace(edits=recipe.edits[: k + 1]))
+                except WorkbenchError as exc:
+                    raise RecipeError(f"replaying the recipe on {where} failed at edit {k + 1} of "
+                                      f"{len(recipe.edits)} ({edit.kind}): {exc.message}", hint=exc.hint) from exc
             self._history = [recipe.replace(edits=recipe.edits[:k]) for k in range(len(recipe.edits) + 1)]
             self._cursor = len(recipe.edits)
 
