@@ -91,3 +91,14 @@ def test_random_data_is_flagged(tab: CalibrateTab) -> None:
     assert tab.status.state == "ok", tab.status.message
     assert tab.session.recipe.calibration.data == "random"
     assert "RANDOM data" in tab.warnings.value
+
+
+def test_methods_figure_ratios() -> None:
+    from workbench.plots.calibration import methods_figure
+
+    tensors = {"a": {"thresholds": {"max": 4.0, "entropy": 2.0, "mse": 3.0, "percentile": 3.5}},
+               "b": {"thresholds": {"max": 10.0, "entropy": 1.0, "mse": 5.0, "percentile": 9.0}}}
+    fig = methods_figure(tensors)
+    by = {t.name: dict(zip(t.y, t.x)) for t in fig.data}
+    assert by["entropy"] == {"a": 0.5, "b": 0.1} and by["max"] == {"a": 1.0, "b": 1.0}
+    assert by["mse"]["b"] == 0.5 and by["percentile"]["a"] == 0.875
