@@ -102,3 +102,19 @@ def test_methods_figure_ratios() -> None:
     by = {t.name: dict(zip(t.y, t.x)) for t in fig.data}
     assert by["entropy"] == {"a": 0.5, "b": 0.1} and by["max"] == {"a": 1.0, "b": 1.0}
     assert by["mse"]["b"] == 0.5 and by["percentile"]["a"] == 0.875
+
+
+def test_python_data_source(tab: CalibrateTab, tmp_path: Path) -> None:
+    import numpy as np
+
+    from workbench.calibration import image_folder
+
+    calib = np.load(Path(tab.session.source_path).parent / "digits_calib.npz")["input"]
+    for i in range(110):
+        np.save(tmp_path / f"{i:03d}.npy", calib[i, 0])
+    tab.use_data(image_folder(tmp_path, lambda p: np.load(p)[None], input_name="input"), "my images")
+    tab.run_button.click()
+    tab.wait()
+    assert tab.status.state == "ok", tab.status.message
+    assert tab.cache.samples == 110 and tab.session.recipe.calibration.data == "my images"
+    assert tab.cache.tensors["input"].amax == float(calib[:110].max())

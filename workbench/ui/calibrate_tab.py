@@ -95,8 +95,17 @@ class CalibrateTab:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def use_data(self, data: Any, label: str = "custom data") -> None:
+        """Calibrate from Python data (a dict of arrays, an iterable of feed dicts, ``image_folder(...)``)."""
+        self._custom = (data, label)
+        self.data.options = tuple(dict.fromkeys([label, *self.data.options]))
+        self.data.value = label
+
     def _source(self) -> Any:
         text = self.data.value.strip()
+        custom = getattr(self, "_custom", None)
+        if custom is not None and text == custom[1]:
+            return custom
         if text == RANDOM:
             return random_data(self.session.model, samples=128), "random"
         if not text:
