@@ -340,3 +340,14 @@ def test_layers_of_a_second_optimisation_profile_match_their_layer_info():
     rec = {r["name"]: r for r in from_layer_times(times, TRT11).records()}
     assert rec["__myl_ConvRelu_myl0_1 [profile 1]"]["onnx_nodes"] == ["/conv1/Conv", "/relu/Relu"]
     assert rec["__myl_ConvRelu_myl0_1 [profile 1]"]["median_ms"] == pytest.approx(0.3)
+
+
+def test_timings_round_trip(tmp_path, tables):
+    from workbench.profile import load_timings, save_timings
+
+    path = save_timings(tables["int8"], tmp_path / "t" / "int8.json", source="trtexec", label="int8")
+    table, meta = load_timings(path)
+    assert table == tables["int8"] and meta == {"source": "trtexec", "label": "int8"}
+    (tmp_path / "bad.json").write_text('{"rows": []}')
+    with pytest.raises(DataError, match="not a workbench timing table"):
+        load_timings(tmp_path / "bad.json")

@@ -95,3 +95,14 @@ def test_engine_built_here_shows_its_layers(tab):
     names = {n.name for n in tab.session.model.graph.node}
     mapped = {n for ns in table.column("onnx_nodes") for n in ns}
     assert mapped and mapped <= names and total_ms(table) == 0
+
+
+def test_ort_profiles_are_saved_and_reloaded_by_digest(tab):
+    tab.iterations.value = 2
+    tab.ort_button.click()
+    saved = sorted((tab.session.cache_dir / "timings").glob(f"{tab.session.digest}-*.json"))
+    assert [p.name for p in saved] == [f"{tab.session.digest}-ort-cpu.json"]
+    again = ProfileTab(tab.session, Status())
+    assert list(again.profiles) == ["ort-cpu"]
+    assert again.profiles["ort-cpu"] == tab.profiles["ort-cpu"]
+    assert again.status.state == "idle"

@@ -32,6 +32,7 @@ import onnx
 
 from .backends.ort_profile import PRECISION_RANK, TIMING_COLUMNS, lowest_precision, timing_table
 from .errors import DataError
+from .fsio import write_json
 from .table import Table
 
 __all__ = [
@@ -56,6 +57,8 @@ __all__ = [
     "profile_summary",
     "is_reformat",
     "layer_op",
+    "save_timings",
+    "load_timings",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -684,3 +687,23 @@ def profile_summary(profiles: Mapping[str, Table]) -> Table:
         rows.append((label, tot, len(profiles[label]), base / tot if tot > 0 else None,
                      *[counts[label].get(p, 0) for p in precisions]))
     return Table(("label", "total_ms", "layers", "speedup", *precisions), tuple(rows))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# timing tables on disk (derived artefacts: JSON, keyed by the caller, e.g. <cache_dir>/timings/<digest>-<label>.json)
+
+
+def save_timings(table: Table, path: str | os.PathLike[str], **meta: Any) -> Path:
+    """Write a timing table (and any JSON-able ``meta``: source, digest, iterations ...) atomically as JSON."""
+    _check_table(table)
+    return write_json(path, {"schema": "workbench-timings/1", "columns": list(table.columns),
+                             "rows": [list(r) for r in table.rows], "meta": meta})
+
+
+def load_timings(path: str | os.PathLike[str]) -> tuple[Table, dict[str, Any]]:
+    """Read a table written by :func:`save_timings`: (table, meta)."""
+    data, where = _load_json(path, "timing table")
+    if not isinstance(data, dict) or data.get("schema") != "workbench-timings/1" or \
+            tuple(data.get("columns", ())) != TIMING_COLUMNS:
+        raise DataError(f"{where} is not a workbench timing table", hint="write it with workbench.profile.save_timings")
+    return Table(TIMING_COLUMNS, tuple(tuple(r) for r in data["rows"])), dict(data.get("meta") or {})

@@ -10,6 +10,7 @@ headless tests can assert it: ``shown.options``/``shown.value`` (the profile on 
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
@@ -32,9 +33,11 @@ from ..profile import (
     compare_profiles,
     from_layer_times,
     from_trtexec,
+    load_timings,
     precision_counts,
     profile_summary,
     read_layer_info,
+    save_timings,
     total_ms,
 )
 from ..table import Table
@@ -135,6 +138,7 @@ class ProfileTab:
             W.HBox([self.compare_with, self.compare_button]), self.compare_html, self._compare_box,
         ])
         self.refresh_engines()
+        self.load_saved()
 
     # --- actions -----------------------------------------------------------------------------------------
 
@@ -144,7 +148,12 @@ class ProfileTab:
         with self.status.guard("profiling with ONNX Runtime"):
             feeds = profile_feeds(model, batch=self.batch.value)
             table = profile_model(model, feeds, optimize=self.optimize.value, iterations=self.iterations.value)
-            self._add(label, table)
+            label = self._add(label, table)
+            folder = self._timings_dir()
+            if folder is not None:  # a derived artefact, keyed by the model's digest, reloaded by the next tab
+                save_timings(table, folder / f"{self.session.digest}-{label}.json", source="onnxruntime",
+                             label=label, digest=self.session.digest, optimize=self.optimize.value,
+                             iterations=self.iterations.value, batch=self.batch.value)
 
     def _on_import(self, _button: Any = None) -> None:
         layers = self.layers_path.value.strip() or None
@@ -181,7 +190,26 @@ class ProfileTab:
             self._add(label, from_layer_times({layer.name: [0.0] for layer in info.layers}, info),
                       {layer.name: layer.tactic for layer in info.layers})
 
-    def _add(self, label: str, table: Table, tactics: dict[str, str | None] | None = None) -> None:
+    def _timings_dir(self) -> Path | None:
+        cache = getattr(self.session, "cache_dir", None)
+        return Path(cache) / "timings" if cache is not None and getattr(self.session, "digest", None) else None
+
+    def load_saved(self) -> None:
+        """Reload the ONNX Runtime profiles saved for the session's current model (same digest)."""
+        folder = self._timings_dir()
+        if folder is None or not folder.is_dir():
+            return
+        for path in sorted(folder.glob(f"{self.session.digest}-*.json")):
+            try:
+                table, meta = load_timings(path)
+            except DataError:
+                continue
+            label = str(meta.get("label") or path.stem)
+            if label not in self.profiles:
+                self._add(label, table, announce=False)
+
+    def _add(self, label: str, table: Table, tactics: dict[str, str | None] | None = None, *,
+             announce: bool = True) -> str:
         base, k = label, 2
         while label in self.profiles:
             label, k = f"{base}-{k}", k + 1
@@ -192,7 +220,9 @@ class ProfileTab:
         self.compare_with.options = list(self.profiles)
         self.shown.value = label
         self._render()
-        self.status.ok(f"{label}: {len(table)} layers, {total_ms(table):.4g} ms")
+        if announce:
+            self.status.ok(f"{label}: {len(table)} layers, {total_ms(table):.4g} ms")
+        return label
 
     def _on_compare(self, _button: Any = None) -> None:
         with self.status.guard("comparing profiles"):
