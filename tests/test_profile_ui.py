@@ -57,6 +57,7 @@ def test_import_and_compare_a100_engines(tab):
     totals = tab.compare_totals_chart.data[0]
     assert list(totals.y) == pytest.approx([total_ms(tab.profiles["fp32"]), total_ms(tab.profiles["fp16"])])
     assert "fp32" in tab.compare_html.value and "speedup" in tab.compare_html.value
+    assert "<td>Conv_0 + Relu_1</td>" in tab.compare_html.value and "delta_ms" in tab.compare_html.value
     assert sum(tab.comparison.column("fp16_ms")) == pytest.approx(total_ms(tab.profiles["fp16"]))
 
 

@@ -233,7 +233,12 @@ class ProfileTab:
             picked = {label: self.profiles[label] for label in chosen}
             self.comparison = compare_profiles(picked)
             summary = profile_summary(picked)
-            self.compare_html.value = summary._repr_html_()
+            labels = list(picked)
+            rows = sorted(self.comparison.records(), key=lambda r: -max(r[f"{lab}_ms"] for lab in labels))
+            top = Table(self.comparison.columns, tuple(tuple(r.values()) for r in rows[: self.top.value]))
+            self.compare_html.value = (summary._repr_html_() + "<p><b>Per layer</b> (matched by ONNX node; "
+                                       f"delta = {html.escape(labels[-1])} - {html.escape(labels[0])})</p>"
+                                       + top._repr_html_())
             self.compare_totals_chart = go.FigureWidget(compare_totals(picked))
             self.compare_chart = go.FigureWidget(compare_layers(picked, top=self.top.value))
             self.precision_chart = go.FigureWidget(precision_mix(picked))
