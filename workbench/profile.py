@@ -230,8 +230,8 @@ def onnx_nodes_of(layer_name: str, model: onnx.ModelProto | None = None, *, meta
 
     Without ``model`` the name's parts are filtered by what TensorRT adds (``(Unnamed Layer* 3) [Shuffle]``,
     ``reshape_after_X``, weight names such as ``conv1.weight``). With ``model`` only its node names (or the
-    producers of its tensor names) count, ``ForeignNode[a...b]`` expands to the nodes from a to b, and
-    DequantizeLinear nodes whose consumers all sit in this layer are added (TensorRT folds them silently).
+    producers of its tensor names) count and ``ForeignNode[a...b]`` expands to the nodes from a to b.
+    (:func:`read_layer_info` with a model also adds the DequantizeLinear nodes TensorRT folds silently.)
     """
     nodes_in_model = None
     producer: dict[str, str] = {}
