@@ -116,7 +116,8 @@ def _throughput(model: onnx.ModelProto, x: np.ndarray, runs: int = 5) -> float:
     return runs * len(x) / (time.perf_counter() - start)
 
 
-def _ort_quantize_static(model_path: Path, data: np.ndarray, batch: int, tmp: Path) -> onnx.ModelProto:
+def _ort_quantize_static(model_path: Path, data: np.ndarray, batch: int, tmp: Path, *, uint8: bool = False,
+                         symmetric: bool = False) -> onnx.ModelProto:
     import logging
     import warnings
 
@@ -133,7 +134,8 @@ def _ort_quantize_static(model_path: Path, data: np.ndarray, batch: int, tmp: Pa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantize_static(str(model_path), str(tmp / "ort_int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                        per_channel=True, activation_type=QuantType.QUInt8 if uint8 else QuantType.QInt8,
+                        weight_type=QuantType.QInt8, extra_options={"ActivationSymmetric": symmetric})
     return onnx.load(tmp / "ort_int8.onnx")
 
 
@@ -180,12 +182,18 @@ def main() -> None:
             fp32 = load_model(model_path)
             int8 = quantize_model(fp32, ScaleCache.load(cache_file))
             x = np.load(data_path)["input"][: args.batch]
-            ort_int8 = _ort_quantize_static(model_path, np.load(data_path)["input"], args.batch, Path(tmp))
-            a, b, c = _throughput(fp32, x), _throughput(int8, x), _throughput(ort_int8, x)
-            print(f"ONNX Runtime CPU throughput, batch {args.batch}: fp32 {a:.1f} img/s; int8 Q/DQ, TensorRT "
-                  f"placement {b:.1f} img/s ({b / a:.2f}x); int8 ORT quantize_static QDQ {c:.1f} img/s ({c / a:.2f}x)")
-            print("(ORT fuses DQ->Conv->Q into QLinearConv only when the conv output is quantized too; the TensorRT "
-                  "placement leaves conv outputs in float, so ORT runs float convs between Q/DQ pairs)")
+            calib = np.load(data_path)["input"]
+            a, b = _throughput(fp32, x), _throughput(int8, x)
+            print(f"ONNX Runtime CPU throughput, batch {args.batch}: fp32 {a:.1f} img/s")
+            print(f"  int8 Q/DQ, workbench (TensorRT placement, symmetric s8) {b:.1f} img/s ({b / a:.2f}x)")
+            for label, kw in (("ORT quantize_static QDQ, s8 asymmetric", {}),
+                              ("ORT quantize_static QDQ, s8 symmetric", {"symmetric": True}),
+                              ("ORT quantize_static QDQ, u8 activations", {"uint8": True})):
+                c = _throughput(_ort_quantize_static(model_path, calib, args.batch, Path(tmp), **kw), x)
+                print(f"  {label:<55} {c:.1f} img/s ({c / a:.2f}x)")
+            print("(ORT's fast CPU int8 path needs u8 activations and Q on conv outputs (DQ->Conv->Q -> QLinearConv); "
+                  "TensorRT needs symmetric s8 and leaves conv outputs in float, which ORT runs as float convs "
+                  "between Q/DQ pairs)")
 
 
 if __name__ == "__main__":
