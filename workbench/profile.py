@@ -418,7 +418,8 @@ def _check_same_engine(info: EngineInfo, times: Iterable[str], where: str) -> No
                  "--exportProfile=P.json --profilingVerbosity=detailed")
 
 
-def _records(info: EngineInfo | None, times: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _records(info: EngineInfo | None, times: Sequence[Mapping[str, Any]],
+             model: onnx.ModelProto | None = None) -> list[dict[str, Any]]:
     by_name = {layer.name: layer for layer in info.layers} if info is not None else {}
     recs = []
     for t in times:
@@ -426,7 +427,7 @@ def _records(info: EngineInfo | None, times: Sequence[Mapping[str, Any]]) -> lis
         if layer is not None:
             nodes, kind, prec = list(layer.onnx_nodes), layer.type, layer.precision
         else:
-            nodes, kind, prec = onnx_nodes_of(t["name"]), ("Reformat" if is_reformat(t["name"]) else ""), None
+            nodes, kind, prec = onnx_nodes_of(t["name"], model), ("Reformat" if is_reformat(t["name"]) else ""), None
         recs.append({"name": t["name"], "onnx_nodes": nodes, "type": kind, "precision": prec,
                      "median_ms": t["median_ms"], "mean_ms": t["mean_ms"]})
     return recs
@@ -449,7 +450,7 @@ def from_trtexec(layers: Any = None, profile: Any = None, *, model: onnx.ModelPr
         if info is not None:
             _check_same_engine(info, (t["name"] for t in times), str(profile) if not isinstance(profile, (list, dict))
                                else "the given profile")
-    return timing_table(_records(info, times))
+    return timing_table(_records(info, times, model))
 
 
 def from_layer_times(times: Mapping[str, Sequence[float]], layer_info: Any = None) -> Table:
