@@ -420,3 +420,30 @@ def test_missing_tab_module_is_skipped_other_import_errors_surface(monkeypatch, 
     monkeypatch.setattr(dashboard, "TAB_MODULES", (("debug_tab", "DebugTab"),))
     with pytest.raises(ModuleNotFoundError, match="somedep"):
         Workbench(str(cnn_path), cache_dir=tmp_path / "c")
+
+
+def test_a_tab_that_refuses_the_model_shows_why_others_work(monkeypatch, cnn_path: Path, tmp_path: Path):
+    from workbench.errors import BackendUnavailable
+    from workbench.ui.model_tab import ModelTab
+
+    class RefusingTab:
+        title = "Refusing"
+
+        def __init__(self, session, status):
+            raise BackendUnavailable(f"no engine for {session.source_path.name}", hint="install the thing")
+
+    class BuggyTab:
+        title = "Buggy"
+
+        def __init__(self, session, status):
+            raise KeyError("internal bug")
+
+    monkeypatch.setattr(dashboard, "_tab_classes", lambda: [ModelTab, RefusingTab])
+    wb = Workbench(str(cnn_path), cache_dir=tmp_path / "c")
+    assert list(wb.tabs) == ["Model", "Refusing"] and wb.tab.get_title(1) == "Refusing"
+    assert "no engine for cnn.onnx" in wb.tabs["Refusing"].widget.value
+    assert "hint: install the thing" in wb.tabs["Refusing"].widget.value
+    assert len(wb.tabs["Model"].rows.options) == len(wb.session.model.graph.node)
+    monkeypatch.setattr(dashboard, "_tab_classes", lambda: [ModelTab, BuggyTab])
+    with pytest.raises(KeyError, match="internal bug"):  # internal bugs are not dressed up as user errors
+        Workbench(str(cnn_path), cache_dir=tmp_path / "c")

@@ -21,7 +21,7 @@ from ..session import Session
 from .common import Status
 from .model_tab import ModelTab, summary_line
 
-__all__ = ["Workbench", "TAB_MODULES"]
+__all__ = ["Workbench", "UnavailableTab", "TAB_MODULES"]
 
 # (module in workbench.ui, class) in display order, after the Model tab
 TAB_MODULES: tuple[tuple[str, str], ...] = (
@@ -46,6 +46,17 @@ def _tab_classes() -> list[type]:
             raise
         classes.append(getattr(mod, cls))
     return classes
+
+
+class UnavailableTab:
+    """Stands in for a tab whose constructor refused the model: shows the message and hint."""
+
+    def __init__(self, title: str, error: WorkbenchError) -> None:
+        self.title = title
+        self.error = error
+        hint = f"<br><i>hint: {html.escape(error.hint)}</i>" if error.hint else ""
+        self.widget = W.HTML(f'<div class="wb-tab-unavailable"><b>{html.escape(title)} is not available for this '
+                             f"model:</b> {html.escape(error.message)}{hint}</div>")
 
 
 class Workbench:
@@ -110,12 +121,12 @@ class Workbench:
         return True
 
     def _attach(self, session: Session) -> None:
+        tabs = [self._make_tab(cls, session) for cls in _tab_classes()]
         if self._unsubscribe is not None:
             self._unsubscribe()
         self.session = session
         if session.source_path is not None:
             self.path.value = str(session.source_path)
-        tabs = [cls(session, self.status) for cls in _tab_classes()]
         self.tabs = {t.title: t for t in tabs}
         self.tab.children = [t.widget for t in tabs]
         for i, t in enumerate(tabs):
@@ -124,6 +135,13 @@ class Workbench:
         self._refresh_header()
         unsubscribe = session.on_change(lambda _s: self._refresh_header())
         self._unsubscribe = unsubscribe if callable(unsubscribe) else None
+
+    def _make_tab(self, cls: type, session: Session) -> Any:
+        """A tab for ``session``; a tab that cannot serve this model (WorkbenchError) shows why in its place."""
+        try:
+            return cls(session, self.status)
+        except WorkbenchError as exc:
+            return UnavailableTab(getattr(cls, "title", cls.__name__), exc)
 
     def _show_empty(self) -> None:
         self.session = None
