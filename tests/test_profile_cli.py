@@ -76,3 +76,15 @@ def test_compare_engines(capsys, tmp_path):
     assert html.read_text().count("Plotly.newPlot") == 7
     code, out = run_json(capsys, "--trt-profile", str(prof("fp32")), "--compare", "fp16")
     assert code == 1 and "LABEL=LAYERS.json,PROFILE.json" in out["error"]
+
+
+def test_onnxruntime_with_input_data(capsys):
+    from workbench.graph import sample_path
+
+    data = sample_path("digits_cnn").parent / "digits_test.npz"
+    code, out = run_json(capsys, "digits_cnn", "--inputs", str(data), "--batch", "4", "--iterations", "2")
+    assert code == 0 and out["optimize"] is True
+    conv_rows = [x for x in out["layers"] if any(n.endswith("/Conv") for n in x["onnx_nodes"])]
+    assert conv_rows and all(len(x["onnx_nodes"]) > 1 for x in conv_rows)  # Conv+BN+Relu fused by ORT
+    code, out = run_json(capsys, "digits_cnn", "--inputs", str(data.with_name("missing.npz")))
+    assert code == 1 and "does not exist" in out["error"]

@@ -351,3 +351,13 @@ def test_timings_round_trip(tmp_path, tables):
     (tmp_path / "bad.json").write_text('{"rows": []}')
     with pytest.raises(DataError, match="not a workbench timing table"):
         load_timings(tmp_path / "bad.json")
+
+
+def test_layer_names_only_verbosity(tables):
+    """trtexec without --profilingVerbosity=detailed writes "Layers" as plain names: mapping still works."""
+    detailed = json.loads(graph("fp32").read_text())
+    names_only = {"Layers": [x["Name"] for x in detailed["Layers"]], "Bindings": detailed["Bindings"]}
+    table = from_trtexec(names_only, prof("fp32"))
+    assert table.column("onnx_nodes") == tables["fp32"].column("onnx_nodes")
+    assert set(table.column("precision")) == {None}  # no formats at this verbosity
+    assert total_ms(table) == pytest.approx(total_ms(tables["fp32"]))
