@@ -18,7 +18,7 @@ import statistics
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -27,6 +27,9 @@ from ..errors import DataError
 from ..graph import load_model, model_bytes, tensor_infos
 from ..table import Table
 from .base import Feeds
+
+if TYPE_CHECKING:  # ort.py imports this module lazily; no import cycle at run time
+    from .ort import OrtEngine
 
 __all__ = [
     "TIMING_COLUMNS",
@@ -182,7 +185,7 @@ def map_optimized_nodes(original: onnx.ModelProto, optimized: onnx.ModelProto) -
     return result
 
 
-def profile_session(engine: Any, feeds: Feeds, *, iterations: int = 20, warmup: int = 2) -> Table:
+def profile_session(engine: OrtEngine, feeds: Feeds, *, iterations: int = 20, warmup: int = 2) -> Table:
     """Per-node timings of ``engine`` (an :class:`~workbench.backends.ort.OrtEngine`) over ``iterations`` runs.
 
     Profiling must be switched on when a session is created, so this opens a second session on
