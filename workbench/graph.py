@@ -270,6 +270,8 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
     except Exception as exc:
         raise ModelError(f"{path}: cannot load external data: {_first_line(exc)}",
                          hint="the data file is damaged or belongs to another export; export the model again") from exc
+    for t in tensors:  # onnx leaves data_location=DEFAULT set explicitly; clear it so the bytes (and the
+        t.ClearField("data_location")  # digest) equal those of the same model stored in one file
 
 
 def _validate(model: onnx.ModelProto, where: str) -> None:
@@ -466,10 +468,32 @@ def _has_subgraphs(nodes: Any) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in nodes for a in n.attribute)
 
 
+# onnx's data propagation keeps ~200 bytes per element of every 1-D tensor it meets (a 25M-element vector
+# took 11 GB), so it is switched off when the graph declares a long 1-D tensor. It matters for shape
+# arithmetic (Shape -> Gather -> Concat -> Reshape), whose tensors are short.
+_DATA_PROP_MAX_1D = 1 << 16
+
+
+def _data_prop_safe(skel: onnx.ModelProto) -> bool:
+    g = skel.graph
+    for vi in (*g.input, *g.value_info, *g.output):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) == 1 and dims[0].dim_value > _DATA_PROP_MAX_1D:
+            return False
+    for t in g.initializer:
+        if len(t.dims) == 1 and t.dims[0] > _DATA_PROP_MAX_1D:
+            return False
+    for n in g.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR and len(a.t.dims) == 1 and a.t.dims[0] > _DATA_PROP_MAX_1D:
+                return False
+    return True
+
+
 def _infer_into(model: onnx.ModelProto, where: str, skel: onnx.ModelProto | None = None) -> None:
     skel = _skeleton(model, where) if skel is None else skel
     try:
-        inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=_data_prop_safe(skel))
     except Exception as exc:
         raise ModelError(
             f"shape inference failed on {where}: {_first_line(exc)}",
@@ -627,7 +651,7 @@ def flops_at(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], *, whe
             shape.dim.add().dim_value = want
     del skel.graph.value_info[:]
     try:
-        inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=_data_prop_safe(skel))
     except Exception as exc:
         raise ModelError(f"shape inference failed on {where} at shapes {dict(shapes)}: {_first_line(exc)}",
                          hint="check the shapes against the model's inputs (workbench inspect)") from exc
@@ -720,15 +744,7 @@ def _write_model(model: onnx.ModelProto, path: Path, big: bool) -> None:
             fd, name = tempfile.mkstemp(prefix=f".{data_name}.", suffix=".tmp", dir=path.parent)
             os.close(fd)
             tmp_data = Path(name)
-            copy = _copy(model)
-            onnx.save_model(copy, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=tmp_data.name, size_threshold=1024)
-            # re-point the location at the final data file name, then move both into place
-            for t in _external_tensors(copy):
-                for e in t.external_data:
-                    if e.key == "location":
-                        e.value = data_name
-            _write_synced(tmp, copy.SerializeToString())
+            _write_synced(tmp, _with_weights_outside(model, tmp_data, data_name))
             os.replace(tmp_data, path.parent / data_name)
         else:
             _write_synced(tmp, model_bytes(model))
@@ -738,6 +754,66 @@ def _write_model(model: onnx.ModelProto, path: Path, big: bool) -> None:
         if tmp_data is not None:
             tmp_data.unlink(missing_ok=True)
         raise
+
+
+def _copy_fields(src: Any, dst: Any, skip: str) -> None:
+    """Copy every set field of a message except ``skip`` (generic, so new ONNX fields are not lost)."""
+    for field, value in src.ListFields():
+        if field.name == skip:
+            continue
+        if field.is_repeated:
+            getattr(dst, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
+
+
+def _with_weights_outside(model: onnx.ModelProto, data_path: Path, data_name: str) -> bytes:
+    """Stream the graph's large initializers into ``data_path``; the serialised model pointing at ``data_name``.
+
+    The model is never copied whole (one tensor's bytes at a time), so models over 2 GB can be saved.
+    """
+    out = onnx.ModelProto()
+    _copy_fields(model, out, skip="graph")
+    _copy_fields(model.graph, out.graph, skip="initializer")
+    offset = 0
+    with open(data_path, "wb") as f:
+        for t in model.graph.initializer:
+            if not t.HasField("raw_data") or t.data_location == TensorProto.EXTERNAL:
+                out.graph.initializer.append(t)
+                continue
+            raw = t.raw_data
+            if len(raw) < 1024:
+                out.graph.initializer.append(t)
+                continue
+            pad = -offset % 4096  # page-aligned, as onnx's own writer does, so runtimes can mmap it
+            f.write(b"\0" * pad)
+            offset += pad
+            f.write(raw)
+            stub = out.graph.initializer.add()
+            _copy_fields(t, stub, skip="raw_data")
+            stub.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(raw)))):
+                entry = stub.external_data.add()
+                entry.key, entry.value = key, value
+            offset += len(raw)
+            del raw
+        f.flush()
+        os.fsync(f.fileno())
+    return out.SerializeToString(deterministic=True)
+
+
+def _serialised_size(model: onnx.ModelProto) -> int:
+    """About the serialised size, without serialising the weights (ByteSize() fails past 2 GB)."""
+    size = 0
+    for t in model.graph.initializer:
+        itemsize = _STRIPPABLE.get(t.data_type)
+        if itemsize is not None and t.HasField("raw_data"):
+            size += _prod(t.dims) * itemsize + 64 + len(t.name)
+        else:
+            size += t.ByteSize()
+    return size + sum(n.ByteSize() for n in model.graph.node) + 1024
 
 
 def _write_synced(path: str | Path, data: bytes) -> None:
@@ -756,7 +832,8 @@ def save_model(
 ) -> Path:
     """Write ``model`` atomically (temp file + rename); refuse to overwrite ``protect`` (the source model).
 
-    Models over 2 GB (or with ``external_data=True``) are saved with their weights in ``<name>.data``.
+    Models over 2 GB (or with ``external_data=True``) are saved with their large initializers in
+    ``<name>.data`` beside it (written first, also atomically), streamed one tensor at a time.
     """
     path = Path(path)
     if protect is not None and path.resolve() == Path(protect).resolve():
@@ -764,7 +841,7 @@ def save_model(
             f"refusing to overwrite the source model {path}",
             hint="choose another output path (the workbench never overwrites the user's model)",
         )
-    big = model.ByteSize() > _PROTO_LIMIT if external_data is None else external_data
+    big = _serialised_size(model) > _PROTO_LIMIT if external_data is None else external_data
     try:
         _write_model(model, path, big)
     except OSError as exc:
