@@ -139,6 +139,8 @@ class ProfileTab:
         ])
         self.refresh_engines()
         self.load_saved()
+        if hasattr(session, "on_change"):  # an edit/undo changes the digest: offer that model's saved profiles
+            session.on_change(lambda _s: self.load_saved())
 
     # --- actions -----------------------------------------------------------------------------------------
 
