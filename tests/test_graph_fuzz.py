@@ -137,6 +137,11 @@ def _structured_mutation(rng: random.Random, data: bytes) -> tuple[str, bytes]:
     return f"struct:{kind}", m.SerializeToString()
 
 
+def _rewrite(fd: int, data: bytes) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+
+
 def child(seconds: float, seed: int, workdir: Path) -> int:
     """Run fuzz cases until the time is up; exit 3 on an escape that is not a WorkbenchError."""
     from workbench.errors import WorkbenchError
@@ -146,6 +151,10 @@ def child(seconds: float, seed: int, workdir: Path) -> int:
     sources = _sources()
     keys = sorted(sources)
     last = workdir / "last_case.json"
+    case = workdir / "case.onnx"
+    # two files kept open and rewritten in place: opening files per case was the bottleneck on a busy disk
+    last_fd = os.open(last, os.O_WRONLY | os.O_CREAT, 0o644)
+    case_fd = os.open(case, os.O_WRONLY | os.O_CREAT, 0o644)
     deadline = time.monotonic() + seconds
     counts = {"cases": 0, "loaded": 0, "refused": 0}
     while time.monotonic() < deadline:
@@ -156,10 +165,10 @@ def child(seconds: float, seed: int, workdir: Path) -> int:
                 desc, data = (_structured_mutation if rng.random() < 0.6 else _byte_mutation)(rng, data)
             except Exception:  # the structured mutator needs parseable input; fall back to bytes
                 desc, data = _byte_mutation(rng, data)
-        case = workdir / "case.onnx"
-        case.write_bytes(data)
         via_path = rng.random() < 0.5
-        last.write_text(json.dumps({"n": counts["cases"], "source": name, "mutation": desc, "via_path": via_path}))
+        _rewrite(case_fd, data)  # always on disk, so a native crash leaves its input behind
+        _rewrite(last_fd, json.dumps({"n": counts["cases"], "source": name, "mutation": desc,
+                                      "via_path": via_path}).encode())
         counts["cases"] += 1
         try:
             model = load_model(case if via_path else data)
