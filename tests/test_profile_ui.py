@@ -107,3 +107,19 @@ def test_ort_profiles_are_saved_and_reloaded_by_digest(tab):
     assert list(again.profiles) == ["ort-cpu"]
     assert again.profiles["ort-cpu"] == tab.profiles["ort-cpu"]
     assert again.status.state == "idle"
+
+
+def test_dynamic_model_with_shapes(tmp_path):
+    tab = ProfileTab(Session("fcn_dynamic", cache_dir=tmp_path / "c"), Status())
+    tab.iterations.value = 1
+    tab.shapes.value = "input:2x3x40x40x9"
+    tab.ort_button.click()
+    assert tab.status.state == "error" and "input" in tab.status.message and not tab.profiles
+    tab.shapes.value = "input:2x3x40x40"
+    tab.ort_button.click()
+    assert tab.status.state == "ok", tab.status.message
+    assert len(tab.profiles["ort-cpu"]) >= 1
+    from workbench.profile import load_timings
+
+    _, meta = load_timings(tab.session.cache_dir / "timings" / f"{tab.session.digest}-ort-cpu.json")
+    assert meta["shapes"] == {"input": [2, 3, 40, 40]}  # the feeds ORT ran had the requested shape

@@ -17,6 +17,7 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from ..backends.ort_profile import profile_feeds, profile_model
+from ..backends.trt_profiles import parse_shapes
 from ..backends.trt_runtime import gpu_status
 from ..build import list_engines
 from ..errors import DataError
@@ -79,6 +80,8 @@ class ProfileTab:
         self.iterations = W.BoundedIntText(value=20, min=1, max=10000, description="iterations",
                                            layout=W.Layout(width="180px"))
         self.batch = W.BoundedIntText(value=1, min=1, max=4096, description="batch", layout=W.Layout(width="160px"))
+        self.shapes = W.Text(placeholder="input:1x3x64x64 for dynamic dims (optional)", description="shapes",
+                             layout=W.Layout(width="360px"))
         self.ort_button = W.Button(description="Profile with ONNX Runtime", icon="clock-o", button_style="primary",
                                    layout=W.Layout(width="230px"))
         # trtexec files
@@ -127,7 +130,7 @@ class ProfileTab:
 
         self.widget = W.VBox([
             W.HTML("<b>ONNX Runtime (this CPU)</b>"),
-            W.HBox([self.ort_button, self.optimize, self.iterations, self.batch]),
+            W.HBox([self.ort_button, self.optimize, self.iterations, self.batch, self.shapes]),
             W.HTML("<b>TensorRT</b>"), self.gpu_note,
             W.HBox([W.VBox([self.layers_path, self.profile_path]), W.VBox([self.label, self.map_to_model])]),
             self.import_button,
@@ -148,14 +151,16 @@ class ProfileTab:
         model = self.session.model
         label = f"ort-cpu{'' if self.optimize.value else '-noopt'}"
         with self.status.guard("profiling with ONNX Runtime"):
-            feeds = profile_feeds(model, batch=self.batch.value)
+            shapes = {p.input: p.opt for p in parse_shapes(self.shapes.value.strip() or None, model)}
+            feeds = profile_feeds(model, batch=self.batch.value, shapes=shapes)
             table = profile_model(model, feeds, optimize=self.optimize.value, iterations=self.iterations.value)
             label = self._add(label, table)
             folder = self._timings_dir()
             if folder is not None:  # a derived artefact, keyed by the model's digest, reloaded by the next tab
                 save_timings(table, folder / f"{self.session.digest}-{label}.json", source="onnxruntime",
                              label=label, digest=self.session.digest, optimize=self.optimize.value,
-                             iterations=self.iterations.value, batch=self.batch.value)
+                             iterations=self.iterations.value, batch=self.batch.value,
+                             shapes={k: list(v.shape) for k, v in feeds.items()})
 
     def _on_import(self, _button: Any = None) -> None:
         layers = self.layers_path.value.strip() or None
