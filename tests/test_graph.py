@@ -504,6 +504,17 @@ def test_layer_table_rows_follow_the_graph() -> None:
 def test_layer_table_shows_symbolic_dims() -> None:
     rows = {r["name"]: r for r in layer_table(load_model(dynamic_model())).records()}
     assert rows["conv1"]["input_shapes"] == ["batchx3xheightxwidth"]
+    assert rows["conv1"]["flops"] is None
+
+
+def test_layer_table_at_given_shapes() -> None:
+    model = load_model(dynamic_model(channels=3, width=4))
+    rows = {r["name"]: r for r in layer_table(model, shapes={"input": [2, 3, 5, 7]}).records()}
+    assert rows["conv1"]["input_shapes"] == ["2x3x5x7"] and rows["conv1"]["output_shapes"] == ["2x4x5x7"]
+    assert rows["conv1"]["flops"] == 2 * (2 * 4 * 5 * 7) * (3 * 9)
+    assert rows["conv2"]["flops"] == 2 * (2 * 2 * 5 * 7) * 4
+    assert rows["conv1"]["params"] == 4 * 3 * 9 + 4  # weights still come from the model
+    assert rows["sigmoid"]["output_shapes"] == ["2x2x5x7"]
 
 
 # ---------------------------------------------------------------- saving

@@ -3,6 +3,8 @@
 Everything a user can hand us (a path, bytes, a ModelProto or a sample name) goes through
 :func:`load_model`, which raises only :class:`~workbench.errors.ModelError` for bad input.
 Unnamed nodes get stable names (``{op}_{index}`` in graph order) so recipes can refer to them.
+The checker and shape inference see a weightless skeleton of the graph (large initializers turned into
+typed inputs), so loading a 100 MB model costs little more than reading it.
 """
 
 from __future__ import annotations
@@ -629,6 +631,11 @@ def flops_at(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], *, whe
     Shape inference is re-run on a weightless skeleton (the model is not copied or changed). Inputs not in
     ``shapes`` keep their declared shapes; None when some shape stays unknown.
     """
+    return _total_flops(_skeleton_at(model, shapes, where))
+
+
+def _skeleton_at(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], where: str) -> onnx.ModelProto:
+    """The weightless skeleton with the given input shapes fixed and shapes inferred again."""
     skel = _skeleton(model, where)
     real = [i.name for i in _graph_inputs(model)]
     by_name = {i.name: i for i in skel.graph.input}
@@ -655,7 +662,7 @@ def flops_at(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], *, whe
     except Exception as exc:
         raise ModelError(f"shape inference failed on {where} at shapes {dict(shapes)}: {_first_line(exc)}",
                          hint="check the shapes against the model's inputs (workbench inspect)") from exc
-    return _total_flops(inferred)
+    return inferred
 
 
 def summary(model: onnx.ModelProto, *, shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
@@ -685,9 +692,12 @@ def summary(model: onnx.ModelProto, *, shapes: Mapping[str, Sequence[int]] | Non
 LAYER_COLUMNS = ("name", "op", "inputs", "outputs", "input_shapes", "output_shapes", "dtype", "params", "flops")
 
 
-def layer_table(model: onnx.ModelProto) -> Table:
-    """One row per node in graph order: name, op, inputs, outputs, shapes, output dtype, params, flops."""
-    infos = tensor_infos(model)
+def layer_table(model: onnx.ModelProto, *, shapes: Mapping[str, Sequence[int]] | None = None) -> Table:
+    """One row per node in graph order: name, op, inputs, outputs, shapes, output dtype, params, flops.
+
+    With ``shapes`` ({input: dims}) the shapes and FLOPs are those at these input shapes.
+    """
+    infos = tensor_infos(_skeleton_at(model, shapes, "the model") if shapes else model)
     inits = {i.name: i for i in model.graph.initializer}
 
     def shp(name: str) -> str:

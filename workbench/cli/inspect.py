@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.layers:
         from ..graph import layer_table
 
-        result["layers"] = layer_table(model).records()
+        result["layers"] = layer_table(model, shapes=shapes).records()
     return result
 
 
@@ -44,8 +44,16 @@ def render(r: dict[str, Any]) -> str:
         at = r.get("flops_shapes")
         flops = _flops(r["flops"]) + (f" at {at}" if at else "")
     ops = ", ".join(f"{k} x{v}" for k, v in sorted(r["ops"].items(), key=lambda kv: -kv[1]))
-    return (f"inputs:\n{io(r['inputs'])}\noutputs:\n{io(r['outputs'])}\n"
+    text = (f"inputs:\n{io(r['inputs'])}\noutputs:\n{io(r['outputs'])}\n"
             f"nodes: {r['nodes']}  params: {r['params']:,}  opset: {r['opset']}  flops: {flops}\nops: {ops}")
+    if "layers" in r:
+        rows = [(x["name"], x["op"], " ".join(x["output_shapes"]), f"{x['params']:,}",
+                 "" if x["flops"] is None else _flops(x["flops"])) for x in r["layers"]]
+        head = ("name", "op", "output shape", "params", "flops")
+        widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
+        text += "\n\n" + "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
+                                    for row in [head, *rows])
+    return text
 
 
 def _flops(n: int) -> str:
