@@ -28,9 +28,7 @@ from workbench.profile import (
     total_ms,
 )
 
-ART = Path(__file__).resolve().parents[2] / "shared" / "trt_artifacts"
-if not ART.is_dir():  # the workplace layout: /work/main and /work/shared side by side
-    ART = Path("/work/shared/trt_artifacts")
+ART = Path(__file__).resolve().parents[1] / "sample_models" / "trt_artifacts"  # real A100 trtexec exports
 ENGINES = {
     "fp32": ART / "resnet18_a100_fp32" / "resnet.onnx.engine",
     "fp16": ART / "resnet18_a100_fp16" / "resnet.onnx.engine",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import Any
 
 from ..errors import DataError
@@ -86,13 +85,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _write_html(table: Any, model: Any, path: str, *, top: int, title: str,
                 profiles: dict[str, Any] | None = None) -> Any:
-    """The Profile tab's charts (workbench.plots.profile) in one standalone HTML file.
+    """The Profile tab's charts (workbench.plots.profile) in one standalone HTML file (plotly loads only here)."""
+    from ..plots import profile as plots
 
-    Imported by name: the layers contract in pyproject.toml lists cli and plots as independent siblings,
-    while the forbidden-imports contract allows cli -> plots and the CLI contract asks for --html.
-    Reported to the lead; a static import is the fix once the layers contract puts cli above plots.
-    """
-    plots = importlib.import_module("workbench.plots.profile")
     figs = [plots.layer_bar(table, top=top), plots.group_bar(table, "op_type", model=model),
             plots.group_bar(table, "precision"), plots.time_treemap(table, model=model)]
     if profiles:
