@@ -114,10 +114,7 @@ def dynamic_model(channels: int = 3, width: int = 4, seed: int = 1) -> onnx.Mode
 
 def integer_ops_model(batch: int = 2, channels: int = 3, size: int = 8, width: int = 4, features: int = 5,
                       seed: int = 2) -> onnx.ModelProto:
-    """ORT dynamic-quantisation style: DynamicQuantizeLinear + ConvInteger, then MatMulInteger, back to float.
-
-    Input `input` [batch, channels, size, size] float32, output `output` [batch, features] float32.
-    """
+    """ORT dynamic-quantisation style: DynamicQuantizeLinear + ConvInteger + MatMulInteger; `input` -> `output`."""
     rng = np.random.default_rng(seed)
     w_conv = rng.integers(0, 256, (width, channels, 3, 3), dtype=np.uint8)
     w_mm = rng.integers(0, 256, (width * size * size, features), dtype=np.uint8)
