@@ -215,3 +215,18 @@ def test_cli_compare_json(models, tmp_path, cli_path):
     assert bad.returncode == 1
     err = json.loads(bad.stdout)
     assert "no.npz" in err["error"] and err["hint"]
+
+
+def test_candidate_as_an_engine_compares_outputs_only(models):
+    from workbench.backends.ort import OrtEngine
+
+    as_engine = compare(models["outlier"], OrtEngine(models["q"]), TEST, max_samples=64)
+    as_model = compare(models["outlier"], models["q"], TEST, max_samples=64)
+    assert as_engine.outputs["logits"]["rel_l2"] == pytest.approx(as_model.outputs["logits"]["rel_l2"], rel=1e-6)
+    with pytest.raises(DataError, match="layerwise"):
+        compare(models["outlier"], OrtEngine(models["q"]), TEST, layerwise=True)
+
+
+def test_max_samples_is_exact_with_a_dynamic_batch(models):
+    report = compare(models["outlier"], models["q"], TEST, max_samples=50, batch_size=32)
+    assert report.samples == 50 and report.outputs["logits"]["samples"] == 50

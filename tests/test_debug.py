@@ -195,3 +195,12 @@ def test_sensitivity_with_a_requantizing_factory_equals_naive_exclusion(models):
         full = logits(factory((row["node"],)), x).astype(np.float64)
         naive = (np.linalg.norm(full - ref_out, axis=1) / np.linalg.norm(ref_out, axis=1)).mean()
         assert row["rel_l2_restored"] == pytest.approx(naive, rel=2e-3, abs=1e-5), row["node"]
+
+
+def test_ranking_on_a_subset_still_measures_plans_on_all_samples(models):
+    result = debug_precision(models["ref"], models["q"], TEST, metric=accuracy(), tolerance=0.001, rank_samples=96)
+    data = np.load(TEST)
+    assert result.sensitivity.samples == 96
+    assert result.metric_reference == pytest.approx((logits(models["ref"], data["input"]).argmax(1)
+                                                     == data["label"]).mean())
+    assert result.plan.met and result.sensitivity.ranking[0] == "/res2/res2.0/Conv"

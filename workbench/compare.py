@@ -294,7 +294,7 @@ def _batches(ds: Dataset, model: onnx.ModelProto, batch_size: int, max_samples: 
     if usable < n:
         warnings.append(f"the model's batch is fixed at {fixed}: the last {n - usable} samples were skipped")
     for start in range(0, usable, step):
-        batch = {k: v[start:start + step] for k, v in ds.arrays.items()}
+        batch = {k: v[start:min(start + step, usable)] for k, v in ds.arrays.items()}
         feeds = check_feeds(model, {k: batch[k] for k in inputs}, where=ds.where)
         yield feeds, batch
 

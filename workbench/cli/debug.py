@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", default="label", help="the .npz array with class labels")
     p.add_argument("--recipe-out", help="where to write the fixed recipe (default: <recipe>.debugged.json)")
     p.add_argument("--max-samples", type=int, help="use at most this many samples")
+    p.add_argument("--rank-samples", type=int,
+                   help="rank layers on this many samples only (faster); plans are still measured on all")
     p.add_argument("--batch-size", type=int, default=64)
 
 
@@ -39,7 +41,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reference, factory = recipe_models(session.original, session.recipe, session.cache_dir)
     candidate = factory(())
     result = debug_precision(reference, candidate, data, factory=factory, metric=metric, tolerance=tolerance,
-                             batch_size=args.batch_size, max_samples=args.max_samples)
+                             batch_size=args.batch_size, max_samples=args.max_samples,
+                             rank_samples=args.rank_samples)
     out = dict(result.to_dict())
     recipe_out = Path(args.recipe_out) if args.recipe_out else Path(args.recipe).with_suffix(".debugged.json")
     fixed = Session(session.source_path or args.model, recipe=plan_recipe(session.recipe, result.plan.keep),
