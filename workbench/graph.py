@@ -126,8 +126,11 @@ def _resolve(source: str | os.PathLike[str]) -> Path:
     path = Path(text)
     if not path.exists() and os.sep not in text and "/" not in text:
         stem = text[:-5] if text.endswith(".onnx") else text
-        if (SAMPLES_DIR / f"{stem}.onnx").is_file() or path.suffix == "":
+        if (SAMPLES_DIR / f"{stem}.onnx").is_file():
             return sample_path(stem)
+        if path.suffix == "":
+            raise ModelError(f"{text}: no such file and no sample model of that name",
+                             hint=f"pass the path to an .onnx file, or a sample: {', '.join(sample_names())}")
     return path
 
 
