@@ -37,6 +37,14 @@ KERNEL_IDLE = """() => {
 }"""
 
 
+# page coordinates of a node's marker: plotly's axis mapping + the plot's margins + the element's position
+NODE_PIXEL = """(gd, name) => {
+  const fl = gd._fullLayout, tr = gd._fullData.find(t => t.name === 'nodes');
+  const i = Array.from(tr.customdata).indexOf(name), r = gd.getBoundingClientRect();
+  return [r.left + fl._size.l + fl.xaxis.l2p(tr.x[i]), r.top + fl._size.t + fl.yaxis.l2p(tr.y[i])];
+}"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -115,6 +123,7 @@ def test_quickstart_dashboard_renders_and_reacts(lab: tuple[str, Path]):
     nodes = len(model.graph.node)
     convs = sum(n.op_type == "Conv" for n in model.graph.node)
     gemms = [n.name for n in model.graph.node if n.op_type == "Gemm"]
+    maxpool = next(n.name for n in model.graph.node if n.op_type == "MaxPool")
     assert convs > 1 and len(gemms) == 1  # what the assertions below rely on
     shot = tmp / "lab.png"
 
@@ -173,6 +182,16 @@ def test_quickstart_dashboard_renders_and_reacts(lab: tuple[str, Path]):
             expect(dash.locator(".wb-details .wb-node-name")).to_have_text(gemms[0], timeout=30_000)
             expect(dash.locator(".wb-details .wb-node-op")).to_have_text("Gemm")
             assert page.locator("text=Error displaying widget").count() == 0
+
+            # click a node in the graph (a real mouse click on the WebGL marker): its details come back
+            plot = dash.locator(".wb-graph .js-plotly-plot").first
+            plot.scroll_into_view_if_needed()
+            x, y = plot.evaluate(NODE_PIXEL, maxpool)
+            page.mouse.move(x, y)
+            page.mouse.click(x, y)
+            expect(dash.locator(".wb-details .wb-node-name")).to_have_text(maxpool, timeout=30_000)
+            expect(dash.locator(".wb-details .wb-node-op")).to_have_text("MaxPool")
+            expect(count).to_have_text(f"{nodes} of {nodes} layers")  # the filter made room for the node
             dash.evaluate("e => e.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(300)
             page.screenshot(path=str(shot), full_page=False)

@@ -332,6 +332,7 @@ def graph_figure(
         clickmode="event",
         dragmode="pan",
         plot_bgcolor="white",
+        modebar=dict(orientation="v"),  # keeps the toolbar off the legend above the plot
         legend=dict(itemsizing="constant", font=dict(size=10), orientation="h", x=0, xanchor="left", y=1,
                     yanchor="bottom"),
         xaxis=dict(visible=False, range=[xmin - 0.6, xmax + (2.5 if show_labels else 0.8)]),

@@ -160,7 +160,7 @@ class ModelTab:
         for w, css in ((self.summary, "wb-model-summary"), (self.filter, "wb-filter"), (self.op, "wb-op"),
                        (self.count, "wb-count"), (self.rows, "wb-rows"), (self.details, "wb-details"),
                        (self.shapes, "wb-shapes"), (self.check_button, "wb-check-button"),
-                       (self.report, "wb-report")):
+                       (self.report, "wb-report"), (self._graph_box, "wb-graph")):
             w.add_class(css)  # stable hooks for the browser test and for styling
         self.filter.observe(lambda _: self._apply_filter(), "value")
         self.op.observe(lambda _: self._apply_filter(), "value")
