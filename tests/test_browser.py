@@ -119,6 +119,9 @@ def test_quickstart_dashboard_renders_and_reacts(lab: tuple[str, Path]):
     from playwright.sync_api import expect, sync_playwright
 
     url, tmp = lab
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Debian's chromium is not installed ({CHROMIUM}): run `make chromium` "
+                    "(or `apt-get install -y chromium` as root); Playwright's own browser download does not work here")
     model = load_model("digits_cnn")
     nodes = len(model.graph.node)
     convs = sum(n.op_type == "Conv" for n in model.graph.node)
