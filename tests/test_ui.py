@@ -316,6 +316,9 @@ def test_workbench_on_a_session_and_in_memory_model(tmp_path: Path):
     wb = Workbench(session)
     assert wb.session is session and wb.tabs["Model"].session is session
     assert "conv_bn_relu" in wb.name.value  # no path: the graph's name
+    wb = Workbench(conv_bn_relu_model(), cache_dir=tmp_path / "c")  # a ModelProto works too
+    assert wb.status.state == "ok" and wb.session.source_path is None
+    assert len(wb.tabs["Model"].rows.options) == len(conv_bn_relu_model().graph.node)
 
 
 def test_workbench_opens_a_saved_recipe(cnn_path: Path, tmp_path: Path):
