@@ -230,3 +230,14 @@ def test_candidate_as_an_engine_compares_outputs_only(models):
 def test_max_samples_is_exact_with_a_dynamic_batch(models):
     report = compare(models["outlier"], models["q"], TEST, max_samples=50, batch_size=32)
     assert report.samples == 50 and report.outputs["logits"]["samples"] == 50
+
+
+def test_local_error_of_a_selected_tensor_equals_the_full_run(models):
+    conv, bn = "/res2/res2.0/Conv_output_0", "/res2/res2.1/BatchNormalization_output_0"
+    full = {r["tensor"]: r for r in compare(models["outlier"], models["q"], TEST, layerwise=True,
+                                            max_samples=64).layers.records()}
+    one = compare(models["outlier"], models["q"], TEST, layerwise=True, tensors=[conv, bn], max_samples=64)
+    rows = {r["tensor"]: r for r in one.layers.records()}
+    assert rows[conv]["local_rel_l2"] == pytest.approx(full[conv]["local_rel_l2"], rel=1e-5)
+    assert rows[conv]["local_rel_l2"] > 0.3
+    assert rows[bn]["local_rel_l2"] < 1e-5 < 0.3 < rows[bn]["rel_l2"]  # BatchNorm only inherits its error

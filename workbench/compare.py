@@ -376,6 +376,23 @@ def local_model(candidate: onnx.ModelProto, cut: Sequence[str]) -> tuple[onnx.Mo
     return out, renamed
 
 
+def _keep_outputs(model: onnx.ModelProto, names: set[str]) -> None:
+    """Keep only the named graph outputs; drop the nodes and inputs nothing needs any more."""
+    g = model.graph
+    for o in [o for o in g.output if o.name not in names]:
+        g.output.remove(o)
+    while True:
+        used = {i for n in g.node for i in n.input} | names
+        dead = [n for n in g.node if not any(o in used for o in n.output if o)]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    used = {i for n in g.node for i in n.input}
+    for i in [i for i in g.input if i.name not in used]:
+        g.input.remove(i)
+
+
 # --- the report --------------------------------------------------------------------------------------
 
 
@@ -515,14 +532,24 @@ def compare(
             raise DataError("the reference and the candidate share no intermediate tensor names",
                             hint="layerwise comparison joins tensors by name; keep the original names when "
                                  "converting (workbench convert/quantize do)")
-        if local:
-            lm, local_names = local_model(cand, list(joined.values()))
-            local_eng = OrtEngine(lm)
-            local_inputs = [x.name for x in local_eng.session.get_inputs()]
-    ref_capture = list(dict.fromkeys(outputs + list(joined)))
-    cand_capture = list(dict.fromkeys(outputs + list(joined.values())))
+    extra_ref: list[str] = []
     back = {c: r for r, c in joined.items()}
-    ref_eng = OrtEngine(with_outputs(ref, list(joined)) if joined else ref)
+    if layerwise and local:
+        # cut at every joined tensor (not only the selected ones) so a local error is one layer's own error
+        every = joined if tensors is None else joined_tensors(ref, cand)[0]
+        lm, local_names = local_model(cand, list(every.values()))
+        if tensors is not None:
+            keep = {local_names[c] for c in joined.values() if c in local_names}
+            _keep_outputs(lm, keep)
+            local_names = {c: n for c, n in local_names.items() if n in keep}
+        local_eng = OrtEngine(lm)
+        local_inputs = [x.name for x in local_eng.session.get_inputs()]
+        all_back = {c: r for r, c in every.items()}
+        back.update({i: all_back[i] for i in local_inputs if i in all_back})
+        extra_ref = [back[i] for i in local_inputs if i in back]
+    ref_capture = list(dict.fromkeys(outputs + list(joined) + extra_ref))
+    cand_capture = list(dict.fromkeys(outputs + list(joined.values())))
+    ref_eng = OrtEngine(with_outputs(ref, ref_capture))
     if engine_cand is not None:
         cand_eng: Any = engine_cand
     else:
