@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from workbench.backends.worker import TEST_CRASH_ENV
+from workbench.errors import DataError
 from workbench.graph import load_model, sample_names
+from workbench.recipe import SetShapes
 from workbench.session import Session
 from workbench.ui.build_tab import BuildTab
 from workbench.ui.common import Status
@@ -86,7 +88,8 @@ def test_bad_profile_shows_error_and_starts_nothing(tab):
     tab.profiles.value = "input:1x4x16x16"
     tab.build_button.click()
     assert tab.status.state == "error" and "dim 1 is fixed to 3" in tab.status.message
-    assert tab._thread is None and tab.result is None
+    assert not tab.building and tab.result is None
+    assert tab.phase.value == "" and tab.progress.value == 0.0 and tab.cancel_button.disabled  # the job never started
 
 
 def test_cancel_stops_the_build(tab):
@@ -106,3 +109,25 @@ def test_builder_crash_is_shown_and_the_tab_keeps_working(tab, monkeypatch):
     tab.build_button.click()
     tab.wait()
     assert tab.status.state == "ok" and tab.result is not None and tab.result.engine_path.is_file()
+
+
+def test_session_change_rederives_profiles_without_touching_the_status(tab):
+    tab.status.ok("applied fuse_batchnorm: 0 nodes added, 2 removed")  # what the Edit tab just said
+    tab.session.apply(SetShapes(shapes={"input": ("N", 3, 64, None)}))
+    assert tab.profiles.value == "input:1x3x64x32,1x3x64x256,8x3x64x1024"  # re-derived for the new shape...
+    assert (tab.status.state, tab.status.message) == ("ok", "applied fuse_batchnorm: 0 nodes added, 2 removed")
+    assert "applied fuse_batchnorm" in tab.status.widget.value  # ...and the Edit tab's message survives
+
+
+def test_a_failing_rederivation_is_shown(tab, monkeypatch):
+    import workbench.ui.build_tab as build_tab
+
+    def fails(_model):
+        raise DataError("input 'input' has no declared shape, so no profile can be derived", hint="give --shapes")
+
+    before = tab.profiles.value
+    monkeypatch.setattr(build_tab, "resolve_profiles", fails)
+    tab.status.ok("applied fuse_batchnorm")
+    tab.session.apply(SetShapes(shapes={"input": ("N", 3, 64, None)}))
+    assert tab.status.state == "error" and tab.status.message.startswith("input 'input' has no declared shape")
+    assert tab.status.hint == "give --shapes" and tab.profiles.value == before  # the last derived profiles stay

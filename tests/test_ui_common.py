@@ -64,3 +64,34 @@ def test_job_cancel_and_errors() -> None:
     job.wait(5)
     assert status.state == "error" and status.message == "no samples in calib.npz"
     assert cancel.disabled
+
+
+def test_job_final_phase_cancel_feedback_and_ready() -> None:
+    status, run, cancel = Status(), W.Button(), W.Button()
+    progress, phase = W.FloatProgress(min=0, max=1), W.Label()
+    ready = [False]
+    job = Job(status, run_button=run, cancel_button=cancel, progress=progress, phase=phase, ready=lambda: ready[0])
+
+    job.start("calibrate", lambda j: "done: 300 samples")  # a returned str is the final phase
+    job.wait(5)
+    assert (progress.value, phase.value, status.state) == (1.0, "done: 300 samples", "ok")
+    assert run.disabled and cancel.disabled  # not ready (e.g. the chosen backend is missing): Run stays off
+
+    ready[0] = True
+    started, seen = threading.Event(), []
+
+    def until_cancelled(j: Job) -> None:
+        j.report(1, 4, "25 samples")
+        started.set()
+        while not j.cancelled:
+            j.cancel_event.wait(0.01)
+        seen.append(phase.value)
+
+    job.start("calibrate", until_cancelled)
+    assert started.wait(5)
+    cancel.click()
+    job.wait(5)
+    assert seen == ["cancelling…"] and phase.value == "cancelled" and progress.value == 0.25
+    assert not run.disabled and cancel.disabled
+    job.cancel()  # nothing running: the phase stays
+    assert phase.value == "cancelled"

@@ -4,13 +4,12 @@ and Cancel; the engines built for this session; the equivalent trtexec command l
 Visible state lives in widget values so headless tests can assert it: ``backend.options``/``backend_note``,
 ``profiles.value`` (one SPEC per line, prefilled with derived defaults for dynamic inputs),
 ``progress.value``, ``phase.value``, ``log.value``, ``engines.options``, ``trtexec.value``,
-``build_button.disabled``/``cancel_button.disabled``. ``wait()`` joins the running build (for tests).
+``build_button.disabled``/``cancel_button.disabled``. The build runs as ``job`` (a :class:`Job`); ``wait()`` joins it.
 """
 
 from __future__ import annotations
 
 import html
-import threading
 from typing import Any
 
 import ipywidgets as W
@@ -21,7 +20,7 @@ from ..backends.trt_runtime import gpu_status
 from ..build import BuildResult, build_engine, list_engines, trtexec_command
 from ..errors import WorkbenchError
 from ..recipe import BuildSettings
-from .common import Status
+from .common import Job, Status
 
 __all__ = ["BuildTab"]
 
@@ -44,8 +43,6 @@ class BuildTab:
         self.session = session
         self.status = status
         self.result: BuildResult | None = None
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
         self._prefill = ""
         self._metas: dict[str, dict[str, Any]] = {}
 
@@ -82,8 +79,9 @@ class BuildTab:
         self.backend.observe(self._on_backend, names="value")
         for w in (self.backend, self.opt_level, self.workspace, self.profiles):
             w.observe(self._refresh_trtexec, names="value")
+        self.job = Job(status, run_button=self.build_button, cancel_button=self.cancel_button, progress=self.progress,
+                       phase=self.phase, ready=lambda: self._unavailable() is None)
         self.build_button.on_click(self._on_build)
-        self.cancel_button.on_click(self._on_cancel)
         self.engines.observe(self._show_engine, names="value")
         session.on_change(self._on_session)
 
@@ -104,13 +102,17 @@ class BuildTab:
     # --- state from the session ----------------------------------------------------------------------
 
     def _prefill_profiles(self) -> None:
-        with self.status.guard("deriving shape profiles"):
+        """Derive default profiles; the shared status line is only written if that fails (it is the acting tab's)."""
+        try:
             resolved = resolve_profiles(self.session.model)
-            text = "\n".join(format_spec(p) for p in resolved.profiles if p.input in resolved.derived)
-            if self.profiles.value in ("", self._prefill):
-                self.profiles.value = text
-            self._prefill = text
-            self.profiles_note.value = "".join(f"<p><i>{html.escape(n)}</i></p>" for n in resolved.notes)
+        except WorkbenchError as exc:
+            self.status.error(exc)
+            return
+        text = "\n".join(format_spec(p) for p in resolved.profiles if p.input in resolved.derived)
+        if self.profiles.value in ("", self._prefill):
+            self.profiles.value = text
+        self._prefill = text
+        self.profiles_note.value = "".join(f"<p><i>{html.escape(n)}</i></p>" for n in resolved.notes)
 
     def _load_settings(self, settings: BuildSettings | None) -> None:
         """Show build settings recorded in the recipe (a loaded recipe brings its profiles and options)."""
@@ -151,10 +153,14 @@ class BuildTab:
             f'{meta.get("opt_level")} · built {esc(str(meta.get("created", "")))}</p>'
             f"<p>I/O:</p><ul>{io}</ul>" + (f"<p>profiles:</p><ul>{prof}</ul>" if prof else "") + "</div>")
 
-    def _on_backend(self, _change: Any = None) -> None:
-        why = self._status.get(self.backend.value)
+    def _unavailable(self) -> str | None:
+        """Why the chosen backend cannot build here (None: it can)."""
         if self.backend.value == "auto" and all(v is not None for v in self._status.values()):
-            why = "no TensorRT installed: pip install 'onnx-trt-workbench[rtx]'"
+            return "no TensorRT installed: pip install 'onnx-trt-workbench[rtx]'"
+        return self._status.get(self.backend.value)
+
+    def _on_backend(self, _change: Any = None) -> None:
+        why = self._unavailable()
         self.backend_note.value = f'<span style="color:#888">{html.escape(why)}</span>' if why else ""
         self.build_button.disabled = bool(why) or self.building
 
@@ -180,7 +186,7 @@ class BuildTab:
 
     @property
     def building(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.job.running
 
     def _on_build(self, _button: Any = None) -> None:
         if self.building:
@@ -193,50 +199,30 @@ class BuildTab:
         if self.session.recipe.build != settings:
             with self.status.guard("recording the build settings in the recipe"):
                 self.session.set_build(settings)
-        self._cancel.clear()
-        self.progress.value = 0.0
-        self.phase.value = ""
         self.log.value = ""
-        self.build_button.disabled = True
-        self.cancel_button.disabled = False
-        self._thread = threading.Thread(target=self._run_build, args=(settings,), daemon=True)
-        self._thread.start()
+        self.job.start("building the engine", lambda job: self._run_build(job, settings))
 
     def _on_progress(self, fraction: float, phase: str) -> None:
         if fraction >= 0:
-            self.progress.value = fraction
-        self.phase.value = phase
+            self.job.report(fraction, 1.0, phase)
+        else:
+            self.phase.value = phase
 
     def _on_log(self, line: str) -> None:
         lines = (self.log.value.splitlines() + [line])[-_LOG_LINES:]
         self.log.value = "\n".join(lines)
 
-    def _run_build(self, settings: BuildSettings) -> None:
+    def _run_build(self, job: Job, settings: BuildSettings) -> None:
         name = self.session.source_path.stem if self.session.source_path else None
-        try:
-            with self.status.guard("building the engine"):
-                self.result = build_engine(
-                    self.session.model, settings, progress=self._on_progress, log=self._on_log,
-                    cancel=self._cancel, recipe_digest=self.session.digest, cache_dir=self.session.cache_dir,
-                    name=name)
-                self.progress.value = 1.0
-                self.phase.value = "done"
-                self.trtexec.value = self.result.trtexec
-                self._refresh_engines()
-                self.engines.value = str(self.result.engine_path)
-                self.status.ok(f"built {self.result.engine_path.name}: {self.result.bytes:,} bytes, "
-                               f"{self.result.layers} layers in {self.result.seconds:.2f} s")
-        finally:
-            self.cancel_button.disabled = True
-            self._thread = None
-            self._on_backend()
-
-    def _on_cancel(self, _button: Any = None) -> None:
-        self._cancel.set()
-        self.phase.value = "cancelling…"
+        self.result = build_engine(
+            self.session.model, settings, progress=self._on_progress, log=self._on_log, cancel=job.cancel_event,
+            recipe_digest=self.session.digest, cache_dir=self.session.cache_dir, name=name)
+        self.trtexec.value = self.result.trtexec
+        self._refresh_engines()
+        self.engines.value = str(self.result.engine_path)
+        self.status.ok(f"built {self.result.engine_path.name}: {self.result.bytes:,} bytes, "
+                       f"{self.result.layers} layers in {self.result.seconds:.2f} s")
 
     def wait(self, timeout: float | None = 300.0) -> None:
         """Block until the running build (if any) ends: for headless tests and scripts."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+        self.job.wait(timeout)

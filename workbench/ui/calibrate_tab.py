@@ -4,13 +4,12 @@ tensor's histogram with every method's threshold, override a scale, quantize wit
 Visible state lives in widget values so headless tests can assert it: ``data.options``/``data.value``,
 ``method.value``, ``progress.value``, ``phase.value``, ``warnings.value``, ``tensor.options``,
 ``thresholds.value`` (HTML table), ``figure`` (a FigureWidget: histogram + ``threshold:<method>`` traces),
-``digest.value`` (the scale cache in use). ``wait()`` joins a running calibration (for tests).
+``digest.value`` (the scale cache in use). The calibration runs as ``job`` (a :class:`Job`); ``wait()`` joins it.
 """
 
 from __future__ import annotations
 
 import html
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from ..errors import CalibrationError
 from ..plots.calibration import histogram_figure
 from ..precision import activation_tensors
 from ..recipe import CalibrationSettings, Quantize
-from .common import Status
+from .common import Job, Status
 
 __all__ = ["CalibrateTab"]
 
@@ -38,8 +37,6 @@ class CalibrateTab:
         self.session = session
         self.status = status
         self.cache: ScaleCache | None = None
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
 
         self.data = W.Combobox(options=[], placeholder="calibration .npz (one array per input)",
                                description="data", ensure_option=False, layout=W.Layout(width="520px"))
@@ -61,8 +58,9 @@ class CalibrateTab:
         self.quantize_button = W.Button(description="Quantize with these scales", icon="compress",
                                         button_style="success", disabled=True)
 
+        self.job = Job(status, run_button=self.run_button, cancel_button=self.cancel_button, progress=self.progress,
+                       phase=self.phase)
         self.run_button.on_click(self._on_run)
-        self.cancel_button.on_click(self._on_cancel)
         self.tensor.observe(self._show_tensor, names="value")
         self.method.observe(self._on_method, names="value")
         self.override_button.on_click(self._on_override)
@@ -93,7 +91,7 @@ class CalibrateTab:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.job.running
 
     def use_data(self, data: Any, label: str = "custom data") -> None:
         """Calibrate from Python data (a dict of arrays, an iterable of feed dicts, ``image_folder(...)``)."""
@@ -121,54 +119,36 @@ class CalibrateTab:
             source = self._source()
         if source is None:
             return
-        self._cancel.clear()
-        self.progress.value = 0.0
-        self.phase.value = "starting"
         self.warnings.value = ""
-        self.run_button.disabled = True
-        self.cancel_button.disabled = False
-        args = (source, self.method.value, float(self.percentile.value), self.dtype.value)
-        self._thread = threading.Thread(target=self._run, args=args, daemon=True)
-        self._thread.start()
+        method, percentile, dtype = self.method.value, float(self.percentile.value), self.dtype.value
+        self.job.start(f"calibrating ({method})", lambda job: self._run(job, source, method, percentile, dtype))
 
     def _on_progress(self, done: int, total: int | None) -> None:
+        phase = f"{done} samples" + (f" of {total}" if total else "")
         if total:
-            self.progress.value = min(1.0, done / total)
-        self.phase.value = f"{done} samples" + (f" of {total}" if total else "")
+            self.job.report(done, total, phase)
+        else:
+            self.phase.value = phase
 
-    def _run(self, source: tuple[Any, str], method: str, percentile: float, dtype: str) -> None:
+    def _run(self, job: Job, source: tuple[Any, str], method: str, percentile: float, dtype: str) -> str:
+        """The calibration itself (in the job's thread); returns the final phase label."""
         data, label = source
-        try:
-            with self.status.guard(f"calibrating ({method})"):
-                cache = calibrate(self.session.model, data, method=method, percentile=percentile, dtype=dtype,
-                                  progress=self._on_progress, cancel=self._cancel, cache_dir=self.session.cache_dir)
-                self.session.set_calibration(CalibrationSettings(method=method, percentile=percentile,
-                                                                 samples=cache.samples, data=label))
-                self._show_cache(cache)
-                if label == "random":
-                    self.warnings.value = ('<p style="color:#b00020"><b>⚠ calibrated on RANDOM data: these scales do '
-                                           "not fit real inputs; use 100-500 representative samples</b></p>"
-                                           + self.warnings.value)
-                self.progress.value = 1.0
-                self.phase.value = f"done: {cache.samples} samples"
-                self.status.ok(f"calibrated {len(cache.tensors)} tensors on {cache.samples} samples "
-                               f"({method}) in {cache.seconds:.2f} s")
-        finally:
-            if self._cancel.is_set() and self.status.state == "error":
-                self.phase.value = "cancelled"
-            self.run_button.disabled = False
-            self.cancel_button.disabled = True
-            self._thread = None
-
-    def _on_cancel(self, _button: Any = None) -> None:
-        self._cancel.set()
-        self.phase.value = "cancelling…"
+        cache = calibrate(self.session.model, data, method=method, percentile=percentile, dtype=dtype,
+                          progress=self._on_progress, cancel=job.cancel_event, cache_dir=self.session.cache_dir)
+        self.session.set_calibration(CalibrationSettings(method=method, percentile=percentile,
+                                                         samples=cache.samples, data=label))
+        self._show_cache(cache)
+        if label == "random":
+            self.warnings.value = ('<p style="color:#b00020"><b>⚠ calibrated on RANDOM data: these scales do '
+                                   "not fit real inputs; use 100-500 representative samples</b></p>"
+                                   + self.warnings.value)
+        self.status.ok(f"calibrated {len(cache.tensors)} tensors on {cache.samples} samples "
+                       f"({method}) in {cache.seconds:.2f} s")
+        return f"done: {cache.samples} samples"
 
     def wait(self, timeout: float | None = 300.0) -> None:
         """Block until a running calibration ends (headless tests, scripts)."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+        self.job.wait(timeout)
 
     # --- results -------------------------------------------------------------------------------------
 

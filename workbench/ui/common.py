@@ -8,7 +8,7 @@ A button handler wraps its one Session/API call in ``with status.guard("doing X"
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -68,7 +68,9 @@ class Job:
 
     ``start(doing, fn)`` runs ``fn(job)`` in a daemon thread inside ``status.guard(doing)`` (so a WorkbenchError is
     shown, not raised); ``fn`` reports through ``job.report(done, total, phase)`` and polls ``job.cancelled``
-    (or hands ``job.cancel_event`` / ``job.is_cancelled`` to the API call). ``wait()`` is for headless tests.
+    (or hands ``job.cancel_event`` / ``job.is_cancelled`` to the API call); a str it returns is the final phase
+    (default "done"). Cancel shows "cancelling…", then "cancelled". Run is re-enabled at the end only if ``ready()``
+    (default: always). ``wait()`` is for headless tests.
     """
 
     def __init__(
@@ -79,12 +81,14 @@ class Job:
         cancel_button: W.Button,
         progress: W.FloatProgress | W.IntProgress,
         phase: W.Label | None = None,
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         import threading
 
         self.status = status
         self.run_button, self.cancel_button = run_button, cancel_button
         self.progress, self.phase = progress, phase
+        self.ready = ready or (lambda: True)
         self.cancel_event = threading.Event()
         self._thread: threading.Thread | None = None
         cancel_button.disabled = True
@@ -113,16 +117,19 @@ class Job:
         self.run_button.disabled, self.cancel_button.disabled = True, False
 
         def body() -> None:
+            final = None
             try:
                 with self.status.guard(doing):
-                    fn(self)
+                    final = fn(self)
                     if self.cancelled:
                         self.status.busy(f"{doing}: cancelled")
                         self.status.state = "idle"
-                if not self.cancelled and self.status.state != "error":
-                    self.report(1, 1, "done")
+                if self.cancelled:
+                    self._set_phase("cancelled")
+                elif self.status.state != "error":
+                    self.report(1, 1, final if isinstance(final, str) else "done")
             finally:
-                self.run_button.disabled, self.cancel_button.disabled = False, True
+                self.run_button.disabled, self.cancel_button.disabled = not self.ready(), True
 
         self._thread = threading.Thread(target=body, name=f"workbench-{doing}", daemon=True)
         self._thread.start()
@@ -133,10 +140,16 @@ class Job:
         frac = 0.0 if total <= 0 else min(1.0, max(0.0, done / total))
         top = self.progress.max
         self.progress.value = int(round(frac * top)) if isinstance(self.progress, W.IntProgress) else frac * top
-        if self.phase is not None and phase:
+        if phase:
+            self._set_phase(phase)
+
+    def _set_phase(self, phase: str) -> None:
+        if self.phase is not None:
             self.phase.value = phase
 
     def cancel(self) -> None:
+        if self.running:
+            self._set_phase("cancelling…")
         self.cancel_event.set()
 
     def wait(self, timeout: float | None = 300.0) -> None:
