@@ -550,6 +550,8 @@ def find_plan(
                 if trial and run(trial, "prune"):
                     chosen = trial
         message = f"keep {len(chosen)} of {n} layers in high precision to meet the tolerance"
+        if len(cache) >= max_evaluations:
+            message += f" (search stopped at {max_evaluations} plan evaluations: a smaller set may exist)"
     m, c = cache[chosen]
     return Plan(chosen, m, True, target, Table(PLAN_COLUMNS, tuple(rows)), message, c)
 
