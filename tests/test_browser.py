@@ -195,6 +195,13 @@ def test_quickstart_dashboard_renders_and_reacts(lab: tuple[str, Path]):
             expect(dash.locator(".wb-details .wb-node-name")).to_have_text(maxpool, timeout=30_000)
             expect(dash.locator(".wb-details .wb-node-op")).to_have_text("MaxPool")
             expect(count).to_have_text(f"{nodes} of {nodes} layers")  # the filter made room for the node
+
+            # Check with TensorRT: runs in a background thread (child-process build); the report arrives
+            dash.locator(".wb-shapes input").fill("input:1x1x8x8,8x1x8x8,64x1x8x8")
+            dash.locator(".wb-check-button").click()
+            expect(dash.locator(".wb-report")).to_contain_text("buildable yes", timeout=120_000)
+            expect(dash.locator(".wb-check-phase")).to_have_text("builds")
+            expect(dash.locator(".wb-status-ok")).to_contain_text("TensorRT check: the model builds")
             dash.evaluate("e => e.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(300)
             page.screenshot(path=str(shot), full_page=False)

@@ -343,11 +343,13 @@ def test_check_button_reports_dynamic_dims(tmp_path: Path):
     wb = Workbench(str(path), cache_dir=tmp_path / "cache")
     tab = wb.tabs["Model"]
     tab.check_button.click()
+    tab.job.wait()
     report = tab.last_report
     assert report is not None and report["backend"] == "tensorrt-rtx"
     assert report["parsable"] is True and report["buildable"] is True
     assert wb.status.state == "ok" and wb.status.message.startswith("TensorRT check: the model builds")
     assert "<b>buildable</b> yes" in tab.report.value
+    assert tab.phase.value == "builds" and tab.progress.value == 1.0 and not tab.check_button.disabled
     assert "input &#x27;input&#x27; has dynamic dims" in tab.report.value  # the suggestion, escaped
 
 
@@ -357,6 +359,7 @@ def test_check_button_reports_unsupported_integer_ops(tmp_path: Path):
     wb = Workbench(str(path), cache_dir=tmp_path / "cache")
     tab = wb.tabs["Model"]
     tab.check_button.click()
+    tab.job.wait()
     unsupported = {u["op"] for u in tab.last_report["unsupported"]}
     assert unsupported & {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
     assert "unsupported node(s)" in wb.status.message
@@ -373,6 +376,7 @@ def test_check_with_bad_shapes_shows_the_error(wb: Workbench):
     tab = wb.tabs["Model"]
     tab.shapes.value = "nosuchinput:1x3x16x16"
     tab.check_button.click()
+    tab.job.wait()
     assert wb.status.state == "error"
     assert "nosuchinput" in wb.status.message and wb.status.hint
     assert tab.report.value == ""

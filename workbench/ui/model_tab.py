@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from ..graph import layer_table, summary
 from ..plots.graph_view import GraphLayout, attribute_text, graph_figure, graph_layout, points
 from ..table import Table
-from .common import Status
+from .common import Job, Status
 
 __all__ = ["ModelTab", "summary_line", "ALL_OPS"]
 
@@ -153,6 +153,10 @@ class ModelTab:
                              layout=W.Layout(width="360px"))
         self.check_button = W.Button(description="Check with TensorRT", icon="check", button_style="primary",
                                      layout=W.Layout(width="200px"))
+        # check_model takes no cancel callback (yet): the Job's Cancel button stays hidden
+        self.cancel_button = W.Button(description="Cancel", layout=W.Layout(display="none"))
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="140px"))
+        self.phase = W.Label()
         self.report = W.HTML()
         self.graph = go.FigureWidget()
         self._graph_box = W.Box([self.graph], layout=W.Layout(overflow="auto"))
@@ -160,11 +164,14 @@ class ModelTab:
         for w, css in ((self.summary, "wb-model-summary"), (self.filter, "wb-filter"), (self.op, "wb-op"),
                        (self.count, "wb-count"), (self.rows, "wb-rows"), (self.details, "wb-details"),
                        (self.shapes, "wb-shapes"), (self.check_button, "wb-check-button"),
-                       (self.report, "wb-report"), (self._graph_box, "wb-graph")):
+                       (self.report, "wb-report"), (self._graph_box, "wb-graph"),
+                       (self.phase, "wb-check-phase")):
             w.add_class(css)  # stable hooks for the browser test and for styling
         self.filter.observe(lambda _: self._apply_filter(), "value")
         self.op.observe(lambda _: self._apply_filter(), "value")
         self.rows.observe(self._on_row, "value")
+        self.job = Job(status, run_button=self.check_button, cancel_button=self.cancel_button,
+                       progress=self.progress, phase=self.phase)
         self.check_button.on_click(self._on_check)
 
         left = W.VBox([self.filter, self.op, self.count, self.rows, self.details],
@@ -172,7 +179,7 @@ class ModelTab:
         self.widget = W.VBox([
             self.summary,
             W.HBox([left, self._graph_box]),
-            W.HBox([self.check_button, self.shapes]),
+            W.HBox([self.check_button, self.shapes, self.progress, self.phase]),
             self.report,
         ])
         self.refresh()
@@ -317,17 +324,26 @@ class ModelTab:
     # --- TensorRT check -----------------------------------------------------------------------------
 
     def _on_check(self, _button: Any = None) -> None:
+        """Run the check in the background (the builder runs in a child process; the kernel stays responsive)."""
         self.report.value = ""
-        with self.status.guard("checking the model with TensorRT"):
-            from ..check import check_model
+        self.last_report = None
+        self.job.start("checking the model with TensorRT", self._check)
 
-            shapes = self.shapes.value.strip() or None
-            result = check_model(self.session.model, shapes=shapes)
-            report = result.to_dict() if hasattr(result, "to_dict") else dict(result)
-            self.report.value = _report_html(report)
-            self.last_report = report
-            self.highlight([u.get("node") for u in report.get("unsupported") or [] if u.get("node")])
-            verdict = "builds" if report.get("buildable") else "parses" if report.get("parsable") else "fails"
-            self.status.ok(f"TensorRT check: the model {verdict}"
-                           + (f" ({len(report.get('unsupported') or [])} unsupported node(s))"
-                              if report.get("unsupported") else ""))
+    def _check(self, job: Job) -> str:
+        from ..check import check_model
+
+        model = self.session.model
+        job.report(0, 1, "parsing and building in a child process…")
+        result = check_model(model, shapes=self.shapes.value.strip() or None)
+        report = result.to_dict()
+        if self.session.model is not model:
+            self.status.busy("the model changed during the check: run it again")
+            return "outdated"
+        self.report.value = _report_html(report)
+        self.last_report = report
+        self.highlight([u.get("node") for u in report.get("unsupported") or [] if u.get("node")])
+        verdict = "builds" if report.get("buildable") else "parses" if report.get("parsable") else "fails"
+        unsupported = len(report.get("unsupported") or [])
+        self.status.ok(f"TensorRT check: the model {verdict}"
+                       + (f" ({unsupported} unsupported node(s))" if unsupported else ""))
+        return verdict
