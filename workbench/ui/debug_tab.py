@@ -8,7 +8,6 @@ Runs happen in a background thread (progress bar, Cancel); visible state lives i
 from __future__ import annotations
 
 import html
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +21,7 @@ from ..graph import load_model
 from ..plots.compare import error_growth, node_error_colours, pareto, sensitivity_bars
 from ..plots.graph_view import graph_figure
 from ..recipe import ConvertPrecision, Quantize
-from .common import Status
+from .common import Job, Status
 
 __all__ = ["DebugTab"]
 
@@ -41,8 +40,6 @@ class DebugTab:
         self.status = status
         self.report: CompareReport | None = None
         self.result: DebugResult | None = None
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
         style = {"description_width": "110px"}
         self.reference = W.Dropdown(options=[("session model, precision edits left out (FP32)", "fp32"),
                                              ("original file", "original")], value="fp32",
@@ -73,10 +70,16 @@ class DebugTab:
         self.graph_fig = go.FigureWidget(layout=dict(height=420, title="Graph coloured by error (run Compare)"))
         self.sensitivity_fig = go.FigureWidget(layout=dict(height=300, title="Sensitivity (run Find culprits)"))
         self.pareto_fig = go.FigureWidget(layout=dict(height=330, title="Plans (run Find culprits)"))
-        self.compare_button.on_click(lambda _: self._start("comparing layer by layer", self._compare))
-        self.debug_button.on_click(lambda _: self._start("ranking layers and searching a plan", self._debug))
+        # one Job per run button, sharing Cancel, the progress bar and the phase label
+        self.compare_job = Job(status, run_button=self.compare_button, cancel_button=self.cancel_button,
+                               progress=self.progress, phase=self.progress_label)
+        self.debug_job = Job(status, run_button=self.debug_button, cancel_button=self.cancel_button,
+                             progress=self.progress, phase=self.progress_label)
+        self.compare_button.on_click(lambda _: self._start(self.compare_job, "comparing layer by layer",
+                                                           self._compare))
+        self.debug_button.on_click(lambda _: self._start(self.debug_job, "ranking layers and searching a plan",
+                                                         self._debug))
         self.apply_button.on_click(self._apply)
-        self.cancel_button.on_click(lambda _: self._cancel.set())
         self.candidate.observe(lambda _: self._sync(), names="value")
         self._sync()
         controls = W.VBox([self.reference, W.HBox([self.candidate, self.candidate_path]), self.data,
@@ -102,46 +105,30 @@ class DebugTab:
 
     def wait(self, timeout: float | None = 300.0) -> None:
         """Block until the running job (if any) finishes (for tests and scripts)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.compare_job.wait(timeout)
+        self.debug_job.wait(timeout)
 
     @property
     def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.compare_job.running or self.debug_job.running
 
-    def _start(self, doing: str, job: Callable[[], None]) -> None:
+    def _start(self, job: Job, doing: str, fn: Callable[[Job], Any]) -> None:
         if self.busy:
+            self.status.busy(f"{doing}: wait for the running task or cancel it")
             return
-        self._cancel.clear()
-        for b in (self.compare_button, self.debug_button, self.apply_button):
+        others = [b for b in (self.compare_button, self.debug_button) if b is not job.run_button]
+        for b in [*others, self.apply_button]:
             b.disabled = True
-        self.cancel_button.disabled = False
-        self.progress.value = 0
-        self.progress_label.value = doing
 
-        def body() -> None:
+        def body(j: Job) -> Any:
             try:
-                with self.status.guard(doing):
-                    job()
-            except Exception as exc:  # a bug: show it (the thread would hide it), then let it propagate
-                self.status.error(WorkbenchError(f"internal error while {doing}: {exc!r}",
-                                                 hint="please report it with the model and the data"))
-                raise
+                return fn(j)
             finally:
-                self.compare_button.disabled = self.debug_button.disabled = False
+                for b in others:
+                    b.disabled = False
                 self.apply_button.disabled = not self._can_apply()
-                self.cancel_button.disabled = True
-                self.progress_label.value = "cancelled" if self._cancel.is_set() else "done"
 
-        self._thread = threading.Thread(target=body, name="workbench-debug", daemon=True)
-        self._thread.start()
-
-    def _on_progress(self, *args: Any) -> None:
-        done, total = args[-2], args[-1]
-        if total:
-            self.progress.value = int(100 * min(done, total) / total)
-        if len(args) == 3:
-            self.progress_label.value = f"{args[0]} {done}/{total}"
+        job.start(doing, body)
 
     def _models(self) -> tuple[Any, Any, Any]:
         """(reference, candidate, factory(keep) or None) from the choices."""
@@ -178,13 +165,14 @@ class DebugTab:
 
     # --- jobs (background thread) --------------------------------------------------------------------------
 
-    def _compare(self) -> None:
+    def _compare(self, job: Job) -> None:
         reference, candidate, _ = self._models()
         data = self._data()
         metrics = [accuracy()] if "label" in data.arrays else []
         report = compare(reference, candidate, data, layerwise=True, metrics=metrics, tolerance=Tolerance(),
-                         max_samples=self.max_samples.value or None, progress=self._on_progress,
-                         cancel=self._cancel.is_set)
+                         max_samples=self.max_samples.value or None,
+                         progress=lambda done, total: job.report(done, total, f"compared {done}/{total} samples"),
+                         cancel=job.is_cancelled)
         self.report = report
         self._show_compare(report, reference)
 
@@ -221,13 +209,14 @@ class DebugTab:
                 self.graph_fig.layout = graph.layout
                 self.graph_fig.layout.title = "Graph coloured by log10 rel L2 error"
 
-    def _debug(self) -> None:
+    def _debug(self, job: Job) -> None:
         reference, candidate, factory = self._models()
         data = self._data()
         self.result = None
         result = debug_precision(reference, candidate, data, factory=factory, metric=self._metric(),
                                  tolerance=float(self.tolerance.value), max_samples=self.max_samples.value or None,
-                                 progress=self._on_progress, cancel=self._cancel.is_set)
+                                 progress=lambda stage, done, total: job.report(done, total, f"{stage} {done}/{total}"),
+                                 cancel=job.is_cancelled)
         self.result = result
         self._show_debug(result)
 
