@@ -537,16 +537,21 @@ def _value_info(vi: onnx.ValueInfoProto) -> TensorInfo:
     return TensorInfo(vi.name, dtype, tuple(dims))
 
 
-def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
-    """Every tensor with a known type in the main graph: inputs, outputs, value_info, initializers."""
+def tensor_infos(model: onnx.ModelProto, names: set[str] | None = None) -> dict[str, TensorInfo]:
+    """Every tensor with a known type in the main graph: inputs, outputs, value_info, initializers.
+
+    ``names`` limits the result to those tensors (cheaper on big graphs).
+    """
     g = model.graph
     out: dict[str, TensorInfo] = {}
-    for vi in list(g.value_info) + list(g.input) + list(g.output):
-        out[vi.name] = _value_info(vi)
+    for vi in (*g.value_info, *g.input, *g.output):
+        if names is None or vi.name in names:
+            out[vi.name] = _value_info(vi)
     for init in g.initializer:
-        out[init.name] = TensorInfo(init.name, _dtype_name(init.data_type), tuple(int(d) for d in init.dims))
+        if names is None or init.name in names:
+            out[init.name] = TensorInfo(init.name, _dtype_name(init.data_type), tuple(int(d) for d in init.dims))
     for node in g.node:
-        if node.op_type == "Constant" and node.output:
+        if node.op_type == "Constant" and node.output and (names is None or node.output[0] in names):
             for a in node.attribute:
                 if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
                     out[node.output[0]] = TensorInfo(
@@ -623,8 +628,9 @@ _FLOP_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def _total_flops(model: onnx.ModelProto) -> int | None:
-    infos = tensor_infos(model)
-    flops = [node_flops(n, infos) for n in model.graph.node if n.op_type in _FLOP_OPS]
+    nodes = [n for n in model.graph.node if n.op_type in _FLOP_OPS]
+    infos = tensor_infos(model, {t for n in nodes for t in (*n.input, *n.output)})
+    flops = [node_flops(n, infos) for n in nodes]
     return None if not flops or any(f is None for f in flops) else int(sum(flops))
 
 
