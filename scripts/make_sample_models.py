@@ -273,6 +273,9 @@ Data files (`input` keyed by the models' input name, first axis = samples):
 - `digits_test_seq.npz`: the same images as `input` (N,8,8) float32, `label` (N,) int64.
 - `digits_calib.npz` / `digits_calib_seq.npz`: `input` only, {CALIB_SAMPLES} training images, for calibration.
 
+`trt_artifacts/` holds real trtexec outputs (ResNet-18 on an A100) for the profile views; they are not
+produced by this script (see `trt_artifacts/README.md`).
+
 ## sha256
 
 | file | bytes | sha256 |
