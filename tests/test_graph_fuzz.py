@@ -3,6 +3,7 @@
 The fuzzed loads run in a child process (this file run as a script), so a native crash (segfault, abort in
 onnx's C++ checker or shape inference) shows up as a failed test naming the case instead of killing pytest.
 Each case is written to disk before it runs; the parent reports the last one when the child dies.
+Every tenth model that loads is also saved and loaded again, and must come back byte-identical.
 Mutations: byte flips, truncation, insertion, deletion and chunk duplication of the sample files, plus
 structure-aware edits (op types, attributes, dims, dtypes, node inputs, opsets, external-data entries) that
 get past protobuf parsing and exercise the checker, shape inference, summary and layer table.
@@ -145,7 +146,7 @@ def _rewrite(fd: int, data: bytes) -> None:
 def child(seconds: float, seed: int, workdir: Path) -> int:
     """Run fuzz cases until the time is up; exit 3 on an escape that is not a WorkbenchError."""
     from workbench.errors import WorkbenchError
-    from workbench.graph import layer_table, load_model, summary
+    from workbench.graph import layer_table, load_model, model_bytes, save_model, summary
 
     rng = random.Random(seed)
     sources = _sources()
@@ -172,12 +173,21 @@ def child(seconds: float, seed: int, workdir: Path) -> int:
         counts["cases"] += 1
         try:
             model = load_model(case if via_path else data)
-            summary(model)
-            layer_table(model)
-            counts["loaded"] += 1
         except WorkbenchError as exc:
             assert exc.message and exc.hint, f"error without message or hint: {exc!r}"
             counts["refused"] += 1
+            continue
+        except BaseException:
+            (workdir / "escape.onnx").write_bytes(data)
+            print(json.dumps({"escape": traceback.format_exc(), **json.loads(last.read_text())}))
+            return 3
+        counts["loaded"] += 1
+        try:  # what loads must summarise, and must come back unchanged from what we save
+            summary(model)
+            layer_table(model)
+            if counts["loaded"] % 10 == 1:  # saving syncs to disk: every tenth model
+                again = load_model(save_model(model, workdir / "saved.onnx"))
+                assert model_bytes(again) == model_bytes(model), "save + load changed the model"
         except BaseException:
             (workdir / "escape.onnx").write_bytes(data)
             print(json.dumps({"escape": traceback.format_exc(), **json.loads(last.read_text())}))
