@@ -136,8 +136,10 @@ def test_quickstart_dashboard_renders_and_reacts(lab: tuple[str, Path]):
             "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            t0 = time.perf_counter()
             page.goto(f"{url}/lab/tree/{QUICKSTART.name}?token={TOKEN}")
             page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+            print(f"\nlab page + kernel idle: {time.perf_counter() - t0:.1f} s")
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
             dash = page.locator(".jp-OutputArea-output .wb-dashboard")
@@ -155,6 +157,7 @@ def test_quickstart_dashboard_renders_and_reacts(lab: tuple[str, Path]):
             # the notebook's last cell filtered to Conv from Python: the front end shows what the kernel set
             expect(count).to_have_text(f"{convs} of {nodes} layers", timeout=120_000)
             page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+            print(f"all cells run, dashboard shown: {time.perf_counter() - t0:.1f} s")
             assert page.locator("text=Error displaying widget").count() == 0
 
             # a bad path: the status shows the error and hint, the model and its tabs stay
@@ -196,6 +199,14 @@ def test_quickstart_dashboard_renders_and_reacts(lab: tuple[str, Path]):
             expect(dash.locator(".wb-details .wb-node-op")).to_have_text("MaxPool")
             expect(count).to_have_text(f"{nodes} of {nodes} layers")  # the filter made room for the node
 
+            # another tab: built in the kernel when first shown, its placeholder replaced
+            expect(dash.locator(".wb-tab-placeholder", has_text="Edit")).to_have_count(1)
+            dash.locator(".lm-TabBar-tab", has_text="Edit").first.click()
+            expect(dash.locator(".wb-tab-placeholder", has_text="Edit")).to_have_count(0, timeout=60_000)
+            expect(dash.locator(".lm-TabBar-tab.lm-mod-current")).to_have_text("Edit")
+            assert page.locator("text=Error displaying widget").count() == 0
+            dash.locator(".lm-TabBar-tab", has_text="Model").first.click()
+            print(f"open, filter, select, click, tabs done: {time.perf_counter() - t0:.1f} s")
             # Check with TensorRT: runs in a background thread (child-process build); the report arrives
             dash.locator(".wb-shapes input").fill("input:1x1x8x8,8x1x8x8,64x1x8x8")
             dash.locator(".wb-check-button").click()
@@ -205,6 +216,7 @@ def test_quickstart_dashboard_renders_and_reacts(lab: tuple[str, Path]):
             dash.evaluate("e => e.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(300)
             page.screenshot(path=str(shot), full_page=False)
+            print(f"check done, screenshot: {time.perf_counter() - t0:.1f} s")
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000

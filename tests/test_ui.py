@@ -278,7 +278,9 @@ def test_highlight_and_color_by_hooks(wb: Workbench):
     tab.highlight(["block1.conv", "fc", "not-a-node"])
     xs, ys = points(tab.layout, ["block1.conv", "fc"])
     assert list(tab._trace("highlight").x) == xs and list(tab._trace("highlight").y) == ys
+    figure = tab.graph
     tab.color_by({"fc": 2.5}, "ms")
+    assert tab.graph is figure  # refilled in place: a new FigureWidget would ship plotly.js again
     i = tab.layout.index("fc")
     assert tab._trace("nodes").marker.color[i] != "#c8c8c8"
     assert list(tab._trace("highlight").x) == xs  # highlight survives the new figure
@@ -303,6 +305,7 @@ def test_session_change_refreshes_model_tab_and_header(wb: Workbench):
     assert f"<code>{fused.input[1]}</code>" in tab.details.value
     wb.session.undo()
     assert len(tab.rows.options) == before
+    assert len(tab._trace("nodes").x) == before  # the one graph widget was refilled
     original = next(n for n in wb.session.model.graph.node if n.name == "block1.conv")
     assert fused.input[1] != original.input[1]  # fusing gave the Conv new weights...
     assert f"<code>{original.input[1]}</code>" in tab.details.value  # ...and undo shows the original again
@@ -452,5 +455,21 @@ def test_a_tab_that_refuses_the_model_shows_why_others_work(monkeypatch, cnn_pat
     assert "hint: install the thing" in wb.tabs["Refusing"].widget.value
     assert len(wb.tabs["Model"].rows.options) == len(wb.session.model.graph.node)
     monkeypatch.setattr(dashboard, "_tab_classes", lambda: [ModelTab, BuggyTab])
+    wb = Workbench(str(cnn_path), cache_dir=tmp_path / "c")
     with pytest.raises(KeyError, match="internal bug"):  # internal bugs are not dressed up as user errors
-        Workbench(str(cnn_path), cache_dir=tmp_path / "c")
+        wb.tab.selected_index = 1
+    assert "failed to open" in wb.tab.children[1].value and "internal bug" in wb.tab.children[1].value
+
+
+def test_tabs_after_model_are_built_when_first_shown(wb: Workbench):
+    titles = list(wb.tabs)
+    assert titles[0] == "Model" and len(titles) == len(wb.tab.children)
+    assert [wb.tabs.built(t) for t in titles] == [True] + [False] * (len(titles) - 1)
+    if len(titles) < 2:
+        return
+    placeholder = wb.tab.children[1]
+    assert "opening the" in placeholder.value
+    wb.tab.selected_index = 1  # the user clicks the second tab
+    assert wb.tabs.built(titles[1]) and wb.tab.children[1] is wb.tabs[titles[1]].widget
+    assert wb.tab.children[1] is not placeholder and wb.tabs[titles[1]].session is wb.session
+    assert wb.tab.get_title(1) == titles[1]

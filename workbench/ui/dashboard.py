@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import importlib
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from ..session import Session
 from .common import Status
 from .model_tab import ModelTab, summary_line
 
-__all__ = ["Workbench", "UnavailableTab", "TAB_MODULES"]
+__all__ = ["Workbench", "LazyTabs", "UnavailableTab", "TAB_MODULES"]
 
 # (module in workbench.ui, class) in display order, after the Model tab
 TAB_MODULES: tuple[tuple[str, str], ...] = (
@@ -59,19 +60,69 @@ class UnavailableTab:
                              f"model:</b> {html.escape(error.message)}{hint}</div>")
 
 
+class LazyTabs(Mapping[str, Any]):
+    """``{title: tab}`` of a dashboard; a tab other than the first is built when its page is first shown or when
+    it is looked up here. Each plotly FigureWidget ships plotly.js (~5 MB) to the browser, so building every
+    tab up front made the dashboard slow to appear."""
+
+    def __init__(self, owner: Workbench, session: Session, classes: list[type], first: Any) -> None:
+        self._owner, self._session, self._classes = owner, session, classes
+        self._titles = [getattr(c, "title", c.__name__) for c in classes]
+        self._built: dict[int, Any] = {0: first}
+        self._placeholders: dict[int, W.HTML] = {}
+
+    def placeholder(self, index: int) -> W.HTML:
+        widget = W.HTML(f"<i>opening the {html.escape(self._titles[index])} tab…</i>")
+        widget.add_class("wb-tab-placeholder")
+        self._placeholders[index] = widget
+        return widget
+
+    def built(self, title: str) -> bool:
+        return self._titles.index(title) in self._built
+
+    def build(self, index: int) -> Any:
+        if index in self._built:
+            return self._built[index]
+        try:
+            tab = self._owner._make_tab(self._classes[index], self._session)
+        except Exception as exc:  # an internal bug: show it where the tab should be, then let it propagate
+            if index in self._placeholders:
+                self._placeholders[index].value = (
+                    f"<div class='wb-tab-crashed'><b>the {html.escape(self._titles[index])} tab failed to open:</b> "
+                    f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))} (a bug: please report it)</div>")
+            raise
+        self._built[index] = tab
+        if self._owner.session is self._session:
+            children = list(self._owner.tab.children)
+            children[index] = tab.widget
+            self._owner.tab.children = children
+        return tab
+
+    def __getitem__(self, title: str) -> Any:
+        if title not in self._titles:
+            raise KeyError(title)
+        return self.build(self._titles.index(title))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._titles)
+
+    def __len__(self) -> int:
+        return len(self._titles)
+
+
 class Workbench:
     """The ONNX -> TensorRT workbench for one model: ``Workbench("model.onnx")``, ``Workbench("recipe.json")``
     or ``Workbench(session)``.
 
     Attributes: ``session`` (None while no model is open), ``status`` (the shared status line),
-    ``tabs`` ({title: tab object}), ``widget`` (the whole dashboard).
+    ``tabs`` ({title: tab object}; tabs after Model are built when first shown or looked up), ``widget``.
     """
 
     def __init__(self, path_or_session: Any, *, cache_dir: str | os.PathLike[str] | None = None) -> None:
         self.cache_dir = cache_dir
         self.session: Session | None = None
         self.status = Status()
-        self.tabs: dict[str, Any] = {}
+        self.tabs: Mapping[str, Any] = {}
         self._unsubscribe: Any = None
 
         self.name = W.HTML()
@@ -83,6 +134,7 @@ class Workbench:
         self.path.add_class("wb-path")
         self.open_button.add_class("wb-open")
         self.tab = W.Tab(children=[])
+        self.tab.observe(self._on_tab_selected, "selected_index")
         header = W.VBox([W.HBox([self.name, self.line], layout=W.Layout(align_items="baseline", grid_gap="1em")),
                          W.HBox([self.path, self.open_button])])
         self.widget = W.VBox([header, self.status.widget, self.tab], layout=W.Layout(width="100%"))
@@ -121,20 +173,26 @@ class Workbench:
         return True
 
     def _attach(self, session: Session) -> None:
-        tabs = [self._make_tab(cls, session) for cls in _tab_classes()]
+        classes = _tab_classes()
+        first = self._make_tab(classes[0], session)
         if self._unsubscribe is not None:
             self._unsubscribe()
         self.session = session
         if session.source_path is not None:
             self.path.value = str(session.source_path)
-        self.tabs = {t.title: t for t in tabs}
-        self.tab.children = [t.widget for t in tabs]
-        for i, t in enumerate(tabs):
-            self.tab.set_title(i, t.title)
+        self.tabs = LazyTabs(self, session, classes, first)
+        self.tab.children = [first.widget] + [self.tabs.placeholder(i) for i in range(1, len(classes))]
+        for i, cls in enumerate(classes):
+            self.tab.set_title(i, getattr(cls, "title", cls.__name__))
         self.tab.selected_index = 0
         self._refresh_header()
         unsubscribe = session.on_change(lambda _s: self._refresh_header())
         self._unsubscribe = unsubscribe if callable(unsubscribe) else None
+
+    def _on_tab_selected(self, change: dict) -> None:
+        index = change["new"]
+        if isinstance(self.tabs, LazyTabs) and index is not None:
+            self.tabs.build(index)
 
     def _make_tab(self, cls: type, session: Session) -> Any:
         """A tab for ``session``; a tab that cannot serve this model (WorkbenchError) shows why in its place."""

@@ -158,8 +158,8 @@ class ModelTab:
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="140px"))
         self.phase = W.Label()
         self.report = W.HTML()
-        self.graph = go.FigureWidget()
-        self._graph_box = W.Box([self.graph], layout=W.Layout(overflow="auto"))
+        self.graph: go.FigureWidget | None = None  # one FigureWidget for the tab's life (see _set_figure)
+        self._graph_box = W.Box([], layout=W.Layout(overflow="auto"))
 
         for w, css in ((self.summary, "wb-model-summary"), (self.filter, "wb-filter"), (self.op, "wb-op"),
                        (self.count, "wb-count"), (self.rows, "wb-rows"), (self.details, "wb-details"),
@@ -217,8 +217,14 @@ class ModelTab:
     def _set_figure(self, fig: go.Figure) -> None:
         # plotly >= 6 FigureWidgets do not follow their container's width: give them one
         fig.update_layout(width=self.graph_width)
-        self.graph = go.FigureWidget(fig)
-        self._graph_box.children = (self.graph,)
+        if self.graph is None:
+            self.graph = go.FigureWidget(fig)
+            self._graph_box.children = (self.graph,)
+        else:
+            # refill the one FigureWidget: each new FigureWidget ships plotly.js (~5 MB) to the browser again
+            self.graph.data = ()
+            self.graph.add_traces(list(fig.data))
+            self.graph.layout = fig.layout
         self._trace("nodes").on_click(self._on_graph_click)
         self._mark_selected(self.rows.value)
 
@@ -286,7 +292,7 @@ class ModelTab:
         self._mark_selected(name)
 
     def _mark_selected(self, name: str | None) -> None:
-        if self.layout is None or not self.graph.data:
+        if self.layout is None or self.graph is None or not self.graph.data:
             return
         xs, ys = points(self.layout, [name] if name else [])
         with self.graph.batch_update():
