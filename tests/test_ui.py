@@ -114,6 +114,12 @@ def test_barycentric_ordering_removes_a_crossing():
     assert abs(pos["a"][0] - pos["b"][0]) >= 1 and abs(pos["c"][0] - pos["d"][0]) >= 1
 
 
+def test_layout_survives_a_cycle_and_unknown_edges():
+    pos = layered_layout(["a", "b", "c"], [("a", "b"), ("b", "a"), ("b", "c"), ("x", "c"), ("c", "c")])
+    assert set(pos) == {"a", "b", "c"}
+    assert pos["b"][1] < pos["c"][1]  # the edges that are not on the cycle still point down
+
+
 def test_figure_nodes_edges_and_hover_match_the_model():
     model = load_model(conv_bn_relu_model())
     fig = graph_figure(model, highlight=["block2.conv"], selected="fc")
