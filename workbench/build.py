@@ -26,7 +26,7 @@ from .backends.trt import import_backend, resolve_backend, run_job
 from .backends.trt_profiles import ResolvedProfiles, profiles_to_json, resolve_profiles
 from .backends.worker import run_in_child
 from .errors import BuildError
-from .fsio import write_json
+from .fsio import cache_root, write_json
 from .graph import load_model, model_bytes, sample_path, save_model, sha256_bytes
 from .recipe import BuildSettings, ShapeProfile
 
@@ -84,9 +84,8 @@ class BuildResult:
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/onnx-trt-workbench`` (or ``~/.cache/...``): engines and timing caches live here."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "onnx-trt-workbench"
+    """The workbench cache root (:func:`workbench.fsio.cache_root`): engines and timing caches live here."""
+    return cache_root()
 
 
 def engine_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:

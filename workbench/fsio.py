@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "write_json", "read_json"]
+__all__ = ["atomic_write", "write_json", "read_json", "cache_root"]
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
@@ -36,3 +36,8 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 def read_json(path: str | os.PathLike[str]) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def cache_root() -> Path:
+    """Where derived artefacts live by default: ``$XDG_CACHE_HOME/onnx-trt-workbench`` (``~/.cache`` if unset)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "onnx-trt-workbench"

@@ -35,6 +35,7 @@ __all__ = [
     "sample_names",
     "name_nodes",
     "infer_shapes",
+    "weightless_skeleton",
     "tensor_infos",
     "summary",
     "layer_table",
@@ -304,8 +305,8 @@ def _validate(model: onnx.ModelProto, where: str) -> None:
 
 
 def _checked_skeleton(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
-    """Run onnx.checker on the weightless skeleton (see :func:`_skeleton`) and return it."""
-    skeleton = _skeleton(model, where)
+    """Run onnx.checker on the weightless skeleton (see :func:`weightless_skeleton`) and return it."""
+    skeleton = weightless_skeleton(model, where)
     try:
         onnx.checker.check_model(skeleton.SerializeToString())
     except Exception as exc:
@@ -376,7 +377,7 @@ _STRIP_BYTES = 1024
 _VALUE_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
 
 
-def _skeleton(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+def weightless_skeleton(model: onnx.ModelProto, where: str = "the model") -> onnx.ModelProto:
     """The model with large floating/8-bit initializers turned into typed graph inputs (no weight bytes).
 
     Checker and shape inference see the same graph, names, types and shapes; the left-out tensors are
@@ -496,7 +497,7 @@ def _data_prop_safe(skel: onnx.ModelProto) -> bool:
 
 
 def _infer_into(model: onnx.ModelProto, where: str, skel: onnx.ModelProto | None = None) -> None:
-    skel = _skeleton(model, where) if skel is None else skel
+    skel = weightless_skeleton(model, where) if skel is None else skel
     try:
         inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=_data_prop_safe(skel))
     except Exception as exc:
@@ -645,7 +646,7 @@ def flops_at(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], *, whe
 
 def _skeleton_at(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], where: str) -> onnx.ModelProto:
     """The weightless skeleton with the given input shapes fixed and shapes inferred again."""
-    skel = _skeleton(model, where)
+    skel = weightless_skeleton(model, where)
     real = [i.name for i in _graph_inputs(model)]
     by_name = {i.name: i for i in skel.graph.input}
     for name, dims in shapes.items():

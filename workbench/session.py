@@ -20,7 +20,7 @@ import onnx
 
 from .edits import apply_edit, describe, node_diff
 from .errors import EditError, ModelError, RecipeError, WorkbenchError
-from .fsio import atomic_write
+from .fsio import atomic_write, cache_root
 from .graph import layer_table, load_model, model_bytes, name_nodes, sample_path, save_model, sha256_bytes, sha256_file
 from .graph import summary as graph_summary
 from .recipe import BuildSettings, CalibrationSettings, ConvertPrecision, Edit, ModelRef, Quantize, Recipe
@@ -35,9 +35,8 @@ _EXTERNAL_SCAN_LIMIT = 64 << 20  # .onnx files up to this size are scanned for e
 
 
 def default_cache_dir(model_sha256: str) -> Path:
-    """``$XDG_CACHE_HOME/onnx-trt-workbench/<sha256[:16]>`` (``~/.cache`` when XDG_CACHE_HOME is unset)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "onnx-trt-workbench" / model_sha256[:16]
+    """``<cache root>/<sha256[:16]>`` (see :func:`workbench.fsio.cache_root`)."""
+    return cache_root() / model_sha256[:16]
 
 
 def _resolve_source(source: Source) -> tuple[Path | None, str]:

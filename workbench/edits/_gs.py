@@ -6,6 +6,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..errors import EditError
+from ..graph import weightless_skeleton
 
 __all__ = ["to_graph", "to_model", "finish", "node_by_name", "tensor_by_name", "unique_name"]
 
@@ -36,34 +37,6 @@ def to_model(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-_SKIP_BYTES = 1024  # initializers at least this big are left out of the checked/inferred skeleton
-
-
-def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` without its big weights: they become typed graph inputs (checker and inference need only
-    their type and shape), so validating an edit never serialises the whole model."""
-    g = model.graph
-    skel = onnx.ModelProto()
-    skel.ir_version = model.ir_version
-    skel.opset_import.extend(model.opset_import)
-    skel.functions.extend(model.functions)
-    sg = skel.graph
-    sg.name = g.name
-    sg.node.extend(g.node)
-    sg.input.extend(g.input)
-    sg.output.extend(g.output)
-    sg.value_info.extend(g.value_info)
-    sg.sparse_initializer.extend(g.sparse_initializer)
-    inputs = {i.name for i in g.input}
-    for t in g.initializer:
-        if t.HasField("raw_data") and t.data_location != onnx.TensorProto.EXTERNAL and len(t.raw_data) >= _SKIP_BYTES:
-            if t.name not in inputs:
-                sg.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-        else:
-            sg.initializer.append(t)
-    return skel
-
-
 def _has_subgraphs(g: onnx.GraphProto) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute)
 
@@ -83,7 +56,7 @@ def finish(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
     for o in g.output:
         if o.name not in custom:
             o.ClearField("type")
-    skel = _skeleton(model)
+    skel = weightless_skeleton(model, where)
     try:
         inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
     except Exception as exc:
