@@ -668,10 +668,13 @@ def quantization_targets(
         if len(idx) == 2:
             weighted[n.name] = idx
     targets = dict(weighted)
+    by_name: dict[str, onnx.NodeProto] = {}
+    for n in model.graph.node:
+        by_name.setdefault(n.name, n)  # the first node of a name, as a linear search would find
     for add, idx in _residual_adds(model, set(weighted)).items():
         if add in excluded or (chosen is not None and add not in chosen and nodes):
             continue
-        add_node = next(n for n in model.graph.node if n.name == add)
+        add_node = by_name[add]
         if all(_is_float32(add_node.input[k], infos) for k in idx):
             targets[add] = idx
     return targets

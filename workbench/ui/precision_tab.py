@@ -2,9 +2,14 @@
 fp16 guards shown, a summary of nodes per precision and the estimated weight memory; Apply records the
 choices as ConvertPrecision / Quantize edits in the session's recipe.
 
-Visible state lives in widget values so headless tests can assert it: ``rows`` ({node: Dropdown}),
-``guards`` ({node: HTML reason}), ``op_type``/``op_precision`` + ``set_op_button``, ``summary.value``,
-``apply_button``.
+The choices live in plain dicts, not in one widget per node: a 5,000-node model would otherwise need ~70,000
+widgets (14 s to construct). A fixed pool of ``PAGE_SIZE`` row widgets shows one page of the rows that pass
+the filter; paging and filtering refill those widgets in place.
+
+Visible state lives in widget values so headless tests can assert it: ``options`` ({node: allowed precisions}),
+``guards`` ({node: reason, "" when not guarded}), ``choices()``, ``set_choice(node, precision)``,
+``filter``/``page``/``page_label`` and ``page_rows`` (the pool: ``(name Label, op Label, Dropdown, guard HTML)``),
+``op_type``/``op_precision`` + ``set_op_button``, ``summary.value``, ``apply_button``.
 """
 
 from __future__ import annotations
@@ -28,9 +33,14 @@ from ..precision import (
 from ..recipe import ConvertPrecision, Edit, Quantize
 from .common import Status
 
-__all__ = ["PrecisionTab"]
+__all__ = ["PrecisionTab", "PAGE_SIZE"]
 
 ALL = "(all)"
+PAGE_SIZE = 40
+
+
+def _guard_html(reason: str) -> str:
+    return f'<span style="color:#b26a00">⚠ {html.escape(reason)}</span>' if reason else ""
 
 
 class PrecisionTab:
@@ -41,10 +51,14 @@ class PrecisionTab:
     def __init__(self, session: Any, status: Status) -> None:
         self.session = session
         self.status = status
-        self.rows: dict[str, W.Dropdown] = {}
-        self.guards: dict[str, W.HTML] = {}
+        self.options: dict[str, tuple[str, ...]] = {}  # node -> allowed precisions (rows only)
+        self.guards: dict[str, str] = {}  # node -> guard reason ("" when not guarded)
         self.current: dict[str, str] = {}
         self.ops: dict[str, str] = {}
+        self._choice: dict[str, str] = {}
+        self._visible: list[str] = []  # rows passing the filter, in graph order
+        self._now_bytes = 0
+        self._syncing = False
 
         self.keep_guarded = W.Checkbox(value=True, indent=False,
                                        description="bulk changes keep guarded ops in fp32 (pick a row to override)")
@@ -54,10 +68,30 @@ class PrecisionTab:
         self.set_op_button = W.Button(description="Set", icon="check")
         self.summary = W.HTML(value="")
         self.apply_button = W.Button(description="Apply", icon="check", button_style="primary")
-        self.table = W.VBox(layout=W.Layout(max_height="420px", overflow="auto", width="100%"))
+        self.filter = W.Text(placeholder="node name or op contains…", description="filter", continuous_update=False,
+                             layout=W.Layout(width="360px"))
+        self.page = W.BoundedIntText(value=1, min=1, max=1, description="page", layout=W.Layout(width="160px"))
+        self.prev_button = W.Button(description="◀", layout=W.Layout(width="40px"))
+        self.next_button = W.Button(description="▶", layout=W.Layout(width="40px"))
+        self.page_label = W.Label()
+        # the pool: PAGE_SIZE rows, created once, refilled per page
+        self.page_rows: list[tuple[W.Label, W.Label, W.Dropdown, W.HTML]] = []
+        boxes = []
+        for i in range(PAGE_SIZE):
+            row = (W.Label(layout=W.Layout(width="340px")), W.Label(layout=W.Layout(width="150px")),
+                   W.Dropdown(options=["fp32"], value="fp32", layout=W.Layout(width="90px")), W.HTML())
+            row[2].observe(lambda c, i=i: self._on_row(i, c["new"]), names="value")
+            self.page_rows.append(row)
+            boxes.append(W.HBox(list(row)))
+        self._row_boxes = boxes
+        self.table = W.VBox(boxes, layout=W.Layout(max_height="420px", overflow="auto", width="100%"))
 
         self.set_op_button.on_click(self._on_set_op)
         self.apply_button.on_click(self._on_apply)
+        self.filter.observe(lambda _c: self._apply_filter(first_page=True), names="value")
+        self.page.observe(lambda _c: self._fill_page(), names="value")
+        self.prev_button.on_click(lambda _b: self._step(-1))
+        self.next_button.on_click(lambda _b: self._step(1))
         session.on_change(lambda _s: self._rebuild())
 
         self.widget = W.VBox([
@@ -65,7 +99,8 @@ class PrecisionTab:
                    "(Cast nodes for fp16/bf16, Q/DQ for int8/fp8). int8/fp8 use the latest scales from the "
                    "Calibrate tab.</p>"),
             W.HBox([self.op_type, self.op_precision, self.set_op_button]), self.keep_guarded,
-            self.summary, self.table, self.apply_button,
+            self.summary, W.HBox([self.filter, self.prev_button, self.page, self.next_button, self.page_label]),
+            self.table, self.apply_button,
         ])
         self._rebuild()
 
@@ -78,8 +113,8 @@ class PrecisionTab:
         quantizable = set(quantizable_nodes(model))
         self.current = node_precisions(model)
         self.ops = {n.name: n.op_type for n in model.graph.node}
-        self.rows, self.guards = {}, {}
-        children = []
+        self._now_bytes = weight_bytes(model)
+        self.options, self.guards, self._choice = {}, {}, {}
         for node in model.graph.node:
             name = node.name
             eligible = plan.get(name, {}).get("precision") == "fp16"
@@ -89,43 +124,105 @@ class PrecisionTab:
             value = self.current.get(name, "fp32")
             if value not in options:
                 options.append(value)
-            dd = W.Dropdown(options=options, value=value, layout=W.Layout(width="90px"))
-            dd.observe(lambda _c: self._refresh_summary(), names="value")
-            guard = W.HTML(f'<span style="color:#b26a00">⚠ {html.escape(guards[name])}</span>' if name in guards else "")
-            self.rows[name], self.guards[name] = dd, guard
-            children.append(W.HBox([W.Label(name, layout=W.Layout(width="340px")),
-                                    W.Label(node.op_type, layout=W.Layout(width="150px")), dd, guard]))
-        self.table.children = children
-        self.op_type.options = [ALL] + sorted({self.ops[n] for n in self.rows})
+            self.options[name] = tuple(options)
+            self.guards[name] = guards.get(name, "")
+            self._choice[name] = value
+        self.op_type.options = [ALL] + sorted({self.ops[n] for n in self.options})
+        self._apply_filter()
+        self._refresh_summary()
+
+    def _apply_filter(self, *, first_page: bool = False) -> None:
+        text = self.filter.value.strip().lower()
+        self._visible = [n for n in self.options if not text or text in n.lower() or text in self.ops[n].lower()]
+        pages = max(1, -(-len(self._visible) // PAGE_SIZE))
+        self._syncing = True
+        try:
+            self.page.max = pages
+            self.page.value = 1 if first_page else min(self.page.value, pages)
+        finally:
+            self._syncing = False
+        self._fill_page()
+
+    def _step(self, delta: int) -> None:
+        self.page.value = min(self.page.max, max(1, self.page.value + delta))
+
+    def shown(self) -> list[str]:
+        """The nodes on the current page (in the pool's first rows)."""
+        start = (self.page.value - 1) * PAGE_SIZE
+        return self._visible[start:start + PAGE_SIZE]
+
+    def _fill_page(self) -> None:
+        if self._syncing:
+            return
+        names = self.shown()
+        self._syncing = True
+        try:
+            for i, (name_w, op_w, dd, guard_w) in enumerate(self.page_rows):
+                box = self._row_boxes[i]
+                if i >= len(names):
+                    box.layout.display = "none"
+                    continue
+                name = names[i]
+                box.layout.display = ""
+                name_w.value, op_w.value = name, self.ops[name]
+                if dd.options != self.options[name]:
+                    dd.options = self.options[name]
+                dd.value = self._choice[name]
+                guard_w.value = _guard_html(self.guards[name])
+        finally:
+            self._syncing = False
+        total = len(self._visible)
+        start = (self.page.value - 1) * PAGE_SIZE
+        self.page_label.value = (f"rows {start + 1}-{start + len(names)} of {total}" if names else "no rows")
+        self.page_label.value += f" ({len(self.options)} nodes can change precision)"
+
+    def _on_row(self, index: int, value: str | None) -> None:
+        if self._syncing or value is None:
+            return
+        names = self.shown()
+        if index < len(names):
+            self._choice[names[index]] = value
+            self._refresh_summary()
+
+    def set_choice(self, node: str, precision: str) -> None:
+        """Choose ``precision`` for ``node`` (as picking it in its row would)."""
+        if node not in self.options:
+            raise EditError(f"node '{node}' has no precision choice here",
+                            hint="only nodes that can run in another precision are listed; check the filter")
+        if precision not in self.options[node]:
+            raise EditError(f"node '{node}' cannot run in {precision} (choices: {', '.join(self.options[node])})",
+                            hint="pick one of the listed precisions")
+        self._choice[node] = precision
+        self._fill_page()
         self._refresh_summary()
 
     def choices(self) -> dict[str, str]:
         """Node -> chosen precision (rows only)."""
-        return {n: dd.value for n, dd in self.rows.items()}
+        return dict(self._choice)
 
     def _refresh_summary(self) -> None:
-        choices = self.choices()
-        plan = {n: choices.get(n, p) for n, p in self.current.items()}  # compute nodes (no Cast/Q/DQ)
+        plan = {n: self._choice.get(n, p) for n, p in self.current.items()}  # compute nodes (no Cast/Q/DQ)
         counts = Counter(plan.values())
         est = weight_bytes(self.session.model, plan)
-        now = weight_bytes(self.session.model)
         parts = ", ".join(f"{p}: {counts[p]}" for p in ("fp32", "fp16", "bf16", "int8", "fp8") if counts[p])
         self.summary.value = (f'<p class="wb-precision-summary">nodes per precision: {parts} · estimated weight '
-                              f"memory {est / 2**20:.3f} MiB (now {now / 2**20:.3f} MiB)</p>")
+                              f"memory {est / 2**20:.3f} MiB (now {self._now_bytes / 2**20:.3f} MiB)</p>")
 
     def _on_set_op(self, _button: Any = None) -> None:
         with self.status.guard(f"setting {self.op_type.value} to {self.op_precision.value}"):
             target = self.op_precision.value
             skipped = 0
-            for name, dd in self.rows.items():
+            for name, options in self.options.items():
                 if self.op_type.value not in (ALL, self.ops[name]):
                     continue
-                if target not in dd.options:
+                if target not in options:
                     continue
-                if target in ("fp16", "bf16") and self.keep_guarded.value and self.guards[name].value:
+                if target in ("fp16", "bf16") and self.keep_guarded.value and self.guards[name]:
                     skipped += 1
                     continue
-                dd.value = target
+                self._choice[name] = target
+            self._fill_page()
+            self._refresh_summary()
             if skipped:
                 self.status.ok(f"{skipped} guarded node(s) kept fp32; set them per row to override")
 
