@@ -94,3 +94,47 @@ def test_plot_helpers():
     assert pareto_front([(1.0, 0.1), (0.5, 0.2), (0.7, 0.3)], higher_is_better=False) == [1, 0]
     colours = node_error_colours({"a": 0.1, "b": 0.001, "c": 0.0, "d": None})
     assert colours == {"a": pytest.approx(-1.0), "b": pytest.approx(-3.0), "c": pytest.approx(-3.0)}
+
+
+def test_figures_are_created_on_first_use_and_refilled_by_later_runs(tab):
+    """Each FigureWidget ships plotly.js to the browser: none before a run, then the same four for the tab's life."""
+    assert (tab.errors_fig, tab.graph_fig, tab.sensitivity_fig, tab.pareto_fig) == (None, None, None, None)
+    assert tab._compare_figs.children == () and tab._debug_figs.children == ()
+
+    def total(fig):
+        return next(t for t in fig.data if t.name.startswith("rel_l2 (total)"))
+
+    tab.compare_button.click()
+    tab.wait()
+    assert tab.status.state == "ok", tab.status.message
+    errors, graph = tab.errors_fig, tab.graph_fig
+    assert tab._compare_figs.children == (errors, graph) and tab.sensitivity_fig is None
+    first_y = list(total(errors).y)
+    assert first_y == pytest.approx(tab.report.layers.column("rel_l2"))
+    tab.max_samples.value = 7
+    tab.compare_button.click()
+    tab.wait()
+    assert tab.status.state == "ok", tab.status.message
+    assert tab.errors_fig is errors and tab.graph_fig is graph and tab._compare_figs.children == (errors, graph)
+    assert "<p>7 samples</p>" in tab.summary.value
+    second_y = list(total(errors).y)
+    assert second_y == pytest.approx(tab.report.layers.column("rel_l2")) and second_y != pytest.approx(first_y)
+    assert [t.name for t in errors.data].count("rel_l2 (total)") == 1  # refilled, not appended to
+    assert graph.layout.title.text == "Graph coloured by log10 rel L2 error"
+
+    runs = []
+    for metric, tolerance, samples in (("accuracy", 0.001, 0), ("rel_l2", 0.5, 7)):
+        tab.metric.value, tab.tolerance.value, tab.max_samples.value = metric, tolerance, samples
+        tab.debug_button.click()
+        tab.wait()
+        assert tab.status.state == "ok", tab.status.message
+        runs.append((tab.sensitivity_fig, tab.pareto_fig, tab.result))
+    (sens, par, _), (sens2, par2, second) = runs
+    assert sens2 is sens and par2 is par and tab._debug_figs.children == (sens, par)
+    expected = list(reversed(second.sensitivity.table.records()[:30]))
+    assert list(sens.data[0].y) == [r["node"] for r in expected]
+    assert list(sens.data[0].x) == pytest.approx([r["score"] for r in expected])  # the second run's scores
+    first = list(reversed(runs[0][2].sensitivity.table.records()[:30]))
+    assert second.sensitivity.metric != runs[0][2].sensitivity.metric
+    assert [r["score"] for r in first] != pytest.approx([r["score"] for r in expected])  # so the check above bites
+    assert len(par.data[0].x) == len(second.plan.tried)

@@ -123,3 +123,46 @@ def test_dynamic_model_with_shapes(tmp_path):
 
     _, meta = load_timings(tab.session.cache_dir / "timings" / f"{tab.session.digest}-ort-cpu.json")
     assert meta["shapes"] == {"input": [2, 3, 40, 40]}  # the feeds ORT ran had the requested shape
+
+
+def _bar_names(fig) -> set[str]:
+    return {name for trace in fig.data for name in trace.customdata}
+
+
+def test_charts_are_created_once_and_refilled_in_place(tab):
+    """Each FigureWidget ships plotly.js to the browser: one per chart for the tab's life, refilled per action."""
+    assert tab.chart is None and tab.compare_chart is None  # nothing shown yet: no FigureWidget
+    tab.layers_path.value, tab.profile_path.value, tab.label.value = str(graph("fp32")), str(prof("fp32")), "fp32"
+    tab.import_button.click()
+    chart = tab.chart
+    assert chart is not None and tab._chart_box.children == (chart,)
+    top = tab.top.value
+    slowest = {r["name"] for r in tab.profiles["fp32"].sort_by("median_ms", descending=True).head(top).records()}
+    assert _bar_names(chart) == slowest
+    tab.layers_path.value, tab.profile_path.value, tab.label.value = str(graph("fp16")), str(prof("fp16")), "fp16"
+    tab.import_button.click()
+    assert tab.chart is chart and tab._chart_box.children == (chart,)
+    fp16 = tab.profiles["fp16"]
+    slowest16 = {r["name"] for r in fp16.sort_by("median_ms", descending=True).head(top).records()}
+    assert slowest16 != slowest and _bar_names(chart) == slowest16  # the second profile's bars, not the first's
+    assert f"total {total_ms(fp16):.4g} ms" in chart.layout.title.text
+    tab.view.value = "treemap"
+    assert tab.chart is chart and chart.data[0].type == "treemap" and len(chart.data) == 1
+    tab.view.value = "layers"
+    assert tab.chart is chart and {t.type for t in chart.data} == {"bar"} and _bar_names(chart) == slowest16
+
+    tab.compare_with.value = ("fp32", "fp16")
+    tab.compare_button.click()
+    assert tab.status.state == "ok", tab.status.message
+    charts = (tab.compare_totals_chart, tab.precision_chart, tab.compare_chart)
+    assert all(c is not None for c in charts) and tab._compare_box.children == charts
+    assert list(charts[0].data[0].x) == ["fp32", "fp16"]
+    tab.layers_path.value, tab.profile_path.value, tab.label.value = str(graph("fp32")), str(prof("fp32")), "again"
+    tab.import_button.click()
+    tab.compare_with.value = ("fp16", "again")
+    tab.compare_button.click()
+    assert tab.status.state == "ok", tab.status.message
+    assert all(a is b for a, b in zip((tab.compare_totals_chart, tab.precision_chart, tab.compare_chart), charts))
+    assert tab._compare_box.children == charts
+    assert list(charts[0].data[0].x) == ["fp16", "again"]
+    assert list(charts[0].data[0].y) == pytest.approx([total_ms(fp16), total_ms(tab.profiles["again"])])

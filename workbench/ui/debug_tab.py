@@ -3,6 +3,10 @@ accuracy, and apply the fewest-layers-in-high-precision plan to the session's re
 
 Runs happen in a background thread (progress bar, Cancel); visible state lives in widget values
 (``summary.value``, ``plan.value``, the figures' trace data) so headless tests can read it.
+
+Each plotly FigureWidget ships plotly.js (~5 MB) to the browser when created: ``errors_fig``/``graph_fig`` are
+created by the first Compare and ``sensitivity_fig``/``pareto_fig`` by the first Find culprits (None until
+then), and later runs refill the same widgets.
 """
 
 from __future__ import annotations
@@ -28,6 +32,17 @@ __all__ = ["DebugTab"]
 
 def _f(v: Any, fmt: str = ".4g") -> str:
     return "-" if v is None else format(v, fmt)
+
+
+def _refill(widget: go.FigureWidget | None, fig: go.Figure) -> go.FigureWidget:
+    """``fig`` shown in ``widget`` (same object, traces and layout replaced), or a new FigureWidget the first time."""
+    if widget is None:
+        return go.FigureWidget(fig)
+    with widget.batch_update():
+        widget.data = ()
+        widget.add_traces(list(fig.data))
+        widget.layout = fig.layout
+    return widget
 
 
 class DebugTab:
@@ -66,10 +81,13 @@ class DebugTab:
         self.progress_label = W.Label(value="")
         self.summary = W.HTML(value="")
         self.plan = W.HTML(value="")
-        self.errors_fig = go.FigureWidget(layout=dict(height=330, title="Error along the graph (run Compare)"))
-        self.graph_fig = go.FigureWidget(layout=dict(height=420, title="Graph coloured by error (run Compare)"))
-        self.sensitivity_fig = go.FigureWidget(layout=dict(height=300, title="Sensitivity (run Find culprits)"))
-        self.pareto_fig = go.FigureWidget(layout=dict(height=330, title="Plans (run Find culprits)"))
+        # created on first use (see the module docstring), refilled by later runs
+        self.errors_fig: go.FigureWidget | None = None
+        self.graph_fig: go.FigureWidget | None = None
+        self.sensitivity_fig: go.FigureWidget | None = None
+        self.pareto_fig: go.FigureWidget | None = None
+        self._compare_figs = W.HBox([])
+        self._debug_figs = W.HBox([])
         # one Job per run button, sharing Cancel, the progress bar and the phase label
         self.compare_job = Job(status, run_button=self.compare_button, cancel_button=self.cancel_button,
                                progress=self.progress, phase=self.progress_label)
@@ -86,8 +104,7 @@ class DebugTab:
                            W.HBox([self.metric, self.tolerance, self.max_samples]),
                            W.HBox([self.compare_button, self.debug_button, self.apply_button, self.cancel_button]),
                            W.HBox([self.progress, self.progress_label])])
-        self.widget = W.VBox([controls, self.summary, W.HBox([self.errors_fig, self.graph_fig]), self.plan,
-                              W.HBox([self.sensitivity_fig, self.pareto_fig])])
+        self.widget = W.VBox([controls, self.summary, self._compare_figs, self.plan, self._debug_figs])
 
     # --- helpers -------------------------------------------------------------------------------------------
 
@@ -199,15 +216,12 @@ class DebugTab:
             fig = error_growth(r.layers, tolerance=r.tolerance.rel_l2, first_divergence=fd)
             graph = graph_figure(reference, color_by=node_error_colours(r.node_errors()),
                                  color_title="log10 rel L2", highlight=[fd["node"]] if fd else [])
-            with self.errors_fig.batch_update():
-                self.errors_fig.data = ()
-                self.errors_fig.add_traces(list(fig.data))
-                self.errors_fig.layout = fig.layout
-            with self.graph_fig.batch_update():
-                self.graph_fig.data = ()
-                self.graph_fig.add_traces(list(graph.data))
-                self.graph_fig.layout = graph.layout
-                self.graph_fig.layout.title = "Graph coloured by log10 rel L2 error"
+            graph.update_layout(title="Graph coloured by log10 rel L2 error")
+            first = self.errors_fig is None
+            self.errors_fig = _refill(self.errors_fig, fig)
+            self.graph_fig = _refill(self.graph_fig, graph)
+            if first:
+                self._compare_figs.children = (self.errors_fig, self.graph_fig)
 
     def _debug(self, job: Job) -> None:
         reference, candidate, factory = self._models()
@@ -233,11 +247,11 @@ class DebugTab:
         bars = sensitivity_bars(r.sensitivity.table, keep=plan.keep)
         par = pareto(plan.tried, chosen=plan.keep, target=plan.target,
                      higher_is_better=r.sensitivity.higher_is_better, metric=r.sensitivity.metric)
-        for widget, fig in ((self.sensitivity_fig, bars), (self.pareto_fig, par)):
-            with widget.batch_update():
-                widget.data = ()
-                widget.add_traces(list(fig.data))
-                widget.layout = fig.layout
+        first = self.sensitivity_fig is None
+        self.sensitivity_fig = _refill(self.sensitivity_fig, bars)
+        self.pareto_fig = _refill(self.pareto_fig, par)
+        if first:
+            self._debug_figs.children = (self.sensitivity_fig, self.pareto_fig)
 
     # --- apply (main thread, quick) ------------------------------------------------------------------------
 

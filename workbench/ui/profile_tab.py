@@ -2,8 +2,11 @@
 
 Profiles are kept by label in ``profiles`` ({label: timing Table}). Visible state lives in widget values so
 headless tests can assert it: ``shown.options``/``shown.value`` (the profile on display), ``summary.value``,
-``table_html.value`` (its slowest layers), ``chart`` (a FigureWidget, replaced per view), ``compare_with.options``,
-``compare_html.value`` and ``compare_chart``. Engines built in the Build tab can be opened too: their layers
+``table_html.value`` (its slowest layers), ``chart`` (a FigureWidget), ``compare_with.options``,
+``compare_html.value``, ``compare_totals_chart``, ``precision_chart`` and ``compare_chart``.
+
+Each plotly FigureWidget ships plotly.js (~5 MB) to the browser when it is created, so each chart is created
+once, when it is first needed (None until then), and refilled in place afterwards (see :func:`refill`). Engines built in the Build tab can be opened too: their layers
 (what TensorRT fused, mapped to ONNX nodes) appear with zero times, since no GPU runs them here.
 """
 
@@ -44,9 +47,21 @@ from ..profile import (
 from ..table import Table
 from .common import Status
 
-__all__ = ["ProfileTab", "VIEWS"]
+__all__ = ["ProfileTab", "VIEWS", "refill"]
 
 VIEWS = ("layers", "op type", "precision", "treemap", "graph")
+
+
+def refill(widget: go.FigureWidget | None, fig: go.Figure) -> go.FigureWidget:
+    """``fig`` shown in ``widget`` (the same object, traces and layout replaced), or in a new FigureWidget
+    when there is none yet."""
+    if widget is None:
+        return go.FigureWidget(fig)
+    with widget.batch_update():
+        widget.data = ()
+        widget.add_traces(list(fig.data))
+        widget.layout = fig.layout
+    return widget
 
 
 def _rows_html(table: Table, top: int, tactics: dict[str, str | None] | None = None) -> str:
@@ -107,15 +122,16 @@ class ProfileTab:
         self.top = W.IntSlider(value=20, min=5, max=100, description="top N")
         self.summary = W.HTML()
         self.table_html = W.HTML()
-        self.chart = go.FigureWidget()
-        self._chart_box = W.Box([self.chart], layout=W.Layout(width="100%"))
+        self.chart: go.FigureWidget | None = None  # created by the first profile shown
+        self._chart_box = W.Box([], layout=W.Layout(width="100%"))
         # comparison
         self.compare_with = W.SelectMultiple(options=[], description="compare", rows=4, layout=W.Layout(width="420px"))
         self.compare_button = W.Button(description="Compare", icon="balance-scale", layout=W.Layout(width="160px"))
         self.compare_html = W.HTML()
-        self.compare_chart = go.FigureWidget()
-        self.compare_totals_chart = go.FigureWidget()
-        self._compare_box = W.VBox([self.compare_totals_chart, self.compare_chart])
+        self.compare_totals_chart: go.FigureWidget | None = None  # created by the first comparison
+        self.precision_chart: go.FigureWidget | None = None
+        self.compare_chart: go.FigureWidget | None = None
+        self._compare_box = W.VBox([])
 
         for w, css in ((self.ort_button, "wb-profile-ort"), (self.import_button, "wb-profile-import"),
                        (self.summary, "wb-profile-summary"), (self.compare_button, "wb-profile-compare")):
@@ -246,10 +262,12 @@ class ProfileTab:
             self.compare_html.value = (summary._repr_html_() + "<p><b>Per layer</b> (matched by ONNX node; "
                                        f"delta = {html.escape(labels[-1])} - {html.escape(labels[0])})</p>"
                                        + top._repr_html_())
-            self.compare_totals_chart = go.FigureWidget(compare_totals(picked))
-            self.compare_chart = go.FigureWidget(compare_layers(picked, top=self.top.value))
-            self.precision_chart = go.FigureWidget(precision_mix(picked))
-            self._compare_box.children = (self.compare_totals_chart, self.precision_chart, self.compare_chart)
+            first = self.compare_chart is None
+            self.compare_totals_chart = refill(self.compare_totals_chart, compare_totals(picked))
+            self.precision_chart = refill(self.precision_chart, precision_mix(picked))
+            self.compare_chart = refill(self.compare_chart, compare_layers(picked, top=self.top.value))
+            if first:
+                self._compare_box.children = (self.compare_totals_chart, self.precision_chart, self.compare_chart)
 
     # --- display -----------------------------------------------------------------------------------------
 
@@ -277,6 +295,8 @@ class ProfileTab:
         else:
             fig = timing_graph(model, table, title=None if on_model else
                                "this profile's layers do not name the current model's nodes")
-        self.chart = go.FigureWidget(fig)
-        self._chart_box.children = (self.chart,)
+        first = self.chart is None
+        self.chart = refill(self.chart, fig)
+        if first:
+            self._chart_box.children = (self.chart,)
         self.table_html.value = _rows_html(table, top, self.tactics.get(label))
