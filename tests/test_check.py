@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 
 import onnx
 import pytest
 from models import conv_bn_relu_model, dynamic_model, if_model, integer_ops_model
 
+from workbench.backends import worker
 from workbench.backends.worker import TEST_CRASH_ENV
-from workbench.check import check_model
-from workbench.errors import DataError, ModelError
+from workbench.check import CheckCancelled, check_model
+from workbench.errors import BuildError, DataError, ModelError
 
 
 def test_clean_model_is_parsable_and_buildable():
@@ -75,6 +77,44 @@ def test_bad_input_raises():
         check_model(dynamic_model(), shapes="input:1x3x8")
     with pytest.raises(ModelError):
         check_model(b"not a model")
+
+
+def _record_children(monkeypatch) -> tuple[threading.Event, list]:
+    """Record the child processes check_model takes (the real ones) and signal when one was taken."""
+    taken, procs = threading.Event(), []
+    real_take = worker._take
+
+    def take(*args, **kwargs):
+        proc = real_take(*args, **kwargs)
+        procs.append(proc)
+        taken.set()
+        return proc
+
+    monkeypatch.setattr(worker, "_take", take)
+    return taken, procs
+
+
+def test_cancel_before_start_raises_without_doing_any_work(monkeypatch):
+    """Decision: a cancelled check raises CheckCancelled (a BuildError), never a partial report. Set before the
+    call, it raises before the model is even loaded (bytes that are no model do not raise ModelError) and no
+    child process is taken."""
+    _, procs = _record_children(monkeypatch)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(CheckCancelled, match="was cancelled") as info:
+        check_model(b"not a model", cancel=cancel)
+    assert isinstance(info.value, BuildError) and "run the check again" in info.value.hint
+    with pytest.raises(CheckCancelled):
+        check_model(conv_bn_relu_model(), cancel=lambda: True)
+    assert procs == []
+
+
+def test_cancel_during_the_check_stops_the_child(monkeypatch):
+    taken, procs = _record_children(monkeypatch)
+    with pytest.raises(CheckCancelled, match="the check of .* was cancelled"):
+        check_model(conv_bn_relu_model(), cancel=taken)  # set as soon as the child has the job
+    assert len(procs) == 1 and procs[0].poll() is not None
+    assert check_model(conv_bn_relu_model(), cancel=threading.Event()).ok  # an unset cancel changes nothing
 
 
 def _cli(cli_path, *args, env=None):

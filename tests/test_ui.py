@@ -381,6 +381,42 @@ def test_check_button_reports_unsupported_integer_ops(tmp_path: Path):
     assert len(xs) == len(nodes) > 0
 
 
+def test_cancelled_check_stops_the_child_and_leaves_the_tab_usable(wb: Workbench, monkeypatch):
+    """Cancel right after the check's child process was taken: the child is gone, the tab says cancelled, no
+    report is shown, and the next check runs to the end."""
+    import threading
+
+    from workbench.backends import worker
+
+    started, procs = threading.Event(), []
+    real_take = worker._take
+
+    def take(*args, **kwargs):  # the real child, recorded
+        proc = real_take(*args, **kwargs)
+        procs.append(proc)
+        started.set()
+        return proc
+
+    monkeypatch.setattr(worker, "_take", take)
+    tab = wb.tabs["Model"]
+    assert tab.cancel_button.layout.display != "none" and tab.cancel_button.disabled
+    tab.check_button.click()
+    assert tab.cancel_button.disabled is False and tab.check_button.disabled is True
+    assert started.wait(300), "the check never started its child process"
+    tab.cancel_button.click()
+    tab.job.wait()
+    assert len(procs) == 1 and procs[0].poll() is not None  # the child is gone
+    assert tab.phase.value == "cancelled"
+    assert wb.status.state == "idle" and wb.status.message == "checking the model with TensorRT: cancelled"
+    assert tab.last_report is None and tab.report.value == ""
+    assert tab.check_button.disabled is False and tab.cancel_button.disabled is True
+    tab.check_button.click()  # still usable: the next check runs to the end
+    tab.job.wait()
+    assert wb.status.state == "ok", wb.status.message
+    assert tab.last_report is not None and tab.last_report["buildable"] is True and tab.phase.value == "builds"
+    assert len(procs) == 2 and procs[1].poll() is not None
+
+
 def test_check_with_bad_shapes_shows_the_error(wb: Workbench):
     tab = wb.tabs["Model"]
     tab.shapes.value = "nosuchinput:1x3x16x16"

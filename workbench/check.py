@@ -6,6 +6,11 @@ concrete suggestions: a dynamic input without a profile (with a ``--shapes`` exa
 integer ops (the ``dequantize_integer_ops`` edit), an ``If`` with a constant condition
 (``fold_constant_if``), custom-domain ops (plugins). Bad input (not a model, a wrong SPEC) raises a
 WorkbenchError; everything about TensorRT itself is a report.
+
+Cancel: ``check_model(..., cancel=event_or_callable)``. A check whose cancel is set before it returns raises
+:class:`CheckCancelled` (a BuildError) instead of returning a report: before any work when it is set before the
+call, otherwise after the child process has been told to stop (and killed if it does not stop within a few
+seconds). A partial report would look like a verdict about the model, so there is none.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +39,17 @@ from .errors import BackendUnavailable, BuildError
 from .graph import load_model, save_model
 from .recipe import ShapeProfile
 
-__all__ = ["CheckReport", "check_model", "ORT_INTEGER_OPS", "static_findings"]
+__all__ = ["CheckCancelled", "CheckReport", "check_model", "ORT_INTEGER_OPS", "static_findings"]
+
+
+class CheckCancelled(BuildError):
+    """The check was cancelled (its ``cancel`` was set before it finished): there is no report."""
+
+
+def _is_set(cancel: Callable[[], bool] | threading.Event | None) -> bool:
+    if cancel is None:
+        return False
+    return bool(cancel.is_set()) if hasattr(cancel, "is_set") else bool(cancel())
 
 _RECIPE = '{"schema_version": 1, "edits": [{"kind": "%s"}]}'
 
@@ -121,13 +137,24 @@ def check_model(
     timeout: float = 600.0,
     in_process: bool = False,
     opt_level: int = 3,
+    cancel: Callable[[], bool] | threading.Event | None = None,
 ) -> CheckReport:
     """Parse and build ``model`` with TensorRT (child process by default) and say what to do about problems.
 
     ``shapes`` is a SPEC string (or list) or ShapeProfiles. Raises ModelError/DataError for bad input;
     an unavailable TensorRT, an unsupported node, a failed or crashed build are reported, not raised.
+    ``cancel`` (a ``threading.Event`` or a callable returning True) stops the check: :class:`CheckCancelled`
+    is raised, promptly and without loading the model when it is already set at the call, and the child
+    process is stopped when it is set during the build (``in_process=True`` checks it between build steps).
     """
     where = str(model) if not isinstance(model, onnx.ModelProto) else (model.graph.name or "the model")
+
+    def stop_if_cancelled(cause: BaseException | None = None) -> None:
+        if _is_set(cancel):
+            raise CheckCancelled(f"the check of {where} was cancelled",
+                                 hint="nothing was checked to the end; run the check again when ready") from cause
+
+    stop_if_cancelled()
     model = load_model(model)
     if shapes is None or isinstance(shapes, str) or all(isinstance(s, str) for s in shapes):
         given = parse_shapes(shapes, model)  # type: ignore[arg-type]
@@ -154,9 +181,16 @@ def check_model(
         job = {"backend": name, "model_path": str(path), "build": True, "support": True,
                "engine_path": None, "profiles": profiles_to_json(resolved.profiles), "opt_level": opt_level,
                "timing_cache": None}
+        stop_if_cancelled()
+
+        def poll() -> bool:
+            return _is_set(cancel)
+
         try:
-            result = run_job(job) if in_process else run_in_child(job, timeout=timeout, what=f"the check of {where}")
+            result = (run_job(job, None, poll) if in_process
+                      else run_in_child(job, timeout=timeout, what=f"the check of {where}", cancel=poll))
         except WorkerCrash as exc:
+            stop_if_cancelled(exc)
             report.crashed = {"signal": exc.signal_name, "returncode": exc.returncode, "last_log": list(exc.log_tail)}
             report.buildable = False
             report.errors.append(exc.message)
@@ -164,10 +198,12 @@ def check_model(
                 f"the {name} builder crashed ({exc.signal_name or 'no result'}); try another TensorRT version, or "
                 f"bisect the graph with the extract edit to find the node that crashes it")
             return report
-        except BuildError as exc:  # timeout
+        except BuildError as exc:  # timeout or cancel
+            stop_if_cancelled(exc)
             report.errors.append(exc.message)
             report.suggestions.append(exc.hint)
             return report
+    stop_if_cancelled()
     _merge(report, result, name)
     return report
 

@@ -153,8 +153,7 @@ class ModelTab:
                              layout=W.Layout(width="360px"))
         self.check_button = W.Button(description="Check with TensorRT", icon="check", button_style="primary",
                                      layout=W.Layout(width="200px"))
-        # check_model takes no cancel callback (yet): the Job's Cancel button stays hidden
-        self.cancel_button = W.Button(description="Cancel", layout=W.Layout(display="none"))
+        self.cancel_button = W.Button(description="Cancel", icon="stop", layout=W.Layout(width="100px"))
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="140px"))
         self.phase = W.Label()
         self.report = W.HTML()
@@ -165,7 +164,7 @@ class ModelTab:
                        (self.count, "wb-count"), (self.rows, "wb-rows"), (self.details, "wb-details"),
                        (self.shapes, "wb-shapes"), (self.check_button, "wb-check-button"),
                        (self.report, "wb-report"), (self._graph_box, "wb-graph"),
-                       (self.phase, "wb-check-phase")):
+                       (self.phase, "wb-check-phase"), (self.cancel_button, "wb-check-cancel")):
             w.add_class(css)  # stable hooks for the browser test and for styling
         self.filter.observe(lambda _: self._apply_filter(), "value")
         self.op.observe(lambda _: self._apply_filter(), "value")
@@ -179,7 +178,7 @@ class ModelTab:
         self.widget = W.VBox([
             self.summary,
             W.HBox([left, self._graph_box]),
-            W.HBox([self.check_button, self.shapes, self.progress, self.phase]),
+            W.HBox([self.check_button, self.cancel_button, self.shapes, self.progress, self.phase]),
             self.report,
         ])
         self.refresh()
@@ -336,11 +335,16 @@ class ModelTab:
         self.job.start("checking the model with TensorRT", self._check)
 
     def _check(self, job: Job) -> str:
-        from ..check import check_model
+        from ..check import CheckCancelled, check_model
 
         model = self.session.model
         job.report(0, 1, "parsing and building in a child process…")
-        result = check_model(model, shapes=self.shapes.value.strip() or None)
+        try:
+            result = check_model(model, shapes=self.shapes.value.strip() or None, cancel=job.cancel_event)
+        except CheckCancelled:
+            if job.cancelled:  # the Job shows "…: cancelled" and the phase "cancelled"
+                return "cancelled"
+            raise
         report = result.to_dict()
         if self.session.model is not model:
             self.status.busy("the model changed during the check: run it again")
