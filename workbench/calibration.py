@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .backends.ort import check_feeds, low_memory_engine, with_outputs
+from .backends.ort import OrtEngine, check_feeds, with_outputs
 from .errors import CalibrationError, DataError, WorkbenchError
 from .fsio import read_json, write_json
 from .graph import model_bytes, sha256_bytes, tensor_infos
@@ -410,7 +410,7 @@ def calibrate(
 
     graph_inputs = [i.name for i in model.graph.input]
     inner = [t for t in names if t not in graph_inputs]
-    engine = low_memory_engine(with_outputs(model, inner))
+    engine = OrtEngine(with_outputs(model, inner), low_memory=True)
     hists = {t: RunningHistogram(num_bins) for t in names}
     h = hashlib.sha256()
     samples = 0

@@ -13,7 +13,7 @@ from ..graph import model_bytes, tensor_infos
 from ..table import Table
 from .base import Feeds
 
-__all__ = ["OrtBackend", "OrtEngine", "with_outputs", "check_feeds", "low_memory_engine"]
+__all__ = ["OrtBackend", "OrtEngine", "with_outputs", "check_feeds"]
 
 
 def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
@@ -72,7 +72,11 @@ def check_feeds(model: onnx.ModelProto, feeds: Feeds, *, where: str = "the input
 class OrtEngine:
     """An ONNX Runtime CPU inference session."""
 
-    def __init__(self, model: onnx.ModelProto, *, optimize: bool = True, threads: int | None = None) -> None:
+    def __init__(
+        self, model: onnx.ModelProto, *, optimize: bool = True, threads: int | None = None, low_memory: bool = False
+    ) -> None:
+        """``low_memory`` turns off ONNX Runtime's CPU memory arena and memory patterns, so memory is released
+        after every run (streamed calibration with many intermediate outputs keeps a bounded footprint)."""
         import onnxruntime as ort
 
         self.model = model
@@ -83,6 +87,9 @@ class OrtEngine:
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
+        if low_memory:
+            opts.enable_cpu_mem_arena = False
+            opts.enable_mem_pattern = False
         try:
             self.session = ort.InferenceSession(model_bytes(model), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
@@ -123,26 +130,3 @@ class OrtBackend:
     def build(self, model: onnx.ModelProto, settings: Any = None, *, capture: tuple[str, ...] = ()) -> OrtEngine:
         optimize = True if settings is None else bool(getattr(settings, "optimize", settings))
         return OrtEngine(with_outputs(model, capture) if capture else model, optimize=optimize)
-
-
-def low_memory_engine(model: onnx.ModelProto, *, optimize: bool = True) -> OrtEngine:
-    """An :class:`OrtEngine` without ONNX Runtime's CPU memory arena, so memory is released after every run
-    (streamed calibration with many intermediate outputs keeps a bounded footprint)."""
-    import onnxruntime as ort
-
-    engine = OrtEngine.__new__(OrtEngine)
-    engine.model = model
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    opts.log_severity_level = 3
-    opts.enable_cpu_mem_arena = False
-    opts.enable_mem_pattern = False
-    try:
-        engine.session = ort.InferenceSession(model_bytes(model), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ModelError(f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[0]}",
-                         hint="check the node named in the message; `workbench inspect` shows the graph") from exc
-    engine.output_names = [o.name for o in engine.session.get_outputs()]
-    return engine
