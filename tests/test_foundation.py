@@ -104,3 +104,19 @@ def test_lab_dry_run_points_at_the_quickstart(cli_path: Path) -> None:
     cmd = json.loads(res.stdout)["command"]
     assert "--ip=127.0.0.1" in cmd and "--port=8999" in cmd and cmd[-1] == "01_quickstart.ipynb"
     assert ("--allow-root" in cmd) == (os.geteuid() == 0)
+
+
+def test_cancel_tokens_event_callable_or_none() -> None:
+    import threading
+
+    from workbench.cancel import cancelled
+
+    event = threading.Event()
+    assert cancelled(None) is False
+    assert cancelled(event) is False
+    event.set()
+    assert cancelled(event) is True
+    flag = [False]
+    assert cancelled(lambda: flag[0]) is False
+    flag[0] = True
+    assert cancelled(lambda: flag[0]) is True

@@ -25,6 +25,7 @@ import onnx
 from .backends.trt import import_backend, resolve_backend, run_job
 from .backends.trt_profiles import ResolvedProfiles, profiles_to_json, resolve_profiles
 from .backends.worker import run_in_child
+from .cancel import cancelled
 from .errors import BuildError
 from .fsio import cache_root, write_json
 from .graph import load_model, model_bytes, sample_path, save_model, sha256_bytes
@@ -197,10 +198,7 @@ def build_engine(
                "timing_cache": timing_cache, "compute_capabilities": list(settings.compute_capabilities)}
         what = f"the {backend} build of {source or 'the model'}"
         if in_process:
-            def cancelled() -> bool:
-                return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel()) if cancel else False
-
-            result = run_job(job, on_event, cancelled)
+            result = run_job(job, on_event, lambda: cancelled(cancel))
             if result.get("cancelled"):
                 raise BuildError(f"{what} was cancelled", hint="nothing was written; start it again when ready")
         else:

@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 
 from .backends.ort import OrtEngine, check_feeds, with_outputs
+from .cancel import cancelled
 from .errors import CalibrationError, DataError, WorkbenchError
 from .fsio import read_json, write_json
 from .graph import model_bytes, sha256_bytes, tensor_infos
@@ -341,14 +342,6 @@ def random_data(model: onnx.ModelProto, *, samples: int = 100, seed: int = 0,
 # --- calibration -------------------------------------------------------------------------------------
 
 
-def _cancelled(cancel: Any) -> bool:
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
-
-
 def _digest_batch(h: Any, feeds: Mapping[str, np.ndarray]) -> None:
     for k in sorted(feeds):
         a = np.ascontiguousarray(feeds[k])
@@ -415,7 +408,7 @@ def calibrate(
     h = hashlib.sha256()
     samples = 0
     for i, feeds in enumerate(batches):
-        if _cancelled(cancel):
+        if cancelled(cancel):
             raise CalibrationError(f"calibration cancelled after {samples} samples",
                                    hint="run it again; nothing was written")
         if not isinstance(feeds, Mapping):

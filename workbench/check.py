@@ -35,6 +35,7 @@ from .backends.trt_profiles import (
     resolve_profiles,
 )
 from .backends.worker import WorkerCrash, run_in_child
+from .cancel import cancelled
 from .errors import BackendUnavailable, BuildError
 from .graph import load_model, save_model
 from .recipe import ShapeProfile
@@ -45,11 +46,6 @@ __all__ = ["CheckCancelled", "CheckReport", "check_model", "ORT_INTEGER_OPS", "s
 class CheckCancelled(BuildError):
     """The check was cancelled (its ``cancel`` was set before it finished): there is no report."""
 
-
-def _is_set(cancel: Callable[[], bool] | threading.Event | None) -> bool:
-    if cancel is None:
-        return False
-    return bool(cancel.is_set()) if hasattr(cancel, "is_set") else bool(cancel())
 
 _RECIPE = '{"schema_version": 1, "edits": [{"kind": "%s"}]}'
 
@@ -150,7 +146,7 @@ def check_model(
     where = str(model) if not isinstance(model, onnx.ModelProto) else (model.graph.name or "the model")
 
     def stop_if_cancelled(cause: BaseException | None = None) -> None:
-        if _is_set(cancel):
+        if cancelled(cancel):
             raise CheckCancelled(f"the check of {where} was cancelled",
                                  hint="nothing was checked to the end; run the check again when ready") from cause
 
@@ -184,7 +180,7 @@ def check_model(
         stop_if_cancelled()
 
         def poll() -> bool:
-            return _is_set(cancel)
+            return cancelled(cancel)
 
         try:
             result = (run_job(job, None, poll) if in_process

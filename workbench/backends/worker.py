@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..cancel import cancelled
 from ..errors import BuildError, WorkbenchError
 
 __all__ = ["WorkerCrash", "run_in_child", "shutdown_spares", "main", "TEST_CRASH_ENV"]
@@ -62,14 +63,6 @@ def _signal_name(returncode: int) -> str | None:
         return signal.Signals(-returncode).name
     except ValueError:
         return f"signal {-returncode}"
-
-
-def _cancelled(cancel: Any) -> bool:
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
 
 
 _spares: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}  # backend -> (environment key, idle child)
@@ -212,7 +205,7 @@ def run_in_child(
                         tail.append(f"[{event.get('level')}] {event.get('message')}")
                     on_event(event)
             now = time.monotonic()
-            if cancel_sent is None and _cancelled(cancel):
+            if cancel_sent is None and cancelled(cancel):
                 cancel_sent = now
                 try:
                     proc.stdin.write(b'{"op": "cancel"}\n')
