@@ -204,3 +204,26 @@ def test_ranking_on_a_subset_still_measures_plans_on_all_samples(models):
     assert result.metric_reference == pytest.approx((logits(models["ref"], data["input"]).argmax(1)
                                                      == data["label"]).mean())
     assert result.plan.met and result.sensitivity.ranking[0] == "/res2/res2.0/Conv"
+
+
+def test_unsettled_pairs_match_the_per_sample_errors_of_full_runs(models):
+    """The warning about neighbouring ranks within sampling noise counts exactly the pairs whose per-sample
+    error differences (one full run per restored layer) average less than 2 paired standard errors."""
+    from workbench.debug import SETTLED_Z
+
+    x = np.load(TEST)["input"][:200]
+    ref_out = logits(models["ref"], x).astype(np.float64)
+    sens = sensitivity(models["ref"], models["q"], {"input": x})
+    per = {}
+    for node in sens.ranking:
+        full = logits(restore_layers(models["q"], models["ref"], [node]), x).astype(np.float64)
+        per[node] = np.linalg.norm(full - ref_out, axis=1) / np.linalg.norm(ref_out, axis=1)
+    means = [per[n].mean() for n in sens.ranking]
+    assert means == sorted(means)  # the ranking is the order of the full runs' mean errors
+    expected = 0
+    for a, b in zip(sens.ranking, sens.ranking[1:]):
+        d = per[a] - per[b]
+        expected += abs(d.mean()) < SETTLED_Z * d.std(ddof=1) / np.sqrt(len(d))
+    assert 0 < expected < len(sens.ranking) - 1  # the digits model has both settled and unsettled neighbours
+    assert sens.unsettled_pairs == expected
+    assert any(f"{expected} of {len(sens.ranking) - 1} neighbouring pairs" in w for w in sens.warnings)

@@ -194,6 +194,9 @@ class Sensitivity:
     samples: int
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    #: neighbouring pairs of the ranking whose per-sample score differences average less than
+    #: ``SETTLED_Z`` paired standard errors from zero: their order is within sampling noise.
+    unsettled_pairs: int = 0
 
     @property
     def ranking(self) -> list[str]:
@@ -329,6 +332,25 @@ def _metric_value(values: list[float], counts: int) -> float:
     return float(sum(values) / counts) if counts else float("nan")
 
 
+SETTLED_Z = 2.0
+
+
+def _unsettled(per_sample: Sequence[np.ndarray], z: float = SETTLED_Z) -> int:
+    """How many neighbouring pairs (``per_sample`` in rank order, one array of per-sample scores per layer,
+    same samples) have a mean paired difference within ``z`` standard errors of zero (exact ties included)."""
+    count = 0
+    for a, b in zip(per_sample, per_sample[1:]):
+        d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+        if len(d) < 2:
+            count += 1
+            continue
+        sd = float(d.std(ddof=1))
+        mean = float(d.mean())
+        if sd == 0.0 and mean == 0.0 or sd > 0.0 and abs(mean) < z * sd / np.sqrt(len(d)):
+            count += 1
+    return count
+
+
 def sensitivity(
     reference: Any,
     candidate: Any,
@@ -389,6 +411,8 @@ def sensitivity(
     cand_capture = list(dict.fromkeys(outputs + [b for b in boundary if b not in _input_names(cand)]))
     sums = {name: 0.0 for name in layers}
     errs = {name: 0.0 for name in layers}
+    per_sample: dict[str, list[np.ndarray]] = {name: [] for name in layers}  # the ranked quantity, per sample
+    sign = 1.0 if metric.higher_is_better else -1.0
     ref_sum = before_sum = before_err = 0.0
     seen = 0
     total = ds.samples if max_samples is None else min(ds.samples, max_samples)
@@ -407,8 +431,11 @@ def sensitivity(
         before_err += float(run_metric(err, cand_outs, batch, rv, ds.where).sum())
         for layer in layers:
             outs = {o: tv[out_map[layer][o]] if o in out_map[layer] else cv[o] for o in outputs}
-            sums[layer] += float(run_metric(metric, outs, batch, rv, ds.where).sum())
-            errs[layer] += float(run_metric(err, outs, batch, rv, ds.where).sum())
+            m_arr = run_metric(metric, outs, batch, rv, ds.where)
+            e_arr = run_metric(err, outs, batch, rv, ds.where)
+            sums[layer] += float(m_arr.sum())
+            errs[layer] += float(e_arr.sum())
+            per_sample[layer].append(sign * m_arr if rank_by == "metric" else -e_arr)
         seen += n
         if progress is not None:
             progress("sensitivity", seen, total)
@@ -416,7 +443,6 @@ def sensitivity(
         raise DataError(f"no samples from {ds.where} were used", hint="provide more samples")
     before = before_sum / seen
     before_e = before_err / seen
-    sign = 1.0 if metric.higher_is_better else -1.0
     ops = {n.name: n.op_type for n in cand.graph.node}
     rows = []
     for layer in layers:
@@ -429,8 +455,13 @@ def sensitivity(
     table = Table(SENSITIVITY_COLUMNS, tuple((k + 1, *r) for k, r in enumerate(rows)))
     if seen < 16:
         warnings.append(f"only {seen} samples: the ranking is not reliable")
+    unsettled = _unsettled([np.concatenate(per_sample[r[0]]) for r in rows])
+    if unsettled:
+        warnings.append(f"{unsettled} of {len(rows) - 1} neighbouring pairs in the ranking differ by less than "
+                        f"{SETTLED_Z:g} standard errors (paired, over {seen} samples): their order is within "
+                        "sampling noise, may change with other data, and cannot be had from fewer samples")
     return Sensitivity(table, metric.name, metric.higher_is_better, ref_sum / seen, before, seen,
-                       time.perf_counter() - t0, warnings)
+                       time.perf_counter() - t0, warnings, unsettled)
 
 
 # --- cost and evaluation -----------------------------------------------------------------------------
