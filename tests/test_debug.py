@@ -227,3 +227,22 @@ def test_unsettled_pairs_match_the_per_sample_errors_of_full_runs(models):
     assert 0 < expected < len(sens.ranking) - 1  # the digits model has both settled and unsettled neighbours
     assert sens.unsettled_pairs == expected
     assert any(f"{expected} of {len(sens.ranking) - 1} neighbouring pairs" in w for w in sens.warnings)
+
+
+def test_pair_stats_streamed_equal_direct_paired_test():
+    from workbench.debug import _PairStats
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(300)
+    scores = np.stack([base + 1.0, base + 1.0, base + 0.5 + 0.01 * rng.standard_normal(300),
+                       base + 0.5 + 0.01 * rng.standard_normal(300), base])
+    stats = _PairStats(len(scores))
+    for i in range(0, 300, 64):  # streamed in batches, as sensitivity() does
+        stats.add(scores[:, i:i + 64])
+    direct = sum(abs((scores[a] - scores[b]).mean()) <= 2 * (scores[a] - scores[b]).std(ddof=1) / np.sqrt(300)
+                 for a, b in zip(range(4), range(1, 5)))
+    assert stats.unsettled(list(range(5))) == direct == 2  # the exact tie (0, 1) and the noisy pair (2, 3)
+    assert stats.unsettled([0, 2, 4]) == 0
+    bad = _PairStats(2)
+    bad.add(np.array([[np.inf, 1.0], [0.0, 1.0]]))
+    assert bad.unsettled([0, 1]) == 0  # a non-finite score: its pair is not counted

@@ -4,7 +4,12 @@ Sensitivity (:func:`sensitivity`): for each quantized/low-precision layer L, the
 restored to FP32. Computed without N rebuilds: the candidate runs once per batch with its intermediate
 tensors exposed, and one combined ONNX model holds, for every L, the *tail* of the candidate downstream of
 L with L restored (tensors renamed per layer, weights shared). Feeding it the captured activations gives all
-N "restore one layer" outputs in one run per batch; only the tails are recomputed.
+N "restore one layer" outputs in one run per batch; only the tails are recomputed. That is also the floor of
+any exact method: restoring L changes L's output, so every node downstream of L must run again on every
+sample; for a CNN whose FLOPs are spread along its depth the tails hold about half of one full pass per layer
+(0.48x on the ResNet-18-topology and 0.49x on the digits CNN of ``benchmarks/bench_debug.py``). Fewer samples
+are no way out when neighbouring layers differ by less than their sampling noise: the ranking counts those
+pairs (``Sensitivity.unsettled_pairs``, with a warning), whose order no smaller sample can reproduce.
 
 Bisection (:func:`find_plan`): greedy on the ranking (keep the top 1, 2, 4, ... layers) until the metric
 meets the tolerance, bisection between the last failing and first passing count to confirm the smallest
@@ -335,20 +340,32 @@ def _metric_value(values: list[float], counts: int) -> float:
 SETTLED_Z = 2.0
 
 
-def _unsettled(per_sample: Sequence[np.ndarray], z: float = SETTLED_Z) -> int:
-    """How many neighbouring pairs (``per_sample`` in rank order, one array of per-sample scores per layer,
-    same samples) have a mean paired difference within ``z`` standard errors of zero (exact ties included)."""
-    count = 0
-    for a, b in zip(per_sample, per_sample[1:]):
-        d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-        if len(d) < 2:
-            count += 1
-            continue
-        sd = float(d.std(ddof=1))
-        mean = float(d.mean())
-        if sd == 0.0 and mean == 0.0 or sd > 0.0 and abs(mean) < z * sd / np.sqrt(len(d)):
-            count += 1
-    return count
+class _PairStats:
+    """Streaming sums (per layer) and cross products (per pair of layers) of per-sample scores, so paired
+    differences between any two layers can be tested at the end in O(layers^2) memory, whatever the samples."""
+
+    def __init__(self, count: int) -> None:
+        self.total = np.zeros(count)
+        self.gram = np.zeros((count, count))
+        self.n = 0
+
+    def add(self, scores: np.ndarray) -> None:  # [layers, samples of this batch]
+        with np.errstate(invalid="ignore", over="ignore"):  # a non-finite score makes its pairs NaN: not counted
+            self.total += scores.sum(axis=1)
+            self.gram += scores @ scores.T
+        self.n += scores.shape[1]
+
+    def unsettled(self, order: Sequence[int], z: float = SETTLED_Z) -> int:
+        """How many neighbouring pairs of ``order`` (layer indices, in rank order) have a mean paired
+        difference within ``z`` standard errors of zero (exact ties included)."""
+        count = 0
+        for a, b in zip(order, order[1:]):
+            mean = (self.total[a] - self.total[b]) / self.n if self.n else 0.0
+            squares = self.gram[a, a] + self.gram[b, b] - 2.0 * self.gram[a, b]
+            var = max(0.0, (squares - self.n * mean * mean) / (self.n - 1)) if self.n > 1 else 0.0
+            if abs(mean) <= z * np.sqrt(var / max(self.n, 1)):
+                count += 1
+        return count
 
 
 def sensitivity(
@@ -411,7 +428,7 @@ def sensitivity(
     cand_capture = list(dict.fromkeys(outputs + [b for b in boundary if b not in _input_names(cand)]))
     sums = {name: 0.0 for name in layers}
     errs = {name: 0.0 for name in layers}
-    per_sample: dict[str, list[np.ndarray]] = {name: [] for name in layers}  # the ranked quantity, per sample
+    pairs = _PairStats(len(layers))  # the ranked quantity per sample, relative to the candidate's
     sign = 1.0 if metric.higher_is_better else -1.0
     ref_sum = before_sum = before_err = 0.0
     seen = 0
@@ -427,15 +444,19 @@ def sensitivity(
         tv = tail_eng.run(_cast_feeds(tail_eng, {i: known[i] for i in tail_inputs}), outputs=tail_outputs)
         ref_sum += float(run_metric(metric, rv, batch, rv, ds.where).sum())
         cand_outs = {o: cv[o] for o in outputs}
-        before_sum += float(run_metric(metric, cand_outs, batch, rv, ds.where).sum())
-        before_err += float(run_metric(err, cand_outs, batch, rv, ds.where).sum())
-        for layer in layers:
+        before_m_arr = run_metric(metric, cand_outs, batch, rv, ds.where)
+        before_e_arr = run_metric(err, cand_outs, batch, rv, ds.where)
+        before_err += float(before_e_arr.sum())
+        scores = np.empty((len(layers), n))
+        for k, layer in enumerate(layers):
             outs = {o: tv[out_map[layer][o]] if o in out_map[layer] else cv[o] for o in outputs}
             m_arr = run_metric(metric, outs, batch, rv, ds.where)
             e_arr = run_metric(err, outs, batch, rv, ds.where)
             sums[layer] += float(m_arr.sum())
             errs[layer] += float(e_arr.sum())
-            per_sample[layer].append(sign * m_arr if rank_by == "metric" else -e_arr)
+            scores[k] = sign * (m_arr - before_m_arr) if rank_by == "metric" else before_e_arr - e_arr
+        before_sum += float(before_m_arr.sum())
+        pairs.add(scores)
         seen += n
         if progress is not None:
             progress("sensitivity", seen, total)
@@ -455,7 +476,8 @@ def sensitivity(
     table = Table(SENSITIVITY_COLUMNS, tuple((k + 1, *r) for k, r in enumerate(rows)))
     if seen < 16:
         warnings.append(f"only {seen} samples: the ranking is not reliable")
-    unsettled = _unsettled([np.concatenate(per_sample[r[0]]) for r in rows])
+    index = {name: k for k, name in enumerate(layers)}
+    unsettled = pairs.unsettled([index[r[0]] for r in rows])
     if unsettled:
         warnings.append(f"{unsettled} of {len(rows) - 1} neighbouring pairs in the ranking differ by less than "
                         f"{SETTLED_Z:g} standard errors (paired, over {seen} samples): their order is within "
