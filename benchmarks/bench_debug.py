@@ -141,7 +141,47 @@ def exact_floor(ref: onnx.ModelProto, cand: onnx.ModelProto, factory, layers: li
             outs = [eng.run({n: kv[n] for n in names}, outputs=[o])[o] for kv in known]
             tails_t[k] = min(tails_t[k], time.perf_counter() - t0)
             errors[k] = output_error().fn({out: np.concatenate(outs)}, {}, rv)
-    return float(tails_t.sum()), cand_t, errors
+    return tails_t, cand_t, errors
+
+
+def racing_cost(errors: np.ndarray, tail_times: np.ndarray, cand_time: float, alpha: float = 0.05,
+                step: int = 32, seed: int = 0) -> tuple[float, float]:
+    """Replay of an adaptive ranking on the measured per-sample errors: samples in random order, ``step`` at a
+    time; a layer stops being evaluated once its paired mean difference to every other layer is outside a
+    z-interval (finite-population corrected, Bonferroni over pairs and looks, at least 2 looks). Returns (its
+    compute relative to running every tail on every sample plus the capture pass, Spearman rho of its ranking
+    vs the full one)."""
+    from statistics import NormalDist
+
+    layers, n_all = errors.shape
+    e = errors[:, np.random.default_rng(seed).permutation(n_all)]
+    looks = -(-n_all // step)
+    z = NormalDist().inv_cdf(1 - alpha / (layers * (layers - 1) * looks))
+    seen = np.zeros(layers, int)
+    active = np.ones(layers, bool)
+    settled = np.eye(layers, dtype=bool)
+    spent = full = 0.0
+    for start in range(0, n_all, step):
+        frac = min(step, n_all - start) / n_all
+        spent += frac * (cand_time + tail_times[active].sum())
+        full += frac * (cand_time + tail_times.sum())
+        seen[active] = min(start + step, n_all)
+        if start + step < 2 * step:
+            continue
+        for a in range(layers):
+            for b in range(a + 1, layers):
+                if settled[a, b]:
+                    continue
+                m = min(seen[a], seen[b])
+                d = e[a, :m] - e[b, :m]
+                se = d.std(ddof=1) / np.sqrt(m) * np.sqrt(max(n_all - m, 0) / (n_all - 1))
+                if abs(d.mean()) > z * se or m == n_all:
+                    settled[a, b] = settled[b, a] = True
+        active &= ~settled.all(axis=1)
+        if not active.any():
+            break
+    estimate = [e[k, :seen[k]].mean() for k in range(layers)]
+    return spent / full, spearman(estimate, list(errors.mean(1)))
 
 
 def tail_flop_fraction(ref: onnx.ModelProto, layers: list[str]) -> float:
@@ -209,7 +249,9 @@ def bench_sensitivity(label: str, ref: onnx.ModelProto, calib: np.ndarray, data:
         t_sub = min(t_sub, time.perf_counter() - t0)
     sub_err = {r["node"]: r["rel_l2_restored"] for r in sub.table.records()}
     rho_sub = spearman([sub_err[k] for k in layers], [naive[k] for k in layers])
-    tails_t, cand_t, errors = exact_floor(ref, cand, factory, layers, data.arrays["input"])
+    tail_times, cand_t, errors = exact_floor(ref, cand, factory, layers, data.arrays["input"])
+    tails_t = float(tail_times.sum())
+    race_cost, race_rho = racing_cost(errors, tail_times, cand_t)
     floor_rho = spearman(list(errors.mean(1)), [naive[k] for k in layers])
     flop_floor = tail_flop_fraction(ref, layers)
     top_ours = sorted(layers, key=lambda k: ours_err[k])[:3]
@@ -220,15 +262,15 @@ def bench_sensitivity(label: str, ref: onnx.ModelProto, calib: np.ndarray, data:
     print(f"  ours ranking on a 64-sample subset {t_sub:7.2f} s -> ratio {t_sub / t_naive:.3f}x | Spearman rho vs "
           f"naive on all samples {rho_sub:.3f}")
     print(f"  why not faster: exact per-layer tails (own sessions, best of 3) sum to {tails_t:.2f} s = "
-          f"{tails_t / (len(layers) * cand_t):.3f} x ({len(layers)} layers x one candidate forward pass "
-          f"{cand_t:.3f} s) and {tails_t / t_naive:.3f}x of the naive time; in FLOPs {flop_floor:.3f}x of one "
-          f"full pass per layer. Restoring L changes L's output, so everything downstream of L must be "
+          f"{tails_t / t_naive:.3f}x of the naive time; in FLOPs {flop_floor:.3f}x of one full pass per layer. Restoring L changes L's output, so everything downstream of L must be "
           f"recomputed on every sample (ranking from these tails vs naive: rho {floor_rho:.3f})")
     subsets = [n for n in (64, 128, 192) if n < data.samples]
     agree = ", ".join("{} samples: median rho {:.3f}, rho>=0.98 in {:.0%} of 20 draws".format(n, *subset_agreement(
         errors, n)) for n in subsets)
     print(f"  fewer samples instead: {ours.unsettled_pairs} of {len(layers) - 1} neighbouring ranks differ by < 2 "
           f"paired standard errors over all {data.samples} samples; ranking on random subsets vs all: {agree}")
+    print(f"  adaptive (replayed on these per-sample errors: stop evaluating a layer once every pair with it is "
+          f"significant, Bonferroni alpha 0.05): {race_cost:.3f}x of the exact tails' compute, rho {race_rho:.3f}")
     if recalibrate:
         # naive (A): what `workbench quantize --exclude L` + `workbench compare` does per layer: calibrate again
         t0 = time.perf_counter()  # one run (it is the slow one)
