@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -221,3 +222,167 @@ def test_quickstart_dashboard_renders_and_reacts(lab: tuple[str, Path]):
             browser.close()
     assert shot.stat().st_size > 10_000
     shutil.copy(shot, SCREENSHOT_COPY)
+
+
+TABS = ("Edit", "Precision", "Calibrate", "Build", "Profile", "Debug")
+# one control per tab that only that tab shows: proof its widgets rendered as controls, not as text
+TAB_CONTROLS = {"Edit": "Preview", "Precision": "Apply", "Calibrate": "Calibrate", "Build": "Build engine",
+                "Profile": "Profile with ONNX Runtime", "Debug": "Compare layer by layer"}
+PROFILE_SHOT, DEBUG_SHOT = Path("/tmp/wb_profile.png"), Path("/tmp/wb_debug.png")
+# what a plotly graph div holds: its traces' (type, name, point count) as plotly.js received them from the kernel
+PLOT_TRACES = "gd => (gd._fullData || []).map(t => [t.type, t.name, (t.x || []).length])"
+# plotly.js drew at least n bar rectangles
+BARS_DRAWN = "([gd, n]) => gd.querySelectorAll('.barlayer .point path').length >= n"
+
+
+def _workbench_notebook(path: Path, cache: Path) -> None:
+    """A one-cell notebook showing ``Workbench("digits_cnn")`` with its caches in ``cache`` (kernelspec metadata
+    written: without it JupyterLab asks for a kernel in a dialog and nothing runs)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(metadata={
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell(
+        f'from workbench import Workbench\n\nwb = Workbench("digits_cnn", cache_dir={str(cache)!r})\nwb')]
+    nbformat.write(nb, path)
+
+
+def _button(where, label: str):  # noqa: ANN001, ANN202 - playwright types are imported lazily
+    """The button labelled ``label`` (its accessible name starts with the icon's glyph)."""
+    return where.get_by_role("button", name=re.compile(rf"^\W*{re.escape(label)}$"))
+
+
+def _shown_tab(dash):  # noqa: ANN001, ANN202
+    """The dashboard's tab page on display (lumino hides the others with lm-mod-hidden)."""
+    return dash.locator(".widget-tab > .widget-tab-contents > :not(.lm-mod-hidden)").first
+
+
+def _launch(p):  # noqa: ANN001, ANN202
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
+
+
+def test_every_tab_renders_and_heavy_tabs_act(lab: tuple[str, Path]):
+    """A generated notebook with ``Workbench("digits_cnn")``: every tab shows its controls; Profile (ONNX Runtime),
+    Calibrate (+ quantize the session) and Debug (compare FP32 vs the quantized session) run and draw their charts."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, tmp = lab
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Debian's chromium is not installed ({CHROMIUM}): run `make chromium`")
+    name = "workbench_tabs.ipynb"
+    _workbench_notebook(tmp / "root" / name, tmp / "cache")
+    shots: dict[str, Path] = {}
+
+    with sync_playwright() as p:
+        browser = _launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            dash = page.locator(".jp-OutputArea-output .wb-dashboard")
+            status = dash.locator(".wb-status")
+
+            def shoot(label: str) -> None:
+                shots[label] = tmp / f"tab-{label.lower()}.png"
+                page.screenshot(path=str(shots[label]))
+
+            def clean(where: str) -> None:
+                for bad in ("Error displaying widget", "Traceback"):
+                    assert page.get_by_text(bad).count() == 0, f"{bad!r} on the page after {where}"
+                broken = dash.locator(".wb-tab-crashed, .wb-tab-unavailable, .wb-status-error")
+                assert broken.count() == 0, f"after {where}: " + " | ".join(broken.all_inner_texts())
+
+            def bars(plot, n: int) -> None:  # noqa: ANN001
+                page.wait_for_function(BARS_DRAWN, arg=[plot.element_handle(), n], timeout=30_000)
+
+            t0 = time.perf_counter()
+            page.goto(f"{url}/lab/tree/{name}?token={TOKEN}")
+            page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            try:
+                expect(dash.locator(".wb-summary-line")).to_be_visible(timeout=120_000)
+            except AssertionError:
+                shoot("failed")
+                errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+                pytest.fail("the dashboard did not render; cell errors: "
+                            + " | ".join(errors.all_inner_texts())[-3000:] + f" (screenshot {shots['failed']})")
+            print(f"\ndashboard shown: {time.perf_counter() - t0:.1f} s")
+
+            # every tab: built in the kernel when first shown, its own controls visible, nothing broken
+            for title in TABS:
+                dash.locator(".lm-TabBar-tab", has_text=title).first.click()
+                expect(dash.locator(".lm-TabBar-tab.lm-mod-current")).to_have_text(title)
+                expect(dash.locator(".wb-tab-placeholder", has_text=title)).to_have_count(0, timeout=60_000)
+                expect(_button(_shown_tab(dash), TAB_CONTROLS[title])).to_be_visible(timeout=30_000)
+                clean(f"opening the {title} tab")
+                shoot(title)
+            print(f"all tabs shown: {time.perf_counter() - t0:.1f} s")
+
+            # Profile: ONNX Runtime on this CPU -> a summary with the total, a bar chart with one bar per layer
+            dash.locator(".lm-TabBar-tab", has_text="Profile").first.click()
+            panel = _shown_tab(dash)
+            _button(panel, "Profile with ONNX Runtime").click()
+            summary = panel.locator(".wb-profile-summary")
+            expect(summary).to_contain_text(re.compile(r"\d+ layers · total \d[\d.e-]* ms"), timeout=60_000)
+            expect(status).to_contain_text("ort-cpu")
+            layers = int(re.search(r"(\d+) layers", summary.inner_text()).group(1))
+            assert layers > 1
+            chart = panel.locator(".js-plotly-plot")
+            expect(chart).to_have_count(1, timeout=30_000)
+            expect(chart).to_be_visible()
+            bars(chart, min(layers, 20))
+            traces = chart.evaluate(PLOT_TRACES)
+            assert traces[0][0] == "bar" and traces[0][2] == min(layers, 20), traces
+            clean("profiling")
+            chart.scroll_into_view_if_needed()
+            shoot("Profile-run")
+            print(f"profile done: {time.perf_counter() - t0:.1f} s")
+
+            # Calibrate: the bundled calibration split is offered; the run (a background thread) ends "done" and
+            # fills the histogram chart
+            dash.locator(".lm-TabBar-tab", has_text="Calibrate").first.click()
+            panel = _shown_tab(dash)
+            expect(panel.locator("input[list]")).to_have_value(re.compile(r"digits_calib\.npz$"))
+            _button(panel, "Calibrate").click()
+            expect(panel.get_by_text(re.compile(r"^done: \d+ samples$"))).to_be_visible(timeout=60_000)
+            expect(status).to_contain_text("calibrated")
+            expect(panel.locator(".wb-thresholds")).to_contain_text("entropy")
+            hist = panel.locator(".js-plotly-plot")
+            expect(hist).to_have_count(1, timeout=30_000)
+            bars(hist, 10)
+            traces = hist.evaluate(PLOT_TRACES)
+            assert traces[0][:2] == ["bar", "histogram"] and traces[0][2] > 10, traces
+            assert any(str(t[1]).startswith("threshold:") for t in traces), traces
+            clean("calibrating")
+            hist.scroll_into_view_if_needed()
+            shoot("Calibrate-run")
+            # quantize the session with these scales: the Debug tab's candidate
+            _button(panel, "Quantize with these scales").click()
+            expect(status).to_contain_text("quantizing: done", timeout=60_000)
+            print(f"calibrate + quantize done: {time.perf_counter() - t0:.1f} s")
+
+            # Debug: FP32 reference vs the quantized session on the bundled test split, layer by layer (a background
+            # thread): the summary, the error-growth chart and the coloured graph appear
+            dash.locator(".lm-TabBar-tab", has_text="Debug").first.click()
+            panel = _shown_tab(dash)
+            _button(panel, "Compare layer by layer").click()
+            expect(panel.locator(".wb-compare")).to_contain_text("samples", timeout=60_000)
+            expect(status).to_contain_text("comparing layer by layer: done")
+            charts = panel.locator(".js-plotly-plot")
+            expect(charts).to_have_count(2, timeout=30_000)
+            errors = charts.first
+            expect(errors).to_be_visible()
+            bars(errors, 2)
+            traces = errors.evaluate(PLOT_TRACES)
+            assert len(traces) >= 2 and all(t[2] > 1 for t in traces[:2]), traces
+            clean("comparing")
+            errors.scroll_into_view_if_needed()
+            shoot("Debug-run")
+            print(f"debug compare done: {time.perf_counter() - t0:.1f} s")
+        finally:
+            browser.close()
+    for shot in shots.values():
+        assert shot.stat().st_size > 10_000, shot
+    shutil.copy(shots["Profile-run"], PROFILE_SHOT)
+    shutil.copy(shots["Debug-run"], DEBUG_SHOT)
