@@ -231,6 +231,26 @@ TAB_CONTROLS = {"Edit": "Preview", "Precision": "Apply", "Calibrate": "Calibrate
 PROFILE_SHOT, DEBUG_SHOT = Path("/tmp/wb_profile.png"), Path("/tmp/wb_debug.png")
 # what a plotly graph div holds: its traces' (type, name, point count) as plotly.js received them from the kernel
 PLOT_TRACES = "gd => (gd._fullData || []).map(t => [t.type, t.name, (t.x || []).length])"
+# what the tab page on display cuts off: buttons whose label is ellipsised, plots reaching past the page's right edge
+CUT_OFF = """page => {
+  const right = page.getBoundingClientRect().right + 1;
+  const shown = e => e.offsetParent !== null;
+  // a plot inside a scrolling box can be scrolled to: then the box is what must fit
+  const scroller = g => {
+    for (let e = g.parentElement; e && e !== page; e = e.parentElement) {
+      if (['auto', 'scroll'].includes(getComputedStyle(e).overflowX)) return e;
+    }
+    return g;
+  };
+  const past = e => Math.round(e.getBoundingClientRect().right - right);
+  return [
+    ...Array.from(page.querySelectorAll('button')).filter(b => shown(b) && b.scrollWidth > b.clientWidth + 1)
+      .map(b => 'button ' + JSON.stringify(b.textContent.trim())),
+    ...Array.from(page.querySelectorAll('.js-plotly-plot')).filter(g => shown(g) && past(scroller(g)) > 0)
+      .map(g => 'plot ' + JSON.stringify((g.querySelector('.gtitle') || {}).textContent || '?')
+        + ` ${past(scroller(g))} px past the right edge`),
+  ];
+}"""
 # plotly.js drew at least n bar rectangles
 BARS_DRAWN = "([gd, n]) => gd.querySelectorAll('.barlayer .point path').length >= n"
 
@@ -292,6 +312,8 @@ def test_every_tab_renders_and_heavy_tabs_act(lab: tuple[str, Path]):
                     assert page.get_by_text(bad).count() == 0, f"{bad!r} on the page after {where}"
                 broken = dash.locator(".wb-tab-crashed, .wb-tab-unavailable, .wb-status-error")
                 assert broken.count() == 0, f"after {where}: " + " | ".join(broken.all_inner_texts())
+                cut = _shown_tab(dash).evaluate(CUT_OFF)
+                assert not cut, f"after {where}, cut off on screen: {cut}"
 
             def bars(plot, n: int) -> None:  # noqa: ANN001
                 page.wait_for_function(BARS_DRAWN, arg=[plot.element_handle(), n], timeout=30_000)
@@ -308,6 +330,7 @@ def test_every_tab_renders_and_heavy_tabs_act(lab: tuple[str, Path]):
                 pytest.fail("the dashboard did not render; cell errors: "
                             + " | ".join(errors.all_inner_texts())[-3000:] + f" (screenshot {shots['failed']})")
             print(f"\ndashboard shown: {time.perf_counter() - t0:.1f} s")
+            clean("showing the Model tab")
 
             # every tab: built in the kernel when first shown, its own controls visible, nothing broken
             for title in TABS:

@@ -56,7 +56,7 @@ class CalibrateTab:
         self.override_button = W.Button(description="Override scale", icon="pencil")
         self.clear_button = W.Button(description="Clear override")
         self.quantize_button = W.Button(description="Quantize with these scales", icon="compress",
-                                        button_style="success", disabled=True)
+                                        button_style="success", disabled=True, layout=W.Layout(width="auto"))
 
         self.job = Job(status, run_button=self.run_button, cancel_button=self.cancel_button, progress=self.progress,
                        phase=self.phase)

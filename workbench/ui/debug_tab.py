@@ -72,10 +72,11 @@ class DebugTab:
         self.tolerance = W.FloatText(value=0.001, step=0.001, description="tolerance", style=style,
                                      tooltip="accuracy: allowed drop below FP32; rel_l2: allowed error")
         self.max_samples = W.IntText(value=0, description="max samples", style=style, tooltip="0 = all")
-        self.compare_button = W.Button(description="Compare layer by layer", icon="search")
-        self.debug_button = W.Button(description="Find culprits + plan", icon="bug", button_style="primary")
+        self.compare_button = W.Button(description="Compare layer by layer", icon="search", layout=W.Layout(width="auto"))
+        self.debug_button = W.Button(description="Find culprits + plan", icon="bug", button_style="primary",
+                                  layout=W.Layout(width="auto"))
         self.apply_button = W.Button(description="Apply plan to recipe", icon="check", disabled=True,
-                                     button_style="success")
+                                     button_style="success", layout=W.Layout(width="auto"))
         self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
         self.progress = W.IntProgress(value=0, min=0, max=100, description="", layout=W.Layout(width="300px"))
         self.progress_label = W.Label(value="")
@@ -86,8 +87,9 @@ class DebugTab:
         self.graph_fig: go.FigureWidget | None = None
         self.sensitivity_fig: go.FigureWidget | None = None
         self.pareto_fig: go.FigureWidget | None = None
-        self._compare_figs = W.HBox([])
-        self._debug_figs = W.HBox([])
+        # side by side when the page is wide enough, else one under the other (never cut off at the right edge)
+        self._compare_figs = W.HBox([], layout=W.Layout(flex_flow="row wrap"))
+        self._debug_figs = W.HBox([], layout=W.Layout(flex_flow="row wrap"))
         # one Job per run button, sharing Cancel, the progress bar and the phase label
         self.compare_job = Job(status, run_button=self.compare_button, cancel_button=self.cancel_button,
                                progress=self.progress, phase=self.progress_label)

@@ -183,10 +183,12 @@ class EditTab:
         self._refreshing = False
         self._outputs: dict[str, list[str]] = {}
 
+        # the pattern box takes what the left column leaves; the buttons keep their labels whole
         self.pattern = W.Text(placeholder="name or op, e.g. Relu or block2.*", description="match",
-                              layout=W.Layout(width="300px"))
-        self.select_button = W.Button(description="Select", icon="filter", layout=W.Layout(width="90px"))
-        self.clear_button = W.Button(description="Clear", layout=W.Layout(width="70px"))
+                              layout=W.Layout(width="300px", flex="0 1 auto", min_width="160px"))
+        self.select_button = W.Button(description="Select", icon="filter",
+                                      layout=W.Layout(width="auto", flex="0 0 auto"))
+        self.clear_button = W.Button(description="Clear", layout=W.Layout(width="auto", flex="0 0 auto"))
         self.nodes = W.SelectMultiple(options=[], rows=14, layout=W.Layout(width="100%"))
         self.count = W.Label()
         self.action = W.Dropdown(options=list(ACTIONS), value="bypass node", description="action",
@@ -214,7 +216,7 @@ class EditTab:
         self.save_button = W.Button(description="Save recipe", icon="save", layout=W.Layout(width="120px"))
         self.load_button = W.Button(description="Load recipe", icon="upload", layout=W.Layout(width="120px"))
         self.export_path = W.Text(value="edited.onnx", description="model", layout=W.Layout(width="380px"))
-        self.export_button = W.Button(description="Export ONNX", icon="download", layout=W.Layout(width="120px"))
+        self.export_button = W.Button(description="Export ONNX", icon="download", layout=W.Layout(width="auto"))
         self.show_graph = W.Checkbox(value=len(session.model.graph.node) <= GRAPH_NODES, description="graph",
                                      indent=False, layout=W.Layout(width="90px"))
         self.graph = go.FigureWidget()

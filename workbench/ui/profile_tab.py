@@ -98,7 +98,7 @@ class ProfileTab:
         self.shapes = W.Text(placeholder="input:1x3x64x64 for dynamic dims (optional)", description="shapes",
                              layout=W.Layout(width="360px"))
         self.ort_button = W.Button(description="Profile with ONNX Runtime", icon="clock-o", button_style="primary",
-                                   layout=W.Layout(width="230px"))
+                                   layout=W.Layout(width="auto", min_width="230px"))
         # trtexec files
         self.layers_path = W.Text(placeholder="G.json from trtexec --exportLayerInfo", description="layer info",
                                   layout=W.Layout(width="560px"))
