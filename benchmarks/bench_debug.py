@@ -374,7 +374,7 @@ def main() -> None:
     d = np.load(sample_path("digits_cnn").parent / "digits_test.npz")
     calib = np.load(sample_path("digits_cnn").parent / "digits_calib.npz")["input"]
     bench_sensitivity("digits CNN (outlier channels)", broken, calib,
-                      Dataset({"input": d["input"], "label": d["label"]}), repeats=5)
+                      Dataset({"input": d["input"], "label": d["label"]}), repeats=15)
     size = 32
     big = resnet18(size, stem_stride=1, seed=0, widths=(16, 32, 64, 128) if args.quick else (32, 64, 128, 256))
     rng = np.random.default_rng(1)
