@@ -614,3 +614,22 @@ def test_models_past_the_protobuf_limit_are_saved_with_external_data(tmp_path: P
     ref = ort.InferenceSession(str(SAMPLES_DIR / "digits_cnn.onnx"), providers=["CPUExecutionProvider"])
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])  # ORT reads the side file itself
     np.testing.assert_array_equal(got.run(None, {"input": x})[0], ref.run(None, {"input": x})[0])
+
+
+def test_prune_unused_keeps_what_outputs_need_and_subgraph_reads() -> None:
+    from workbench.graph import prune_unused
+
+    m = if_model()
+    g = m.graph
+    # a side branch and an extra output: `side` is dead once only `output` is kept
+    g.node.append(helper.make_node("Sigmoid", ["input"], ["side"], name="side_sigmoid"))
+    g.output.append(helper.make_tensor_value_info("side", TensorProto.FLOAT, [4]))
+    g.initializer.append(helper.make_tensor("unused_w", TensorProto.FLOAT, [1], [1.0]))
+    prune_unused(g, keep={"output"}, inputs=True)
+    assert [n.name for n in g.node] == ["cond_const", "if", "relu"]
+    assert [o.name for o in g.output] == ["output"]
+    assert [i.name for i in g.input] == ["input"]  # read only inside the If branches: still needed
+    assert not g.initializer
+    onnx.checker.check_model(m)
+    prune_unused(g, keep={"if_out"}, inputs=True)
+    assert [n.name for n in g.node] == ["cond_const", "if"]

@@ -28,7 +28,7 @@ from onnx import helper
 from .backends.base import Engine
 from .backends.ort import OrtEngine, check_feeds, with_outputs
 from .errors import DataError, ModelError
-from .graph import load_model, tensor_infos
+from .graph import load_model, prune_unused, tensor_infos
 from .table import Table
 
 __all__ = [
@@ -376,23 +376,6 @@ def local_model(candidate: onnx.ModelProto, cut: Sequence[str]) -> tuple[onnx.Mo
     return out, renamed
 
 
-def _keep_outputs(model: onnx.ModelProto, names: set[str]) -> None:
-    """Keep only the named graph outputs; drop the nodes and inputs nothing needs any more."""
-    g = model.graph
-    for o in [o for o in g.output if o.name not in names]:
-        g.output.remove(o)
-    while True:
-        used = {i for n in g.node for i in n.input} | names
-        dead = [n for n in g.node if not any(o in used for o in n.output if o)]
-        if not dead:
-            break
-        for n in dead:
-            g.node.remove(n)
-    used = {i for n in g.node for i in n.input}
-    for i in [i for i in g.input if i.name not in used]:
-        g.input.remove(i)
-
-
 # --- the report --------------------------------------------------------------------------------------
 
 
@@ -540,7 +523,7 @@ def compare(
         lm, local_names = local_model(cand, list(every.values()))
         if tensors is not None:
             keep = {local_names[c] for c in joined.values() if c in local_names}
-            _keep_outputs(lm, keep)
+            prune_unused(lm.graph, keep=keep, inputs=True)
             local_names = {c: n for c, n in local_names.items() if n in keep}
         local_eng = OrtEngine(lm)
         local_inputs = [x.name for x in local_eng.session.get_inputs()]

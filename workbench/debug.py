@@ -34,7 +34,7 @@ from .backends.ort import OrtEngine, with_outputs
 from .compare import Dataset, Metric, _batches, _cast_feeds, _input_names, load_data, output_error, run_metric
 from .errors import DataError, EditError, RecipeError
 from .fsio import atomic_write
-from .graph import TensorInfo, load_model, node_flops, tensor_infos
+from .graph import TensorInfo, load_model, node_flops, prune_unused, tensor_infos
 from .recipe import ConvertPrecision, Quantize, Recipe
 from .table import Table
 
@@ -95,21 +95,6 @@ def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.Nod
             return out + rest
         pending = rest
     return out
-
-
-def _prune(graph: onnx.GraphProto) -> None:
-    """Drop nodes whose outputs nobody reads, then unused initializers."""
-    outputs = {o.name for o in graph.output}
-    while True:
-        used = {i for n in graph.node for i in n.input} | outputs
-        dead = [n for n in graph.node if not any(o in used for o in n.output if o)]
-        if not dead:
-            break
-        for n in dead:
-            graph.node.remove(n)
-    used = {i for n in graph.node for i in n.input} | outputs
-    for init in [i for i in graph.initializer if i.name not in used]:
-        graph.initializer.remove(init)
 
 
 def restore_layers(candidate: onnx.ModelProto, reference: onnx.ModelProto, nodes: Iterable[str]) -> onnx.ModelProto:
@@ -179,7 +164,7 @@ def restore_layers(candidate: onnx.ModelProto, reference: onnx.ModelProto, nodes
     ordered = _toposort(list(g.node), available)
     del g.node[:]
     g.node.extend(ordered)
-    _prune(g)
+    prune_unused(g)
     del g.value_info[:]
     return out
 

@@ -36,6 +36,7 @@ __all__ = [
     "name_nodes",
     "infer_shapes",
     "weightless_skeleton",
+    "prune_unused",
     "tensor_infos",
     "summary",
     "layer_table",
@@ -868,3 +869,39 @@ def save_model(
         raise ModelError(f"cannot write the model to {path}: {exc.strerror or exc}",
                          hint="choose a writable folder with enough free space") from exc
     return path
+
+
+def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
+    """Names read by the bodies of ``node``'s subgraphs (If/Loop/Scan), outer-scope tensors included."""
+    names: set[str] = set()
+    for a in node.attribute:
+        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+            for n in g.node:
+                names.update(i for i in n.input if i)
+                names |= _subgraph_reads(n)
+    return names
+
+
+def prune_unused(graph: onnx.GraphProto, *, keep: set[str] | None = None, inputs: bool = False) -> None:
+    """Drop, in place, the nodes no kept output depends on, then unused initializers (and, with ``inputs``,
+    unused graph inputs). ``keep`` defaults to the graph outputs; other outputs are removed. One backward
+    pass over the topologically ordered nodes; tensors read inside subgraphs count as used."""
+    if keep is not None:
+        for o in [o for o in graph.output if o.name not in keep]:
+            graph.output.remove(o)
+    needed = {o.name for o in graph.output} if keep is None else set(keep)
+    alive = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output if o):
+            alive.append(node)
+            needed.update(i for i in node.input if i)
+            needed |= _subgraph_reads(node)
+    if len(alive) != len(graph.node):
+        kept = [onnx.NodeProto.FromString(n.SerializeToString()) for n in reversed(alive)]
+        del graph.node[:]
+        graph.node.extend(kept)
+    for init in [i for i in graph.initializer if i.name not in needed]:
+        graph.initializer.remove(init)
+    if inputs:
+        for i in [i for i in graph.input if i.name not in needed]:
+            graph.input.remove(i)
