@@ -633,3 +633,15 @@ def test_prune_unused_keeps_what_outputs_need_and_subgraph_reads() -> None:
     onnx.checker.check_model(m)
     prune_unused(g, keep={"if_out"}, inputs=True)
     assert [n.name for n in g.node] == ["cond_const", "if"]
+
+
+def test_flops_per_sample_for_a_dynamic_batch_scales_linearly() -> None:
+    cnn = load_model("digits_cnn")  # input: (batch, 1, 8, 8)
+    info = summary(cnn)
+    assert info["flops"] is None
+    per_sample = info["flops_per_sample"]
+    assert per_sample == summary(cnn, shapes={"input": [1, 1, 8, 8]})["flops"]
+    assert summary(cnn, shapes={"input": [4, 1, 8, 8]})["flops"] == 4 * per_sample
+    assert summary(load_model("fcn_dynamic"))["flops_per_sample"] is None  # H and W are dynamic too
+    static = summary(cnn, shapes={"input": [2, 1, 8, 8]})
+    assert static["flops_per_sample"] is None and static["flops"] == 2 * per_sample

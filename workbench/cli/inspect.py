@@ -38,7 +38,9 @@ def render(r: dict[str, Any]) -> str:
     def io(items: list[dict[str, Any]]) -> str:
         return "\n".join(f"  {t['name']}: {t['dtype']} {t['shape']}" for t in items)
 
-    if r["flops"] is None:
+    if r["flops"] is None and r.get("flops_per_sample") is not None:
+        flops = f"{_flops(r['flops_per_sample'])} per sample (dynamic batch; --shapes NAME:DIMS for a batch)"
+    elif r["flops"] is None:
         flops = "unknown (dynamic shapes: pass --shapes NAME:DIMS)"
     else:
         at = r.get("flops_shapes")

@@ -38,11 +38,18 @@ def _shape(shape: list | None) -> str:
     return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
+def _flops_text(info: Mapping[str, Any]) -> str:
+    per_sample = info.get("flops_per_sample")
+    if info["flops"] is None and per_sample is not None:
+        return f"{_num(per_sample, 'FLOPs')} per sample"
+    return _num(info["flops"], "FLOPs")
+
+
 def summary_line(info: Mapping[str, Any]) -> str:
-    """One line: nodes, op types, params, opset, FLOPs, inputs/outputs."""
+    """One line: nodes, op types, params, opset, FLOPs (per sample for a dynamic batch), inputs/outputs."""
     return (
         f"{info['nodes']} nodes · {len(info['ops'])} op types · {_num(info['params'])} params · "
-        f"opset {info['opset']} · {_num(info['flops'], 'FLOPs')} · "
+        f"opset {info['opset']} · {_flops_text(info)} · "
         f"{len(info['inputs'])} input(s), {len(info['outputs'])} output(s)"
     )
 
@@ -57,13 +64,18 @@ def _summary_html(info: Mapping[str, Any]) -> str:
         return rows
 
     ops = ", ".join(f"{html.escape(op)} ×{n}" for op, n in sorted(info["ops"].items(), key=lambda kv: -kv[1]))
-    flops = "unknown" if info["flops"] is None else f"{info['flops']:,} ({_num(info['flops'], 'FLOPs')})"
+    if info["flops"] is not None:
+        flops = f"{info['flops']:,} ({_num(info['flops'], 'FLOPs')})"
+    elif info.get("flops_per_sample") is not None:
+        flops = f"{info['flops_per_sample']:,} per sample ({_flops_text(info)}; the batch dim is dynamic)"
+    else:
+        flops = "unknown (some shapes are not static)"
     return (
         '<div class="wb-summary">'
         '<table class="wb-io"><tr><th></th><th>tensor</th><th>dtype</th><th>shape</th></tr>'
         f"{tensors('input', info['inputs'])}{tensors('output', info['outputs'])}</table>"
         f"<p><b>nodes</b> {info['nodes']} · <b>params</b> {info['params']:,} · <b>opset</b> {info['opset']} · "
-        f"<b>FLOPs</b> {flops}{' (some shapes are not static)' if info['flops'] is None else ''}</p><p><b>ops</b> {ops}</p></div>"
+        f"<b>FLOPs</b> {flops}</p><p><b>ops</b> {ops}</p></div>"
     )
 
 
