@@ -403,6 +403,13 @@ def test_every_tab_renders_and_heavy_tabs_act(lab: tuple[str, Path]):
             errors.scroll_into_view_if_needed()
             shoot("Debug-run")
             print(f"debug compare done: {time.perf_counter() - t0:.1f} s")
+
+            # an exception in a widget callback (a click handled in the kernel) is not shown in the page: JupyterLab
+            # logs it to the notebook's log console (checked: a handler raising RuntimeError shows its traceback there)
+            page.evaluate("window.jupyterapp.commands.execute('logconsole:open')")
+            logs = page.locator(".jp-LogConsole")
+            expect(logs).to_contain_text("Log Level", timeout=30_000)
+            assert "Traceback" not in logs.inner_text(), logs.inner_text()[-3000:]
         finally:
             browser.close()
     for shot in shots.values():
