@@ -4,6 +4,11 @@ JupyterLab runs on a free localhost port with a token and isolated Jupyter/IPyth
 of notebooks/01_quickstart.ipynb (autosave must never write outputs into the committed notebook).
 The test runs all cells, checks the dashboard rendered (no "Error displaying widget", the Model tab,
 the plotly graph), then uses the controls and asserts what the kernel sent back.
+
+A second test opens a generated notebook with ``Workbench("digits_cnn")``, shows every tab (its controls visible,
+no widget errors, tracebacks, ellipsised buttons or charts cut off), then runs Profile (ONNX Runtime), Calibrate
+(then quantizes the session) and Debug (FP32 vs the quantized session): their background-thread results and plotly
+charts must reach the page. Screenshots per tab go to the test's tmp dir; Profile's and Debug's to /tmp.
 """
 
 from __future__ import annotations
