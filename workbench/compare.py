@@ -27,6 +27,7 @@ from onnx import helper
 
 from .backends.base import Engine
 from .backends.ort import OrtEngine, check_feeds, with_outputs
+from .cancel import cancelled
 from .errors import DataError, ModelError
 from .graph import load_model, prune_unused, tensor_infos
 from .table import Table
@@ -546,7 +547,7 @@ def compare(
     seen = 0
     total = ds.samples if max_samples is None else min(ds.samples, max_samples)
     for feeds, batch in _batches(ds, ref, batch_size, max_samples, warnings):
-        if cancel is not None and cancel():
+        if cancelled(cancel):
             warnings.append(f"cancelled after {seen} samples")
             break
         n = len(next(iter(feeds.values())))

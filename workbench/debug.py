@@ -31,6 +31,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .backends.ort import OrtEngine, with_outputs
+from .cancel import cancelled
 from .compare import Dataset, Metric, _batches, _cast_feeds, _input_names, load_data, output_error, run_metric
 from .errors import DataError, EditError, RecipeError
 from .fsio import atomic_write
@@ -419,7 +420,7 @@ def sensitivity(
     seen = 0
     total = ds.samples if max_samples is None else min(ds.samples, max_samples)
     for feeds, batch in _batches(ds, ref, batch_size, max_samples, warnings):
-        if cancel is not None and cancel():
+        if cancelled(cancel):
             warnings.append(f"cancelled after {seen} samples")
             break
         n = len(next(iter(feeds.values())))
@@ -731,7 +732,7 @@ def debug_precision(
     build = factory or (lambda keep: restore_layers(cand, ref, keep))
 
     def evaluate_plan(keep: tuple[str, ...]) -> tuple[float, float | None]:
-        if cancel is not None and cancel():
+        if cancelled(cancel):
             raise DataError("debugging was cancelled", hint="run it again to finish")
         model = cand if not keep and factory is None else build(keep)
         m = evaluate(model, ds, metric, ref_outs, batch_size=batch_size, max_samples=max_samples, reference=ref)

@@ -16,7 +16,7 @@ import ipywidgets as W
 
 from ..errors import WorkbenchError
 
-__all__ = ["Job", "Status", "Tab"]
+__all__ = ["Job", "Status", "Tab", "refill"]
 
 
 class Tab(Protocol):
@@ -24,6 +24,21 @@ class Tab(Protocol):
     widget: W.Widget
 
     def __init__(self, session: Any, status: Status) -> None: ...
+
+
+def refill(widget: Any, fig: Any) -> Any:
+    """Show plotly figure ``fig`` in FigureWidget ``widget`` (same object: traces and layout replaced), or in a new
+    FigureWidget when ``widget`` is None. Reuse matters: every new FigureWidget ships plotly.js (~5 MB) to the
+    browser."""
+    import plotly.graph_objects as go
+
+    if widget is None:
+        return go.FigureWidget(fig)
+    with widget.batch_update():
+        widget.data = ()
+        widget.add_traces(list(fig.data))
+        widget.layout = fig.layout
+    return widget
 
 
 class Status:

@@ -25,24 +25,13 @@ from ..graph import load_model
 from ..plots.compare import error_growth, node_error_colours, pareto, sensitivity_bars
 from ..plots.graph_view import graph_figure
 from ..recipe import ConvertPrecision, Quantize
-from .common import Job, Status
+from .common import Job, Status, refill
 
 __all__ = ["DebugTab"]
 
 
 def _f(v: Any, fmt: str = ".4g") -> str:
     return "-" if v is None else format(v, fmt)
-
-
-def _refill(widget: go.FigureWidget | None, fig: go.Figure) -> go.FigureWidget:
-    """``fig`` shown in ``widget`` (same object, traces and layout replaced), or a new FigureWidget the first time."""
-    if widget is None:
-        return go.FigureWidget(fig)
-    with widget.batch_update():
-        widget.data = ()
-        widget.add_traces(list(fig.data))
-        widget.layout = fig.layout
-    return widget
 
 
 class DebugTab:
@@ -220,8 +209,8 @@ class DebugTab:
                                  color_title="log10 rel L2", highlight=[fd["node"]] if fd else [])
             graph.update_layout(title="Graph coloured by log10 rel L2 error")
             first = self.errors_fig is None
-            self.errors_fig = _refill(self.errors_fig, fig)
-            self.graph_fig = _refill(self.graph_fig, graph)
+            self.errors_fig = refill(self.errors_fig, fig)
+            self.graph_fig = refill(self.graph_fig, graph)
             if first:
                 self._compare_figs.children = (self.errors_fig, self.graph_fig)
 
@@ -250,8 +239,8 @@ class DebugTab:
         par = pareto(plan.tried, chosen=plan.keep, target=plan.target,
                      higher_is_better=r.sensitivity.higher_is_better, metric=r.sensitivity.metric)
         first = self.sensitivity_fig is None
-        self.sensitivity_fig = _refill(self.sensitivity_fig, bars)
-        self.pareto_fig = _refill(self.pareto_fig, par)
+        self.sensitivity_fig = refill(self.sensitivity_fig, bars)
+        self.pareto_fig = refill(self.pareto_fig, par)
         if first:
             self._debug_figs.children = (self.sensitivity_fig, self.pareto_fig)
 

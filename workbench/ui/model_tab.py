@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from ..graph import layer_table, summary
 from ..plots.graph_view import GraphLayout, attribute_text, graph_figure, graph_layout, points
 from ..table import Table
-from .common import Job, Status
+from .common import Job, Status, refill
 
 __all__ = ["ModelTab", "summary_line", "ALL_OPS"]
 
@@ -228,14 +228,10 @@ class ModelTab:
     def _set_figure(self, fig: go.Figure) -> None:
         # plotly >= 6 FigureWidgets do not follow their container's width: give them one
         fig.update_layout(width=self.graph_width)
-        if self.graph is None:
-            self.graph = go.FigureWidget(fig)
+        first = self.graph is None
+        self.graph = refill(self.graph, fig)
+        if first:
             self._graph_box.children = (self.graph,)
-        else:
-            # refill the one FigureWidget: each new FigureWidget ships plotly.js (~5 MB) to the browser again
-            self.graph.data = ()
-            self.graph.add_traces(list(fig.data))
-            self.graph.layout = fig.layout
         self._trace("nodes").on_click(self._on_graph_click)
         self._mark_selected(self.rows.value)
 

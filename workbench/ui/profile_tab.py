@@ -6,7 +6,7 @@ headless tests can assert it: ``shown.options``/``shown.value`` (the profile on 
 ``compare_html.value``, ``compare_totals_chart``, ``precision_chart`` and ``compare_chart``.
 
 Each plotly FigureWidget ships plotly.js (~5 MB) to the browser when it is created, so each chart is created
-once, when it is first needed (None until then), and refilled in place afterwards (see :func:`refill`). Engines built in the Build tab can be opened too: their layers
+once, when it is first needed (None until then), and refilled in place afterwards (see :func:`workbench.ui.common.refill`). Engines built in the Build tab can be opened too: their layers
 (what TensorRT fused, mapped to ONNX nodes) appear with zero times, since no GPU runs them here.
 """
 
@@ -45,23 +45,11 @@ from ..profile import (
     total_ms,
 )
 from ..table import Table
-from .common import Status
+from .common import Status, refill
 
-__all__ = ["ProfileTab", "VIEWS", "refill"]
+__all__ = ["ProfileTab", "VIEWS"]
 
 VIEWS = ("layers", "op type", "precision", "treemap", "graph")
-
-
-def refill(widget: go.FigureWidget | None, fig: go.Figure) -> go.FigureWidget:
-    """``fig`` shown in ``widget`` (the same object, traces and layout replaced), or in a new FigureWidget
-    when there is none yet."""
-    if widget is None:
-        return go.FigureWidget(fig)
-    with widget.batch_update():
-        widget.data = ()
-        widget.add_traces(list(fig.data))
-        widget.layout = fig.layout
-    return widget
 
 
 def _rows_html(table: Table, top: int, tactics: dict[str, str | None] | None = None) -> str:
