@@ -21,51 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
-
-
-def resnet18_like(classes: int = 1000, seed: int = 0) -> onnx.ModelProto:
-    """ResNet-18 topology (BatchNorm folded into conv biases): 7x7 stem, 4 stages of 2 basic blocks, GAP, FC."""
-    rng = np.random.default_rng(seed)
-    inits: list[TensorProto] = []
-    nodes: list[onnx.NodeProto] = []
-
-    def conv(x: str, cin: int, cout: int, k: int, stride: int, name: str, relu: bool = True) -> str:
-        w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, f"{name}.weight"))
-        inits.append(numpy_helper.from_array((0.01 * rng.standard_normal(cout)).astype(np.float32), f"{name}.bias"))
-        nodes.append(helper.make_node("Conv", [x, f"{name}.weight", f"{name}.bias"], [f"{name}.out"], name=name,
-                                      kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4))
-        if not relu:
-            return f"{name}.out"
-        nodes.append(helper.make_node("Relu", [f"{name}.out"], [f"{name}.relu"], name=f"{name}.relu"))
-        return f"{name}.relu"
-
-    x = conv("input", 3, 64, 7, 2, "stem")
-    nodes.append(helper.make_node("MaxPool", [x], ["pool"], name="pool", kernel_shape=[3, 3], strides=[2, 2],
-                                  pads=[1, 1, 1, 1]))
-    x, cin = "pool", 64
-    for stage, cout in enumerate((64, 128, 256, 512)):
-        for block in range(2):
-            stride = 2 if stage > 0 and block == 0 else 1
-            name = f"layer{stage + 1}.{block}"
-            h = conv(x, cin, cout, 3, stride, f"{name}.conv1")
-            h = conv(h, cout, cout, 3, 1, f"{name}.conv2", relu=False)
-            skip = conv(x, cin, cout, 1, stride, f"{name}.down", relu=False) if (stride != 1 or cin != cout) else x
-            nodes.append(helper.make_node("Add", [h, skip], [f"{name}.add"], name=f"{name}.add"))
-            nodes.append(helper.make_node("Relu", [f"{name}.add"], [f"{name}.out"], name=f"{name}.out"))
-            x, cin = f"{name}.out", cout
-    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
-    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"))
-    w = (rng.standard_normal((classes, 512)) * np.sqrt(1.0 / 512)).astype(np.float32)
-    inits += [numpy_helper.from_array(w, "fc.weight"), numpy_helper.from_array(np.zeros(classes, np.float32), "fc.bias")]
-    nodes.append(helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc", transB=1))
-    graph = helper.make_graph(nodes, "resnet18_like",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="bench_calibration")
-    model.ir_version = 8
-    return model
+from generators import resnet
 
 
 def _child(kind: str, model_path: str, data_path: str, batch: int, out_path: str) -> None:
@@ -149,7 +105,7 @@ def main() -> None:
         _child(args.child[0], args.child[1], args.child[2], args.batch, args.child[3])
         return
     with tempfile.TemporaryDirectory() as tmp:
-        model = resnet18_like()
+        model = resnet()  # ResNet-18, BatchNorm folded into conv biases
         model_path, data_path = Path(tmp) / "resnet18_like.onnx", Path(tmp) / "calib.npz"
         onnx.save(model, model_path)
         rng = np.random.default_rng(1)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from generators import resnet
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,59 +35,6 @@ from workbench.compare import Dataset, compare, output_error  # noqa: E402
 from workbench.debug import evaluate, low_precision_layers, outlier_channel_model, sensitivity  # noqa: E402
 from workbench.graph import load_model, sample_path  # noqa: E402
 from workbench.precision import quantize_model  # noqa: E402
-
-
-def resnet18(size: int, classes: int = 10, stem_stride: int = 2, seed: int = 0, widths=(64, 128, 256, 512)
-             ) -> onnx.ModelProto:
-    """ResNet-18 topology (torchvision layout, BatchNorm kept) with seeded He-initialised weights."""
-    rng = np.random.default_rng(seed)
-    inits: list[TensorProto] = []
-    nodes: list[onnx.NodeProto] = []
-
-    def conv_bn(x: str, cin: int, cout: int, k: int, stride: int, name: str, relu: bool = True) -> str:
-        w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))).astype(np.float32)
-        inits.extend([numpy_helper.from_array(w, f"{name}.weight"),
-                      numpy_helper.from_array((1 + 0.1 * rng.standard_normal(cout)).astype(np.float32), f"{name}.g"),
-                      numpy_helper.from_array((0.1 * rng.standard_normal(cout)).astype(np.float32), f"{name}.b"),
-                      numpy_helper.from_array((0.1 * rng.standard_normal(cout)).astype(np.float32), f"{name}.m"),
-                      numpy_helper.from_array((1 + 0.1 * rng.random(cout)).astype(np.float32), f"{name}.v")])
-        nodes.append(helper.make_node("Conv", [x, f"{name}.weight"], [f"{name}.conv"], name=f"{name}.conv",
-                                      kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4))
-        nodes.append(helper.make_node("BatchNormalization", [f"{name}.conv", f"{name}.g", f"{name}.b", f"{name}.m",
-                                                             f"{name}.v"], [f"{name}.bn"], name=f"{name}.bn"))
-        if not relu:
-            return f"{name}.bn"
-        nodes.append(helper.make_node("Relu", [f"{name}.bn"], [f"{name}.relu"], name=f"{name}.relu"))
-        return f"{name}.relu"
-
-    x = conv_bn("input", 3, widths[0], 7 if stem_stride == 2 else 3, stem_stride, "stem")
-    if stem_stride == 2:
-        nodes.append(helper.make_node("MaxPool", [x], ["stem.pool"], name="stem.pool", kernel_shape=[3, 3],
-                                      strides=[2, 2], pads=[1, 1, 1, 1]))
-        x = "stem.pool"
-    cin = widths[0]
-    for li, cout in enumerate(widths):
-        for bi in range(2):
-            stride = 2 if (bi == 0 and li > 0) else 1
-            name = f"layer{li + 1}.{bi}"
-            y = conv_bn(x, cin, cout, 3, stride, f"{name}.c1")
-            y = conv_bn(y, cout, cout, 3, 1, f"{name}.c2", relu=False)
-            short = conv_bn(x, cin, cout, 1, stride, f"{name}.down", relu=False) if (stride != 1 or cin != cout) else x
-            nodes.append(helper.make_node("Add", [y, short], [f"{name}.add"], name=f"{name}.add"))
-            nodes.append(helper.make_node("Relu", [f"{name}.add"], [f"{name}.out"], name=f"{name}.out"))
-            x, cin = f"{name}.out", cout
-    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
-    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"))
-    inits.append(numpy_helper.from_array((rng.standard_normal((classes, cin)) / np.sqrt(cin)).astype(np.float32),
-                                         "fc.weight"))
-    inits.append(numpy_helper.from_array(np.zeros(classes, np.float32), "fc.bias"))
-    nodes.append(helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc", transB=1))
-    graph = helper.make_graph(nodes, "resnet18",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return load_model(model)
 
 
 def max_scales(model: onnx.ModelProto, x: np.ndarray) -> dict[str, float]:
@@ -340,7 +287,7 @@ def bench_memory(counts: tuple[int, ...]) -> None:
 
     print("[layerwise memory] ResNet-18 topology 224x224, 1000 classes (11.7 M params), INT8 Q/DQ vs FP32, "
           "batch 8, every tensor + local error, each run in a fresh process")
-    ref = resnet18(224, classes=1000, seed=1)
+    ref = load_model(resnet(batch_norm=True, seed=1))
     calib = np.random.default_rng(5).standard_normal((16, 3, 224, 224)).astype(np.float32)
     cand = quantize_model(ref, max_scales(ref, calib))
     with tempfile.TemporaryDirectory() as tmp:
@@ -376,7 +323,8 @@ def main() -> None:
     bench_sensitivity("digits CNN (outlier channels)", broken, calib,
                       Dataset({"input": d["input"], "label": d["label"]}), repeats=15)
     size = 32
-    big = resnet18(size, stem_stride=1, seed=0, widths=(16, 32, 64, 128) if args.quick else (32, 64, 128, 256))
+    big = load_model(resnet(widths=(16, 32, 64, 128) if args.quick else (32, 64, 128, 256), image=size, classes=10,
+                            batch_norm=True, cifar_stem=True, seed=0))
     rng = np.random.default_rng(1)
     x = rng.standard_normal((256, 3, size, size)).astype(np.float32)
     calib_big = rng.standard_normal((128, 3, size, size)).astype(np.float32)

@@ -29,65 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from generators import resnet
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def resnet50_like(classes: int = 100, seed: int = 0) -> onnx.ModelProto:
-    """A ResNet-50-shaped graph (Conv/BatchNormalization/Relu/Add/MaxPool/GlobalAveragePool/Flatten/Gemm)."""
-    rng = np.random.default_rng(seed)
-    inits: list[TensorProto] = []
-    nodes: list[onnx.NodeProto] = []
-    counter = [0]
-
-    def conv_bn(x: str, cin: int, cout: int, k: int, stride: int, relu: bool) -> str:
-        counter[0] += 1
-        p = f"layer{counter[0]}"
-        w = (rng.standard_normal((cout, cin, k, k), dtype=np.float32) * np.float32(np.sqrt(2 / (cin * k * k))))
-        inits.append(numpy_helper.from_array(w, f"{p}.weight"))
-        for name, val in (("scale", np.ones(cout)), ("bias", np.zeros(cout)), ("mean", np.zeros(cout)),
-                          ("var", np.ones(cout))):
-            inits.append(numpy_helper.from_array(val.astype(np.float32), f"{p}.bn.{name}"))
-        nodes.append(helper.make_node("Conv", [x, f"{p}.weight"], [f"{p}.conv"], name=f"{p}.conv",
-                                      kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4))
-        nodes.append(helper.make_node("BatchNormalization", [f"{p}.conv"] + [f"{p}.bn.{n}" for n in
-                                      ("scale", "bias", "mean", "var")], [f"{p}.bn"], name=f"{p}.bn"))
-        if not relu:
-            return f"{p}.bn"
-        nodes.append(helper.make_node("Relu", [f"{p}.bn"], [f"{p}.relu"], name=f"{p}.relu"))
-        return f"{p}.relu"
-
-    x = conv_bn("input", 3, 64, 7, 2, True)
-    nodes.append(helper.make_node("MaxPool", [x], ["pool0"], name="pool0", kernel_shape=[3, 3], strides=[2, 2],
-                                  pads=[1, 1, 1, 1]))
-    x, cin = "pool0", 64
-    for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512))):
-        for b in range(blocks):
-            stride = 2 if b == 0 and stage > 0 else 1
-            y = conv_bn(x, cin, width, 1, 1, True)
-            y = conv_bn(y, width, width, 3, stride, True)
-            y = conv_bn(y, width, width * 4, 1, 1, False)
-            short = conv_bn(x, cin, width * 4, 1, stride, False) if b == 0 else x
-            out = f"stage{stage}.block{b}"
-            nodes.append(helper.make_node("Add", [y, short], [out + ".add"], name=out + ".add"))
-            nodes.append(helper.make_node("Relu", [out + ".add"], [out + ".relu"], name=out + ".relu"))
-            x, cin = out + ".relu", width * 4
-    fc = (rng.standard_normal((classes, cin), dtype=np.float32) * np.float32(0.01))
-    inits += [numpy_helper.from_array(fc, "fc.weight"), numpy_helper.from_array(np.zeros(classes, np.float32), "fc.bias")]
-    nodes += [
-        helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"),
-        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
-        helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc", transB=1),
-    ]
-    graph = helper.make_graph(nodes, "resnet50_like",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 224, 224])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
-                              inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="bench_load")
-    model.ir_version = 8
-    return model
 
 
 def encoder_like(layers: int = 12, dim: int = 384, heads: int = 6, seq: int = 128, seed: int = 0) -> onnx.ModelProto:
@@ -143,6 +89,11 @@ def encoder_like(layers: int = 12, dim: int = 384, heads: int = 6, seq: int = 12
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="bench_load")
     model.ir_version = 8
     return model
+
+
+def resnet50_like() -> onnx.ModelProto:
+    """ResNet-50 (Conv-BN-Relu bottlenecks [3, 4, 6, 3]), 100 classes, batch 1: about 95 MB."""
+    return resnet((3, 4, 6, 3), classes=100, batch_norm=True, bottleneck=True, batch=1)
 
 
 MODELS = {"resnet50_like": resnet50_like, "encoder_like": encoder_like}
