@@ -515,3 +515,81 @@ def test_tabs_after_model_are_built_when_first_shown(wb: Workbench):
     assert wb.tabs.built(titles[1]) and wb.tab.children[1] is wb.tabs[titles[1]].widget
     assert wb.tab.children[1] is not placeholder and wb.tabs[titles[1]].session is wb.session
     assert wb.tab.get_title(1) == titles[1]
+
+
+# --- wiring between tabs (the dashboard's job) -------------------------------------------------------
+
+
+def _ringed(tab) -> list[tuple[float, float]]:
+    ring = tab._trace("highlight")
+    return list(zip(ring.x or (), ring.y or ()))
+
+
+def _points_of(tab, names) -> list[tuple[float, float]]:
+    return list(zip(*points(tab.layout, names))) if names else []
+
+
+def test_a_node_picked_in_the_model_tab_is_selected_in_the_edit_tab(wb: Workbench):
+    model = wb.tabs["Model"]
+    titles = list(wb.tabs)
+    assert "Edit" in wb.tabs and not wb.tabs.built("Edit")  # `in` does not build the tab
+    model.rows.value = "block2.conv"  # picked before the Edit tab exists...
+    assert not wb.tabs.built("Edit")
+    wb.tab.selected_index = titles.index("Edit")  # ...and the user opens it
+    edit = wb.tabs["Edit"]
+    assert edit.selection == ["block2.conv"]
+    _click(model, "fc")  # once built, a click in the graph goes straight through
+    assert edit.selection == ["fc"]
+    model.rows.value = "block1.relu"
+    assert edit.selection == ["block1.relu"]
+    model.filter.value = "no-such-layer"  # hiding the row in the table is not a new pick
+    assert model.selected is None and edit.selection == ["block1.relu"]
+    edit.select(["block1.conv", "fc"])  # the Edit tab's own multi-selection is its own
+    assert model.selected is None
+
+
+def test_pending_pick_goes_to_the_edit_tab_when_looked_up(wb: Workbench):
+    _click(wb.tabs["Model"], "residual.add")
+    _click(wb.tabs["Model"], "block3.conv")  # the last pick wins
+    assert wb.tabs["Edit"].selection == ["block3.conv"]
+
+
+def test_an_applied_edit_is_ringed_in_the_model_tab(wb: Workbench):
+    model = wb.tabs["Model"]
+    model.highlight(["fc"], note="slowest")  # e.g. another tab's rings: replaced by the next change
+    edit = wb.tabs["Edit"]
+    edit.select(["block1.conv"])
+    edit.action.value = "insert node after output"
+    edit.op.value, edit.name.value = "Relu", "extra.relu"
+    edit.apply_button.click()
+    assert wb.status.state == "ok", wb.status.message
+    added = edit.last_change["added"]
+    assert added == ["extra.relu"] and edit.last_change["removed"] == []
+    assert _ringed(model) == _points_of(model, added) and len(_ringed(model)) == 1
+    assert "1 node(s) added (ringed), 0 removed" in model.highlight_note.value
+
+    edit.select(["block2.relu"])
+    edit.action.value = "bypass node"
+    edit.apply_button.click()
+    change = edit.last_change
+    assert change["added"] == [] and change["removed"] == ["block2.relu"]
+    assert _ringed(model) == []  # exactly the added nodes: none
+    assert "0 node(s) added, 1 removed" in model.highlight_note.value
+    assert "1 removed" in wb.status.message
+
+    edit.undo_button.click()  # undo brings the Relu back: that is the change now
+    assert edit.last_change["added"] == ["block2.relu"]
+    assert _ringed(model) == _points_of(model, ["block2.relu"])
+    assert "last undo: 1 node(s) added" in model.highlight_note.value
+    wb.session.set_build(BuildSettings(opt_level=2))  # a settings change leaves the rings alone
+    assert _ringed(model) == _points_of(model, ["block2.relu"]) and "last undo" in model.highlight_note.value
+
+
+def test_edits_are_ringed_before_the_edit_tab_is_built(wb: Workbench):
+    model = wb.tabs["Model"]
+    wb.session.apply(FuseBatchNorm())
+    assert not wb.tabs.built("Edit")
+    assert wb.session.last_change["added"] == [] and _ringed(model) == []
+    assert "0 node(s) added, 3 removed" in model.highlight_note.value
+    model.highlight([])  # a caller without a note clears it
+    assert model.highlight_note.value == ""

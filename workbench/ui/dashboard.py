@@ -4,6 +4,11 @@ Tabs are classes ``XTab(session, status)`` in ``workbench/ui/<name>_tab.py``; a 
 not exist yet is skipped, any other import error surfaces. A model that cannot be opened leaves a
 usable dashboard in an error state: the status shows message and hint, and the path box + Open button
 load another model.
+
+The dashboard wires the tabs together (a tab knows no other tab): a node the user picks in the Model tab
+(row or graph click) becomes the Edit tab's selection (kept until the Edit tab is built, if it is not yet),
+and after every change of the model (an edit applied, undo, redo, a recipe loaded) the Model tab's graph
+rings the nodes the change added and says how many it added and removed.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from ..session import Session
 from .common import Status
 from .model_tab import ModelTab, summary_line
 
-__all__ = ["Workbench", "LazyTabs", "UnavailableTab", "TAB_MODULES"]
+__all__ = ["Workbench", "LazyTabs", "UnavailableTab", "TAB_MODULES", "EDIT_TITLE"]
+
+EDIT_TITLE = "Edit"  # the tab that receives the node picked in the Model tab
 
 # (module in workbench.ui, class) in display order, after the Model tab
 TAB_MODULES: tuple[tuple[str, str], ...] = (
@@ -96,12 +103,16 @@ class LazyTabs(Mapping[str, Any]):
             children = list(self._owner.tab.children)
             children[index] = tab.widget
             self._owner.tab.children = children
+            self._owner._tab_built(self._titles[index], tab)
         return tab
 
     def __getitem__(self, title: str) -> Any:
         if title not in self._titles:
             raise KeyError(title)
         return self.build(self._titles.index(title))
+
+    def __contains__(self, title: object) -> bool:  # without building the tab (Mapping's would)
+        return title in self._titles
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._titles)
@@ -124,6 +135,8 @@ class Workbench:
         self.status = Status()
         self.tabs: Mapping[str, Any] = {}
         self._unsubscribe: Any = None
+        self._pending_edit_selection: list[str] | None = None  # picked in the Model tab before Edit was built
+        self._model_shown: Any = None  # the model whose last change the Model tab's graph rings
 
         self.name = W.HTML()
         self.line = W.HTML()
@@ -180,19 +193,61 @@ class Workbench:
         self.session = session
         if session.source_path is not None:
             self.path.value = str(session.source_path)
+        self._pending_edit_selection = None
+        self._model_shown = session.model
         self.tabs = LazyTabs(self, session, classes, first)
+        if hasattr(first, "on_select"):
+            first.on_select(lambda name: self._on_model_select(session, [name]))
         self.tab.children = [first.widget] + [self.tabs.placeholder(i) for i in range(1, len(classes))]
         for i, cls in enumerate(classes):
             self.tab.set_title(i, getattr(cls, "title", cls.__name__))
         self.tab.selected_index = 0
         self._refresh_header()
-        unsubscribe = session.on_change(lambda _s: self._refresh_header())
+        unsubscribe = session.on_change(lambda _s: self._on_session_change(session, first))
         self._unsubscribe = unsubscribe if callable(unsubscribe) else None
 
     def _on_tab_selected(self, change: dict) -> None:
         index = change["new"]
         if isinstance(self.tabs, LazyTabs) and index is not None:
             self.tabs.build(index)
+
+    # --- wiring between tabs --------------------------------------------------------------------------
+
+    def _on_model_select(self, session: Session, names: list[str]) -> None:
+        """The user picked a node in the Model tab: select it in the Edit tab now, or when that is built."""
+        if session is not self.session or not isinstance(self.tabs, LazyTabs) or EDIT_TITLE not in self.tabs:
+            return
+        if self.tabs.built(EDIT_TITLE):
+            self._select_in_edit(self.tabs[EDIT_TITLE], names)
+        else:
+            self._pending_edit_selection = list(names)
+
+    def _tab_built(self, title: str, tab: Any) -> None:
+        """Called by LazyTabs when a tab of the current session is built."""
+        if title == EDIT_TITLE and self._pending_edit_selection is not None:
+            names, self._pending_edit_selection = self._pending_edit_selection, None
+            self._select_in_edit(tab, names)
+
+    @staticmethod
+    def _select_in_edit(tab: Any, names: list[str]) -> None:
+        select = getattr(tab, "select", None)  # an UnavailableTab has none
+        if callable(select):
+            select(names)
+
+    def _on_session_change(self, session: Session, model_tab: Any) -> None:
+        self._refresh_header()
+        if session is not self.session or session.model is self._model_shown:
+            return  # another session's late event, or a settings change (same model)
+        self._model_shown = session.model
+        if not callable(getattr(model_tab, "highlight", None)):
+            return
+        model_tab.refresh()  # no-op if its own change handler ran first; the rings need the new graph
+        change = session.last_change
+        added, removed = list(change.get("added") or []), list(change.get("removed") or [])
+        note = (f"last {change.get('action')}: {len(added)} node(s) added"
+                + (" (ringed)" if added else "") + f", {len(removed)} removed"
+                + (" (not in the graph any more)" if removed else ""))
+        model_tab.highlight(added, note=note)
 
     def _make_tab(self, cls: type, session: Session) -> Any:
         """A tab for ``session``; a tab that cannot serve this model (WorkbenchError) shows why in its place."""

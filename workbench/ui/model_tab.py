@@ -2,13 +2,14 @@
 
 Visible state lives in widget values (``summary.value``, ``rows.options``, ``details.value``,
 ``report.value``, the graph's trace data) so headless tests can read it. Clicking a node in the graph
-selects its row; selecting a row marks the node in the graph and shows its details.
+selects its row; selecting a row marks the node in the graph and shows its details. ``on_select(callback)``
+tells others (the dashboard) which node the user picked; ``highlight(names, note=...)`` rings nodes and says why.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import ipywidgets as W
@@ -152,6 +153,7 @@ class ModelTab:
         self.table: Table | None = None
         self._nodes: dict[str, onnx.NodeProto] = {}
         self._highlight: tuple[str, ...] = ()
+        self._select_callbacks: list[Callable[[str], None]] = []
         self.last_report: dict[str, Any] | None = None
 
         self.summary = W.HTML()
@@ -171,12 +173,14 @@ class ModelTab:
         self.report = W.HTML()
         self.graph: go.FigureWidget | None = None  # one FigureWidget for the tab's life (see _set_figure)
         self._graph_box = W.Box([], layout=W.Layout(overflow="auto"))
+        self.highlight_note = W.HTML()  # what the ringed nodes are, when a caller says (e.g. the last edit)
 
         for w, css in ((self.summary, "wb-model-summary"), (self.filter, "wb-filter"), (self.op, "wb-op"),
                        (self.count, "wb-count"), (self.rows, "wb-rows"), (self.details, "wb-details"),
                        (self.shapes, "wb-shapes"), (self.check_button, "wb-check-button"),
                        (self.report, "wb-report"), (self._graph_box, "wb-graph"),
-                       (self.phase, "wb-check-phase"), (self.cancel_button, "wb-check-cancel")):
+                       (self.phase, "wb-check-phase"), (self.cancel_button, "wb-check-cancel"),
+                       (self.highlight_note, "wb-highlight-note")):
             w.add_class(css)  # stable hooks for the browser test and for styling
         self.filter.observe(lambda _: self._apply_filter(), "value")
         self.op.observe(lambda _: self._apply_filter(), "value")
@@ -189,7 +193,7 @@ class ModelTab:
                       layout=W.Layout(flex="0 0 430px", width="430px", overflow="hidden"))
         self.widget = W.VBox([
             self.summary,
-            W.HBox([left, self._graph_box]),
+            W.HBox([left, W.VBox([self.highlight_note, self._graph_box])]),
             W.HBox([self.check_button, self.cancel_button, self.shapes, self.progress, self.phase]),
             self.report,
         ])
@@ -219,6 +223,7 @@ class ModelTab:
         finally:
             self._syncing = False
         self._highlight = tuple(n for n in self._highlight if n in self._nodes)
+        self.highlight_note.value = ""  # it described the rings on the previous model
         self._set_figure(graph_figure(self.layout, highlight=self._highlight))
         self._apply_filter(keep=keep if keep in self._nodes else None)
         self._show_details(self.rows.value)  # the kept node may have changed (new weights, inputs)
@@ -270,6 +275,8 @@ class ModelTab:
     def _on_row(self, change: dict) -> None:
         if not self._syncing:
             self._show_details(change["new"])
+            if change["new"] is not None:
+                self._selected_by_user(change["new"])
 
     def select(self, name: str | None) -> None:
         """Select a node by name: its row in the table, its marker in the graph, its details."""
@@ -312,7 +319,20 @@ class ModelTab:
 
     def _on_graph_click(self, trace: Any, pts: Any, _selector: Any) -> None:
         if pts.point_inds:
-            self.select(trace.customdata[pts.point_inds[0]])
+            name = trace.customdata[pts.point_inds[0]]
+            self.select(name)
+            if self.selected == name:
+                self._selected_by_user(name)
+
+    def on_select(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(node_name)`` when the user picks a node (a row or a click in the graph; not
+        :meth:`select` from code); returns a function that unsubscribes it."""
+        self._select_callbacks.append(callback)
+        return lambda: self._select_callbacks.remove(callback) if callback in self._select_callbacks else None
+
+    def _selected_by_user(self, name: str) -> None:
+        for callback in list(self._select_callbacks):
+            callback(name)
 
     @property
     def selected(self) -> str | None:
@@ -320,9 +340,11 @@ class ModelTab:
 
     # --- hooks for other tabs -----------------------------------------------------------------------
 
-    def highlight(self, names: Iterable[str]) -> None:
-        """Ring the given nodes in the graph (others pass e.g. the slowest or most divergent layers)."""
+    def highlight(self, names: Iterable[str], note: str = "") -> None:
+        """Ring the given nodes in the graph (others pass e.g. the slowest or most divergent layers); ``note``
+        (plain text) is shown above the graph to say what the rings are."""
         self._highlight = tuple(n for n in names if n in self._nodes)
+        self.highlight_note.value = f'<span class="wb-note">{html.escape(note)}</span>' if note else ""
         assert self.layout is not None
         xs, ys = points(self.layout, self._highlight)
         with self.graph.batch_update():
