@@ -246,3 +246,91 @@ def test_pair_stats_streamed_equal_direct_paired_test():
     bad = _PairStats(2)
     bad.add(np.array([[np.inf, 1.0], [0.0, 1.0]]))
     assert bad.unsettled([0, 1]) == 0  # a non-finite score: its pair is not counted
+
+
+def _rel_l2(out: np.ndarray, ref_out: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(out - ref_out, axis=1) / np.linalg.norm(ref_out, axis=1)
+
+
+def test_quantize_only_sensitivity_equals_one_full_quantized_run_per_layer(models):
+    """direction="quantize_only": each layer's score is the FP32 model with only that layer quantized (same
+    scales), run in full in ONNX Runtime on the same samples; the outlier reader ranks first."""
+    from workbench.debug import isolate_layers
+
+    data = np.load(TEST)
+    x, y = data["input"][:128], data["label"][:128]
+    sens = sensitivity(models["ref"], models["q"], Dataset({"input": x, "label": y}), metric=accuracy(),
+                       direction="quantize_only")
+    assert sens.direction == "quantize_only"
+    ref_out = logits(models["ref"], x).astype(np.float64)
+    fp32 = (ref_out.argmax(1) == y).mean()
+    assert sens.metric_reference == pytest.approx(fp32)
+    assert sens.metric_before == pytest.approx((logits(models["q"], x).argmax(1) == y).mean())
+    rows = sens.table.records()
+    assert len(rows) == 6
+    for row in rows:
+        node = row["node"]
+        # the Add's residual input is quantized only together with its convolution in quantize_model, so
+        # the brute force for it is the candidate with every other layer restored
+        full_model = restore_layers(models["q"], models["ref"], [r["node"] for r in rows if r["node"] != node]) \
+            if node == "/Add" else quantize_model(models["ref"], models["scales"], nodes=[node])
+        assert low_precision_layers(models["ref"], load_model(full_model)).keys() == {node}
+        full = logits(full_model, x).astype(np.float64)
+        err = _rel_l2(full, ref_out).mean()
+        assert err > 0, node
+        assert row["rel_l2_restored"] == pytest.approx(err, rel=1e-5, abs=1e-7), node
+        assert row["score"] == pytest.approx(err, rel=1e-5, abs=1e-7), node
+        acc = (full.argmax(1) == y).mean()
+        assert row["metric_restored"] == pytest.approx(acc, abs=1e-9), node
+        assert row["metric_gain"] == pytest.approx(acc - fp32, abs=1e-9), node
+        # isolate_layers (the default variant) is that model
+        np.testing.assert_allclose(logits(isolate_layers(models["q"], models["ref"], [node]), x), full,
+                                   rtol=0, atol=1e-5)
+    assert sens.ranking[0] == "/res2/res2.0/Conv"
+    assert set(sens.ranking[:2]) == {"/res2/res2.0/Conv", "/fc/Gemm"}
+    scores = sens.table.column("score")
+    assert scores == sorted(scores, reverse=True)
+    by_metric = sensitivity(models["ref"], models["q"], Dataset({"input": x, "label": y}), metric=accuracy(),
+                            direction="quantize_only", rank_by="metric")
+    assert by_metric.ranking[0] == "/res2/res2.0/Conv"
+    assert by_metric.table.records()[0]["score"] == pytest.approx(-by_metric.table.records()[0]["metric_gain"])
+    with pytest.raises(DataError, match="unknown direction"):
+        sensitivity(models["ref"], models["q"], {"input": x}, direction="sideways")
+
+
+def test_quantize_only_with_a_requantizing_factory_equals_quantizing_that_node_alone(models):
+    x = np.load(TEST)["input"][:96]
+    ref_out = logits(models["ref"], x).astype(np.float64)
+    calls = []
+
+    def factory(keep):
+        calls.append(keep)
+        return quantize_model(models["ref"], models["scales"], exclude=keep)
+
+    layers = ["/stem/stem.0/Conv", "/res2/res2.0/Conv", "/fc/Gemm"]
+    sens = sensitivity(models["ref"], models["q"], {"input": x}, factory=factory, layers=layers,
+                       direction="quantize_only")
+    all_low = set(low_precision_layers(models["ref"], models["q"]))
+    assert sorted(set(all_low) - set(k) for k in calls) == sorted({n} for n in layers)
+    for row in sens.table.records():
+        full = logits(quantize_model(models["ref"], models["scales"], nodes=[row["node"]]), x).astype(np.float64)
+        assert row["score"] == pytest.approx(_rel_l2(full, ref_out).mean(), rel=1e-5, abs=1e-7), row["node"]
+    assert sens.ranking[0] == "/res2/res2.0/Conv"
+
+
+def test_cli_debug_quantize_only_direction(models, tmp_path, cli_path):
+    model_path = save_model(models["ref"], tmp_path / "outlier.onnx")
+    session = Session(model_path, cache_dir=tmp_path / "cache")
+    cache = calibrate(session.model, TEST.parent / "digits_calib.npz", method="max")
+    session.apply(Quantize(method="max", scales=cache.save(session.cache_dir)))
+    recipe = session.save(tmp_path / "int8.json")
+    proc = subprocess.run([str(cli_path), "debug", str(model_path), "--recipe", str(recipe), "--inputs", str(TEST),
+                           "--direction", "quantize_only", "--max-samples", "256", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    out = json.loads(proc.stdout)
+    assert {"sensitivity", "keep_high_precision", "metric_before", "metric_after", "recipe"} <= set(out)
+    assert out["direction"] == "quantize_only"
+    assert out["sensitivity"][0]["node"] == "/res2/res2.0/Conv"
+    assert out["sensitivity"][0]["metric_restored"] <= out["metric_reference"]
+    assert out["met"] and "/res2/res2.0/Conv" in out["keep_high_precision"]

@@ -10,6 +10,9 @@ sample; for a CNN whose FLOPs are spread along its depth the tails hold about ha
 (0.48x on the ResNet-18-topology and 0.49x on the digits CNN of ``benchmarks/bench_debug.py``). Fewer samples
 are no way out when neighbouring layers differ by less than their sampling noise: the ranking counts those
 pairs (``Sensitivity.unsettled_pairs``, with a warning), whose order no smaller sample can reproduce.
+The other direction, ``direction="quantize_only"`` (the FP32 model with only L quantized, as Polygraphy's and
+ONNX Runtime's qdq_loss_debug users expect), uses the same tails with the reference as the base: upstream of
+L everything is FP32, so the reference's captured activations feed L's Q/DQ and only L's downstream runs.
 
 Bisection (:func:`find_plan`): greedy on the ranking (keep the top 1, 2, 4, ... layers) until the metric
 meets the tolerance, bisection between the last failing and first passing count to confirm the smallest
@@ -42,7 +45,9 @@ from .table import Table
 __all__ = [
     "low_precision_layers",
     "restore_layers",
+    "isolate_layers",
     "sensitivity",
+    "DIRECTIONS",
     "Sensitivity",
     "find_plan",
     "Plan",
@@ -57,6 +62,9 @@ __all__ = [
 ]
 
 SENSITIVITY_COLUMNS = ("rank", "node", "op", "precision", "score", "metric_gain", "metric_restored", "rel_l2_restored")
+#: ``restore``: the candidate with only layer L back in FP32; ``quantize_only``: the FP32 reference with only L
+#: in low precision (as Polygraphy's / ONNX Runtime's qdq_loss_debug users expect).
+DIRECTIONS = ("restore", "quantize_only")
 PLAN_COLUMNS = ("plan", "kept", "keep", "metric", "cost", "met", "step")
 Factory = Callable[[tuple[str, ...]], onnx.ModelProto]
 Progress = Callable[[str, int, int], Any]
@@ -170,6 +178,36 @@ def restore_layers(candidate: onnx.ModelProto, reference: onnx.ModelProto, nodes
     return out
 
 
+def isolate_layers(candidate: onnx.ModelProto, reference: onnx.ModelProto, nodes: Iterable[str]) -> onnx.ModelProto:
+    """The reference with only the named nodes running as in the candidate (everything else FP32).
+
+    Every other low-precision node of the candidate is restored (:func:`restore_layers`); restored weights keep
+    the reference's initializer names where nothing else uses them, so the result differs from the reference
+    only at the named nodes (which lets :func:`sensitivity` run just their downstream part).
+    """
+    nodes = list(dict.fromkeys(nodes))
+    low = low_precision_layers(reference, candidate)
+    missing = [n for n in nodes if n not in low]
+    if missing:
+        raise EditError(f"node(s) {missing} do not run in low precision in the candidate",
+                        hint=f"choose among {list(low)[:12]}")
+    out = restore_layers(candidate, reference, [n for n in low if n not in nodes])
+    g = out.graph
+    ref_inits = {i.name for i in reference.graph.initializer}
+    used = {o for n in g.node for o in n.output} | {i.name for i in g.input} | {i.name for i in g.initializer}
+    back = {i.name: i.name[:-len("__fp32")] for i in g.initializer
+            if i.name.endswith("__fp32") and i.name[:-len("__fp32")] in ref_inits
+            and i.name[:-len("__fp32")] not in used}
+    for i in g.initializer:
+        if i.name in back:
+            i.name = back[i.name]
+    for n in g.node:
+        for k, t in enumerate(n.input):
+            if t in back:
+                n.input[k] = back[t]
+    return out
+
+
 # --- sensitivity ---------------------------------------------------------------------------------------
 
 
@@ -188,6 +226,8 @@ class Sensitivity:
     #: neighbouring pairs of the ranking whose per-sample score differences average less than
     #: ``SETTLED_Z`` paired standard errors from zero: their order is within sampling noise.
     unsettled_pairs: int = 0
+    #: ``restore`` (only L back in FP32) or ``quantize_only`` (only L in low precision); see :func:`sensitivity`
+    direction: str = "restore"
 
     @property
     def ranking(self) -> list[str]:
@@ -365,10 +405,12 @@ def sensitivity(
     max_samples: int | None = None,
     rank_by: str = "rel_l2",
     factory: Factory | None = None,
+    direction: str = "restore",
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> Sensitivity:
-    """Rank the candidate's low-precision layers by how much restoring each alone to FP32 helps.
+    """Rank the candidate's low-precision layers by how much restoring each alone to FP32 helps
+    (``direction="restore"``, the default) or how much quantizing each alone hurts (``"quantize_only"``).
 
     ``score`` is the drop of the outputs' relative L2 error (per sample, against the reference) when the layer
     alone is restored (``rank_by="rel_l2"``, the default: continuous, so it separates layers that a coarse
@@ -377,9 +419,20 @@ def sensitivity(
     ``factory(keep)`` builds the candidate with ``keep`` in high precision (e.g. re-quantizing with
     ``exclude=keep``, see :func:`recipe_models`); by default the layer is restored in the candidate graph
     (:func:`restore_layers`). Only the part of each variant that differs from the candidate is run.
+
+    ``direction="quantize_only"``: each variant is the FP32 reference with only L in low precision (as the
+    candidate has it: :func:`isolate_layers`; with ``factory``, ``factory(every other low-precision layer)``).
+    Upstream of L everything is FP32, so the reference's own activations feed L's variant and only L's
+    downstream part runs. ``score`` is then the outputs' relative L2 error vs FP32 with only L quantized
+    (``rank_by="rel_l2"``) or the drop of ``metric`` vs FP32 (``rank_by="metric"``); ``metric_gain`` is the
+    change of ``metric`` vs FP32 (negative when L hurts), ``metric_restored`` / ``rel_l2_restored`` the
+    metric / error of that variant, and ``metric_before`` still the candidate's metric as it is.
     """
     if rank_by not in ("rel_l2", "metric"):
         raise DataError(f"unknown rank_by '{rank_by}'", hint="use 'rel_l2' or 'metric'")
+    if direction not in DIRECTIONS:
+        raise DataError(f"unknown direction '{direction}'", hint=f"use one of {', '.join(DIRECTIONS)}")
+    only = direction == "quantize_only"
     import time
 
     t0 = time.perf_counter()
@@ -401,17 +454,23 @@ def sensitivity(
                         hint="quantize or convert the model first (Quantize / ConvertPrecision edit)")
     ds = load_data(data)
     warnings: list[str] = []
-    variants = {layer: (factory((layer,)) if factory is not None else restore_layers(cand, ref, [layer]))
-                for layer in layers}
-    tails, boundary, out_map = _tails_model(cand, variants)
+    if only:
+        others = {layer: tuple(n for n in precisions if n != layer) for layer in layers}
+        variants = {layer: (factory(others[layer]) if factory is not None else isolate_layers(cand, ref, [layer]))
+                    for layer in layers}
+    else:
+        variants = {layer: (factory((layer,)) if factory is not None else restore_layers(cand, ref, [layer]))
+                    for layer in layers}
+    base = ref if only else cand  # the model every variant differs from; the tails are fed from its run
+    tails, boundary, out_map = _tails_model(base, variants)
     del variants
     outputs = [o.name for o in ref.graph.output]
-    ref_eng = OrtEngine(ref)
-    cand_eng = OrtEngine(with_outputs(cand, boundary))
+    base_capture = list(dict.fromkeys(outputs + [b for b in boundary if b not in _input_names(base)]))
+    ref_eng = OrtEngine(with_outputs(ref, base_capture) if only else ref)
+    cand_eng = OrtEngine(cand if only else with_outputs(cand, boundary))
     tail_eng = OrtEngine(tails)
     tail_inputs = [i.name for i in tail_eng.session.get_inputs()]
     tail_outputs = [o.name for o in tail_eng.session.get_outputs()]
-    cand_capture = list(dict.fromkeys(outputs + [b for b in boundary if b not in _input_names(cand)]))
     sums = {name: 0.0 for name in layers}
     errs = {name: 0.0 for name in layers}
     pairs = _PairStats(len(layers))  # the ranked quantity per sample, relative to the candidate's
@@ -424,23 +483,32 @@ def sensitivity(
             warnings.append(f"cancelled after {seen} samples")
             break
         n = len(next(iter(feeds.values())))
-        rv = ref_eng.run(feeds)
-        cv = cand_eng.run(feeds, outputs=cand_capture)
-        known = {**cv, **feeds}
+        if only:
+            bv = ref_eng.run(feeds, outputs=base_capture)
+            rv = {o: bv[o] for o in outputs}
+            cv = cand_eng.run(feeds)
+        else:
+            rv = ref_eng.run(feeds)
+            cv = bv = cand_eng.run(feeds, outputs=base_capture)
+        known = {**bv, **feeds}
         tv = tail_eng.run(_cast_feeds(tail_eng, {i: known[i] for i in tail_inputs}), outputs=tail_outputs)
-        ref_sum += float(run_metric(metric, rv, batch, rv, ds.where).sum())
+        ref_m_arr = run_metric(metric, rv, batch, rv, ds.where)
+        ref_sum += float(ref_m_arr.sum())
         cand_outs = {o: cv[o] for o in outputs}
         before_m_arr = run_metric(metric, cand_outs, batch, rv, ds.where)
         before_e_arr = run_metric(err, cand_outs, batch, rv, ds.where)
         before_err += float(before_e_arr.sum())
         scores = np.empty((len(layers), n))
         for k, layer in enumerate(layers):
-            outs = {o: tv[out_map[layer][o]] if o in out_map[layer] else cv[o] for o in outputs}
+            outs = {o: tv[out_map[layer][o]] if o in out_map[layer] else bv[o] for o in outputs}
             m_arr = run_metric(metric, outs, batch, rv, ds.where)
             e_arr = run_metric(err, outs, batch, rv, ds.where)
             sums[layer] += float(m_arr.sum())
             errs[layer] += float(e_arr.sum())
-            scores[k] = sign * (m_arr - before_m_arr) if rank_by == "metric" else before_e_arr - e_arr
+            if only:
+                scores[k] = sign * (ref_m_arr - m_arr) if rank_by == "metric" else e_arr
+            else:
+                scores[k] = sign * (m_arr - before_m_arr) if rank_by == "metric" else before_e_arr - e_arr
         before_sum += float(before_m_arr.sum())
         pairs.add(scores)
         seen += n
@@ -450,15 +518,20 @@ def sensitivity(
         raise DataError(f"no samples from {ds.where} were used", hint="provide more samples")
     before = before_sum / seen
     before_e = before_err / seen
+    fp32 = ref_sum / seen
     ops = {n.name: n.op_type for n in cand.graph.node}
     rows = []
     for layer in layers:
         m = sums[layer] / seen
         e = errs[layer] / seen
-        gain = sign * (m - before)
-        score = gain if rank_by == "metric" else before_e - e
+        if only:  # the change vs FP32 when only this layer is quantized: most damaging first
+            gain = sign * (m - fp32)
+            score = -gain if rank_by == "metric" else e
+        else:
+            gain = sign * (m - before)
+            score = gain if rank_by == "metric" else before_e - e
         rows.append((layer, ops.get(layer, "?"), precisions[layer], score, gain, m, e))
-    rows.sort(key=lambda r: (-r[3], -r[4]))
+    rows.sort(key=lambda r: (-r[3], r[4]) if only else (-r[3], -r[4]))
     table = Table(SENSITIVITY_COLUMNS, tuple((k + 1, *r) for k, r in enumerate(rows)))
     if seen < 16:
         warnings.append(f"only {seen} samples: the ranking is not reliable")
@@ -468,8 +541,8 @@ def sensitivity(
         warnings.append(f"{unsettled} of {len(rows) - 1} neighbouring pairs in the ranking differ by less than "
                         f"{SETTLED_Z:g} standard errors (paired, over {seen} samples): their order is within "
                         "sampling noise, may change with other data, and cannot be had from fewer samples")
-    return Sensitivity(table, metric.name, metric.higher_is_better, ref_sum / seen, before, seen,
-                       time.perf_counter() - t0, warnings, unsettled)
+    return Sensitivity(table, metric.name, metric.higher_is_better, fp32, before, seen,
+                       time.perf_counter() - t0, warnings, unsettled, direction)
 
 
 # --- cost and evaluation -----------------------------------------------------------------------------
@@ -666,6 +739,7 @@ class DebugResult:
             "samples": self.sensitivity.samples,
             "recipe": self.recipe_path,
             "warnings": self.sensitivity.warnings,
+            "direction": self.sensitivity.direction,
         }
 
 
@@ -681,6 +755,7 @@ def debug_precision(
     batch_size: int = 64,
     max_samples: int | None = None,
     rank_samples: int | None = None,
+    direction: str = "restore",
     recipe: Recipe | None = None,
     recipe_out: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
@@ -693,7 +768,8 @@ def debug_precision(
     ``keep`` in high precision (default: restore those nodes in the candidate graph); with ``recipe`` the
     chosen plan's recipe (:func:`plan_recipe`) is returned and, with ``recipe_out``, saved.
     ``rank_samples`` ranks on the first that many samples only (faster; the plans are still measured on
-    ``max_samples`` / all samples, so the accuracy reported is exact).
+    ``max_samples`` / all samples, so the accuracy reported is exact). ``direction`` is the sensitivity's
+    (:func:`sensitivity`): the plan is searched greedily along whichever ranking it gives.
     """
     ref = reference if len(reference.graph.value_info) else load_model(reference)
     cand = candidate if len(candidate.graph.value_info) else load_model(candidate)
@@ -701,7 +777,8 @@ def debug_precision(
     ds = load_data(data)
     limits = [n for n in (max_samples, rank_samples) if n]
     sens = sensitivity(ref, cand, ds, metric=metric, layers=layers, batch_size=batch_size, factory=factory,
-                       max_samples=min(limits) if limits else None, progress=progress, cancel=cancel)
+                       max_samples=min(limits) if limits else None, direction=direction, progress=progress,
+                       cancel=cancel)
     # reference outputs once (all evaluation samples), reused by every plan evaluation
     ref_eng = OrtEngine(ref)
     warnings: list[str] = []

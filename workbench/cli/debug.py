@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank-samples", type=int,
                    help="rank layers on this many samples only (faster); plans are still measured on all")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--direction", choices=("restore", "quantize_only"), default="restore",
+                   help="restore: score each layer by the gain when only it goes back to FP32 (default); "
+                        "quantize_only: by the damage when only it is quantized in the FP32 model")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     candidate = factory(())
     result = debug_precision(reference, candidate, data, factory=factory, metric=metric, tolerance=tolerance,
                              batch_size=args.batch_size, max_samples=args.max_samples,
-                             rank_samples=args.rank_samples)
+                             rank_samples=args.rank_samples, direction=args.direction)
     out = dict(result.to_dict())
     recipe_out = Path(args.recipe_out) if args.recipe_out else Path(args.recipe).with_suffix(".debugged.json")
     fixed = Session(session.source_path or args.model, recipe=plan_recipe(session.recipe, result.plan.keep),
@@ -55,7 +58,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def render(r: dict[str, Any]) -> str:
     lines = [f"metric {r['metric']}: FP32 {r['metric_reference']:.4f}, candidate {r['metric_before']:.4f}, "
              f"with the plan {r['metric_after']:.4f} ({'met' if r['met'] else 'NOT met'}, tolerance {r['tolerance']})",
-             "sensitivity (output rel_l2 recovered when only this layer is restored):"]
+             "sensitivity (output rel_l2 recovered when only this layer is restored):"
+             if r.get("direction", "restore") == "restore" else
+             "sensitivity (output rel_l2 vs FP32 when only this layer is quantized):"]
     lines += [f"  {i + 1:2d}. {s['node']} ({s['op']}, {s['precision']}): {s['score']:.4g}"
               for i, s in enumerate(r["sensitivity"])]
     lines.append(f"keep in high precision: {r['keep_high_precision'] or 'nothing'}")
