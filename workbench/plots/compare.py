@@ -28,8 +28,9 @@ def error_growth(layers: Table, *, column: str = "rel_l2", tolerance: float | No
                              line=dict(color=_BLUE)))
     local = f"local_{column}"
     if local in layers.columns:
-        fig.add_trace(go.Bar(x=x, y=[r[local] for r in recs], name=f"{column} (local: own error)", text=hover,
-                             hovertemplate="%{text}<br>local %{y:.3g}<extra></extra>", marker_color=_GREY,
+        fig.add_trace(go.Bar(x=x, y=[r[local] for r in recs], name=f"{column} (local: own error)",
+                             hovertext=hover, hovertemplate="%{hovertext}<br>local %{y:.3g}<extra></extra>",
+                             marker_color=_GREY,
                              opacity=0.6))
     if tolerance is not None:
         fig.add_hline(y=tolerance, line_dash="dash", line_color=_RED, annotation_text=f"tolerance {tolerance:g}")
