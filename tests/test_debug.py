@@ -160,12 +160,17 @@ def test_plan_recipe_adds_to_the_precision_edit():
         plan_recipe(Recipe(edits=(FuseBatchNorm(),)), ["n1"])
 
 
-def test_cli_debug_writes_a_recipe_that_recovers_accuracy(models, tmp_path, cli_path):
+def _int8_recipe(models, tmp_path):
+    """The outlier model saved to disk and a max-calibrated INT8 recipe for it (scales saved beside it)."""
     model_path = save_model(models["ref"], tmp_path / "outlier.onnx")
     session = Session(model_path, cache_dir=tmp_path / "cache")
     cache = calibrate(session.model, TEST.parent / "digits_calib.npz", method="max")
     session.apply(Quantize(method="max", scales=cache.save(session.cache_dir)))
-    recipe = session.save(tmp_path / "int8.json")
+    return model_path, session.save(tmp_path / "int8.json")
+
+
+def test_cli_debug_writes_a_recipe_that_recovers_accuracy(models, tmp_path, cli_path):
+    model_path, recipe = _int8_recipe(models, tmp_path)
     proc = subprocess.run([str(cli_path), "debug", str(model_path), "--recipe", str(recipe), "--inputs", str(TEST),
                            "--json"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -319,11 +324,7 @@ def test_quantize_only_with_a_requantizing_factory_equals_quantizing_that_node_a
 
 
 def test_cli_debug_quantize_only_direction(models, tmp_path, cli_path):
-    model_path = save_model(models["ref"], tmp_path / "outlier.onnx")
-    session = Session(model_path, cache_dir=tmp_path / "cache")
-    cache = calibrate(session.model, TEST.parent / "digits_calib.npz", method="max")
-    session.apply(Quantize(method="max", scales=cache.save(session.cache_dir)))
-    recipe = session.save(tmp_path / "int8.json")
+    model_path, recipe = _int8_recipe(models, tmp_path)
     proc = subprocess.run([str(cli_path), "debug", str(model_path), "--recipe", str(recipe), "--inputs", str(TEST),
                            "--direction", "quantize_only", "--max-samples", "256", "--json"],
                           capture_output=True, text=True, timeout=300)

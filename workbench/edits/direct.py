@@ -165,6 +165,17 @@ def _tensor_names(model: onnx.ModelProto) -> set[str]:
     return names
 
 
+def _require_tensor(model: onnx.ModelProto, tensor: str, where: str) -> set[str]:
+    """All tensor names of ``model``; an EditError (with similar names) when ``tensor`` is not one of them."""
+    used = _tensor_names(model)
+    if tensor not in used:
+        close = sorted(t for t in used if tensor.lower() in t.lower())[:5]
+        raise EditError(f"{where}: no tensor named '{tensor}' in the graph",
+                        hint="use a name from the layer table's inputs/outputs columns"
+                        + (f"; similar: {', '.join(close)}" if close else ""))
+    return used
+
+
 def _unique(base: str, used: set[str]) -> str:
     name, k = base, 1
     while name in used:
@@ -182,12 +193,7 @@ def insert_node(model: onnx.ModelProto, tensor: str, op: str, name: str = "",
     """
     where = f"insert_node after '{tensor}'"
     g = model.graph
-    used = _tensor_names(model)
-    if tensor not in used:
-        close = [t for t in used if tensor.lower() in t.lower()][:5]
-        raise EditError(f"{where}: no tensor named '{tensor}' in the graph",
-                        hint="use a name from the layer table's inputs/outputs columns"
-                        + (f"; similar: {', '.join(close)}" if close else ""))
+    used = _require_tensor(model, tensor, where)
     if not op:
         raise EditError(f"{where}: no op given", hint="give an ONNX operator name such as 'Relu'")
     node_names = {n.name for n in g.node}
@@ -248,12 +254,7 @@ def set_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int | str |
 def rename_tensor(model: onnx.ModelProto, name: str, new_name: str) -> None:
     """Rename a tensor everywhere: producers, consumers (subgraphs too), graph inputs/outputs, initializers."""
     where = f"rename_tensor '{name}'"
-    used = _tensor_names(model)
-    if name not in used:
-        close = [t for t in used if name.lower() in t.lower()][:5]
-        raise EditError(f"{where}: no tensor named '{name}' in the graph",
-                        hint="use a name from the layer table's inputs/outputs columns"
-                        + (f"; similar: {', '.join(close)}" if close else ""))
+    used = _require_tensor(model, name, where)
     if not new_name:
         raise EditError(f"{where}: empty new name", hint="give a non-empty, unique tensor name")
     if new_name != name and new_name in used:
