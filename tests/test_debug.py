@@ -16,6 +16,7 @@ from workbench.compare import Dataset, accuracy, output_error
 from workbench.debug import (
     debug_precision,
     estimated_cost,
+    evaluate,
     find_plan,
     low_precision_layers,
     outlier_channel_model,
@@ -326,7 +327,7 @@ def test_quantize_only_with_a_requantizing_factory_equals_quantizing_that_node_a
 def test_cli_debug_quantize_only_direction(models, tmp_path, cli_path):
     model_path, recipe = _int8_recipe(models, tmp_path)
     proc = subprocess.run([str(cli_path), "debug", str(model_path), "--recipe", str(recipe), "--inputs", str(TEST),
-                           "--direction", "quantize_only", "--max-samples", "256", "--json"],
+                           "--direction", "quantize_only", "--max-samples", "256", "--workers", "2", "--json"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     out = json.loads(proc.stdout)
@@ -335,3 +336,67 @@ def test_cli_debug_quantize_only_direction(models, tmp_path, cli_path):
     assert out["sensitivity"][0]["node"] == "/res2/res2.0/Conv"
     assert out["sensitivity"][0]["metric_restored"] <= out["metric_reference"]
     assert out["met"] and "/res2/res2.0/Conv" in out["keep_high_precision"]
+    bad = subprocess.run([str(cli_path), "debug", str(model_path), "--recipe", str(recipe), "--inputs", str(TEST),
+                          "--workers", "0"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "workers must be >= 1 (got 0)" in bad.stderr + bad.stdout
+    assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("direction", ["restore", "quantize_only"])
+def test_worker_threads_do_not_change_the_result(models, direction):
+    """Batches on 3 threads (single-threaded ONNX Runtime sessions) give the same table, sums and noise count
+    as one thread with ONNX Runtime's own threading: per-batch results are summed in batch order."""
+    tf = load_model("digits_transformer")
+    cases = [(models["ref"], models["q"]), (tf, load_model(convert_precision(tf, "fp16")))]
+    x = np.load(TEST)
+    for ref, cand in cases:
+        xs = x["input"][:150].reshape(150, *[d.dim_value for d in ref.graph.input[0].type.tensor_type.shape.dim[1:]])
+        ds = Dataset({"input": xs, "label": x["label"][:150]})  # 5 batches of 32, the last short
+        one = sensitivity(ref, cand, ds, metric=accuracy(), batch_size=32, workers=1, direction=direction)
+        three = sensitivity(ref, cand, ds, metric=accuracy(), batch_size=32, workers=3, direction=direction)
+        assert one.table.records() == three.table.records()
+        assert (one.samples, one.metric_before, one.unsettled_pairs) == (three.samples, three.metric_before,
+                                                                         three.unsettled_pairs)
+        assert one.samples == 150
+        ref_outs = [{"logits": logits(ref, xs[i:i + 32])} for i in range(0, 150, 32)]
+        a, b = (evaluate(cand, ds, output_error(), ref_outs, batch_size=32, max_samples=None, reference=ref,
+                         workers=w) for w in (1, 3))
+        direct = logits(cand, xs).astype(np.float64)
+        r = np.concatenate([o["logits"] for o in ref_outs]).astype(np.float64)
+        assert a == b == pytest.approx((np.linalg.norm(direct - r, axis=1) / np.linalg.norm(r, axis=1)).mean(),
+                                       rel=1e-5)
+
+
+def test_worker_threads_stop_when_cancelled(models):
+    """Cancelling between batches stops the ranking with the samples done so far; no thread outlives it."""
+    import threading
+
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 2  # two batches get through
+
+    before = threading.active_count()
+    sens = sensitivity(models["ref"], models["q"], np.load(TEST), batch_size=32, workers=2, cancel=cancel)
+    assert sens.samples == 64
+    assert any("cancelled after 64 samples" in w for w in sens.warnings)
+    assert threading.active_count() == before
+
+
+def test_restoring_a_node_that_reads_a_converted_constant_reads_the_fp32_constant():
+    """FP16 conversion turns Constant nodes (GELU's 1/sqrt(2), attention's scale) into fp16 in place; the
+    restored FP32 node must read the reference's constant, not the fp16 tensor of the same name."""
+    tf = load_model("digits_transformer")
+    half = load_model(convert_precision(tf, "fp16"))
+    node = "/layers/layers.0/mlp/mlp.1/Div"
+    restored = restore_layers(half, tf, [node])
+    div = next(n for n in restored.graph.node if n.name == node)
+    const = next(n for n in restored.graph.node if div.input[1] in n.output)
+    assert const.op_type == "Constant" and div.input[1].endswith("__fp32")
+    ref_const = next(n for n in tf.graph.node if n.output[0] == div.input[1][:-len("__fp32")])
+    assert onnx.numpy_helper.to_array(const.attribute[0].t).dtype == np.float32
+    assert const.attribute[0].t.SerializeToString() == ref_const.attribute[0].t.SerializeToString()
+    x = np.load(TEST)["input"][:16, 0]
+    s = ort.InferenceSession(restored.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.isfinite(s.run(None, {"input": x})[0]).all()

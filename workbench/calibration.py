@@ -403,7 +403,10 @@ def calibrate(
 
     graph_inputs = [i.name for i in model.graph.input]
     inner = [t for t in names if t not in graph_inputs]
-    engine = OrtEngine(with_outputs(model, inner), low_memory=True)
+    # no graph optimizations: a fusion (Conv+BatchNorm) applies only where the tensor between is not captured,
+    # so with them the captured values (rounding-level) and hence the quantized model would depend on which
+    # tensors are calibrated; ONNX Runtime's own calibrators run unoptimized too
+    engine = OrtEngine(with_outputs(model, inner), low_memory=True, optimize=False)
     hists = {t: RunningHistogram(num_bins) for t in names}
     h = hashlib.sha256()
     samples = 0

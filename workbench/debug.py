@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from .compare import Dataset, Metric, _batches, _cast_feeds, _input_names, load_
 from .errors import DataError, EditError, RecipeError
 from .fsio import atomic_write
 from .graph import TensorInfo, load_model, node_flops, prune_unused, tensor_infos
+from .parallel import ordered_map, resolve_workers, threads_per_worker
 from .recipe import ConvertPrecision, Quantize, Recipe
 from .table import Table
 
@@ -119,6 +120,8 @@ def restore_layers(candidate: onnx.ModelProto, reference: onnx.ModelProto, nodes
     g = out.graph
     cand_inits = {i.name: i for i in g.initializer}
     infos = tensor_infos(candidate)
+    ref_infos = tensor_infos(reference)
+    ref_prod = {o: n for n in reference.graph.node for o in n.output if o}
     added: set[str] = set()
     for name in dict.fromkeys(nodes):
         rn = ref_nodes.get(name)
@@ -147,6 +150,25 @@ def restore_layers(candidate: onnx.ModelProto, reference: onnx.ModelProto, nodes
                     new.input[k] = fp32
                 continue
             if t in produced:
+                ref_info, cand_info = ref_infos.get(t), infos.get(t)
+                if ref_info is None or cand_info is None or ref_info.dtype == cand_info.dtype:
+                    continue
+                # the candidate computes ``t`` in another type (e.g. a Constant converted to fp16): read the
+                # reference's own constant, else cast back to the reference's type
+                fp32 = f"{t}__fp32"
+                new.input[k] = fp32
+                if fp32 in added:
+                    continue
+                added.add(fp32)
+                producer = ref_prod.get(t)
+                if producer is not None and producer.op_type == "Constant":
+                    const = onnx.NodeProto()
+                    const.CopyFrom(producer)
+                    const.name, const.output[0] = f"{producer.name}__fp32", fp32
+                    extra.append(const)
+                else:
+                    to = helper.np_dtype_to_tensor_dtype(np.dtype(ref_info.dtype))
+                    extra.append(helper.make_node("Cast", [t], [fp32], name=f"{t}__restore_cast", to=to))
                 continue
             low = next((t + s for s in ("__fp16", "__bf16") if t + s in produced), None)
             if low is None:
@@ -394,6 +416,19 @@ class _PairStats:
         return count
 
 
+@dataclass(frozen=True)
+class _BatchScores:
+    """What one batch adds to the sensitivity sums (metric and error sums per layer, per-sample scores)."""
+
+    samples: int
+    ref_metric: float
+    before_metric: float
+    before_error: float
+    metric: np.ndarray  # [layers]
+    error: np.ndarray  # [layers]
+    scores: np.ndarray  # [layers, samples]
+
+
 def sensitivity(
     reference: Any,
     candidate: Any,
@@ -406,6 +441,7 @@ def sensitivity(
     rank_by: str = "rel_l2",
     factory: Factory | None = None,
     direction: str = "restore",
+    workers: int | None = None,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> Sensitivity:
@@ -427,6 +463,9 @@ def sensitivity(
     (``rank_by="rel_l2"``) or the drop of ``metric`` vs FP32 (``rank_by="metric"``); ``metric_gain`` is the
     change of ``metric`` vs FP32 (negative when L hurts), ``metric_restored`` / ``rel_l2_restored`` the
     metric / error of that variant, and ``metric_before`` still the candidate's metric as it is.
+
+    ``workers`` threads run whole batches side by side (default: one per core, at most 4; 1 = none); results
+    do not depend on it. A user ``metric`` function is then called from those threads.
     """
     if rank_by not in ("rel_l2", "metric"):
         raise DataError(f"unknown rank_by '{rank_by}'", hint="use 'rel_l2' or 'metric'")
@@ -466,23 +505,18 @@ def sensitivity(
     del variants
     outputs = [o.name for o in ref.graph.output]
     base_capture = list(dict.fromkeys(outputs + [b for b in boundary if b not in _input_names(base)]))
-    ref_eng = OrtEngine(with_outputs(ref, base_capture) if only else ref)
-    cand_eng = OrtEngine(cand if only else with_outputs(cand, boundary))
-    tail_eng = OrtEngine(tails)
+    n_workers = resolve_workers(workers)
+    threads = threads_per_worker(n_workers)
+    ref_eng = OrtEngine(with_outputs(ref, base_capture) if only else ref, threads=threads)
+    cand_eng = OrtEngine(cand if only else with_outputs(cand, boundary), threads=threads)
+    tail_eng = OrtEngine(tails, threads=threads)
     tail_inputs = [i.name for i in tail_eng.session.get_inputs()]
     tail_outputs = [o.name for o in tail_eng.session.get_outputs()]
-    sums = {name: 0.0 for name in layers}
-    errs = {name: 0.0 for name in layers}
-    pairs = _PairStats(len(layers))  # the ranked quantity per sample, relative to the candidate's
     sign = 1.0 if metric.higher_is_better else -1.0
-    ref_sum = before_sum = before_err = 0.0
-    seen = 0
-    total = ds.samples if max_samples is None else min(ds.samples, max_samples)
-    for feeds, batch in _batches(ds, ref, batch_size, max_samples, warnings):
-        if cancelled(cancel):
-            warnings.append(f"cancelled after {seen} samples")
-            break
-        n = len(next(iter(feeds.values())))
+
+    def run_batch(item: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]) -> _BatchScores:
+        """Everything one batch contributes (runs on a worker thread: ONNX Runtime releases the GIL)."""
+        feeds, batch = item
         if only:
             bv = ref_eng.run(feeds, outputs=base_capture)
             rv = {o: bv[o] for o in outputs}
@@ -492,28 +526,50 @@ def sensitivity(
             cv = bv = cand_eng.run(feeds, outputs=base_capture)
         known = {**bv, **feeds}
         tv = tail_eng.run(_cast_feeds(tail_eng, {i: known[i] for i in tail_inputs}), outputs=tail_outputs)
-        ref_m_arr = run_metric(metric, rv, batch, rv, ds.where)
-        ref_sum += float(ref_m_arr.sum())
+        ref_m = run_metric(metric, rv, batch, rv, ds.where)
         cand_outs = {o: cv[o] for o in outputs}
-        before_m_arr = run_metric(metric, cand_outs, batch, rv, ds.where)
-        before_e_arr = run_metric(err, cand_outs, batch, rv, ds.where)
-        before_err += float(before_e_arr.sum())
-        scores = np.empty((len(layers), n))
+        before_m = run_metric(metric, cand_outs, batch, rv, ds.where)
+        before_e = run_metric(err, cand_outs, batch, rv, ds.where)
+        n = len(ref_m)
+        m_all, e_all, scores = np.empty((len(layers), n)), np.empty((len(layers), n)), np.empty((len(layers), n))
         for k, layer in enumerate(layers):
             outs = {o: tv[out_map[layer][o]] if o in out_map[layer] else bv[o] for o in outputs}
-            m_arr = run_metric(metric, outs, batch, rv, ds.where)
-            e_arr = run_metric(err, outs, batch, rv, ds.where)
-            sums[layer] += float(m_arr.sum())
-            errs[layer] += float(e_arr.sum())
+            m_all[k] = run_metric(metric, outs, batch, rv, ds.where)
+            e_all[k] = run_metric(err, outs, batch, rv, ds.where)
             if only:
-                scores[k] = sign * (ref_m_arr - m_arr) if rank_by == "metric" else e_arr
+                scores[k] = sign * (ref_m - m_all[k]) if rank_by == "metric" else e_all[k]
             else:
-                scores[k] = sign * (m_arr - before_m_arr) if rank_by == "metric" else before_e_arr - e_arr
-        before_sum += float(before_m_arr.sum())
-        pairs.add(scores)
-        seen += n
+                scores[k] = sign * (m_all[k] - before_m) if rank_by == "metric" else before_e - e_all[k]
+        return _BatchScores(n, float(ref_m.sum()), float(before_m.sum()), float(before_e.sum()),
+                            m_all.sum(axis=1), e_all.sum(axis=1), scores)
+
+    stopped: list[bool] = []
+
+    def batches() -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+        for item in _batches(ds, ref, batch_size, max_samples, warnings):
+            if cancelled(cancel):
+                stopped.append(True)
+                return
+            yield item
+
+    sums = np.zeros(len(layers))
+    errs = np.zeros(len(layers))
+    pairs = _PairStats(len(layers))  # the ranked quantity per sample, relative to the candidate's
+    ref_sum = before_sum = before_err = 0.0
+    seen = 0
+    total = ds.samples if max_samples is None else min(ds.samples, max_samples)
+    for r in ordered_map(run_batch, batches(), n_workers):  # summed in batch order: the same result for any workers
+        ref_sum += r.ref_metric
+        before_sum += r.before_metric
+        before_err += r.before_error
+        sums += r.metric
+        errs += r.error
+        pairs.add(r.scores)
+        seen += r.samples
         if progress is not None:
             progress("sensitivity", seen, total)
+    if stopped:
+        warnings.append(f"cancelled after {seen} samples")
     if seen == 0:
         raise DataError(f"no samples from {ds.where} were used", hint="provide more samples")
     before = before_sum / seen
@@ -521,9 +577,9 @@ def sensitivity(
     fp32 = ref_sum / seen
     ops = {n.name: n.op_type for n in cand.graph.node}
     rows = []
-    for layer in layers:
-        m = sums[layer] / seen
-        e = errs[layer] / seen
+    for k, layer in enumerate(layers):
+        m = sums[k] / seen
+        e = errs[k] / seen
         if only:  # the change vs FP32 when only this layer is quantized: most damaging first
             gain = sign * (m - fp32)
             score = -gain if rank_by == "metric" else e
@@ -570,15 +626,25 @@ def estimated_cost(model: onnx.ModelProto, reference: onnx.ModelProto | None = N
 
 
 def evaluate(model: onnx.ModelProto, data: Dataset, metric: Metric, reference_outputs: list[dict[str, np.ndarray]],
-             *, batch_size: int, max_samples: int | None, reference: onnx.ModelProto) -> float:
-    """Mean per-sample ``metric`` of ``model`` over ``data`` (reference outputs precomputed per batch)."""
-    eng = OrtEngine(model)
+             *, batch_size: int, max_samples: int | None, reference: onnx.ModelProto,
+             workers: int | None = None) -> float:
+    """Mean per-sample ``metric`` of ``model`` over ``data`` (reference outputs precomputed per batch), batches
+    run on ``workers`` threads (see :func:`sensitivity`)."""
+    n_workers = resolve_workers(workers)
+    eng = OrtEngine(model, threads=threads_per_worker(n_workers))
     warnings: list[str] = []
+
+    def run_batch(item: tuple[tuple[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]]
+                  ) -> tuple[float, int]:
+        (feeds, batch), rv = item
+        values = run_metric(metric, eng.run(feeds), batch, rv, data.where)
+        return float(values.sum()), len(values)
+
     total = seen = 0.0
-    for (feeds, batch), rv in zip(_batches(data, reference, batch_size, max_samples, warnings), reference_outputs):
-        out = eng.run(feeds)
-        total += float(run_metric(metric, out, batch, rv, data.where).sum())
-        seen += len(next(iter(feeds.values())))
+    items = zip(_batches(data, reference, batch_size, max_samples, warnings), reference_outputs)
+    for value, n in ordered_map(run_batch, items, n_workers):
+        total += value
+        seen += n
     return total / seen if seen else float("nan")
 
 
@@ -756,6 +822,7 @@ def debug_precision(
     max_samples: int | None = None,
     rank_samples: int | None = None,
     direction: str = "restore",
+    workers: int | None = None,
     recipe: Recipe | None = None,
     recipe_out: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
@@ -769,7 +836,8 @@ def debug_precision(
     chosen plan's recipe (:func:`plan_recipe`) is returned and, with ``recipe_out``, saved.
     ``rank_samples`` ranks on the first that many samples only (faster; the plans are still measured on
     ``max_samples`` / all samples, so the accuracy reported is exact). ``direction`` is the sensitivity's
-    (:func:`sensitivity`): the plan is searched greedily along whichever ranking it gives.
+    (:func:`sensitivity`): the plan is searched greedily along whichever ranking it gives. ``workers``
+    threads run batches side by side, in the ranking and in every plan's evaluation (see :func:`sensitivity`).
     """
     ref = reference if len(reference.graph.value_info) else load_model(reference)
     cand = candidate if len(candidate.graph.value_info) else load_model(candidate)
@@ -777,8 +845,8 @@ def debug_precision(
     ds = load_data(data)
     limits = [n for n in (max_samples, rank_samples) if n]
     sens = sensitivity(ref, cand, ds, metric=metric, layers=layers, batch_size=batch_size, factory=factory,
-                       max_samples=min(limits) if limits else None, direction=direction, progress=progress,
-                       cancel=cancel)
+                       max_samples=min(limits) if limits else None, direction=direction, workers=workers,
+                       progress=progress, cancel=cancel)
     # reference outputs once (all evaluation samples), reused by every plan evaluation
     ref_eng = OrtEngine(ref)
     warnings: list[str] = []
@@ -812,7 +880,8 @@ def debug_precision(
         if cancelled(cancel):
             raise DataError("debugging was cancelled", hint="run it again to finish")
         model = cand if not keep and factory is None else build(keep)
-        m = evaluate(model, ds, metric, ref_outs, batch_size=batch_size, max_samples=max_samples, reference=ref)
+        m = evaluate(model, ds, metric, ref_outs, batch_size=batch_size, max_samples=max_samples, reference=ref,
+                     workers=workers)
         return m, estimated_cost(model, ref)
 
     plan = find_plan(sens.ranking, evaluate_plan, ok=ok, target=target, higher_is_better=metric.higher_is_better,

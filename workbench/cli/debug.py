@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--direction", choices=("restore", "quantize_only"), default="restore",
                    help="restore: score each layer by the gain when only it goes back to FP32 (default); "
                         "quantize_only: by the damage when only it is quantized in the FP32 model")
+    p.add_argument("--workers", type=int,
+                   help="threads running batches side by side (default: one per core, at most 4; 1 = none)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     candidate = factory(())
     result = debug_precision(reference, candidate, data, factory=factory, metric=metric, tolerance=tolerance,
                              batch_size=args.batch_size, max_samples=args.max_samples,
-                             rank_samples=args.rank_samples, direction=args.direction)
+                             rank_samples=args.rank_samples, direction=args.direction, workers=args.workers)
     out = dict(result.to_dict())
     recipe_out = Path(args.recipe_out) if args.recipe_out else Path(args.recipe).with_suffix(".debugged.json")
     fixed = Session(session.source_path or args.model, recipe=plan_recipe(session.recipe, result.plan.keep),
