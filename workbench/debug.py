@@ -398,9 +398,11 @@ class _PairStats:
         self.n = 0
 
     def add(self, scores: np.ndarray) -> None:  # [layers, samples of this batch]
+        """One sample at a time, in order: the sums do not depend on how the samples were batched."""
         with np.errstate(invalid="ignore", over="ignore"):  # a non-finite score makes its pairs NaN: not counted
-            self.total += scores.sum(axis=1)
-            self.gram += scores @ scores.T
+            for s in scores.T:
+                self.total += s
+                self.gram += np.outer(s, s)
         self.n += scores.shape[1]
 
     def unsettled(self, order: Sequence[int], z: float = SETTLED_Z) -> int:
@@ -418,15 +420,14 @@ class _PairStats:
 
 @dataclass(frozen=True)
 class _BatchScores:
-    """What one batch adds to the sensitivity sums (metric and error sums per layer, per-sample scores)."""
+    """Per-sample values one batch adds to the sensitivity sums ([samples] or [layers, samples])."""
 
-    samples: int
-    ref_metric: float
-    before_metric: float
-    before_error: float
-    metric: np.ndarray  # [layers]
-    error: np.ndarray  # [layers]
-    scores: np.ndarray  # [layers, samples]
+    ref_metric: np.ndarray
+    before_metric: np.ndarray
+    before_error: np.ndarray
+    metric: np.ndarray
+    error: np.ndarray
+    scores: np.ndarray
 
 
 def sensitivity(
@@ -464,8 +465,9 @@ def sensitivity(
     change of ``metric`` vs FP32 (negative when L hurts), ``metric_restored`` / ``rel_l2_restored`` the
     metric / error of that variant, and ``metric_before`` still the candidate's metric as it is.
 
-    ``workers`` threads run whole batches side by side (default: one per core, at most 4; 1 = none); results
-    do not depend on it. A user ``metric`` function is then called from those threads.
+    ``workers`` threads run batches side by side (default: one per core, at most 4; 1 = none), each of
+    ``batch_size / workers`` samples so the memory in flight stays about that of one ``batch_size`` batch; the
+    result does not depend on either. A user ``metric`` function is then called from those threads.
     """
     if rank_by not in ("rel_l2", "metric"):
         raise DataError(f"unknown rank_by '{rank_by}'", hint="use 'rel_l2' or 'metric'")
@@ -507,6 +509,7 @@ def sensitivity(
     base_capture = list(dict.fromkeys(outputs + [b for b in boundary if b not in _input_names(base)]))
     n_workers = resolve_workers(workers)
     threads = threads_per_worker(n_workers)
+    step = -(-batch_size // n_workers)  # the workers share ``batch_size``: memory in flight stays about the same
     ref_eng = OrtEngine(with_outputs(ref, base_capture) if only else ref, threads=threads)
     cand_eng = OrtEngine(cand if only else with_outputs(cand, boundary), threads=threads)
     tail_eng = OrtEngine(tails, threads=threads)
@@ -540,13 +543,12 @@ def sensitivity(
                 scores[k] = sign * (ref_m - m_all[k]) if rank_by == "metric" else e_all[k]
             else:
                 scores[k] = sign * (m_all[k] - before_m) if rank_by == "metric" else before_e - e_all[k]
-        return _BatchScores(n, float(ref_m.sum()), float(before_m.sum()), float(before_e.sum()),
-                            m_all.sum(axis=1), e_all.sum(axis=1), scores)
+        return _BatchScores(ref_m, before_m, before_e, m_all, e_all, scores)
 
     stopped: list[bool] = []
 
     def batches() -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-        for item in _batches(ds, ref, batch_size, max_samples, warnings):
+        for item in _batches(ds, ref, step, max_samples, warnings):
             if cancelled(cancel):
                 stopped.append(True)
                 return
@@ -558,14 +560,17 @@ def sensitivity(
     ref_sum = before_sum = before_err = 0.0
     seen = 0
     total = ds.samples if max_samples is None else min(ds.samples, max_samples)
-    for r in ordered_map(run_batch, batches(), n_workers):  # summed in batch order: the same result for any workers
-        ref_sum += r.ref_metric
-        before_sum += r.before_metric
-        before_err += r.before_error
-        sums += r.metric
-        errs += r.error
+    # every sum is added to one sample at a time in sample order, so neither the worker count nor the batch
+    # split changes a bit of the result
+    for r in ordered_map(run_batch, batches(), n_workers):
+        for j in range(len(r.ref_metric)):
+            ref_sum += r.ref_metric[j]
+            before_sum += r.before_metric[j]
+            before_err += r.before_error[j]
+            sums += r.metric[:, j]
+            errs += r.error[:, j]
         pairs.add(r.scores)
-        seen += r.samples
+        seen += len(r.ref_metric)
         if progress is not None:
             progress("sensitivity", seen, total)
     if stopped:
