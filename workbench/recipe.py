@@ -252,15 +252,33 @@ class ConvertPrecision(Edit):
 @_register
 @dataclass(frozen=True)
 class Quantize(Edit):
-    """Insert Q/DQ (int8/fp8) where TensorRT fuses them; ``scales`` is the digest of a scale cache file."""
+    """Insert Q/DQ (int8/fp8) where ``target`` fuses them; ``scales`` is the digest of a scale cache file.
+
+    ``target``: ``tensorrt`` (symmetric int8, Q/DQ on weighted ops' inputs) or ``onnxruntime`` (uint8
+    activations, Q/DQ around each weighted op so ONNX Runtime's CPU provider runs integer kernels). The field is
+    written only when it is not ``tensorrt``, so recipes from before it existed keep their bytes and digest.
+    """
 
     kind: ClassVar[str] = "quantize"
+    TARGETS: ClassVar[tuple[str, ...]] = ("tensorrt", "onnxruntime")
     dtype: str = "int8"
     nodes: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     method: str = "entropy"
     per_channel: bool = True
     scales: str = ""
+    target: str = "tensorrt"
+
+    def __post_init__(self) -> None:
+        if self.target not in self.TARGETS:
+            raise RecipeError(f"quantize edit: unknown target {self.target!r}",
+                              hint=f"target is one of {list(self.TARGETS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.target == "tensorrt":
+            del out["target"]
+        return out
 
 
 # --- settings ----------------------------------------------------------------------------------------
@@ -427,7 +445,10 @@ def _build(cls: type, data: Any, where: str) -> Any:
             kwargs[name] = _convert(hints[name], value)
         except (TypeError, ValueError) as exc:
             raise RecipeError(f"{where}.{name}: {exc}", hint=f"expected {hints[name]}") from exc
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except RecipeError as exc:  # a value the dataclass itself refuses (e.g. an unknown quantize target)
+        raise RecipeError(f"{where}: {exc.message}", hint=exc.hint) from exc
 
 
 def _convert(tp: Any, value: Any) -> Any:

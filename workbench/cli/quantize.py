@@ -1,4 +1,5 @@
-"""workbench quantize MODEL --calib DATA.npz -o OUT: calibrate in ONNX Runtime, insert Q/DQ where TensorRT fuses them."""
+"""workbench quantize MODEL --calib DATA.npz -o OUT: calibrate in ONNX Runtime, insert Q/DQ where TensorRT (or, with
+``--target onnxruntime``, ONNX Runtime's CPU provider) fuses them."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from ..calibration import METHODS, calibrate
-from ..precision import quantization_targets, select_nodes
+from ..precision import TARGETS, activation_tensors, quantization_targets, select_nodes
 from ..recipe import CalibrationSettings, FuseBatchNorm, Quantize
 from ..session import Session
 
 COMMAND = "quantize"
-HELP = "calibrate on representative data and write an INT8/FP8 Q/DQ model for TensorRT"
+HELP = "calibrate on representative data and write an INT8/FP8 Q/DQ model for TensorRT (or ONNX Runtime CPU)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude", nargs="+", default=[], metavar="NODE",
                    help="nodes left in float: node names, op types (op:Gemm) or globs")
     p.add_argument("--dtype", choices=("int8", "fp8"), default="int8")
+    p.add_argument("--target", choices=TARGETS, default="tensorrt",
+                   help="whose Q/DQ fusion to place for: tensorrt (symmetric int8, Q/DQ on weighted ops' inputs) or "
+                        "onnxruntime (uint8 activations, Q/DQ around each weighted op: integer kernels on the CPU)")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales (default: per-channel)")
     p.add_argument("--keep-batchnorm", action="store_true",
                    help="do not fold BatchNormalization into the preceding Conv/Gemm first (folding is the default: "
@@ -50,21 +54,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = session.model
     excluded = select_nodes(model, args.exclude, what="exclude") if args.exclude else []
     start = time.perf_counter()
+    tensors = activation_tensors(model, exclude=excluded, target=args.target) if args.target != "tensorrt" else None
     cache = calibrate(model, Path(args.calib), method=args.method, percentile=args.percentile,
-                      exclude=excluded, dtype=args.dtype)
+                      exclude=excluded, dtype=args.dtype, tensors=tensors)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     digest = cache.save(session.cache_dir)
     session.set_calibration(CalibrationSettings(method=args.method, percentile=args.percentile,
                                                 samples=cache.samples, data=str(args.calib)))
     edit = Quantize(dtype=args.dtype, exclude=tuple(excluded), method=args.method,
-                    per_channel=not args.per_tensor, scales=digest)
-    targets = quantization_targets(model, exclude=excluded)
+                    per_channel=not args.per_tensor, scales=digest, target=args.target)
+    targets = quantization_targets(model, exclude=excluded, target=args.target)
     session.apply(edit)
     out = session.export(args.output)
     result: dict[str, Any] = {
         "output": str(out),
         "dtype": args.dtype,
+        "target": args.target,
         "quantized": [n.name for n in model.graph.node if n.name in targets],
         "excluded": excluded,
         "fused_batchnorm": fused,
@@ -78,7 +84,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(r: dict[str, Any]) -> str:
     c = r["calibration"]
-    lines = [f"wrote {r['output']}: {len(r['quantized'])} nodes in {r['dtype']}, {len(r['excluded'])} excluded",
+    lines = [f"wrote {r['output']}: {len(r['quantized'])} nodes in {r['dtype']} (Q/DQ placed for {r['target']}), "
+             f"{len(r['excluded'])} excluded",
              f"calibration: {c['method']} on {c['samples']} samples in {c['seconds']:.2f} s, "
              f"peak RSS {c['peak_rss_mb']:.0f} MB"]
     lines += [f"warning: {w}" for w in c["warnings"]]

@@ -1,8 +1,9 @@
 """The Calibrate tab: choose data and method, calibrate in a background thread (progress, Cancel), see each
-tensor's histogram with every method's threshold, override a scale, quantize with the result.
+tensor's histogram with every method's threshold, override a scale, quantize with the result (Q/DQ placed for
+TensorRT or for ONNX Runtime's CPU provider: ``target.value``, which also decides which tensors are calibrated).
 
 Visible state lives in widget values so headless tests can assert it: ``data.options``/``data.value``,
-``method.value``, ``progress.value``, ``phase.value``, ``warnings.value``, ``tensor.options``,
+``method.value``, ``target.value``, ``progress.value``, ``phase.value``, ``warnings.value``, ``tensor.options``,
 ``thresholds.value`` (HTML table), ``figure`` (a FigureWidget: histogram + ``threshold:<method>`` traces),
 ``digest.value`` (the scale cache in use). The calibration runs as ``job`` (a :class:`Job`); ``wait()`` joins it.
 """
@@ -43,6 +44,9 @@ class CalibrateTab:
         self.method = W.Dropdown(options=list(METHODS), value="entropy", description="method")
         self.percentile = W.BoundedFloatText(value=99.99, min=50.0, max=100.0, step=0.01, description="percentile")
         self.dtype = W.Dropdown(options=["int8", "fp8"], value="int8", description="dtype")
+        self.target = W.Dropdown(options=[("TensorRT", "tensorrt"), ("ONNX Runtime CPU", "onnxruntime")],
+                                 value="tensorrt", description="Q/DQ placement for",
+                                 style={"description_width": "initial"})
         self.run_button = W.Button(description="Calibrate", icon="play", button_style="primary")
         self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="progress")
@@ -70,8 +74,10 @@ class CalibrateTab:
 
         self.widget = W.VBox([
             W.HTML("<p>Calibration runs the FP32 model in ONNX Runtime on representative data (100-500 samples) "
-                   "and picks each quantized tensor's range (amax); scale = amax / 127 for INT8.</p>"),
-            self.data, W.HBox([self.method, self.percentile, self.dtype]),
+                   "and picks each quantized tensor's range (amax); scale = amax / 127 for INT8 placed for TensorRT. "
+                   "Placed for ONNX Runtime CPU, activations are uint8 over [min, max] clipped to amax, and Q/DQ "
+                   "surround each conv/gemm so ONNX Runtime runs integer kernels (faster than FP32 on a CPU).</p>"),
+            self.data, W.HBox([self.method, self.percentile, self.dtype, self.target]),
             W.HBox([self.run_button, self.cancel_button, self.progress, self.phase]),
             self.warnings, self.digest, self.tensor, self.thresholds, self.figure,
             W.HBox([self.override, self.override_button, self.clear_button]), self.quantize_button,
@@ -121,7 +127,9 @@ class CalibrateTab:
             return
         self.warnings.value = ""
         method, percentile, dtype = self.method.value, float(self.percentile.value), self.dtype.value
-        self.job.start(f"calibrating ({method})", lambda job: self._run(job, source, method, percentile, dtype))
+        target = self.target.value
+        self.job.start(f"calibrating ({method})",
+                       lambda job: self._run(job, source, method, percentile, dtype, target))
 
     def _on_progress(self, done: int, total: int | None) -> None:
         phase = f"{done} samples" + (f" of {total}" if total else "")
@@ -130,10 +138,13 @@ class CalibrateTab:
         else:
             self.phase.value = phase
 
-    def _run(self, job: Job, source: tuple[Any, str], method: str, percentile: float, dtype: str) -> str:
+    def _run(self, job: Job, source: tuple[Any, str], method: str, percentile: float, dtype: str,
+             target: str = "tensorrt") -> str:
         """The calibration itself (in the job's thread); returns the final phase label."""
         data, label = source
-        cache = calibrate(self.session.model, data, method=method, percentile=percentile, dtype=dtype,
+        model = self.session.model
+        tensors = activation_tensors(model, target=target) if target != "tensorrt" else None
+        cache = calibrate(model, data, method=method, percentile=percentile, dtype=dtype, tensors=tensors,
                           progress=self._on_progress, cancel=job.cancel_event, cache_dir=self.session.cache_dir)
         self.session.set_calibration(CalibrationSettings(method=method, percentile=percentile,
                                                          samples=cache.samples, data=label))
@@ -216,9 +227,12 @@ class CalibrateTab:
         with self.status.guard("quantizing"):
             if self.cache is None:
                 raise CalibrationError("nothing calibrated yet", hint="click Calibrate first")
-            missing = [t for t in activation_tensors(self.session.model) if t not in self.cache.tensors]
+            target = self.target.value
+            missing = [t for t in activation_tensors(self.session.model, target=target) if t not in self.cache.tensors]
             if missing:
                 raise CalibrationError(f"the scales do not cover {missing[:3]} of the current model",
-                                       hint="the model changed since calibration: calibrate again")
+                                       hint="the model or the Q/DQ placement changed since calibration: "
+                                            "calibrate again")
             digest = self.cache.save(self.session.cache_dir)
-            self.session.apply(Quantize(dtype=self.dtype.value, method=self.cache.method, scales=digest))
+            self.session.apply(Quantize(dtype=self.dtype.value, method=self.cache.method, scales=digest,
+                                        target=target))
