@@ -60,6 +60,9 @@ def test_compare_then_debug_then_apply(tab):
     keep = tab.result.plan.keep
     assert "/res2/res2.0/Conv" in keep and tab.result.plan.met
     assert "keep in high precision" in tab.plan.value and "/res2/res2.0/Conv" in tab.plan.value
+    sens = tab.result.sensitivity
+    assert (f"ranked {len(sens.table)} layers on {sens.samples} samples in {sens.seconds:.1f} s; "
+            f"{len(tab.result.plan.tried)} plans measured") in tab.plan.value
     bars = tab.sensitivity_fig.data[0]
     assert bars.y[-1] == "/res2/res2.0/Conv"  # most sensitive on top
     assert len(tab.pareto_fig.data[0].x) == len(tab.result.plan.tried)

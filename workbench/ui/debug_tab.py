@@ -234,7 +234,9 @@ class DebugTab:
             f"<div class='wb-plan' style='color:{colour}'><p><b>{html.escape(plan.message)}</b></p>"
             f"<p>{r.sensitivity.metric}: FP32 {r.metric_reference:.4f} · candidate {r.metric_before:.4f} · "
             f"with the plan {plan.metric:.4f} (estimated cost {_f(plan.cost, '.3f')}, all FP32 = 1)</p>"
-            f"<p>keep in high precision: {keep}</p>{warn}</div>")
+            f"<p>keep in high precision: {keep}</p>"
+            f"<p>ranked {len(r.sensitivity.table)} layers on {r.sensitivity.samples} samples in "
+            f"{r.sensitivity.seconds:.1f} s; {len(plan.tried)} plans measured</p>{warn}</div>")
         bars = sensitivity_bars(r.sensitivity.table, keep=plan.keep)
         par = pareto(plan.tried, chosen=plan.keep, target=plan.target,
                      higher_is_better=r.sensitivity.higher_is_better, metric=r.sensitivity.metric)
