@@ -77,7 +77,8 @@ INT8 for ONNX Runtime's CPU provider (:func:`quantize_model` with ``target="onnx
     6. int8 only (ONNX Runtime's CPU provider has no fp8 kernels).
 
     :func:`activation_tensors` with ``target="onnxruntime"`` lists the tensors this placement calibrates (inputs and
-    outputs); pass them to ``calibrate(..., tensors=...)``. Names follow the convention above.
+    outputs; a superset of the TensorRT placement's); pass them to ``calibrate(..., tensors=...)``. Names follow
+    the convention above.
 """
 
 from __future__ import annotations
@@ -734,12 +735,12 @@ def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
 def activation_tensors(
     model: onnx.ModelProto, *, nodes: Sequence[str] = (), exclude: Sequence[str] = (), target: str = "tensorrt"
 ) -> list[str]:
-    """Non-constant tensors whose scale calibration must find (the activations that get Q/DQ and own a scale;
-    for ``target="onnxruntime"`` also weighted ops' and residual Adds' outputs, not pass-through ops' outputs)."""
+    """Non-constant tensors whose scale calibration must find (the activations that get Q/DQ; for
+    ``target="onnxruntime"`` also weighted ops' and residual Adds' outputs, and pass-through ops' outputs, which
+    borrow their input's scale but need their own when a later ``exclude`` leaves that input float)."""
     check_target(target)
     if target == "onnxruntime":
-        plan = _ort_plan(model, nodes, exclude)
-        return [t for t, src in plan.tensors.items() if src == t]
+        return list(_ort_plan(model, nodes, exclude).tensors)
     consts = set(_constants(model))
     out: dict[str, None] = {}
     targets = quantization_targets(model, nodes=nodes, exclude=exclude)
