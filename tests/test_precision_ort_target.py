@@ -321,3 +321,37 @@ def test_sensitivity_ranks_every_quantized_layer(digits: onnx.ModelProto, digits
     np.testing.assert_allclose(OrtEngine(restored).run(x)["logits"], ref, rtol=1e-4, atol=1e-4)
     only = sensitivity(digits, q, x, workers=1, direction="quantize_only")
     assert sorted(only.ranking) == sorted(layers)
+
+
+def _conv_clip_model(clip_min: float) -> onnx.ModelProto:
+    """x -> Conv -> Clip(0, 6) -> Conv -> Clip(clip_min, 6) -> GlobalAveragePool (a MobileNet-like ReLU6 pair)."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
+        ("w1", rng.standard_normal((8, 3, 3, 3)) * 0.3), ("b1", rng.standard_normal(8) * 0.1),
+        ("w2", rng.standard_normal((8, 8, 3, 3)) * 0.2), ("b2", rng.standard_normal(8) * 0.1),
+        ("zero", np.array(0.0)), ("low", np.array(clip_min)), ("six", np.array(6.0))]]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1] * 4),
+             helper.make_node("Clip", ["c1", "zero", "six"], ["r1"], name="clip1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1] * 4),
+             helper.make_node("Clip", ["c2", "low", "six"], ["r2"], name="clip2"),
+             helper.make_node("GlobalAveragePool", ["r2"], ["y"], name="gap")]
+    graph = helper.make_graph(nodes, "relu6", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return infer_shapes(model, where="relu6 model")
+
+
+@pytest.mark.parametrize("clip_min, points, clips_left", [(0.0, ["x", "r1", "r2"], 0), (-1.0, ["x", "r1", "c2"], 1)])
+def test_relu6_is_removed_when_it_clips_at_zero(clip_min: float, points: list[str], clips_left: int,
+                                               tmp_path: Path) -> None:
+    model = _conv_clip_model(clip_min)
+    assert activation_tensors(model, target=ORT) == points  # the output Q goes past Clip(0, 6), not past Clip(-1, 6)
+    x = np.random.default_rng(1).standard_normal((32, 3, 16, 16)).astype(np.float32)
+    q = quantize_model(model, _quiet_calibrate(model, {"x": x}, tensors=points), target=ORT)
+    ops = _optimized_ops(q, tmp_path)
+    assert ops["QLinearConv"] == 2 and ops["Conv"] == 0 and ops["Clip"] == clips_left
+    ref, out = OrtEngine(model).run({"x": x})["y"], OrtEngine(q).run({"x": x})["y"]
+    assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 0.05

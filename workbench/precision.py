@@ -54,8 +54,8 @@ INT8 for ONNX Runtime's CPU provider (:func:`quantize_model` with ``target="onnx
     data types and the U8S8 recommendation for x86 CPUs) and "Graph Optimizations in ONNX Runtime"
     (https://onnxruntime.ai/docs/performance/model-optimizations/graph-optimizations.html): its QDQ selectors turn
     ``DQ -> op -> Q`` groups into QLinearConv, QGemm, QLinearMatMul, QLinearAdd; a Relu before a Q is removed when
-    the zero point is the range minimum; MaxPool/Flatten/Reshape/Transpose between a DQ and a Q of the same scale
-    and zero point run on the 8-bit tensor. Checked against ONNX Runtime 1.32's optimized graphs
+    the zero point is the range minimum (a Clip too, when the Q's range lies within the Clip's);
+    MaxPool/Flatten/Reshape/Transpose between a DQ and a Q of the same scale and zero point run on the 8-bit tensor. Checked against ONNX Runtime 1.32's optimized graphs
     (``SessionOptions.optimized_model_filepath``, tests/test_precision_ort_target.py):
 
     1. Activations are uint8, asymmetric: scale = (hi - lo) / 255 and zero point = round(-lo / scale), where
@@ -65,8 +65,8 @@ INT8 for ONNX Runtime's CPU provider (:func:`quantize_model` with ``target="onnx
        kernels. A Conv/Gemm bias becomes int32 with scale = input scale x weight scale, as QLinearConv takes it.
     2. Q/DQ go on the inputs *and* the output of every weighted op, so consecutive weighted ops exchange uint8
        tensors and each ``DQ -> op -> Q`` group fuses. The output Q goes after a following single-consumer
-       Relu (and BatchNormalization: fold it first, ``FuseBatchNorm`` / the CLI's default, or the Conv cannot
-       fuse). Every reader of a quantized tensor reads the dequantized one (a Conv whose output is also read in
+       Relu or Clip with minimum 0 (ReLU6: ORT removes both before such a Q), and BatchNormalization (fold it
+       first, ``FuseBatchNorm`` / the CLI's default, or the Conv cannot fuse). Every reader of a quantized tensor reads the dequantized one (a Conv whose output is also read in
        float does not fuse), except excluded nodes and weighted ops / residual Adds left in float.
     3. Residual Adds (rule 3's) get Q/DQ on both inputs and on their output (after the Relu that follows), so
        they run as QLinearAdd.
@@ -147,9 +147,9 @@ _FLOAT32_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}
 # Pointwise ops TensorRT fuses into a weighted layer's epilogue (between it and a residual Add).
 _EPILOGUE = {"BatchNormalization", "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity"}
 # ONNX Runtime placement: ops between a weighted op and its output Q (ORT folds BatchNorm only before
-# quantization; Relu before a Q whose zero point is the uint8 minimum is removed), and ops that run on uint8 when
-# the DQ before and the Q after share one scale and zero point (ORT drops the pair).
-_ORT_EPILOGUE = {"BatchNormalization", "Relu"}
+# quantization; Relu or Clip(min=0) before a Q whose zero point is the uint8 minimum is removed), and ops that run
+# on uint8 when the DQ before and the Q after share one scale and zero point (ORT drops the pair).
+_ORT_EPILOGUE = {"BatchNormalization", "Relu", "Clip"}
 _PASS_THROUGH = {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
 TARGETS = ("tensorrt", "onnxruntime")
 _SUM_REDUCTIONS = {"ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "ReduceProd"}
@@ -921,13 +921,24 @@ class _OrtPlan:
     float_readers: frozenset[str]
 
 
+def _clips_at_zero(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> bool:
+    """A Clip whose minimum is the constant 0 (ReLU6 and the like): a uint8 Q with zero point 0 replaces it."""
+    if len(node.input) > 1 and node.input[1]:
+        low = consts.get(node.input[1])
+        return low is not None and low.size == 1 and float(low.reshape(-1)[0]) == 0.0
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return float(attrs.get("min", -np.inf)) == 0.0  # opset < 11: min is an attribute
+
+
 def _output_point(node: onnx.NodeProto, consumers: Mapping[str, list[onnx.NodeProto]],
-                  graph_outputs: set[str]) -> str:
-    """The tensor after ``node`` where its output Q goes: past a chain of single-consumer BatchNorm/Relu."""
+                  graph_outputs: set[str], consts: Mapping[str, np.ndarray]) -> str:
+    """The tensor after ``node`` where its output Q goes: past a chain of single-consumer BatchNorm, Relu and
+    Clip(min=0)."""
     out = node.output[0]
     while out not in graph_outputs:
         users = consumers.get(out, [])
-        if len(users) != 1 or users[0].op_type not in _ORT_EPILOGUE:
+        if len(users) != 1 or users[0].op_type not in _ORT_EPILOGUE or (
+                users[0].op_type == "Clip" and not _clips_at_zero(users[0], consts)):
             break
         out = users[0].output[0]
     return out
@@ -939,7 +950,8 @@ def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[st
     targets = quantization_targets(model, nodes=nodes, exclude=exclude, target="onnxruntime")
     every = quantization_targets(model, target="onnxruntime")
     excluded = set(select_nodes(model, exclude, what="exclude")) if exclude else set()
-    consts = set(_constants(model))
+    const_values = _constants(model)
+    consts = set(const_values)
     consumers = _consumers(model)
     producers = _producers(model)
     graph_outputs = {o.name for o in model.graph.output} | _subgraph_refs(model.graph)
@@ -948,7 +960,7 @@ def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[st
         if n.name not in targets:
             continue
         wanted.update(n.input[k] for k in targets[n.name] if n.input[k] not in consts)
-        out = _output_point(n, consumers, graph_outputs)
+        out = _output_point(n, consumers, graph_outputs, const_values)
         if out not in graph_outputs and _is_float32(out, infos):
             wanted.add(out)
     order = [i.name for i in model.graph.input] + [o for n in model.graph.node for o in n.output if o]
