@@ -355,3 +355,37 @@ def test_relu6_is_removed_when_it_clips_at_zero(clip_min: float, points: list[st
     assert ops["QLinearConv"] == 2 and ops["Conv"] == 0 and ops["Clip"] == clips_left
     ref, out = OrtEngine(model).run({"x": x})["y"], OrtEngine(q).run({"x": x})["y"]
     assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 0.05
+
+
+def test_precision_tab_places_int8_rows_for_onnxruntime(tmp_path: Path) -> None:
+    from workbench.session import Session
+    from workbench.ui.common import Status
+    from workbench.ui.precision_tab import PrecisionTab
+
+    session = Session("digits_cnn", cache_dir=tmp_path / "cache")
+    session.apply(FuseBatchNorm())
+    tab = PrecisionTab(session, Status())
+    tab.target.value = ORT
+    tab.op_type.value, tab.op_precision.value = "Conv", "int8"
+    tab.set_op_button.click()
+    _quiet_calibrate(session.model, CALIB, cache_dir=session.cache_dir)  # TensorRT's tensors only
+    tab.apply_button.click()
+    assert tab.status.state == "error" and "/down/down.2/Relu_output_0" in tab.status.message
+    assert "target='onnxruntime'" in tab.status.hint and session.recipe.edits[-1].kind == "fuse_batchnorm"
+    _quiet_calibrate(session.model, CALIB, cache_dir=session.cache_dir,
+                     tensors=activation_tensors(session.model, target=ORT))
+    tab.apply_button.click()
+    assert tab.status.state == "ok", tab.status.message
+    edit = session.recipe.edits[-1]
+    assert edit.target == ORT and len(edit.nodes) == 4 and all("Conv" in n for n in edit.nodes)
+    ops = _optimized_ops(session.model, tmp_path)
+    # the Add left in fp32 reads the stem's and res2's float outputs, so those two convs cannot fuse
+    assert ops["QLinearConv"] == 2 and ops["QGemm"] == ops["QLinearAdd"] == 0
+    session.undo()  # the rows are fp32 again
+    for op in ("Conv", "Add"):
+        tab.op_type.value = op
+        tab.set_op_button.click()
+    tab.apply_button.click()
+    assert tab.status.state == "ok", tab.status.message
+    ops = _optimized_ops(session.model, tmp_path)
+    assert ops["QLinearConv"] == 4 and ops["QLinearAdd"] == 1 and ops["QGemm"] == 0  # the Gemm row stays fp32

@@ -9,7 +9,8 @@ the filter; paging and filtering refill those widgets in place.
 Visible state lives in widget values so headless tests can assert it: ``options`` ({node: allowed precisions}),
 ``guards`` ({node: reason, "" when not guarded}), ``choices()``, ``set_choice(node, precision)``,
 ``filter``/``page``/``page_label`` and ``page_rows`` (the pool: ``(name Label, op Label, Dropdown, guard HTML)``),
-``op_type``/``op_precision`` + ``set_op_button``, ``summary.value``, ``apply_button``.
+``op_type``/``op_precision`` + ``set_op_button``, ``summary.value``, ``target`` (where int8/fp8 Q/DQ are placed
+for: TensorRT or ONNX Runtime CPU), ``apply_button``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ class PrecisionTab:
         self.set_op_button = W.Button(description="Set", icon="check")
         self.summary = W.HTML(value="")
         self.apply_button = W.Button(description="Apply", icon="check", button_style="primary")
+        self.target = W.Dropdown(options=[("TensorRT", "tensorrt"), ("ONNX Runtime CPU", "onnxruntime")],
+                                 value="tensorrt", description="Q/DQ placement for",
+                                 style={"description_width": "initial"})
         self.filter = W.Text(placeholder="node name or op contains…", description="filter", continuous_update=False,
                              layout=W.Layout(width="360px"))
         self.page = W.BoundedIntText(value=1, min=1, max=1, description="page", layout=W.Layout(width="160px"))
@@ -100,7 +104,7 @@ class PrecisionTab:
                    "Calibrate tab.</p>"),
             W.HBox([self.op_type, self.op_precision, self.set_op_button]), self.keep_guarded,
             self.summary, W.HBox([self.filter, self.prev_button, self.page, self.next_button, self.page_label]),
-            self.table, self.apply_button,
+            self.table, W.HBox([self.apply_button, self.target]),
         ])
         self._rebuild()
 
@@ -249,7 +253,7 @@ class PrecisionTab:
             for dtype in ("int8", "fp8"):
                 if by.get(dtype):
                     edits.append(Quantize(dtype=dtype, nodes=tuple(by[dtype]), method=found[1].method,
-                                          scales=found[0]))
+                                          scales=found[0], target=self.target.value))
         for precision in ("fp16", "bf16"):
             if by.get(precision):
                 edits.append(ConvertPrecision(precision=precision, nodes=tuple(by[precision])))
