@@ -280,6 +280,13 @@ def test_calibrate_tab_places_for_onnxruntime(tmp_path: Path) -> None:
     tab.wait()
     assert tab.status.state == "ok", tab.status.message
     assert list(tab.tensor.options) == activation_tensors(session.model, target=ORT)
+    tab.tensor.value = "/stem/stem.2/Relu_output_0"
+    stats = tab.cache.tensors[tab.tensor.value]
+    assert "uint8 scale" in tab.thresholds.value
+    assert f"{stats.amax / 255.0:.4g} (zero point 0)" in tab.thresholds.value  # a Relu output: [0, amax]
+    tab.target.value = "tensorrt"
+    assert "int8 scale" in tab.thresholds.value and f"{stats.amax / 127.0:.4g}" in tab.thresholds.value
+    tab.target.value = ORT
     tab.quantize_button.click()
     assert tab.status.state == "ok", tab.status.message
     edit = session.recipe.edits[-1]

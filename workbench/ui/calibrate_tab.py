@@ -66,6 +66,7 @@ class CalibrateTab:
                        phase=self.phase)
         self.run_button.on_click(self._on_run)
         self.tensor.observe(self._show_tensor, names="value")
+        self.target.observe(self._show_tensor, names="value")
         self.method.observe(self._on_method, names="value")
         self.override_button.on_click(self._on_override)
         self.clear_button.on_click(self._on_clear)
@@ -184,15 +185,25 @@ class CalibrateTab:
                 self.figure.add_trace(trace)
             self.figure.layout = fig.layout
         self.override.value = stats.value
+        uint8 = self.target.value == "onnxruntime"
+
+        def scale(v: float) -> str:
+            if not uint8:
+                return f"{v / 127.0:.4g}"
+            lo, hi = min(max(stats.min, -v), 0.0), max(min(stats.max, v), 0.0)  # as quantize_model places it
+            s = (hi - lo) / 255.0
+            return f"{s:.4g} (zero point {int(round(-lo / s)) if s > 0 else 0})"
+
         rows = "".join(
-            f"<tr><td>{html.escape(m)}</td><td>{v:.5g}</td><td>{v / 127.0:.4g}</td>"
+            f"<tr><td>{html.escape(m)}</td><td>{v:.5g}</td><td>{scale(v)}</td>"
             f"<td>{'◀ used' if m == self.cache.method and stats.override is None else ''}</td></tr>"
             for m, v in stats.thresholds.items())
         if stats.override is not None:
-            rows += f"<tr><td>override</td><td>{stats.override:.5g}</td><td>{stats.override / 127.0:.4g}</td>" \
+            rows += f"<tr><td>override</td><td>{stats.override:.5g}</td><td>{scale(stats.override)}</td>" \
                     "<td>◀ used</td></tr>"
-        self.thresholds.value = ("<table class='wb-thresholds'><tr><th>method</th><th>amax</th><th>int8 scale</th>"
-                                 f"<th></th></tr>{rows}</table>")
+        head = "uint8 scale" if uint8 else "int8 scale"
+        self.thresholds.value = ("<table class='wb-thresholds'><tr><th>method</th><th>amax</th>"
+                                 f"<th>{head}</th><th></th></tr>{rows}</table>")
 
     def _on_method(self, _change: Any = None) -> None:
         """Switching the method on a finished calibration re-reads the thresholds (no new run)."""
