@@ -86,3 +86,23 @@ def test_inspect_bad_input_exits_1_with_error_and_hint(cli_path: Path, tmp_path:
     assert set(out) == {"error", "hint"}
     assert str(target) in out["error"] and out["hint"]
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["quantize", "digits_cnn", "--calib", "x.npz", "-o", "o.onnx", "--target", "gpu"], "'gpu'"),
+    (["inspect"], "model"),
+    (["inspect", "digits_cnn", "--no-such-option"], "--no-such-option"),
+    (["no-such-command"], "'no-such-command'"),
+])
+def test_a_command_line_argparse_rejects_is_a_user_error(cli_path: Path, tmp_path: Path, argv: list[str],
+                                                         named: str) -> None:
+    """The CLI contract: exit 1, one JSON object {error, hint} under --json, usage + error on stderr otherwise."""
+    proc = subprocess.run([str(cli_path), *argv, "--json"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out) == {"error", "hint"} and "--help" in out["hint"]
+    assert named in out["error"]
+    human = subprocess.run([str(cli_path), *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert human.returncode == 1 and human.stdout == ""
+    assert human.stderr.startswith("usage: workbench") and "error: " in human.stderr and "Traceback" not in human.stderr
+    assert not (tmp_path / "o.onnx").exists()

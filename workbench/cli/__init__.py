@@ -15,7 +15,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import WorkbenchError
 
@@ -34,8 +34,21 @@ def commands() -> dict[str, ModuleType]:
     return found
 
 
+class _UsageError(Exception):
+    """A command line argparse rejects (unknown option, bad choice, missing argument): a user error."""
+
+    def __init__(self, message: str, parser: argparse.ArgumentParser) -> None:
+        super().__init__(message)
+        self.message, self.parser = message, parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse would print usage and exit 2
+        raise _UsageError(message, self)
+
+
 def _parser(mods: dict[str, ModuleType]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description="ONNX -> TensorRT workbench")
+    parser = _Parser(prog="workbench", description="ONNX -> TensorRT workbench")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in mods.items():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
@@ -54,7 +67,17 @@ def _default(o: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     mods = commands()
-    args = _parser(mods).parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser(mods)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:  # a user error like any other: exit 1, JSON under --json
+        hint = f"see `{exc.parser.prog} --help`"
+        if "--json" in argv:
+            print(json.dumps({"error": exc.message, "hint": hint}))
+        else:
+            print(f"{exc.parser.format_usage()}error: {exc.message}\nhint: {hint}", file=sys.stderr)
+        return 1
     module = mods[args.command]
     try:
         result = module.run(args)
