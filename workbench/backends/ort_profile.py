@@ -206,7 +206,8 @@ def profile_session(engine: OrtEngine, feeds: Feeds, *, iterations: int = 20, wa
         optimized = base.graph_optimization_level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if optimized:
             opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        session = ort.InferenceSession(model_bytes(engine.model), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model_bytes(engine.model), opts, providers=["CPUExecutionProvider"],
+                                       disabled_optimizers=engine.disabled_optimizers)
         try:
             for _ in range(warmup + iterations):
                 session.run(None, dict(feeds))
