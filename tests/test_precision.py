@@ -44,8 +44,8 @@ def _data(name: str) -> dict[str, np.ndarray]:
     return {k: z[k] for k in z.files}
 
 
-def _accuracy(model: onnx.ModelProto, test: dict[str, np.ndarray], *, optimize: bool = True) -> float:
-    logits = OrtEngine(model, optimize=optimize).run({"input": test["input"]})["logits"]
+def _accuracy(model: onnx.ModelProto, test: dict[str, np.ndarray]) -> float:
+    logits = OrtEngine(model).run({"input": test["input"]})["logits"]
     return float((logits.argmax(1) == test["label"]).mean())
 
 
