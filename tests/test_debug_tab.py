@@ -77,6 +77,22 @@ def test_compare_then_debug_then_apply(tab):
     assert accuracy_of(session.model) == pytest.approx(before)
 
 
+def test_rank_by_the_damage_of_quantizing_one_layer_alone(tab):
+    """The direction dropdown reaches debug_precision: each layer scored by the FP32 model with only it
+    quantized; the outlier-reading conv still comes first and its score is that variant's own error."""
+    tab.metric.value = "accuracy"
+    tab.direction.value = "quantize_only"
+    tab.debug_button.click()
+    tab.wait()
+    assert tab.status.state == "ok", tab.status.message
+    sens = tab.result.sensitivity
+    assert sens.direction == "quantize_only" and sens.ranking[0] == "/res2/res2.0/Conv"
+    first = sens.table.records()[0]
+    assert first["score"] == first["rel_l2_restored"] > 0  # quantize_only + rel_l2: the score is that error
+    assert "only this layer quantized" in tab.sensitivity_fig.layout.title.text
+    assert tab.result.plan.met and "/res2/res2.0/Conv" in tab.result.plan.keep
+
+
 def test_bad_input_shows_error_and_keeps_session(tab):
     digest = tab.session.digest
     tab.data.value = "/nonexistent/data.npz"

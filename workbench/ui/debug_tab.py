@@ -61,6 +61,10 @@ class DebugTab:
         self.tolerance = W.FloatText(value=0.001, step=0.001, description="tolerance", style=style,
                                      tooltip="accuracy: allowed drop below FP32; rel_l2: allowed error")
         self.max_samples = W.IntText(value=0, description="max samples", style=style, tooltip="0 = all")
+        self.direction = W.Dropdown(options=[("gain when only it goes back to FP32", "restore"),
+                                             ("damage when only it is quantized", "quantize_only")],
+                                    value="restore", description="rank layers by", style=style,
+                                    layout=W.Layout(width="480px"))
         self.compare_button = W.Button(description="Compare layer by layer", icon="search", layout=W.Layout(width="auto"))
         self.debug_button = W.Button(description="Find culprits + plan", icon="bug", button_style="primary",
                                   layout=W.Layout(width="auto"))
@@ -92,7 +96,7 @@ class DebugTab:
         self.candidate.observe(lambda _: self._sync(), names="value")
         self._sync()
         controls = W.VBox([self.reference, W.HBox([self.candidate, self.candidate_path]), self.data,
-                           W.HBox([self.metric, self.tolerance, self.max_samples]),
+                           W.HBox([self.metric, self.tolerance, self.max_samples]), self.direction,
                            W.HBox([self.compare_button, self.debug_button, self.apply_button, self.cancel_button]),
                            W.HBox([self.progress, self.progress_label])])
         self.widget = W.VBox([controls, self.summary, self._compare_figs, self.plan, self._debug_figs])
@@ -220,6 +224,7 @@ class DebugTab:
         self.result = None
         result = debug_precision(reference, candidate, data, factory=factory, metric=self._metric(),
                                  tolerance=float(self.tolerance.value), max_samples=self.max_samples.value or None,
+                                 direction=self.direction.value,
                                  progress=lambda stage, done, total: job.report(done, total, f"{stage} {done}/{total}"),
                                  cancel=job.is_cancelled)
         self.result = result
@@ -237,7 +242,8 @@ class DebugTab:
             f"<p>keep in high precision: {keep}</p>"
             f"<p>ranked {len(r.sensitivity.table)} layers on {r.sensitivity.samples} samples in "
             f"{r.sensitivity.seconds:.1f} s; {len(plan.tried)} plans measured</p>{warn}</div>")
-        bars = sensitivity_bars(r.sensitivity.table, keep=plan.keep)
+        bars = sensitivity_bars(r.sensitivity.table, keep=plan.keep, title=None if r.sensitivity.direction == "restore"
+                                else "Sensitivity: output error with only this layer quantized")
         par = pareto(plan.tried, chosen=plan.keep, target=plan.target,
                      higher_is_better=r.sensitivity.higher_is_better, metric=r.sensitivity.metric)
         first = self.sensitivity_fig is None
