@@ -215,6 +215,9 @@ def test_cli_compare_json(models, tmp_path, cli_path):
     assert bad.returncode == 1
     err = json.loads(bad.stdout)
     assert "no.npz" in err["error"] and err["hint"]
+    one = subprocess.run([str(cli_path), "compare", str(ref), str(cand), "--inputs", str(TEST), "--workers", "1",
+                          "--json"], capture_output=True, text=True, timeout=120)
+    assert json.loads(one.stdout)["metrics"] == out["metrics"]  # accuracy counts do not depend on workers
 
 
 def test_candidate_as_an_engine_compares_outputs_only(models):
@@ -241,3 +244,33 @@ def test_local_error_of_a_selected_tensor_equals_the_full_run(models):
     assert rows[conv]["local_rel_l2"] == pytest.approx(full[conv]["local_rel_l2"], rel=1e-5)
     assert rows[conv]["local_rel_l2"] > 0.3
     assert rows[bn]["local_rel_l2"] < 1e-5 < 0.3 < rows[bn]["rel_l2"]  # BatchNorm only inherits its error
+
+
+def test_worker_threads_give_the_same_report_up_to_the_rounding_of_sums(models):
+    """3 workers share a batch of 32 (11 samples each); every metric matches one worker's to float rounding,
+    maxima and counts exactly, and one worker is bit-identical to the batch loop it replaced (sums per batch)."""
+    data = np.load(TEST)
+    ds = {"input": data["input"][:150], "label": data["label"][:150]}
+    one, three = (compare(models["outlier"], models["q"], ds, layerwise=True, metrics=[accuracy()], batch_size=32,
+                          workers=w) for w in (1, 3))
+    assert one.samples == three.samples == 150
+    def close(a: dict, b: dict) -> bool:
+        return a.keys() == b.keys() and all(
+            (a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-12)) if isinstance(a[k], float) else a[k] == b[k]
+            for k in a)
+
+    assert close(one.first_divergence, three.first_divergence)
+    assert one.metrics == three.metrics  # per-sample values summed: counts of correct samples, exact
+    for o in one.outputs:
+        assert close(one.outputs[o], three.outputs[o])
+        assert one.outputs[o]["max_abs"] == three.outputs[o]["max_abs"]
+    for a, b in zip(one.layers.records(), three.layers.records()):
+        assert close(a, b)
+        assert a["max_abs"] == b["max_abs"] and a["nan"] == b["nan"]
+    # one worker == one ErrorStats fed batch by batch on the main thread (outputs only: the same ORT graph)
+    plain = compare(models["outlier"], models["q"], ds, batch_size=32, workers=1)
+    direct = ErrorStats()
+    for i in range(0, 150, 32):
+        x = ds["input"][i:i + 32]
+        direct.update(ort_outputs(models["outlier"], x), ort_outputs(models["q"], x), len(x))
+    assert {k: plain.outputs["logits"][k] for k in direct.metrics()} == direct.metrics()

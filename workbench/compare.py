@@ -30,6 +30,7 @@ from .backends.ort import OrtEngine, check_feeds, with_outputs
 from .cancel import cancelled
 from .errors import DataError, ModelError
 from .graph import load_model, prune_unused, tensor_infos
+from .parallel import ordered_map, resolve_workers, threads_per_worker
 from .table import Table
 
 __all__ = [
@@ -147,6 +148,18 @@ class ErrorStats:
             self.sq_ref += float(np.multiply(r, r).sum(dtype=np.float64))
             self.sq_cand += float(np.multiply(c, c).sum(dtype=np.float64))
             self.dot += float(np.multiply(r, c).sum(dtype=np.float64))
+
+    def merge(self, other: ErrorStats) -> None:
+        """Add another pair's sums (e.g. one batch's, computed on a worker thread)."""
+        self.elements += other.elements
+        self.samples += other.samples
+        self.nan += other.nan
+        self.sum_abs += other.sum_abs
+        self.max_abs = max(self.max_abs, other.max_abs)
+        self.sq_err += other.sq_err
+        self.sq_ref += other.sq_ref
+        self.sq_cand += other.sq_cand
+        self.dot += other.dot
 
     def metrics(self) -> dict[str, Any]:
         """max_abs, mean_abs, rel_l2, cosine, snr_db (None where undefined: zero reference or exact match)."""
@@ -462,6 +475,19 @@ def _nan_origin(candidate: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
     return None
 
 
+@dataclass
+class _BatchPart:
+    """One batch's contribution to a comparison, merged in batch order."""
+
+    samples: int
+    outputs: dict[str, ErrorStats]
+    layers: dict[str, ErrorStats]
+    local: dict[str, ErrorStats]
+    top_hits: dict[str, dict[int, int]]
+    sums: dict[str, dict[str, float]]
+    nan_feeds: dict[str, np.ndarray] | None
+
+
 def compare(
     reference: Any,
     candidate: Any,
@@ -476,6 +502,7 @@ def compare(
     topk: Sequence[int] = (1, 5),
     batch_size: int = 32,
     max_samples: int | None = None,
+    workers: int | None = None,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> CompareReport:
@@ -484,7 +511,9 @@ def compare(
     ``reference``/``candidate``: paths, sample names or ModelProtos (the candidate may also be an
     :class:`Engine`, outputs only). With ``layerwise`` every joined intermediate tensor is compared (or only
     ``tensors``) and, with ``local``, each one's local error. Metrics such as :func:`accuracy` are evaluated
-    on both models.
+    on both models. ``workers`` threads (default one per core, at most 4; always 1 for an engine) share
+    ``batch_size``, so memory in flight stays that of one batch; the metrics then differ from one worker's
+    only by the rounding of their sums.
     """
     tolerance = tolerance or Tolerance()
     layer_tolerance = layer_tolerance or tolerance
@@ -498,6 +527,9 @@ def compare(
     ds = load_data(data)
     _check_io(ref, cand)
     metrics = list(metrics)
+    n_workers = 1 if engine_cand is not None else resolve_workers(workers)  # an engine's context is not shared
+    threads = threads_per_worker(n_workers)
+    step = -(-batch_size // n_workers)
     warnings: list[str] = []
     if ds.samples < MIN_SAMPLES:
         warnings.append(f"only {ds.samples} samples: metrics on so few samples are not meaningful "
@@ -526,31 +558,26 @@ def compare(
             keep = {local_names[c] for c in joined.values() if c in local_names}
             prune_unused(lm.graph, keep=keep, inputs=True)
             local_names = {c: n for c, n in local_names.items() if n in keep}
-        local_eng = OrtEngine(lm)
+        local_eng = OrtEngine(lm, threads=threads)
         local_inputs = [x.name for x in local_eng.session.get_inputs()]
         all_back = {c: r for r, c in every.items()}
         back.update({i: all_back[i] for i in local_inputs if i in all_back})
         extra_ref = [back[i] for i in local_inputs if i in back]
     ref_capture = list(dict.fromkeys(outputs + list(joined) + extra_ref))
     cand_capture = list(dict.fromkeys(outputs + list(joined.values())))
-    ref_eng = OrtEngine(with_outputs(ref, ref_capture))
+    ref_eng = OrtEngine(with_outputs(ref, ref_capture), threads=threads)
     if engine_cand is not None:
         cand_eng: Any = engine_cand
     else:
-        cand_eng = OrtEngine(with_outputs(cand, list(joined.values())) if joined else cand)
-    out_stats = {o: ErrorStats() for o in outputs}
-    layer_stats = {t: ErrorStats() for t in joined}
-    local_stats = {back[c]: ErrorStats() for c in local_names}
-    top_hits = {o: {k: 0 for k in topk} for o in outputs}
-    sums = {m.name: {"reference": 0.0, "candidate": 0.0} for m in metrics}
-    nan_feeds = None
-    seen = 0
-    total = ds.samples if max_samples is None else min(ds.samples, max_samples)
-    for feeds, batch in _batches(ds, ref, batch_size, max_samples, warnings):
-        if cancelled(cancel):
-            warnings.append(f"cancelled after {seen} samples")
-            break
+        cand_eng = OrtEngine(with_outputs(cand, list(joined.values())) if joined else cand, threads=threads)
+
+    def run_batch(item: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]) -> _BatchPart:
+        """One batch's runs and sums (on a worker thread: ONNX Runtime and numpy release the GIL)."""
+        feeds, batch = item
         n = len(next(iter(feeds.values())))
+        part = _BatchPart(n, {o: ErrorStats() for o in outputs}, {t: ErrorStats() for t in joined},
+                          {back[c]: ErrorStats() for c in local_names}, {o: dict.fromkeys(topk, 0) for o in outputs},
+                          {m.name: {"reference": 0.0, "candidate": 0.0} for m in metrics}, None)
         rv = ref_eng.run(feeds, outputs=ref_capture)
         if engine_cand is not None:
             cv = engine_cand.run(feeds)
@@ -561,28 +588,61 @@ def compare(
         else:
             cv = cand_eng.run(feeds, outputs=cand_capture)
         for o in outputs:
-            out_stats[o].update(rv[o], cv[o], n)
+            part.outputs[o].update(rv[o], cv[o], n)
             if rv[o].ndim == 2 and rv[o].shape[1] > 1:
                 for k in topk:
                     if k < rv[o].shape[1]:
-                        top_hits[o][k] += int(_topk(rv[o], np.nan_to_num(cv[o].astype(np.float32)), k).sum())
-        if nan_feeds is None and any(not np.isfinite(cv[o]).all() for o in outputs):
-            nan_feeds = feeds
+                        part.top_hits[o][k] += int(_topk(rv[o], np.nan_to_num(cv[o].astype(np.float32)), k).sum())
+        if any(not np.isfinite(cv[o]).all() for o in outputs):
+            part.nan_feeds = feeds
         for t, c in joined.items():
-            layer_stats[t].update(rv[t], cv[c], n)
+            part.layers[t].update(rv[t], cv[c], n)
         if local_eng is not None:
             local_feeds = {i: (rv[back[i]] if i in back else feeds[i]) for i in local_inputs}
             lv = local_eng.run(_cast_feeds(local_eng, local_feeds), outputs=list(local_names.values()))
             for c, name in local_names.items():
-                local_stats[back[c]].update(rv[back[c]], lv[name], n)
+                part.local[back[c]].update(rv[back[c]], lv[name], n)
         ref_outs = {o: rv[o] for o in outputs}
         cand_outs = {o: cv[o] for o in outputs}
         for m in metrics:
-            sums[m.name]["reference"] += float(run_metric(m, ref_outs, batch, ref_outs, ds.where).sum())
-            sums[m.name]["candidate"] += float(run_metric(m, cand_outs, batch, ref_outs, ds.where).sum())
-        seen += n
+            part.sums[m.name]["reference"] += float(run_metric(m, ref_outs, batch, ref_outs, ds.where).sum())
+            part.sums[m.name]["candidate"] += float(run_metric(m, cand_outs, batch, ref_outs, ds.where).sum())
+        return part
+
+    stopped: list[bool] = []
+
+    def batches() -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+        for item in _batches(ds, ref, step, max_samples, warnings):
+            if cancelled(cancel):
+                stopped.append(True)
+                return
+            yield item
+
+    out_stats = {o: ErrorStats() for o in outputs}
+    layer_stats = {t: ErrorStats() for t in joined}
+    local_stats = {back[c]: ErrorStats() for c in local_names}
+    top_hits = {o: dict.fromkeys(topk, 0) for o in outputs}
+    sums = {m.name: {"reference": 0.0, "candidate": 0.0} for m in metrics}
+    nan_feeds = None
+    seen = 0
+    total = ds.samples if max_samples is None else min(ds.samples, max_samples)
+    for part in ordered_map(run_batch, batches(), n_workers):  # merged in batch order
+        for merged, added in ((out_stats, part.outputs), (layer_stats, part.layers), (local_stats, part.local)):
+            for key, stats in added.items():
+                merged[key].merge(stats)
+        for o, hits in part.top_hits.items():
+            for k, h in hits.items():
+                top_hits[o][k] += h
+        for name, pair in part.sums.items():
+            for side, value in pair.items():
+                sums[name][side] += value
+        if nan_feeds is None:
+            nan_feeds = part.nan_feeds
+        seen += part.samples
         if progress is not None:
             progress(seen, total)
+    if stopped:
+        warnings.append(f"cancelled after {seen} samples")
     if seen == 0:
         raise DataError(f"no samples from {ds.where} were compared", hint="provide more samples")
 

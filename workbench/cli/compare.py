@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pass/fail limits: a rel_l2 number, or e.g. 'rel_l2=0.05,cosine=0.99,snr_db=20'")
     p.add_argument("--label", default="label", help="the .npz array with class labels for accuracy")
     p.add_argument("--max-samples", type=int, help="use at most this many samples")
+    p.add_argument("--workers", type=int,
+                   help="threads sharing each batch (default: one per core, at most 4; 1 = none)")
     p.add_argument("--batch-size", type=int, default=32, help="samples per run (for a dynamic batch dimension)")
 
 
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     metrics = [accuracy(args.label)] if args.label in data.arrays else []
     report = compare(args.reference, args.candidate, data, layerwise=args.layerwise, local=not args.no_local,
                      tensors=args.tensors, tolerance=Tolerance.parse(args.tolerance), metrics=metrics,
-                     batch_size=args.batch_size, max_samples=args.max_samples)
+                     batch_size=args.batch_size, max_samples=args.max_samples, workers=args.workers)
     return report.to_dict()
 
 

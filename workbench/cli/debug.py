@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="restore: score each layer by the gain when only it goes back to FP32 (default); "
                         "quantize_only: by the damage when only it is quantized in the FP32 model")
     p.add_argument("--workers", type=int,
-                   help="threads running batches side by side (default: one per core, at most 4; 1 = none)")
+                   help="threads sharing each batch (default: one per core, at most 4; 1 = none)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
