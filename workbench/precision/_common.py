@@ -1,0 +1,103 @@
+"""Graph helpers the precision modules share: node selection, producer/consumer maps, constants, typing."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..errors import EditError, ModelError
+from ..graph import infer_shapes
+
+
+def select_nodes(model: onnx.ModelProto, selectors: Iterable[str], *, what: str = "node") -> list[str]:
+    """Node names matching each selector: an exact node name, an op type (``op:Conv`` or ``Conv``) or a glob.
+
+    A selector that matches nothing raises :class:`EditError` naming it.
+    """
+    nodes = list(model.graph.node)
+    names = [n.name for n in nodes]
+    out: dict[str, None] = {}
+    for sel in selectors:
+        if sel in names:
+            out[sel] = None
+            continue
+        op = sel[3:] if sel.startswith("op:") else sel
+        hits = [n.name for n in nodes if n.op_type == op]
+        if not hits and any(c in sel for c in "*?["):
+            hits = [n for n in names if fnmatch.fnmatchcase(n, sel)]
+        if not hits:
+            raise EditError(f"{what} selector '{sel}' names no node of the model",
+                            hint="use a node name from the layer table, an op type (op:Conv) or a glob (block1/*)")
+        out.update(dict.fromkeys(hits))
+    return list(out)
+
+
+def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            if i:
+                out.setdefault(i, []).append(n)
+    return out
+
+
+def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in model.graph.node for o in n.output if o}
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Initializers and Constant node outputs as arrays."""
+    out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.output:
+            for a in n.attribute:
+                if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+                    out[n.output[0]] = numpy_helper.to_array(a.t)
+    return out
+
+
+def _typed(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` itself when every node output has a known type, else a shape-inferred copy."""
+    known = {vi.name for vi in list(model.graph.value_info) + list(model.graph.output)}
+    if all(o in known for n in model.graph.node for o in n.output if o):
+        return model
+    return infer_shapes(model, where="the model")
+
+
+def _is_float32(name: str, infos: Mapping[str, Any]) -> bool:
+    info = infos.get(name)
+    return info is not None and info.dtype == "float32"
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _subgraph_refs(graph: onnx.GraphProto) -> set[str]:
+    """Names that nodes inside If/Loop/Scan bodies read (outer-scope references included)."""
+    out: set[str] = set()
+    for n in graph.node:
+        for a in n.attribute:
+            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+            for sub in subs:
+                out.update(i for sn in sub.node for i in sn.input if i)
+                out |= _subgraph_refs(sub)
+    return out
+
+
+def _finish(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    for o in model.graph.output:
+        if o.type.tensor_type.elem_type == 0:
+            o.ClearField("type")
+    try:
+        model = infer_shapes(model, where=where)
+        onnx.checker.check_model(model)
+    except (ModelError, onnx.checker.ValidationError) as exc:
+        raise EditError(f"{where} produced an invalid graph: {str(exc).splitlines()[0]}",
+                        hint="keep the node named in the message in fp32 (keep=...) and try again") from exc
+    return model
