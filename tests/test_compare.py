@@ -274,3 +274,16 @@ def test_worker_threads_give_the_same_report_up_to_the_rounding_of_sums(models):
         x = ds["input"][i:i + 32]
         direct.update(ort_outputs(models["outlier"], x), ort_outputs(models["q"], x), len(x))
     assert {k: plain.outputs["logits"][k] for k in direct.metrics()} == direct.metrics()
+
+
+def test_cancel_stops_between_batches_with_what_was_compared(models):
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 3  # three batches get through
+
+    report = compare(models["outlier"], models["q"], TEST, layerwise=True, batch_size=32, workers=2, cancel=cancel)
+    assert report.samples == 3 * 16  # 2 workers share each batch of 32
+    assert "cancelled after 48 samples" in report.warnings
+    assert report.layers is not None and report.first_divergence["node"] == "/res2/res2.0/Conv"

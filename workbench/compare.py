@@ -291,8 +291,10 @@ def _fixed_batch(model: onnx.ModelProto) -> int | None:
 
 
 def _batches(ds: Dataset, model: onnx.ModelProto, batch_size: int, max_samples: int | None,
-             warnings: list[str]) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """(feeds, whole batch incl. extras); a model with a fixed batch dim gets exactly that many per run."""
+             warnings: list[str], cancel: Callable[[], bool] | None = None
+             ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """(feeds, whole batch incl. extras); a model with a fixed batch dim gets exactly that many per run.
+    Once ``cancel`` says stop, no further batch comes and ``warnings`` says how many samples were given out."""
     inputs = _input_names(model)
     missing = [n for n in inputs if n not in ds.arrays]
     if missing:
@@ -308,6 +310,9 @@ def _batches(ds: Dataset, model: onnx.ModelProto, batch_size: int, max_samples: 
     if usable < n:
         warnings.append(f"the model's batch is fixed at {fixed}: the last {n - usable} samples were skipped")
     for start in range(0, usable, step):
+        if cancelled(cancel):
+            warnings.append(f"cancelled after {start} samples")
+            return
         batch = {k: v[start:min(start + step, usable)] for k, v in ds.arrays.items()}
         feeds = check_feeds(model, {k: batch[k] for k in inputs}, where=ds.where)
         yield feeds, batch
@@ -609,15 +614,6 @@ def compare(
             part.sums[m.name]["candidate"] += float(run_metric(m, cand_outs, batch, ref_outs, ds.where).sum())
         return part
 
-    stopped: list[bool] = []
-
-    def batches() -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-        for item in _batches(ds, ref, step, max_samples, warnings):
-            if cancelled(cancel):
-                stopped.append(True)
-                return
-            yield item
-
     out_stats = {o: ErrorStats() for o in outputs}
     layer_stats = {t: ErrorStats() for t in joined}
     local_stats = {back[c]: ErrorStats() for c in local_names}
@@ -626,7 +622,7 @@ def compare(
     nan_feeds = None
     seen = 0
     total = ds.samples if max_samples is None else min(ds.samples, max_samples)
-    for part in ordered_map(run_batch, batches(), n_workers):  # merged in batch order
+    for part in ordered_map(run_batch, _batches(ds, ref, step, max_samples, warnings, cancel), n_workers):
         for merged, added in ((out_stats, part.outputs), (layer_stats, part.layers), (local_stats, part.local)):
             for key, stats in added.items():
                 merged[key].merge(stats)
@@ -641,8 +637,6 @@ def compare(
         seen += part.samples
         if progress is not None:
             progress(seen, total)
-    if stopped:
-        warnings.append(f"cancelled after {seen} samples")
     if seen == 0:
         raise DataError(f"no samples from {ds.where} were compared", hint="provide more samples")
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -545,15 +545,6 @@ def sensitivity(
                 scores[k] = sign * (m_all[k] - before_m) if rank_by == "metric" else before_e - e_all[k]
         return _BatchScores(ref_m, before_m, before_e, m_all, e_all, scores)
 
-    stopped: list[bool] = []
-
-    def batches() -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-        for item in _batches(ds, ref, step, max_samples, warnings):
-            if cancelled(cancel):
-                stopped.append(True)
-                return
-            yield item
-
     sums = np.zeros(len(layers))
     errs = np.zeros(len(layers))
     pairs = _PairStats(len(layers))  # the ranked quantity per sample, relative to the candidate's
@@ -562,7 +553,7 @@ def sensitivity(
     total = ds.samples if max_samples is None else min(ds.samples, max_samples)
     # every sum is added to one sample at a time in sample order, so neither the worker count nor the batch
     # split changes a bit of the result
-    for r in ordered_map(run_batch, batches(), n_workers):
+    for r in ordered_map(run_batch, _batches(ds, ref, step, max_samples, warnings, cancel), n_workers):
         for j in range(len(r.ref_metric)):
             ref_sum += r.ref_metric[j]
             before_sum += r.before_metric[j]
@@ -573,8 +564,6 @@ def sensitivity(
         seen += len(r.ref_metric)
         if progress is not None:
             progress("sensitivity", seen, total)
-    if stopped:
-        warnings.append(f"cancelled after {seen} samples")
     if seen == 0:
         raise DataError(f"no samples from {ds.where} were used", hint="provide more samples")
     before = before_sum / seen
