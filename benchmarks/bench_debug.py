@@ -10,7 +10,8 @@
    subsets agree with the full one.
 2. Layerwise comparison (every tensor + local error) of a real-size CNN (ResNet-18 topology, 224x224,
    11.7 M parameters, random weights) over 64 and 256 samples, each in a fresh child process, with the
-   child's peak RSS: memory must not grow with the number of samples.
+   child's peak RSS: memory must not grow with the number of samples; then the largest count on one worker
+   thread, for the speed-up of the default workers.
 
 Run: .venv/bin/python benchmarks/bench_debug.py [--quick] [--sensitivity-only]
 """
@@ -250,7 +251,7 @@ def max_scales_tensors(model: onnx.ModelProto) -> list[str]:
     return ["input"] + [o for n in model.graph.node for o in n.output if n.op_type not in ("Shape", "Constant")]
 
 
-def memory_child(samples: int, ref_path: str, cand_path: str) -> None:
+def memory_child(samples: int, ref_path: str, cand_path: str, workers: int | None) -> None:
     """In a fresh process: load both models, compare layer by layer over ``samples`` inputs, report peak RSS.
     The inputs are generated batch by batch (an iterable would hold them all; a memory-mapped .npz is what
     users pass), so the data itself does not count towards the peak."""
@@ -284,12 +285,12 @@ def memory_child(samples: int, ref_path: str, cand_path: str) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     t0 = time.perf_counter()
-    report = compare(ref, cand, {"input": x}, layerwise=True, batch_size=8)
+    report = compare(ref, cand, {"input": x}, layerwise=True, batch_size=8, workers=workers)
     seconds = time.perf_counter() - t0
     done.set()
     sampler.join()
     peak = max(peak_anon[0], anon_mb())
-    print(json.dumps({"samples": report.samples, "seconds": seconds, "peak_rss_mb": peak, "rss_before_mb": base,
+    print(json.dumps({"samples": report.samples, "seconds": seconds, "workers": resolve_workers(workers), "peak_rss_mb": peak, "rss_before_mb": base,
                       "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "data_mb": samples * 3 * 224 * 224 * 4 / 2**20, "tensors": len(report.layers),
                       "first_divergence": (report.first_divergence or {}).get("node"),
@@ -308,11 +309,12 @@ def bench_memory(counts: tuple[int, ...]) -> None:
         from workbench.graph import save_model
 
         rp, cp = save_model(ref, Path(tmp) / "ref.onnx"), save_model(cand, Path(tmp) / "int8.onnx")
-        for n in counts:
-            out = subprocess.run([sys.executable, __file__, "--memory-child", str(n), str(rp), str(cp)],
+        # default workers at every count (memory must stay flat), then one worker at the largest (the speed-up)
+        for n, workers in [*((n, 0) for n in counts), (counts[-1], 1)]:
+            out = subprocess.run([sys.executable, __file__, "--memory-child", str(n), str(rp), str(cp), str(workers)],
                                  capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             r = json.loads(out)
-            print(f"  {r['samples']:4d} samples: {r['seconds']:6.1f} s ({r['seconds'] / r['samples'] * 1000:.0f} "
+            print(f"  {r['samples']:4d} samples, {r['workers']} worker(s): {r['seconds']:6.1f} s ({r['seconds'] / r['samples'] * 1000:.0f} "
                   f"ms/sample), {r['tensors']} tensors, peak anonymous RSS {r['peak_rss_mb']:.0f} MB (after "
                   f"loading {r['rss_before_mb']:.0f} MB; inputs memory-mapped from a {r['data_mb']:.0f} MB file; "
                   f"ru_maxrss incl. those file pages {r['max_rss_mb']:.0f} MB); output rel_l2 "
@@ -323,10 +325,11 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     p.add_argument("--sensitivity-only", action="store_true", help="skip the layerwise memory benchmark")
-    p.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:
-        memory_child(int(args.memory_child[0]), args.memory_child[1], args.memory_child[2])
+        memory_child(int(args.memory_child[0]), args.memory_child[1], args.memory_child[2],
+                     int(args.memory_child[3]) or None)
         return
     digits = load_model("digits_cnn")
     outliers = {"/res1/res1.1/BatchNormalization": "/res2/res2.0/Conv",
