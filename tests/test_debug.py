@@ -187,6 +187,11 @@ def test_cli_debug_writes_a_recipe_that_recovers_accuracy(models, tmp_path, cli_
     bad = subprocess.run([str(cli_path), "debug", str(model_path), "--recipe", str(tmp_path / "none.json"),
                           "--inputs", str(TEST), "--json"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "none.json" in json.loads(bad.stdout)["error"]
+    human = subprocess.run([str(cli_path), "debug", str(model_path), "--recipe", str(recipe), "--inputs", str(TEST)],
+                           capture_output=True, text=True, timeout=300)
+    assert human.returncode == 0, human.stderr
+    assert f"ranked {len(out['sensitivity'])} layers on {out['samples']} samples in " in human.stdout
+    assert f"s; {len(out['plans'])} plans measured" in human.stdout and out["seconds"] > 0
 
 
 def test_sensitivity_with_a_requantizing_factory_equals_naive_exclusion(models):

@@ -797,6 +797,7 @@ class DebugResult:
             "plans": self.plan.tried.records(),
             "cost_after": self.plan.cost,
             "samples": self.sensitivity.samples,
+            "seconds": self.sensitivity.seconds,
             "recipe": self.recipe_path,
             "warnings": self.sensitivity.warnings,
             "direction": self.sensitivity.direction,

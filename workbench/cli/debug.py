@@ -67,6 +67,8 @@ def render(r: dict[str, Any]) -> str:
               for i, s in enumerate(r["sensitivity"])]
     lines.append(f"keep in high precision: {r['keep_high_precision'] or 'nothing'}")
     lines.append(r["message"])
+    lines.append(f"ranked {len(r['sensitivity'])} layers on {r['samples']} samples in {r['seconds']:.1f} s; "
+                 f"{len(r['plans'])} plans measured")
     lines.append(f"recipe: {r['recipe']}")
     lines += [f"warning: {w}" for w in r["warnings"]]
     return "\n".join(lines)
