@@ -87,3 +87,39 @@ def test_lowest_precision():
     assert lowest_precision(["int64", "fp32"]) == "fp32"
     assert lowest_precision(["int64"]) == "int64"
     assert lowest_precision([]) is None
+
+
+def test_int8_for_onnx_runtime_each_qlinearconv_owns_its_relu_and_requantize():
+    """DQ -> Conv -> Relu -> Q fuses into one QLinearConv that applies the Relu and requantizes itself: the
+    profile gives it its own Relu and Q (not the next conv's), and the DequantizeLinear to the op reading it."""
+    import warnings
+
+    import numpy as np
+
+    from workbench.calibration import calibrate
+    from workbench.edits import apply_edit
+    from workbench.graph import SAMPLES_DIR, load_model
+    from workbench.precision import activation_tensors, quantize_model
+    from workbench.recipe import FuseBatchNorm
+
+    folded = apply_edit(load_model("digits_cnn"), FuseBatchNorm())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scales = calibrate(folded, SAMPLES_DIR / "digits_calib.npz",
+                           tensors=activation_tensors(folded, target="onnxruntime"))
+    q = quantize_model(folded, scales, target="onnxruntime")
+    table = profile_model(q, {"input": np.load(SAMPLES_DIR / "digits_test.npz")["input"][:32]}, iterations=2)
+    rows = {r["type"]: [] for r in table.records()}
+    for r in table.records():
+        rows[r["type"]].append(r["onnx_nodes"])
+    convs = rows["QLinearConv"]
+    assert len(convs) == 4
+    for block in ("stem", "res1", "res2"):
+        own = next(nodes for nodes in convs if f"/{block}/{block}.0/Conv" in nodes)
+        assert {f"/{block}/{block}.2/Relu", f"/{block}/{block}.2/Relu_output_0__QuantizeLinear"} <= set(own)
+        assert f"/{block}/{block}.2/Relu_output_0__DequantizeLinear" not in own
+    res1 = next(nodes for nodes in convs if "/res1/res1.0/Conv" in nodes)
+    assert "/stem/stem.2/Relu_output_0__DequantizeLinear" in res1 and "/stem/stem.2/Relu" not in res1
+    claimed = [n for r in table.records() for n in r["onnx_nodes"]]
+    twice = {n for n in claimed if claimed.count(n) > 1}
+    assert twice and all(n.endswith("__DequantizeLinear") for n in twice)  # ORT copies a shared DQ per reader

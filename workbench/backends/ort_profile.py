@@ -133,14 +133,18 @@ def parse_ort_trace(events: Sequence[Mapping[str, Any]], *, skip_runs: int = 0) 
     return nodes
 
 
+_EPILOGUE_OPS = {"Relu", "Clip", "LeakyRelu", "BatchNormalization", "QuantizeLinear"}
+
+
 def map_optimized_nodes(original: onnx.ModelProto, optimized: onnx.ModelProto) -> dict[str, list[str]]:
     """For each node of ORT's optimised graph, the original ONNX nodes it computes.
 
     Evidence, strongest first: the optimised node keeps an original node's name; it writes an original
     tensor (that tensor's producer); its name is an original tensor plus an ORT suffix (``x_nchwc``).
-    From those seeds we walk back through original tensors that no longer exist in the optimised graph
-    (they were fused away), claiming their producers unless another optimised node claimed them by
-    name. Layout-only nodes ORT inserts (ReorderInput/Output, Memcpy) map to no ONNX node.
+    From those seeds we first walk forward over fused-away epilogues (an activation or QuantizeLinear that
+    is the only reader of a seed's vanished output: a QLinearConv applies them itself), then back through
+    original tensors that no longer exist in the optimised graph, claiming their producers unless another
+    optimised node claimed them. Layout-only nodes ORT inserts (ReorderInput/Output, Memcpy) map to no ONNX node.
     """
     producer = {o: n.name for n in original.graph.node for o in n.output}
     node_inputs = {n.name: list(n.input) for n in original.graph.node}
@@ -165,7 +169,24 @@ def map_optimized_nodes(original: onnx.ModelProto, optimized: onnx.ModelProto) -
                 found.append(producer[base])
         seeds[n.name] = list(dict.fromkeys(found))
 
+    # epilogues first: an activation or Quantize that only finishes a seed's output (now fused away) is that
+    # seed's (a QLinearConv requantizes and applies the Relu itself); a DequantizeLinear stays with its consumer
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in original.graph.node:
+        for t in n.input:
+            consumers.setdefault(t, []).append(n)
+    outputs_of = {n.name: list(n.output) for n in original.graph.node}
     claimed = {s for found in seeds.values() for s in found}
+    for found in seeds.values():
+        frontier = list(found)
+        while frontier:
+            tensors = [t for t in outputs_of.get(frontier.pop(), []) if t and t not in present]
+            for t in tensors:
+                users = consumers.get(t, [])
+                if len(users) == 1 and users[0].op_type in _EPILOGUE_OPS and users[0].name not in claimed:
+                    found.append(users[0].name)
+                    claimed.add(users[0].name)
+                    frontier.append(users[0].name)
     result: dict[str, list[str]] = {}
     for opt_name, found in seeds.items():
         covered = list(found)
