@@ -158,3 +158,32 @@ def test_cli_check_without_any_tensorrt_says_how_to_install():
     assert r["backend"] is None and r["parsable"] is None and r["buildable"] is None
     assert "no TensorRT is installed" in r["errors"][0]
     assert "pip install 'onnx-trt-workbench[rtx]'" in r["suggestions"][0]
+
+
+def test_qdq_placed_for_onnx_runtime_is_named_with_the_tensorrt_quantize_suggested():
+    """Both placements of one calibration: TensorRT's parses; ONNX Runtime's (int32 biases, asymmetric uint8)
+    is named node by node, with the way back."""
+    import warnings
+
+    from workbench.calibration import calibrate
+    from workbench.edits import apply_edit
+    from workbench.graph import SAMPLES_DIR, load_model
+    from workbench.precision import activation_tensors, quantize_model
+    from workbench.recipe import FuseBatchNorm
+
+    folded = apply_edit(load_model("digits_cnn"), FuseBatchNorm())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scales = calibrate(folded, SAMPLES_DIR / "digits_calib.npz",
+                           tensors=activation_tensors(folded, target="onnxruntime"))
+    shapes = "input:1x1x8x8,8x1x8x8,32x1x8x8"
+    trt = check_model(quantize_model(folded, scales), shapes=shapes)
+    assert trt.parsable and trt.unsupported == [] and not any("ONNX Runtime's CPU" in s for s in trt.suggestions)
+    ort_placed = quantize_model(folded, scales, target="onnxruntime")
+    r = check_model(ort_placed, shapes=shapes)
+    biases = [n.name for n in ort_placed.graph.node if n.op_type == "DequantizeLinear" and n.name.endswith(
+        ("_B_bn__DequantizeLinear", "bias__DequantizeLinear"))]
+    assert len(biases) == 5 and {u["node"] for u in r.unsupported} >= set(biases)
+    assert all("symmetric" in u["reason"] for u in r.unsupported)
+    (s,) = [s for s in r.suggestions if "ONNX Runtime's CPU placement" in s]
+    assert "workbench quantize MODEL --calib DATA.npz" in s and r.parsable is False

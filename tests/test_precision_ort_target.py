@@ -396,3 +396,20 @@ def test_precision_tab_places_int8_rows_for_onnxruntime(tmp_path: Path) -> None:
     assert tab.status.state == "ok", tab.status.message
     ops = _optimized_ops(session.model, tmp_path)
     assert ops["QLinearConv"] == 4 and ops["QLinearAdd"] == 1 and ops["QGemm"] == 0  # the Gemm row stays fp32
+
+
+def test_onnxruntime_only_qdq_names_what_tensorrt_would_refuse() -> None:
+    """The transformer's LayerNorm outputs are signed: the ONNX Runtime placement gives them non-zero uint8 zero
+    points, and its classifier bias is int32; the TensorRT placement of the same scales has neither."""
+    from workbench.precision import onnxruntime_only_qdq
+
+    m = load_model("digits_transformer")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scales = calibrate(m, SAMPLES / "digits_calib_seq.npz", tensors=activation_tensors(m, target=ORT))
+    found = onnxruntime_only_qdq(quantize_model(m, scales, target=ORT))
+    reasons = Counter(found.values())
+    assert reasons["has a non-zero zero point (asymmetric quantization)"] > 0
+    assert reasons["dequantizes an int32 tensor (an ONNX Runtime-style quantized bias)"] >= 1
+    assert all(name.endswith(("QuantizeLinear", "DequantizeLinear")) for name in found)
+    assert onnxruntime_only_qdq(quantize_model(m, scales)) == {}

@@ -38,6 +38,7 @@ from .backends.worker import WorkerCrash, run_in_child
 from .cancel import cancelled
 from .errors import BackendUnavailable, BuildError
 from .graph import load_model, save_model
+from .precision import onnxruntime_only_qdq
 from .recipe import ShapeProfile
 
 __all__ = ["CheckCancelled", "CheckReport", "check_model", "ORT_INTEGER_OPS", "static_findings"]
@@ -112,6 +113,17 @@ def static_findings(model: onnx.ModelProto, profiles: Sequence[ShapeProfile] = (
             f"first: apply the dequantize_integer_ops edit (`workbench edit MODEL recipe.json -o float.onnx` with "
             f"recipe.json = {_RECIPE % 'dequantize_integer_ops'}), then quantize to Q/DQ for TensorRT "
             f"(`workbench quantize float.onnx --calib DATA.npz -o qdq.onnx`)")
+    ort_qdq = onnxruntime_only_qdq(model)
+    for name, why in ort_qdq.items():
+        op = next(n.op_type for n in model.graph.node if n.name == name)
+        unsupported.append({"node": name, "op": op,
+                            "reason": f"{why}; TensorRT takes symmetric int8/fp8 Q/DQ (zero point 0, float bias)"})
+    if ort_qdq:
+        suggestions.append(
+            f"{len(ort_qdq)} Q/DQ node(s) ({', '.join(list(ort_qdq)[:3])}{'...' if len(ort_qdq) > 3 else ''}) follow "
+            "ONNX Runtime's CPU placement (asymmetric uint8 activations, int32 biases), which TensorRT does not take: "
+            "quantize the FP32 model for TensorRT instead (`workbench quantize MODEL --calib DATA.npz`, "
+            "target tensorrt is the default)")
     consts = _const_names(model)
     const_ifs = [n for n in model.graph.node if n.op_type == "If" and n.input and n.input[0] in consts]
     if const_ifs:

@@ -41,7 +41,7 @@ from .qdq import (
     quantize_model,
 )
 from .scales import ScaleCache, TensorStats, latest_scales
-from .summary import PRECISIONS, node_precisions, weight_bytes
+from .summary import PRECISIONS, node_precisions, onnxruntime_only_qdq, weight_bytes
 
 __all__ = [
     "PRECISIONS",
@@ -62,6 +62,7 @@ __all__ = [
     "latest_scales",
     "apply_precision_edit",
     "node_precisions",
+    "onnxruntime_only_qdq",
     "weight_bytes",
 ]
 
