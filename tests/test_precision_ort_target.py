@@ -111,9 +111,10 @@ def test_ort_fuses_every_conv_add_and_gemm_into_integer_ops(which: str, digits: 
     assert ours["QLinearConv"] + ours["ConvInteger"] == original["Conv"] > 0
     assert ours["QLinearAdd"] == original["Add"] > 0  # every residual Add
     assert ours["QGemm"] == original["Gemm"] == 1  # the classifier, float output
-    assert ours["Conv"] == ours["FusedConv"] == ours["Add"] == ours["Relu"] == 0
-    # standalone Q only for the graph input and after the float GlobalAveragePool (the classifier's input)
-    assert ours["QuantizeLinear"] == 2
+    assert ours["QLinearGlobalAveragePool"] == original["GlobalAveragePool"] == 1
+    assert ours["Conv"] == ours["FusedConv"] == ours["Add"] == ours["Relu"] == ours["GlobalAveragePool"] == 0
+    # a standalone Q only for the graph input, no DequantizeLinear left: uint8 from the input to the classifier
+    assert ours["QuantizeLinear"] == 1 and ours["DequantizeLinear"] == 0
     assert not INTEGER_OPS & set(trt)  # TensorRT's placement runs as float ops between Q/DQ pairs in ORT
 
 
@@ -122,13 +123,14 @@ def test_activations_uint8_weights_int8_bias_int32(digits: onnx.ModelProto, digi
     inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
     producers = {o: n for n in q.graph.node for o in n.output}
     acts = activation_tensors(digits, target=ORT)
-    # inputs and outputs of the weighted ops / the Add (the stem conv's Relu output, the Add output, ...) and the
-    # MaxPool output, which borrows the Add output's scale unless an exclusion leaves the Add float
+    # inputs and outputs of the weighted ops / the Add / the average pool (the stem conv's Relu output, the Add
+    # output, ...) and the MaxPool and Flatten outputs, which borrow their input's scale unless an exclusion leaves
+    # that input float
     assert acts == ["input", "/stem/stem.2/Relu_output_0", "/res1/res1.2/Relu_output_0",
                     "/res2/res2.2/Relu_output_0", "/Add_output_0", "/pool/MaxPool_output_0",
-                    "/down/down.2/Relu_output_0", "/Flatten_output_0"]
+                    "/down/down.2/Relu_output_0", "/gap/GlobalAveragePool_output_0", "/Flatten_output_0"]
     assert set(activation_tensors(digits)) < set(acts)  # tensorrt: weighted ops' and the Add's inputs only
-    for t in (a for a in acts if a != "/pool/MaxPool_output_0"):
+    for t in (a for a in acts if a not in ("/pool/MaxPool_output_0", "/Flatten_output_0")):  # these two borrow
         stats = digits_ort_scales.tensors[t]
         lo, hi = max(stats.min, -stats.amax), min(stats.max, stats.amax)
         lo, hi = min(lo, 0.0), max(hi, 0.0)
@@ -147,6 +149,10 @@ def test_activations_uint8_weights_int8_bias_int32(digits: onnx.ModelProto, digi
     # MaxPool is wrapped in Q/DQ that share the Add output's scale and zero point (ORT runs it on uint8)
     q_pool = next(n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "/pool/MaxPool_output_0")
     assert list(q_pool.input[1:]) == ["/Add_output_0__scale", "/Add_output_0__zero_point"]
+    # the average pool gets its own (calibrated) output scale, which Flatten then shares
+    q_flat = next(n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "/Flatten_output_0")
+    assert list(q_flat.input[1:]) == ["/gap/GlobalAveragePool_output_0__scale",
+                                      "/gap/GlobalAveragePool_output_0__zero_point"]
     # each conv reads a DQ'd uint8 input, int8 per-channel weights and an int32 bias of scale in_scale * w_scale
     for conv in (n for n in q.graph.node if n.op_type == "Conv"):
         x_dq, w_dq, b_dq = (producers[i] for i in conv.input)
@@ -248,10 +254,10 @@ def test_cli_writes_model_and_recipe_with_target(tmp_path: Path, capsys: pytest.
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["target"] == ORT
     assert set(result["quantized"]) == {"/stem/stem.0/Conv", "/res1/res1.0/Conv", "/res2/res2.0/Conv",
-                                        "/down/down.0/Conv", "/fc/Gemm", "/Add"}
+                                        "/down/down.0/Conv", "/fc/Gemm", "/Add", "/gap/GlobalAveragePool"}
     written = onnx.load(out)
     assert any(i.data_type == TensorProto.UINT8 for i in written.graph.initializer)
-    assert sum(n.op_type == "QuantizeLinear" for n in written.graph.node) == 8  # one per calibrated tensor
+    assert sum(n.op_type == "QuantizeLinear" for n in written.graph.node) == 9  # one per placed tensor
     assert json.loads(recipe.read_text())["edits"][-1]["target"] == ORT
     from workbench.session import Session
 

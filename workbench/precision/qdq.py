@@ -113,8 +113,18 @@ def quantization_targets(
     model: onnx.ModelProto, *, nodes: Sequence[str] = (), exclude: Sequence[str] = (), target: str = "tensorrt"
 ) -> dict[str, list[int]]:
     """``{node: [input indices]}`` that get Q/DQ: weighted ops' float inputs and residual Add inputs (for
-    ``target="onnxruntime"`` both Add inputs)."""
+    ``target="onnxruntime"`` both Add inputs, and average pools of quantized tensors)."""
     check_target(target)
+    if target == "onnxruntime":
+        from .qdq_ort import _ort_plan  # qdq_ort imports this module: import it on use
+
+        return dict(_ort_plan(model, nodes, exclude).targets)
+    return _weighted_targets(model, nodes, exclude, target)
+
+
+def _weighted_targets(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[str],
+                      target: str) -> dict[str, list[int]]:
+    """Weighted ops' float inputs and residual Add inputs (one for TensorRT, both for ONNX Runtime)."""
     infos = tensor_infos(_typed(model))
     chosen = set(select_nodes(model, nodes, what="quantize")) if nodes else None
     excluded = set(select_nodes(model, exclude, what="exclude")) if exclude else set()

@@ -27,7 +27,10 @@ tests/test_precision_ort_target.py):
 3. Residual Adds (TensorRT rule 3's) get Q/DQ on both inputs and on their output (after the Relu that
    follows), so they run as QLinearAdd.
 4. A pass-through op (MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Identity) whose input is
-   quantized gets an output Q/DQ with its input's scale and zero point (no calibration of its own).
+   quantized gets an output Q/DQ with its input's scale and zero point (no calibration of its own). An average
+   pool (GlobalAveragePool, AveragePool) of a quantized tensor gets a calibrated output Q/DQ (averaging
+   changes the range), so ORT runs it as QLinearGlobalAveragePool / QLinearAveragePool, unless its output is
+   a graph output.
 5. A graph output gets no output Q: Gemm/MatMul then run as integer ops with a float output (QGemm,
    MatMulIntegerToFloat); a Conv producing a graph output stays float.
 6. int8 only (ONNX Runtime's CPU provider has no fp8 kernels).
@@ -51,7 +54,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ..errors import CalibrationError
 from ..graph import tensor_infos
 from ._common import _constants, _consumers, _finish, _is_float32, _producers, _subgraph_refs, _typed, select_nodes
-from .qdq import _q_initializer, _quantize_weight, _weight_axis, _zero_point, quantization_targets
+from .qdq import _q_initializer, _quantize_weight, _weight_axis, _weighted_targets, _zero_point
 from .scales import ScaleCache
 
 # ONNX Runtime placement: ops between a weighted op and its output Q (ORT folds BatchNorm only before
@@ -59,6 +62,7 @@ from .scales import ScaleCache
 # on uint8 when the DQ before and the Q after share one scale and zero point (ORT drops the pair).
 _ORT_EPILOGUE = {"BatchNormalization", "Relu", "Clip"}
 _PASS_THROUGH = {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
+_ORT_POOLS = {"GlobalAveragePool", "AveragePool"}  # QLinearGlobalAveragePool / QLinearAveragePool
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,8 @@ def _output_point(node: onnx.NodeProto, consumers: Mapping[str, list[onnx.NodePr
 def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[str]) -> _OrtPlan:
     model = _typed(model)
     infos = tensor_infos(model)
-    targets = quantization_targets(model, nodes=nodes, exclude=exclude, target="onnxruntime")
-    every = quantization_targets(model, target="onnxruntime")
+    targets = _weighted_targets(model, nodes, exclude, "onnxruntime")
+    every = _weighted_targets(model, (), (), "onnxruntime")
     excluded = set(select_nodes(model, exclude, what="exclude")) if exclude else set()
     const_values = _constants(model)
     consts = set(const_values)
@@ -117,6 +121,19 @@ def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[st
         out = _output_point(n, consumers, graph_outputs, const_values)
         if out not in graph_outputs and _is_float32(out, infos):
             wanted.add(out)
+    # average pooling of a quantized tensor (through pass-through ops) runs on uint8 too when a Q can follow it
+    chosen = set(select_nodes(model, nodes, what="quantize")) if nodes else None
+    quantized = set(wanted)
+    for n in model.graph.node:
+        if not n.input or n.input[0] not in quantized:
+            continue
+        if n.op_type in _PASS_THROUGH:
+            quantized.add(n.output[0])
+        elif (n.op_type in _ORT_POOLS and n.name not in excluded and (chosen is None or n.name in chosen)
+              and n.output[0] not in graph_outputs and _is_float32(n.output[0], infos)):
+            targets[n.name] = [0]
+            wanted.update((n.input[0], n.output[0]))
+            quantized.add(n.output[0])
     order = [i.name for i in model.graph.input] + [o for n in model.graph.node for o in n.output if o]
     tensors: dict[str, str] = {}
     for t in order:
