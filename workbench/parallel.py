@@ -19,8 +19,8 @@ R = TypeVar("R")
 
 
 def resolve_workers(workers: int | None) -> int:
-    """``None`` = one worker per core (at most 4: memory grows with the batches in flight); otherwise ``workers``
-    (at least 1)."""
+    """``None`` = one worker per core, at most 4 (each holds its own slice of a batch and ONNX Runtime buffers);
+    otherwise ``workers`` (at least 1)."""
     if workers is None:
         return max(1, min(os.cpu_count() or 1, 4))
     if int(workers) < 1:
