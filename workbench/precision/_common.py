@@ -101,3 +101,16 @@ def _finish(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
         raise EditError(f"{where} produced an invalid graph: {str(exc).splitlines()[0]}",
                         hint="keep the node named in the message in fp32 (keep=...) and try again") from exc
     return model
+
+
+def _working_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, list[onnx.NodeProto]],
+                                                  dict[str, onnx.TensorProto], dict[str, onnx.NodeProto],
+                                                  dict[str, onnx.NodeProto], dict[str, np.ndarray]]:
+    """A copy of ``model`` to place Q/DQ in, with its lookups: (copy, consumers, initializers, nodes by name,
+    producers, Constant-node values)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    inits = {i.name: i for i in g.initializer}
+    const_values = {k: v for k, v in _constants(out).items() if k not in inits}
+    return out, _consumers(out), inits, {n.name: n for n in g.node}, _producers(out), const_values

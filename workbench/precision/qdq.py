@@ -50,13 +50,13 @@ from ..errors import CalibrationError, EditError
 from ..graph import tensor_infos
 from ._common import (
     _constants,
-    _consumers,
     _finish,
     _is_float32,
     _opset,
     _producers,
     _subgraph_refs,
     _typed,
+    _working_copy,
     select_nodes,
 )
 from .scales import ScaleCache
@@ -256,14 +256,8 @@ def quantize_model(
     amax = scales.amax() if isinstance(scales, ScaleCache) else {k: float(v) for k, v in scales.items()}
     elem, qmax = _Q[dtype]
     targets = quantization_targets(model, nodes=nodes, exclude=exclude)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out, consumers, inits, names, producers, const_values = _working_copy(model)  # const_values: Constant weights
     g = out.graph
-    consumers = _consumers(out)
-    inits = {i.name: i for i in g.initializer}
-    names = {n.name: n for n in g.node}
-    producers = _producers(out)
-    const_values = {k: v for k, v in _constants(out).items() if k not in inits}  # Constant-node weights
     dq_of: dict[str, str] = {}
     new_inits: list[TensorProto] = []
     act_nodes: dict[str, list[onnx.NodeProto]] = {}  # activation -> its Q, DQ (placed after the producer)

@@ -53,7 +53,17 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import CalibrationError
 from ..graph import tensor_infos
-from ._common import _constants, _consumers, _finish, _is_float32, _producers, _subgraph_refs, _typed, select_nodes
+from ._common import (
+    _constants,
+    _consumers,
+    _finish,
+    _is_float32,
+    _producers,
+    _subgraph_refs,
+    _typed,
+    _working_copy,
+    select_nodes,
+)
 from .qdq import _q_initializer, _quantize_weight, _weight_axis, _weighted_targets, _zero_point
 from .scales import ScaleCache
 
@@ -186,14 +196,8 @@ def _quantize_for_ort(model: onnx.ModelProto, scales: ScaleCache | Mapping[str, 
         warnings.warn(f"BatchNormalization {unfused[:3]} follow quantized convolutions: ONNX Runtime cannot fuse "
                       "those convolutions into QLinearConv; fold them first (FuseBatchNorm edit; workbench quantize "
                       "does by default)", UserWarning, stacklevel=3)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out, consumers, inits, names, producers, const_values = _working_copy(model)
     g = out.graph
-    consumers = _consumers(out)
-    inits = {i.name: i for i in g.initializer}
-    names = {n.name: n for n in g.node}
-    producers = _producers(out)
-    const_values = {k: v for k, v in _constants(out).items() if k not in inits}
     reader_of = {}  # activation -> a quantized node reading it (for messages)
     for name, idx in plan.targets.items():
         for k in idx:
