@@ -339,7 +339,7 @@ print(json.dumps(results))
 
 def test_outputs_build_with_tensorrt_rtx(tmp_path: Path, cnn: onnx.ModelProto, transformer: onnx.ModelProto,
                                          cnn_scales: ScaleCache, transformer_scales: ScaleCache) -> None:
-    pytest.importorskip("tensorrt_rtx")
+    pytest.importorskip("tensorrt_rtx", reason="the rtx extra is not installed (make test installs it)")
     models = {
         "cnn_fp16": convert_precision(cnn, "fp16"),
         "cnn_bf16": convert_precision(cnn, "bf16"),

@@ -285,7 +285,7 @@ def test_layer_times_from_another_engine_are_refused():
 
 def test_real_tensorrt_rtx_engine_layers(tmp_path):
     """A real TensorRT-RTX build of the digits CNN: its Myelin layers map to the model's nodes through Metadata."""
-    pytest.importorskip("tensorrt_rtx")
+    pytest.importorskip("tensorrt_rtx", reason="the rtx extra is not installed (make test installs it)")
     from workbench.build import build_engine
     from workbench.graph import load_model
     from workbench.recipe import BuildSettings

@@ -81,7 +81,7 @@ def test_engine_without_build_is_an_error(tab):
 
 
 def test_engine_built_here_shows_its_layers(tab):
-    pytest.importorskip("tensorrt_rtx")
+    pytest.importorskip("tensorrt_rtx", reason="the rtx extra is not installed (make test installs it)")
     from workbench.build import build_engine
     from workbench.recipe import BuildSettings
 
