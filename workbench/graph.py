@@ -25,6 +25,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from .errors import ModelError
+from .fsio import give_mode
 from .table import Table
 
 __all__ = [
@@ -781,9 +782,11 @@ def _write_model(model: onnx.ModelProto, path: Path, big: bool) -> None:
             os.close(fd)
             tmp_data = Path(name)
             _write_synced(tmp, _with_weights_outside(model, tmp_data, data_name))
+            give_mode(tmp_data, path.parent / data_name)
             os.replace(tmp_data, path.parent / data_name)
         else:
             _write_synced(tmp, model_bytes(model))
+        give_mode(tmp, path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
