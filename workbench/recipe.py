@@ -49,6 +49,7 @@ __all__ = [
     "ShapeProfile",
     "BuildSettings",
     "CalibrationSettings",
+    "Preprocessing",
     "Recipe",
     "edit_from_dict",
 ]
@@ -317,8 +318,53 @@ class BuildSettings:
 
 
 @dataclass(frozen=True)
+class Preprocessing:
+    """How files become model inputs (:mod:`workbench.data`), recorded so a calibration can be replayed.
+
+    ``kind``: image | audio | tokens. Image: ``size`` (height, width; empty keeps the file's), ``layout``
+    NCHW | NHWC, ``channels`` RGB | BGR | GRAY, ``scale`` (pixel values 0-255 times this), ``mean``/``std``
+    per channel (after scaling), ``dtype``. Audio: ``sample_rate`` (resampled to), ``chunk`` (samples per
+    chunk; 0 = whole files). Tokens: ``length`` (padded/cut to). The key names are the corpus manifest's.
+    """
+
+    kind: str = "image"
+    size: tuple[int, ...] = ()
+    layout: str = "NCHW"
+    channels: str = "RGB"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    dtype: str = "float32"
+    sample_rate: int = 0
+    chunk: int = 0
+    length: int = 0
+
+    KINDS: ClassVar[tuple[str, ...]] = ("image", "audio", "tokens")
+
+    def __post_init__(self) -> None:
+        checks = [(self.kind in self.KINDS, f"kind {self.kind!r}", f"one of {list(self.KINDS)}"),
+                  (self.layout in ("NCHW", "NHWC"), f"layout {self.layout!r}", "NCHW or NHWC"),
+                  (self.channels in ("RGB", "BGR", "GRAY"), f"channels {self.channels!r}", "RGB, BGR or GRAY"),
+                  (len(self.size) in (0, 2), f"size {list(self.size)}", "[height, width]"),
+                  (not self.std or all(s != 0 for s in self.std), f"std {list(self.std)}", "non-zero values")]
+        for ok, what, want in checks:
+            if not ok:
+                raise RecipeError(f"preprocessing: {what} is not valid", hint=f"use {want}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keys that matter for ``kind`` (what the corpus manifests write)."""
+        keys = {"image": ("size", "layout", "channels", "scale", "mean", "std", "dtype"),
+                "audio": ("sample_rate", "chunk", "dtype"), "tokens": ("length", "dtype")}[self.kind]
+        return {"kind": self.kind, **{k: _plain(getattr(self, k)) for k in keys}}
+
+
+@dataclass(frozen=True)
 class CalibrationSettings:
-    """How scales were (or will be) computed; ``data`` describes the source (path or label)."""
+    """How scales were (or will be) computed; ``data`` describes the source (path or label).
+
+    ``preprocessing`` and ``sample_axes`` (per input: the axis that indexes samples, or None for an input
+    every sample shares) are written only when set, so older recipes keep their bytes and digest.
+    """
 
     method: str = "entropy"
     percentile: float = 99.99
@@ -326,6 +372,18 @@ class CalibrationSettings:
     samples: int = 0
     data: str = ""
     seed: int = 0
+    preprocessing: Preprocessing | None = None
+    sample_axes: dict[str, int | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = _plain(dataclasses.asdict(self))
+        if self.preprocessing is None:
+            del out["preprocessing"]
+        else:
+            out["preprocessing"] = self.preprocessing.to_dict()
+        if not self.sample_axes:
+            del out["sample_axes"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -356,7 +414,7 @@ class Recipe:
         if self.node_names:
             out["node_names"] = dict(self.node_names)
         if self.calibration is not None:
-            out["calibration"] = _plain(dataclasses.asdict(self.calibration))
+            out["calibration"] = self.calibration.to_dict()
         if self.build is not None:
             out["build"] = _plain(dataclasses.asdict(self.build))
         return out
