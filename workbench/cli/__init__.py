@@ -4,6 +4,10 @@ Each command is a module in this package exposing ``COMMAND`` (its name), ``HELP
 and ``run(args) -> dict``; an optional ``render(result) -> str`` formats it for people. Every command takes
 ``--json`` and then prints one JSON object on stdout; exit 0 on success, 1 on a user error with
 ``{"error", "hint"}``, never a traceback for bad input. Logs go to stderr.
+
+Any other exception is our bug, reported as an internal error (:mod:`workbench.internal`): exit 2, one line on
+stderr (what failed, the exception type and message) with where the traceback was logged and how to report it;
+under ``--json`` one object ``{"error", "hint", "internal": true, "log"}``. Never a bare traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from ..errors import WorkbenchError
+from ..internal import EXIT_INTERNAL, report_internal
 
 __all__ = ["main", "commands"]
 
@@ -66,9 +71,12 @@ def _default(o: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    mods = commands()
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser(mods)
+    try:
+        mods = commands()
+        parser = _parser(mods)
+    except Exception as exc:
+        return _internal(exc, "starting the workbench command line", "--json" in argv)
     try:
         args = parser.parse_args(argv)
     except _UsageError as exc:  # a user error like any other: exit 1, JSON under --json
@@ -92,15 +100,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # our bug, never the user's: one line, the log file, how to report it
+        return _internal(exc, f"running `workbench {args.command}`", args.json)
     if result is None:
         return 0
-    if args.json:
-        print(json.dumps(result, default=_default))
-    elif hasattr(module, "render"):
-        print(module.render(result))
-    else:
-        print(json.dumps(result, indent=2, default=_default))
+    try:
+        if args.json:
+            text = json.dumps(result, default=_default)
+        elif hasattr(module, "render"):
+            text = module.render(result)
+        else:
+            text = json.dumps(result, indent=2, default=_default)
+    except Exception as exc:
+        return _internal(exc, f"printing the result of `workbench {args.command}`", args.json)
+    print(text)
     return 0
+
+
+def _internal(exc: BaseException, doing: str, as_json: bool) -> int:
+    report = report_internal(exc, doing)
+    if as_json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(f"error: {report.line}\nhint: {report.hint}", file=sys.stderr)
+    if report.log is None:  # nowhere to keep the traceback: stderr is the last place it can go
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,9 @@
 
 A tab is a class ``XTab(session, status)`` with ``title: str`` and ``widget`` (an ipywidgets Widget).
 A button handler wraps its one Session/API call in ``with status.guard("doing X"):`` so a
-:class:`~workbench.errors.WorkbenchError` is shown, not raised, and the kernel and session survive.
+:class:`~workbench.errors.WorkbenchError` is shown, not raised, and the kernel and session survive. Any other
+exception is our bug: the guard shows it as an internal error (one line, where its traceback was logged, how to
+report it; :mod:`workbench.internal`), never as the user's fault and never as a traceback in the cell output.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Protocol
 import ipywidgets as W
 
 from ..errors import WorkbenchError
+from ..internal import InternalError, report_internal
 
 __all__ = ["Job", "Status", "Tab", "refill"]
 
@@ -49,9 +52,10 @@ class Status:
         self.state = "idle"
         self.message = ""
         self.hint = ""
+        self.internal: InternalError | None = None  # the last internal error shown, with its log file
 
-    def _show(self, state: str, message: str, hint: str = "") -> None:
-        self.state, self.message, self.hint = state, message, hint
+    def _show(self, state: str, message: str, hint: str = "", *, internal: InternalError | None = None) -> None:
+        self.state, self.message, self.hint, self.internal = state, message, hint, internal
         colour = {"error": "#b00020", "ok": "#1b5e20", "busy": "#555"}.get(state, "#333")
         text = html.escape(message) + (f"<br><i>hint: {html.escape(hint)}</i>" if hint else "")
         self.widget.value = f'<div class="wb-status wb-status-{state}" style="color:{colour}">{text}</div>'
@@ -65,14 +69,23 @@ class Status:
     def error(self, exc: WorkbenchError) -> None:
         self._show("error", exc.message, exc.hint)
 
+    def internal_error(self, exc: BaseException, doing: str) -> InternalError:
+        """Log ``exc``'s traceback and show it as an internal error (state 'error', ``internal`` set)."""
+        report = report_internal(exc, doing)
+        self._show("error", report.line, report.hint, internal=report)
+        return report
+
     @contextmanager
     def guard(self, doing: str) -> Iterator[None]:
-        """Show ``doing`` while the block runs; show a WorkbenchError instead of raising it."""
+        """Show ``doing`` while the block runs; show a WorkbenchError, or any other exception as an internal
+        error, instead of raising it."""
         self.busy(f"{doing}…")
         try:
             yield
         except WorkbenchError as exc:
             self.error(exc)
+        except Exception as exc:  # our bug: logged, shown as one line with the log file, never the user's fault
+            self.internal_error(exc, doing)
         else:
             if self.state == "busy":
                 self.ok(f"{doing}: done")
@@ -141,10 +154,19 @@ class Job:
                         self.status.state = "idle"
                 if self.cancelled:
                     self._set_phase("cancelled")
-                elif self.status.state != "error":
+                elif self.status.state == "error":
+                    self._set_phase("internal error" if self.status.internal is not None else "failed")
+                else:
                     self.report(1, 1, final if isinstance(final, str) else "done")
+            except Exception as exc:  # a bug after the guard (progress widgets, phase): still never "running"
+                self.status.internal_error(exc, doing)
             finally:
-                self.run_button.disabled, self.cancel_button.disabled = not self.ready(), True
+                try:
+                    ready = bool(self.ready())
+                except Exception as exc:
+                    self.status.internal_error(exc, f"{doing} (re-enabling Run)")
+                    ready = True
+                self.run_button.disabled, self.cancel_button.disabled = not ready, True
 
         self._thread = threading.Thread(target=body, name=f"workbench-{doing}", daemon=True)
         self._thread.start()
