@@ -13,7 +13,13 @@ from ..graph import model_bytes, tensor_infos
 from ..table import Table
 from .base import Feeds
 
-__all__ = ["OrtBackend", "OrtEngine", "with_outputs", "check_feeds", "unsafe_rewrites"]
+__all__ = ["OrtBackend", "OrtEngine", "with_outputs", "check_feeds", "unsafe_rewrites", "is_ort_error"]
+
+
+def is_ort_error(exc: BaseException) -> bool:
+    """Whether ONNX Runtime itself raised ``exc`` about the model or the feeds (its own exception types, or the
+    ValueError it raises for missing inputs); anything else (TypeError, KeyError...) is our bug, not the user's."""
+    return type(exc).__module__.startswith("onnxruntime") or isinstance(exc, ValueError)
 
 _FLOAT8 = {onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E4M3FNUZ, onnx.TensorProto.FLOAT8E5M2,
            onnx.TensorProto.FLOAT8E5M2FNUZ}
@@ -112,6 +118,8 @@ class OrtEngine:
             self.session = ort.InferenceSession(model_bytes(model), opts, providers=["CPUExecutionProvider"],
                                                 disabled_optimizers=self.disabled_optimizers)
         except Exception as exc:
+            if not is_ort_error(exc):
+                raise
             raise ModelError(f"ONNX Runtime cannot load the model: {str(exc).strip().splitlines()[0]}",
                              hint="check the node named in the message; `workbench inspect` shows the graph") from exc
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -121,6 +129,8 @@ class OrtEngine:
         try:
             values = self.session.run(names, dict(feeds))
         except Exception as exc:
+            if not is_ort_error(exc):
+                raise
             raise DataError(f"ONNX Runtime failed to run the model: {str(exc).strip().splitlines()[0]}",
                             hint="check input names, shapes and dtypes against `workbench inspect`") from exc
         return dict(zip(names, values))

@@ -27,6 +27,7 @@ from ..errors import DataError
 from ..graph import load_model, model_bytes, tensor_infos
 from ..table import Table
 from .base import Feeds
+from .ort import is_ort_error
 
 if TYPE_CHECKING:  # ort.py imports this module lazily; no import cycle at run time
     from .ort import OrtEngine
@@ -234,6 +235,8 @@ def profile_session(engine: OrtEngine, feeds: Feeds, *, iterations: int = 20, wa
                 session.run(None, dict(feeds))
         except Exception as exc:
             session.end_profiling()
+            if not is_ort_error(exc):
+                raise
             raise DataError(f"ONNX Runtime failed to run the model while profiling: {str(exc).strip().splitlines()[0]}",
                             hint="check input names, shapes and dtypes against `workbench inspect`") from exc
         trace = json.loads(Path(session.end_profiling()).read_text())
