@@ -150,7 +150,7 @@ def attribute_text(attr: onnx.AttributeProto, limit: int = 60) -> str:
 def graph_layout(model: onnx.ModelProto, *, sweeps: int = 4) -> GraphLayout:
     """Lay out ``model``'s main graph: one point per node plus one per graph input and output."""
     g = model.graph
-    table = layer_table(model)
+    table = layer_table(model, constant_rows=True)  # one row per node, zipped with g.node below
     recs = table.records()
     inits = {i.name for i in g.initializer}
     inputs = [i.name for i in g.input if i.name not in inits]
