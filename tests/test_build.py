@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 import subprocess
 
@@ -71,7 +72,7 @@ def test_parse_failure_names_the_node(tmp_path):
         build_engine(integer_ops_model(), BuildSettings(), out=tmp_path / "x.engine", in_process=True)
     assert "input_QuantizeLinear" in err.value.message and "DynamicQuantizeLinear" in err.value.message
     assert "workbench check" in err.value.hint
-    assert not (tmp_path / "x.engine").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no engine, no model written beside it
 
 
 def test_settings_profile_contradicting_the_model_is_refused(tmp_path):
@@ -119,7 +120,29 @@ def test_cli_build_json(cli_path, tmp_path):
     assert r["engine"] == str(out) and r["bytes"] == out.stat().st_size and r["backend"] == "tensorrt-rtx"
     assert r["layers"] > 0 and r["seconds"] > 0
     assert r["profiles"][0]["max"] == [16, 1, 8, 8]
-    assert "[info]" in stderr  # the build log streams to stderr, not into the JSON
+    # TensorRT's info log stays out of the terminal on success (it printed 24 lines here); it is in <engine>.log
+    assert "[info]" not in stderr and "Input filename" not in stderr, stderr
+    assert r["log_path"] == str(out) + ".log" and "[info] Input filename" in (tmp_path / "cnn.engine.log").read_text()
+    code, _, stderr = _cli(cli_path, "build", "digits_cnn", "-o", str(out), "--opt-level", "1", "--verbose")
+    assert code == 0 and "[info] Input filename" in stderr  # --verbose streams it
+
+
+def test_cli_build_failure_shows_the_log_tail(cli_path, tmp_path):
+    path = tmp_path / "int.onnx"
+    onnx.save(integer_ops_model(), path)
+    code, _, stderr = _cli(cli_path, "build", str(path), "-o", str(tmp_path / "x.engine"))
+    assert code == 1 and "the ONNX parser rejected node 'input_QuantizeLinear'" in stderr
+    assert re.search(r"builder log, last \d+ of \d+ lines:", stderr) and "[error] ModelImporter" in stderr
+    assert stderr.count("checkDynamicQuantizeLinear") == 2  # each parser error once (two such nodes), not repeated
+
+
+def test_a_model_built_from_memory_is_written_beside_the_engine_and_named(tmp_path):
+    """The trtexec line of a session's (in-memory, edited) model named ``model.onnx``, a file that did not exist."""
+    model = load_model(dynamic_model())
+    r = build_engine(model, BuildSettings(), out=tmp_path / "dyn.engine", in_process=True)
+    assert r.model_path == tmp_path / "dyn.model.onnx"
+    assert f"--onnx={r.model_path}" in shlex.split(r.trtexec)
+    assert r.model_path.read_bytes() == model_bytes(model)
 
 
 def test_cli_build_bad_shapes_exit_1(cli_path, tmp_path):

@@ -1,6 +1,8 @@
 """Engine builds: ``build_engine`` (child process by default) and the equivalent ``trtexec`` command line.
 
-The engine is written atomically with a metadata JSON beside it (``<engine>.json``): model and recipe
+The engine is written atomically with a metadata JSON beside it (``<engine>.json``), the builder's full log
+(``<engine>.log``) and, when the model came as a ModelProto (a session's edited model), that model
+(``<engine stem>.model.onnx``, the file the trtexec line names): model and recipe
 digests, backend and version, shape profiles (and which were derived, and why), the engine's I/O
 description (for buffer planning on a GPU), engine layers with the ONNX nodes they cover, build time
 and size. Engines here are built ahead of time; running one needs a supported NVIDIA GPU
@@ -27,7 +29,7 @@ from .backends.trt_profiles import ResolvedProfiles, profiles_to_json, resolve_p
 from .backends.worker import run_in_child
 from .cancel import cancelled
 from .errors import BuildError
-from .fsio import cache_root, write_json
+from .fsio import atomic_write, cache_root, write_json
 from .graph import load_model, model_bytes, sample_path, save_model, sha256_bytes
 from .recipe import BuildSettings, ShapeProfile
 
@@ -41,6 +43,7 @@ __all__ = [
     "METADATA_SUFFIX",
     "Progress",
     "LogSink",
+    "beside_engine",
 ]
 
 METADATA_SUFFIX = ".json"
@@ -68,6 +71,8 @@ class BuildResult:
     wall_seconds: float = 0.0
     in_process: bool = False
     trtexec: str = ""
+    log_path: Path | None = None
+    model_path: Path | None = None
     model_sha256: str = ""
     recipe_digest: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +83,8 @@ class BuildResult:
         d["engine"] = str(self.engine_path)
         d["engine_path"] = str(self.engine_path)
         d["metadata_path"] = str(self.metadata_path)
+        d["log_path"] = str(self.log_path) if self.log_path else None
+        d["model_path"] = str(self.model_path) if self.model_path else None
         d["profiles"] = profiles_to_json(self.profiles)
         d["log"] = list(self.log[-50:])
         d.pop("extra")
@@ -189,26 +196,37 @@ def build_engine(
         tracker(event)
 
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="wb-build-") as tmp:
-        model_path = Path(tmp) / "model.onnx"
-        save_model(model, model_path)
-        job = {"backend": backend, "model_path": str(model_path), "engine_path": str(engine_path),
-               "build": True, "support": False, "profiles": profiles_to_json(resolved.profiles),
-               "opt_level": settings.opt_level, "workspace_mb": settings.workspace_mb,
-               "timing_cache": timing_cache, "compute_capabilities": list(settings.compute_capabilities)}
-        what = f"the {backend} build of {source or 'the model'}"
-        if in_process:
-            result = run_job(job, on_event, lambda: cancelled(cancel))
-            if result.get("cancelled"):
-                raise BuildError(f"{what} was cancelled", hint="nothing was written; start it again when ready")
-        else:
-            try:
-                result = run_in_child(job, timeout=settings.timeout_s, on_event=on_event, cancel=cancel, what=what)
-            except BuildError:
-                _remove_partial(engine_path, job["timing_cache"])  # a killed child may leave its temp files
-                raise
-    wall = time.perf_counter() - start
-    _raise_for_failure(result, what, lines)
+    # a model given as a file is built from a temp copy; one given in memory is written beside the engine, so the
+    # trtexec line names a file that holds exactly what was built (removed again if the build fails)
+    model_path = beside_engine(engine_path, ".model.onnx")
+    written = source is None and not model_path.exists()
+    try:
+        with tempfile.TemporaryDirectory(prefix="wb-build-") as tmp:
+            if source is not None:
+                model_path = Path(tmp) / "model.onnx"
+            save_model(model, model_path)
+            job = {"backend": backend, "model_path": str(model_path), "engine_path": str(engine_path),
+                   "build": True, "support": False, "profiles": profiles_to_json(resolved.profiles),
+                   "opt_level": settings.opt_level, "workspace_mb": settings.workspace_mb,
+                   "timing_cache": timing_cache, "compute_capabilities": list(settings.compute_capabilities)}
+            what = f"the {backend} build of {source or 'the model'}"
+            if in_process:
+                result = run_job(job, on_event, lambda: cancelled(cancel))
+                if result.get("cancelled"):
+                    raise BuildError(f"{what} was cancelled", hint="nothing was written; start it again when ready")
+            else:
+                try:
+                    result = run_in_child(job, timeout=settings.timeout_s, on_event=on_event, cancel=cancel,
+                                          what=what)
+                except BuildError:
+                    _remove_partial(engine_path, job["timing_cache"])  # a killed child may leave its temp files
+                    raise
+        wall = time.perf_counter() - start
+        _raise_for_failure(result, what, lines)
+    except BaseException:
+        if written:
+            model_path.unlink(missing_ok=True)
+        raise
 
     notes = tuple(resolved.notes) + tuple(result.get("notes", ()))
     engine_bytes = int(result["bytes"])
@@ -238,15 +256,24 @@ def build_engine(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     metadata_path = write_json(engine_path.with_name(engine_path.name + METADATA_SUFFIX), metadata)
+    log_path = atomic_write(engine_path.with_name(engine_path.name + ".log"), "".join(f"{line}\n" for line in lines))
     return BuildResult(
         backend=backend, version=version, engine_path=engine_path, bytes=engine_bytes,
         seconds=float(result.get("seconds") or 0.0), layers=int(result.get("layers") or 0), log=tuple(lines),
         metadata_path=metadata_path, profiles=resolved.profiles, derived_profiles=resolved.derived, notes=notes,
         io=tuple(result.get("io", [])), engine_layers=tuple(result.get("engine_layers", [])), wall_seconds=wall,
-        in_process=in_process, model_sha256=model_sha, recipe_digest=recipe_digest,
-        trtexec=trtexec_command(source or "model.onnx", settings, engine_path=engine_path,
+        in_process=in_process, model_sha256=model_sha, recipe_digest=recipe_digest, log_path=log_path,
+        model_path=source or model_path,
+        trtexec=trtexec_command(source or model_path, settings, engine_path=engine_path,
                                 profiles=resolved.profiles, backend=backend, timing_cache=timing_cache),
     )
+
+
+def beside_engine(engine_path: str | os.PathLike[str], suffix: str) -> Path:
+    """``<engine stem><suffix>`` in the engine's folder (the names trtexec_command gives its exports)."""
+    engine = Path(engine_path)
+    stem = engine.name[: -len(".engine")] if engine.name.endswith(".engine") else engine.name
+    return engine.with_name(stem + suffix)
 
 
 def _remove_partial(*targets: str | os.PathLike[str] | None) -> None:

@@ -1,4 +1,8 @@
-"""workbench build MODEL: a serialised TensorRT engine (child process by default) and its metadata JSON."""
+"""workbench build MODEL: a serialised TensorRT engine (child process by default) and its metadata JSON.
+
+The builder's log goes to ``<engine>.log``; the terminal shows only its warnings after a successful build, its
+last lines when the build fails, and all of it as it comes with ``--verbose``.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,13 @@ from typing import Any
 
 from ..backends.trt_profiles import parse_shapes
 from ..build import build_engine
+from ..errors import BuildError
 from ..graph import load_model
 from ..recipe import BuildSettings
 
 COMMAND = "build"
 HELP = "build a TensorRT engine ahead of time (no GPU needed with TensorRT-RTX)"
+_FAILURE_LINES = 30
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="TensorRT-RTX target, e.g. SM86 or 8.9; repeatable")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds before the build is stopped")
     p.add_argument("--in-process", action="store_true", help="build in this process (a builder crash kills it)")
-    p.add_argument("--quiet", action="store_true", help="do not stream the build log to stderr")
+    p.add_argument("--verbose", action="store_true", help="stream the builder's whole log (info too) to stderr")
+    p.add_argument("--quiet", action="store_true", help="no builder log on stderr (not even warnings, nor on failure)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -41,11 +48,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         compute_capabilities=tuple(args.compute_capability), in_process=args.in_process, timeout_s=args.timeout,
     )
 
+    lines: list[str] = []
+
     def log(line: str) -> None:
-        if not args.quiet and not line.startswith("[verbose]"):
+        lines.append(line)
+        if args.verbose and not line.startswith("[verbose]"):
             print(line, file=sys.stderr)
 
-    result = build_engine(args.model, settings, out=args.output, log=log, timing_cache_path=args.timing_cache)
+    try:
+        result = build_engine(args.model, settings, out=args.output, log=log, timing_cache_path=args.timing_cache)
+    except BuildError:
+        if not args.quiet and not args.verbose and lines:
+            tail = lines[-_FAILURE_LINES:]
+            print(f"builder log, last {len(tail)} of {len(lines)} lines:", *tail, sep="\n", file=sys.stderr)
+        raise
+    if not args.quiet and not args.verbose:  # on success only the builder's warnings: its info is in the log file
+        for line in lines:
+            if line.startswith(("[warning]", "[error]", "[internal_error]")):
+                print(line, file=sys.stderr)
     return result.to_dict()
 
 
@@ -53,6 +73,8 @@ def render(r: dict[str, Any]) -> str:
     lines = [f"engine: {r['engine']} ({r['bytes']:,} bytes, {r['layers']} layers)",
              f"backend: {r['backend']} {r['version']}  build: {r['seconds']:.2f} s",
              f"metadata: {r['metadata_path']}"]
+    if r.get("log_path"):
+        lines.append(f"builder log: {r['log_path']} (--verbose streams it)")
     lines += [f"note: {n}" for n in r["notes"]]
     lines.append(f"on a device: {r['trtexec']}")
     return "\n".join(lines)
