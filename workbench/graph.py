@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import heapq
 import mmap
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,13 @@ __all__ = [
     "infer_shapes",
     "weightless_skeleton",
     "prune_unused",
+    "subgraphs",
+    "iter_graphs",
+    "all_nodes",
+    "subgraph_reads",
+    "sort_nodes",
+    "constant_weights",
+    "constant_value_shape",
     "tensor_infos",
     "summary",
     "layer_table",
@@ -111,6 +119,7 @@ def load_model(
             hint="pass a path to an .onnx file, a sample name, the file's bytes or an onnx.ModelProto",
         )
     _validate(model, where)
+    sort_nodes(model.graph)  # valid ONNX lists nodes in topological order; some exporters do not (ORT accepts it)
     if names:
         name_nodes(model)
     skeleton = _checked_skeleton(model, where) if check else None
@@ -691,7 +700,7 @@ def summary(model: onnx.ModelProto, *, shapes: Mapping[str, Sequence[int]] | Non
         "outputs": [_value_info(o).to_dict() for o in g.output],
         "nodes": len(g.node),
         "ops": dict(sorted(Counter(n.op_type for n in g.node).items())),
-        "params": sum(_prod(i.dims) for i in g.initializer),
+        "params": _param_count(model),
         "opset": opset,
         "flops": _total_flops(model) if not shapes else flops_at(model, shapes),
         "ir_version": model.ir_version,
@@ -716,16 +725,32 @@ def _flops_per_sample(model: onnx.ModelProto, info: dict[str, Any]) -> int | Non
     return flops_at(model, batch1)
 
 
-LAYER_COLUMNS = ("name", "op", "inputs", "outputs", "input_shapes", "output_shapes", "dtype", "params", "flops")
+LAYER_COLUMNS = ("name", "op", "inputs", "outputs", "input_shapes", "output_shapes", "dtype", "params", "flops",
+                 "weights")
 
 
-def layer_table(model: onnx.ModelProto, *, shapes: Mapping[str, Sequence[int]] | None = None) -> Table:
-    """One row per node in graph order: name, op, inputs, outputs, shapes, output dtype, params, flops.
+def layer_table(model: onnx.ModelProto, *, shapes: Mapping[str, Sequence[int]] | None = None,
+                constant_rows: bool = False) -> Table:
+    """One row per node in graph order: name, op, inputs, outputs, shapes, output dtype, params, flops, weights.
 
-    With ``shapes`` ({input: dims}) the shapes and FLOPs are those at these input shapes.
+    ``weights`` lists the constant tensors a node reads (initializers and Constant-node outputs) as
+    ``"name: 3x3x3x8"``; ``params`` counts the elements of those that are weights (initializers, non-scalar
+    float or 8-bit Constant tensors; not int64 shape constants). Constant nodes whose tensors all feed other nodes
+    get no row of their own (they appear in their readers' weights, as Netron draws them) unless
+    ``constant_rows``. With ``shapes`` ({input: dims}) the shapes and FLOPs are those at these input shapes.
     """
     infos = tensor_infos(_skeleton_at(model, shapes, "the model") if shapes else model)
-    inits = {i.name: i for i in model.graph.initializer}
+    g = model.graph
+    weights = {t.name: tuple(int(d) for d in t.dims) for t in g.initializer}
+    params = {t: _prod(d) for t, d in weights.items()}
+    consts: dict[str, tuple[int, ...]] = {}
+    for n in g.node:
+        shape = constant_value_shape(n)
+        if shape is not None and n.output and n.output[0]:
+            consts[n.output[0]] = shape
+            params[n.output[0]] = _constant_params(n)
+    weights.update(consts)
+    graph_outputs = {o.name for o in g.output}
 
     def shp(name: str) -> str:
         info = infos.get(name)
@@ -734,20 +759,25 @@ def layer_table(model: onnx.ModelProto, *, shapes: Mapping[str, Sequence[int]] |
         return "x".join(str(d) if d is not None else "?" for d in info.shape) or "scalar"
 
     rows = []
-    for node in model.graph.node:
-        params = sum(_prod(inits[i].dims) for i in node.input if i in inits)
+    for node in g.node:
+        if not constant_rows and node.output and node.output[0] in consts and node.output[0] not in graph_outputs:
+            continue
+        reads = [i for i in node.input if i]
+        read_weights = [t for t in dict.fromkeys(reads) if t in weights]
+        read_weights += sorted(t for t in subgraph_reads(node) - set(reads) if t in consts)
         out = infos.get(node.output[0]) if node.output else None
         rows.append(
             (
                 node.name,
                 node.op_type,
-                [i for i in node.input if i],
+                reads,
                 list(node.output),
-                [shp(i) for i in node.input if i and i not in inits],
+                [shp(i) for i in reads if i not in weights],
                 [shp(o) for o in node.output],
                 out.dtype if out else "?",
-                params,
+                sum(params[t] for t in read_weights),
                 node_flops(node, infos),
+                [f"{t}: {'x'.join(map(str, weights[t])) or 'scalar'}" for t in read_weights],
             )
         )
     return Table(LAYER_COLUMNS, tuple(rows))
@@ -889,15 +919,169 @@ def save_model(
     return path
 
 
-def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The bodies of ``node`` (If branches, Loop/Scan bodies), in attribute order; [] for ordinary nodes."""
+    out: list[onnx.GraphProto] = []
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            out.append(a.g)
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            out.extend(a.graphs)
+    return out
+
+
+def iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every subgraph nested in it (If/Loop/Scan bodies at any depth), depth first."""
+    yield graph
+    for node in graph.node:
+        for sub in subgraphs(node):
+            yield from iter_graphs(sub)
+
+
+def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of its subgraphs, depth first (a node before its bodies' nodes)."""
+    for node in graph.node:
+        yield node
+        for sub in subgraphs(node):
+            yield from all_nodes(sub)
+
+
+def subgraph_reads(node: onnx.NodeProto) -> set[str]:
     """Names read by the bodies of ``node``'s subgraphs (If/Loop/Scan), outer-scope tensors included."""
     names: set[str] = set()
-    for a in node.attribute:
-        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-            for n in g.node:
-                names.update(i for i in n.input if i)
-                names |= _subgraph_reads(n)
+    for g in subgraphs(node):
+        for n in g.node:
+            names.update(i for i in n.input if i)
+            names |= subgraph_reads(n)
+        names.update(o.name for o in g.output)  # a body may return an outer-scope tensor as is
     return names
+
+
+_subgraph_reads = subgraph_reads  # the name prune_unused used
+
+
+def _node_reads(node: onnx.NodeProto) -> set[str]:
+    return {i for i in node.input if i} | subgraph_reads(node)
+
+
+def sort_nodes(graph: onnx.GraphProto) -> bool:
+    """Put the nodes of ``graph`` and of every subgraph in topological order, in place; True when any moved.
+
+    A node's dependencies are its inputs and the outer-scope tensors its bodies read. Nodes already in order
+    keep it (a stable sort: among ready nodes the earliest first). A cycle leaves that graph as it was (the
+    checker then names it).
+    """
+    moved = False
+    for g in iter_graphs(graph):
+        moved |= _sort_one(g)
+    return moved
+
+
+def _sort_one(graph: onnx.GraphProto) -> bool:
+    nodes = list(graph.node)
+    producer: dict[str, int] = {}
+    for k, n in enumerate(nodes):
+        for o in n.output:
+            if o:
+                producer.setdefault(o, k)
+    deps = [{producer[t] for t in _node_reads(n) if t in producer and producer[t] != k} for k, n in enumerate(nodes)]
+    if all(all(d < k for d in ds) for k, ds in enumerate(deps)):
+        return False
+    users: list[list[int]] = [[] for _ in nodes]
+    waiting = [len(ds) for ds in deps]
+    for k, ds in enumerate(deps):
+        for d in ds:
+            users[d].append(k)
+    ready = [k for k, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(k)
+        for u in users[k]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) != len(nodes):  # a cycle: not ours to fix
+        return False
+    copies = [onnx.NodeProto.FromString(nodes[k].SerializeToString()) for k in order]
+    del graph.node[:]
+    graph.node.extend(copies)
+    return True
+
+
+def constant_value_shape(node: onnx.NodeProto) -> tuple[int, ...] | None:
+    """Shape of the tensor a Constant node makes (any of its value attributes); None for other nodes."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+        return None
+    for a in node.attribute:
+        if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+            return tuple(int(d) for d in a.t.dims)
+        if a.name == "sparse_value":
+            return tuple(int(d) for d in a.sparse_tensor.dims)
+        if a.name in ("value_floats", "value_ints", "value_strings"):
+            return (len(a.floats or a.ints or a.strings),)
+        if a.name in ("value_float", "value_int", "value_string"):
+            return ()
+    return None
+
+
+# Element types of Constant-node tensors that count as weights (parameters); int64/int32/bool constants are
+# shape arithmetic, and scalars are op arguments (an epsilon, a Gelu's 0.5), not learned values.
+_WEIGHT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE,
+                 TensorProto.INT8, TensorProto.UINT8, *(getattr(TensorProto, n) for n in (
+                     "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ") if hasattr(TensorProto, n))}
+
+
+def _constant_params(node: onnx.NodeProto) -> int:
+    """Elements of a Constant node's tensor when it is a weight (a non-scalar float or 8-bit tensor), else 0."""
+    shape = constant_value_shape(node)
+    if shape is None or _prod(shape) < 2:
+        return 0
+    for a in node.attribute:
+        if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+            return _prod(shape) if a.t.data_type in _WEIGHT_TYPES else 0
+        if a.name == "sparse_value":
+            return _prod(shape) if a.sparse_tensor.values.data_type in _WEIGHT_TYPES else 0
+        if a.name == "value_floats":
+            return _prod(shape)
+    return 0
+
+
+def constant_weights(model: onnx.ModelProto, *, initializers: bool = False) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
+    """``{node: [(tensor, shape)]}``: the Constant-node tensors each main-graph node reads (as Netron draws a
+    weight inside the node that uses it); with ``initializers`` also the initializers it reads.
+
+    A tensor that subgraphs of a node read counts for that node (an If reading an outer Constant). Constant
+    nodes themselves are not keys. PaddlePaddle and TensorFlow exports keep their weights this way.
+    """
+    g = model.graph
+    shapes: dict[str, tuple[int, ...]] = {}
+    for n in g.node:
+        shape = constant_value_shape(n)
+        if shape is not None and n.output and n.output[0]:
+            shapes[n.output[0]] = shape
+    if initializers:
+        for t in g.initializer:
+            shapes.setdefault(t.name, tuple(int(d) for d in t.dims))
+    out: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+    for n in g.node:
+        if n.op_type == "Constant":
+            continue
+        reads = [i for i in n.input if i] + sorted(subgraph_reads(n) - set(n.input))
+        found = [(t, shapes[t]) for t in dict.fromkeys(reads) if t in shapes]
+        if found:
+            out[n.name] = found
+    return out
+
+
+def _param_count(model: onnx.ModelProto) -> int:
+    """Elements of every initializer and Constant-node weight, in the main graph and every subgraph."""
+    total = 0
+    for g in iter_graphs(model.graph):
+        total += sum(_prod(t.dims) for t in g.initializer)
+        total += sum(map(_constant_params, g.node))
+    return total
 
 
 def prune_unused(graph: onnx.GraphProto, *, keep: set[str] | None = None, inputs: bool = False) -> None:
