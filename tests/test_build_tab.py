@@ -131,3 +131,30 @@ def test_a_failing_rederivation_is_shown(tab, monkeypatch):
     tab.session.apply(SetShapes(shapes={"input": ("N", 3, 64, None)}))
     assert tab.status.state == "error" and tab.status.message.startswith("input 'input' has no declared shape")
     assert tab.status.hint == "give --shapes" and tab.profiles.value == before  # the last derived profiles stay
+
+
+def _onnx_arg(tab) -> Path:
+    import shlex
+
+    return Path(next(a for a in shlex.split(tab.trtexec.value) if a.startswith("--onnx="))[len("--onnx="):])
+
+
+def test_trtexec_line_names_a_file_holding_the_sessions_current_model(tab):
+    """It named the original .onnx after edits, and ``model.onnx`` (which did not exist) after a build."""
+    from workbench.graph import model_bytes
+
+    assert _onnx_arg(tab) == tab.session.source_path  # nothing edited: the user's own file
+    tab.session.apply(SetShapes(shapes={"input": ("N", 3, 64, None)}))
+    edited = _onnx_arg(tab)
+    assert edited != tab.session.source_path and tab.session.cache_dir in edited.parents
+    assert model_bytes(load_model(edited)) == model_bytes(tab.session.model)
+    tab.profiles.value = "input:1x3x64x16,1x3x64x32,2x3x64x64"
+    tab.in_process.value = True
+    tab.build_button.click()
+    tab.wait()
+    assert tab.status.state == "ok", tab.status.message
+    built = _onnx_arg(tab)
+    assert built.is_file() and built.parent == tab.result.engine_path.parent
+    assert model_bytes(load_model(built)) == model_bytes(tab.session.model)
+    tab.session.goto(0)  # back to the opened model: the user's file
+    assert _onnx_arg(tab) == tab.session.source_path

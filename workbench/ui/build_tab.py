@@ -10,6 +10,7 @@ Visible state lives in widget values so headless tests can assert it: ``backend.
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
@@ -19,6 +20,7 @@ from ..backends.trt_profiles import format_spec, parse_shapes, resolve_profiles
 from ..backends.trt_runtime import gpu_status
 from ..build import BuildResult, build_engine, list_engines, trtexec_command
 from ..errors import WorkbenchError
+from ..graph import save_model
 from ..recipe import BuildSettings
 from .common import Job, Status
 
@@ -178,9 +180,29 @@ class BuildTab:
             return  # the Build button reports a bad SPEC; keep the last good command line
         backend = settings.backend if settings.backend != "auto" else next(
             (n for n, why in self._status.items() if why is None), "tensorrt")
-        model_path = self.session.source_path or "model.onnx"
+        try:
+            model_path = self.model_file()
+        except WorkbenchError as exc:
+            self.trtexec.value = f"(no trtexec line: {exc.message})"
+            return
         self.trtexec.value = trtexec_command(model_path, settings, backend=backend, model=self.session.model,
-                                             engine_path=f"{getattr(model_path, 'stem', 'model')}.engine")
+                                             engine_path=f"{self._stem()}.engine")
+
+    def _stem(self) -> str:
+        s = self.session
+        return s.source_path.stem if s.source_path else (s.model.graph.name or "model")
+
+    def model_file(self) -> Path:
+        """A file holding the session's current model, for the trtexec line: the user's file while nothing is
+        edited, else the edited model written (atomically, once per edit history) into the session's cache."""
+        s = self.session
+        if s.source_path is not None and s.model is s.original:
+            return s.source_path
+        key = s.recipe.replace(build=None, calibration=None).digest()
+        path = s.cache_dir / "models" / f"{self._stem()}-{key[:16]}.onnx"
+        if not path.is_file():
+            save_model(s.model, path)
+        return path
 
     # --- build ---------------------------------------------------------------------------------------
 
