@@ -43,6 +43,8 @@ __all__ = [
     "RenameTensor",
     "ExtractSubgraph",
     "SetShapes",
+    "SplitSharedDims",
+    "FreezeInput",
     "AddOutputs",
     "ConvertPrecision",
     "Quantize",
@@ -220,6 +222,35 @@ class SetShapes(Edit):
 
     kind: ClassVar[str] = "set_shapes"
     shapes: dict[str, tuple[Dim, ...]] = field(default_factory=dict)
+
+
+@_register
+@dataclass(frozen=True)
+class SplitSharedDims(Edit):
+    """Give each repeated symbolic dim of an input its own name (``[1, 3, 'x', 'x']`` -> ``[1, 3, 'x', 'x_3']``):
+    TensorRT demands dims that share a name be equal. ``inputs`` empty: every graph input."""
+
+    kind: ClassVar[str] = "split_shared_dims"
+    inputs: tuple[str, ...] = ()
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+@_register
+@dataclass(frozen=True)
+class FreezeInput(Edit):
+    """Replace graph input ``input`` by a constant initializer holding ``value`` (a number or nested list, in the
+    input's dtype); an ``If`` whose condition now comes from constants only gets that condition as a constant,
+    so ``fold_constant_if`` can fold it."""
+
+    kind: ClassVar[str] = "freeze_input"
+    input: str = ""
+    value: Any = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", _frozen(self.value))  # hashable, and equal after a JSON round trip
 
 
 @_register
