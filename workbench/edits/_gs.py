@@ -6,7 +6,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..errors import EditError
-from ..graph import weightless_skeleton
+from ..graph import sort_nodes, weightless_skeleton
 
 __all__ = ["to_graph", "to_model", "finish", "node_by_name", "tensor_by_name", "unique_name"]
 
@@ -14,7 +14,15 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
-    """A graphsurgeon graph of ``model`` (the proto is only read)."""
+    """A graphsurgeon graph of ``model`` (the proto is only read).
+
+    A model with If/Loop/Scan bodies is imported from a copy: graphsurgeon keeps the body protos it imported
+    and its constant folding wrote into them, changing the caller's model.
+    """
+    if _has_subgraphs(model.graph):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        model = copy
     return gs.import_onnx(model)
 
 
@@ -45,9 +53,12 @@ def finish(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
     """Validate an edited model in place and return it: types and shapes re-inferred from scratch (stale
     ones dropped), then the ONNX checker; both run on a weightless skeleton.
 
-    Shapes of tensors made by custom-domain ops (which inference cannot redo) are kept.
+    Shapes of tensors made by custom-domain ops (which inference cannot redo) are kept, and so is the declared
+    type of a graph output whose shape inference cannot give (an If whose branches differ in rank): ONNX
+    requires a shape on every graph output. Nodes are put in topological order first.
     """
     g = model.graph
+    sort_nodes(g)
     custom = {o for n in g.node if n.domain not in _DEFAULT_DOMAINS for o in n.output}
     keep = [vi for vi in g.value_info if vi.name in custom]
     del g.value_info[:]
@@ -66,9 +77,21 @@ def finish(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
         ) from exc
     ig = inferred.graph
     for o in ig.output:
+        old = old_out.get(o.name)
+        if old is None or not old.HasField("type"):
+            continue
         if not o.type.HasField("tensor_type") and not o.type.HasField("sequence_type"):
-            if old_out.get(o.name) is not None and old_out[o.name].HasField("type"):
-                o.type.CopyFrom(old_out[o.name].type)
+            o.type.CopyFrom(old.type)
+        elif (o.type.HasField("tensor_type") and not o.type.tensor_type.HasField("shape")
+              and old.type.tensor_type.HasField("shape")):
+            elem = o.type.tensor_type.elem_type
+            o.type.tensor_type.shape.CopyFrom(old.type.tensor_type.shape)
+            o.type.tensor_type.elem_type = elem or old.type.tensor_type.elem_type
+    shapeless = [o.name for o in ig.output if o.type.HasField("tensor_type") and not o.type.tensor_type.HasField("shape")]
+    if shapeless:
+        raise EditError(f"{where} leaves graph output(s) {shapeless} whose rank neither the model declares nor "
+                        "shape inference can give (ONNX requires a shape on every graph output)",
+                        hint="fix the input shapes first (set_shapes), or choose outputs whose shape is known")
     try:
         onnx.checker.check_model(inferred)
     except Exception as exc:

@@ -14,9 +14,14 @@ _FUSABLE = ("Conv", "ConvTranspose", "Gemm")
 
 
 def fold_constants(graph: gs.Graph) -> None:
-    """Fold constant subgraphs with onnx-graphsurgeon (evaluated by ONNX Runtime), then drop dead nodes."""
+    """Fold constant subgraphs with onnx-graphsurgeon (evaluated by ONNX Runtime), then drop dead nodes.
+
+    If/Loop/Scan bodies are folded too but never flattened: graphsurgeon 0.6's flattening of an If with a
+    constant condition nested in another body left the body reading tensors nothing produced (silero VAD).
+    ``fold_constant_if`` flattens the main graph's constant Ifs on request.
+    """
     graph.toposort()
-    graph.fold_constants(error_ok=True)
+    graph.fold_constants(error_ok=True, flatten_subgraphs=False)
     graph.cleanup().toposort()
 
 

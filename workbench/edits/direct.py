@@ -6,7 +6,7 @@ the missing node or tensor in an :class:`~workbench.errors.EditError`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,21 +14,12 @@ import onnx
 from onnx import helper
 
 from ..errors import EditError
-from ..graph import tensor_infos
+from ..graph import all_nodes, tensor_infos
 
 __all__ = ["rename_node", "replace_node", "bypass_node", "add_outputs", "insert_node", "set_shapes", "rename_tensor"]
 
 
-def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    """Every node of ``graph`` and of its subgraphs (If/Loop/Scan bodies), depth first."""
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _all_nodes(g)
+_all_nodes = all_nodes  # every node, If/Loop/Scan bodies included (one walker: graph.all_nodes)
 
 
 def _node(model: onnx.ModelProto, name: str, where: str) -> tuple[int, onnx.NodeProto]:
