@@ -154,3 +154,31 @@ def test_construction_and_bulk_set_do_not_grow_with_the_model(tmp_path: Path, mo
     first_dropdown = big.page_rows[0][2]
     assert big.page_rows[0][0].value == big.shown()[0] and big.shown()[-1] == "add499"
     assert first_dropdown.value == "fp16"
+
+
+def test_picks_survive_session_changes_where_their_nodes_still_exist(tmp_path: Path) -> None:
+    """Picks were thrown away by any session change, e.g. the calibration the user ran before applying int8."""
+    from workbench.recipe import BypassNode, CalibrationSettings
+
+    path = tmp_path / "chain.onnx"
+    onnx.save(_chain_model(3), path)
+    tab = PrecisionTab(Session(path, cache_dir=tmp_path / "cache"), Status())
+    tab.set_choice("conv0", "fp16")
+    tab.set_choice("relu1", "bf16")
+    tab.filter.value = "add2"
+    tab.page_rows[0][2].value = "fp16"  # a pick made in the row's dropdown
+    picks = {"conv0": "fp16", "relu1": "bf16", "add2": "fp16"}
+    assert {n: tab.choices()[n] for n in picks} == picks
+    tab.session.set_calibration(CalibrationSettings(method="max", samples=8))
+    assert {n: tab.choices()[n] for n in picks} == picks  # a calibration keeps them
+    assert tab.page_rows[0][0].value == "add2" and tab.page_rows[0][2].value == "fp16"  # the row shows it too
+    tab.session.apply(BypassNode(node="relu1"))  # an edit elsewhere: relu1 is gone, the other picks stay
+    assert "relu1" not in tab.choices()
+    assert tab.choices()["conv0"] == "fp16" and tab.choices()["add2"] == "fp16"
+    assert tab.choices()["relu0"] == "fp32"
+    assert "fp16: 2" in tab.summary.value
+    tab.apply_button.click()  # applied: the rows now show the model's precisions
+    assert tab.status.state == "ok", tab.status.message
+    assert node_precisions(tab.session.model)["add2"] == "fp16"
+    tab.session.undo()  # undoing the apply brings the model's fp32 back, not the applied picks as pending
+    assert tab.choices()["conv0"] == "fp32" and tab.choices()["add2"] == "fp32"

@@ -60,6 +60,7 @@ class PrecisionTab:
         self._visible: list[str] = []  # rows passing the filter, in graph order
         self._now_bytes = 0
         self._syncing = False
+        self._model: Any = None  # the model the rows were made for
 
         self.keep_guarded = W.Checkbox(value=True, indent=False,
                                        description="bulk changes keep guarded ops in fp32 (pick a row to override)")
@@ -111,7 +112,13 @@ class PrecisionTab:
     # --- rows ----------------------------------------------------------------------------------------
 
     def _rebuild(self) -> None:
+        """Rows for the session's model. Picks not applied yet survive a session change (a calibration, an edit
+        elsewhere) for nodes that still exist and still allow them."""
         model = self.session.model
+        if model is self._model:  # recipe settings changed (calibration, build), not the graph: keep everything
+            return
+        self._model = model
+        pending = {n: v for n, v in self._choice.items() if v != self.current.get(n, "fp32")}
         plan = plan_conversion(model, "fp16", guard=False)
         guards = {g["node"]: g["reason"] for g in precision_guards(model)}
         quantizable = set(quantizable_nodes(model))
@@ -130,7 +137,7 @@ class PrecisionTab:
                 options.append(value)
             self.options[name] = tuple(options)
             self.guards[name] = guards.get(name, "")
-            self._choice[name] = value
+            self._choice[name] = pending[name] if pending.get(name) in options else value
         self.op_type.options = [ALL] + sorted({self.ops[n] for n in self.options})
         self._apply_filter()
         self._refresh_summary()
