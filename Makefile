@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8888
 
-.PHONY: run test lint chromium venv bench samples clean
+.PHONY: run test lint chromium venv bench samples clean js
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ test: $(STAMP) chromium lint
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# the graph widget's front end: js/graph (pinned by its package-lock.json) bundled into workbench/ui/static/graph.js
+js:
+	cd js/graph && npm ci --no-audit --no-fund && npm run build
 
 samples: $(STAMP)
 	$(PY) -m pip install -q -e ".[dev]"
