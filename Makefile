@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/workbench lab notebooks/01_quickstart.ipynb --port $(PORT)
+	$(VENV)/bin/workbench lab notebooks/01_quickstart.ipynb --port $(PORT)  # opens the notebook; outputs are never saved into it
 
 chromium:
 	@command -v chromium >/dev/null || { \
