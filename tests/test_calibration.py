@@ -17,10 +17,9 @@ from workbench.calibration import (
     RunningHistogram,
     calibrate,
     compute_thresholds,
-    image_folder,
-    random_data,
 )
 from workbench.cli import main as cli_main
+from workbench.data import random_data
 from workbench.errors import CalibrationError, DataError, EditError
 from workbench.graph import load_model, model_bytes
 from workbench.precision import ScaleCache, activation_tensors, quantize_model
@@ -114,9 +113,8 @@ def test_sources_agree_and_report_progress(cnn: onnx.ModelProto, calib: np.ndarr
     folder = tmp_path / "imgs"
     folder.mkdir()
     for i in range(120):
-        np.save(folder / f"{i:03d}.npy", calib[i, 0])
-    imgs = image_folder(folder, lambda p: np.load(p)[None], input_name="input", batch_size=32)
-    from_imgs = calibrate(cnn, imgs)
+        np.save(folder / f"{i:03d}.npy", calib[i])  # a folder of .npy files: one sample each, read lazily
+    from_imgs = calibrate(cnn, folder, batch_size=32)
     assert from_imgs.samples == 120
     assert from_imgs.tensors["input"].amax == pytest.approx(float(calib[:120].max()))
 
@@ -124,7 +122,7 @@ def test_sources_agree_and_report_progress(cnn: onnx.ModelProto, calib: np.ndarr
 def test_random_data_and_few_samples_are_warned(cnn: onnx.ModelProto) -> None:
     with pytest.warns(UserWarning, match="RANDOM data"):
         data = random_data(cnn, samples=20)
-    assert data["input"].shape == (20, 1, 8, 8)
+    assert data.shape("input") == (20, 1, 8, 8)
     with pytest.warns(UserWarning, match="only 20 calibration samples"):
         cache = calibrate(cnn, data)
     assert any("100-500" in w for w in cache.warnings)

@@ -107,12 +107,12 @@ def test_methods_figure_ratios() -> None:
 def test_python_data_source(tab: CalibrateTab, tmp_path: Path) -> None:
     import numpy as np
 
-    from workbench.calibration import image_folder
+    from workbench.data import load_data
 
     calib = np.load(Path(tab.session.source_path).parent / "digits_calib.npz")["input"]
     for i in range(110):
-        np.save(tmp_path / f"{i:03d}.npy", calib[i, 0])
-    tab.use_data(image_folder(tmp_path, lambda p: np.load(p)[None], input_name="input"), "my images")
+        np.save(tmp_path / f"{i:03d}.npy", calib[i])
+    tab.use_data(load_data(tmp_path, tab.session.model), "my images")
     tab.run_button.click()
     tab.wait()
     assert tab.status.state == "ok", tab.status.message

@@ -10,7 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from workbench.compare import ErrorStats, Tolerance, accuracy, compare, joined_tensors, load_data
+from workbench.compare import ErrorStats, Tolerance, accuracy, compare, joined_tensors
+from workbench.data import load_data
 from workbench.debug import outlier_channel_model
 from workbench.errors import DataError, ModelError
 from workbench.graph import load_model, sample_path

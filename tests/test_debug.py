@@ -12,7 +12,8 @@ import pytest
 
 from tests.test_compare import OUTLIERS, TEST, max_scales
 from workbench.calibration import calibrate
-from workbench.compare import Dataset, accuracy, output_error
+from workbench.compare import accuracy, output_error
+from workbench.data import Dataset
 from workbench.debug import (
     debug_precision,
     estimated_cost,

@@ -1,8 +1,9 @@
 """Calibration: feed representative data through the FP32 model in ONNX Runtime and pick each tensor's amax.
 
-Data (:func:`feeds_from`): a ``.npz`` file (one array per model input, first axis = samples), a dict of
-such arrays, any iterable of feed dicts (each one batch), :func:`image_folder` (files + your preprocessing
-function) or :func:`random_data` (a loud warning: random data gives scales that fit no real input).
+Data: anything :func:`workbench.data.load_data` reads (an ``.npz``, a folder of images or audio with its
+recorded preprocessing, a dict of arrays, a :class:`~workbench.data.Dataset`), each input batched along its own
+sample axis (a scalar sample rate or a shared state is fed as is); :func:`workbench.data.random_data` comes
+with a loud warning: random data gives scales that fit no real input.
 
 Statistics are streamed in bounded memory, one batch at a time, with the needed tensors as extra ONNX
 Runtime outputs: a running min/max and a histogram of ``|x|`` per tensor whose range doubles (merging
@@ -23,7 +24,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ import onnx
 
 from .backends.ort import OrtEngine, check_feeds, with_outputs
 from .cancel import cancelled
-from .errors import CalibrationError, DataError, WorkbenchError
+from .data import Axes, Preprocessing, load_data
+from .errors import CalibrationError, DataError
 from .fsio import read_json, write_json
 from .graph import model_bytes, sha256_bytes, tensor_infos
 from .precision import ScaleCache, TensorStats, activation_tensors, check_dtype
@@ -43,10 +45,6 @@ __all__ = [
     "ScaleCache",
     "TensorStats",
     "calibrate",
-    "feeds_from",
-    "image_folder",
-    "find_calibration_data",
-    "random_data",
     "compute_thresholds",
     "RunningHistogram",
 ]
@@ -183,162 +181,6 @@ def compute_thresholds(hist: RunningHistogram, *, percentile: float = 99.99, qma
     }
 
 
-# --- data --------------------------------------------------------------------------------------------
-
-
-def _input_specs(model: onnx.ModelProto) -> dict[str, Any]:
-    inits = {i.name for i in model.graph.initializer}
-    infos = tensor_infos(model)
-    return {i.name: infos[i.name] for i in model.graph.input if i.name not in inits}
-
-
-def _batch_dim(model: onnx.ModelProto) -> int | None:
-    """The fixed batch size of the model's first input, or None when the first axis is dynamic."""
-    specs = list(_input_specs(model).values())
-    shape = specs[0].shape if specs else None
-    if shape and isinstance(shape[0], int) and shape[0] > 0:
-        return shape[0]
-    return None
-
-
-def _arrays_batches(arrays: Mapping[str, np.ndarray], batch: int, where: str,
-                    fixed: bool) -> Iterator[dict[str, np.ndarray]]:
-    lengths = {k: len(v) for k, v in arrays.items()}
-    if len(set(lengths.values())) > 1:
-        raise DataError(f"the arrays in {where} have different numbers of samples: {lengths}",
-                        hint="give every input the same first-axis length (one row per sample)")
-    n = next(iter(lengths.values()), 0)
-    usable = n - n % batch if fixed else n
-    if usable == 0 and n:
-        raise DataError(f"{where} has {n} samples, fewer than the model's fixed batch size {batch}",
-                        hint=f"provide at least {batch} samples, or export the model with a dynamic batch axis")
-    for s in range(0, usable, batch):
-        yield {k: np.asarray(v[s : s + batch]) for k, v in arrays.items()}
-
-
-def feeds_from(
-    data: str | os.PathLike[str] | Mapping[str, np.ndarray] | Iterable[Mapping[str, np.ndarray]],
-    model: onnx.ModelProto,
-    *,
-    batch_size: int = 16,
-) -> tuple[Iterable[dict[str, np.ndarray]], str, int | None]:
-    """(batches of feeds, a description, sample count when known) for a .npz path, arrays or an iterable."""
-    fixed = _batch_dim(model)
-    batch = fixed or batch_size
-    inputs = list(_input_specs(model))
-    if isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        if not path.is_file():
-            raise DataError(f"calibration data not found: {path}", hint="pass a .npz with one array per model input")
-        try:
-            npz = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise DataError(f"cannot read {path} as .npz: {exc}",
-                            hint="save the data with numpy.savez(path, **{input_name: array})") from exc
-        missing = [k for k in inputs if k not in npz.files]
-        if missing:
-            raise DataError(f"{path} has no array for model input(s) {missing} (it has {npz.files})",
-                            hint=f"save one array per model input, keyed by name: {inputs}")
-        arrays = {k: npz[k] for k in inputs}
-        n = len(next(iter(arrays.values())))
-        return _arrays_batches(arrays, batch, str(path), bool(fixed)), str(path), n - n % batch if fixed else n
-    if isinstance(data, Mapping):
-        arrays = {k: np.asarray(v) for k, v in data.items()}
-        extra = [k for k in arrays if k not in inputs]
-        if extra:
-            raise DataError(f"the calibration arrays name {extra}, which are not model inputs",
-                            hint=f"the model's inputs are {inputs}")
-        n = len(next(iter(arrays.values()))) if arrays else 0
-        return (_arrays_batches(arrays, batch, "the calibration arrays", bool(fixed)), "arrays",
-                n - n % batch if fixed else n)
-    if isinstance(data, Iterable):
-        return data, getattr(data, "description", type(data).__name__), None
-    raise DataError(f"cannot calibrate from a {type(data).__name__}",
-                    hint="pass a .npz path, a dict of arrays or an iterable of {input_name: array} dicts")
-
-
-def find_calibration_data(model: onnx.ModelProto, folder: str | os.PathLike[str]) -> list[Path]:
-    """``.npz`` files in ``folder`` whose arrays fit the model's inputs (names, ranks, fixed dims), calib first."""
-    specs = _input_specs(model)
-    found = []
-    for path in sorted(Path(folder).glob("*.npz")):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                ok = all(k in z.files for k in specs)
-                for k, info in specs.items() if ok else ():
-                    arr = z[k]
-                    shape = info.shape or ()
-                    ok = ok and arr.ndim == len(shape) and all(
-                        not isinstance(d, int) or d <= 0 or i == 0 or d == s
-                        for i, (d, s) in enumerate(zip(shape, arr.shape)))
-        except Exception:
-            continue
-        if ok:
-            found.append(path)
-    return sorted(found, key=lambda p: ("calib" not in p.name, p.name))
-
-
-class _ImageFolder:
-    def __init__(self, folder: Path, files: list[Path], preprocess: Callable[[Path], np.ndarray],
-                 input_name: str, batch_size: int) -> None:
-        self.folder, self.files, self.preprocess = folder, files, preprocess
-        self.input_name, self.batch_size = input_name, batch_size
-        self.description = f"images in {folder}"
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        for s in range(0, len(self.files), self.batch_size):
-            items = []
-            for f in self.files[s : s + self.batch_size]:
-                try:
-                    items.append(np.asarray(self.preprocess(f)))
-                except WorkbenchError:
-                    raise
-                except Exception as exc:
-                    raise DataError(f"preprocessing {f} failed: {type(exc).__name__}: {exc}",
-                                    hint="fix the preprocessing function or remove the file") from exc
-            yield {self.input_name: np.stack(items)}
-
-
-def image_folder(
-    folder: str | os.PathLike[str],
-    preprocess: Callable[[Path], np.ndarray],
-    *,
-    input_name: str,
-    batch_size: int = 16,
-    suffixes: Sequence[str] = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".npy"),
-) -> Iterable[dict[str, np.ndarray]]:
-    """Batches ``{input_name: stack(preprocess(file))}`` over the image files of a folder (sorted by name).
-
-    ``preprocess(path)`` reads one file and returns one sample (no batch axis), as the model expects it.
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise DataError(f"image folder not found: {root}", hint="pass a folder that holds the calibration images")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes)
-    if not files:
-        raise DataError(f"no image files ({', '.join(suffixes)}) in {root}", hint="put 100-500 images there")
-    return _ImageFolder(root, files, preprocess, input_name, batch_size)
-
-
-def random_data(model: onnx.ModelProto, *, samples: int = 100, seed: int = 0,
-                batch_size: int = 16) -> dict[str, np.ndarray]:
-    """Standard-normal arrays for every input (dynamic dims become 1). Loudly warned: scales will not fit real data."""
-    msg = ("calibrating with RANDOM data: the scales will not match real inputs and accuracy will suffer; "
-           "use 100-500 representative samples")
-    warnings.warn(msg, UserWarning, stacklevel=2)
-    log.warning(msg)
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, info in _input_specs(model).items():
-        dims = [d if isinstance(d, int) and d > 0 else 1 for d in (info.shape or ())[1:]]
-        dtype = np.dtype(info.dtype) if info.dtype != "unknown" else np.float32
-        out[name] = rng.standard_normal((samples, *dims)).astype(dtype)
-    return out
-
-
 # --- calibration -------------------------------------------------------------------------------------
 
 
@@ -364,8 +206,12 @@ def calibrate(
     exclude: Sequence[str] = (),
     cache_dir: str | os.PathLike[str] | None = None,
     dtype: str = "int8",
+    sample_axes: Axes | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> ScaleCache:
     """Collect activation statistics of the FP32 ``model`` on ``data`` and choose each tensor's amax.
+
+    ``data``: anything :func:`~workbench.data.load_data` reads; ``sample_axes`` / ``preprocessing`` as there.
 
     ``tensors``: which tensors (default: the activations :func:`~workbench.precision.quantize_model` needs,
     minus those only read by ``exclude``). ``progress(samples_done, samples_total_or_None)``;
@@ -388,11 +234,18 @@ def calibrate(
         raise CalibrationError(f"tensor(s) {unknown} are not in the model", hint="use names from the layer table")
     model_digest = sha256_bytes(model_bytes(model))
     settings = {"percentile": percentile, "num_bins": num_bins, "tensors": sorted(names), "dtype": dtype}
-    batches, description, total = feeds_from(data, model, batch_size=batch_size)
+    ds = load_data(data, model, sample_axes=sample_axes, preprocessing=preprocessing)
+    description = ds.description
+    if any(ds.sample_axes[k] != 0 for k in ds.inputs):  # only when not samples-first: older caches keep their key
+        settings["sample_axes"] = {k: ds.sample_axes[k] for k in ds.inputs}
+    if ds.preprocessing is not None:
+        settings["preprocessing"] = ds.preprocessing.to_dict()
+    step = ds.step or batch_size
+    total = (ds.samples // step) * step if ds.step else ds.samples
 
     index_path = Path(cache_dir) / "scales" / "index.json" if cache_dir is not None else None
     data_digest_known = None
-    if isinstance(data, (str, os.PathLike)):
+    if isinstance(data, (str, os.PathLike)) and Path(data).is_file():
         data_digest_known = "file:" + hashlib.sha256(Path(data).read_bytes()).hexdigest()
     if index_path is not None and data_digest_known and index_path.is_file():
         probe = ScaleCache({}, method, model_digest, data_digest_known, settings=settings)
@@ -410,14 +263,11 @@ def calibrate(
     hists = {t: RunningHistogram(num_bins) for t in names}
     h = hashlib.sha256()
     samples = 0
-    for i, feeds in enumerate(batches):
+    for i, batch in enumerate(ds.batches(batch_size)):
         if cancelled(cancel):
             raise CalibrationError(f"calibration cancelled after {samples} samples",
                                    hint="run it again; nothing was written")
-        if not isinstance(feeds, Mapping):
-            raise DataError(f"batch {i} of {description} is a {type(feeds).__name__}, not a dict of arrays",
-                            hint="yield {input_name: array with a batch axis} for each batch")
-        feeds = check_feeds(model, feeds, where=f"batch {i} of {description}")
+        feeds = check_feeds(model, batch.feeds, where=f"batch {i} of {description}")
         _digest_batch(h, feeds)
         outs = engine.run(feeds, inner)
         for t in names:
@@ -428,7 +278,7 @@ def calibrate(
                                             "node that reads this tensor")
             hists[t].update(value)
         del outs
-        samples += len(next(iter(feeds.values())))
+        samples += batch.samples
         if progress is not None:
             progress(samples, total)
     if samples == 0:

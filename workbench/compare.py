@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from onnx import helper
 
 from .backends.base import Engine
 from .backends.ort import OrtEngine, check_feeds, with_outputs
-from .cancel import cancelled
+from .data import Axes, Batch, load_data, output_sample_axes, samples_first
 from .errors import DataError, ModelError
 from .graph import load_model, prune_unused, tensor_infos
 from .parallel import ordered_map, resolve_workers, threads_per_worker
@@ -39,8 +38,6 @@ __all__ = [
     "Metric",
     "accuracy",
     "output_error",
-    "Dataset",
-    "load_data",
     "CompareReport",
     "compare",
     "joined_tensors",
@@ -54,6 +51,9 @@ MIN_SAMPLES = 16  # fewer samples than this give a warning: the numbers are not 
 LAYER_COLUMNS = ("index", "tensor", "node", "op", "max_abs", "mean_abs", "rel_l2", "cosine", "snr_db",
                  "local_rel_l2", "local_snr_db", "nan", "passed")
 Progress = Callable[[int, int], Any]
+TOP_K_MEANING = ("top{k}_agreement: the share of samples whose reference top-1 class (argmax over the classes of a "
+                 "[samples, classes] output) is among the candidate's k highest scores; computed only for such "
+                 "outputs with more than k classes")
 
 
 # --- tolerances and streaming statistics -------------------------------------------------------------
@@ -229,93 +229,9 @@ def output_error(output: str | None = None) -> Metric:
     return Metric("rel_l2", fn, False)
 
 
-# --- data --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Dataset:
-    """Arrays keyed by name, first axis = samples (model inputs plus extras such as ``label``)."""
-
-    arrays: dict[str, np.ndarray]
-    where: str = "the data"
-
-    @property
-    def samples(self) -> int:
-        return len(next(iter(self.arrays.values()))) if self.arrays else 0
-
-
-def load_data(data: str | os.PathLike[str] | Mapping[str, np.ndarray] | Dataset) -> Dataset:
-    """An ``.npz`` path or a dict of arrays (first axis = samples) as a :class:`Dataset`."""
-    if isinstance(data, Dataset):
-        return data
-    if isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        if not path.is_file():
-            raise DataError(f"data file not found: {path}", hint="pass an .npz with one array per model input")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except Exception as exc:
-            raise DataError(f"{path} is not a readable .npz file ({exc})",
-                            hint="save it with numpy.savez(path, input=array, label=labels)") from exc
-        where = str(path)
-    elif isinstance(data, Mapping):
-        arrays, where = {str(k): np.asarray(v) for k, v in data.items()}, "the data"
-    else:
-        raise DataError(f"unsupported data of type {type(data).__name__}",
-                        hint="pass an .npz path or a dict of arrays with the samples on the first axis")
-    if not arrays:
-        raise DataError(f"{where} holds no arrays", hint="save one array per model input, keyed by input name")
-    sizes = {k: (v.shape[0] if v.ndim else None) for k, v in arrays.items()}
-    if len(set(sizes.values())) != 1 or None in sizes.values():
-        raise DataError(f"{where}: arrays have different numbers of samples {sizes}",
-                        hint="every array needs the samples on its first axis, the same count for each")
-    if next(iter(sizes.values())) == 0:
-        raise DataError(f"{where} holds zero samples", hint="provide at least a few hundred samples")
-    return Dataset(arrays, where)
-
-
 def _input_names(model: onnx.ModelProto) -> list[str]:
     inits = {i.name for i in model.graph.initializer}
     return [i.name for i in model.graph.input if i.name not in inits]
-
-
-def _fixed_batch(model: onnx.ModelProto) -> int | None:
-    for vi in model.graph.input:
-        if vi.name in _input_names(model):
-            dims = vi.type.tensor_type.shape.dim
-            if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
-                return int(dims[0].dim_value)
-            return None
-    return None
-
-
-def _batches(ds: Dataset, model: onnx.ModelProto, batch_size: int, max_samples: int | None,
-             warnings: list[str], cancel: Callable[[], bool] | None = None
-             ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """(feeds, whole batch incl. extras); a model with a fixed batch dim gets exactly that many per run.
-    Once ``cancel`` says stop, no further batch comes and ``warnings`` says how many samples were given out."""
-    inputs = _input_names(model)
-    missing = [n for n in inputs if n not in ds.arrays]
-    if missing:
-        raise DataError(f"{ds.where} has no array for model input(s) {missing} (it has {sorted(ds.arrays)})",
-                        hint=f"key one array per model input by its name: {inputs}")
-    n = ds.samples if max_samples is None else min(ds.samples, max_samples)
-    fixed = _fixed_batch(model)
-    step = fixed or max(1, batch_size)
-    usable = (n // step) * step if fixed else n
-    if fixed and usable == 0:
-        raise DataError(f"{ds.where} has {n} samples but the model's batch dimension is fixed at {fixed}",
-                        hint=f"provide at least {fixed} samples, or make the batch dimension dynamic")
-    if usable < n:
-        warnings.append(f"the model's batch is fixed at {fixed}: the last {n - usable} samples were skipped")
-    for start in range(0, usable, step):
-        if cancelled(cancel):
-            warnings.append(f"cancelled after {start} samples")
-            return
-        batch = {k: v[start:min(start + step, usable)] for k, v in ds.arrays.items()}
-        feeds = check_feeds(model, {k: batch[k] for k in inputs}, where=ds.where)
-        yield feeds, batch
 
 
 # --- models ------------------------------------------------------------------------------------------
@@ -412,6 +328,8 @@ class CompareReport:
     only_in_reference: list[str] = field(default_factory=list)
     only_in_candidate: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: what the ``top{k}_agreement`` values mean, when any output has one (None: none was computed)
+    top_k: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -435,6 +353,7 @@ class CompareReport:
             "only_in_reference": self.only_in_reference,
             "only_in_candidate": len(self.only_in_candidate),
             "warnings": self.warnings,
+            "top_k": self.top_k,
         }
         if self.layers is not None:
             out["layers"] = self.layers.records()
@@ -510,8 +429,14 @@ def compare(
     workers: int | None = None,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
+    sample_axes: Axes | None = None,
 ) -> CompareReport:
-    """Compare ``candidate`` with ``reference`` over ``data`` (.npz path or dict of arrays).
+    """Compare ``candidate`` with ``reference`` over ``data`` (anything :func:`~workbench.data.load_data`
+    reads: an .npz path, a folder, a dict of arrays, a Dataset; ``sample_axes`` as there).
+
+    Top-k agreement (``top{k}_agreement``) is reported only where it was computed: for an output of shape
+    [samples, classes] with more than ``k`` classes, the share of samples whose reference top-1 class is among
+    the candidate's ``k`` highest scores (``CompareReport.top_k`` says so in words).
 
     ``reference``/``candidate``: paths, sample names or ModelProtos (the candidate may also be an
     :class:`Engine`, outputs only). With ``layerwise`` every joined intermediate tensor is compared (or only
@@ -529,7 +454,8 @@ def compare(
     if engine_cand is not None and layerwise:
         raise DataError("layerwise comparison needs the candidate as an ONNX model, not an engine",
                         hint="compare the engine's outputs only, or pass the ONNX model it was built from")
-    ds = load_data(data)
+    ds = load_data(data, ref, sample_axes=sample_axes)
+    out_axes = output_sample_axes(ref, ds)
     _check_io(ref, cand)
     metrics = list(metrics)
     n_workers = 1 if engine_cand is not None else resolve_workers(workers)  # an engine's context is not shared
@@ -576,12 +502,11 @@ def compare(
     else:
         cand_eng = OrtEngine(with_outputs(cand, list(joined.values())) if joined else cand, threads=threads)
 
-    def run_batch(item: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]) -> _BatchPart:
+    def run_batch(item: Batch) -> _BatchPart:
         """One batch's runs and sums (on a worker thread: ONNX Runtime and numpy release the GIL)."""
-        feeds, batch = item
-        n = len(next(iter(feeds.values())))
+        feeds, batch, n = check_feeds(ref, item.feeds, where=ds.description), item.arrays, item.samples
         part = _BatchPart(n, {o: ErrorStats() for o in outputs}, {t: ErrorStats() for t in joined},
-                          {back[c]: ErrorStats() for c in local_names}, {o: dict.fromkeys(topk, 0) for o in outputs},
+                          {back[c]: ErrorStats() for c in local_names}, {o: {} for o in outputs},
                           {m.name: {"reference": 0.0, "candidate": 0.0} for m in metrics}, None)
         rv = ref_eng.run(feeds, outputs=ref_capture)
         if engine_cand is not None:
@@ -594,10 +519,11 @@ def compare(
             cv = cand_eng.run(feeds, outputs=cand_capture)
         for o in outputs:
             part.outputs[o].update(rv[o], cv[o], n)
-            if rv[o].ndim == 2 and rv[o].shape[1] > 1:
+            r_o, c_o = samples_first({o: rv[o]}, out_axes)[o], samples_first({o: cv[o]}, out_axes)[o]
+            if r_o.ndim == 2 and r_o.shape[0] == n and r_o.shape[1] > 1:  # [samples, classes] only
                 for k in topk:
-                    if k < rv[o].shape[1]:
-                        part.top_hits[o][k] += int(_topk(rv[o], np.nan_to_num(cv[o].astype(np.float32)), k).sum())
+                    if k < r_o.shape[1]:
+                        part.top_hits[o][k] = int(_topk(r_o, np.nan_to_num(c_o.astype(np.float32)), k).sum())
         if any(not np.isfinite(cv[o]).all() for o in outputs):
             part.nan_feeds = feeds
         for t, c in joined.items():
@@ -607,28 +533,31 @@ def compare(
             lv = local_eng.run(_cast_feeds(local_eng, local_feeds), outputs=list(local_names.values()))
             for c, name in local_names.items():
                 part.local[back[c]].update(rv[back[c]], lv[name], n)
-        ref_outs = {o: rv[o] for o in outputs}
-        cand_outs = {o: cv[o] for o in outputs}
+        ref_outs = samples_first({o: rv[o] for o in outputs}, out_axes)
+        cand_outs = samples_first({o: cv[o] for o in outputs}, out_axes)
         for m in metrics:
-            part.sums[m.name]["reference"] += float(run_metric(m, ref_outs, batch, ref_outs, ds.where).sum())
-            part.sums[m.name]["candidate"] += float(run_metric(m, cand_outs, batch, ref_outs, ds.where).sum())
+            part.sums[m.name]["reference"] += float(run_metric(m, ref_outs, batch, ref_outs, ds.description).sum())
+            part.sums[m.name]["candidate"] += float(run_metric(m, cand_outs, batch, ref_outs, ds.description).sum())
         return part
 
     out_stats = {o: ErrorStats() for o in outputs}
     layer_stats = {t: ErrorStats() for t in joined}
     local_stats = {back[c]: ErrorStats() for c in local_names}
-    top_hits = {o: dict.fromkeys(topk, 0) for o in outputs}
+    top_hits: dict[str, dict[int, int]] = {o: {} for o in outputs}
+    top_seen: dict[str, dict[int, int]] = {o: {} for o in outputs}
     sums = {m.name: {"reference": 0.0, "candidate": 0.0} for m in metrics}
     nan_feeds = None
     seen = 0
     total = ds.samples if max_samples is None else min(ds.samples, max_samples)
-    for part in ordered_map(run_batch, _batches(ds, ref, step, max_samples, warnings, cancel), n_workers):
+    batches = ds.batches(step, max_samples=max_samples, cancel=cancel, warnings=warnings)
+    for part in ordered_map(run_batch, batches, n_workers):
         for merged, added in ((out_stats, part.outputs), (layer_stats, part.layers), (local_stats, part.local)):
             for key, stats in added.items():
                 merged[key].merge(stats)
         for o, hits in part.top_hits.items():
             for k, h in hits.items():
-                top_hits[o][k] += h
+                top_hits[o][k] = top_hits[o].get(k, 0) + h
+                top_seen[o][k] = top_seen[o].get(k, 0) + part.samples
         for name, pair in part.sums.items():
             for side, value in pair.items():
                 sums[name][side] += value
@@ -638,13 +567,13 @@ def compare(
         if progress is not None:
             progress(seen, total)
     if seen == 0:
-        raise DataError(f"no samples from {ds.where} were compared", hint="provide more samples")
+        raise DataError(f"no samples from {ds.description} were compared", hint="provide more samples")
 
     out_report: dict[str, dict[str, Any]] = {}
     for o in outputs:
         m = out_stats[o].metrics()
-        for k, hits in top_hits[o].items():
-            if hits or (k in top_hits[o] and seen):
+        for k, hits in sorted(top_hits[o].items()):  # only a k computed on every sample of this output
+            if top_seen[o][k] == seen:
                 m[f"top{k}_agreement"] = hits / seen
         m["passed"] = tolerance.passed(m)
         out_report[o] = m
@@ -680,8 +609,9 @@ def compare(
     if only_ref:
         warnings.append(f"{len(only_ref)} reference tensor(s) have no candidate counterpart and were not "
                         f"compared (e.g. {only_ref[:3]})")
+    top_k = TOP_K_MEANING if any(k.startswith("top") for m in out_report.values() for k in m) else None
     return CompareReport(out_report, seen, tolerance, metric_report, layers, first, nan, only_ref, only_cand,
-                         warnings)
+                         warnings, top_k)
 
 
 def _cast_feeds(engine: OrtEngine, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -35,7 +35,8 @@ from onnx import helper, numpy_helper
 
 from .backends.ort import OrtEngine, with_outputs
 from .cancel import cancelled
-from .compare import Dataset, Metric, _batches, _cast_feeds, _input_names, load_data, output_error, run_metric
+from .compare import Metric, _cast_feeds, _input_names, output_error, run_metric
+from .data import Axes, Batch, Dataset, load_data, output_sample_axes, samples_first
 from .errors import DataError, EditError, RecipeError
 from .fsio import atomic_write
 from .graph import TensorInfo, load_model, node_flops, prune_unused, tensor_infos
@@ -445,6 +446,7 @@ def sensitivity(
     workers: int | None = None,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
+    sample_axes: Axes | None = None,
 ) -> Sensitivity:
     """Rank the candidate's low-precision layers by how much restoring each alone to FP32 helps
     (``direction="restore"``, the default) or how much quantizing each alone hurts (``"quantize_only"``).
@@ -493,7 +495,8 @@ def sensitivity(
     if not layers:
         raise DataError("the candidate has no quantized or low-precision layer to rank",
                         hint="quantize or convert the model first (Quantize / ConvertPrecision edit)")
-    ds = load_data(data)
+    ds = load_data(data, ref, sample_axes=sample_axes)
+    out_axes = output_sample_axes(ref, ds)
     warnings: list[str] = []
     if only:
         others = {layer: tuple(n for n in precisions if n != layer) for layer in layers}
@@ -517,9 +520,9 @@ def sensitivity(
     tail_outputs = [o.name for o in tail_eng.session.get_outputs()]
     sign = 1.0 if metric.higher_is_better else -1.0
 
-    def run_batch(item: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]) -> _BatchScores:
+    def run_batch(item: Batch) -> _BatchScores:
         """Everything one batch contributes (runs on a worker thread: ONNX Runtime releases the GIL)."""
-        feeds, batch = item
+        feeds, batch = item.feeds, item.arrays
         if only:
             bv = ref_eng.run(feeds, outputs=base_capture)
             rv = {o: bv[o] for o in outputs}
@@ -529,16 +532,18 @@ def sensitivity(
             cv = bv = cand_eng.run(feeds, outputs=base_capture)
         known = {**bv, **feeds}
         tv = tail_eng.run(_cast_feeds(tail_eng, {i: known[i] for i in tail_inputs}), outputs=tail_outputs)
-        ref_m = run_metric(metric, rv, batch, rv, ds.where)
-        cand_outs = {o: cv[o] for o in outputs}
-        before_m = run_metric(metric, cand_outs, batch, rv, ds.where)
-        before_e = run_metric(err, cand_outs, batch, rv, ds.where)
+        rv = samples_first(rv, out_axes)  # metrics read outputs samples-first
+        ref_m = run_metric(metric, rv, batch, rv, ds.description)
+        cand_outs = samples_first({o: cv[o] for o in outputs}, out_axes)
+        before_m = run_metric(metric, cand_outs, batch, rv, ds.description)
+        before_e = run_metric(err, cand_outs, batch, rv, ds.description)
         n = len(ref_m)
         m_all, e_all, scores = np.empty((len(layers), n)), np.empty((len(layers), n)), np.empty((len(layers), n))
         for k, layer in enumerate(layers):
-            outs = {o: tv[out_map[layer][o]] if o in out_map[layer] else bv[o] for o in outputs}
-            m_all[k] = run_metric(metric, outs, batch, rv, ds.where)
-            e_all[k] = run_metric(err, outs, batch, rv, ds.where)
+            outs = samples_first({o: tv[out_map[layer][o]] if o in out_map[layer] else bv[o] for o in outputs},
+                                 out_axes)
+            m_all[k] = run_metric(metric, outs, batch, rv, ds.description)
+            e_all[k] = run_metric(err, outs, batch, rv, ds.description)
             if only:
                 scores[k] = sign * (ref_m - m_all[k]) if rank_by == "metric" else e_all[k]
             else:
@@ -553,7 +558,8 @@ def sensitivity(
     total = ds.samples if max_samples is None else min(ds.samples, max_samples)
     # every sum is added to one sample at a time in sample order, so neither the worker count nor the batch
     # split changes a bit of the result
-    for r in ordered_map(run_batch, _batches(ds, ref, step, max_samples, warnings, cancel), n_workers):
+    for r in ordered_map(run_batch, ds.batches(step, max_samples=max_samples, cancel=cancel, warnings=warnings),
+                         n_workers):
         for j in range(len(r.ref_metric)):
             ref_sum += r.ref_metric[j]
             before_sum += r.before_metric[j]
@@ -565,7 +571,7 @@ def sensitivity(
         if progress is not None:
             progress("sensitivity", seen, total)
     if seen == 0:
-        raise DataError(f"no samples from {ds.where} were used", hint="provide more samples")
+        raise DataError(f"no samples from {ds.description} were used", hint="provide more samples")
     before = before_sum / seen
     before_e = before_err / seen
     fp32 = ref_sum / seen
@@ -626,16 +632,17 @@ def evaluate(model: onnx.ModelProto, data: Dataset, metric: Metric, reference_ou
     run on ``workers`` threads (see :func:`sensitivity`)."""
     n_workers = resolve_workers(workers)
     eng = OrtEngine(model, threads=threads_per_worker(n_workers))
-    warnings: list[str] = []
+    data = load_data(data, reference)
+    out_axes = output_sample_axes(reference, data)
 
-    def run_batch(item: tuple[tuple[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]]
-                  ) -> tuple[float, int]:
-        (feeds, batch), rv = item
-        values = run_metric(metric, eng.run(feeds), batch, rv, data.where)
+    def run_batch(item: tuple[Batch, dict[str, np.ndarray]]) -> tuple[float, int]:
+        batch, rv = item
+        outs = samples_first(eng.run(batch.feeds), out_axes)
+        values = run_metric(metric, outs, batch.arrays, samples_first(rv, out_axes), data.description)
         return float(values.sum()), len(values)
 
     total = seen = 0.0
-    items = zip(_batches(data, reference, batch_size, max_samples, warnings), reference_outputs)
+    items = zip(data.batches(batch_size, max_samples=max_samples), reference_outputs)
     for value, n in ordered_map(run_batch, items, n_workers):
         total += value
         seen += n
@@ -822,6 +829,7 @@ def debug_precision(
     recipe_out: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
+    sample_axes: Axes | None = None,
 ) -> DebugResult:
     """Rank the candidate's low-precision layers, then find the fewest to keep in high precision.
 
@@ -837,7 +845,8 @@ def debug_precision(
     ref = reference if len(reference.graph.value_info) else load_model(reference)
     cand = candidate if len(candidate.graph.value_info) else load_model(candidate)
     metric = metric or output_error()
-    ds = load_data(data)
+    ds = load_data(data, ref, sample_axes=sample_axes)
+    out_axes = output_sample_axes(ref, ds)
     limits = [n for n in (max_samples, rank_samples) if n]
     sens = sensitivity(ref, cand, ds, metric=metric, layers=layers, batch_size=batch_size, factory=factory,
                        max_samples=min(limits) if limits else None, direction=direction, workers=workers,
@@ -848,11 +857,12 @@ def debug_precision(
     ref_outs: list[dict[str, np.ndarray]] = []
     ref_total = 0.0
     samples = 0
-    for feeds, batch in _batches(ds, ref, batch_size, max_samples, warnings):
-        rv = ref_eng.run(feeds)
+    for batch in ds.batches(batch_size, max_samples=max_samples, warnings=warnings):
+        rv = ref_eng.run(batch.feeds)
         ref_outs.append(rv)
-        ref_total += float(run_metric(metric, rv, batch, rv, ds.where).sum())
-        samples += len(next(iter(feeds.values())))
+        first = samples_first(rv, out_axes)
+        ref_total += float(run_metric(metric, first, batch.arrays, first, ds.description).sum())
+        samples += batch.samples
     metric_reference = ref_total / samples
     if metric.higher_is_better:
         target = metric_reference - tolerance

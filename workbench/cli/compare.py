@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..compare import Tolerance, accuracy, compare, load_data
+from ..compare import Tolerance, accuracy, compare
+from ..data import load_data
 
 COMMAND = "compare"
 HELP = "compare a converted/quantized model with its FP32 reference: output errors, optionally layer by layer"
@@ -30,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     data = load_data(args.inputs)
-    metrics = [accuracy(args.label)] if args.label in data.arrays else []
+    metrics = [accuracy(args.label)] if args.label in data else []
     report = compare(args.reference, args.candidate, data, layerwise=args.layerwise, local=not args.no_local,
                      tensors=args.tensors, tolerance=Tolerance.parse(args.tolerance), metrics=metrics,
                      batch_size=args.batch_size, max_samples=args.max_samples, workers=args.workers)

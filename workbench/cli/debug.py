@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..compare import accuracy, load_data, output_error
+from ..compare import accuracy, output_error
+from ..data import load_data
 from ..debug import debug_precision, plan_recipe, recipe_models
 from ..session import Session
 
@@ -40,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     session = Session.load(args.recipe, model=args.model)
     data = load_data(args.inputs)
-    use_acc = args.metric == "accuracy" or (args.metric == "auto" and args.label in data.arrays)
+    use_acc = args.metric == "accuracy" or (args.metric == "auto" and args.label in data)
     metric = accuracy(args.label) if use_acc else output_error()
     tolerance = args.tolerance if args.tolerance is not None else (0.001 if use_acc else 0.05)
     reference, factory = recipe_models(session.original, session.recipe, session.cache_dir)

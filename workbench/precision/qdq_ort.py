@@ -216,6 +216,7 @@ def _quantize_for_ort(model: onnx.ModelProto, scales: ScaleCache | Mapping[str, 
                          "tensors=activation_tensors(model, target='onnxruntime')) (the CLI and the Calibrate tab "
                          "do this when the target is onnxruntime)")
             lo, hi = ranges[t]
+            lo, hi = min(lo, 0.0), max(hi, 0.0)  # widened to include 0 first: a constant tensor has zero width
             if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo <= 0:
                 raise CalibrationError(
                     f"tensor '{t}' has calibrated range [{lo}, {hi}]: its scale would be 0",

@@ -17,7 +17,8 @@ from typing import Any
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from ..calibration import METHODS, ScaleCache, calibrate, find_calibration_data, random_data
+from ..calibration import METHODS, ScaleCache, calibrate
+from ..data import find_data, random_data
 from ..errors import CalibrationError
 from ..plots.calibration import histogram_figure
 from ..precision import activation_tensors
@@ -89,7 +90,7 @@ class CalibrateTab:
 
     def _refresh_data(self) -> None:
         folder = self.session.source_path.parent if self.session.source_path else None
-        found = [str(p) for p in find_calibration_data(self.session.model, folder)] if folder else []
+        found = [str(p) for p in find_data(self.session.model, folder)] if folder else []
         self.data.options = tuple(found + [RANDOM])
         if not self.data.value:
             self.data.value = found[0] if found else ""

@@ -18,7 +18,8 @@ from typing import Any
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from ..compare import CompareReport, Tolerance, accuracy, compare, load_data, output_error
+from ..compare import CompareReport, Tolerance, accuracy, compare, output_error
+from ..data import load_data
 from ..debug import DebugResult, debug_precision, plan_recipe, recipe_models
 from ..errors import DataError, WorkbenchError
 from ..graph import load_model
@@ -180,7 +181,7 @@ class DebugTab:
     def _compare(self, job: Job) -> None:
         reference, candidate, _ = self._models()
         data = self._data()
-        metrics = [accuracy()] if "label" in data.arrays else []
+        metrics = [accuracy()] if "label" in data else []
         report = compare(reference, candidate, data, layerwise=True, metrics=metrics, tolerance=Tolerance(),
                          max_samples=self.max_samples.value or None,
                          progress=lambda done, total: job.report(done, total, f"compared {done}/{total} samples"),
