@@ -20,7 +20,8 @@ import numpy as np
 
 __all__ = ["Score", "METRICS", "top1_agreement", "detection_agreement", "yolo_detections", "prob_map_regions",
            "mask_iou", "embedding_cosine", "psnr", "ctc_decode", "ctc_text_agreement", "rel_l2", "task_metric",
-           "box_iou", "connected_components"]
+           "box_iou", "connected_components", "anchor_detections",
+           "anchor_agreement", "anchor_pairs"]
 
 METRICS = ("top1", "detection", "mask_iou", "cosine", "psnr", "ctc_text", "rel_l2")
 PSNR_CAP_DB = 100.0  # identical outputs: report this instead of infinity (JSON has no inf)
@@ -222,6 +223,58 @@ def _detections(x: np.ndarray, kind: str, score: float, threshold: float, object
     raise ValueError(f"unknown detection output kind '{kind}' (auto, yolo, prob_map, rows)")
 
 
+def anchor_detections(scores: Any, boxes: Any, *, threshold: float = 0.5, logits: bool | None = None
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per image (anchor indices [K], boxes [K, 4]) of an anchor-based head without NMS (SSD, BlazeFace):
+    ``scores`` [B, N, 1] and ``boxes`` [B, N, >=4] (cx, cy, w, h offsets against anchor N); an anchor fires when
+    its score (a sigmoid of it when ``logits``; None: when any score is outside [0, 1]) reaches ``threshold``."""
+    s, b = _f64(scores), _f64(boxes)
+    s = s.reshape(s.shape[0], -1)
+    if logits is None:
+        logits = bool(s.min() < 0 or s.max() > 1)
+    p = 1.0 / (1.0 + np.exp(-s)) if logits else s
+    out = []
+    for pi, bi in zip(p, b):
+        idx = np.flatnonzero(pi >= threshold)
+        cx, cy, w, h = (bi[idx, k] for k in range(4))
+        out.append((idx, np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)))
+    return out
+
+
+def anchor_agreement(ref: Mapping[str, Any], cand: Mapping[str, Any], pairs: list[tuple[str, str]], *,
+                     threshold: float = 0.5, iou: float = 0.5) -> Score:
+    """Detection agreement of anchor-based heads: a reference detection is kept when the candidate fires on the
+    same anchor with a box of IoU >= ``iou``; value = matched / max(reference, candidate) over all pairs."""
+    matched = n_ref = n_cand = 0
+    worst = 1.0
+    for sname, bname in pairs:
+        logits = bool(np.min(ref[sname]) < 0 or np.max(ref[sname]) > 1)
+        rd = anchor_detections(ref[sname], ref[bname], threshold=threshold, logits=logits)
+        cd = anchor_detections(cand[sname], cand[bname], threshold=threshold, logits=logits)
+        for (ri, rb), (ci, cb) in zip(rd, cd):
+            common, ra, ca = np.intersect1d(ri, ci, return_indices=True)
+            ious = np.array([box_iou(rb[a:a + 1], cb[c:c + 1])[0, 0] for a, c in zip(ra, ca)])
+            m = int((ious >= iou).sum()) if len(common) else 0
+            matched, n_ref, n_cand = matched + m, n_ref + len(ri), n_cand + len(ci)
+            worst = min(worst, m / max(len(ri), len(ci)) if max(len(ri), len(ci)) else 1.0)
+    denom = max(n_ref, n_cand)
+    return Score("detection", matched / denom if denom else 1.0,
+                 detail={"matched": matched, "reference": n_ref, "candidate": n_cand,
+                         "kept": matched / n_ref if n_ref else 1.0, "worst_image": worst, "kind": "anchors"})
+
+
+def anchor_pairs(outputs: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(scores, boxes) output pairs of an anchor head: [B, N, 1] beside [B, N, >=4] with the same N."""
+    shapes = {k: np.shape(v) for k, v in outputs.items()}
+    scores = [k for k, s in shapes.items() if len(s) == 3 and s[2] == 1]
+    pairs = []
+    for k in scores:
+        box = [b for b, s in shapes.items() if len(s) == 3 and s[1] == shapes[k][1] and s[2] >= 4]
+        if len(box) == 1:
+            pairs.append((k, box[0]))
+    return pairs
+
+
 def detection_agreement(ref: Any, cand: Any, *, kind: str = "auto", iou: float = 0.5, score: float = 0.25,
                         threshold: float = 0.3, objectness: bool | None = None) -> Score:
     """Matched detections / max(reference count, candidate count), over all images (1.0 when both find none).
@@ -357,6 +410,10 @@ def task_metric(name: str, ref: Mapping[str, Any], cand: Mapping[str, Any], *, o
     if name == "rel_l2" and output is None:
         scores = [rel_l2(ref[k], cand[k]) for k in ref]
         return max(scores, key=lambda s: s.value)
+    if name == "detection" and output is None and len(ref) > 1:
+        pairs = anchor_pairs(ref)
+        if pairs:
+            return anchor_agreement(ref, cand, pairs, **options)
     key = output if output is not None else next(iter(ref))
     if key not in ref or key not in cand:
         raise KeyError(f"output '{key}' is not among the outputs {sorted(ref)}")

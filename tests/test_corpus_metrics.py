@@ -155,3 +155,18 @@ def test_task_metric_dispatch():
     assert M.task_metric("rel_l2", ref, cand).value == pytest.approx(np.sqrt(2))  # the worst output (a)
     with pytest.raises(ValueError, match="unknown task metric"):
         M.task_metric("bleu", ref, cand)
+
+
+def test_anchor_head_detection_agreement():
+    scores = np.full((1, 6, 1), -5.0)
+    boxes = np.zeros((1, 6, 16))
+    boxes[0, :, 2:4] = 10.0  # every anchor's box is 10 x 10 around its own offset
+    scores[0, [1, 3, 4], 0] = 3.0  # three anchors fire (sigmoid > 0.5)
+    ref = {"s": scores, "b": boxes}
+    cand = {"s": scores.copy(), "b": boxes.copy()}
+    cand["s"][0, 4, 0] = -1.0  # anchor 4 falls below 0.5
+    cand["b"][0, 3, 0] = 8.0  # anchor 3's box moves by 8 of 10: IoU 2/18 < 0.5
+    assert M.anchor_pairs(ref) == [("s", "b")]
+    s = M.task_metric("detection", ref, cand)
+    assert s.detail["matched"] == 1 and s.detail["reference"] == 3 and s.detail["candidate"] == 2
+    assert s.value == pytest.approx(1 / 3)
