@@ -11,7 +11,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import EditError, ModelError
-from ..graph import infer_shapes
+from ..graph import infer_shapes, name_nodes, sort_nodes
 
 
 def select_nodes(model: onnx.ModelProto, selectors: Iterable[str], *, what: str = "node") -> list[str]:
@@ -98,9 +98,59 @@ def _finish(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
         model = infer_shapes(model, where=where)
         onnx.checker.check_model(model)
     except (ModelError, onnx.checker.ValidationError) as exc:
-        raise EditError(f"{where} produced an invalid graph: {str(exc).splitlines()[0]}",
-                        hint="keep the node named in the message in fp32 (keep=...) and try again") from exc
+        node = _invalid_node(model)
+        blame = f" at node '{node.name}' ({node.op_type})" if node is not None else ""
+        raise EditError(f"{where} produced an invalid graph{blame}: {str(exc).splitlines()[0]}",
+                        hint=(f"keep node '{node.name}' in fp32 (keep=[{node.name!r}] / --exclude {node.name}) and "
+                              "try again" if node is not None else "keep the nodes it changed in fp32 and try again")
+                        ) from exc
     return model
+
+
+def _invalid_node(model: onnx.ModelProto) -> onnx.NodeProto | None:
+    """The first main-graph node the ONNX checker refuses on its own (schema, attributes), else None."""
+    ctx = onnx.checker.C.CheckerContext()
+    ctx.ir_version = model.ir_version
+    ctx.opset_imports = {o.domain: o.version for o in model.opset_import}
+    lex = onnx.checker.C.LexicalScopeContext()
+    for n in model.graph.node:
+        try:
+            onnx.checker.C.check_node(n.SerializeToString(), ctx, lex)
+        except Exception:
+            return n
+    return None
+
+
+QDQ_OPSET = 13  # QuantizeLinear/DequantizeLinear-13: per-channel scales (axis); 10-12 take one scale per tensor
+
+
+def _for_qdq(model: onnx.ModelProto, per_channel: bool, where: str = "quantize_model"
+             ) -> tuple[onnx.ModelProto, bool, list[str]]:
+    """``(model, per_channel, notes)``: ``model`` itself at opset >= 13; an older model converted to opset 13 with
+    onnx's version converter (noted); where that fails, per-tensor Q/DQ at opset 10-12 (noted), else EditError."""
+    opset = _opset(model)
+    if opset >= QDQ_OPSET or (opset >= 10 and not per_channel):
+        return model, per_channel, []
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, QDQ_OPSET)
+        sort_nodes(converted.graph)
+        name_nodes(converted)
+        converted = infer_shapes(converted, where=f"the model converted to opset {QDQ_OPSET}")
+        onnx.checker.check_model(converted)
+    except Exception as exc:  # the converter raises RuntimeError/ValidationError naming the op it cannot adapt
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if opset >= 10:
+            return model, False, [f"{where}: the model is ONNX opset {opset}, whose QuantizeLinear/DequantizeLinear "
+                                  f"take one scale per tensor, and onnx's version converter could not convert it to "
+                                  f"opset {QDQ_OPSET} ({reason}): weights are quantized per tensor"]
+        raise EditError(f"{where}: the model is ONNX opset {opset}, which has no QuantizeLinear/DequantizeLinear, and "
+                        f"onnx's version converter could not convert it to opset {QDQ_OPSET}: {reason}",
+                        hint=f"export the model with opset {QDQ_OPSET} or newer") from exc
+    return converted, per_channel, [
+        f"{where}: the model was ONNX opset {opset}; converted to opset {QDQ_OPSET} with onnx's version converter "
+        "for per-channel QuantizeLinear/DequantizeLinear (check the converted model's outputs against the original)"]
 
 
 def _working_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, list[onnx.NodeProto]],

@@ -39,6 +39,7 @@ again (``W__dq`` when a float consumer still reads the original).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -51,6 +52,7 @@ from ..graph import tensor_infos
 from ._common import (
     _constants,
     _finish,
+    _for_qdq,
     _is_float32,
     _opset,
     _producers,
@@ -226,6 +228,14 @@ def check_target(target: str) -> None:
         raise EditError(f"unknown Q/DQ placement target '{target}'", hint=f"use one of {list(TARGETS)}")
 
 
+def _qdq_ready(model: onnx.ModelProto, per_channel: bool) -> tuple[onnx.ModelProto, bool]:
+    """The model at an opset whose Q/DQ take the scales asked for (converted when older; warned)."""
+    model, per_channel, notes = _for_qdq(model, per_channel)
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=3)
+    return model, per_channel
+
+
 def quantize_model(
     model: onnx.ModelProto,
     scales: ScaleCache | Mapping[str, Any],
@@ -241,6 +251,8 @@ def quantize_model(
     ``scales``: a :class:`ScaleCache` or ``{tensor: amax}`` for every activation that gets Q/DQ
     (:func:`activation_tensors` with the same ``target``); for ``target="onnxruntime"`` a value may also be a
     ``(min, max)`` pair (a plain amax means the range [-amax, amax]). Weights are quantized from their own values.
+    A model older than opset 13 (no per-channel Q/DQ) is converted to opset 13 with onnx's version converter, with
+    a warning; where that fails, weights are quantized per tensor (opset 10-12, warned) or the model is refused.
     """
     check_target(target)
     if target == "onnxruntime":
@@ -248,10 +260,12 @@ def quantize_model(
             raise EditError(f"the onnxruntime placement quantizes to int8 (uint8 activations), not {dtype}",
                             hint="use dtype int8, or target tensorrt for fp8")
         check_dtype(model, dtype)
+        model, per_channel = _qdq_ready(model, per_channel)
         from .qdq_ort import _quantize_for_ort  # qdq_ort imports this module: import it on use
 
         return _quantize_for_ort(model, scales, exclude=exclude, nodes=nodes, per_channel=per_channel)
     check_dtype(model, dtype)
+    model, per_channel = _qdq_ready(model, per_channel)
     model = _typed(model)
     amax = scales.amax() if isinstance(scales, ScaleCache) else {k: float(v) for k, v in scales.items()}
     elem, qmax = _Q[dtype]

@@ -58,6 +58,7 @@ from ._common import (
     _consumers,
     _finish,
     _is_float32,
+    _opset,
     _producers,
     _subgraph_refs,
     _typed,
@@ -266,17 +267,21 @@ def _quantize_for_ort(model: onnx.ModelProto, scales: ScaleCache | Mapping[str, 
             # int32 bias with scale = input scale * weight scale: what ORT's QLinearConv/QGemm take
             b = numpy_helper.to_array(inits[bias]).astype(np.float64).reshape(-1)
             bscale = (np.float64(params[x][2]) * weight_scale.astype(np.float64)).reshape(-1)
-            if bscale.size == 1:
+            per_element = _opset(out) >= 13  # DequantizeLinear-10..12 take one scale per tensor
+            if bscale.size == 1 and per_element:
                 bscale = np.full(b.shape, bscale[0])
-            if bscale.shape == b.shape and np.all(bscale > 0):
+            if (bscale.shape == b.shape or bscale.size == 1) and np.all(bscale > 0):
                 bq = np.clip(np.rint(b / bscale), -(2**31) + 1, 2**31 - 1).astype(np.int32)
                 g.initializer.remove(inits.pop(bias))
+                scalar = not per_element
                 new_inits += [numpy_helper.from_array(bq, f"{bias}__int32"),
-                              numpy_helper.from_array(bscale.astype(np.float32), f"{bias}__scale"),
-                              numpy_helper.from_array(np.zeros(b.shape, np.int32), f"{bias}__zero_point")]
+                              numpy_helper.from_array(bscale.astype(np.float32).reshape(() if scalar else b.shape),
+                                                      f"{bias}__scale"),
+                              numpy_helper.from_array(np.zeros(() if scalar else b.shape, np.int32),
+                                                      f"{bias}__zero_point")]
                 weight_nodes.append(helper.make_node(
                     "DequantizeLinear", [f"{bias}__int32", f"{bias}__scale", f"{bias}__zero_point"], [bias],
-                    name=f"{bias}__DequantizeLinear", axis=0))
+                    name=f"{bias}__DequantizeLinear", **({} if scalar else {"axis": 0})))
                 dq_of[bias] = bias
     for n in g.node:  # every reader but the float ones takes the dequantized tensor
         if n.name in plan.float_readers:
