@@ -44,8 +44,10 @@ def test_ort_integer_ops_are_unsupported_with_the_dequantize_edit_suggested():
     assert [(u["node"], u["op"]) for u in r.unsupported] == expected
     assert r.parsable is False and r.buildable is False
     assert any("input_QuantizeLinear" in e for e in r.errors)
-    (s,) = [s for s in r.suggestions if "integer op" in s]
+    (s,) = [s for s in r.suggestions if "integer op" in s and "workbench edit" in s]
     assert "dequantize_integer_ops" in s and "workbench edit MODEL recipe.json" in s and "Q/DQ" in s
+    assert [x["edits"] for x in r.repairs] == [[{"kind": "dequantize_integer_ops"}]]  # and it can apply it
+    assert any(s.startswith("repairs the workbench can apply") and "--repair" in s for s in r.suggestions)
 
 
 def test_constant_if_suggests_fold_constant_if():

@@ -7,6 +7,19 @@ integer ops (the ``dequantize_integer_ops`` edit), an ``If`` with a constant con
 (``fold_constant_if``), custom-domain ops (plugins). Bad input (not a model, a wrong SPEC) raises a
 WorkbenchError; everything about TensorRT itself is a report.
 
+Repairs: where TensorRT cannot take the model, the report quotes the builder's own error (``builder_errors``,
+verbatim; our hints come after it in ``suggestions``) and lists ``repairs`` the workbench can apply, each with the
+recipe edits that apply it (:mod:`workbench.edits.repairs`): dims sharing one symbolic name (``split_shared_dims``),
+an ``If`` on an input the user can freeze (``freeze_input`` + ``fold_constant_if``, needs the value), ONNX
+Runtime integer ops (``dequantize_integer_ops``), a constant ``If`` (``fold_constant_if``). ``check_model(...,
+repair=True, values={"sr": 16000})`` applies every ready repair, checks the repaired model too and says so in
+``repaired`` ({edits, applied, skipped, parsable, buildable, errors, unsupported}); the repaired model itself is
+``report.repaired_model`` (not in the JSON). For counting a corpus::
+
+    report = check_model(path, shapes=spec, repair=True, values=manifest_values)
+    raw_builds = report.buildable                                   # the model as shipped
+    repaired_builds = report.buildable or bool(report.repaired and report.repaired["buildable"])
+
 Cancel: ``check_model(..., cancel=event_or_callable)``. A check whose cancel is set before it returns raises
 :class:`CheckCancelled` (a BuildError) instead of returning a report: before any work when it is set before the
 call, otherwise after the child process has been told to stop (and killed if it does not stop within a few
@@ -17,31 +30,36 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import onnx
 
+from . import recipe as R
 from .backends.trt import INSTALL_HINT, ORT_INTEGER_OPS, import_backend, resolve_backend, run_job
 from .backends.trt_profiles import (
     dynamic_inputs,
     format_spec,
+    model_inputs,
     parse_shapes,
     profiles_to_json,
     resolve_profiles,
 )
 from .backends.worker import WorkerCrash, run_in_child
 from .cancel import cancelled
-from .errors import BackendUnavailable, BuildError
+from .edits import apply_edits
+from .edits.repairs import Repair, fill_values, find_repairs
+from .errors import BackendUnavailable, BuildError, EditError
 from .graph import load_model, save_model
 from .precision import onnxruntime_only_qdq
 from .recipe import ShapeProfile
 
-__all__ = ["CheckCancelled", "CheckReport", "check_model", "ORT_INTEGER_OPS", "static_findings"]
+__all__ = ["CheckCancelled", "CheckReport", "check_model", "repair_model", "ORT_INTEGER_OPS", "static_findings"]
 
 
 class CheckCancelled(BuildError):
@@ -72,6 +90,9 @@ class CheckReport:
     layers: int | None = None
     io: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    builder_errors: list[str] = field(default_factory=list)
+    repairs: list[dict[str, Any]] = field(default_factory=list)
+    repaired: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -146,6 +167,8 @@ def check_model(
     in_process: bool = False,
     opt_level: int = 3,
     cancel: Callable[[], bool] | threading.Event | None = None,
+    repair: bool = False,
+    values: Mapping[str, Any] | None = None,
 ) -> CheckReport:
     """Parse and build ``model`` with TensorRT (child process by default) and say what to do about problems.
 
@@ -154,26 +177,95 @@ def check_model(
     ``cancel`` (a ``threading.Event`` or a callable returning True) stops the check: :class:`CheckCancelled`
     is raised, promptly and without loading the model when it is already set at the call, and the child
     process is stopped when it is set during the build (``in_process=True`` checks it between build steps).
+    ``repair=True`` applies the ready repairs (``values``: {input: value} for ``freeze_input``) and checks the
+    repaired model as well (``report.repaired``, ``report.repaired_model``); without it repairs are only listed.
     """
     where = str(model) if not isinstance(model, onnx.ModelProto) else (model.graph.name or "the model")
+    _stop_if_cancelled(cancel, where)
+    loaded = load_model(model)
+    report = _check_once(loaded, where, shapes=shapes, backend=backend, timeout=timeout, in_process=in_process,
+                         opt_level=opt_level, cancel=cancel, values=values)
+    report.repaired_model = None  # type: ignore[attr-defined]
+    if not repair:
+        return report
+    fixed, applied, skipped = repair_model(loaded, values=values)
+    report.repaired = {"edits": [e.to_dict() for e in applied], "skipped": skipped, "parsable": None,
+                       "buildable": None, "errors": [], "unsupported": []}
+    if not applied:
+        return report
+    names = set(model_inputs(fixed))
+    kept = [p for p in _given(shapes, loaded) if p.input in names]
+    again = _check_once(fixed, f"{where} (repaired)", shapes=kept, backend=backend, timeout=timeout, in_process=in_process,
+                        opt_level=opt_level, cancel=cancel, values=values)
+    report.repaired.update(parsable=again.parsable, buildable=again.buildable, errors=again.errors,
+                           unsupported=again.unsupported, suggestions=again.suggestions, repairs=again.repairs)
+    report.repaired_model = fixed  # type: ignore[attr-defined]
+    verdict = "builds" if again.buildable else "parses" if again.parsable else "still fails"
+    report.suggestions.append(f"with the repairs applied ({', '.join(e.kind for e in applied)}) the model {verdict}")
+    return report
 
+
+def _given(shapes: str | Sequence[str] | Sequence[ShapeProfile] | None, model: onnx.ModelProto
+           ) -> tuple[ShapeProfile, ...]:
+    if shapes is None or isinstance(shapes, str) or all(isinstance(s, str) for s in shapes):
+        return parse_shapes(shapes, model)  # type: ignore[arg-type]
+    return tuple(shapes)  # type: ignore[arg-type]
+
+
+def repair_model(model: onnx.ModelProto, repairs: Sequence[Repair] | None = None,
+                 values: Mapping[str, Any] | None = None) -> tuple[onnx.ModelProto, list[R.Edit], list[dict[str, str]]]:
+    """Apply ``repairs`` (default: every one :func:`find_repairs` offers) with ``values`` filled in:
+    (repaired model, the edits applied in order, [{title, reason}] of repairs skipped: a value missing, or an
+    edit that refused this model)."""
+    todo = fill_values(find_repairs(model) if repairs is None else repairs, values or {})
+    applied: list[R.Edit] = []
+    skipped: list[dict[str, str]] = []
+    for r in todo:
+        if not r.ready:
+            skipped.append({"title": r.title, "reason": f"needs the value of input '{r.needs_value}'"
+                            + (f" (e.g. {r.examples[0]!r})" if r.examples else "")
+                            + f": pass values={{'{r.needs_value}': ...}} or --freeze {r.needs_value}=VALUE"})
+            continue
+        try:
+            model = apply_edits(model, list(r.edits))
+        except EditError as exc:
+            skipped.append({"title": r.title, "reason": f"{exc.message} ({exc.hint})" if exc.hint else exc.message})
+            continue
+        applied += r.edits
+    return model, applied, skipped
+
+
+def _stop_if_cancelled(cancel: Callable[[], bool] | threading.Event | None, where: str,
+                       cause: BaseException | None = None) -> None:
+    if cancelled(cancel):
+        raise CheckCancelled(f"the check of {where} was cancelled",
+                             hint="nothing was checked to the end; run the check again when ready") from cause
+
+
+def _check_once(
+    model: onnx.ModelProto,
+    where: str,
+    *,
+    shapes: str | Sequence[str] | Sequence[ShapeProfile] | None,
+    backend: str,
+    timeout: float,
+    in_process: bool,
+    opt_level: int,
+    cancel: Callable[[], bool] | threading.Event | None,
+    values: Mapping[str, Any] | None,
+) -> CheckReport:
     def stop_if_cancelled(cause: BaseException | None = None) -> None:
-        if cancelled(cancel):
-            raise CheckCancelled(f"the check of {where} was cancelled",
-                                 hint="nothing was checked to the end; run the check again when ready") from cause
+        _stop_if_cancelled(cancel, where, cause)
 
     stop_if_cancelled()
-    model = load_model(model)
-    if shapes is None or isinstance(shapes, str) or all(isinstance(s, str) for s in shapes):
-        given = parse_shapes(shapes, model)  # type: ignore[arg-type]
-    else:
-        given = tuple(shapes)  # type: ignore[arg-type]
+    given = _given(shapes, model)
     resolved = resolve_profiles(model, given)
     unsupported, suggestions = static_findings(model, given)
+    repairs = fill_values(find_repairs(model), values or {})
     report = CheckReport(model=where, backend=None, version=None, parsable=None, buildable=None,
                          unsupported=unsupported, suggestions=suggestions, nodes=len(model.graph.node),
                          profiles=profiles_to_json(resolved.profiles), derived_profiles=list(resolved.derived),
-                         notes=list(resolved.notes))
+                         notes=list(resolved.notes), repairs=[r.to_dict() for r in repairs])
     try:
         name = resolve_backend(backend)
         report.backend = name
@@ -194,9 +286,11 @@ def check_model(
         def poll() -> bool:
             return cancelled(cancel)
 
+        builder_log = _BuilderLog()
         try:
-            result = (run_job(job, None, poll) if in_process
-                      else run_in_child(job, timeout=timeout, what=f"the check of {where}", cancel=poll))
+            result = (run_job(job, builder_log, poll) if in_process
+                      else run_in_child(job, timeout=timeout, what=f"the check of {where}", cancel=poll,
+                                        on_event=builder_log))
         except WorkerCrash as exc:
             stop_if_cancelled(exc)
             report.crashed = {"signal": exc.signal_name, "returncode": exc.returncode, "last_log": list(exc.log_tail)}
@@ -212,8 +306,48 @@ def check_model(
             report.suggestions.append(exc.hint)
             return report
     stop_if_cancelled()
+    report.builder_errors = list(builder_log.errors)
     _merge(report, result, name)
+    if not report.ok and repairs:
+        report.suggestions.append(
+            "repairs the workbench can apply: " + "; ".join(r.title for r in repairs)
+            + " (`workbench check MODEL --repair -o fixed.onnx --recipe-out repairs.json"
+            + "".join(f" --freeze {r.needs_value}=VALUE" for r in repairs if not r.ready) + "`)")
     return report
+
+
+class _BuilderLog:
+    """Collects the builder's own error messages (verbatim) from the job's log events, build stage only (the
+    parse stage's errors come with their node from the parser)."""
+
+    def __init__(self) -> None:
+        self.stage = ""
+        self.errors: list[str] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "stage":
+            self.stage = str(event.get("stage"))
+        elif (event.get("event") == "log" and self.stage == "build"
+              and event.get("level") in ("error", "internal_error")):
+            message = str(event.get("message", "")).strip()
+            if message and message not in self.errors:
+                self.errors.append(message)
+
+
+_EQUAL_DIMS = re.compile(r"Dimensions with name (\S+?)\.? must be equal")
+
+
+def _build_hints(report: CheckReport) -> list[str]:
+    """Our reading of a failed build, said after the builder's own message (never instead of it)."""
+    text = " ".join(report.builder_errors)
+    hints = []
+    for name in dict.fromkeys(_EQUAL_DIMS.findall(text)):
+        hints.append(f"the builder demands that all dims named '{name}' be equal: the model gives one symbolic name "
+                     f"to different dims; give the shapes you run with equal values there, or apply the "
+                     f"split_shared_dims repair so each dim is free")
+    if not report.builder_errors or "profile" in text.lower():
+        hints.append("check the shape profiles: --shapes NAME:MIN,OPT,MAX for each dynamic input")
+    return hints
 
 
 def _merge(report: CheckReport, result: dict[str, Any], backend: str) -> None:
@@ -238,8 +372,11 @@ def _merge(report: CheckReport, result: dict[str, Any], backend: str) -> None:
     if support.get("supported") is not None or report.parsable:
         report.supported_nodes = report.nodes - len({u["node"] for u in report.unsupported})
     if report.parsable and not report.buildable:
-        report.errors.append("the builder produced no engine with these profiles")
-        report.suggestions.append("check the shape profiles: --shapes NAME:MIN,OPT,MAX for each dynamic input")
+        if report.builder_errors:  # the builder's own words first, verbatim; our hints come after, never instead
+            report.errors += [f"{backend} builder: {text}" for text in report.builder_errors]
+        else:
+            report.errors.append(f"the {backend} builder produced no engine and logged no error")
+        report.suggestions += _build_hints(report)
     if not report.parsable and not report.unsupported:
         report.suggestions.append("the parser rejected the model: see errors for the node; "
                                   "`workbench inspect MODEL --layers` shows its inputs and shapes")

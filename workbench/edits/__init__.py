@@ -20,6 +20,7 @@ from . import direct
 from ._gs import finish, to_graph, to_model
 from .cleanup import fold_constant_if, fold_constants, fuse_batchnorm, remove_dead_nodes, remove_identity
 from .integer_ops import dequantize_integer_ops
+from .repairs import freeze_input, split_shared_dims
 from .surgery import extract, remove_node
 
 __all__ = ["apply_edit", "apply_edits", "node_diff", "describe", "GRAPH_EDITS", "DIRECT_EDITS"]
@@ -46,6 +47,8 @@ DIRECT_EDITS: dict[type[R.Edit], _Handler] = {
     R.InsertNode: lambda m, e: direct.insert_node(m, e.tensor, e.op, e.name, e.attributes),
     R.SetShapes: lambda m, e: direct.set_shapes(m, e.shapes),
     R.RenameTensor: lambda m, e: direct.rename_tensor(m, e.tensor, e.new_name),
+    R.SplitSharedDims: lambda m, e: split_shared_dims(m, e.inputs),
+    R.FreezeInput: lambda m, e: freeze_input(m, e.input, e.value),
 }
 
 
