@@ -20,6 +20,7 @@ from ..graph import layer_table, summary
 from ..plots.graph_view import GraphLayout, attribute_text, graph_figure, graph_layout, points
 from ..table import Table
 from .common import Job, Status, refill
+from .repair_panel import RepairPanel
 
 __all__ = ["ModelTab", "summary_line", "ALL_OPS"]
 
@@ -171,6 +172,7 @@ class ModelTab:
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="140px"))
         self.phase = W.Label()
         self.report = W.HTML()
+        self.repair_panel = RepairPanel(session, status)  # a button per repair, after a check
         self.graph: go.FigureWidget | None = None  # one FigureWidget for the tab's life (see _set_figure)
         self._graph_box = W.Box([], layout=W.Layout(overflow="auto"))
         self.highlight_note = W.HTML()  # what the ringed nodes are, when a caller says (e.g. the last edit)
@@ -196,6 +198,7 @@ class ModelTab:
             W.HBox([left, W.VBox([self.highlight_note, self._graph_box])]),
             W.HBox([self.check_button, self.cancel_button, self.shapes, self.progress, self.phase]),
             self.report,
+            self.repair_panel.widget,
         ])
         self.refresh()
         if hasattr(session, "on_change"):
@@ -362,6 +365,7 @@ class ModelTab:
         """Run the check in the background (the builder runs in a child process; the kernel stays responsive)."""
         self.report.value = ""
         self.last_report = None
+        self.repair_panel.clear()
         self.job.start("checking the model with TensorRT", self._check)
 
     def _check(self, job: Job) -> str:
@@ -380,6 +384,7 @@ class ModelTab:
             self.status.busy("the model changed during the check: run it again")
             return "outdated"
         self.report.value = _report_html(report)
+        self.repair_panel.show(model)
         self.last_report = report
         self.highlight([u.get("node") for u in report.get("unsupported") or [] if u.get("node")])
         verdict = "builds" if report.get("buildable") else "parses" if report.get("parsable") else "fails"
