@@ -300,16 +300,23 @@ class Quantize(Edit):
     per_channel: bool = True
     scales: str = ""
     target: str = "tensorrt"
+    methods: dict[str, str] = field(default_factory=dict)  # {tensor: method}: per-tensor choice over ``method``
 
     def __post_init__(self) -> None:
         if self.target not in self.TARGETS:
             raise RecipeError(f"quantize edit: unknown target {self.target!r}",
                               hint=f"target is one of {list(self.TARGETS)}")
 
+    def __hash__(self) -> int:  # ``methods`` is a dict: hash its sorted items
+        return hash((self.dtype, self.nodes, self.exclude, self.method, self.per_channel, self.scales, self.target,
+                     tuple(sorted(self.methods.items()))))
+
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         if self.target == "tensorrt":
             del out["target"]
+        if not self.methods:  # written only when used: older recipes keep their bytes and digest
+            del out["methods"]
         return out
 
 
