@@ -6,7 +6,8 @@ graph says, so this package writes the precision *into the graph* and never sets
 What lives where (everything below is importable from ``workbench.precision``):
 
 - :mod:`.convert`: fp16/bf16 through Cast nodes: :func:`precision_guards`, :func:`plan_conversion`,
-  :func:`convert_precision`.
+  :func:`convert_precision` (``ranges=`` measured activation ranges keep out-of-range nodes float32),
+  :func:`float_tensors` (what to calibrate for those ranges).
 - :mod:`.scales`: calibration results: :class:`TensorStats`, :class:`ScaleCache`, :func:`latest_scales`.
 - :mod:`.qdq`: int8/fp8 Q/DQ placed for TensorRT (the rules and their sources): :func:`quantization_targets`,
   :func:`quantizable_nodes`, :func:`activation_tensors`, :func:`check_dtype`, :func:`check_target`,
@@ -29,7 +30,7 @@ from ..recipe import ConvertPrecision, Edit, Quantize
 from ._common import select_nodes
 from .convert import FP16_MAX as FP16_MAX  # public, though not in __all__ (as before the split)
 from .convert import FP16_TINY as FP16_TINY
-from .convert import convert_precision, plan_conversion, precision_guards
+from .convert import convert_precision, float_tensors, plan_conversion, precision_guards
 from .qdq import (
     TARGETS,
     WEIGHTED_OPS,
@@ -53,6 +54,7 @@ __all__ = [
     "select_nodes",
     "plan_conversion",
     "convert_precision",
+    "float_tensors",
     "quantizable_nodes",
     "quantization_targets",
     "activation_tensors",

@@ -12,7 +12,8 @@ range); with ``guard=True`` they stay float32 unless named explicitly in ``nodes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -31,8 +32,9 @@ from ._common import (
     _typed,
     select_nodes,
 )
+from .scales import ScaleCache, TensorStats
 
-__all__ = ["FP16_MAX", "FP16_TINY", "precision_guards", "plan_conversion", "convert_precision"]
+__all__ = ["FP16_MAX", "FP16_TINY", "precision_guards", "plan_conversion", "convert_precision", "float_tensors"]
 
 FP16_MAX = 65504.0
 FP16_TINY = 2.0**-24  # smallest positive fp16 (subnormal): smaller nonzero constants flush to zero
@@ -136,8 +138,15 @@ def plan_conversion(
     keep: Sequence[str] = (),
     nodes: Sequence[str] = (),
     guard: bool = True,
+    ranges: ScaleCache | Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, str]]:
-    """Which nodes will run in ``precision`` and why the others will not: ``{node: {precision, reason}}``."""
+    """Which nodes will run in ``precision`` and why the others will not: ``{node: {precision, reason}}``.
+
+    ``ranges``: activation ranges from a reference run (a :class:`ScaleCache` from ``calibrate(model, data,
+    tensors=float_tensors(model))``, or ``{tensor: amax | (min, max) | TensorStats}``); a node reading or writing a
+    tensor whose magnitude exceeds the fp16 maximum stays float32 (as ModelOpt's AutoCast does), unless named
+    exactly in ``nodes``.
+    """
     if precision not in _LOW:
         raise EditError(f"precision '{precision}' cannot be set by Cast nodes",
                         hint="use fp16 or bf16 here; int8/fp8 are set by quantize_model")
@@ -146,6 +155,9 @@ def plan_conversion(
     explicit = set(select_nodes(model, nodes, what="convert")) if nodes else None
     kept = set(select_nodes(model, keep, what="keep")) if keep else set()
     guards = {g["node"]: g["reason"] for g in precision_guards(model)} if guard else {}
+    if ranges is not None and precision == "fp16":
+        for name, reason in _range_guards(model, ranges).items():
+            guards.setdefault(name, reason)
     opset = _opset(model)
     named = set(nodes)  # a guarded node named exactly (not by op type or pattern) is converted anyway
     plan: dict[str, dict[str, str]] = {}
@@ -167,6 +179,39 @@ def plan_conversion(
     return plan
 
 
+def _magnitudes(ranges: ScaleCache | Mapping[str, Any]) -> dict[str, float]:
+    """``{tensor: largest magnitude}`` from a ScaleCache or ``{tensor: amax | (min, max) | TensorStats}``."""
+    items = ranges.tensors.items() if isinstance(ranges, ScaleCache) else ranges.items()
+    out: dict[str, float] = {}
+    for name, v in items:
+        if isinstance(v, TensorStats):
+            out[name] = max(abs(v.min), abs(v.max), abs(v.amax))
+        elif isinstance(v, (tuple, list)):
+            out[name] = max(abs(float(x)) for x in v)
+        else:
+            out[name] = abs(float(v))
+    return out
+
+
+def _range_guards(model: onnx.ModelProto, ranges: ScaleCache | Mapping[str, Any]) -> dict[str, str]:
+    """Nodes that read or write a tensor whose measured magnitude is beyond the fp16 range."""
+    big = {t: m for t, m in _magnitudes(ranges).items() if not m <= FP16_MAX}  # NaN/inf count as out of range
+    out: dict[str, str] = {}
+    for n in model.graph.node:
+        for t in (*n.output, *n.input):
+            if t in big:
+                out[n.name] = f"tensor '{t}' reaches {big[t]:.3g} on the reference run, beyond the fp16 maximum 65504"
+                break
+    return out
+
+
+def float_tensors(model: onnx.ModelProto) -> list[str]:
+    """The float32 tensors nodes compute (main graph): what to calibrate for ``convert_precision(ranges=...)``."""
+    infos = tensor_infos(_typed(model))
+    return list(dict.fromkeys(o for n in model.graph.node if n.op_type != "Constant"
+                              for o in n.output if o and _is_float32(o, infos)))
+
+
 def convert_precision(
     model: onnx.ModelProto,
     precision: str = "fp16",
@@ -175,15 +220,18 @@ def convert_precision(
     nodes: Sequence[str] = (),
     keep_io_types: bool = True,
     guard: bool = True,
+    ranges: ScaleCache | Mapping[str, Any] | None = None,
 ) -> onnx.ModelProto:
     """A copy of ``model`` whose selected nodes compute in fp16/bf16 through Cast nodes (see module doc).
 
     ``nodes``: selectors of nodes to convert (empty: every eligible node); ``keep``: selectors kept fp32;
     ``guard``: keep flagged ops (:func:`precision_guards`) fp32 unless named exactly in ``nodes``;
-    ``keep_io_types=False`` makes graph inputs/outputs next to converted nodes low precision too.
+    ``keep_io_types=False`` makes graph inputs/outputs next to converted nodes low precision too;
+    ``ranges``: measured activation ranges; nodes touching a tensor beyond the fp16 range stay float32
+    (see :func:`plan_conversion`).
     """
     model = _typed(model)
-    plan = plan_conversion(model, precision, keep=keep, nodes=nodes, guard=guard)
+    plan = plan_conversion(model, precision, keep=keep, nodes=nodes, guard=guard, ranges=ranges)
     low = {name for name, p in plan.items() if p["precision"] == precision}
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -294,7 +342,9 @@ def _low_initializer(arr: np.ndarray, name: str, precision: str) -> TensorProto:
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    """Drop main-graph initializers nothing reads; a tensor read only inside If/Loop/Scan bodies is read."""
     used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    used |= _subgraph_refs(model.graph)
     keep = [i for i in model.graph.initializer if i.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
