@@ -50,7 +50,9 @@ def test_compare_then_debug_then_apply(tab):
     total = next(t for t in tab.errors_fig.data if t.name.startswith("rel_l2 (total)"))
     assert len(total.y) == len(session.original.graph.node)
     assert tab.progress.value == 100
-    assert len(tab.graph_fig.data) > 0
+    overlay = tab.graph_fig.overlay  # the graph widget coloured by log10 rel L2 per node
+    assert overlay["title"] == "log10 rel L2" and "/res2/res2.0/Conv" in overlay["colors"]
+    assert tab.graph_fig.highlight == [tab.report.first_divergence["node"]]
 
     tab.metric.value = "accuracy"
     tab.tolerance.value = 0.001
@@ -116,7 +118,8 @@ def test_plot_helpers():
 
 
 def test_figures_are_created_on_first_use_and_refilled_by_later_runs(tab):
-    """Each FigureWidget ships plotly.js to the browser: none before a run, then the same four for the tab's life."""
+    """Each FigureWidget ships plotly.js to the browser: none before a run, then the same four (three figures and
+    the graph widget) for the tab's life."""
     assert (tab.errors_fig, tab.graph_fig, tab.sensitivity_fig, tab.pareto_fig) == (None, None, None, None)
     assert tab._compare_figs.children == () and tab._debug_figs.children == ()
 
@@ -139,7 +142,7 @@ def test_figures_are_created_on_first_use_and_refilled_by_later_runs(tab):
     second_y = list(total(errors).y)
     assert second_y == pytest.approx(tab.report.layers.column("rel_l2")) and second_y != pytest.approx(first_y)
     assert [t.name for t in errors.data].count("rel_l2 (total)") == 1  # refilled, not appended to
-    assert graph.layout.title.text == "Graph coloured by log10 rel L2 error"
+    assert graph.graph["title"] == "Graph coloured by log10 rel L2 error"
 
     runs = []
     for metric, tolerance, samples in (("accuracy", 0.001, 0), ("rel_l2", 0.5, 7)):

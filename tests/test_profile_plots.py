@@ -67,10 +67,10 @@ def test_timing_graph_colours_nodes_by_time():
     table = Table(("name", "onnx_nodes", "type", "precision", "median_ms", "mean_ms", "pct"),
                   (("fused", names[:3], "Conv", "fp32", 3.0, 3.0, 75.0), ("fc", [names[-1]], "Gemm", "fp32", 1.0, 1.0, 25.0)))
     assert node_times(table) == {names[0]: 1.0, names[1]: 1.0, names[2]: 1.0, names[-1]: 1.0}
-    fig = timing_graph(model, table)
-    nodes = next(tr for tr in fig.data if tr.name == "nodes")
-    hover = dict(zip(nodes.customdata, nodes.hovertext))
-    assert hover[names[0]].endswith("<br>ms: 1") and "<br>ms: " not in hover[names[4]]
+    data = timing_graph(model, table)
+    assert [n["id"] for n in data["graph"]["nodes"]][1:-1] == names
+    assert data["overlay"]["values"] == {names[0]: 1.0, names[1]: 1.0, names[2]: 1.0, names[-1]: 1.0}
+    assert names[4] not in data["overlay"]["colors"]  # no time: drawn as missing
 
 
 def test_write_html(tmp_path, tables):

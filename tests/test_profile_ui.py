@@ -31,12 +31,14 @@ def test_ort_profile_on_and_off(tab):
     tab.ort_button.click()
     off = tab.profiles["ort-cpu-noopt"]
     assert off.column("name") == [n.name for n in tab.session.model.graph.node]
-    tab.view.value = "graph"
-    nodes = next(tr for tr in tab.chart.data if tr.name == "nodes")
-    assert any("<br>ms: " in h for h in nodes.hovertext)
+    tab.view.value = "graph"  # the graph widget coloured by each node's time
+    assert tab._chart_box.children == (tab.graph,)
+    assert tab.graph.overlay["title"] == "ms" and tab.graph.overlay["kind"] == "numeric"
+    timed = set(tab.graph.overlay["values"])
+    assert timed and timed <= set(tab.graph.node_names)
     for view in ("op type", "precision", "treemap"):
         tab.view.value = view
-        assert len(tab.chart.data) >= 1
+        assert len(tab.chart.data) >= 1 and tab._chart_box.children == (tab.chart,)
 
 
 def test_import_and_compare_a100_engines(tab):

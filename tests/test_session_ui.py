@@ -10,6 +10,7 @@ import pytest
 from tests.models import conv_bn_relu_model, dynamic_model
 from workbench.errors import EditError
 from workbench.graph import model_bytes
+from workbench.plots.graph_data import MISSING
 from workbench.session import Session
 from workbench.ui.common import Status
 from workbench.ui.edit_tab import EditTab, build_edits, match_nodes, parse_shapes
@@ -131,29 +132,26 @@ def test_set_shapes_action_on_dynamic_model() -> None:
     assert tab.session.summary()["outputs"][0]["shape"] == [1, 2, 32, 32]
 
 
-def test_graph_rings_the_selection_and_colours_the_last_change(tab: EditTab) -> None:
-    from types import SimpleNamespace
-
-    assert tab.show_graph.value is True
-    ring = next(t for t in tab.graph.data if t.name == "highlight")
-    assert len(ring.x) == 0
+def test_graph_selects_the_selection_and_colours_the_last_change(tab: EditTab) -> None:
+    assert tab.show_graph.value is True and tab.graph.multiselect
+    assert tab.graph.selected == []
     tab.select(["block1.conv", "fc"])
-    ring = next(t for t in tab.graph.data if t.name == "highlight")
-    assert len(ring.x) == 2
-    nodes = next(t for t in tab.graph.data if t.name == "nodes")
-    tab._on_graph_click(nodes, SimpleNamespace(point_inds=[list(nodes.customdata).index("fc")]))  # a click on fc
+    assert tab.graph.selected == ["block1.conv", "fc"]
+    # a click on fc in the browser toggles it: the front end sends the new selection
+    tab.graph.set_state({"selected": ["block1.conv"]})
     assert tab.selection == ["block1.conv"]
     tab.action.value = "fuse BatchNorm into Conv/Gemm"
     tab.apply_button.click()
-    nodes = next(t for t in tab.graph.data if t.name == "nodes")
-    assert len(nodes.customdata) == 10  # redrawn for the edited model
-    legend = {t.name for t in tab.graph.data if t.legendgroup == "values"}
-    assert legend == {"changed"}  # the three Convs that absorbed a BatchNorm are coloured
-    grey = {c for c, name in zip(nodes.marker.color, nodes.customdata) if not name.endswith(".conv")}
-    coloured = {c for c, name in zip(nodes.marker.color, nodes.customdata) if name.endswith(".conv")}
-    assert len(coloured) == 1 and not coloured & grey
+    drawn = [n["id"] for n in tab.graph.graph["nodes"] if not n["id"].startswith(("in:", "out:"))]
+    assert len(drawn) == 10 and "block1.bn" not in drawn  # redrawn for the edited model
+    overlay = tab.graph.overlay
+    assert overlay["title"] == "last change" and [x[0] for x in overlay["legend"]] == ["changed"]
+    assert sorted(overlay["colors"]) == ["block1.conv", "block2.conv", "block3.conv"]  # absorbed a BatchNorm
+    assert tab.graph.colour_of("fc") == MISSING
     tab.show_graph.value = False
-    assert tab.graph.data == ()
+    assert tab.graph.graph == {} and tab.graph.layout.display == "none"
+    tab.show_graph.value = True
+    assert len(tab.graph.graph["nodes"]) == 12 and tab.graph.selected == ["block1.conv"]
 
 
 def test_history_list_jumps_to_a_step(tab: EditTab) -> None:

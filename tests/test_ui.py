@@ -1,21 +1,17 @@
-"""Headless tests of the dashboard, the Model tab and the graph view: set widget values, click, assert state."""
+"""Headless tests of the dashboard, the Model tab and its graph widget: set widget values, click, assert state."""
 
 from __future__ import annotations
 
-import time
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import onnx
-import plotly.colors as pc
 import pytest
 from models import conv_bn_relu_model, dynamic_model, integer_ops_model
 from onnx import TensorProto, helper
-from plotly.callbacks import Points
 
-from workbench.graph import load_model, tensor_infos
-from workbench.plots.graph_view import graph_figure, graph_layout, layered_layout, points
+from workbench.graph import load_model
+from workbench.plots.graph_data import MISSING
 from workbench.recipe import BuildSettings, FuseBatchNorm
 from workbench.session import Session
 from workbench.ui import dashboard
@@ -35,63 +31,10 @@ def wb(cnn_path: Path, tmp_path: Path) -> Workbench:
     return Workbench(str(cnn_path), cache_dir=tmp_path / "cache")
 
 
-def _longest_path_layers(model: onnx.ModelProto) -> dict[str, int]:
-    """Independent reference: layer = longest path (in edges) from a graph input, by memoised recursion."""
-    producer = {o: n.name for n in model.graph.node for o in n.output}
-    preds = {n.name: [producer[i] for i in n.input if i in producer] for n in model.graph.node}
-
-    @cache
-    def depth(name: str) -> int:
-        return 1 + max((depth(p) for p in preds[name]), default=0)  # graph inputs sit at layer 0
-
-    return {name: depth(name) for name in preds}
-
-
 def _click(tab, name: str) -> None:
-    """Deliver a click on node ``name`` to the graph's node trace, as plotly's front end does."""
-    trace = tab._trace("nodes")
-    i = list(trace.customdata).index(name)
-    trace._dispatch_on_click(Points([i], [trace.x[i]], [trace.y[i]], "nodes", 1), None)
-
-
-# --- graph view (pure) -----------------------------------------------------------------------------
-
-
-def test_layout_layers_are_longest_paths():
-    model = load_model(conv_bn_relu_model())
-    lay = graph_layout(model)
-    expected = _longest_path_layers(model)
-    got = {n: int(-y) for n, y in zip(lay.names, lay.y)}
-    assert got == expected
-    # the residual Add waits for the longer branch: block3.relu, 9 nodes down the chain
-    assert got["residual.add"] == 10
-    # graph input on layer 0, graph output one below its producer
-    io = dict(zip(lay.io_names, lay.io_y))
-    assert io["input"] == 0 and io["logits"] == -(expected["fc"] + 1)
-
-
-def test_sources_sit_above_their_first_consumer_on_the_transformer_sample():
-    model = load_model("digits_transformer")
-    lay = graph_layout(model)
-    layer = {n: int(-y) for n, y in zip(lay.names, lay.y)}
-    producer = {o: n.name for n in model.graph.node for o in n.output}
-    consumers: dict[str, list[str]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            if i in producer:
-                consumers.setdefault(producer[i], []).append(n.name)
-    constants = [n.name for n in model.graph.node if n.op_type == "Constant"]
-    assert len(constants) > 10
-    for c in constants:
-        assert layer[c] == min(layer[u] for u in consumers[c]) - 1, c
-    # every edge still points down
-    for n in model.graph.node:
-        for i in n.input:
-            if i in producer:
-                assert layer[producer[i]] < layer[n.name]
-    # and the other nodes keep their longest-path layer from the graph input
-    expected = _longest_path_layers(model)
-    assert all(layer[n] == expected[n] for n in layer if n not in constants)
+    """Deliver a click on node ``name`` as the graph widget's front end does: a state update of ``selected``
+    arriving from the browser (tests/test_graph_widget_browser.py clicks a real box)."""
+    tab.graph.set_state({"selected": [name]})
 
 
 @pytest.mark.parametrize("name", ["digits_cnn", "digits_transformer", "fcn_dynamic"])
@@ -100,61 +43,12 @@ def test_workbench_opens_each_sample(name: str, tmp_path: Path):
     model = load_model(name)
     assert wb.status.state == "ok" and f"{name}.onnx" in wb.name.value
     tab = wb.tabs["Model"]
-    assert [v for _, v in tab.rows.options] == [n.name for n in model.graph.node]
-    assert len(tab._trace("nodes").x) == len(model.graph.node)
+    constants = sum(n.op_type == "Constant" for n in model.graph.node)  # folded into their readers
+    drawn = [n["id"] for n in tab.graph.graph["nodes"] if not n["id"].startswith(("in:", "out:"))]
+    assert drawn == [n.name for n in model.graph.node if n.op_type != "Constant"]
+    assert [v for _, v in tab.rows.options] == drawn  # the layer table folds them the same way
+    assert tab.graph.graph["counts"] == {**tab.graph.graph["counts"], "nodes": len(model.graph.node), "folded": constants}
     assert list(wb.tabs)[:1] == ["Model"] and len(wb.tab.children) == len(wb.tabs)
-
-
-def test_barycentric_ordering_removes_a_crossing():
-    # a -> d and b -> c: in graph order (c before d) the two edges cross; ordering must uncross them
-    pos = layered_layout(["a", "b", "c", "d"], [("a", "d"), ("b", "c")])
-    assert pos["a"][1] == pos["b"][1] == 0 and pos["c"][1] == pos["d"][1] == 1
-    assert (pos["a"][0] - pos["b"][0]) * (pos["d"][0] - pos["c"][0]) > 0
-    # nodes of one layer never overlap
-    assert abs(pos["a"][0] - pos["b"][0]) >= 1 and abs(pos["c"][0] - pos["d"][0]) >= 1
-
-
-def test_layout_survives_a_cycle_and_unknown_edges():
-    pos = layered_layout(["a", "b", "c"], [("a", "b"), ("b", "a"), ("b", "c"), ("x", "c"), ("c", "c")])
-    assert set(pos) == {"a", "b", "c"}
-    assert pos["b"][1] < pos["c"][1]  # the edges that are not on the cycle still point down
-
-
-def test_figure_nodes_edges_and_hover_match_the_model():
-    model = load_model(conv_bn_relu_model())
-    fig = graph_figure(model, highlight=["block2.conv"], selected="fc")
-    traces = {t.name: t for t in fig.data}
-    assert list(traces["nodes"].customdata) == [n.name for n in model.graph.node]
-    producers = {o for n in model.graph.node for o in n.output} | {"input"}
-    n_edges = sum(1 for n in model.graph.node for i in n.input if i in producers) + len(model.graph.output)
-    assert sum(v is None for v in traces["edges"].x) == n_edges
-    infos = tensor_infos(model)
-    conv = next(n for n in model.graph.node if n.name == "block1.conv")
-    hover = traces["nodes"].hovertext[0]
-    assert "op: Conv" in hover
-    assert "x".join(map(str, infos[conv.output[0]].shape)) in hover
-    kernel = list(next(a.ints for a in conv.attribute if a.name == "kernel_shape"))
-    assert f"kernel_shape = {kernel}" in hover
-    lay = graph_layout(model)
-    i, j = lay.index("block2.conv"), lay.index("fc")
-    assert (traces["highlight"].x, traces["highlight"].y) == ((lay.x[i],), (lay.y[i],))
-    assert (traces["selected"].x, traces["selected"].y) == ((lay.x[j],), (lay.y[j],))
-
-
-def test_color_by_numeric_and_categorical_values():
-    model = load_model(conv_bn_relu_model())
-    names = [n.name for n in model.graph.node]
-    times = {names[0]: 1.0, names[1]: 3.0}
-    colors = graph_figure(model, color_by=times, color_title="ms").data[1].marker.color
-    viridis = pc.sample_colorscale("Viridis", [0.0, 1.0])
-    assert colors[0] == viridis[0] and colors[1] == viridis[1]
-    assert set(colors[2:]) == {"#c8c8c8"}  # no value: grey
-    colors = graph_figure(model, color_by={**times, names[2]: float("nan"), names[3]: 2.0}).data[1].marker.color
-    assert colors[2] == "#c8c8c8" and colors[3] == pc.sample_colorscale("Viridis", [0.5])[0]  # NaN: no value
-    fig = graph_figure(model, color_by={names[0]: "fp16", names[1]: "fp32", names[2]: "fp16"}, color_title="precision")
-    node_colors = fig.data[1].marker.color
-    assert node_colors[0] == node_colors[2] != node_colors[1]
-    assert {t.name for t in fig.data[5:]} == {"fp16", "fp32"}  # one legend entry per value
 
 
 def _big_model(blocks: int) -> onnx.ModelProto:
@@ -175,28 +69,13 @@ def _big_model(blocks: int) -> onnx.ModelProto:
     return model
 
 
-def test_five_thousand_nodes_lay_out_in_one_pass():
-    model = load_model(_big_model(1000))
-    t0 = time.perf_counter()
-    fig = graph_figure(model)
-    print(f"\n5,000-node graph figure: {time.perf_counter() - t0:.2f} s")
-    nodes = next(t for t in fig.data if t.name == "nodes")
-    assert len(nodes.x) == 5000 and fig.data[0].type == "scattergl" and nodes.type == "scattergl"
-    y = dict(zip(nodes.customdata, nodes.y))
-    assert y["o999"] == -4000 and y["n999"] == -3997 and y["a0"] == -1  # 4 layers per block
-    x = dict(zip(nodes.customdata, nodes.x))
-    assert x["n500"] != x["a500"]  # the two branches of a block sit side by side
-    assert fig.layout.yaxis.range == (-59.5, 0.8)  # opens on the first 60 layers
-
-
-def test_selecting_a_node_out_of_view_scrolls_the_graph(tmp_path: Path):
+def test_selecting_a_row_of_a_big_model_selects_its_node_in_the_graph(tmp_path: Path):
     session = Session(_big_model(100), cache_dir=tmp_path / "c")
     wb = Workbench(session)
     tab = wb.tabs["Model"]
-    assert tab.graph.layout.yaxis.range == (-59.5, 0.8)
-    tab.rows.value = "o90"  # layer 364
-    low, high = tab.graph.layout.yaxis.range
-    assert low < -364 < high and high - low == pytest.approx(60.3)
+    assert len(tab.graph.graph["nodes"]) == 500 + 2 and tab.graph.selected == []
+    tab.rows.value = "o90"  # far down: the front end centres on it (tests/test_graph_widget_browser.py)
+    assert tab.graph.selected == ["o90"]
 
 
 # --- dashboard and Model tab (headless widgets) ----------------------------------------------------
@@ -260,8 +139,9 @@ def test_row_selection_shows_details_and_marks_the_graph(wb: Workbench):
     tab.rows.value = "block1.conv"
     assert '<b class="wb-node-name">block1.conv</b>' in tab.details.value
     assert "kernel_shape = <code>[3, 3]</code>" in tab.details.value
-    i = tab.layout.index("block1.conv")
-    assert tab._trace("selected").x == (tab.layout.x[i],) and tab._trace("selected").y == (tab.layout.y[i],)
+    assert tab.graph.selected == ["block1.conv"]
+    tab.rows.value = None
+    assert tab.graph.selected == []
 
 
 def test_graph_click_selects_row_and_shows_details(wb: Workbench):
@@ -275,23 +155,24 @@ def test_graph_click_selects_row_and_shows_details(wb: Workbench):
     assert "transB = <code>1</code>" in tab.details.value
     fc = next(n for n in wb.session.model.graph.node if n.name == "fc")
     assert f"<code>{fc.output[0]}</code>" in tab.details.value
-    i = tab.layout.index("fc")
-    assert tab._trace("selected").x == (tab.layout.x[i],)
+    assert tab.graph.selected == ["fc"]
 
 
 def test_highlight_and_color_by_hooks(wb: Workbench):
     tab = wb.tabs["Model"]
     tab.highlight(["block1.conv", "fc", "not-a-node"])
-    xs, ys = points(tab.layout, ["block1.conv", "fc"])
-    assert list(tab._trace("highlight").x) == xs and list(tab._trace("highlight").y) == ys
+    assert tab.graph.highlight == ["block1.conv", "fc"]
     figure = tab.graph
-    tab.color_by({"fc": 2.5}, "ms")
-    assert tab.graph is figure  # refilled in place: a new FigureWidget would ship plotly.js again
-    i = tab.layout.index("fc")
-    assert tab._trace("nodes").marker.color[i] != "#c8c8c8"
-    assert list(tab._trace("highlight").x) == xs  # highlight survives the new figure
-    _click(tab, "block1.relu")  # click handler re-attached to the new figure
+    tab.color_by({"fc": 2.5, "block1.conv": 0.5}, "ms")
+    assert tab.graph is figure  # one widget for the tab's life
+    assert tab.graph.overlay["title"] == "ms" and tab.graph.overlay["kind"] == "numeric"
+    assert tab.graph.colour_of("fc") != tab.graph.colour_of("block1.conv")
+    assert tab.graph.colour_of("block1.relu") == MISSING  # no value
+    assert tab.graph.highlight == ["block1.conv", "fc"]  # the rings survive the overlay
+    _click(tab, "block1.relu")
     assert tab.selected == "block1.relu"
+    tab.color_by(None)
+    assert tab.graph.overlay == {} and tab.graph.colour_of("fc") == tab.graph.graph["colors"]["Gemm"]
 
 
 def test_session_change_refreshes_model_tab_and_header(wb: Workbench):
@@ -311,7 +192,8 @@ def test_session_change_refreshes_model_tab_and_header(wb: Workbench):
     assert f"<code>{fused.input[1]}</code>" in tab.details.value
     wb.session.undo()
     assert len(tab.rows.options) == before
-    assert len(tab._trace("nodes").x) == before  # the one graph widget was refilled
+    assert tab.graph.graph["counts"]["nodes"] == before  # the one graph widget got the model back
+    assert "block2.bn" in tab.graph.node_names
     original = next(n for n in wb.session.model.graph.node if n.name == "block1.conv")
     assert fused.input[1] != original.input[1]  # fusing gave the Conv new weights...
     assert f"<code>{original.input[1]}</code>" in tab.details.value  # ...and undo shows the original again
@@ -376,9 +258,7 @@ def test_check_button_reports_unsupported_integer_ops(tmp_path: Path):
         assert f"<td>{op}</td>" in tab.report.value
     # the unsupported nodes are ringed in the graph
     nodes = sorted({u["node"] for u in tab.last_report["unsupported"]})
-    xs, ys = points(tab.layout, nodes)
-    assert sorted(zip(tab._trace("highlight").x, tab._trace("highlight").y)) == sorted(zip(xs, ys))
-    assert len(xs) == len(nodes) > 0
+    assert sorted(tab.graph.highlight) == nodes and len(nodes) > 0
 
 
 def test_cancelled_check_stops_the_child_and_leaves_the_tab_usable(wb: Workbench, monkeypatch):
@@ -520,13 +400,13 @@ def test_tabs_after_model_are_built_when_first_shown(wb: Workbench):
 # --- wiring between tabs (the dashboard's job) -------------------------------------------------------
 
 
-def _ringed(tab) -> list[tuple[float, float]]:
-    ring = tab._trace("highlight")
-    return list(zip(ring.x or (), ring.y or ()))
+def _ringed(tab) -> list[str]:
+    return sorted(tab.graph.highlight)
 
 
-def _points_of(tab, names) -> list[tuple[float, float]]:
-    return list(zip(*points(tab.layout, names))) if names else []
+def _points_of(tab, names) -> list[str]:
+    known = set(tab.graph.node_names)
+    return sorted(n for n in names if n in known)
 
 
 def test_a_node_picked_in_the_model_tab_is_selected_in_the_edit_tab(wb: Workbench):

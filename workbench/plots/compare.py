@@ -1,5 +1,5 @@
 """Figures for accuracy debugging: error growth along the graph, sensitivity bars, the plans' Pareto chart,
-and a {node: error} colouring for the graph view (``graph_figure(model, color_by=node_error_colours(...))``)."""
+and a {node: error} colouring for the graph widget (``GraphWidget.set_overlay(node_error_colours(...))``)."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def pareto(plans: Table, *, chosen: Sequence[str] | None = None, target: float |
 
 
 def node_error_colours(errors: Mapping[str, float | None], *, log: bool = True) -> dict[str, float]:
-    """{node: error} -> {node: value} for ``graph_figure(color_by=...)``: log10 of the error by default, so a
+    """{node: error} -> {node: value} for ``GraphWidget.set_overlay``: log10 of the error by default, so a
     layer 10x worse is one colour step away; zero errors map to the smallest nonzero one."""
     vals = {k: float(v) for k, v in errors.items() if v is not None and not _nan(v)}
     if not log:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import onnx
 import plotly.graph_objects as go
@@ -16,7 +17,7 @@ import plotly.graph_objects as go
 from ..fsio import atomic_write
 from ..profile import compare_profiles, group_times, layer_op, node_times, profile_summary, total_ms
 from ..table import Table
-from .graph_view import graph_figure
+from .graph_data import graph_json, overlay
 
 __all__ = [
     "PRECISION_COLORS",
@@ -147,9 +148,10 @@ def precision_mix(profiles: Mapping[str, Table], *, title: str | None = None) ->
     return fig
 
 
-def timing_graph(model: onnx.ModelProto, table: Table, *, title: str | None = None) -> go.Figure:
-    """The model graph with each ONNX node coloured by its share of layer time (ms)."""
-    return graph_figure(model, color_by=node_times(table), color_title="ms", title=title)
+def timing_graph(model: onnx.ModelProto, table: Table, *, title: str | None = None) -> dict[str, Any]:
+    """The model graph with each ONNX node coloured by its share of layer time (ms): ``{"graph", "overlay"}``
+    for the graph widget (``GraphWidget.set_graph(d["graph"]); widget.overlay = d["overlay"]``)."""
+    return {"graph": graph_json(model, title=title or ""), "overlay": overlay(node_times(table), "ms")}
 
 
 def write_html(figures: Mapping[str, go.Figure] | list[go.Figure], path: str | Path, *, title: str = "Profile") -> Path:

@@ -24,9 +24,9 @@ from ..debug import DebugResult, debug_precision, plan_recipe, recipe_models
 from ..errors import DataError, WorkbenchError
 from ..graph import load_model
 from ..plots.compare import error_growth, node_error_colours, pareto, sensitivity_bars
-from ..plots.graph_view import graph_figure
 from ..recipe import ConvertPrecision, Quantize
 from .common import Job, Status, refill
+from .graph_widget import GraphWidget
 
 __all__ = ["DebugTab"]
 
@@ -78,7 +78,7 @@ class DebugTab:
         self.plan = W.HTML(value="")
         # created on first use (see the module docstring), refilled by later runs
         self.errors_fig: go.FigureWidget | None = None
-        self.graph_fig: go.FigureWidget | None = None
+        self.graph_fig: GraphWidget | None = None  # the graph coloured by layerwise error
         self.sensitivity_fig: go.FigureWidget | None = None
         self.pareto_fig: go.FigureWidget | None = None
         # side by side when the page is wide enough, else one under the other (never cut off at the right edge)
@@ -210,12 +210,14 @@ class DebugTab:
             f"{rows}</table>{metrics}{first}{nan}{warn}</div>")
         if r.layers is not None:
             fig = error_growth(r.layers, tolerance=r.tolerance.rel_l2, first_divergence=fd)
-            graph = graph_figure(reference, color_by=node_error_colours(r.node_errors()),
-                                 color_title="log10 rel L2", highlight=[fd["node"]] if fd else [])
-            graph.update_layout(title="Graph coloured by log10 rel L2 error")
             first = self.errors_fig is None
             self.errors_fig = refill(self.errors_fig, fig)
-            self.graph_fig = refill(self.graph_fig, graph)
+            if self.graph_fig is None:
+                self.graph_fig = GraphWidget(height=520)
+            with self.graph_fig.hold_trait_notifications():
+                self.graph_fig.set_model(reference, title="Graph coloured by log10 rel L2 error")
+                self.graph_fig.set_overlay(node_error_colours(r.node_errors()), "log10 rel L2")
+                self.graph_fig.highlight = [fd["node"]] if fd else []
             if first:
                 self._compare_figs.children = (self.errors_fig, self.graph_fig)
 

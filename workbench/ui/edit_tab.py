@@ -17,13 +17,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ipywidgets as W
-import plotly.graph_objects as go
 
 from .. import recipe as R
 from ..edits import describe
 from ..errors import EditError
-from ..plots.graph_view import GraphLayout, graph_figure, graph_layout, points
 from .common import Status
+from .graph_widget import GraphWidget
 
 __all__ = ["EditTab", "ACTIONS", "GRAPH_NODES", "build_edits", "match_nodes", "parse_shapes"]
 
@@ -219,9 +218,10 @@ class EditTab:
         self.export_button = W.Button(description="Export ONNX", icon="download", layout=W.Layout(width="auto"))
         self.show_graph = W.Checkbox(value=len(session.model.graph.node) <= GRAPH_NODES, description="graph",
                                      indent=False, layout=W.Layout(width="90px"))
-        self.graph = go.FigureWidget()
-        self._layout: GraphLayout | None = None
-        self._layout_digest: str | None = None
+        self.graph = GraphWidget(multiselect=True, height=560)  # a click toggles the node in the selection
+        self.graph.observe(self._on_graph_select, "selected")
+        self._graph_digest: str | None = None
+        self._graph_syncing = False
 
         self.select_button.on_click(lambda _b: self.select_matching())
         self.clear_button.on_click(lambda _b: self.select([]))
@@ -309,41 +309,39 @@ class EditTab:
     # --- the graph: selection ringed, last change coloured -------------------------------------------
 
     def _draw_graph(self) -> None:
+        self.graph.layout.display = None if self.show_graph.value else "none"
         if not self.show_graph.value:
-            self.graph.data = ()
+            if self.graph.graph:
+                self.graph.graph = {}
+                self._graph_digest = None
             return
-        model = self.session.model
-        if self._layout is None or self._layout_digest != self.session.digest:
-            self._layout = graph_layout(model)
-            self._layout_digest = self.session.digest
         change = self.session.last_change
         marks = {n: "changed" for n in change.get("changed") or []}
         marks.update({n: "added" for n in change.get("added") or []})
-        fig = graph_figure(self._layout, highlight=self.selection, color_by=marks or None,
-                           color_title="last change" if marks else "")
-        with self.graph.batch_update():
-            self.graph.data = ()
-            self.graph.add_traces(fig.data)
-            self.graph.layout = fig.layout
-        nodes = next((t for t in self.graph.data if t.name == "nodes"), None)
-        if nodes is not None:
-            nodes.on_click(self._on_graph_click)
+        self._graph_syncing = True
+        try:
+            with self.graph.hold_trait_notifications():
+                if self._graph_digest != self.session.digest:
+                    self.graph.set_model(self.session.model)
+                    self._graph_digest = self.session.digest
+                self.graph.set_overlay(marks, "last change")
+                self.graph.selected = self.selection
+        finally:
+            self._graph_syncing = False
 
-    def _on_graph_click(self, trace: Any, pts: Any, _state: Any = None) -> None:
-        """Toggle the clicked node in the selection."""
-        names = [trace.customdata[i] for i in getattr(pts, "point_inds", [])]
-        current = self.selection
-        for n in names:
-            current = [c for c in current if c != n] if n in current else [*current, n]
-        self.select(current)
+    def _on_graph_select(self, change: dict) -> None:
+        """A click in the graph toggled a node in the widget's selection: the node list follows."""
+        if not self._graph_syncing:
+            self.select(change["new"])
 
     def _on_selection(self) -> None:
         self._show_count()
-        if self._layout is None or not self.graph.data:
-            return
-        ring = next((t for t in self.graph.data if t.name == "highlight"), None)
-        if ring is not None:
-            ring.x, ring.y = points(self._layout, self.selection)
+        if self.show_graph.value and self.graph.selected != self.selection:
+            self._graph_syncing = True
+            try:
+                self.graph.selected = self.selection
+            finally:
+                self._graph_syncing = False
 
     @staticmethod
     def _settings_label(prev: R.Recipe, cur: R.Recipe) -> str:

@@ -1,7 +1,7 @@
 """The Model tab: summary, a filterable layer table, the graph view and a Check-with-TensorRT button.
 
 Visible state lives in widget values (``summary.value``, ``rows.options``, ``details.value``,
-``report.value``, the graph's trace data) so headless tests can read it. Clicking a node in the graph
+``report.value``, the graph widget's ``graph``/``selected``/``highlight``/``overlay`` traits) so headless tests can read it. Clicking a node in the graph
 selects its row; selecting a row marks the node in the graph and shows its details. ``on_select(callback)``
 tells others (the dashboard) which node the user picked; ``highlight(names, note=...)`` rings nodes and says why.
 """
@@ -14,12 +14,12 @@ from typing import Any
 
 import ipywidgets as W
 import onnx
-import plotly.graph_objects as go
 
 from ..graph import layer_table, summary
-from ..plots.graph_view import GraphLayout, attribute_text, graph_figure, graph_layout, points
+from ..plots.graph_view import attribute_text
 from ..table import Table
-from .common import Job, Status, refill
+from .common import Job, Status
+from .graph_widget import GraphWidget
 from .repair_panel import RepairPanel
 
 __all__ = ["ModelTab", "summary_line", "ALL_OPS"]
@@ -150,7 +150,6 @@ class ModelTab:
         self.status = status
         self._model: onnx.ModelProto | None = None
         self._syncing = False
-        self.layout: GraphLayout | None = None
         self.table: Table | None = None
         self._nodes: dict[str, onnx.NodeProto] = {}
         self._highlight: tuple[str, ...] = ()
@@ -173,8 +172,9 @@ class ModelTab:
         self.phase = W.Label()
         self.report = W.HTML()
         self.repair_panel = RepairPanel(session, status)  # a button per repair, after a check
-        self.graph: go.FigureWidget | None = None  # one FigureWidget for the tab's life (see _set_figure)
-        self._graph_box = W.Box([], layout=W.Layout(overflow="auto"))
+        self.graph = GraphWidget(height=620)  # one widget for the tab's life; refresh sends it the new graph
+        self.graph.observe(self._on_graph_select, "selected")
+        self._graph_box = W.Box([self.graph], layout=W.Layout(width=f"{self.graph_width}px", flex="1 1 auto"))
         self.highlight_note = W.HTML()  # what the ringed nodes are, when a caller says (e.g. the last edit)
 
         for w, css in ((self.summary, "wb-model-summary"), (self.filter, "wb-filter"), (self.op, "wb-op"),
@@ -215,7 +215,6 @@ class ModelTab:
         self.summary.value = _summary_html(summary(model))
         self.table = layer_table(model)
         self._nodes = {n.name: n for n in model.graph.node}
-        self.layout = graph_layout(model)
         keep = self.rows.value
         ops = [ALL_OPS, *sorted(set(self.table.column("op")))]
         self._syncing = True
@@ -227,24 +226,17 @@ class ModelTab:
             self._syncing = False
         self._highlight = tuple(n for n in self._highlight if n in self._nodes)
         self.highlight_note.value = ""  # it described the rings on the previous model
-        self._set_figure(graph_figure(self.layout, highlight=self._highlight))
+        self._syncing = True
+        try:
+            with self.graph.hold_trait_notifications():
+                self.graph.set_model(model)
+                self.graph.highlight = list(self._highlight)
+        finally:
+            self._syncing = False
         self._apply_filter(keep=keep if keep in self._nodes else None)
         self._show_details(self.rows.value)  # the kept node may have changed (new weights, inputs)
         self.report.value = ""
         self.last_report = None
-
-    def _set_figure(self, fig: go.Figure) -> None:
-        # plotly >= 6 FigureWidgets do not follow their container's width: give them one
-        fig.update_layout(width=self.graph_width)
-        first = self.graph is None
-        self.graph = refill(self.graph, fig)
-        if first:
-            self._graph_box.children = (self.graph,)
-        self._trace("nodes").on_click(self._on_graph_click)
-        self._mark_selected(self.rows.value)
-
-    def _trace(self, name: str) -> Any:
-        return next(t for t in self.graph.data if t.name == name)
 
     # --- filtering and selection --------------------------------------------------------------------
 
@@ -309,23 +301,23 @@ class ModelTab:
         self._mark_selected(name)
 
     def _mark_selected(self, name: str | None) -> None:
-        if self.layout is None or self.graph is None or not self.graph.data:
-            return
-        xs, ys = points(self.layout, [name] if name else [])
-        with self.graph.batch_update():
-            sel = self._trace("selected")
-            sel.x, sel.y = xs, ys
-            shown = self.graph.layout.yaxis.range
-            if ys and shown is not None and not min(shown) <= ys[0] <= max(shown):
-                half = (max(shown) - min(shown)) / 2  # a tall graph scrolls to the selected node
-                self.graph.layout.yaxis.range = [ys[0] - half, ys[0] + half]
+        """Select ``name`` in the graph widget (its front end highlights it and centres the view on it)."""
+        want = [name] if name else []
+        if self.graph.selected != want:
+            self._syncing = True
+            try:
+                self.graph.selected = want
+            finally:
+                self._syncing = False
 
-    def _on_graph_click(self, trace: Any, pts: Any, _selector: Any) -> None:
-        if pts.point_inds:
-            name = trace.customdata[pts.point_inds[0]]
-            self.select(name)
-            if self.selected == name:
-                self._selected_by_user(name)
+    def _on_graph_select(self, change: dict) -> None:
+        """A click in the graph (the front end set ``selected``): select the node's row and tell subscribers."""
+        if self._syncing or not change["new"]:
+            return
+        name = change["new"][-1]
+        self.select(name)
+        if self.selected == name:
+            self._selected_by_user(name)
 
     def on_select(self, callback: Callable[[str], None]) -> Callable[[], None]:
         """Call ``callback(node_name)`` when the user picks a node (a row or a click in the graph; not
@@ -348,16 +340,11 @@ class ModelTab:
         (plain text) is shown above the graph to say what the rings are."""
         self._highlight = tuple(n for n in names if n in self._nodes)
         self.highlight_note.value = f'<span class="wb-note">{html.escape(note)}</span>' if note else ""
-        assert self.layout is not None
-        xs, ys = points(self.layout, self._highlight)
-        with self.graph.batch_update():
-            t = self._trace("highlight")
-            t.x, t.y = xs, ys
+        self.graph.highlight = list(self._highlight)
 
     def color_by(self, values: Mapping[str, Any] | None, title: str = "") -> None:
         """Colour nodes by a {node: value} mapping (time, error, precision); None goes back to op types."""
-        assert self.layout is not None
-        self._set_figure(graph_figure(self.layout, color_by=values, color_title=title, highlight=self._highlight))
+        self.graph.set_overlay(values, title)
 
     # --- TensorRT check -----------------------------------------------------------------------------
 

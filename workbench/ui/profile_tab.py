@@ -46,6 +46,7 @@ from ..profile import (
 )
 from ..table import Table
 from .common import Status, refill
+from .graph_widget import GraphWidget
 
 __all__ = ["ProfileTab", "VIEWS"]
 
@@ -111,6 +112,7 @@ class ProfileTab:
         self.summary = W.HTML()
         self.table_html = W.HTML()
         self.chart: go.FigureWidget | None = None  # created by the first profile shown
+        self.graph: GraphWidget | None = None  # the "graph" view: the model coloured by time (created on first use)
         self._chart_box = W.Box([], layout=W.Layout(width="100%"))
         # comparison
         self.compare_with = W.SelectMultiple(options=[], description="compare", rows=4, layout=W.Layout(width="420px"))
@@ -281,10 +283,17 @@ class ProfileTab:
         elif view == "treemap":
             fig = time_treemap(table, model=model if on_model else None)
         else:
-            fig = timing_graph(model, table, title=None if on_model else
-                               "this profile's layers do not name the current model's nodes")
-        first = self.chart is None
+            data = timing_graph(model, table, title=None if on_model else
+                                "this profile's layers do not name the current model's nodes")
+            if self.graph is None:
+                self.graph = GraphWidget(height=600)
+            with self.graph.hold_trait_notifications():
+                self.graph.set_graph(data["graph"])
+                self.graph.overlay = data["overlay"]
+            self._chart_box.children = (self.graph,)
+            self.table_html.value = _rows_html(table, top, self.tactics.get(label))
+            return
         self.chart = refill(self.chart, fig)
-        if first:
+        if self._chart_box.children != (self.chart,):
             self._chart_box.children = (self.chart,)
         self.table_html.value = _rows_html(table, top, self.tactics.get(label))
