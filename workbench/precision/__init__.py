@@ -86,6 +86,8 @@ def apply_precision_edit(
         cache = ScaleCache.load(Path(cache_dir) / "scales" / f"{edit.scales}.json")
         if edit.method and edit.method != cache.method:  # the cache holds every method's threshold
             cache = cache.with_method(edit.method)
+        if edit.methods:  # per-tensor choices over the edit's method
+            cache = cache.with_methods(edit.methods)
         return quantize_model(model, cache, dtype=edit.dtype, exclude=edit.exclude, nodes=edit.nodes,
                               per_channel=edit.per_channel, target=edit.target)
     raise TypeError(f"apply_precision_edit handles convert_precision and quantize, not {edit.kind}")

@@ -82,6 +82,22 @@ class ScaleCache:
         return ScaleCache(tensors, method, self.model_digest, self.data_digest, self.samples,
                           dict(self.settings), list(self.warnings), self.seconds)
 
+    def with_methods(self, methods: Mapping[str, str]) -> ScaleCache:
+        """The same cache with the tensors in ``methods`` ({tensor: method}) taking that method's threshold; the
+        others, and hand overrides (which win over any method), stay as they are."""
+        tensors = dict(self.tensors)
+        for k, method in methods.items():
+            if k not in tensors:
+                raise CalibrationError(f"a per-tensor method names tensor '{k}', which the scale cache has not "
+                                       f"calibrated", hint="pick tensors from the calibrated ones, or calibrate again")
+            v = tensors[k]
+            if method not in v.thresholds:
+                raise CalibrationError(f"the scale cache has no '{method}' threshold for tensor '{k}'",
+                                       hint=f"methods it has: {sorted(v.thresholds)}; calibrate again otherwise")
+            tensors[k] = TensorStats(**{**v.__dict__, "amax": v.thresholds[method]})
+        return ScaleCache(tensors, self.method, self.model_digest, self.data_digest, self.samples,
+                          dict(self.settings), list(self.warnings), self.seconds)
+
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": 1, "kind": "scale_cache", "method": self.method,
                 "model_digest": self.model_digest, "data_digest": self.data_digest, "samples": self.samples,

@@ -5,7 +5,8 @@ TensorRT or for ONNX Runtime's CPU provider: ``target.value``, which also decide
 Visible state lives in widget values so headless tests can assert it: ``data.options``/``data.value``,
 ``method.value``, ``target.value``, ``progress.value``, ``phase.value``, ``warnings.value``, ``tensor.options``,
 ``thresholds.value`` (HTML table), ``figure`` (a FigureWidget: histogram + ``threshold:<method>`` traces),
-``digest.value`` (the scale cache in use). The calibration runs as ``job`` (a :class:`Job`); ``wait()`` joins it.
+``digest.value`` (the scale cache in use), ``tensor_method.value`` (the selected tensor's own method, "" for the
+tab's method), ``methods`` ({tensor: method}, passed to the Quantize edit) and ``methods_table.value``. The calibration runs as ``job`` (a :class:`Job`); ``wait()`` joins it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ class CalibrateTab:
         self.digest = W.Label(value="")
         self.tensor = W.Dropdown(options=[], description="tensor", layout=W.Layout(width="520px"))
         self.thresholds = W.HTML(value="")
+        self.methods: dict[str, str] = {}  # per-tensor method choices over ``method`` (Quantize.methods)
+        self.tensor_method = W.Dropdown(options=[("as above", "")] + [(m, m) for m in METHODS], value="",
+                                        description="method for this tensor", style={"description_width": "initial"})
+        self.methods_table = W.HTML(value="")
+        self._syncing = False
         self.figure = go.FigureWidget()
         self.override = W.FloatText(value=0.0, description="amax")
         self.override_button = W.Button(description="Override scale", icon="pencil")
@@ -69,6 +75,7 @@ class CalibrateTab:
         self.tensor.observe(self._show_tensor, names="value")
         self.target.observe(self._show_tensor, names="value")
         self.method.observe(self._on_method, names="value")
+        self.tensor_method.observe(self._on_tensor_method, names="value")
         self.override_button.on_click(self._on_override)
         self.clear_button.on_click(self._on_clear)
         self.quantize_button.on_click(self._on_quantize)
@@ -81,7 +88,8 @@ class CalibrateTab:
                    "surround each conv/gemm so ONNX Runtime runs integer kernels (faster than FP32 on a CPU).</p>"),
             self.data, W.HBox([self.method, self.percentile, self.dtype, self.target]),
             W.HBox([self.run_button, self.cancel_button, self.progress, self.phase]),
-            self.warnings, self.digest, self.tensor, self.thresholds, self.figure,
+            self.warnings, self.digest, W.HBox([self.tensor, self.tensor_method]), self.thresholds,
+            self.methods_table, self.figure,
             W.HBox([self.override, self.override_button, self.clear_button]), self.quantize_button,
         ])
         self._refresh_data()
@@ -170,6 +178,8 @@ class CalibrateTab:
         self.digest.value = f"scale cache {cache.digest()[:16]}… ({cache.method}, {cache.samples} samples)"
         self.warnings.value = "".join(f'<p style="color:#b26a00">⚠ {html.escape(w)}</p>' for w in cache.warnings)
         names = list(cache.tensors)
+        self.methods = {k: m for k, m in self.methods.items() if k in cache.tensors and m in cache.tensors[k].thresholds}
+        self._show_methods()
         self.tensor.options = names
         self.tensor.value = names[0] if names else None
         self._show_tensor()
@@ -179,13 +189,19 @@ class CalibrateTab:
         if self.cache is None or self.tensor.value not in (self.cache.tensors if self.cache else {}):
             return
         stats = self.cache.tensors[self.tensor.value]
-        fig = histogram_figure(self.tensor.value, stats, chosen=self.cache.method)
+        used = self.methods.get(self.tensor.value, self.cache.method)
+        self._syncing = True
+        try:
+            self.tensor_method.value = self.methods.get(self.tensor.value, "")
+        finally:
+            self._syncing = False
+        fig = histogram_figure(self.tensor.value, stats, chosen=used)
         with self.figure.batch_update():
             self.figure.data = ()
             for trace in fig.data:
                 self.figure.add_trace(trace)
             self.figure.layout = fig.layout
-        self.override.value = stats.value
+        self.override.value = stats.thresholds.get(used, stats.amax) if stats.override is None else stats.override
         uint8 = self.target.value == "onnxruntime"
 
         def scale(v: float) -> str:
@@ -197,7 +213,7 @@ class CalibrateTab:
 
         rows = "".join(
             f"<tr><td>{html.escape(m)}</td><td>{v:.5g}</td><td>{scale(v)}</td>"
-            f"<td>{'◀ used' if m == self.cache.method and stats.override is None else ''}</td></tr>"
+            f"<td>{'◀ used' if m == used and stats.override is None else ''}</td></tr>"
             for m, v in stats.thresholds.items())
         if stats.override is not None:
             rows += f"<tr><td>override</td><td>{stats.override:.5g}</td><td>{scale(stats.override)}</td>" \
@@ -247,4 +263,41 @@ class CalibrateTab:
                                             "calibrate again")
             digest = self.cache.save(self.session.cache_dir)
             self.session.apply(Quantize(dtype=self.dtype.value, method=self.cache.method, scales=digest,
-                                        target=target))
+                                        target=target, methods=dict(self.methods)))
+
+    # --- per-tensor methods --------------------------------------------------------------------------
+
+    def set_tensor_method(self, tensor: str, method: str | None) -> None:
+        """Use ``method``'s threshold for ``tensor`` (None or "": back to the tab's method)."""
+        if self.cache is None:
+            raise CalibrationError("nothing calibrated yet", hint="click Calibrate first")
+        if tensor not in self.cache.tensors:
+            raise CalibrationError(f"tensor '{tensor}' was not calibrated",
+                                   hint="pick one from the tensor list (the calibrated ones)")
+        if method:
+            if method not in self.cache.tensors[tensor].thresholds:
+                raise CalibrationError(f"the calibration has no '{method}' threshold for tensor '{tensor}'",
+                                       hint=f"choose one of {sorted(self.cache.tensors[tensor].thresholds)}")
+            self.methods[tensor] = method
+        else:
+            self.methods.pop(tensor, None)
+        self._show_methods()
+        if self.tensor.value == tensor:
+            self._show_tensor()
+
+    def _on_tensor_method(self, _change: Any = None) -> None:
+        if self._syncing or self.cache is None or self.tensor.value is None:
+            return
+        with self.status.guard(f"choosing the method for tensor '{self.tensor.value}'"):
+            self.set_tensor_method(self.tensor.value, self.tensor_method.value or None)
+
+    def _show_methods(self) -> None:
+        if not self.methods or self.cache is None:
+            self.methods_table.value = ""
+            return
+        rows = "".join(
+            f"<tr><td><code>{html.escape(t)}</code></td><td>{html.escape(m)}</td>"
+            f"<td>{self.cache.tensors[t].thresholds[m]:.5g}</td></tr>" for t, m in sorted(self.methods.items()))
+        self.methods_table.value = (f"<p>per-tensor methods (others use {html.escape(self.cache.method)}):</p>"
+                                    "<table class='wb-tensor-methods'><tr><th>tensor</th><th>method</th><th>amax</th>"
+                                    f"</tr>{rows}</table>")
