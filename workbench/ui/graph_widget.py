@@ -46,6 +46,14 @@ class GraphWidget(anywidget.AnyWidget):
         if model is not None:
             self.set_model(model)
 
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any], **kwargs: Any) -> GraphWidget:
+        """A widget showing ``{"graph", "overlay"}`` data (e.g. :func:`workbench.plots.profile.timing_graph`)."""
+        widget = cls(**kwargs)
+        widget.set_graph(data["graph"])
+        widget.overlay = dict(data.get("overlay") or {})
+        return widget
+
     # --- kernel-side API ---------------------------------------------------------------------------------
 
     def set_model(self, model: onnx.ModelProto, *, title: str = "") -> None:
