@@ -66,3 +66,46 @@ def test_every_simplify_edit_keeps_results_on_nested_ifs() -> None:
         out = apply_edit(out, edit)
     for got, want in zip(_runs(out), _runs(model)):
         np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def _if_reference_and_fp16_candidate() -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """Reference: m = x * W; y = If(c) then m + W else m - W. Candidate: the same in fp16, W stored as fp16 under
+    its own name, bodies included (what a converter that converts bodies writes)."""
+    w = np.array([0.5, -1.25, 2.0, 3.5], np.float32)
+
+    def graph(elem: int, low: bool) -> onnx.GraphProto:
+        m = "m__fp16" if low else "m"
+        then = helper.make_graph([helper.make_node("Add", [m, "W"], ["t"], name="if/then/add")], "then", [],
+                                 [_vi("t", None, elem)])
+        other = helper.make_graph([helper.make_node("Sub", [m, "W"], ["e"], name="if/else/sub")], "else", [],
+                                  [_vi("e", None, elem)])
+        y = "y__fp16" if low else "y"
+        nodes = [helper.make_node("Mul", ["x__fp16" if low else "x", "W"], [m], name="mul"),
+                 helper.make_node("If", ["c"], [y], name="if", then_branch=then, else_branch=other)]
+        if low:
+            nodes = [helper.make_node("Cast", ["x"], ["x__fp16"], name="x__cast_fp16", to=TensorProto.FLOAT16),
+                     *nodes, helper.make_node("Cast", [y], ["y"], name="y__cast_fp32", to=F)]
+        init = numpy_helper.from_array(w.astype(np.float16) if low else w, "W")
+        return helper.make_graph(nodes, "g", [_vi("x", [4]), _vi("c", [], TensorProto.BOOL)], [_vi("y", [4])],
+                                 initializer=[init])
+
+    ref = helper.make_model(graph(F, False), opset_imports=[helper.make_opsetid("", 13)])
+    cand = helper.make_model(graph(TensorProto.FLOAT16, True), opset_imports=[helper.make_opsetid("", 13)])
+    ref.ir_version = cand.ir_version = 8
+    return load_model(ref), load_model(cand)
+
+
+def test_restoring_an_if_rewrites_the_outer_reads_of_its_bodies() -> None:
+    from workbench.debug import restore_layers
+
+    ref, cand = _if_reference_and_fp16_candidate()
+    restored = restore_layers(cand, ref, ["if"])
+    bodies = [a.g for n in restored.graph.node if n.op_type == "If" for a in n.attribute]
+    reads = {i for b in bodies for n in b.node for i in n.input}
+    assert "W__fp32" in reads and "W" not in reads  # the reference's fp32 weight, not the candidate's fp16 one
+    x = np.array([1.0, 2.0, -3.0, 0.25], np.float32)
+    for c in (True, False):
+        feeds = {"x": x, "c": np.array(c)}
+        want = OrtEngine(ref, optimize=False).run(feeds)["y"]
+        got = OrtEngine(restored, optimize=False).run(feeds)["y"]
+        np.testing.assert_allclose(got, want, rtol=1e-6)  # only the Mul is fp16 (exact here), the If fp32

@@ -113,8 +113,10 @@ def restore_layers(candidate: onnx.ModelProto, reference: onnx.ModelProto, nodes
 
     The restored node reads the full-precision tensors (which Q/DQ and Cast insertion leave under their
     original names) and the reference's FP32 weights, and writes the reference's output names; the
-    candidate's Q/DQ or Cast nodes that only served it disappear.
+    candidate's Q/DQ or Cast nodes that only served it disappear. Tensors read inside If/Loop/Scan bodies count
+    as read, and a restored node's bodies read the same full-precision tensors as its inputs.
     """
+    from .graph import rename_reads, sort_nodes, subgraph_reads
     ref_nodes = {n.name: n for n in reference.graph.node}
     ref_inits = {i.name: i for i in reference.graph.initializer}
     out = _copy(candidate)
@@ -135,7 +137,10 @@ def restore_layers(candidate: onnx.ModelProto, reference: onnx.ModelProto, nodes
         new = onnx.NodeProto()
         new.CopyFrom(rn)
         extra: list[onnx.NodeProto] = []
-        for k, t in enumerate(new.input):
+        own = set(new.input)
+        body_reads = sorted(t for t in subgraph_reads(new) if t not in own)  # outer tensors its bodies read
+        proxy = helper.make_node("Identity", list(new.input) + body_reads, [], name="")
+        for k, t in enumerate(proxy.input):
             if not t:
                 continue
             if t in ref_inits:
@@ -148,7 +153,7 @@ def restore_layers(candidate: onnx.ModelProto, reference: onnx.ModelProto, nodes
                         init.name = fp32
                         g.initializer.append(init)
                         added.add(fp32)
-                    new.input[k] = fp32
+                    proxy.input[k] = fp32
                 continue
             if t in produced:
                 ref_info, cand_info = ref_infos.get(t), infos.get(t)
@@ -157,7 +162,7 @@ def restore_layers(candidate: onnx.ModelProto, reference: onnx.ModelProto, nodes
                 # the candidate computes ``t`` in another type (e.g. a Constant converted to fp16): read the
                 # reference's own constant, else cast back to the reference's type
                 fp32 = f"{t}__fp32"
-                new.input[k] = fp32
+                proxy.input[k] = fp32
                 if fp32 in added:
                     continue
                 added.add(fp32)
@@ -171,15 +176,28 @@ def restore_layers(candidate: onnx.ModelProto, reference: onnx.ModelProto, nodes
                     to = helper.np_dtype_to_tensor_dtype(np.dtype(ref_info.dtype))
                     extra.append(helper.make_node("Cast", [t], [fp32], name=f"{t}__restore_cast", to=to))
                 continue
+            if t not in ref_prod and t not in {i.name for i in reference.graph.input}:
+                continue  # made inside the node's own bodies
             low = next((t + s for s in ("__fp16", "__bf16") if t + s in produced), None)
             if low is None:
                 raise EditError(f"cannot restore node '{name}': its input tensor '{t}' is not in the candidate",
                                 hint="the candidate renamed the full-precision tensor; restore it in the recipe "
                                      "(exclude/keep the node) instead")
             extra.append(helper.make_node("Cast", [low], [t], name=f"{t}__restore_cast", to=onnx.TensorProto.FLOAT))
+        for k in range(len(new.input)):
+            new.input[k] = proxy.input[k]
+        renamed = {t: proxy.input[len(new.input) + j] for j, t in enumerate(body_reads)
+                   if proxy.input[len(new.input) + j] != t}
+        for body in (a.g for a in new.attribute if a.type == onnx.AttributeProto.GRAPH):
+            rename_reads(body, renamed)
+        for a in new.attribute:
+            if a.type == onnx.AttributeProto.GRAPHS:
+                for body in a.graphs:
+                    rename_reads(body, renamed)
         ref_outs = [o for o in new.output]
         for k, o in enumerate(cn.output):
-            read = any(o in n.input for n in g.node) or o in {x.name for x in g.output}
+            read = (any(o in n.input or o in subgraph_reads(n) for n in g.node if n is not cn)
+                    or o in {x.name for x in g.output})
             if o and k < len(ref_outs) and o != ref_outs[k] and read:
                 info = infos.get(o)
                 to = helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype)) if info and info.dtype != "unknown" \
@@ -192,10 +210,7 @@ def restore_layers(candidate: onnx.ModelProto, reference: onnx.ModelProto, nodes
         g.node.remove(cn)
         for j, n in enumerate([*extra, new]):
             g.node.insert(idx + j, n)
-    available = {i.name for i in g.input} | {i.name for i in g.initializer}
-    ordered = _toposort(list(g.node), available)
-    del g.node[:]
-    g.node.extend(ordered)
+    sort_nodes(g)  # bodies' outer reads are dependencies too
     prune_unused(g)
     del g.value_info[:]
     return out
@@ -217,17 +232,18 @@ def isolate_layers(candidate: onnx.ModelProto, reference: onnx.ModelProto, nodes
     out = restore_layers(candidate, reference, [n for n in low if n not in nodes])
     g = out.graph
     ref_inits = {i.name for i in reference.graph.initializer}
-    used = {o for n in g.node for o in n.output} | {i.name for i in g.input} | {i.name for i in g.initializer}
+    from .graph import all_nodes
+
+    used = {o for n in all_nodes(g) for o in n.output} | {i.name for i in g.input} | {i.name for i in g.initializer}
     back = {i.name: i.name[:-len("__fp32")] for i in g.initializer
             if i.name.endswith("__fp32") and i.name[:-len("__fp32")] in ref_inits
             and i.name[:-len("__fp32")] not in used}
     for i in g.initializer:
         if i.name in back:
             i.name = back[i.name]
-    for n in g.node:
-        for k, t in enumerate(n.input):
-            if t in back:
-                n.input[k] = back[t]
+    from .graph import rename_reads
+
+    rename_reads(g, back)  # If/Loop/Scan bodies read them by name too
     return out
 
 

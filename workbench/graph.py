@@ -43,6 +43,7 @@ __all__ = [
     "iter_graphs",
     "all_nodes",
     "subgraph_reads",
+    "rename_reads",
     "sort_nodes",
     "constant_weights",
     "constant_value_shape",
@@ -958,6 +959,28 @@ def subgraph_reads(node: onnx.NodeProto) -> set[str]:
 
 
 _subgraph_reads = subgraph_reads  # the name prune_unused used
+
+
+def rename_reads(graph: onnx.GraphProto, mapping: Mapping[str, str]) -> int:
+    """Make every reader of tensor ``old`` read ``mapping[old]``, in place: node inputs of ``graph`` and of every
+    If/Loop/Scan body (outer-scope references), and body outputs that pass an outer tensor through. Producers
+    and graph outputs are left alone. Returns how many references changed."""
+    if not mapping:
+        return 0
+    changed = 0
+    for g in iter_graphs(graph):
+        for n in g.node:
+            for k, t in enumerate(n.input):
+                if t in mapping:
+                    n.input[k] = mapping[t]
+                    changed += 1
+        if g is not graph:
+            made = {o for n in g.node for o in n.output} | {i.name for i in g.input} | {i.name for i in g.initializer}
+            for o in g.output:
+                if o.name in mapping and o.name not in made:
+                    o.name = mapping[o.name]
+                    changed += 1
+    return changed
 
 
 def _node_reads(node: onnx.NodeProto) -> set[str]:
