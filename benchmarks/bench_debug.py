@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from workbench.backends.ort import OrtEngine, with_outputs  # noqa: E402
-from workbench.compare import Dataset, compare, output_error  # noqa: E402
+from workbench.compare import compare, output_error  # noqa: E402
+from workbench.data import Dataset  # noqa: E402
 from workbench.debug import evaluate, low_precision_layers, outlier_channel_model, sensitivity  # noqa: E402
 from workbench.graph import load_model, sample_path  # noqa: E402
 from workbench.parallel import resolve_workers  # noqa: E402
@@ -165,7 +166,6 @@ def subset_agreement(errors: np.ndarray, n: int, draws: int = 20) -> tuple[float
 def bench_sensitivity(label: str, ref: onnx.ModelProto, calib: np.ndarray, data: Dataset, repeats: int = 1) -> None:
     """Ours vs naive, both meaning "quantize_model(exclude=[layer])" so the rankings are comparable."""
     from workbench.calibration import calibrate
-    from workbench.compare import _batches
 
     scales = calibrate(ref, {"input": calib}, method="max", tensors=max_scales_tensors(ref))
     cand = load_model(quantize_model(ref, scales))
@@ -180,7 +180,7 @@ def bench_sensitivity(label: str, ref: onnx.ModelProto, calib: np.ndarray, data:
     evaluate(factory(()), warm, output_error(), [OrtEngine(ref).run({"input": warm.arrays["input"]})], batch_size=64,
              max_samples=None, reference=ref)
     ref_eng = OrtEngine(ref)
-    ref_outs = [ref_eng.run(f) for f, _ in _batches(data, ref, 64, None, [])]
+    ref_outs = [ref_eng.run(b.feeds) for b in data.bind(ref).batches(64)]
     workers = resolve_workers(None)
 
     def naive_run(recalibrate: bool) -> dict[str, float]:

@@ -84,6 +84,7 @@ def test_onnxruntime_with_input_data(capsys):
     data = sample_path("digits_cnn").parent / "digits_test.npz"
     code, out = run_json(capsys, "digits_cnn", "--inputs", str(data), "--batch", "4", "--iterations", "2")
     assert code == 0 and out["optimize"] is True
+    assert out["shapes"] == {"input": [4, 1, 8, 8]} and out["data"] == str(data)  # the shapes timed, shown
     conv_rows = [x for x in out["layers"] if any(n.endswith("/Conv") for n in x["onnx_nodes"])]
     assert conv_rows and all(len(x["onnx_nodes"]) > 1 for x in conv_rows)  # Conv+BN+Relu fused by ORT
     code, out = run_json(capsys, "digits_cnn", "--inputs", str(data.with_name("missing.npz")))

@@ -45,6 +45,7 @@ __all__ = [
     "random_data",
     "timing_feeds",
     "find_data",
+    "data_kind",
     "parse_sample_axes",
     "preprocessing_for",
     "model_inputs",
@@ -422,7 +423,7 @@ def _from_batches(batches: Iterable[Any], model: onnx.ModelProto | None, sample_
 def _from_path(path: Path, model: onnx.ModelProto | None, pre: Preprocessing | None, input: str | None,
                extra: Mapping[str, Any] | None) -> Dataset:
     if not path.exists():
-        raise DataError(f"data not found: {path}",
+        raise DataError(f"data not found: {path} does not exist",
                         hint="pass an .npz with one array per model input, or a folder of images or .wav files")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file())
@@ -457,6 +458,22 @@ def _from_path(path: Path, model: onnx.ModelProto | None, pre: Preprocessing | N
         return _tokens(path, model, pre, input, extra)
     raise DataError(f"cannot read {path}: unknown kind of data file '{suffix}'",
                     hint="use an .npz (one array per input), a folder of images or .wav files, or a .txt of token ids")
+
+
+def data_kind(source: Any) -> str:
+    """What a path holds: image | audio | tokens | npz | npy | arrays (not a path) | unknown."""
+    if not isinstance(source, (str, os.PathLike)):
+        return "arrays"
+    path = Path(source)
+    if path.is_dir():
+        suffixes = {p.suffix.lower() for p in path.rglob("*") if p.is_file()}
+        for kind, known in (("image", IMAGE_SUFFIXES), ("audio", AUDIO_SUFFIXES), ("npy", (".npy",))):
+            if suffixes & set(known):
+                return kind
+        return "unknown"
+    suffix = path.suffix.lower()
+    return {".npz": "npz", ".npy": "npy", ".txt": "tokens"}.get(
+        suffix, "image" if suffix in IMAGE_SUFFIXES else "audio" if suffix in AUDIO_SUFFIXES else "unknown")
 
 
 def _npz(path: Path, extra: Mapping[str, Any] | None) -> Dataset:

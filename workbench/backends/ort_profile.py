@@ -20,11 +20,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import onnx
 
 from ..errors import DataError
-from ..graph import load_model, model_bytes, tensor_infos
+from ..graph import load_model, model_bytes
 from ..table import Table
 from .base import Feeds
 from .ort import is_ort_error
@@ -41,7 +40,6 @@ __all__ = [
     "profile_model",
     "map_optimized_nodes",
     "parse_ort_trace",
-    "profile_feeds",
 ]
 
 TIMING_COLUMNS = ("name", "onnx_nodes", "type", "precision", "median_ms", "mean_ms", "pct")
@@ -270,48 +268,3 @@ def profile_model(model: Any, feeds: Feeds, *, optimize: bool = True, iterations
         return profile_session(engine, feeds, iterations=iterations)
     finally:
         engine.close()
-
-
-def profile_feeds(model: onnx.ModelProto, inputs: str | Path | Mapping[str, np.ndarray] | None = None, *,
-                  batch: int = 1, shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Feeds to time ``model`` with: the first ``batch`` samples of ``inputs`` (.npz path or dict, one array per
-    model input), else seeded random data of the model's shapes (``shapes`` fixes dynamic dims; other dynamic
-    dims are 1, a dynamic first dim is ``batch``). Timing does not depend on the values, only on the shapes."""
-    inits = {i.name for i in model.graph.initializer}
-    names = [i.name for i in model.graph.input if i.name not in inits]
-    if inputs is not None:
-        if isinstance(inputs, (str, Path)):
-            path = Path(inputs)
-            if not path.is_file():
-                raise DataError(f"input data '{path}' does not exist", hint="pass an .npz with one array per model input")
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    data = {k: z[k] for k in z.files}
-            except (ValueError, OSError) as exc:
-                raise DataError(f"input data '{path}' is not a readable .npz ({exc})",
-                                hint="save it with numpy.savez(path, **{input_name: array})") from exc
-        else:
-            data = dict(inputs)
-        missing = [n for n in names if n not in data]
-        if missing:
-            raise DataError(f"input data has no array for model input(s) {missing} (it has {sorted(data)})",
-                            hint="key the arrays by the model's input names")
-        return {n: np.asarray(data[n])[:batch] for n in names}
-    rng = np.random.default_rng(seed)
-    infos = tensor_infos(model)
-    feeds = {}
-    for n in names:
-        info = infos[n]
-        if shapes and n in shapes:
-            shape = [int(d) for d in shapes[n]]
-        else:
-            dims = list(info.shape or [])
-            shape = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else 1) for i, d in enumerate(dims)]
-        dtype = np.dtype(info.dtype) if info.dtype != "unknown" else np.dtype(np.float32)
-        if dtype.kind == "f":
-            feeds[n] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[n] = np.zeros(shape, dtype)
-        else:
-            feeds[n] = np.zeros(shape, dtype)
-    return feeds

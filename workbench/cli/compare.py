@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from ..compare import Tolerance, accuracy, compare
-from ..data import load_data
+from ..graph import load_model
+from .data_args import add_data_arguments, read_data
 
 COMMAND = "compare"
 HELP = "compare a converted/quantized model with its FP32 reference: output errors, optionally layer by layer"
@@ -15,8 +16,9 @@ HELP = "compare a converted/quantized model with its FP32 reference: output erro
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("reference", help="the FP32 reference: an .onnx file or a sample model name")
     p.add_argument("candidate", help="the converted or quantized .onnx model")
-    p.add_argument("--inputs", required=True, metavar="DATA.npz",
-                   help="one array per model input (first axis = samples); a 'label' array adds accuracy")
+    p.add_argument("--inputs", required=True, metavar="DATA",
+                   help="an .npz with one array per model input (a 'label' array adds accuracy), or a folder of "
+                        "images/.wav files read with the preprocessing flags")
     p.add_argument("--layerwise", action="store_true", help="also compare every intermediate tensor joined by name")
     p.add_argument("--tensors", nargs="+", metavar="TENSOR", help="with --layerwise: only these tensors")
     p.add_argument("--no-local", action="store_true", help="with --layerwise: skip each layer's local error")
@@ -27,15 +29,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int,
                    help="threads sharing each batch (default: one per core, at most 4; 1 = none)")
     p.add_argument("--batch-size", type=int, default=32, help="samples per run (for a dynamic batch dimension)")
+    add_data_arguments(p)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    data = load_data(args.inputs)
+    reference = load_model(args.reference)
+    data = read_data(args, args.inputs, reference)
     metrics = [accuracy(args.label)] if args.label in data else []
-    report = compare(args.reference, args.candidate, data, layerwise=args.layerwise, local=not args.no_local,
+    report = compare(reference, args.candidate, data, layerwise=args.layerwise, local=not args.no_local,
                      tensors=args.tensors, tolerance=Tolerance.parse(args.tolerance), metrics=metrics,
                      batch_size=args.batch_size, max_samples=args.max_samples, workers=args.workers)
-    return report.to_dict()
+    return {**report.to_dict(), "data": data.describe()}
 
 
 def _f(v: Any) -> str:
@@ -48,6 +52,8 @@ def render(r: dict[str, Any]) -> str:
         tops = "  ".join(f"{k}={v:.3f}" for k, v in m.items() if k.startswith("top"))
         lines.append(f"  {name}: max_abs {_f(m['max_abs'])}  mean_abs {_f(m['mean_abs'])}  rel_l2 {_f(m['rel_l2'])}  "
                      f"cosine {_f(m['cosine'])}  snr {_f(m['snr_db'])} dB  {tops}")
+    if r.get("top_k"):
+        lines.append(f"  ({r['top_k']})")
     for name, m in r["metrics"].items():
         lines.append(f"  {name}: reference {m['reference']:.4f}  candidate {m['candidate']:.4f}")
     if "layers" in r:

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from ..compare import accuracy, output_error
-from ..data import load_data
 from ..debug import debug_precision, plan_recipe, recipe_models
 from ..session import Session
+from .data_args import add_data_arguments, read_data
 
 COMMAND = "debug"
 HELP = "sensitivity ranking of quantized/fp16 layers and the fewest to keep in high precision (a new recipe)"
@@ -18,8 +18,9 @@ HELP = "sensitivity ranking of quantized/fp16 layers and the fewest to keep in h
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="the FP32 model the recipe applies to (.onnx or a sample name)")
     p.add_argument("--recipe", required=True, help="a recipe with a quantize or convert_precision edit")
-    p.add_argument("--inputs", required=True, metavar="DATA.npz",
-                   help="evaluation data: one array per model input; a 'label' array enables --metric accuracy")
+    p.add_argument("--inputs", required=True, metavar="DATA",
+                   help="evaluation data: an .npz with one array per model input (a 'label' array enables --metric "
+                        "accuracy), or a folder of images/.wav files read with the preprocessing flags")
     p.add_argument("--metric", choices=("auto", "accuracy", "rel_l2"), default="auto",
                    help="what the plan must meet (auto: accuracy when the data has labels, else rel_l2)")
     p.add_argument("--tolerance", type=float,
@@ -36,15 +37,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "quantize_only: by the damage when only it is quantized in the FP32 model")
     p.add_argument("--workers", type=int,
                    help="threads sharing each batch (default: one per core, at most 4; 1 = none)")
+    add_data_arguments(p)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     session = Session.load(args.recipe, model=args.model)
-    data = load_data(args.inputs)
+    reference, factory = recipe_models(session.original, session.recipe, session.cache_dir)
+    data = read_data(args, args.inputs, reference)
     use_acc = args.metric == "accuracy" or (args.metric == "auto" and args.label in data)
     metric = accuracy(args.label) if use_acc else output_error()
     tolerance = args.tolerance if args.tolerance is not None else (0.001 if use_acc else 0.05)
-    reference, factory = recipe_models(session.original, session.recipe, session.cache_dir)
     candidate = factory(())
     result = debug_precision(reference, candidate, data, factory=factory, metric=metric, tolerance=tolerance,
                              batch_size=args.batch_size, max_samples=args.max_samples,
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     cache_dir=session.cache_dir)
     out["recipe"] = str(fixed.save(recipe_out))
     out["tolerance"] = tolerance
+    out["data"] = data.describe()
     return out
 
 

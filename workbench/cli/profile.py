@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..errors import DataError
+from .data_args import PREPROCESSING_FLAGS, add_data_arguments, read_data
 
 COMMAND = "profile"
 HELP = "per-layer timings: ONNX Runtime on this CPU, or trtexec --exportLayerInfo/--exportProfile JSON"
@@ -18,9 +19,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=True,
                    help="ORT graph optimisations (fused nodes are mapped back to ONNX nodes); default on")
     p.add_argument("--iterations", type=int, default=20, help="timed runs (after 2 warm-up runs); default 20")
-    p.add_argument("--inputs", metavar="DATA.npz", help="input data (one array per model input); default: random")
-    p.add_argument("--batch", type=int, default=1, help="samples per run (dynamic batch dims); default 1")
-    p.add_argument("--shapes", action="append", metavar="SPEC", help="NAME:1x3x224x224 for dynamic inputs; repeatable")
+    p.add_argument("--inputs", metavar="DATA",
+                   help="input data whose first --batch samples are timed: an .npz (one array per model input) or a "
+                        "folder of images/.wav files (preprocessing flags below); default: random data of --shapes")
+    p.add_argument("--batch", type=int, default=1, help="samples per run (on each input's sample axis); default 1")
+    p.add_argument("--shapes", action="append", metavar="SPEC",
+                   help="NAME:1x3x224x224, the whole shape of an input for random data; needed for dynamic dims "
+                        "other than the sample axis (never guessed); repeatable")
     p.add_argument("--trt-layers", metavar="G.json", help="trtexec --exportLayerInfo JSON (IEngineInspector)")
     p.add_argument("--trt-profile", metavar="P.json", help="trtexec --exportProfile JSON")
     p.add_argument("--compare", action="append", default=[], metavar="LABEL=G.json,P.json",
@@ -29,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", default="main", help="label of the main profile in a comparison")
     p.add_argument("--top", type=int, default=15, help="layers shown in the text summary and bar chart")
     p.add_argument("--html", metavar="OUT.html", help="also write the charts to a standalone HTML file")
+    add_data_arguments(p)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -46,11 +52,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise DataError("nothing to profile: give a MODEL or --trt-layers/--trt-profile files",
                             hint="workbench profile digits_cnn  or  workbench profile --trt-layers G.json "
                                  "--trt-profile P.json")
-        from ..backends.ort_profile import profile_feeds, profile_model
+        from ..backends.ort_profile import profile_model
         from ..backends.trt_profiles import parse_shapes
+        from ..data import timing_feeds
 
+        if args.batch < 1:
+            raise DataError(f"--batch must be at least 1, got {args.batch}", hint="use --batch 1")
         shapes = {p.input: p.opt for p in parse_shapes(args.shapes, model)}
-        feeds = profile_feeds(model, args.inputs, batch=args.batch, shapes=shapes)
+        if args.inputs is not None:
+            feeds = timing_feeds(model, read_data(args, args.inputs, model), batch=args.batch, shapes=shapes)
+        else:
+            flags = [k for k in PREPROCESSING_FLAGS if getattr(args, k, None) is not None]
+            if flags or args.sample_axis:
+                raise DataError("preprocessing and --sample-axis flags need --inputs DATA", hint="give --inputs")
+            feeds = timing_feeds(model, batch=args.batch, shapes=shapes)
         table = profile_model(model, feeds, optimize=args.optimize, iterations=args.iterations)
         source = "onnxruntime"
     result: dict[str, Any] = {
@@ -63,7 +78,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "top": args.top,
     }
     if source == "onnxruntime":
-        result.update(optimize=args.optimize, iterations=args.iterations)
+        result.update(optimize=args.optimize, iterations=args.iterations,
+                      shapes={k: list(v.shape) for k, v in feeds.items()},
+                      data=str(args.inputs) if args.inputs is not None else "random")
     profiles = {args.label: table}
     if args.compare:
         for spec in args.compare:
@@ -105,6 +122,9 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"{name:<{width}}  {x['median_ms']:>9.4f}  {x['pct']:>5.1f}  {x['precision'] or '?':<9}  "
                      f"{nodes[:60]}")
     lines.append(f"total {r['total_ms']:.4f} ms over {len(r['layers'])} layers ({r['source']})")
+    if r.get("shapes"):
+        lines.append(f"input shapes ({r['data']} data): "
+                     + ", ".join(f"{k} {'x'.join(map(str, v)) or 'scalar'}" for k, v in r["shapes"].items()))
     lines.append("by op type: " + ", ".join(f"{k} {v:.4f} ms" for k, v in r["by_op_type"].items()))
     if r.get("comparison"):
         lines.append("")

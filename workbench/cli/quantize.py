@@ -13,6 +13,7 @@ from ..calibration import METHODS, calibrate
 from ..precision import TARGETS, activation_tensors, quantization_targets, select_nodes
 from ..recipe import CalibrationSettings, FuseBatchNorm, Quantize
 from ..session import Session
+from .data_args import add_data_arguments, read_data
 
 COMMAND = "quantize"
 HELP = "calibrate on representative data and write an INT8/FP8 Q/DQ model for TensorRT (or ONNX Runtime CPU)"
@@ -20,8 +21,9 @@ HELP = "calibrate on representative data and write an INT8/FP8 Q/DQ model for Te
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="an .onnx file or a sample model name")
-    p.add_argument("--calib", required=True, metavar="DATA.npz",
-                   help="calibration data: one array per model input, first axis = samples (100-500 recommended)")
+    p.add_argument("--calib", required=True, metavar="DATA",
+                   help="calibration data (100-500 samples recommended): an .npz with one array per model input, or "
+                        "a folder of images/.wav files read with the preprocessing flags below")
     p.add_argument("--method", choices=METHODS, default="entropy")
     p.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NODE",
@@ -36,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "TensorRT folds it too, and folded weights are what gets quantized)")
     p.add_argument("-o", "--output", required=True, help="where to write the quantized model")
     p.add_argument("--recipe-out", help="also write the recipe that reproduces the output (scale cache beside it)")
+    add_data_arguments(p)
 
 
 def _foldable_batchnorms(model: Any) -> int:
@@ -55,13 +58,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     excluded = select_nodes(model, args.exclude, what="exclude") if args.exclude else []
     start = time.perf_counter()
     tensors = activation_tensors(model, exclude=excluded, target=args.target) if args.target != "tensorrt" else None
-    cache = calibrate(model, Path(args.calib), method=args.method, percentile=args.percentile,
+    data = read_data(args, Path(args.calib), model)
+    cache = calibrate(model, data, method=args.method, percentile=args.percentile,
                       exclude=excluded, dtype=args.dtype, tensors=tensors)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     digest = cache.save(session.cache_dir)
+    axes = {k: data.sample_axes[k] for k in data.inputs}
     session.set_calibration(CalibrationSettings(method=args.method, percentile=args.percentile,
-                                                samples=cache.samples, data=str(args.calib)))
+                                                samples=cache.samples, data=str(args.calib),
+                                                preprocessing=data.preprocessing,
+                                                sample_axes=axes if any(a != 0 for a in axes.values()) else {}))
     edit = Quantize(dtype=args.dtype, exclude=tuple(excluded), method=args.method,
                     per_channel=not args.per_tensor, scales=digest, target=args.target)
     targets = quantization_targets(model, exclude=excluded, target=args.target)
@@ -75,7 +82,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "excluded": excluded,
         "fused_batchnorm": fused,
         "calibration": {"method": args.method, "samples": cache.samples, "seconds": round(seconds, 3),
-                        "peak_rss_mb": round(peak, 1), "scales": digest, "warnings": cache.warnings},
+                        "peak_rss_mb": round(peak, 1), "scales": digest, "warnings": cache.warnings,
+                        "data": data.describe()},
     }
     if args.recipe_out:
         result["recipe"] = str(session.save(args.recipe_out))

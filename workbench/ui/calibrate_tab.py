@@ -19,7 +19,7 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from ..calibration import METHODS, ScaleCache, calibrate
-from ..data import find_data, random_data
+from ..data import Dataset, find_data, load_data, random_data
 from ..errors import CalibrationError
 from ..plots.calibration import histogram_figure
 from ..precision import activation_tensors
@@ -41,7 +41,7 @@ class CalibrateTab:
         self.status = status
         self.cache: ScaleCache | None = None
 
-        self.data = W.Combobox(options=[], placeholder="calibration .npz (one array per input)",
+        self.data = W.Combobox(options=[], placeholder="a folder of images/.wav, or an .npz (one array per input)",
                                description="data", ensure_option=False, layout=W.Layout(width="520px"))
         self.method = W.Dropdown(options=list(METHODS), value="entropy", description="method")
         self.percentile = W.BoundedFloatText(value=99.99, min=50.0, max=100.0, step=0.01, description="percentile")
@@ -110,7 +110,7 @@ class CalibrateTab:
         return self.job.running
 
     def use_data(self, data: Any, label: str = "custom data") -> None:
-        """Calibrate from Python data (a dict of arrays, an iterable of feed dicts, ``image_folder(...)``)."""
+        """Calibrate from Python data (a :func:`~workbench.data.load_data` Dataset, a dict of arrays, ...)."""
         self._custom = (data, label)
         self.data.options = tuple(dict.fromkeys([label, *self.data.options]))
         self.data.value = label
@@ -124,7 +124,8 @@ class CalibrateTab:
             return random_data(self.session.model, samples=128), "random"
         if not text:
             raise CalibrationError("no calibration data chosen",
-                                   hint="pick a .npz with one array per model input (100-500 samples)")
+                                   hint="pick an .npz with one array per model input, or a folder of images or .wav "
+                                        "files (100-500 samples)")
         return Path(text), text
 
     def _on_run(self, _button: Any = None) -> None:
@@ -154,10 +155,14 @@ class CalibrateTab:
         data, label = source
         model = self.session.model
         tensors = activation_tensors(model, target=target) if target != "tensorrt" else None
+        data = data if isinstance(data, Path) else load_data(data, model)  # a path: calibrate's cache checks its file
         cache = calibrate(model, data, method=method, percentile=percentile, dtype=dtype, tensors=tensors,
                           progress=self._on_progress, cancel=job.cancel_event, cache_dir=self.session.cache_dir)
-        self.session.set_calibration(CalibrationSettings(method=method, percentile=percentile,
-                                                         samples=cache.samples, data=label))
+        ds = data if isinstance(data, Dataset) else load_data(data, model)
+        axes = {k: ds.sample_axes[k] for k in ds.inputs}
+        self.session.set_calibration(CalibrationSettings(
+            method=method, percentile=percentile, samples=cache.samples, data=label, preprocessing=ds.preprocessing,
+            sample_axes=axes if any(a != 0 for a in axes.values()) else {}))
         self._show_cache(cache)
         if label == "random":
             self.warnings.value = ('<p style="color:#b00020"><b>⚠ calibrated on RANDOM data: these scales do '

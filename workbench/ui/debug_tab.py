@@ -54,8 +54,9 @@ class DebugTab:
                                     description="candidate", style=style, layout=W.Layout(width="480px"))
         self.candidate_path = W.Text(placeholder="path/to/candidate.onnx", description="candidate file", style=style,
                                      layout=W.Layout(width="480px"))
-        self.data = W.Text(value=self._default_data(), placeholder="path/to/data.npz (inputs + optional label)",
-                           description="data (.npz)", style=style, layout=W.Layout(width="480px"))
+        self.data = W.Text(value=self._default_data(),
+                           placeholder="a folder of images/.wav, or an .npz (one array per input + optional label)",
+                           description="data", style=style, layout=W.Layout(width="480px"))
         self.metric = W.Dropdown(options=[("accuracy (needs a label array)", "accuracy"),
                                           ("output relative L2 error", "rel_l2")], value="accuracy",
                                  description="metric", style=style, layout=W.Layout(width="480px"))
@@ -167,10 +168,12 @@ class DebugTab:
     def _metric(self) -> Any:
         return accuracy() if self.metric.value == "accuracy" else output_error()
 
-    def _data(self) -> Any:
+    def _data(self, model: Any) -> Any:
+        """The data box read by the data layer for ``model`` (sample axes inferred from its input shapes)."""
         if not self.data.value.strip():
-            raise DataError("no data file given", hint="type the path of an .npz with one array per model input")
-        return load_data(self.data.value.strip())
+            raise DataError("no data given", hint="type the path of an .npz with one array per model input, or of "
+                                                  "a folder of images or .wav files")
+        return load_data(self.data.value.strip(), model)
 
     def _can_apply(self) -> bool:
         return (self.result is not None and self.result.plan.met and bool(self.result.plan.keep)
@@ -180,7 +183,7 @@ class DebugTab:
 
     def _compare(self, job: Job) -> None:
         reference, candidate, _ = self._models()
-        data = self._data()
+        data = self._data(reference)
         metrics = [accuracy()] if "label" in data else []
         report = compare(reference, candidate, data, layerwise=True, metrics=metrics, tolerance=Tolerance(),
                          max_samples=self.max_samples.value or None,
@@ -223,7 +226,7 @@ class DebugTab:
 
     def _debug(self, job: Job) -> None:
         reference, candidate, factory = self._models()
-        data = self._data()
+        data = self._data(reference)
         self.result = None
         result = debug_precision(reference, candidate, data, factory=factory, metric=self._metric(),
                                  tolerance=float(self.tolerance.value), max_samples=self.max_samples.value or None,

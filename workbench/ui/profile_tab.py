@@ -19,10 +19,11 @@ from typing import Any
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from ..backends.ort_profile import profile_feeds, profile_model
+from ..backends.ort_profile import profile_model
 from ..backends.trt_profiles import parse_shapes
 from ..backends.trt_runtime import gpu_status
 from ..build import list_engines
+from ..data import load_data, timing_feeds
 from ..errors import DataError
 from ..plots.profile import (
     compare_layers,
@@ -86,6 +87,9 @@ class ProfileTab:
         self.batch = W.BoundedIntText(value=1, min=1, max=4096, description="batch", layout=W.Layout(width="160px"))
         self.shapes = W.Text(placeholder="input:1x3x64x64 for dynamic dims (optional)", description="shapes",
                              layout=W.Layout(width="360px"))
+        self.data = W.Text(placeholder="a folder of images/.wav or an .npz (optional; else random data of the shapes)",
+                           description="data", layout=W.Layout(width="560px"))
+        self.shapes_used = W.Label(value="")  # the input shapes the last ONNX Runtime profile ran with
         self.ort_button = W.Button(description="Profile with ONNX Runtime", icon="clock-o", button_style="primary",
                                    layout=W.Layout(width="auto", min_width="230px"))
         # trtexec files
@@ -137,6 +141,7 @@ class ProfileTab:
         self.widget = W.VBox([
             W.HTML("<b>ONNX Runtime (this CPU)</b>"),
             W.HBox([self.ort_button, self.optimize, self.iterations, self.batch, self.shapes]),
+            W.HBox([self.data, self.shapes_used]),
             W.HTML("<b>TensorRT</b>"), self.gpu_note,
             W.HBox([W.VBox([self.layers_path, self.profile_path]), W.VBox([self.label, self.map_to_model])]),
             self.import_button,
@@ -158,7 +163,11 @@ class ProfileTab:
         label = f"ort-cpu{'' if self.optimize.value else '-noopt'}"
         with self.status.guard("profiling with ONNX Runtime"):
             shapes = {p.input: p.opt for p in parse_shapes(self.shapes.value.strip() or None, model)}
-            feeds = profile_feeds(model, batch=self.batch.value, shapes=shapes)
+            path = self.data.value.strip()
+            data = load_data(path, model) if path else None
+            feeds = timing_feeds(model, data, batch=self.batch.value, shapes=shapes)
+            self.shapes_used.value = "ran with " + ", ".join(
+                f"{k} {'x'.join(map(str, v.shape)) or 'scalar'}" for k, v in feeds.items())
             table = profile_model(model, feeds, optimize=self.optimize.value, iterations=self.iterations.value)
             label = self._add(label, table)
             folder = self._timings_dir()

@@ -1,0 +1,74 @@
+"""The data flags every command that reads inputs shares (``--calib`` / ``--inputs`` take a folder or an .npz).
+
+Not a command (no ``COMMAND``): quantize, compare, debug and profile call :func:`add_data_arguments` and
+:func:`read_data`, so one set of flags means the same everywhere and the data layer is the only reader.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..data import Dataset, data_kind, load_data, parse_sample_axes, preprocessing_for
+from ..errors import DataError
+
+PREPROCESSING_FLAGS = ("size", "layout", "channels", "mean", "std", "scale", "sample_rate", "chunk", "length")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.replace(",", " ").split())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of numbers (e.g. 0.485,0.456,0.406)") from exc
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = [p for p in text.lower().replace("x", ",").split(",") if p.strip()]
+    try:
+        dims = [int(p) for p in parts]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"'{text}' is not HEIGHTxWIDTH (e.g. 224x224)") from exc
+    if len(dims) == 1:
+        dims *= 2
+    if len(dims) != 2 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not HEIGHTxWIDTH (e.g. 224x224)")
+    return dims[0], dims[1]
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The preprocessing and sample-axis flags (the data path itself is each command's own argument)."""
+    g = p.add_argument_group("data (a folder of images/.wav/.npy files, or an .npz with one array per input)")
+    g.add_argument("--sample-axis", action="append", default=[], metavar="NAME=AXIS",
+                   help="which axis of input NAME indexes samples (default: inferred from the model's input shapes); "
+                        "NAME=none for an input every sample shares (e.g. a sample rate); repeatable")
+    g.add_argument("--data-input", metavar="NAME", help="the model input a folder's files feed (default: the one that fits)")
+    g.add_argument("--size", type=_size, metavar="HxW", help="images: resize to HEIGHTxWIDTH (default: the model's)")
+    g.add_argument("--layout", choices=("NCHW", "NHWC"), help="images: tensor layout (default: from the model's shape)")
+    g.add_argument("--channels", choices=("RGB", "BGR", "GRAY"), help="images: channel order (default RGB, GRAY "
+                   "for one channel)")
+    g.add_argument("--scale", type=float, help="images: multiply pixel values 0-255 by this (default 1/255)")
+    g.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="images: per-channel mean subtracted after scaling")
+    g.add_argument("--std", type=_floats, metavar="S[,S,S]", help="images: per-channel std divided by after the mean")
+    g.add_argument("--sample-rate", type=int, help="audio: resample .wav files to this rate")
+    g.add_argument("--chunk", type=int, help="audio: samples per chunk (default: the model's fixed length)")
+    g.add_argument("--length", type=int, help="tokens: pad/cut each sequence of ids to this length")
+
+
+def read_data(args: argparse.Namespace, source: Any, model: Any) -> Dataset:
+    """``source`` (a path) read by the data layer, bound to ``model``, with the flags' preprocessing."""
+    axes = parse_sample_axes(args.sample_axis)
+    given = {k: getattr(args, k) for k in PREPROCESSING_FLAGS if getattr(args, k, None) is not None}
+    kind = data_kind(source)
+    pre = None
+    if given:
+        if kind not in ("image", "audio", "tokens"):
+            raise DataError(f"preprocessing flags ({', '.join('--' + k.replace('_', '-') for k in given)}) apply to "
+                            f"folders of images or audio and token files, not to {source}",
+                            hint="an .npz holds the model's inputs as they are; drop the flags")
+        pre = preprocessing_for(model, args.data_input, kind=kind, **given)
+    return load_data(source, model, sample_axes=axes, preprocessing=pre, input=args.data_input)
+
+
+def describe(ds: Dataset) -> dict[str, Any]:
+    """The data as the JSON results show it (what was read, how, with which sample axes)."""
+    return ds.describe()
