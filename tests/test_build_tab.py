@@ -158,3 +158,19 @@ def test_trtexec_line_names_a_file_holding_the_sessions_current_model(tab):
     assert model_bytes(load_model(built)) == model_bytes(tab.session.model)
     tab.session.goto(0)  # back to the opened model: the user's file
     assert _onnx_arg(tab) == tab.session.source_path
+
+
+def test_messages_say_what_to_do_in_the_tab_not_on_the_command_line(tab, tmp_path):
+    """The derived-profile note said "Choose your own with --shapes ..." and failures "run `workbench check MODEL`"."""
+    import onnx
+    from models import integer_ops_model
+
+    assert "profiles box" in tab.profiles_note.value and "--shapes" not in tab.profiles_note.value
+    path = tmp_path / "int.onnx"
+    onnx.save(integer_ops_model(), path)
+    bad = BuildTab(Session(path, cache_dir=tmp_path / "cache2"), Status())
+    bad.in_process.value = True
+    bad.build_button.click()
+    bad.wait()
+    assert bad.status.state == "error" and "input_QuantizeLinear" in bad.status.message
+    assert "Check with TensorRT in the Model tab" in bad.status.hint and "workbench check" not in bad.status.hint

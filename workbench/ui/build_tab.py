@@ -10,6 +10,7 @@ Visible state lives in widget values so headless tests can assert it: ``backend.
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,21 @@ from .common import Job, Status
 __all__ = ["BuildTab"]
 
 _LOG_LINES = 400
+
+
+# CLI advice in messages from the build API, said the way this tab does it
+_WIDGET_WORDS = ((re.compile(r"[Cc]hoose your own with --shapes (\S+)"), r"Edit the profiles box to choose your own (\1)"),
+                 (re.compile(r"run `workbench check MODEL`"), "click Check with TensorRT in the Model tab"),
+                 (re.compile(r"\(--shapes\)"), "(the profiles box)"),
+                 (re.compile(r"--opt-level"), "the opt level slider"),
+                 (re.compile(r"\(BuildSettings\.timeout_s / --timeout\)"), "(BuildSettings.timeout_s)"))
+
+
+def widget_words(text: str) -> str:
+    """``text`` with its command-line advice (``--shapes``, ``workbench check``) turned into this tab's controls."""
+    for pattern, repl in _WIDGET_WORDS:
+        text = pattern.sub(repl, text)
+    return text
 
 
 def _engine_label(meta: dict[str, Any]) -> str:
@@ -54,11 +70,12 @@ class BuildTab:
         self.backend = W.Dropdown(options=options, value="auto", description="backend")
         self.backend_note = W.HTML()
         self.opt_level = W.IntSlider(value=3, min=0, max=5, description="opt level")
-        self.workspace = W.IntText(value=0, description="workspace MiB", layout=W.Layout(width="220px"))
+        self.workspace = W.IntText(value=0, description="workspace MiB", layout=W.Layout(width="220px"),
+                                   style={"description_width": "initial"})
         self.targets = W.Text(value="", description="GPU targets", placeholder="e.g. SM86 SM89 (TensorRT-RTX; empty: default)",
                               layout=W.Layout(width="420px"))
         self.in_process = W.Checkbox(value=False, description="build in this process (a crash kills the kernel)",
-                                     indent=False)
+                                     indent=False, layout=W.Layout(width="auto"))
         self.profiles = W.Textarea(placeholder="input:1x3x32x32,1x3x256x256,8x3x1024x1024  (one input per line)",
                                    description="profiles", layout=W.Layout(width="100%", height="70px"))
         self.profiles_note = W.HTML()
@@ -114,7 +131,7 @@ class BuildTab:
         if self.profiles.value in ("", self._prefill):
             self.profiles.value = text
         self._prefill = text
-        self.profiles_note.value = "".join(f"<p><i>{html.escape(n)}</i></p>" for n in resolved.notes)
+        self.profiles_note.value = "".join(f"<p><i>{html.escape(widget_words(n))}</i></p>" for n in resolved.notes)
 
     def _load_settings(self, settings: BuildSettings | None) -> None:
         """Show build settings recorded in the recipe (a loaded recipe brings its profiles and options)."""
@@ -236,9 +253,13 @@ class BuildTab:
 
     def _run_build(self, job: Job, settings: BuildSettings) -> None:
         name = self.session.source_path.stem if self.session.source_path else None
-        self.result = build_engine(
-            self.session.model, settings, progress=self._on_progress, log=self._on_log, cancel=job.cancel_event,
-            recipe_digest=self.session.digest, cache_dir=self.session.cache_dir, name=name)
+        try:
+            self.result = build_engine(
+                self.session.model, settings, progress=self._on_progress, log=self._on_log, cancel=job.cancel_event,
+                recipe_digest=self.session.digest, cache_dir=self.session.cache_dir, name=name)
+        except WorkbenchError as exc:
+            exc.message, exc.hint = widget_words(exc.message), widget_words(exc.hint)
+            raise
         self.trtexec.value = self.result.trtexec
         self._refresh_engines()
         self.engines.value = str(self.result.engine_path)

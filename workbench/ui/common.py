@@ -37,11 +37,30 @@ def refill(widget: Any, fig: Any) -> Any:
 
     if widget is None:
         return go.FigureWidget(fig)
+    # plotly.js merges a relayout into the old layout: settings of the old figure the new one lacks (an axis
+    # title, a category order) would stay, so they are removed explicitly
+    stale = _paths(widget.layout.to_plotly_json()) - _paths(fig.layout.to_plotly_json())
     with widget.batch_update():
         widget.data = ()
         widget.add_traces(list(fig.data))
         widget.layout = fig.layout
+        if stale:
+            widget.plotly_relayout({path: None for path in sorted(stale)})
     return widget
+
+
+def _paths(layout: dict[str, Any], prefix: str = "") -> set[str]:
+    """Dotted paths of a layout's leaf settings (lists are leaves); ``template`` is left alone."""
+    out: set[str] = set()
+    for key, value in layout.items():
+        if key == "template":
+            continue
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out |= _paths(value, path + ".")
+        else:
+            out.add(path)
+    return out
 
 
 class Status:
@@ -68,6 +87,10 @@ class Status:
 
     def error(self, exc: WorkbenchError) -> None:
         self._show("error", exc.message, exc.hint)
+
+    def clear(self) -> None:
+        """Empty the line (state 'idle')."""
+        self._show("idle", "")
 
     def internal_error(self, exc: BaseException, doing: str) -> InternalError:
         """Log ``exc``'s traceback and show it as an internal error (state 'error', ``internal`` set)."""

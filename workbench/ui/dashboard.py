@@ -27,7 +27,7 @@ from ..session import Session
 from .common import Status
 from .model_tab import ModelTab, summary_line
 
-__all__ = ["Workbench", "LazyTabs", "UnavailableTab", "TAB_MODULES", "EDIT_TITLE"]
+__all__ = ["Workbench", "LazyTabs", "UnavailableTab", "TAB_MODULES", "EDIT_TITLE", "close_widgets"]
 
 EDIT_TITLE = "Edit"  # the tab that receives the node picked in the Model tab
 
@@ -54,6 +54,33 @@ def _tab_classes() -> list[type]:
             raise
         classes.append(getattr(mod, cls))
     return classes
+
+
+def close_widgets(*roots: Any, keep: tuple[Any, ...] = ()) -> int:
+    """Close ``roots`` (widgets or tab objects) and every widget they hold: children, layouts, styles and, for a tab
+    object, the widgets among its attributes (charts not on display, pooled rows). ``keep`` is left open. Returns
+    how many widgets were closed."""
+    kept = {id(w) for w in keep}
+    seen: set[int] = set()
+    closed = 0
+    stack = list(roots)
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or id(obj) in kept:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (list, tuple)):
+            stack.extend(obj)
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, W.Widget):
+            stack.extend(getattr(obj, name, None) for name in ("children", "layout", "style"))
+            if obj.comm is not None:
+                obj.close()
+                closed += 1
+        elif obj is not None and hasattr(obj, "__dict__") and hasattr(obj, "widget"):  # a tab object
+            stack.extend(v for v in vars(obj).values() if isinstance(v, (W.Widget, list, tuple, dict)))
+    return closed
 
 
 class UnavailableTab:
@@ -84,6 +111,10 @@ class LazyTabs(Mapping[str, Any]):
         self._placeholders[index] = widget
         return widget
 
+    def widgets(self) -> list[Any]:
+        """The built tabs and the placeholders: what replacing this set of tabs must close."""
+        return [*self._built.values(), *self._placeholders.values()]
+
     def built(self, title: str) -> bool:
         return self._titles.index(title) in self._built
 
@@ -99,11 +130,14 @@ class LazyTabs(Mapping[str, Any]):
                     f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))} (a bug: please report it)</div>")
             raise
         self._built[index] = tab
+        placeholder = self._placeholders.pop(index, None)
         if self._owner.session is self._session:
             children = list(self._owner.tab.children)
             children[index] = tab.widget
             self._owner.tab.children = children
             self._owner._tab_built(self._titles[index], tab)
+        if placeholder is not None:
+            close_widgets(placeholder)
         return tab
 
     def __getitem__(self, title: str) -> Any:
@@ -190,6 +224,7 @@ class Workbench:
         first = self._make_tab(classes[0], session)
         if self._unsubscribe is not None:
             self._unsubscribe()
+        self._close_tabs()
         self.session = session
         if session.source_path is not None:
             self.path.value = str(session.source_path)
@@ -208,6 +243,8 @@ class Workbench:
 
     def _on_tab_selected(self, change: dict) -> None:
         index = change["new"]
+        if self.status.state == "error":  # another tab's error: it does not belong on this one
+            self.status.clear()
         if isinstance(self.tabs, LazyTabs) and index is not None:
             self.tabs.build(index)
 
@@ -256,7 +293,14 @@ class Workbench:
         except WorkbenchError as exc:
             return UnavailableTab(getattr(cls, "title", cls.__name__), exc)
 
+    def _close_tabs(self) -> None:
+        """Close the widgets of the tabs being replaced: a closed widget's model leaves the kernel and the page. Left
+        open, every model opened stayed, and a page reload restored them all (minutes for a used dashboard)."""
+        if isinstance(self.tabs, LazyTabs):
+            close_widgets(*self.tabs.widgets(), keep=(self.status.widget,))
+
     def _show_empty(self) -> None:
+        self._close_tabs()
         self.session = None
         self.tabs = {}
         self.tab.children = []

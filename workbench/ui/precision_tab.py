@@ -20,6 +20,8 @@ from collections import Counter
 from typing import Any
 
 import ipywidgets as W
+from ipywidgets.widgets.widget_description import DescriptionStyle
+from ipywidgets.widgets.widget_string import HTMLStyle, LabelStyle
 
 from ..errors import CalibrationError, EditError
 from ..graph import model_bytes, sha256_bytes
@@ -62,7 +64,7 @@ class PrecisionTab:
         self._syncing = False
         self._model: Any = None  # the model the rows were made for
 
-        self.keep_guarded = W.Checkbox(value=True, indent=False,
+        self.keep_guarded = W.Checkbox(value=True, indent=False, layout=W.Layout(width="auto"),
                                        description="bulk changes keep guarded ops in fp32 (pick a row to override)")
         self.op_type = W.Dropdown(options=[ALL], value=ALL, description="op type")
         self.op_precision = W.Dropdown(options=["fp32", "fp16", "bf16", "int8", "fp8"], value="fp16",
@@ -79,12 +81,17 @@ class PrecisionTab:
         self.prev_button = W.Button(description="◀", layout=W.Layout(width="40px"))
         self.next_button = W.Button(description="▶", layout=W.Layout(width="40px"))
         self.page_label = W.Label()
-        # the pool: PAGE_SIZE rows, created once, refilled per page
+        # the pool: PAGE_SIZE rows, created once, refilled per page. The rows share their layouts and styles: each
+        # is a widget model of its own otherwise (~560 models for 40 rows), and a page reload restores every one
+        name_layout, op_layout = W.Layout(width="340px"), W.Layout(width="150px")
+        dd_layout, guard_layout = W.Layout(width="90px"), W.Layout(width="auto")
+        label_style, dd_style, html_style = LabelStyle(), DescriptionStyle(), HTMLStyle()
         self.page_rows: list[tuple[W.Label, W.Label, W.Dropdown, W.HTML]] = []
         boxes = []
         for i in range(PAGE_SIZE):
-            row = (W.Label(layout=W.Layout(width="340px")), W.Label(layout=W.Layout(width="150px")),
-                   W.Dropdown(options=["fp32"], value="fp32", layout=W.Layout(width="90px")), W.HTML())
+            row = (W.Label(layout=name_layout, style=label_style), W.Label(layout=op_layout, style=label_style),
+                   W.Dropdown(options=["fp32"], value="fp32", layout=dd_layout, style=dd_style),
+                   W.HTML(layout=guard_layout, style=html_style))
             row[2].observe(lambda c, i=i: self._on_row(i, c["new"]), names="value")
             self.page_rows.append(row)
             boxes.append(W.HBox(list(row)))
