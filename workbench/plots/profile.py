@@ -57,8 +57,10 @@ def layer_bar(table: Table, *, top: int = 20, title: str | None = None) -> go.Fi
                        for r in sel], hoverinfo="text",
         )
     fig.update_layout(title=title or f"Top {min(top, len(table))} layers of {len(table)} · total {total_ms(table):.4g} ms",
-                      xaxis_title="median ms", barmode="stack", height=max(300, 22 * len(rows) + 120),
-                      yaxis=dict(categoryorder="array", categoryarray=[_short(r["name"]) for r in rows]),
+                      xaxis=dict(type="linear", autorange=True, title_text="median ms"), barmode="stack",
+                      height=max(300, 22 * len(rows) + 120),
+                      yaxis=dict(type="category", autorange=True, title_text="", categoryorder="array",
+                                 categoryarray=[_short(r["name"]) for r in rows]),
                       margin=dict(l=10, r=10, t=50, b=40), legend_title_text="precision")
     return fig
 
@@ -74,8 +76,12 @@ def group_bar(table: Table, by: str = "op_type", *, model: onnx.ModelProto | Non
         hovertext=[f"{g['group']}: {g['median_ms']:.4g} ms in {g['layers']} layer(s)" for g in groups],
         hoverinfo="text",
     ))
-    fig.update_layout(title=title or f"Time by {by.replace('_', ' ')}", yaxis_title="median ms",
-                      margin=dict(l=10, r=10, t=50, b=40), height=360)
+    # both axes spelled out: a FigureWidget refilled from the "layers" view (numeric x) would keep its x axis
+    # linear, and plotly.js then places category bars at NaN (empty axes, "translate(NaN)" in the console)
+    fig.update_layout(title=title or f"Time by {by.replace('_', ' ')}", margin=dict(l=10, r=10, t=50, b=40),
+                      xaxis=dict(type="category", autorange=True, title_text=by.replace("_", " ")),
+                      yaxis=dict(type="linear", autorange=True, title_text="median ms"), height=360,
+                      showlegend=False)
     return fig
 
 
