@@ -160,3 +160,23 @@ def test_figures_are_created_on_first_use_and_refilled_by_later_runs(tab):
     assert second.sensitivity.metric != runs[0][2].sensitivity.metric
     assert [r["score"] for r in first] != pytest.approx([r["score"] for r in expected])  # so the check above bites
     assert len(par.data[0].x) == len(second.plan.tried)
+
+
+def test_the_charts_limit_is_the_rel_l2_box_and_each_box_says_what_it_bounds(tab):
+    """The chart drew "tolerance 0.1" (a fixed rel L2) beside a "tolerance" box holding the accuracy drop 0.001."""
+    assert tab.tolerance.description == "accuracy drop" and tab.layer_limit.description == "rel L2 limit"
+    tab.metric.value = "rel_l2"
+    assert tab.tolerance.description == "output rel L2" and tab.tolerance.value == 0.05
+    tab.metric.value = "accuracy"
+    assert tab.tolerance.description == "accuracy drop" and tab.tolerance.value == 0.001
+    tab.layer_limit.value = 0.02
+    tab.max_samples.value = 16
+    tab.compare_button.click()
+    tab.wait()
+    assert tab.status.state == "ok", tab.status.message
+    assert tab.report.tolerance.rel_l2 == 0.02
+    line = next(s for s in tab.errors_fig.layout.shapes if s.line.dash == "dash")
+    assert line.y0 == line.y1 == 0.02
+    assert [a.text for a in tab.errors_fig.layout.annotations] == ["rel L2 limit 0.02"]
+    fd = tab.report.first_divergence  # the first tensor past the box's limit
+    assert fd is not None and fd["rel_l2"] > 0.02

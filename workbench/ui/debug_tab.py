@@ -60,8 +60,12 @@ class DebugTab:
         self.metric = W.Dropdown(options=[("accuracy (needs a label array)", "accuracy"),
                                           ("output relative L2 error", "rel_l2")], value="accuracy",
                                  description="metric", style=style, layout=W.Layout(width="480px"))
-        self.tolerance = W.FloatText(value=0.001, step=0.001, description="tolerance", style=style,
-                                     tooltip="accuracy: allowed drop below FP32; rel_l2: allowed error")
+        # two limits, each named for what it bounds: the plan's (on the metric) and the layer-by-layer compare's
+        self.tolerance = W.FloatText(value=0.001, step=0.001, description="accuracy drop", style=style,
+                                     tooltip="Find culprits: the largest accuracy drop below FP32 a plan may keep")
+        self.layer_limit = W.FloatText(value=0.1, step=0.01, description="rel L2 limit", style=style,
+                                       tooltip="Compare layer by layer: a tensor whose relative L2 error passes this "
+                                               "diverges (the chart's dashed line)")
         self.max_samples = W.IntText(value=0, description="max samples", style=style, tooltip="0 = all")
         self.direction = W.Dropdown(options=[("gain when only it goes back to FP32", "restore"),
                                              ("damage when only it is quantized", "quantize_only")],
@@ -96,14 +100,29 @@ class DebugTab:
                                                          self._debug))
         self.apply_button.on_click(self._apply)
         self.candidate.observe(lambda _: self._sync(), names="value")
+        self.metric.observe(self._on_metric, names="value")
         self._sync()
         controls = W.VBox([self.reference, W.HBox([self.candidate, self.candidate_path]), self.data,
-                           W.HBox([self.metric, self.tolerance, self.max_samples]), self.direction,
+                           W.HBox([self.metric, self.tolerance, self.max_samples]),
+                           W.HBox([self.direction, self.layer_limit]),
                            W.HBox([self.compare_button, self.debug_button, self.apply_button, self.cancel_button]),
                            W.HBox([self.progress, self.progress_label])])
         self.widget = W.VBox([controls, self.summary, self._compare_figs, self.plan, self._debug_figs])
 
     # --- helpers -------------------------------------------------------------------------------------------
+
+    def _on_metric(self, change: Any) -> None:
+        """The plan's limit box says what it bounds for the metric picked (with that metric's usual default)."""
+        if change["new"] == "rel_l2":
+            self.tolerance.description, self.tolerance.step = "output rel L2", 0.01
+            self.tolerance.tooltip = "Find culprits: the largest relative L2 error of the outputs a plan may keep"
+            if self.tolerance.value == 0.001:
+                self.tolerance.value = 0.05
+        else:
+            self.tolerance.description, self.tolerance.step = "accuracy drop", 0.001
+            self.tolerance.tooltip = "Find culprits: the largest accuracy drop below FP32 a plan may keep"
+            if self.tolerance.value == 0.05:
+                self.tolerance.value = 0.001
 
     def _default_data(self) -> str:
         """The bundled test split for a sample model, else empty."""
@@ -185,7 +204,8 @@ class DebugTab:
         reference, candidate, _ = self._models()
         data = self._data(reference)
         metrics = [accuracy()] if "label" in data else []
-        report = compare(reference, candidate, data, layerwise=True, metrics=metrics, tolerance=Tolerance(),
+        limit = float(self.layer_limit.value)
+        report = compare(reference, candidate, data, layerwise=True, metrics=metrics, tolerance=Tolerance(rel_l2=limit),
                          max_samples=self.max_samples.value or None,
                          progress=lambda done, total: job.report(done, total, f"compared {done}/{total} samples"),
                          cancel=job.is_cancelled)
@@ -213,6 +233,8 @@ class DebugTab:
             f"{rows}</table>{metrics}{first}{nan}{warn}</div>")
         if r.layers is not None:
             fig = error_growth(r.layers, tolerance=r.tolerance.rel_l2, first_divergence=fd)
+            if r.tolerance.rel_l2 is not None:  # the dashed line is the "rel L2 limit" box, so it says so
+                fig.update_annotations(text=f"rel L2 limit {r.tolerance.rel_l2:g}", selector={"text": f"tolerance {r.tolerance.rel_l2:g}"})
             first = self.errors_fig is None
             self.errors_fig = refill(self.errors_fig, fig)
             if self.graph_fig is None:
