@@ -40,6 +40,12 @@ corpus: $(STAMP)
 	CORPUS=all $(PY) -m pytest -q -m corpus --timeout=3600 tests/test_corpus.py; rc=$$?; \
 	  $(PY) -m corpus.report; exit $$rc
 
+# Download, check (sha256) and extract the corpus models into ~/.cache/onnx-trt-workbench/corpus; then load each with
+# onnx and run one real sample in ONNX Runtime. CI=1 (or `make corpus-fetch ARGS=--ci`) for the small CI subset.
+.PHONY: corpus-fetch
+corpus-fetch: $(STAMP)
+	$(PY) -m corpus.fetch --verify $(if $(CI),--ci) $(ARGS)
+
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
