@@ -109,3 +109,61 @@ def test_restoring_an_if_rewrites_the_outer_reads_of_its_bodies() -> None:
         want = OrtEngine(ref, optimize=False).run(feeds)["y"]
         got = OrtEngine(restored, optimize=False).run(feeds)["y"]
         np.testing.assert_allclose(got, want, rtol=1e-6)  # only the Mul is fp16 (exact here), the If fp32
+
+
+def vad_like_model(sr: int | None = None) -> onnx.ModelProto:
+    """silero-like: y = If(sr == 16000) then Conv_a(x) else Conv_b(x); its Convs live only in the bodies. With
+    ``sr`` the sample rate is frozen to an initializer (what check's repair does)."""
+    rng = np.random.default_rng(5)
+
+    def branch(tag: str) -> onnx.GraphProto:
+        w = numpy_helper.from_array(rng.standard_normal((4, 1, 3)).astype(np.float32), f"w_{tag}")
+        return helper.make_graph([helper.make_node("Conv", ["x", f"w_{tag}"], [f"y_{tag}"], name=f"conv_{tag}")],
+                                 tag, [], [_vi(f"y_{tag}", None)], initializer=[w])
+
+    inputs = [_vi("x", ["batch", 1, 16])]
+    inits = [numpy_helper.from_array(np.array(16000, np.int64), "k16")]
+    if sr is None:
+        inputs.append(_vi("sr", [], TensorProto.INT64))
+    else:
+        inits.append(numpy_helper.from_array(np.array(sr, np.int64), "sr"))
+    g = helper.make_graph(
+        [helper.make_node("Equal", ["sr", "k16"], ["is16"], name="eq"),
+         helper.make_node("If", ["is16"], ["y"], name="if", then_branch=branch("a"), else_branch=branch("b"))],
+        "g", inputs, [_vi("y", ["batch", 4, 14])], initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return load_model(model)
+
+
+def test_quantizing_a_model_whose_convs_are_all_in_bodies_is_refused_by_name() -> None:
+    import pytest
+
+    from workbench.errors import EditError
+    from workbench.precision import activation_tensors, quantization_targets
+
+    model = vad_like_model()
+    for target in ("tensorrt", "onnxruntime"):
+        with pytest.raises(EditError, match="inside an If/Loop/Scan body") as info:
+            activation_tensors(model, target=target)
+        assert "'conv_a'" in str(info.value) and "fold_constant_if" in info.value.hint
+        with pytest.raises(EditError, match="'conv_b'"):
+            quantization_targets(model, target=target)
+
+
+def test_freezing_the_selector_and_folding_brings_the_branch_into_the_main_graph() -> None:
+    from workbench.precision import activation_tensors, quantize_model
+
+    model = vad_like_model(sr=16000)
+    folded = model
+    for edit in (R.FoldConstants(), R.FoldConstantIf(), R.RemoveIdentity()):
+        folded = apply_edit(folded, edit)
+    y = folded.graph.output[0].type.tensor_type
+    assert [d.dim_param or d.dim_value for d in y.shape.dim] == ["batch", 4, 14]  # graphsurgeon dropped it
+    assert [n.name for n in folded.graph.node if n.op_type == "Conv"] == ["conv_a"]
+    assert activation_tensors(folded) == ["x"]
+    x = np.random.default_rng(0).standard_normal((2, 1, 16)).astype(np.float32)
+    ref = OrtEngine(model, optimize=False).run({"x": x})["y"]
+    q = quantize_model(folded, {"x": float(np.abs(x).max())})
+    got = OrtEngine(q).run({"x": x})["y"]
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()

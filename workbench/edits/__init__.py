@@ -67,7 +67,7 @@ def apply_edit(model: onnx.ModelProto, edit: R.Edit, *, cache_dir: str | os.Path
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         direct_handler(copy, edit)
-        return finish(copy, describe(edit))
+        return finish(copy, describe(edit), model)
     handler = GRAPH_EDITS.get(type(edit))
     if handler is None:
         if isinstance(edit, (R.ConvertPrecision, R.Quantize)):
@@ -76,7 +76,7 @@ def apply_edit(model: onnx.ModelProto, edit: R.Edit, *, cache_dir: str | os.Path
         raise EditError(f"no graph edit for kind {edit.kind!r}", hint=f"known kinds: {sorted(R.EDIT_KINDS)}")
     graph = to_graph(model)
     handler(graph, edit)
-    return finish(to_model(graph, model), describe(edit))
+    return finish(to_model(graph, model), describe(edit), model)
 
 
 def apply_edits(model: onnx.ModelProto, edits: list[R.Edit] | tuple[R.Edit, ...], *,

@@ -49,13 +49,14 @@ def _has_subgraphs(g: onnx.GraphProto) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute)
 
 
-def finish(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+def finish(model: onnx.ModelProto, where: str, before: onnx.ModelProto | None = None) -> onnx.ModelProto:
     """Validate an edited model in place and return it: types and shapes re-inferred from scratch (stale
     ones dropped), then the ONNX checker; both run on a weightless skeleton.
 
     Shapes of tensors made by custom-domain ops (which inference cannot redo) are kept, and so is the declared
     type of a graph output whose shape inference cannot give (an If whose branches differ in rank): ONNX
-    requires a shape on every graph output. Nodes are put in topological order first.
+    requires a shape on every graph output (``before``: the model before the edit, whose declared output types
+    count too). Nodes are put in topological order first.
     """
     g = model.graph
     sort_nodes(g)
@@ -64,6 +65,11 @@ def finish(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
     del g.value_info[:]
     g.value_info.extend(keep)
     old_out = {o.name: onnx.ValueInfoProto.FromString(o.SerializeToString()) for o in g.output}
+    if before is not None:  # graphsurgeon may export an output without the shape the model declared
+        for o in before.graph.output:
+            mine = old_out.get(o.name)
+            if mine is not None and not mine.type.tensor_type.HasField("shape") and o.type.tensor_type.HasField("shape"):
+                old_out[o.name] = o
     for o in g.output:
         if o.name not in custom:
             o.ClearField("type")

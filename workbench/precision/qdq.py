@@ -48,7 +48,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import CalibrationError, EditError
-from ..graph import tensor_infos
+from ..graph import iter_graphs, tensor_infos
 from ._common import (
     _constants,
     _finish,
@@ -137,6 +137,7 @@ def _weighted_targets(model: onnx.ModelProto, nodes: Sequence[str], exclude: Seq
         idx = [k for k in range(min(len(n.input), 2)) if n.input[k] and _is_float32(n.input[k], infos)]
         if len(idx) == 2:
             weighted[n.name] = idx
+    _check_bodies(model, bool(weighted))
     targets = dict(weighted)
     by_name: dict[str, onnx.NodeProto] = {}
     for n in model.graph.node:
@@ -150,6 +151,24 @@ def _weighted_targets(model: onnx.ModelProto, nodes: Sequence[str], exclude: Seq
         if all(_is_float32(add_node.input[k], infos) for k in idx):
             targets[add] = idx
     return targets
+
+
+def _check_bodies(model: onnx.ModelProto, main_targets: bool) -> None:
+    """Refuse a model whose weighted ops all sit inside If/Loop/Scan bodies (Q/DQ are placed in the main graph
+    only); warn when some do while the main graph has others."""
+    inside = [n for sub in iter_graphs(model.graph) if sub is not model.graph for n in sub.node
+              if n.op_type in WEIGHTED_OPS]
+    if not inside:
+        return
+    names = ", ".join(f"'{n.name}'" for n in inside[:3]) + (f" and {len(inside) - 3} more" if len(inside) > 3 else "")
+    if not main_targets:
+        raise EditError(
+            f"every Conv/ConvTranspose/Gemm/MatMul of the model is inside an If/Loop/Scan body ({names}); the workbench "
+            "places Q/DQ in the main graph only, so there is nothing to quantize",
+            hint="if an input selects the branch (a sample rate, a mode flag), freeze it to a constant and fold the If "
+                 "(fold_constants, then fold_constant_if) so its branch joins the main graph, then quantize")
+    warnings.warn(f"{len(inside)} weighted op(s) inside If/Loop/Scan bodies ({names}) stay float: Q/DQ are placed "
+                  "in the main graph only", UserWarning, stacklevel=4)
 
 
 def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
