@@ -50,3 +50,28 @@ def test_another_tabs_error_leaves_the_status_line_when_switching_tabs(tmp_path:
     wb.tab.selected_index = 3
     assert wb.status.message == "calibrated"  # news that is not an error stays
 
+
+
+def test_export_html_is_one_self_contained_report(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    from workbench.recipe import SetShapes
+
+    wb = Workbench("digits_cnn", cache_dir=tmp_path / "cache")
+    wb.session.apply(SetShapes(shapes={"input": (4, 1, 8, 8)}))
+    profile = wb.tabs["Profile"]
+    profile.iterations.value = 3
+    profile.ort_button.click()
+    assert wb.status.state == "ok", wb.status.message
+    profile.view.value = "op type"
+    charts = wb.charts()
+    assert [c.layout.title.text for c in charts] == ["Time by op type"]
+    path = wb.export_html(tmp_path / "r.html")
+    doc = path.read_text()
+    assert doc.count("* plotly.js v") == 1 and doc.count("Plotly.newPlot(") == 1  # plotly.js embedded once
+    assert 'src="http' not in doc  # nothing fetched when it opens
+    assert "digits_cnn.onnx" in doc and f"{len(wb.session.model.graph.node)} nodes" in doc
+    assert "<li>set_shapes</li>" in doc and "&quot;set_shapes&quot;" in doc  # the recipe, as a list and its JSON
+    assert all(n.name in doc for n in wb.session.model.graph.node)  # the layer table, every row
+    assert "Time by op type" in doc
+    monkeypatch.chdir(tmp_path)  # the button writes <model>-report.html into the notebook's folder
+    wb.export_button.click()
+    assert wb.status.state == "ok" and (tmp_path / "digits_cnn-report.html").is_file(), wb.status.message

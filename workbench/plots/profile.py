@@ -160,12 +160,20 @@ def timing_graph(model: onnx.ModelProto, table: Table, *, title: str | None = No
     return {"graph": graph_json(model, title=title or ""), "overlay": overlay(node_times(table), "ms")}
 
 
-def write_html(figures: Mapping[str, go.Figure] | list[go.Figure], path: str | Path, *, title: str = "Profile") -> Path:
-    """Write figures to one standalone HTML file (plotly.js embedded once), atomically."""
-    figs = list(figures.values()) if isinstance(figures, Mapping) else list(figures)
+def write_html(figures: Mapping[str, go.Figure] | list[go.Figure | str], path: str | Path, *,
+               title: str = "Profile", style: str = "") -> Path:
+    """Write figures to one standalone HTML file (plotly.js embedded once, with the first figure), atomically.
+    A str among ``figures`` is an HTML fragment placed as it is (a report's text and tables); ``style`` is CSS."""
+    blocks = list(figures.values()) if isinstance(figures, Mapping) else list(figures)
     parts = [f"<h1>{html.escape(title)}</h1>"]
-    for i, fig in enumerate(figs):
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
-    doc = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>" + \
-        "\n".join(parts) + "</body></html>"
+    first = True
+    for block in blocks:
+        if isinstance(block, str):
+            parts.append(block)
+            continue
+        parts.append(block.to_html(full_html=False, include_plotlyjs=first))
+        first = False
+    css = f"<style>{style}</style>" if style else ""
+    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{css}</head><body>"
+           + "\n".join(parts) + "</body></html>")
     return atomic_write(path, doc)

@@ -180,10 +180,16 @@ class Workbench:
         self.open_button.on_click(lambda _b: self.open(self.path.value.strip()))
         self.path.add_class("wb-path")
         self.open_button.add_class("wb-open")
+        self.export_button = W.Button(description="Export HTML report", icon="file-code-o",
+                                      tooltip="a self-contained HTML file of the session (summary, recipe, charts, "
+                                              "layer table): <model>-report.html in the notebook's folder",
+                                      layout=W.Layout(width="auto"))
+        self.export_button.on_click(lambda _b: self._on_export())
+        self.export_button.add_class("wb-export")
         self.tab = W.Tab(children=[])
         self.tab.observe(self._on_tab_selected, "selected_index")
         header = W.VBox([W.HBox([self.name, self.line], layout=W.Layout(align_items="baseline", grid_gap="1em")),
-                         W.HBox([self.path, self.open_button])])
+                         W.HBox([self.path, self.open_button, self.export_button])])
         self.widget = W.VBox([header, self.status.widget, self.tab], layout=W.Layout(width="100%"))
         self.widget.add_class("wb-dashboard")
 
@@ -318,6 +324,57 @@ class Workbench:
         assert self.session is not None
         self.name.value = f"<b class='wb-model-name'>{html.escape(self._model_name())}</b>"
         self.line.value = f"<span class='wb-summary-line'>{html.escape(summary_line(self.session.summary()))}</span>"
+
+    # --- report -------------------------------------------------------------------------------------
+
+    def charts(self) -> list[Any]:
+        """The plotly charts the built tabs hold with data, as plain Figures, in tab order."""
+        import plotly.graph_objects as go
+
+        if not isinstance(self.tabs, LazyTabs):
+            return []
+        found: list[Any] = []
+        for tab in self.tabs._built.values():
+            for value in vars(tab).values():
+                if isinstance(value, go.FigureWidget) and len(value.data):
+                    found.append(go.Figure(data=value.data, layout=value.layout))
+        return found
+
+    def export_html(self, path: str | os.PathLike[str]) -> Path:
+        """Write a self-contained HTML report of the session (atomically): the model's summary, the recipe, every
+        chart the tabs show (interactive plotly, plotly.js embedded once) and the layer table. Opens offline."""
+        from ..plots.profile import write_html
+
+        if self.session is None:
+            raise WorkbenchError("no model is open, so there is nothing to report", hint="open a model first")
+        s = self.session
+        esc = html.escape
+        edits = "".join(f"<li>{esc(e.kind)}</li>" for e in s.recipe.edits) or "<li>none (the model as opened)</li>"
+        blocks: list[Any] = [
+            f"<p class='wb-report-summary'><b>{esc(self._model_name())}</b> · {esc(summary_line(s.summary()))}</p>",
+            f"<h2>Recipe</h2><ol class='wb-report-edits'>{edits}</ol>"
+            f"<details><summary>recipe JSON (replay: <code>workbench edit MODEL recipe.json</code>)</summary>"
+            f"<pre class='wb-report-recipe'>{esc(s.recipe.to_json())}</pre></details>",
+        ]
+        charts = self.charts()
+        blocks.append("<h2>Charts</h2>" if charts else "<h2>Charts</h2><p>no charts yet: profile, calibrate or "
+                      "compare in the dashboard first</p>")
+        blocks += charts
+        table = s.layer_table()
+        blocks.append(f"<h2>Layers ({len(table)})</h2><div class='wb-report-layers'>"
+                      f"{table._repr_html_(limit=len(table))}</div>")
+        css = ("body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse;font-size:12px} "
+               "td,th{border:1px solid #ddd;padding:2px 6px;text-align:left} pre{white-space:pre-wrap}")
+        return write_html(blocks, path, title=f"Workbench report: {self._model_name()}", style=css)
+
+    def _on_export(self) -> None:
+        with self.status.guard("exporting the HTML report"):
+            if self.session is None:
+                raise WorkbenchError("no model is open, so there is nothing to report", hint="open a model first")
+            src = self.session.source_path
+            stem = src.stem if src is not None else "model"
+            path = self.export_html(Path.cwd() / f"{stem}-report.html")
+            self.status.ok(f"wrote the report to {path}")
 
     # --- Jupyter display ----------------------------------------------------------------------------
 
