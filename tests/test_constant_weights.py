@@ -76,3 +76,27 @@ def test_constant_weights_maps_readers_to_tensors() -> None:
     with_inits = constant_weights(cnn, initializers=True)
     conv = next(n for n in cnn.graph.node if n.op_type == "Conv")
     assert [t for t, _ in with_inits[conv.name]] == [i for i in conv.input[1:] if i]
+
+
+def test_fuse_batchnorm_reads_constant_node_parameters() -> None:
+    """Paddle keeps Conv weights and BatchNorm statistics in Constant nodes: fuse_batchnorm alone must fuse them."""
+    from workbench import recipe as R
+    from workbench.backends.ort import OrtEngine
+    from workbench.edits import apply_edit
+
+    rng = np.random.default_rng(2)
+    c = 8
+    nodes = [_const("W", rng.standard_normal((c, 3, 3, 3)) * 0.2), _const("scale", 1 + 0.1 * rng.standard_normal(c)),
+             _const("shift", 0.1 * rng.standard_normal(c)), _const("mean", 0.1 * rng.standard_normal(c)),
+             _const("var", 1 + rng.random(c)),
+             helper.make_node("Conv", ["x", "W"], ["c"], name="conv", kernel_shape=[3, 3]),
+             helper.make_node("BatchNormalization", ["c", "scale", "shift", "mean", "var"], ["y"], name="bn")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 4, 4])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model = load_model(model)
+    fused = apply_edit(model, R.FuseBatchNorm())
+    assert [n.op_type for n in fused.graph.node] == ["Conv"]
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    ref = OrtEngine(model, optimize=False).run({"x": x})["y"]
+    np.testing.assert_allclose(OrtEngine(fused, optimize=False).run({"x": x})["y"], ref, rtol=1e-5, atol=1e-5)

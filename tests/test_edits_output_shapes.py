@@ -41,3 +41,35 @@ def test_edits_keep_a_declared_output_shape_inference_cannot_give(edit: R.Edit) 
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     assert OrtEngine(out, optimize=False).run({"x_in": x, "c": np.array(False)})["y"] == pytest.approx(15.0)
 
+
+
+def zipmap_model() -> onnx.ModelProto:
+    """An sklearn-style classifier tail: Identity -> Softmax -> ZipMap, a sequence-of-maps output; no default-domain
+    opset at all (onnxmltools' logistic regression has only ai.onnx.ml)."""
+    nodes = [helper.make_node("Normalizer", ["x"], ["p"], domain="ai.onnx.ml", name="norm", norm="L1"),
+             helper.make_node("ZipMap", ["p"], ["probabilities"], domain="ai.onnx.ml", name="zipmap",
+                              classlabels_int64s=[0, 1, 2])]
+    out = helper.make_value_info("probabilities", helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])], [out])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("ai.onnx.ml", 1)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("edit", [R.FoldConstants(), R.RemoveIdentity(), R.FuseBatchNorm()], ids=lambda e: e.kind)
+def test_a_sequence_of_maps_output_keeps_its_type(edit: R.Edit) -> None:
+    model = load_model(zipmap_model())
+    out = apply_edit(model, edit)
+    assert out.graph.output[0].type == model.graph.output[0].type  # graphsurgeon exports it as elem_type 0
+    x = np.array([[1, 1, 2], [3, 0, 1]], np.float32)
+    got = OrtEngine(out, optimize=False).run({"x": x})["probabilities"]
+    assert got[0] == pytest.approx({0: 0.25, 1: 0.25, 2: 0.5})
+
+
+def test_quantizing_a_model_without_weighted_ops_or_default_opset_changes_nothing() -> None:
+    from workbench.precision import quantize_model
+
+    model = load_model(zipmap_model())
+    q = quantize_model(model, {})
+    assert [n.op_type for n in q.graph.node] == ["Normalizer", "ZipMap"] and len(q.opset_import) == 1

@@ -68,7 +68,8 @@ def finish(model: onnx.ModelProto, where: str, before: onnx.ModelProto | None = 
     if before is not None:  # graphsurgeon may export an output without the shape the model declared
         for o in before.graph.output:
             mine = old_out.get(o.name)
-            if mine is not None and not mine.type.tensor_type.HasField("shape") and o.type.tensor_type.HasField("shape"):
+            if mine is not None and ((not mine.type.tensor_type.HasField("shape") and o.type.tensor_type.HasField("shape"))
+                                     or (not _complete(mine.type) and _complete(o.type))):
                 old_out[o.name] = o
     for o in g.output:
         if o.name not in custom:
@@ -86,7 +87,7 @@ def finish(model: onnx.ModelProto, where: str, before: onnx.ModelProto | None = 
         old = old_out.get(o.name)
         if old is None or not old.HasField("type"):
             continue
-        if not o.type.HasField("tensor_type") and not o.type.HasField("sequence_type"):
+        if not _complete(o.type) and _complete(old.type):  # e.g. ZipMap's sequence of maps, which gs loses
             o.type.CopyFrom(old.type)
         elif (o.type.HasField("tensor_type") and not o.type.tensor_type.HasField("shape")
               and old.type.tensor_type.HasField("shape")):
@@ -113,6 +114,20 @@ def finish(model: onnx.ModelProto, where: str, before: onnx.ModelProto | None = 
         del g.node[:]
         g.node.extend(ig.node)
     return model
+
+
+def _complete(t: onnx.TypeProto) -> bool:
+    """Whether a type names its element types all the way down (tensor, sequence, map, optional)."""
+    kind = t.WhichOneof("value")
+    if kind == "tensor_type":
+        return t.tensor_type.elem_type != 0
+    if kind == "sequence_type":
+        return _complete(t.sequence_type.elem_type)
+    if kind == "map_type":
+        return _complete(t.map_type.value_type)
+    if kind == "optional_type":
+        return _complete(t.optional_type.elem_type)
+    return kind is not None
 
 
 def _first_line(exc: BaseException) -> str:

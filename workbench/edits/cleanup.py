@@ -31,8 +31,13 @@ def remove_dead_nodes(graph: gs.Graph) -> None:
 
 
 def _const(tensor: gs.Tensor | None) -> np.ndarray | None:
+    """The value of an initializer or of a Constant node's output (PaddlePaddle/TensorFlow weights), else None."""
     if isinstance(tensor, gs.Constant):
         return np.asarray(tensor.values)
+    if tensor is not None and len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
+        value = tensor.inputs[0].attrs.get("value")
+        if isinstance(value, gs.Constant):
+            return np.asarray(value.values)
     return None
 
 
@@ -153,9 +158,6 @@ def remove_identity(graph: gs.Graph) -> int:
 
 def _scalar(tensor: gs.Tensor) -> bool | None:
     value = _const(tensor)
-    if value is None and len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
-        attr = tensor.inputs[0].attrs.get("value")
-        value = np.asarray(attr.values) if isinstance(attr, gs.Constant) else None
     if value is None or value.size != 1:
         return None
     return bool(value.reshape(()).item())

@@ -248,7 +248,10 @@ def check_target(target: str) -> None:
 
 
 def _qdq_ready(model: onnx.ModelProto, per_channel: bool) -> tuple[onnx.ModelProto, bool]:
-    """The model at an opset whose Q/DQ take the scales asked for (converted when older; warned)."""
+    """The model at an opset whose Q/DQ take the scales asked for (converted when older; warned). A model with no
+    weighted op in its main graph gets no Q/DQ, so it is not converted."""
+    if not any(n.op_type in WEIGHTED_OPS for n in model.graph.node):
+        return model, per_channel
     model, per_channel, notes = _for_qdq(model, per_channel)
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=3)
