@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[notebook,rtx,test]"
+	$(PY) -m pip install -q -e ".[notebook,rtx,test,cluster]"
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -1,0 +1,366 @@
+"""Run the workbench's batch loops and target-device jobs on a Dask cluster (``dask.distributed``).
+
+``connect(address)`` takes a scheduler address the user gives (``tcp://host:port``, ``tls://host:port``; never a
+default port) or ``local[:N]`` (a ``LocalCluster`` of N worker processes on 127.0.0.1). A :class:`Cluster` says
+which workers it has, what each machine offers (TensorRT flavour and version, GPU model and compute capability,
+as Dask worker *resources* such as ``trt_rtx=1`` or ``trt_sm86=1``: :func:`machine_resources`), what runs where,
+and links Dask's own dashboard. :meth:`Cluster.ordered_map` is :func:`workbench.parallel.ordered_map` on the
+cluster: results in input order (so sums merge exactly as in the local run), a bounded number of tasks in flight,
+the large shared objects (models, data) sent to every worker once (:meth:`Cluster.share`); a worker that dies
+mid-run has its tasks rescheduled by Dask and the caller is told (``notify``).
+
+Dask is imported only when a cluster is used (the ``cluster`` extra: ``pip install 'onnx-trt-workbench[cluster]'``).
+Results come back through Dask's own protocol only; the workbench's tasks return plain data (numpy arrays,
+dicts, bytes), and target-device results are vetted like any foreign engine (:mod:`workbench.remote`).
+TLS: pass ``security=distributed.Security(...)`` or set Dask's ``distributed.comm.tls`` settings (docs/cluster.md).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from .errors import WorkbenchError
+
+__all__ = [
+    "ClusterError",
+    "Cluster",
+    "WorkerInfo",
+    "connect",
+    "parse_address",
+    "machine_info",
+    "machine_resources",
+    "LOCAL_HOST",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+LOCAL_HOST = "127.0.0.1"
+_ADDRESS = re.compile(r"^(?:(tcp|tls|ucx|ws|wss)://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+class ClusterError(WorkbenchError):
+    """A cluster that cannot be reached, used or asked for what it does not have."""
+
+
+def _dask() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ClusterError(f"Dask's 'distributed' package is not installed here ({exc})",
+                           hint="pip install 'onnx-trt-workbench[cluster]', or run without --cluster") from exc
+    return distributed
+
+
+def parse_address(address: str) -> tuple[str, int | None]:
+    """``("local", N or None)`` for ``local`` / ``local:N``, else ``(scheduler address, None)``.
+
+    A remote address needs an explicit port (no default open port is assumed); ``host:port`` means ``tcp://``.
+    """
+    text = str(address).strip()
+    if text == "local" or text.startswith("local:"):
+        count = text.partition(":")[2]
+        if count and (not count.isdigit() or int(count) < 1):
+            raise ClusterError(f"bad local cluster size in '{text}'", hint="use local or local:N with N >= 1 workers")
+        return "local", int(count) if count else None
+    m = _ADDRESS.match(text)
+    if not m or not 0 < int(m.group(3)) < 65536:
+        raise ClusterError(f"'{text}' is not a scheduler address",
+                           hint="give the address the scheduler printed, e.g. tcp://10.0.0.5:8786 or "
+                                "tls://sched.example:8786, or local[:N] for worker processes on this machine")
+    return (text if m.group(1) else f"tcp://{text}"), None
+
+
+# --- what a machine offers -----------------------------------------------------------------------------
+
+
+def _package_version(*names: str) -> str | None:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _gpus() -> list[dict[str, str]]:
+    """[{name, compute_capability}] from ``nvidia-smi`` (empty when it is absent or fails)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run([exe, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.splitlines():
+        name, _, cc = (p.strip() for p in line.rpartition(","))
+        if name and re.fullmatch(r"\d+\.\d+", cc):
+            gpus.append({"name": name, "compute_capability": cc})
+    return gpus
+
+
+def machine_info() -> dict[str, Any]:
+    """What this machine offers the workbench: TensorRT flavours importable here and their versions (read from
+    package metadata, without loading the libraries), GPUs (``nvidia-smi``), cores, workbench version."""
+    tensorrt = {}
+    for flavour, module, dists in (("tensorrt", "tensorrt", ("tensorrt", "tensorrt-cu12", "tensorrt-cu13")),
+                                   ("tensorrt-rtx", "tensorrt_rtx", ("tensorrt-rtx", "tensorrt_rtx"))):
+        if importlib.util.find_spec(module) is not None:
+            tensorrt[flavour] = _package_version(*dists) or "unknown"
+    import platform
+
+    return {"host": platform.node(), "cores": os.cpu_count() or 1, "tensorrt": tensorrt, "gpus": _gpus(),
+            "onnxruntime": _package_version("onnxruntime", "onnxruntime-gpu"),
+            "workbench": _package_version("onnx-trt-workbench")}
+
+
+def machine_resources(info: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """Dask worker resources for a machine (:func:`machine_info`): ``trt=1`` / ``trt_rtx=1`` per TensorRT flavour,
+    ``gpu=N`` and ``trt_sm86=1`` (compute capability 8.6) where a GPU and a TensorRT are present."""
+    info = machine_info() if info is None else info
+    res: dict[str, float] = {}
+    flavours = info.get("tensorrt") or {}
+    if "tensorrt" in flavours:
+        res["trt"] = 1
+    if "tensorrt-rtx" in flavours:
+        res["trt_rtx"] = 1
+    gpus = info.get("gpus") or []
+    if gpus:
+        res["gpu"] = len(gpus)
+        if flavours:
+            for g in gpus:
+                res["trt_sm" + g["compute_capability"].replace(".", "")] = 1
+    return res
+
+
+# --- the cluster -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One worker: its address, name, host, threads, Dask resources and (after :meth:`Cluster.probe`) machine."""
+
+    address: str
+    name: str
+    host: str
+    nthreads: int
+    resources: dict[str, float] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+    running: int = 0
+
+
+class Cluster:
+    """A connected Dask client (and the ``LocalCluster`` it started, for ``local[:N]``). Close it when done
+    (also a context manager)."""
+
+    def __init__(self, client: Any, address: str, local: Any = None) -> None:
+        self.client = client
+        self.address = address
+        self._local = local
+        self._machines: dict[str, dict[str, Any]] = {}
+        self.events: list[str] = []  # what the user should know (workers lost, tasks rescheduled), in order
+        self._lock = threading.Lock()
+
+    # -- description ------------------------------------------------------------------------------------
+    @property
+    def is_local(self) -> bool:
+        return self._local is not None
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """Dask's own dashboard (needs ``bokeh`` on the scheduler), else None."""
+        info = self.client.scheduler_info()
+        if "dashboard" not in (info.get("services") or {}) or importlib.util.find_spec("bokeh") is None:
+            return None  # the HTTP server runs, but without bokeh it serves no dashboard
+        try:
+            return str(self.client.dashboard_link)
+        except Exception:  # no dashboard service after all
+            return None
+
+    def workers(self) -> list[WorkerInfo]:
+        """The workers now, with what each is running (task count) and, once probed, its machine."""
+        info = self.client.scheduler_info(n_workers=-1) if _takes_n_workers(self.client) \
+            else self.client.scheduler_info()
+        processing = self.client.processing()
+        out = []
+        for addr, w in sorted(info.get("workers", {}).items()):
+            out.append(WorkerInfo(addr, str(w.get("name", addr)), str(w.get("host", "")), int(w.get("nthreads", 1)),
+                                  dict(w.get("resources") or {}), dict(self._machines.get(addr, {})),
+                                  len(processing.get(addr, ()))))
+        return out
+
+    def probe(self) -> dict[str, dict[str, Any]]:
+        """Ask every worker what its machine offers (:func:`machine_info`); kept for :meth:`workers`."""
+        self._machines.update(self.client.run(machine_info))
+        return dict(self._machines)
+
+    def running(self) -> dict[str, list[str]]:
+        """What runs where: {worker address: [task keys it is processing]}."""
+        return {k: [str(t) for t in v] for k, v in self.client.processing().items()}
+
+    def threads(self) -> int:
+        return sum(w.nthreads for w in self.workers())
+
+    def describe(self) -> dict[str, Any]:
+        """JSON: address, local, dashboard link, workers (with resources, machine, running task count)."""
+        return {"address": self.address, "local": self.is_local, "dashboard": self.dashboard_link,
+                "workers": [asdict(w) for w in self.workers()], "events": list(self.events)}
+
+    def require(self, resources: Mapping[str, float] | None) -> list[WorkerInfo]:
+        """The workers offering ``resources``; a :class:`ClusterError` naming what the workers do offer when none
+        does (Dask itself would wait for such a worker forever)."""
+        workers = self.workers()
+        if not workers:
+            raise ClusterError(f"the cluster at {self.address} has no workers",
+                               hint="start one with `workbench worker SCHEDULER_ADDRESS`, or run locally")
+        fit = [w for w in workers if all(w.resources.get(k, 0) >= v for k, v in (resources or {}).items())]
+        if not fit:
+            offered = sorted({f"{k}={v:g}" for w in workers for k, v in w.resources.items()}) or ["nothing"]
+            raise ClusterError(f"no worker of {self.address} offers {dict(resources or {})}",
+                               hint=f"its workers offer {', '.join(offered)}; start `workbench worker` on a machine "
+                                    "that has it (it advertises its TensorRT and GPU), or ask for one of those")
+        return fit
+
+    # -- work ------------------------------------------------------------------------------------------
+    def share(self, value: Any) -> Any:
+        """Send ``value`` (a model's bytes, a batch) to every worker once; returns a future for task arguments."""
+        return self.client.scatter(value, broadcast=True, hash=False)
+
+    def submit(self, fn: Callable[..., R], *args: Any, resources: Mapping[str, float] | None = None) -> Any:
+        if resources:
+            self.require(resources)
+        return self.client.submit(fn, *args, resources=dict(resources) if resources else None, pure=False)
+
+    def ordered_map(self, fn: Callable[..., R], items: Iterable[Any], *, shared: Sequence[Any] = (),
+                    window: int | None = None, resources: Mapping[str, float] | None = None,
+                    cancel: Callable[[], bool] | None = None,
+                    notify: Callable[[str], Any] | None = None) -> Iterator[R]:
+        """``fn(*shared, item)`` for each item as Dask tasks, results in input order (like
+        :func:`workbench.parallel.ordered_map`), at most ``window`` (default 2x the cluster's threads) in flight.
+        ``shared``: futures from :meth:`share`. A worker lost mid-run: Dask reruns its tasks elsewhere, the result is
+        the same, and ``notify`` (and :attr:`events`) says so. ``cancel()`` true: the remaining tasks are cancelled
+        and a :class:`ClusterError` raised."""
+        if resources:
+            self.require(resources)
+        window = max(1, window or 2 * max(1, self.threads()))
+        lost: list[str] = []
+
+        def on_event(event: Any) -> None:
+            _, msg = event if isinstance(event, tuple) and len(event) == 2 else (None, event)
+            if isinstance(msg, dict) and msg.get("action") == "remove-worker" and not msg.get("expected"):
+                tasks = len(msg.get("processing-tasks") or ()) + len(msg.get("lost-computed-tasks") or ())
+                text = (f"worker {msg.get('worker')} was lost; Dask reran its {tasks} task(s) on other workers "
+                        "(the result is unchanged)")
+                lost.append(text)
+
+        subscribed = True
+        try:
+            self.client.subscribe_topic("all", on_event)
+        except Exception:  # an older scheduler: no event stream; losses still recover, silently
+            subscribed = False
+        pending: deque[Any] = deque()
+        reported = 0
+
+        def report() -> None:
+            nonlocal reported
+            while reported < len(lost):
+                with self._lock:
+                    self.events.append(lost[reported])
+                if notify is not None:
+                    notify(lost[reported])
+                reported += 1
+
+        def take() -> R:
+            fut = pending.popleft()
+            result = fut.result()
+            fut.release()
+            report()
+            return result
+
+        kw = {"resources": dict(resources)} if resources else {}
+        try:
+            for item in items:
+                if cancel is not None and cancel():
+                    raise ClusterError("the cluster run was cancelled", hint="run it again to finish")
+                pending.append(self.client.submit(fn, *shared, item, pure=False, **kw))
+                if len(pending) >= window:
+                    yield take()
+            while pending:
+                if cancel is not None and cancel():
+                    raise ClusterError("the cluster run was cancelled", hint="run it again to finish")
+                yield take()
+            report()
+        finally:
+            if pending:
+                self.client.cancel(list(pending))
+            if subscribed:
+                try:
+                    self.client.unsubscribe_topic("all")
+                except Exception:
+                    pass
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        finally:
+            if self._local is not None:
+                self._local.close()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Cluster({self.address!r}, workers={len(self.workers())})"
+
+
+def _takes_n_workers(client: Any) -> bool:
+    import inspect
+
+    try:
+        return "n_workers" in inspect.signature(client.scheduler_info).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def connect(address: str | Cluster, *, security: Any = None, timeout: float = 10.0,
+            threads_per_worker: int = 1, resources: Mapping[str, float] | None = None) -> Cluster:
+    """A :class:`Cluster` for ``address``: a scheduler the user runs (``tcp://host:port``, ``tls://...`` with
+    ``security`` or Dask's TLS settings) or ``local[:N]`` (N worker processes on 127.0.0.1, default one per core;
+    each advertises this machine's :func:`machine_resources`, or ``resources``). An unreachable scheduler
+    raises a :class:`ClusterError` that offers the local run."""
+    if isinstance(address, Cluster):
+        return address
+    distributed = _dask()
+    target, count = parse_address(address)
+    if target == "local":
+        n = count or max(1, os.cpu_count() or 1)
+        res = dict(machine_resources() if resources is None else resources)
+        # the scheduler's HTTP server (Dask's dashboard where bokeh is installed) on a free loopback port, never
+        # Dask's default :8787 on every interface
+        local = distributed.LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
+                                         host=LOCAL_HOST, dashboard_address=f"{LOCAL_HOST}:0", resources=res or None,
+                                         silence_logs=40, worker_dashboard_address=None)
+        client = distributed.Client(local, set_as_default=False)
+        return Cluster(client, f"local:{n}", local)
+    try:
+        client = distributed.Client(target, security=security, timeout=f"{timeout}s", set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(f"cannot reach the Dask scheduler at {target} ({type(exc).__name__}: {exc})",
+                           hint="check the address and that `dask scheduler` runs there (TLS: the certificates in "
+                                "Dask's distributed.comm.tls settings), or run locally: leave out --cluster, or "
+                                "--cluster local[:N] for worker processes on this machine") from exc
+    return Cluster(client, target)
