@@ -30,6 +30,9 @@ class _Rewriter:
         self.new_nodes: list[gs.Node] = []
         self.gone: set[int] = set()
         self.emulated: dict[int, tuple[gs.Tensor, gs.Tensor]] = {}  # DQL node id -> (centred x, zp float)
+        # DQL output y id -> the same: a DQL read by several integer ops is emulated once, and once emulated it no
+        # longer produces y (the first reader's rewrite cleared it), so later readers find it by y
+        self.emulated_y: dict[int, tuple[gs.Tensor, gs.Tensor]] = {}
 
     def var(self, base: str) -> gs.Variable:
         return gs.Variable(unique_name(base, self.used_t))
@@ -46,7 +49,7 @@ class _Rewriter:
         """Float ops computing DynamicQuantizeLinear's (y - zero_point) and zero_point; scale keeps its tensor."""
         if id(dql) in self.emulated:
             return self.emulated[id(dql)]
-        x, scale = dql.inputs[0], dql.outputs[1]
+        x, y, scale = dql.inputs[0], dql.outputs[0], dql.outputs[1]
         p = dql.name
         zero = self.const(f"{p}_zero", np.array(0, _FLOAT))
         qmax = self.const(f"{p}_qmax", np.array(255, _FLOAT))
@@ -73,11 +76,14 @@ class _Rewriter:
         self.node("Clip", f"{p}/Saturate", [xq, zero, qmax], [q])
         self.node("Sub", f"{p}/Centre", [q, zp], [centred])
         self.emulated[id(dql)] = (centred, zp)
+        self.emulated_y[id(y)] = (centred, zp)
         return centred, zp
 
     def centred(self, owner: gs.Node, t: gs.Tensor, zp: gs.Tensor | None, role: str) -> gs.Tensor:
         """Float ``t - zp`` for an integer operand of ``owner``."""
         where = f"dequantize_integer_ops: {owner.op} '{owner.name}'"
+        if id(t) in self.emulated_y:
+            return self.emulated_y[id(t)][0]
         prod = t.inputs[0] if isinstance(t, gs.Variable) and t.inputs else None
         if prod is not None and prod.op == "DynamicQuantizeLinear" and prod.outputs and prod.outputs[0] is t:
             if zp is not None and zp.name and prod.outputs[2] is not zp:
