@@ -68,17 +68,12 @@ def _ort(model_path: Path, inputs: Any, method: str, act: str, out: Path) -> Non
         quantize_static,
     )
 
-    from corpus.samples import one_sample
-
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.i = 0
+            self.runs = iter(inputs.runs())
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            if self.i >= inputs.samples:
-                return None
-            self.i += 1
-            return one_sample(inputs, self.i - 1)
+            return next(self.runs, None)
 
     quantize_static(str(model_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8 if act == "s8" else QuantType.QUInt8,
@@ -168,16 +163,15 @@ def _session(path: Path, threads: int = 2) -> Any:
 
 
 def outputs(path: Path, inputs: Any) -> dict[str, np.ndarray]:
-    from corpus.samples import one_sample
-
     sess = _session(path)
     names = [o.name for o in sess.get_outputs()]
     want = {i.name for i in sess.get_inputs()}
     per: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for i in range(inputs.samples):
-        for n, v in zip(names, sess.run(None, {k: v for k, v in one_sample(inputs, i).items() if k in want})):
-            per[n].append(np.asarray(v))
-    return {n: (np.concatenate(v) if v[0].ndim else np.stack(v)) for n, v in per.items()}
+    for feeds in inputs.runs():
+        for n, v in zip(names, sess.run(None, {k: v for k, v in feeds.items() if k in want})):
+            if isinstance(v, np.ndarray):
+                per[n].append(v)
+    return {n: (np.concatenate(v) if v[0].ndim else np.stack(v)) for n, v in per.items() if v}
 
 
 def throughput(path: Path, feeds: dict[str, np.ndarray], samples: int, seconds: float = 3.0) -> float:
@@ -197,7 +191,7 @@ def _batch_feeds(manifest: dict[str, Any], model_path: Path, inputs: Any, batch:
     """Feeds of ``batch`` samples when the model's sample axis is dynamic, else of one (its fixed batch)."""
     import onnx
 
-    from corpus.samples import batch_of, one_sample
+    from corpus.samples import batch_of
 
     m = onnx.load(str(model_path), load_external_data=False)
     dynamic = True
@@ -208,7 +202,7 @@ def _batch_feeds(manifest: dict[str, Any], model_path: Path, inputs: Any, batch:
             dynamic = False
     if dynamic and inputs.samples >= batch:
         return batch_of(inputs, 0, batch), batch
-    return one_sample(inputs, 0), 1
+    return inputs.runs()[0], inputs.step
 
 
 def bench_model(manifest: dict[str, Any], args: argparse.Namespace, mo_ok: bool, work: Path) -> dict[str, Any]:

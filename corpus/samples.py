@@ -34,12 +34,23 @@ class Inputs:
     real: bool = False
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def step(self) -> int:
+        """Samples per model run: the model's fixed size on the sample axis (1 when dynamic)."""
+        return max(1, int(getattr(self, "_step", 1)))
+
+    def runs(self) -> list[dict[str, np.ndarray]]:
+        """Feeds of every model run, ``step`` samples each (a last partial run is left out)."""
+        return [batch_of(self, i, i + self.step) for i in range(0, self.samples - self.step + 1, self.step)]
+
     def take(self, n: int) -> Inputs:
         """The first ``n`` samples."""
         n = min(n, self.samples)
         arrays = {k: (v if self.axes[k] is None else np.take(v, np.arange(n), axis=self.axes[k]))
                   for k, v in self.arrays.items()}
-        return Inputs(arrays, dict(self.axes), n, self.source, self.real, list(self.notes))
+        out = Inputs(arrays, dict(self.axes), n, self.source, self.real, list(self.notes))
+        out._step = self.step  # type: ignore[attr-defined]
+        return out
 
 
 def model_file(manifest: Mapping[str, Any]) -> Path:
@@ -81,13 +92,15 @@ def _image(path: Path, pre: Mapping[str, Any], variant: int) -> np.ndarray:
     x = np.asarray(img, dtype=np.float32)
     if str(pre.get("channels", "RGB")).upper() == "BGR":
         x = x[..., ::-1]
-    if pre.get("gray"):
+    if pre.get("gray") or str(pre.get("channels", "RGB")).upper() == "GRAY":
         x = x.mean(axis=2, keepdims=True)
     x = x * float(pre.get("scale", 1.0))
     if pre.get("mean") is not None:
         x = x - np.asarray(pre["mean"], dtype=np.float32)
     if pre.get("std") is not None:
         x = x / np.asarray(pre["std"], dtype=np.float32)
+    if pre.get("append_channel") is not None:  # e.g. an alpha channel the model expects constant
+        x = np.concatenate([x, np.full(x.shape[:2] + (1,), float(pre["append_channel"]), np.float32)], axis=2)
     if str(pre.get("layout", "NCHW")).upper() == "NCHW":
         x = x.transpose(2, 0, 1)
     return x.astype(_DTYPES.get(pre.get("dtype", "float32"), np.float32))
@@ -110,7 +123,11 @@ def _spec_shape(spec: Mapping[str, Any]) -> list[int]:
 
 
 def _random(spec: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """One sample (size 1 on the sample axis) of seeded random data, or the fixed input's value."""
     shape, dtype = _spec_shape(spec), _DTYPES.get(spec.get("dtype", "float32"), np.float32)
+    axis = spec.get("sample_axis", 0)
+    if axis is not None and axis < len(shape):
+        shape[axis] = 1
     if "value" in spec:
         return np.full(shape, spec["value"], dtype=dtype)
     if np.issubdtype(dtype, np.floating):
@@ -184,7 +201,17 @@ def load_inputs(manifest: Mapping[str, Any], *, samples: int = 8, seed: int = 0)
             arrays[k] = _random(s, rng)
         else:
             arrays[k] = np.concatenate(per[k], axis=axes[k])
-    return Inputs(arrays, axes, samples, source, real, notes)
+    out = Inputs(arrays, axes, samples, source, real, notes)
+    out._step = _fixed_step(specs, axes)  # type: ignore[attr-defined]
+    return out
+
+
+def _fixed_step(specs: Mapping[str, Mapping[str, Any]], axes: Mapping[str, int | None]) -> int:
+    for k, s in specs.items():
+        ax, shape = axes[k], s.get("shape", [])
+        if ax is not None and ax < len(shape) and isinstance(shape[ax], int) and shape[ax] > 1:
+            return int(shape[ax])
+    return 1
 
 
 def one_sample(inputs: Inputs, i: int = 0) -> dict[str, np.ndarray]:

@@ -158,8 +158,6 @@ class ModelRun:
 def run_ort(path: Path | str, inputs: Any) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
-    from corpus.samples import one_sample
-
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     so.log_severity_level = 3
@@ -167,11 +165,12 @@ def run_ort(path: Path | str, inputs: Any) -> dict[str, np.ndarray]:
     names = [o.name for o in sess.get_outputs()]
     want = {i.name for i in sess.get_inputs()}
     per: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for i in range(inputs.samples):
-        feeds = {k: v for k, v in one_sample(inputs, i).items() if k in want}
+    for run in inputs.runs():
+        feeds = {k: v for k, v in run.items() if k in want}
         for n, v in zip(names, sess.run(None, feeds)):
-            per[n].append(np.asarray(v))
-    return {n: (np.concatenate(v, axis=0) if v[0].ndim else np.stack(v)) for n, v in per.items()}
+            if isinstance(v, np.ndarray):  # a sequence or map output (ZipMap) has no task metric
+                per[n].append(v)
+    return {n: (np.concatenate(v, axis=0) if v[0].ndim else np.stack(v)) for n, v in per.items() if v}
 
 
 def task_score(run: ModelRun, cand: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -205,6 +204,30 @@ def specific(message: str, *, builder: bool = False) -> str:
     return ""
 
 
+QUANTIZABLE = {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN"}
+
+
+def _all_ops(graph: Any) -> set[str]:
+    ops = set()
+    for n in graph.node:
+        ops.add(n.op_type)
+        for a in n.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                ops |= _all_ops(g)
+    return ops
+
+
+def bug_refusal(run: ModelRun, message: str) -> str:
+    """Why a WorkbenchError is our own bug dressed as a refusal ('' when it is a fair refusal)."""
+    if "produced an invalid graph" in message:
+        return "the workbench wrote an invalid graph"
+    if "no tensor to calibrate" in message:
+        found = _all_ops(run.model.graph) & QUANTIZABLE
+        if found:
+            return f"says nothing to calibrate, but the model (with its subgraphs) has {sorted(found)}"
+    return ""
+
+
 def _is_internal(exc: BaseException) -> bool:
     return type(exc).__name__ == "InternalError" or getattr(exc, "internal", False) is True
 
@@ -229,6 +252,10 @@ def run_step(run: ModelRun, step: str, fn: Callable[[], dict[str, Any] | None]) 
         if why:
             _record(run.id, step, "failed", f"{type(exc).__name__} ({why}): {msg}", seconds)
             pytest.fail(f"{run.id}/{step}: refusal is {why}: {msg}")
+        bug = bug_refusal(run, exc.message)
+        if bug:
+            _record(run.id, step, "failed", f"{type(exc).__name__} ({bug}): {msg}", seconds)
+            pytest.fail(f"{run.id}/{step}: {bug}: {msg}")
         _record(run.id, step, "refused", msg, seconds, error=type(exc).__name__)
         return
     except AssertionError as exc:
@@ -434,11 +461,10 @@ def step_build(run: ModelRun) -> dict[str, Any]:
 
 
 def step_profile(run: ModelRun) -> dict[str, Any]:
-    from corpus.samples import one_sample
     from workbench.backends.ort_profile import profile_model
     from workbench.profile import group_times, total_ms
 
-    feeds = one_sample(run.inputs(1), 0)
+    feeds = run.inputs(EVAL_SAMPLES).runs()[0]
     table = profile_model(run.model, feeds, iterations=3)
     total = total_ms(table)
     assert total > 0 and table.records(), "an empty profile"
@@ -459,7 +485,9 @@ class _Escapes:
         self._hook = threading.excepthook
         threading.excepthook = lambda a: self.seen.append(f"thread: {a.exc_type.__name__}: {a.exc_value}")
         self._handler = logging.Handler()
-        self._handler.emit = lambda rec: self.seen.append(f"callback: {rec.getMessage()}")  # type: ignore[method-assign]
+        self._handler.emit = lambda rec: (  # type: ignore[method-assign]
+            self.seen.append(f"callback: {rec.getMessage()}") if rec.getMessage().startswith("Exception in callback")
+            else None)
         self._handler.setLevel(logging.WARNING)
         for name in ("traitlets", "ipywidgets", ""):
             logging.getLogger(name).addHandler(self._handler)
@@ -479,7 +507,7 @@ def step_dashboard(run: ModelRun) -> dict[str, Any]:
     data = run.inputs(DEBUG_SAMPLES)
     npz = run.workdir / "dashboard_data.npz"
     np.savez(npz, **data.arrays)
-    spec = ", ".join(run.shapes() or [])
+    spec = "; ".join(run.shapes() or [])
     tabs: dict[str, str] = {}
     with _Escapes() as escapes:
         wb = Workbench(str(run.path))
@@ -496,7 +524,8 @@ def step_dashboard(run: ModelRun) -> dict[str, Any]:
                 tabs[title] = f"failed: still busy after the action ({status.message})"
             elif status.state == "error":
                 internal = getattr(status, "internal", None)
-                why = "an internal error" if internal is not None else specific(status.message)
+                why = "an internal error" if internal is not None else specific(
+                    status.message, builder=title in ("Model", "Build"))
                 tabs[title] = (f"failed ({why}): " if why else "refused: ") + status.message[:300]
             else:
                 tabs[title] = "ok"
@@ -527,6 +556,7 @@ def step_dashboard(run: ModelRun) -> dict[str, Any]:
                 t.quantize_button.click()
 
         def build_tab(t: Any) -> None:
+            t.profiles.value = "\n".join(run.shapes() or [])
             t.build_button.click()
             t.wait(900)
 
