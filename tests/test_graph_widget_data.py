@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from workbench.graph import load_model
 from workbench.plots.graph_data import (
     MISSING,
+    engine_graph,
     engine_graph_json,
     graph_json,
     key_attributes,
@@ -154,8 +155,59 @@ def test_engine_graph_links_layers_to_onnx_nodes():
         {"name": "fc", "type": "Gemm", "inputs": ["r1f"], "outputs": ["y"], "onnx_nodes": ["fc"]},
     ]
     g = engine_graph_json(layers)
-    assert [n["op"] for n in g["nodes"]] == ["CaskConvolution", "Reformat", "Gemm"]
-    assert [(e[0], e[1], e[2]) for e in g["edges"]] == [(0, 1, "r1"), (1, 2, "r1f")]
+    assert [n["op"] for n in g["nodes"]] == ["CaskConvolution", "Reformat", "Gemm", "Input", "Output"]
+    assert [n["id"] for n in g["nodes"]] == ["conv1 + relu1", "Reformat", "fc", "in:x", "out:y"]
+    assert [(e[0], e[1], e[2]) for e in g["edges"]] == [(3, 0, "x"), (0, 1, "r1"), (1, 2, "r1f"), (2, 4, "y")]
     assert g["links"] == {"conv1 + relu1": ["conv1", "relu1"], "fc": ["fc"]}
     assert ["prec", "fp16"] in g["nodes"][0]["at"]
-    assert math.isclose(len(g["colors"]), 3)
+    assert set(g["colors"]) == {"CaskConvolution", "Reformat", "Gemm", "Input", "Output"}
+
+
+def test_engine_graph_of_real_a100_layer_info():
+    from workbench.profile import read_layer_info
+
+    folder = Path(__file__).resolve().parents[1] / "sample_models" / "trt_artifacts" / "resnet18_a100_fp16"
+    info = read_layer_info(folder / "resnet.onnx.engine.graph.json")
+    g = engine_graph(info)
+    layers = [n for n in g["nodes"] if n["op"] not in ("Input", "Output")]
+    assert [n["id"] for n in layers] == [x.name for x in info.layers]
+    assert layers[0]["op"] == "Reformat" and ["prec", "fp16"] in layers[0]["at"]
+    conv = next(n for n in layers if n["id"] == "Conv_0 + Relu_1")
+    assert g["links"]["Conv_0 + Relu_1"] == ["Conv_0", "Relu_1"] and conv["op"] == "CaskConvolution"
+    label = {e[2]: e[3] for e in g["edges"]}
+    assert label["onnx::MaxPool_125"] == "32x64x112x112 fp16"
+    ids = [n["id"] for n in g["nodes"]]
+    assert "in:input.1" in ids and sum(i.startswith("out:") for i in ids) == 1
+    # every layer but the first reads what an earlier layer wrote: one connected chain from the input
+    assert {e[1] for e in g["edges"]} >= {k for k, n in enumerate(g["nodes"]) if n["op"] != "Input"}
+
+
+def test_profile_tab_engine_graph_coloured_by_time_and_linked_to_onnx_nodes(tmp_path):
+    from test_profile_trt import graph, prof
+
+    from workbench.session import Session
+    from workbench.ui.common import Status
+    from workbench.ui.profile_tab import ProfileTab
+
+    tab = ProfileTab(Session("digits_cnn", cache_dir=tmp_path / "cache"), Status())
+    tab.layers_path.value, tab.profile_path.value, tab.label.value = str(graph("fp16")), str(prof("fp16")), "fp16"
+    tab.import_button.click()
+    assert tab.status.state == "ok", tab.status.message
+    tab.view.value = "engine graph"
+    eg = tab.engine_graph
+    assert tab._chart_box.children == (eg, tab.linked)
+    table = tab.profiles["fp16"]
+    layers = [n["id"] for n in eg.graph["nodes"] if n["op"] not in ("Input", "Output")]
+    assert layers == table.column("name")  # one box per fused layer and reformat
+    slowest = max(table.records(), key=lambda r: r["median_ms"])
+    assert eg.overlay["title"] == "median ms" and eg.colour_of(slowest["name"]) == "#fde725"  # top of the scale
+    eg.set_state({"selected": ["Conv_0 + Relu_1"]})  # a click in the browser
+    assert tab.linked_nodes == ["Conv_0", "Relu_1"]
+    assert "<code>Conv_0</code>" in tab.linked.value and "<code>Relu_1</code>" in tab.linked.value
+    tab.view.value = "layers"
+    assert tab._chart_box.children == (tab.chart,) and tab.linked.value == ""
+    tab.shown.value = None  # an ONNX Runtime profile has no engine layers: the view says so
+    tab.iterations.value = 2
+    tab.ort_button.click()
+    tab.view.value = "engine graph"
+    assert tab._chart_box.children == (tab.linked,) and "no engine layer information" in tab.linked.value

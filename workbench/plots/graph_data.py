@@ -22,9 +22,10 @@ import onnx
 from onnx import helper
 
 from ..graph import tensor_infos
+from ..profile import EngineInfo
 
 __all__ = [
-    "graph_json", "engine_graph_json", "overlay", "op_color", "scope_of", "short_dtype", "shape_text",
+    "graph_json", "engine_graph_json", "engine_graph", "overlay", "op_color", "scope_of", "short_dtype", "shape_text",
     "key_attributes", "folded_inputs", "PALETTE", "MISSING",
 ]
 
@@ -247,11 +248,14 @@ def graph_json(model: onnx.ModelProto, *, title: str = "") -> dict[str, Any]:
     }
 
 
-def engine_graph_json(layers: Iterable[Mapping[str, Any]], *, title: str = "engine layers") -> dict[str, Any]:
+def engine_graph_json(layers: Iterable[Mapping[str, Any]], *, title: str = "engine layers",
+                      labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     """An engine's layer graph in the widget's format: one node per engine layer (op = layer type), edges by
     the tensors layers pass on (each layer mapping has ``name``, ``type``, ``inputs``, ``outputs`` as tensor-name
     lists, and optional ``precision``, ``tactic``, ``onnx_nodes``). A layer's ONNX nodes are listed in its
-    attributes (``onnx``) and in ``links`` ({layer: [onnx node, ...]}) so a selection can be mapped across."""
+    attributes (``onnx``) and in ``links`` ({layer: [onnx node, ...]}) so a selection can be mapped across.
+    Tensors read but written by no layer become ``in:`` nodes, tensors written but read by none ``out:`` nodes;
+    ``labels`` ({tensor: "dims precision"}) labels the edges."""
     nodes: list[dict[str, Any]] = []
     producer: dict[str, int] = {}
     links: dict[str, list[str]] = {}
@@ -269,15 +273,41 @@ def engine_graph_json(layers: Iterable[Mapping[str, Any]], *, title: str = "engi
         nodes.append({"id": str(layer["name"]), "op": str(layer.get("type") or "layer"), "at": attrs})
         for t in layer.get("outputs") or ():
             producer[str(t)] = k
+    labels = labels or {}
     edges: list[list[Any]] = []
+    read: set[str] = set()
     for k, layer in enumerate(rows):
         for t in layer.get("inputs") or ():
-            src = producer.get(str(t))
-            if src is not None and src != k:
-                edges.append([src, k, str(t), ""])
+            t = str(t)
+            read.add(t)
+            src = producer.get(t)
+            if src is None:  # an engine input
+                src = producer[t] = len(nodes)
+                nodes.append({"id": f"in:{t}", "op": "Input"})
+            if src != k:
+                edges.append([src, k, t, labels.get(t, "")])
+    for t, src in list(producer.items()):
+        if t not in read and nodes[src]["op"] != "Input":
+            edges.append([src, len(nodes), t, labels.get(t, "")])
+            nodes.append({"id": f"out:{t}", "op": "Output"})
     return {"title": title, "nodes": nodes, "edges": edges, "colors": {op: op_color(op) for op in
                                                                          sorted({n["op"] for n in nodes})},
             "counts": {"nodes": len(nodes), "folded": 0, "weights": 0}, "links": links}
+
+
+def engine_graph(info: EngineInfo, *, title: str = "engine layers") -> dict[str, Any]:
+    """:func:`engine_graph_json` of an engine's layer information (``workbench.profile.read_layer_info``): fused
+    layers and reformats with their precision and tactic, edges labelled with the engine tensors' dims and
+    precision."""
+    labels: dict[str, str] = {}
+    for layer in info.layers:
+        for t in (*layer.inputs, *layer.outputs):
+            if t.name not in labels or not labels[t.name]:
+                labels[t.name] = f"{shape_text(t.dims)} {t.precision or ''}".strip() if t.dims else (t.precision or "")
+    rows = [{"name": layer.name, "type": layer.type, "precision": layer.precision, "tactic": layer.tactic,
+             "onnx_nodes": layer.onnx_nodes, "inputs": [t.name for t in layer.inputs],
+             "outputs": [t.name for t in layer.outputs]} for layer in info.layers]
+    return engine_graph_json(rows, title=title, labels=labels)
 
 
 def _finite(value: Any) -> bool:

@@ -25,6 +25,7 @@ from ..backends.trt_runtime import gpu_status
 from ..build import list_engines
 from ..data import load_data, timing_feeds
 from ..errors import DataError
+from ..plots.graph_data import engine_graph
 from ..plots.profile import (
     compare_layers,
     compare_totals,
@@ -51,7 +52,7 @@ from .graph_widget import GraphWidget
 
 __all__ = ["ProfileTab", "VIEWS"]
 
-VIEWS = ("layers", "op type", "precision", "treemap", "graph")
+VIEWS = ("layers", "op type", "precision", "treemap", "graph", "engine graph")
 
 
 def _rows_html(table: Table, top: int, tactics: dict[str, str | None] | None = None) -> str:
@@ -117,6 +118,11 @@ class ProfileTab:
         self.table_html = W.HTML()
         self.chart: go.FigureWidget | None = None  # created by the first profile shown
         self.graph: GraphWidget | None = None  # the "graph" view: the model coloured by time (created on first use)
+        # the "engine graph" view: an engine's fused layers and reformats coloured by time; selecting layers rings
+        # their ONNX nodes in the "graph" view and lists them in `linked`
+        self.engine_graph: GraphWidget | None = None
+        self.engine_infos: dict[str, Any] = {}  # label -> EngineInfo of the profiles that came with layer info
+        self.linked = W.HTML()
         self._chart_box = W.Box([], layout=W.Layout(width="100%"))
         # comparison
         self.compare_with = W.SelectMultiple(options=[], description="compare", rows=4, layout=W.Layout(width="420px"))
@@ -184,7 +190,10 @@ class ProfileTab:
         with self.status.guard("importing trtexec JSON"):
             model = self.session.model if self.map_to_model.value else None
             table = from_trtexec(layers, prof, model=model)
-            tactics = {x.name: x.tactic for x in read_layer_info(layers).layers} if layers else {}
+            info = read_layer_info(layers) if layers else None
+            tactics = {x.name: x.tactic for x in info.layers} if info else {}
+            if info is not None:
+                self.engine_infos[label] = info
             self._add(label, table, tactics)
 
     def refresh_engines(self) -> None:
@@ -209,6 +218,7 @@ class ProfileTab:
                                 "comes from the builder's detailed log)", hint="click Build engine, then come back")
             info = read_layer_info(meta["engine_layers"])
             label = f"engine:{meta['engine_path'].rsplit('/', 1)[-1]}"
+            self.engine_infos[label] = info
             self._add(label, from_layer_times({layer.name: [0.0] for layer in info.layers}, info),
                       {layer.name: layer.tactic for layer in info.layers})
 
@@ -270,6 +280,40 @@ class ProfileTab:
 
     # --- display -----------------------------------------------------------------------------------------
 
+    def _show_engine_graph(self, label: str, table: Table) -> None:
+        info = self.engine_infos.get(label)
+        if info is None:
+            self._chart_box.children = (self.linked,)
+            self.linked.value = ("<i>this profile has no engine layer information (import trtexec's "
+                                 "--exportLayerInfo JSON, or open an engine built here)</i>")
+            return
+        if self.engine_graph is None:
+            self.engine_graph = GraphWidget(height=600)
+            self.engine_graph.observe(lambda _c: self._link_layers(), "selected")
+        times = dict(zip(table.column("name"), table.column("median_ms")))
+        with self.engine_graph.hold_trait_notifications():
+            self.engine_graph.set_graph(engine_graph(info, title=f"{label}: engine layers"))
+            self.engine_graph.set_overlay(times, "median ms")
+        self._chart_box.children = (self.engine_graph, self.linked)
+        self._link_layers()
+
+    @property
+    def linked_nodes(self) -> list[str]:
+        """ONNX nodes of the engine layers selected in the engine graph (in layer order, no repeats)."""
+        if self.engine_graph is None:
+            return []
+        links = self.engine_graph.graph.get("links", {})
+        return list(dict.fromkeys(n for layer in self.engine_graph.selected for n in links.get(layer, ())))
+
+    def _link_layers(self) -> None:
+        nodes = self.linked_nodes
+        layers = self.engine_graph.selected if self.engine_graph is not None else []
+        self.linked.value = "" if not layers else (
+            f"<div class='wb-linked'><b>{html.escape(', '.join(layers))}</b> fused ONNX node(s): "
+            + (", ".join(f"<code>{html.escape(n)}</code>" for n in nodes) or "none") + "</div>")
+        if self.graph is not None:  # ringed in the model graph view
+            self.graph.highlight = [n for n in nodes if n in set(self.graph.node_names)]
+
     def _render(self) -> None:
         label = self.shown.value
         if label is None or label not in self.profiles:
@@ -283,6 +327,11 @@ class ProfileTab:
         model = self.session.model
         names = {n.name for n in model.graph.node}
         on_model = any(n in names for ns in table.column("onnx_nodes") for n in ns)
+        if view == "engine graph":
+            self._show_engine_graph(label, table)
+            self.table_html.value = _rows_html(table, top, self.tactics.get(label))
+            return
+        self.linked.value = ""
         if view == "layers":
             fig = layer_bar(table, top=top)
         elif view == "op type":

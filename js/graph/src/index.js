@@ -504,9 +504,9 @@ function render({ model, el: root }) {
   function runSearch(step) {
     const q = search.value.trim().toLowerCase();
     if (!q) { matches = []; matchAt = -1; count.textContent = ""; restyle(); return; }
-    if (!tensorsOf) { // node -> tensor names it reads or writes
+    if (!tensorsOf) { // node -> names of the tensors it writes and of its folded weights
       tensorsOf = G.nodes.map(() => []);
-      for (const e of G.edges) { tensorsOf[e[0]].push(e[2].toLowerCase()); tensorsOf[e[1]].push(e[2].toLowerCase()); }
+      for (const e of G.edges) tensorsOf[e[0]].push(e[2].toLowerCase());
       G.nodes.forEach((nd, i) => { if (nd.w) for (const w of nd.w) tensorsOf[i].push(w[0].toLowerCase()); });
     }
     const hits = [];
