@@ -110,3 +110,33 @@ def test_activations_beyond_fp16_stay_float32_with_measured_ranges() -> None:
     np.testing.assert_allclose(got, ref, rtol=2e-3)
     # a plain {tensor: amax} works too
     assert plan_conversion(model, "fp16", ranges={"big": 1.2e5})["scale_up"]["precision"] == "fp32"
+
+
+def test_an_attention_mask_filled_with_float32_min_stays_finite() -> None:
+    """scores + (1 - mask) * float32.min: the Mul's constant is beyond fp16 and so is everything carrying its value
+    (ORT's int8 T5 encoder gave NaN in fp16 where a row was fully masked)."""
+    nodes = [helper.make_node("Cast", ["mask"], ["mf"], name="cast", to=F),
+             helper.make_node("Sub", ["one", "mf"], ["inv"], name="invert"),
+             helper.make_node("Mul", ["inv", "fmin"], ["bias"], name="fill"),
+             helper.make_node("Unsqueeze", ["bias", "axis1"], ["bias3"], name="unsqueeze"),
+             helper.make_node("MatMul", ["q", "kt"], ["scores"], name="scores"),
+             helper.make_node("Add", ["scores", "bias3"], ["masked"], name="mask_add"),
+             helper.make_node("Softmax", ["masked"], ["p"], name="softmax", axis=-1),
+             helper.make_node("MatMul", ["p", "v"], ["y"], name="mix")]
+    inits = [numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array(np.finfo(np.float32).min, np.float32), "fmin"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    model = _model(nodes, [helper.make_tensor_value_info("q", F, [2, 3, 4]), helper.make_tensor_value_info("kt", F, [2, 4, 3]),
+                           helper.make_tensor_value_info("v", F, [2, 3, 4]),
+                           helper.make_tensor_value_info("mask", TensorProto.INT64, [2, 3])],
+                   [helper.make_tensor_value_info("y", F, [2, 3, 4])], inits)
+    rng = np.random.default_rng(0)
+    feeds = {"q": rng.standard_normal((2, 3, 4)).astype(np.float32), "kt": rng.standard_normal((2, 4, 3)).astype(np.float32),
+             "v": rng.standard_normal((2, 3, 4)).astype(np.float32), "mask": np.array([[1, 1, 0], [0, 0, 0]], np.int64)}
+    plan = plan_conversion(model, "fp16")
+    assert plan["fill"]["precision"] == plan["unsqueeze"]["precision"] == plan["mask_add"]["precision"] == "fp32"
+    assert "'bias'" in plan["unsqueeze"]["reason"] and plan["scores"]["precision"] == "fp16"
+    ref = OrtEngine(model, optimize=False).run(feeds)["y"]
+    got = OrtEngine(convert_precision(model, "fp16"), optimize=False).run(feeds)["y"]
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, ref, atol=5e-3, rtol=5e-3)

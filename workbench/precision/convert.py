@@ -53,6 +53,9 @@ _CONVERTIBLE = {
 }
 # Float inputs that must stay float32 whatever the node's precision (input index sets).
 _FLOAT32_INPUTS = {"Resize": {1, 2}, "Upsample": {1}}
+# Ops whose output carries their inputs' magnitudes (no squashing): an out-of-range value stays out of range.
+_CARRIES_VALUES = {"Add", "Sub", "Mul", "Div", "Neg", "Where", "Expand", "Reshape", "Unsqueeze", "Squeeze", "Cast",
+                   "Concat", "Transpose", "Slice", "Gather", "Tile", "Identity", "Max", "Min", "Flatten", "Sum"}
 _SUM_REDUCTIONS = {"ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "ReduceProd"}
 
 
@@ -70,6 +73,7 @@ def precision_guards(model: onnx.ModelProto) -> list[dict[str, str]]:
     consumers = _consumers(model)
     out = []
     flagged: set[str] = set()
+    huge: set[str] = set()  # tensors computed from constants beyond the fp16 range
     for n in model.graph.node:
         reason = ""
         if n.op_type == "Exp":
@@ -108,6 +112,14 @@ def precision_guards(model: onnx.ModelProto) -> list[dict[str, str]]:
             if src is not None and src.name in flagged and src.op_type in ("ReduceMean", "Add", "Sqrt",
                                                                          *_SUM_REDUCTIONS):
                 reason = f"reads the statistic of '{src.name}', which can exceed the fp16 range"
+        if not reason:
+            # a value computed from an out-of-range constant (an attention mask times float32's minimum) stays out
+            # of range through ops that carry values, so their readers would see inf in fp16
+            src_name = next((i for i in n.input if i in huge), None)
+            if src_name is not None:
+                reason = f"reads '{src_name}', computed from a constant beyond the fp16 range"
+        if "beyond the fp16" in reason and n.op_type in _CARRIES_VALUES:
+            huge.update(o for o in n.output if o)
         if reason:
             flagged.add(n.name)
             out.append({"node": n.name, "op": n.op_type, "reason": reason})
