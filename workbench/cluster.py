@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,7 @@ __all__ = [
     "machine_info",
     "machine_resources",
     "LOCAL_HOST",
+    "fan_out",
 ]
 
 T = TypeVar("T")
@@ -171,6 +173,7 @@ class Cluster:
         self._machines: dict[str, dict[str, Any]] = {}
         self.events: list[str] = []  # what the user should know (workers lost, tasks rescheduled), in order
         self._lock = threading.Lock()
+        self._shared: weakref.WeakKeyDictionary[Any, dict[Any, list[Any]]] = weakref.WeakKeyDictionary()
 
     # -- description ------------------------------------------------------------------------------------
     @property
@@ -236,6 +239,26 @@ class Cluster:
     def share(self, value: Any) -> Any:
         """Send ``value`` (a model's bytes, a batch) to every worker once; returns a future for task arguments."""
         return self.client.scatter(value, broadcast=True, hash=False)
+
+    def share_each(self, owner: Any, tag: Any, make: Callable[[], Iterable[Any]]) -> list[Any]:
+        """One :meth:`share` per item of ``make()``, done once per (``owner``, ``tag``) while ``owner`` lives: e.g. a
+        dataset's batches, reused by every plan evaluated on them."""
+        with self._lock:
+            per_owner = self._shared.setdefault(owner, {})
+        if tag not in per_owner:
+            per_owner[tag] = [self.share(item) for item in make()]
+        return per_owner[tag]
+
+    def task_threads(self) -> int:
+        """ONNX Runtime threads for each task: a host's cores shared by the task threads of its workers."""
+        if not self._machines:
+            self.probe()
+        per_host: dict[str, int] = {}
+        cores: dict[str, int] = {}
+        for w in self.workers():
+            per_host[w.host] = per_host.get(w.host, 0) + w.nthreads
+            cores[w.host] = int((w.machine or {}).get("cores") or 1)
+        return max(1, min((cores[h] // n for h, n in per_host.items()), default=1))
 
     def submit(self, fn: Callable[..., R], *args: Any, resources: Mapping[str, float] | None = None) -> Any:
         if resources:
@@ -325,6 +348,27 @@ class Cluster:
 
     def __repr__(self) -> str:
         return f"Cluster({self.address!r}, workers={len(self.workers())})"
+
+
+def _apply(fn: Callable[[Any], R], item: Any) -> R:
+    return fn(item)
+
+
+def fan_out(fn: Callable[[T], R], items: Iterable[T], workers: int, cluster: Cluster | None = None, *,
+            notify: Callable[[str], Any] | None = None) -> Iterator[R]:
+    """:func:`workbench.parallel.ordered_map` on ``workers`` threads, or with ``cluster`` the same ``fn`` as Dask
+    tasks: ``fn`` (a picklable object holding the models) is sent to every worker once, results come back in
+    input order, so sums merged from them are the same bits. A dataclass ``fn`` with a ``threads`` field gets the
+    cluster's :meth:`Cluster.task_threads` there."""
+    if cluster is None:
+        from .parallel import ordered_map
+
+        return ordered_map(fn, items, workers)
+    import dataclasses
+
+    if dataclasses.is_dataclass(fn) and any(f.name == "threads" for f in dataclasses.fields(fn)):
+        fn = dataclasses.replace(fn, threads=cluster.task_threads())  # type: ignore[type-var]
+    return cluster.ordered_map(_apply, items, shared=[cluster.share(fn)], notify=notify)
 
 
 def _takes_n_workers(client: Any) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,12 +36,13 @@ from onnx import helper, numpy_helper
 
 from .backends.ort import OrtEngine, with_outputs
 from .cancel import cancelled
+from .cluster import Cluster, fan_out
 from .compare import Metric, _cast_feeds, _input_names, output_error, run_metric
 from .data import Axes, Batch, Dataset, load_data, output_sample_axes, samples_first
 from .errors import DataError, EditError, RecipeError
 from .fsio import atomic_write
 from .graph import TensorInfo, load_model, node_flops, prune_unused, tensor_infos
-from .parallel import ordered_map, resolve_workers, threads_per_worker
+from .parallel import resolve_workers, threads_per_worker
 from .recipe import ConvertPrecision, Quantize, Recipe
 from .table import Table
 
@@ -447,6 +449,104 @@ class _BatchScores:
     scores: np.ndarray
 
 
+@dataclass
+class _SensitivityBatch:
+    """What one batch adds to the sensitivity sums, a pure function of the models and the batch: the thread pool
+    and a Dask cluster (:func:`workbench.cluster.fan_out`) call the same object. Engines are made on first use in
+    each process and never pickled."""
+
+    base: onnx.ModelProto  # the reference (capturing the boundary tensors for quantize_only)
+    cand: onnx.ModelProto  # the candidate (capturing the boundary tensors for restore)
+    tails: onnx.ModelProto
+    outputs: list[str]
+    base_capture: list[str]
+    out_map: dict[str, dict[str, str]]
+    layers: list[str]
+    metric: Metric
+    out_axes: dict[str, int | None]
+    description: str
+    only: bool
+    rank_by: str
+    threads: int | None
+    _engines: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_engines": None}
+
+    def engines(self) -> tuple[OrtEngine, OrtEngine, OrtEngine]:
+        if self._engines is None:
+            with _ENGINES_LOCK:
+                if self._engines is None:
+                    self._engines = tuple(OrtEngine(m, threads=self.threads) for m in (self.base, self.cand,
+                                                                                          self.tails))
+        return self._engines
+
+    def __call__(self, item: Batch) -> _BatchScores:
+        """Everything one batch contributes (runs on a worker thread: ONNX Runtime releases the GIL)."""
+        ref_eng, cand_eng, tail_eng = self.engines()
+        only, outputs, base_capture, out_map, layers, metric = (self.only, self.outputs, self.base_capture,
+                                                                  self.out_map, self.layers, self.metric)
+        out_axes, description, rank_by, err = self.out_axes, self.description, self.rank_by, output_error()
+        sign = 1.0 if metric.higher_is_better else -1.0
+        tail_inputs = [i.name for i in tail_eng.session.get_inputs()]
+        tail_outputs = [o.name for o in tail_eng.session.get_outputs()]
+        feeds, batch = item.feeds, item.arrays
+        if only:
+            bv = ref_eng.run(feeds, outputs=base_capture)
+            rv = {o: bv[o] for o in outputs}
+            cv = cand_eng.run(feeds)
+        else:
+            rv = ref_eng.run(feeds)
+            cv = bv = cand_eng.run(feeds, outputs=base_capture)
+        known = {**bv, **feeds}
+        tv = tail_eng.run(_cast_feeds(tail_eng, {i: known[i] for i in tail_inputs}), outputs=tail_outputs)
+        rv = samples_first(rv, out_axes)  # metrics read outputs samples-first
+        ref_m = run_metric(metric, rv, batch, rv, description)
+        cand_outs = samples_first({o: cv[o] for o in outputs}, out_axes)
+        before_m = run_metric(metric, cand_outs, batch, rv, description)
+        before_e = run_metric(err, cand_outs, batch, rv, description)
+        n = len(ref_m)
+        m_all, e_all, scores = np.empty((len(layers), n)), np.empty((len(layers), n)), np.empty((len(layers), n))
+        for k, layer in enumerate(layers):
+            outs = samples_first({o: tv[out_map[layer][o]] if o in out_map[layer] else bv[o] for o in outputs},
+                                 out_axes)
+            m_all[k] = run_metric(metric, outs, batch, rv, description)
+            e_all[k] = run_metric(err, outs, batch, rv, description)
+            if only:
+                scores[k] = sign * (ref_m - m_all[k]) if rank_by == "metric" else e_all[k]
+            else:
+                scores[k] = sign * (m_all[k] - before_m) if rank_by == "metric" else before_e - e_all[k]
+        return _BatchScores(ref_m, before_m, before_e, m_all, e_all, scores)
+
+
+@dataclass
+class _EvaluateBatch:
+    """One batch's metric sum and sample count for :func:`evaluate` (threads or cluster, as above)."""
+
+    model: onnx.ModelProto
+    metric: Metric
+    out_axes: dict[str, int | None]
+    description: str
+    threads: int | None
+    _engine: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_engine": None}
+
+    def __call__(self, item: tuple[Batch, dict[str, np.ndarray]]) -> tuple[float, int]:
+        if self._engine is None:
+            with _ENGINES_LOCK:
+                if self._engine is None:
+                    self._engine = OrtEngine(self.model, threads=self.threads)
+        batch, rv = item
+        outs = samples_first(self._engine.run(batch.feeds), self.out_axes)
+        values = run_metric(self.metric, outs, batch.arrays, samples_first(rv, self.out_axes), self.description)
+        return float(values.sum()), len(values)
+
+
+_ENGINES_LOCK = threading.Lock()
+
+
 def sensitivity(
     reference: Any,
     candidate: Any,
@@ -463,6 +563,7 @@ def sensitivity(
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
     sample_axes: Axes | None = None,
+    cluster: Cluster | None = None,
 ) -> Sensitivity:
     """Rank the candidate's low-precision layers by how much restoring each alone to FP32 helps
     (``direction="restore"``, the default) or how much quantizing each alone hurts (``"quantize_only"``).
@@ -486,6 +587,9 @@ def sensitivity(
     ``workers`` threads run batches side by side (default: one per core, at most 4; 1 = none), each of
     ``batch_size / workers`` samples so the memory in flight stays about that of one ``batch_size`` batch; the
     result does not depend on either. A user ``metric`` function is then called from those threads.
+    ``cluster`` (:func:`workbench.cluster.connect`): the batches run as Dask tasks instead (the models sent to every
+    worker once), merged in the same order, so the result is bit-identical to the local run with the same
+    ``workers``; a worker lost mid-run is replaced by Dask and noted in ``warnings``.
     """
     if rank_by not in ("rel_l2", "metric"):
         raise DataError(f"unknown rank_by '{rank_by}'", hint="use 'rel_l2' or 'metric'")
@@ -500,7 +604,7 @@ def sensitivity(
     cand = candidate if isinstance(candidate, onnx.ModelProto) and len(candidate.graph.value_info) \
         else load_model(candidate)
     metric = metric or output_error()
-    err = output_error()
+    sign = 1.0 if metric.higher_is_better else -1.0
     precisions = low_precision_layers(ref, cand)
     if layers is None:
         layers = list(precisions)
@@ -529,43 +633,9 @@ def sensitivity(
     n_workers = resolve_workers(workers)
     threads = threads_per_worker(n_workers)
     step = -(-batch_size // n_workers)  # the workers share ``batch_size``: memory in flight stays about the same
-    ref_eng = OrtEngine(with_outputs(ref, base_capture) if only else ref, threads=threads)
-    cand_eng = OrtEngine(cand if only else with_outputs(cand, boundary), threads=threads)
-    tail_eng = OrtEngine(tails, threads=threads)
-    tail_inputs = [i.name for i in tail_eng.session.get_inputs()]
-    tail_outputs = [o.name for o in tail_eng.session.get_outputs()]
-    sign = 1.0 if metric.higher_is_better else -1.0
-
-    def run_batch(item: Batch) -> _BatchScores:
-        """Everything one batch contributes (runs on a worker thread: ONNX Runtime releases the GIL)."""
-        feeds, batch = item.feeds, item.arrays
-        if only:
-            bv = ref_eng.run(feeds, outputs=base_capture)
-            rv = {o: bv[o] for o in outputs}
-            cv = cand_eng.run(feeds)
-        else:
-            rv = ref_eng.run(feeds)
-            cv = bv = cand_eng.run(feeds, outputs=base_capture)
-        known = {**bv, **feeds}
-        tv = tail_eng.run(_cast_feeds(tail_eng, {i: known[i] for i in tail_inputs}), outputs=tail_outputs)
-        rv = samples_first(rv, out_axes)  # metrics read outputs samples-first
-        ref_m = run_metric(metric, rv, batch, rv, ds.description)
-        cand_outs = samples_first({o: cv[o] for o in outputs}, out_axes)
-        before_m = run_metric(metric, cand_outs, batch, rv, ds.description)
-        before_e = run_metric(err, cand_outs, batch, rv, ds.description)
-        n = len(ref_m)
-        m_all, e_all, scores = np.empty((len(layers), n)), np.empty((len(layers), n)), np.empty((len(layers), n))
-        for k, layer in enumerate(layers):
-            outs = samples_first({o: tv[out_map[layer][o]] if o in out_map[layer] else bv[o] for o in outputs},
-                                 out_axes)
-            m_all[k] = run_metric(metric, outs, batch, rv, ds.description)
-            e_all[k] = run_metric(err, outs, batch, rv, ds.description)
-            if only:
-                scores[k] = sign * (ref_m - m_all[k]) if rank_by == "metric" else e_all[k]
-            else:
-                scores[k] = sign * (m_all[k] - before_m) if rank_by == "metric" else before_e - e_all[k]
-        return _BatchScores(ref_m, before_m, before_e, m_all, e_all, scores)
-
+    plan = _SensitivityBatch(with_outputs(ref, base_capture) if only else ref,
+                             cand if only else with_outputs(cand, boundary), tails, outputs, base_capture, out_map,
+                             list(layers), metric, out_axes, ds.description, only, rank_by, threads)
     sums = np.zeros(len(layers))
     errs = np.zeros(len(layers))
     pairs = _PairStats(len(layers))  # the ranked quantity per sample, relative to the candidate's
@@ -574,8 +644,9 @@ def sensitivity(
     total = ds.samples if max_samples is None else min(ds.samples, max_samples)
     # every sum is added to one sample at a time in sample order, so neither the worker count nor the batch
     # split changes a bit of the result
-    for r in ordered_map(run_batch, ds.batches(step, max_samples=max_samples, cancel=cancel, warnings=warnings),
-                         n_workers):
+    # on a cluster (``cluster``) the same per-batch function runs as Dask tasks, merged here in the same order
+    for r in fan_out(plan, ds.batches(step, max_samples=max_samples, cancel=cancel, warnings=warnings), n_workers,
+                     cluster, notify=warnings.append):
         for j in range(len(r.ref_metric)):
             ref_sum += r.ref_metric[j]
             before_sum += r.before_metric[j]
@@ -643,23 +714,21 @@ def estimated_cost(model: onnx.ModelProto, reference: onnx.ModelProto | None = N
 
 def evaluate(model: onnx.ModelProto, data: Dataset, metric: Metric, reference_outputs: list[dict[str, np.ndarray]],
              *, batch_size: int, max_samples: int | None, reference: onnx.ModelProto,
-             workers: int | None = None) -> float:
+             workers: int | None = None, cluster: Cluster | None = None) -> float:
     """Mean per-sample ``metric`` of ``model`` over ``data`` (reference outputs precomputed per batch), batches
-    run on ``workers`` threads (see :func:`sensitivity`)."""
+    run on ``workers`` threads (see :func:`sensitivity`) or as tasks on ``cluster`` (the same sums, same order)."""
     n_workers = resolve_workers(workers)
-    eng = OrtEngine(model, threads=threads_per_worker(n_workers))
+    data_in = data
     data = load_data(data, reference)
-    out_axes = output_sample_axes(reference, data)
-
-    def run_batch(item: tuple[Batch, dict[str, np.ndarray]]) -> tuple[float, int]:
-        batch, rv = item
-        outs = samples_first(eng.run(batch.feeds), out_axes)
-        values = run_metric(metric, outs, batch.arrays, samples_first(rv, out_axes), data.description)
-        return float(values.sum()), len(values)
-
+    plan = _EvaluateBatch(model, metric, output_sample_axes(reference, data), data.description,
+                          threads_per_worker(n_workers))
+    if cluster is None:
+        batches: Iterable[Any] = data.batches(batch_size, max_samples=max_samples)
+    else:  # the data goes to the workers once, for every plan evaluated on it
+        batches = cluster.share_each(data_in, ("evaluate", batch_size, max_samples),
+                                     lambda: data.batches(batch_size, max_samples=max_samples))
     total = seen = 0.0
-    items = zip(data.batches(batch_size, max_samples=max_samples), reference_outputs)
-    for value, n in ordered_map(run_batch, items, n_workers):
+    for value, n in fan_out(plan, zip(batches, reference_outputs), n_workers, cluster):
         total += value
         seen += n
     return total / seen if seen else float("nan")
@@ -846,6 +915,7 @@ def debug_precision(
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
     sample_axes: Axes | None = None,
+    cluster: Cluster | None = None,
 ) -> DebugResult:
     """Rank the candidate's low-precision layers, then find the fewest to keep in high precision.
 
@@ -856,7 +926,8 @@ def debug_precision(
     ``rank_samples`` ranks on the first that many samples only (faster; the plans are still measured on
     ``max_samples`` / all samples, so the accuracy reported is exact). ``direction`` is the sensitivity's
     (:func:`sensitivity`): the plan is searched greedily along whichever ranking it gives. ``workers``
-    threads run batches side by side, in the ranking and in every plan's evaluation (see :func:`sensitivity`).
+    threads run batches side by side, in the ranking and in every plan's evaluation (see :func:`sensitivity`);
+    ``cluster``: as Dask tasks there instead, with the same result (the data sent to the workers once).
     """
     ref = reference if len(reference.graph.value_info) else load_model(reference)
     cand = candidate if len(candidate.graph.value_info) else load_model(candidate)
@@ -866,7 +937,7 @@ def debug_precision(
     limits = [n for n in (max_samples, rank_samples) if n]
     sens = sensitivity(ref, cand, ds, metric=metric, layers=layers, batch_size=batch_size, factory=factory,
                        max_samples=min(limits) if limits else None, direction=direction, workers=workers,
-                       progress=progress, cancel=cancel)
+                       progress=progress, cancel=cancel, cluster=cluster)
     # reference outputs once (all evaluation samples), reused by every plan evaluation
     ref_eng = OrtEngine(ref)
     warnings: list[str] = []
@@ -902,7 +973,7 @@ def debug_precision(
             raise DataError("debugging was cancelled", hint="run it again to finish")
         model = cand if not keep and factory is None else build(keep)
         m = evaluate(model, ds, metric, ref_outs, batch_size=batch_size, max_samples=max_samples, reference=ref,
-                     workers=workers)
+                     workers=workers, cluster=cluster)
         return m, estimated_cost(model, ref)
 
     plan = find_plan(sens.ranking, evaluate_plan, ok=ok, target=target, higher_is_better=metric.higher_is_better,
