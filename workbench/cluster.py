@@ -278,25 +278,37 @@ class Cluster:
             self.require(resources)
         window = max(1, window or 2 * max(1, self.threads()))
         lost: list[str] = []
+        seen: set[tuple[Any, Any]] = set()
+        start = _now()
 
         def on_event(event: Any) -> None:
             _, msg = event if isinstance(event, tuple) and len(event) == 2 else (None, event)
             if isinstance(msg, dict) and msg.get("action") == "remove-worker" and not msg.get("expected"):
+                key = (msg.get("worker"), msg.get("stimulus_id"))
+                if key in seen:
+                    return
+                seen.add(key)
                 tasks = len(msg.get("processing-tasks") or ()) + len(msg.get("lost-computed-tasks") or ())
-                text = (f"worker {msg.get('worker')} was lost; Dask reran its {tasks} task(s) on other workers "
-                        "(the result is unchanged)")
-                lost.append(text)
+                lost.append(f"worker {msg.get('worker')} was lost; Dask reran its {tasks} task(s) on the other "
+                            "workers (the result is unchanged)")
 
         subscribed = True
         try:
             self.client.subscribe_topic("all", on_event)
-        except Exception:  # an older scheduler: no event stream; losses still recover, silently
+        except Exception:  # an older scheduler: no live event stream; the losses are read at the end
             subscribed = False
         pending: deque[Any] = deque()
         reported = 0
 
-        def report() -> None:
+        def report(final: bool = False) -> None:
             nonlocal reported
+            if final:  # events the live stream had not delivered yet
+                try:
+                    for when, msg in self.client.get_events("all"):
+                        if when >= start:
+                            on_event((when, msg))
+                except Exception:
+                    pass
             while reported < len(lost):
                 with self._lock:
                     self.events.append(lost[reported])
@@ -323,7 +335,7 @@ class Cluster:
                 if cancel is not None and cancel():
                     raise ClusterError("the cluster run was cancelled", hint="run it again to finish")
                 yield take()
-            report()
+            report(final=True)
         finally:
             if pending:
                 self.client.cancel(list(pending))
@@ -348,6 +360,12 @@ class Cluster:
 
     def __repr__(self) -> str:
         return f"Cluster({self.address!r}, workers={len(self.workers())})"
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
 
 
 def _apply(fn: Callable[[Any], R], item: Any) -> R:

@@ -1,0 +1,77 @@
+"""Sweeps on a real LocalCluster (worker processes on 127.0.0.1): the same bits as the local run, also when a
+worker process is killed mid-sweep."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from tests.test_compare import OUTLIERS, TEST, max_scales  # noqa: E402
+from workbench.cluster import connect  # noqa: E402
+from workbench.compare import accuracy  # noqa: E402
+from workbench.data import Dataset  # noqa: E402
+from workbench.debug import debug_precision, outlier_channel_model, sensitivity  # noqa: E402
+from workbench.graph import load_model  # noqa: E402
+from workbench.precision import quantize_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models():
+    ref = load_model(outlier_channel_model(load_model("digits_cnn"), OUTLIERS, channel=3, factor=64.0))
+    return ref, load_model(quantize_model(ref, max_scales(ref)))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = connect("local:2")
+    yield c
+    c.close()
+
+
+@pytest.mark.parametrize("direction", ["restore", "quantize_only"])
+def test_sensitivity_on_the_cluster_is_bit_identical(models, cluster, direction):
+    ref, q = models
+    kw = dict(metric=accuracy(), batch_size=32, workers=3, direction=direction)
+    here = sensitivity(ref, q, TEST, **kw)
+    there = sensitivity(ref, q, TEST, cluster=cluster, **kw)
+    assert there.table.records() == here.table.records()  # every float, not approximately
+    assert (there.samples, there.metric_before, there.metric_reference, there.unsettled_pairs) == \
+        (here.samples, here.metric_before, here.metric_reference, here.unsettled_pairs) and here.samples == 359
+
+
+def test_debug_plan_on_the_cluster_is_bit_identical(models, cluster):
+    ref, q = models
+    here = debug_precision(ref, q, TEST, metric=accuracy(), tolerance=0.001).to_dict()
+    there = debug_precision(ref, q, TEST, metric=accuracy(), tolerance=0.001, cluster=cluster).to_dict()
+    here.pop("seconds"), there.pop("seconds")
+    assert there == here and here["met"] and len(here["plans"]) > 2
+
+
+def test_a_worker_killed_mid_sweep_changes_nothing_and_is_reported(models):
+    ref, q = models
+    x = np.load(TEST)
+    ds = Dataset({"input": x["input"], "label": x["label"]})
+    kw = dict(metric=accuracy(), batch_size=8, workers=1)  # 45 tasks of 8 samples
+    here = sensitivity(ref, q, ds, **kw)
+    with connect("local:2") as c:
+        pids = c.client.run(os.getpid)
+        victim = sorted(pids)[0]
+        killed = []
+
+        def kill_once(what, done, total):
+            if not killed and done >= 16:
+                os.kill(pids[victim], signal.SIGKILL)
+                killed.append(done)
+
+        there = sensitivity(ref, q, ds, cluster=c, progress=kill_once, **kw)
+        assert killed and there.table.records() == here.table.records()
+        assert there.samples == here.samples == 359 and there.unsettled_pairs == here.unsettled_pairs
+        notes = [w for w in there.warnings if "was lost" in w]
+        assert notes and victim in notes[0] and "result is unchanged" in notes[0]
+        assert c.events == notes
+        c.client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed process
