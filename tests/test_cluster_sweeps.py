@@ -75,3 +75,24 @@ def test_a_worker_killed_mid_sweep_changes_nothing_and_is_reported(models):
         assert notes and victim in notes[0] and "result is unchanged" in notes[0]
         assert c.events == notes
         c.client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed process
+
+
+def test_cli_debug_on_a_local_cluster_gives_the_local_answer(tmp_path, cli_path):
+    import json
+    import subprocess
+
+    from tests.test_debug import _int8_recipe
+
+    ref = load_model(outlier_channel_model(load_model("digits_cnn"), OUTLIERS, channel=3, factor=64.0))
+    model_path, recipe = _int8_recipe({"ref": ref, "scales": max_scales(ref)}, tmp_path)
+    base = [str(cli_path), "debug", str(model_path), "--recipe", str(recipe), "--inputs", str(TEST), "--json"]
+    runs = [subprocess.run(base + extra, capture_output=True, text=True, timeout=600)
+            for extra in ([], ["--cluster", "local:2"])]
+    assert all(p.returncode == 0 for p in runs), runs[1].stderr[-2000:] + runs[1].stdout
+    here, there = (json.loads(p.stdout) for p in runs)
+    assert there.pop("cluster") == {"address": "local:2", "workers": 2, "events": []}
+    for d in (here, there):
+        d.pop("seconds")
+    assert there == here
+    bad = subprocess.run(base + ["--cluster", "tcp://127.0.0.1"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "not a scheduler address" in json.loads(bad.stdout)["error"]

@@ -9,6 +9,7 @@ from typing import Any
 from ..compare import accuracy, output_error
 from ..debug import debug_precision, plan_recipe, recipe_models
 from ..session import Session
+from ._cluster import add_cluster_argument, cluster_from, cluster_summary
 from .data_args import add_data_arguments, read_data
 
 COMMAND = "debug"
@@ -38,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int,
                    help="threads sharing each batch (default: one per core, at most 4; 1 = none)")
     add_data_arguments(p)
+    add_cluster_argument(p)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -48,10 +50,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     metric = accuracy(args.label) if use_acc else output_error()
     tolerance = args.tolerance if args.tolerance is not None else (0.001 if use_acc else 0.05)
     candidate = factory(())
-    result = debug_precision(reference, candidate, data, factory=factory, metric=metric, tolerance=tolerance,
-                             batch_size=args.batch_size, max_samples=args.max_samples,
-                             rank_samples=args.rank_samples, direction=args.direction, workers=args.workers)
+    with cluster_from(args) as cluster:
+        result = debug_precision(reference, candidate, data, factory=factory, metric=metric, tolerance=tolerance,
+                                 batch_size=args.batch_size, max_samples=args.max_samples,
+                                 rank_samples=args.rank_samples, direction=args.direction, workers=args.workers,
+                                 cluster=cluster)
+        summary = cluster_summary(cluster)
     out = dict(result.to_dict())
+    if summary is not None:
+        out["cluster"] = summary
     recipe_out = Path(args.recipe_out) if args.recipe_out else Path(args.recipe).with_suffix(".debugged.json")
     fixed = Session(session.source_path or args.model, recipe=plan_recipe(session.recipe, result.plan.keep),
                     cache_dir=session.cache_dir)
