@@ -38,14 +38,16 @@ def refill(widget: Any, fig: Any) -> Any:
     if widget is None:
         return go.FigureWidget(fig)
     # plotly.js merges a relayout into the old layout: settings of the old figure the new one lacks (an axis
-    # title, a category order) would stay, so they are removed explicitly
+    # title, a category order) would stay, so they are removed explicitly. The order matters: traces go out at
+    # once (batch_update defers only restyle/relayout), so the old traces go, then the new layout (axis types),
+    # then the new traces; new traces drawn on the old axes put category bars at NaN ("translate(NaN)")
     stale = _paths(widget.layout.to_plotly_json()) - _paths(fig.layout.to_plotly_json())
+    widget.data = ()
     with widget.batch_update():
-        widget.data = ()
-        widget.add_traces(list(fig.data))
         widget.layout = fig.layout
         if stale:
             widget.plotly_relayout({path: None for path in sorted(stale)})
+    widget.add_traces(list(fig.data))
     return widget
 
 

@@ -80,7 +80,7 @@ class PrecisionTab:
         self.page = W.BoundedIntText(value=1, min=1, max=1, description="page", layout=W.Layout(width="160px"))
         self.prev_button = W.Button(description="◀", layout=W.Layout(width="40px"))
         self.next_button = W.Button(description="▶", layout=W.Layout(width="40px"))
-        self.page_label = W.Label()
+        self.page_label = W.Label(layout=W.Layout(width="auto", flex="0 0 auto"))
         # the pool: PAGE_SIZE rows, created once, refilled per page. The rows share their layouts and styles: each
         # is a widget model of its own otherwise (~560 models for 40 rows), and a page reload restores every one
         name_layout, op_layout = W.Layout(width="340px"), W.Layout(width="150px")
@@ -111,7 +111,8 @@ class PrecisionTab:
                    "(Cast nodes for fp16/bf16, Q/DQ for int8/fp8). int8/fp8 use the latest scales from the "
                    "Calibrate tab.</p>"),
             W.HBox([self.op_type, self.op_precision, self.set_op_button]), self.keep_guarded,
-            self.summary, W.HBox([self.filter, self.prev_button, self.page, self.next_button, self.page_label]),
+            self.summary, W.HBox([self.filter, self.prev_button, self.page, self.next_button, self.page_label],
+                                 layout=W.Layout(flex_flow="row wrap", align_items="center")),
             self.table, W.HBox([self.apply_button, self.target]),
         ])
         self._rebuild()
