@@ -17,6 +17,7 @@ TLS: pass ``security=distributed.Security(...)`` or set Dask's ``distributed.com
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -173,6 +174,8 @@ class Cluster:
         self._machines: dict[str, dict[str, Any]] = {}
         self.events: list[str] = []  # what the user should know (workers lost, tasks rescheduled), in order
         self._lock = threading.Lock()
+        #: ONNX Runtime threads per task; None: the hosts' cores shared by their task threads (:meth:`task_threads`)
+        self.threads_per_task: int | None = None
         self._shared: weakref.WeakKeyDictionary[Any, dict[Any, list[Any]]] = weakref.WeakKeyDictionary()
 
     # -- description ------------------------------------------------------------------------------------
@@ -250,7 +253,10 @@ class Cluster:
         return per_owner[tag]
 
     def task_threads(self) -> int:
-        """ONNX Runtime threads for each task: a host's cores shared by the task threads of its workers."""
+        """ONNX Runtime threads for each task: :attr:`threads_per_task`, else a host's cores shared by the task
+        threads of its workers."""
+        if self.threads_per_task:
+            return int(self.threads_per_task)
         if not self._machines:
             self.probe()
         per_host: dict[str, int] = {}
@@ -281,34 +287,40 @@ class Cluster:
         seen: set[tuple[Any, Any]] = set()
         start = _now()
 
-        def on_event(event: Any) -> None:
+        # per-worker topics, not "all": Dask's "replicate" event (from share's broadcast) cannot be serialised
+        addresses = [w.address for w in self.workers()]
+
+        def on_event(address: str, event: Any) -> None:
             _, msg = event if isinstance(event, tuple) and len(event) == 2 else (None, event)
             if isinstance(msg, dict) and msg.get("action") == "remove-worker" and not msg.get("expected"):
-                key = (msg.get("worker"), msg.get("stimulus_id"))
+                key = (address, msg.get("stimulus_id"))
                 if key in seen:
                     return
                 seen.add(key)
                 tasks = len(msg.get("processing-tasks") or ()) + len(msg.get("lost-computed-tasks") or ())
-                lost.append(f"worker {msg.get('worker')} was lost; Dask reran its {tasks} task(s) on the other "
+                lost.append(f"worker {address} was lost; Dask reran its {tasks} task(s) on the other "
                             "workers (the result is unchanged)")
 
-        subscribed = True
-        try:
-            self.client.subscribe_topic("all", on_event)
-        except Exception:  # an older scheduler: no live event stream; the losses are read at the end
-            subscribed = False
+        subscribed = []
+        for address in addresses:
+            try:
+                self.client.subscribe_topic(address, functools.partial(on_event, address))
+                subscribed.append(address)
+            except Exception:  # no live event stream: the losses are read at the end
+                break
         pending: deque[Any] = deque()
         reported = 0
 
         def report(final: bool = False) -> None:
             nonlocal reported
             if final:  # events the live stream had not delivered yet
-                try:
-                    for when, msg in self.client.get_events("all"):
-                        if when >= start:
-                            on_event((when, msg))
-                except Exception:
-                    pass
+                for address in addresses:
+                    try:
+                        for when, msg in self.client.get_events(address):
+                            if when >= start:
+                                on_event(address, (when, msg))
+                    except Exception:
+                        pass
             while reported < len(lost):
                 with self._lock:
                     self.events.append(lost[reported])
@@ -339,9 +351,9 @@ class Cluster:
         finally:
             if pending:
                 self.client.cancel(list(pending))
-            if subscribed:
+            for address in subscribed:
                 try:
-                    self.client.unsubscribe_topic("all")
+                    self.client.unsubscribe_topic(address)
                 except Exception:
                     pass
 

@@ -1,0 +1,131 @@
+"""Sensitivity sweep on a Dask cluster vs the local thread pool (prints a table; no assertions beyond equality).
+
+Model: a ResNet-50 topology (bottleneck blocks 3-4-6-3, BatchNorm folded, seeded random weights, generated with
+onnx.helper in ``generators.resnet``) quantized to INT8 Q/DQ with max scales; every quantized layer is ranked
+(``workbench.debug.sensitivity``) over N samples. Runs:
+
+- ``local threads x W``: the thread pool of one process (W threads, single-threaded ONNX Runtime sessions);
+- ``cluster x K``: ``connect("local:K")`` (K worker processes on 127.0.0.1, one task thread each, ONNX Runtime
+  single-threaded per task, so each worker stands for one core of a machine), the same batches
+  (``workers=W`` fixes the split) sent as Dask tasks, results merged in batch order.
+
+Every run's ranking table must equal the local one bit for bit. Reported: seconds (median of ``--repeats``),
+speed-up over one worker, its share of the ideal K, and the cluster's overhead on one machine (cluster x W over
+local threads x W). Cluster start-up (worker processes) is not timed; sending the models and batches is.
+
+Run: .venv/bin/python benchmarks/bench_cluster.py [--quick] [--samples 256] [--image 64] [--workers 1 2 4 8 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from generators import resnet
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from workbench.backends.ort import OrtEngine, with_outputs  # noqa: E402
+from workbench.cluster import connect  # noqa: E402
+from workbench.data import Dataset  # noqa: E402
+from workbench.debug import sensitivity  # noqa: E402
+from workbench.graph import load_model  # noqa: E402
+from workbench.precision import quantize_model  # noqa: E402
+
+
+def max_scales(model, x: np.ndarray) -> dict[str, float]:
+    acts = ["input"] + [o for n in model.graph.node for o in n.output if n.op_type not in ("Shape", "Constant")]
+    eng = OrtEngine(with_outputs(model, acts))
+    amax = dict.fromkeys(acts, 0.0)
+    for i in range(0, len(x), 16):
+        v = {"input": x[i:i + 16], **eng.run({"input": x[i:i + 16]}, outputs=acts[1:])}
+        for t in acts:
+            amax[t] = max(amax[t], float(np.abs(v[t]).max()))
+    return amax
+
+
+def timed(fn, repeats: int):
+    times, result = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true", help="a smoke run: small ResNet, 32x32, 32 samples, 1-2 workers")
+    p.add_argument("--samples", type=int, default=256)
+    p.add_argument("--image", type=int, default=64, help="input height and width")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    p.add_argument("--batch-size", type=int, default=128, help="split into batches of batch-size / max(workers)")
+    p.add_argument("--repeats", type=int, default=1)
+    args = p.parse_args()
+    if args.quick:
+        args.samples, args.image, args.workers = 32, 32, [1, 2]
+        model = resnet((1, 1, 1, 1), (8, 16, 32, 64), image=32, classes=10, bottleneck=True, cifar_stem=True, seed=0)
+        label = "ResNet-50-style bottleneck net, 1-1-1-1 blocks, widths 8-64 (quick)"
+    else:
+        model = resnet((3, 4, 6, 3), (64, 128, 256, 512), image=args.image, classes=1000, bottleneck=True, seed=0)
+        label = f"ResNet-50 topology (3-4-6-3 bottlenecks, 25.6 M parameters), {args.image}x{args.image}"
+    ref = load_model(model)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((args.samples, 3, args.image, args.image)).astype(np.float32)
+    t = time.perf_counter()
+    cand = load_model(quantize_model(ref, max_scales(ref, x[:32])))
+    prep = time.perf_counter() - t
+    data = Dataset({"input": x})
+    w = max(args.workers)
+    kw = dict(batch_size=args.batch_size, workers=w)
+    step = -(-args.batch_size // w)
+    print(f"{label}; {args.samples} samples in batches of {step}; {os.cpu_count()} cores; quantized in {prep:.1f} s",
+          flush=True)
+
+    rows = []
+    local_s, local = timed(lambda: sensitivity(ref, cand, data, **kw), args.repeats)
+    layers = len(local.table.rows)
+    rows.append((f"local threads x {w}", local_s, None))
+    print(f"  local threads x {w}: {local_s:.2f} s ({layers} layers)", flush=True)
+    one_local_s = None
+    if 1 in args.workers and w > 1:  # one thread, for the one-machine overhead at K=1
+        one_local_s, one = timed(lambda: sensitivity(ref, cand, data, batch_size=args.batch_size, workers=1),
+                                 args.repeats)
+        assert one.table.records() == local.table.records()
+        print(f"  local threads x 1: {one_local_s:.2f} s", flush=True)
+    cluster_s: dict[int, float] = {}
+    for k in args.workers:
+        with connect(f"local:{k}") as c:
+            c.threads_per_task = 1
+            c.probe()
+            s, r = timed(lambda: sensitivity(ref, cand, data, cluster=c, **kw), args.repeats)  # noqa: B023
+            assert r.table.records() == local.table.records(), f"cluster x {k} differs from the local run"
+            cluster_s[k] = s
+            print(f"  cluster x {k}: {s:.2f} s (identical to local)", flush=True)
+
+    base = cluster_s.get(1)
+    print()
+    print("| run | seconds | speed-up vs 1 worker | ideal | share of ideal |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| local threads x {w} | {local_s:.2f} | | | |")
+    if one_local_s is not None:
+        print(f"| local threads x 1 | {one_local_s:.2f} | | | |")
+    for k, s in cluster_s.items():
+        if base:
+            print(f"| cluster x {k} | {s:.2f} | {base / s:.2f} | {k} | {base / s / k:.2f} |")
+        else:
+            print(f"| cluster x {k} | {s:.2f} | | | |")
+    if w in cluster_s:
+        print(f"\noverhead on one machine: cluster x {w} / local threads x {w} = {cluster_s[w] / local_s:.2f}")
+    if one_local_s is not None and 1 in cluster_s:
+        print(f"overhead on one machine: cluster x 1 / local threads x 1 = {cluster_s[1] / one_local_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()
