@@ -6,9 +6,12 @@ fixed: given once, from the manifest's ``value`` or zeros). ``save_npz(id, count
 
 The manifest's ``data.preprocess`` says how, per ``data.kind``:
 
-- ``image``: ``size`` [H, W], ``resize`` (``stretch`` or ``letterbox`` with ``pad``), ``channels`` RGB/BGR/GRAY,
-  ``scale``, ``mean``, ``std`` (per channel, in the model's channel order), ``layout`` NCHW/NHWC. More samples than
-  images are made from the same images by crops (quarters, then halves) so every sample is a real photo region.
+- ``image``: ``size`` [H, W], ``resize`` (``stretch``, or ``letterbox`` with ``pad`` and ``center``), ``crop_from``
+  [H, W] (resize to that, then centre-crop ``size``), ``resample`` (bilinear, lanczos, bicubic, nearest),
+  ``channels`` RGB/BGR/GRAY, ``scale`` or ``scale_by_image_max``, ``mean``, ``std`` (per channel, in the model's
+  channel order), ``append_channel`` (a constant channel after normalisation), ``transpose_hw``, ``layout``
+  NCHW/NHWC. More samples than images are made from the same images by crops (quarters, then halves) so every
+  sample is a real photo region.
 - ``audio``: 16-bit PCM wav at ``sample_rate``, cut into ``chunk`` samples, each prefixed with the ``context``
   samples before it (Silero VAD v5's wrapper does that), times ``scale`` (openWakeWord feeds int16-valued floats).
   ``stream`` maps each recurrent state input to the output that carries it: the FP32 model runs over the wav chunk
@@ -17,6 +20,10 @@ The manifest's ``data.preprocess`` says how, per ``data.kind``:
   model's input), e.g. openWakeWord's melspectrogram -> embedding -> wake word classifier.
 - ``bytes``: Magika's features: the first ``beg_size`` and last ``end_size`` bytes of each file (whitespace stripped),
   padded with ``padding_token``, as int32.
+- ``tokens``: the lines of the ``text`` member with at least 5 words, encoded by the ``tokenizer`` member (a Hugging
+  Face tokenizer.json, read with the ``tokenizers`` library), padded/truncated to ``length``; ``attention_mask`` and
+  ``token_type_ids`` name the inputs that get the mask and zeros. ``pooling: "mean"`` is for the metric:
+  :func:`pooled` turns the model's last_hidden_state into the masked mean, L2-normalised, as the package does.
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from corpus.fetch import CorpusError, data_files, fetch, load_manifest, model_path
+from corpus.fetch import CorpusError, data_dir, data_files, fetch, load_manifest, member_name, model_path
 
-__all__ = ["samples", "sample_feeds", "save_npz", "read_wav", "image_samples"]
+__all__ = ["samples", "sample_feeds", "save_npz", "read_wav", "image_samples", "token_samples", "mean_pool",
+           "pooled"]
 
 _DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "uint8": np.uint8,
            "bool": np.bool_, "float64": np.float64}
@@ -54,12 +62,14 @@ def samples(model_id: str, count: int = 8) -> list[dict[str, np.ndarray]]:
         return _audio_samples(model_id, manifest, files, count)
     elif kind == "bytes":
         main = _byte_samples(files, pre, count)
+    elif kind == "tokens":
+        return token_samples(model_id, count)
     elif kind == "npz":
         with np.load(files[0]) as z:
             return [{n: z[n][i] if inputs[n].get("sample_axis") is not None else z[n] for n in inputs}
                     for i in range(min(count, len(z[data["input"]])))]
     else:
-        raise CorpusError(f"manifest '{model_id}': data.kind '{kind}' is not image, audio, bytes or npz",
+        raise CorpusError(f"manifest '{model_id}': data.kind '{kind}' is not image, audio, bytes, tokens or npz",
                           hint="see corpus/README.md")
     rng = np.random.default_rng(0)
     out = []
@@ -121,33 +131,148 @@ def image_samples(files: list[Path], pre: dict[str, Any], count: int) -> list[np
     return [_preprocess_image(v, pre) for v in (views + crops)[:count]]
 
 
+_RESAMPLE = {"bilinear": "BILINEAR", "lanczos": "LANCZOS", "bicubic": "BICUBIC", "nearest": "NEAREST"}
+
+
+def _resample(pre: dict[str, Any]) -> Any:
+    from PIL import Image
+
+    name = str(pre.get("resample", "bilinear")).lower()
+    if name not in _RESAMPLE:
+        raise CorpusError(f"preprocess.resample '{name}' is not one of {sorted(_RESAMPLE)}", hint="corpus/README.md")
+    return getattr(Image.Resampling, _RESAMPLE[name])
+
+
 def _preprocess_image(img: Any, pre: dict[str, Any]) -> np.ndarray:
+    """One image as the model's package prepares it (see the module docstring for the keys); batch-1 array."""
     from PIL import Image
 
     channels = pre.get("channels", "RGB")
     img = img.convert("L" if channels == "GRAY" else "RGB")
     h, w = pre["size"]
+    method = _resample(pre)
     if pre.get("resize", "stretch") == "letterbox":
         r = min(h / img.height, w / img.width)
         nw, nh = max(1, round(img.width * r)), max(1, round(img.height * r))
         canvas = Image.new(img.mode, (w, h), (pre.get("pad", 114),) * (1 if img.mode == "L" else 3))
-        canvas.paste(img.resize((nw, nh), Image.BILINEAR), (0, 0))
+        at = ((w - nw) // 2, (h - nh) // 2) if pre.get("center") else (0, 0)
+        canvas.paste(img.resize((nw, nh), method), at)
         img = canvas
+    elif pre.get("crop_from"):
+        ch, cw = pre["crop_from"]
+        if ch < h or cw < w:
+            raise CorpusError(f"preprocess.crop_from {[ch, cw]} is smaller than size {[h, w]}",
+                              hint="crop_from is the size resized to before the centre crop of `size`")
+        img = img.resize((cw, ch), method)
+        top, left = (ch - h) // 2, (cw - w) // 2
+        img = img.crop((left, top, left + w, top + h))
     else:
-        img = img.resize((w, h), Image.BILINEAR)
+        img = img.resize((w, h), method)
     x = np.asarray(img, dtype=np.float32)
     if x.ndim == 2:
         x = x[:, :, None]
     if channels == "BGR":
         x = x[:, :, ::-1]
-    x = x * float(pre.get("scale", 1.0))
+    if pre.get("scale_by_image_max"):  # rembg: divide by the image's own maximum (replaces `scale`)
+        x = x / max(float(x.max()), 1e-6)
+    else:
+        x = x * float(pre.get("scale", 1.0))
     if "mean" in pre:
         x = x - np.asarray(pre["mean"], np.float32)
     if "std" in pre:
         x = x / np.asarray(pre["std"], np.float32)
+    if pre.get("append_channel") is not None:  # M-LSD: RGB plus a constant 4th channel
+        x = np.concatenate([x, np.full(x.shape[:2] + (1,), float(pre["append_channel"]), np.float32)], axis=2)
+    if pre.get("transpose_hw"):  # MTCNN feeds the picture with H and W swapped
+        x = x.transpose(1, 0, 2)
     if pre.get("layout", "NCHW") == "NCHW":
         x = x.transpose(2, 0, 1)
     return np.ascontiguousarray(x[None], dtype=_DTYPES[pre.get("dtype", "float32")])
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def _text_lines(path: Path, min_words: int = 5) -> list[str]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return [line.strip() for line in text.splitlines() if len(line.split()) >= min_words]
+
+
+def _tokenizer(path: Path, length: int) -> Any:
+    """A ``tokenizers.Tokenizer`` from a tokenizer.json, padded and truncated to exactly ``length`` tokens."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as exc:
+        raise CorpusError("token data needs the `tokenizers` library",
+                          hint="pip install tokenizers (it is in the `test` extra)") from exc
+    tok = Tokenizer.from_file(str(path))
+    pad = tok.padding or {}
+    pad_token = pad.get("pad_token")
+    pad_id = pad.get("pad_id")
+    if pad_token is None:
+        pad_token = next((t for t in ("[PAD]", "<pad>", "<|pad|>") if tok.token_to_id(t) is not None), "[PAD]")
+    if pad_id is None:
+        pad_id = tok.token_to_id(pad_token) or 0
+    tok.enable_truncation(max_length=length)
+    tok.enable_padding(length=length, pad_id=pad_id, pad_token=pad_token)
+    return tok
+
+
+def token_samples(model_id: str, count: int = 8) -> list[dict[str, np.ndarray]]:
+    """``count`` text samples of ``model_id``: token ids (and mask, zero token types) of shape [1, length] each."""
+    manifest = load_manifest(model_id)
+    fetch(model_id)
+    data, inputs = manifest["data"], manifest["inputs"]
+    pre = data.get("preprocess") or {}
+    where = f"manifest '{model_id}'"
+    missing = [k for k in ("tokenizer", "text", "length") if k not in pre]
+    if missing:
+        raise CorpusError(f"{where}: token data lacks preprocess.{', preprocess.'.join(missing)}",
+                          hint="see the tokens keys in corpus/README.md")
+    folder = data_dir(model_id)
+    length = int(pre["length"])
+    tok = _tokenizer(folder / member_name(pre["tokenizer"]), length)
+    lines = _text_lines(folder / member_name(pre["text"]))
+    if not lines:
+        raise CorpusError(f"{where}: {pre['text']} has no line of at least 5 words",
+                          hint="name another text member in preprocess.text")
+    rng = np.random.default_rng(0)
+    named = {data["input"]: "ids", pre.get("attention_mask"): "mask", pre.get("token_type_ids"): "types"}
+    out = []
+    for enc in tok.encode_batch(lines[:count]):
+        values = {"ids": enc.ids, "mask": enc.attention_mask, "types": [0] * length}
+        feed = {}
+        for name, spec in inputs.items():
+            role = named.get(name)
+            feed[name] = (np.asarray([values[role]], dtype=_DTYPES[spec["dtype"]]) if role
+                          else _fixed(spec, rng))
+        out.append(feed)
+    return out
+
+
+def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Masked mean over the sequence axis of ``hidden`` [batch, seq, dim], L2-normalised: [batch, dim]."""
+    m = np.asarray(mask, np.float64)[..., None]
+    summed = (np.asarray(hidden, np.float64) * m).sum(axis=1)
+    mean = summed / np.maximum(m.sum(axis=1), 1e-9)
+    norm = np.linalg.norm(mean, axis=-1, keepdims=True)
+    return (mean / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+def pooled(manifest: dict[str, Any], output: np.ndarray, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """What the metric compares for ``output`` (the manifest's ``output`` tensor) given the ``feeds`` that made it:
+    the mean-pooled, L2-normalised embedding when ``data.preprocess.pooling`` is ``"mean"`` (the attention mask
+    from the input ``preprocess.attention_mask`` names, else all ones), else ``output`` unchanged."""
+    pre = ((manifest.get("data") or {}).get("preprocess")) or {}
+    pooling = pre.get("pooling")
+    if not pooling:
+        return output
+    if pooling != "mean":
+        raise CorpusError(f"manifest '{manifest.get('id')}': pooling '{pooling}' is not 'mean'",
+                          hint="corpus/README.md")
+    mask_name = pre.get("attention_mask")
+    mask = feeds[mask_name] if mask_name in feeds else np.ones(output.shape[:2], np.int64)
+    return mean_pool(output, mask)
 
 
 # ---------------------------------------------------------------- bytes (Magika)

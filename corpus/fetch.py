@@ -8,7 +8,9 @@ and ``<id>/data/<name>`` for the input data the manifest names. Every file is ch
 manifest pins before it is moved into place, atomically, so a reader never sees a half-written or wrong file.
 
 A member path may reach inside nested archives with ``!`` (``pkg/models.zip!det/model.onnx``); a member ending in
-``.gz`` is gunzipped; ``source.parts`` (a list of members) joins a model split into pieces, in order.
+``.gz`` (or any member when ``source.compression`` is ``"gzip"``) is gunzipped; ``source.parts`` (a list of
+members) joins a model split into pieces, in order; ``source.external_data`` members (an ONNX model's external
+weights) are written beside the model under their own file names, checked against the manifest's ``external_data``.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ __all__ = [
     "data_files",
     "fetch",
     "fetch_archive",
+    "external_data_files",
     "load_manifest",
     "manifests",
+    "member_name",
     "model_path",
     "sha256_file",
     "RegistryUnreachable",
@@ -83,7 +87,13 @@ def data_files(model_id: str) -> list[Path]:
     data = load_manifest(model_id).get("data")
     if not data:
         return []
-    return [data_dir(model_id) / _data_name(m) for m in data["source"]["members"]]
+    return [data_dir(model_id) / member_name(m) for m in data["source"]["members"]]
+
+
+def external_data_files(model_id: str) -> list[Path]:
+    """The external-data files :func:`fetch` puts beside the model (``source.external_data``; usually none)."""
+    src = load_manifest(model_id)["source"]
+    return [model_path(model_id).parent / member_name(m) for m in src.get("external_data") or []]
 
 
 def _check_id(model_id: str) -> str:
@@ -285,7 +295,8 @@ def _read_one(src: Path | io.BytesIO, name: str, member: str, where: str) -> byt
                       f"fix source.member; the archive holds {len(names)} members, e.g. {names[:3]}")
 
 
-def _data_name(member: str) -> str:
+def member_name(member: str) -> str:
+    """The file name a member is written under: its last path component, without a ``.gz`` it was gunzipped of."""
     last = member.split("!")[-1].rsplit("/", 1)[-1]
     return last[:-3] if last.endswith(".gz") and not last.endswith(".tar.gz") else last
 
@@ -294,34 +305,73 @@ def _data_name(member: str) -> str:
 
 
 def fetch(model_id: str) -> Path:
-    """Download (once), verify and extract the model of ``model_id`` and its data; return the model's path."""
+    """Download (once), verify and extract the model of ``model_id``, its external data and its input data; return
+    the model's path. A second call costs nothing unless a file was changed or removed since (then it re-extracts)."""
     manifest = load_manifest(model_id)
     out = model_path(model_id)
     stamp_path = out.parent / _STAMP
     stamp = _stamp(manifest)
     if out.is_file() and stamp_path.is_file():
         try:
-            if json.loads(stamp_path.read_text()) == stamp:
+            if json.loads(stamp_path.read_text()) == {**stamp, "files": _file_stats(model_id, manifest)}:
                 return out
         except (OSError, json.JSONDecodeError):
             pass
     src = manifest["source"]
+    where = f"manifest '{model_id}'"
     archive = fetch_archive(src, model_id)
     members = src.get("parts") or [src["member"]]
-    blob = b"".join(read_member(archive, m, f"manifest '{model_id}'") for m in members)
+    blob = b"".join(_read_compressed(archive, m, src, where) for m in members)
     digest = hashlib.sha256(blob).hexdigest()
     if digest != manifest["model_sha256"]:
         raise CorpusError(
-            f"manifest '{model_id}': {'+'.join(members)} in {src['file']} has sha256 {digest}, the manifest pins "
+            f"{where}: {'+'.join(members)} in {src['file']} has sha256 {digest}, the manifest pins "
             f"{manifest['model_sha256']}",
             hint="the archive matched its pin but the member differs: source.member probably names the wrong file",
         )
+    _fetch_external(model_id, manifest, archive)
     atomic_write(out, blob)
     data = manifest.get("data")
     if data:
         _fetch_data(model_id, data)
-    atomic_write(stamp_path, json.dumps(stamp, sort_keys=True))
+    atomic_write(stamp_path, json.dumps({**stamp, "files": _file_stats(model_id, manifest)}, sort_keys=True))
     return out
+
+
+def _read_compressed(archive: Path, member: str, src: dict[str, Any], where: str) -> bytes:
+    """A member, gunzipped when ``source.compression`` says gzip and its name did not already (``.gz``)."""
+    blob = read_member(archive, member, where)
+    comp = src.get("compression")
+    if comp in (None, "none"):
+        return blob
+    if comp != "gzip":
+        raise CorpusError(f"{where}: source.compression '{comp}' is not 'gzip'", hint="corpus/README.md")
+    if blob[:2] == b"\x1f\x8b":  # not unwrapped by the .gz rule
+        try:
+            return gzip.decompress(blob)
+        except OSError as exc:
+            raise CorpusError(f"{where}: {member} is not gzip data ({exc})",
+                              hint="fix source.compression or source.member") from exc
+    return blob
+
+
+def _fetch_external(model_id: str, manifest: dict[str, Any], archive: Path) -> None:
+    """Write ``source.external_data`` members beside the model, each checked against ``external_data.<name>``."""
+    where = f"manifest '{model_id}' (external data)"
+    pins = manifest.get("external_data") or {}
+    for member in manifest["source"].get("external_data") or []:
+        name = member_name(member)
+        pin = pins.get(name)
+        if not pin or "sha256" not in pin:
+            raise CorpusError(f"{where}: {name} has no sha256 pin", hint=f'add "external_data": {{"{name}": '
+                              '{"sha256": ..., "size_bytes": ...}} to the manifest')
+        blob = _read_compressed(archive, member, manifest["source"], where)
+        digest = hashlib.sha256(blob).hexdigest()
+        if digest != pin["sha256"] or ("size_bytes" in pin and len(blob) != pin["size_bytes"]):
+            raise CorpusError(f"{where}: {member} in {manifest['source']['file']} has sha256 {digest} "
+                              f"({len(blob)} bytes), the manifest pins {pin['sha256']} ({pin.get('size_bytes')} bytes)",
+                              hint="source.external_data names another file than was pinned; fix the manifest")
+        atomic_write(model_path(model_id).parent / name, blob)
 
 
 def _fetch_data(model_id: str, data: dict[str, Any]) -> None:
@@ -335,12 +385,29 @@ def _fetch_data(model_id: str, data: dict[str, Any]) -> None:
         if want and hashlib.sha256(blob).hexdigest() != want:
             raise CorpusError(f"{where}: {member} in {src['file']} does not match its member_sha256 pin",
                               hint="source.members names another file than was pinned; fix the manifest")
-        atomic_write(data_dir(model_id) / _data_name(member), blob)
+        atomic_write(data_dir(model_id) / member_name(member), blob)
 
 
 def _stamp(manifest: dict[str, Any]) -> dict[str, Any]:
     data = manifest.get("data") or {}
-    return {"model_sha256": manifest["model_sha256"], "data": data.get("source")}
+    return {"model_sha256": manifest["model_sha256"], "data": data.get("source"),
+            "external_data": manifest.get("external_data")}
+
+
+def _file_stats(model_id: str, manifest: dict[str, Any]) -> dict[str, list[int] | None]:
+    """Size and mtime of every file fetch wrote: a file changed after the fetch (a tool that saved over the model
+    in place) or removed makes the next fetch extract it again."""
+    paths = [model_path(model_id), *external_data_files(model_id)]
+    if manifest.get("data"):
+        paths += data_files(model_id)
+    out: dict[str, list[int] | None] = {}
+    for p in paths:
+        try:
+            st = p.stat()
+            out[p.name if p.parent == model_path(model_id).parent else f"data/{p.name}"] = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            out[p.name] = None
+    return out
 
 
 # ---------------------------------------------------------------- verify (onnx + onnxruntime on one sample)
@@ -354,11 +421,16 @@ def verify(model_id: str) -> str:
 
     manifest = load_manifest(model_id)
     path = fetch(model_id)
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)
     problems = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset != manifest["opset"]:
         problems.append(f"opset {opset} != manifest {manifest['opset']}")
+    if "opset_imports" in manifest:
+        got = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+        want = {k or "ai.onnx": v for k, v in manifest["opset_imports"].items()}
+        if got != want:
+            problems.append(f"opset_imports {got} != manifest {want}")
     if model.ir_version != manifest["ir_version"]:
         problems.append(f"ir_version {model.ir_version} != manifest {manifest['ir_version']}")
     inits = {i.name for i in model.graph.initializer}
@@ -373,10 +445,24 @@ def verify(model_id: str) -> str:
     feeds = corpus_data.sample_feeds(model_id, count=1)
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # tf2onnx's unused initializers would warn on every run
+    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     outs = sess.run(None, feeds)
-    shapes = ", ".join(f"{o.name}{list(v.shape)}" for o, v in zip(sess.get_outputs(), outs))
+    shapes = ", ".join(f"{o.name}{_describe(v)}" for o, v in zip(sess.get_outputs(), outs))
     return f"{model_id}: ok ({', '.join(f'{k}{list(v.shape)}' for k, v in feeds.items())} -> {shapes})"
+
+
+def _describe(value: Any) -> str:
+    """A run output for the one-line summary: a tensor's shape, or what a non-tensor (ZipMap's list of maps) holds."""
+    if hasattr(value, "shape"):
+        return str(list(value.shape))
+    if isinstance(value, list):
+        inner = f"map[{len(value[0])}]" if value and isinstance(value[0], dict) else type(value[0]).__name__ if value else ""
+        return f"<sequence of {len(value)} {inner}>"
+    if isinstance(value, dict):
+        return f"<map of {len(value)}>"
+    return f"<{type(value).__name__}>"
 
 
 # ---------------------------------------------------------------- CLI
@@ -416,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
         except WorkbenchError as exc:
             failed += 1
             print(f"error: {exc}", file=sys.stderr, flush=True)
+        except Exception as exc:  # noqa: BLE001 - one model's failure must not hide the others' results
+            failed += 1
+            print(f"error: manifest '{i}': {'verify' if args.verify else 'fetch'} failed with "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     if failed:
         print(f"{failed} of {len(ids)} failed", file=sys.stderr)
     return 1 if failed else 0
