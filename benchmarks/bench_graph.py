@@ -3,7 +3,9 @@
 Models (built with ``onnx.helper``): a generated 5,000-node graph (1,000 five-node blocks with a side branch,
 no name scopes, so nothing collapses), a ~1,000-node PaddlePaddle-style chain whose every weight comes from a
 ``Constant`` node (folded: 600 boxes drawn from 1,000 nodes), and a 5,000-node model with torch-style name
-scopes (``/stage3/block7/conv2/Conv``) that opens with its groups collapsed.
+scopes (``/stage3/block7/conv2/Conv``) that opens with its groups collapsed, and, when the corpus has fetched them
+(``~/.cache/onnx-trt-workbench/corpus``), real PaddlePaddle exports whose weights are all Constant nodes
+(PicoDet layout, 1,493 nodes of which 878 Constant; PP-OCRv4 det, 672 of which 342).
 
 Per model it prints the kernel side (``graph_json`` seconds, JSON size) and, measured in the page with
 ``performance.now()``, first paint (the bundle's ``render`` called -> the frame after the first boxes are in
@@ -20,15 +22,19 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from workbench.graph import load_model
 from workbench.plots.graph_data import graph_json
 from workbench.ui.graph_widget import STATIC
 
 GOAL_S = 2.0
+CORPUS = Path.home() / ".cache" / "onnx-trt-workbench" / "corpus"
+REAL = {"PicoDet layout (Paddle, real)": "picodet_layout_cdla", "PP-OCRv4 det (Paddle, real)": "ppocr_v4_det"}
 
 
 def swish_blocks(blocks: int = 1000) -> onnx.ModelProto:
@@ -113,6 +119,12 @@ window.bench = {
     await frame();
     return { ms: performance.now() - t0, boxes: document.querySelectorAll(".wbg-node rect.box").length };
   },
+  async fit() {
+    const t0 = performance.now();
+    document.querySelector(".wbg-fit").click();
+    await frame();
+    return { ms: performance.now() - t0, boxes: document.querySelectorAll(".wbg-node rect.box").length };
+  },
   async select(name) {
     const t0 = performance.now();
     model.set("selected", [name]);
@@ -134,12 +146,15 @@ def measure(page, model: onnx.ModelProto, picks: list[str]) -> dict:
     text = json.dumps(data, separators=(",", ":"))
     kernel_s = time.perf_counter() - t
     paints = [page.evaluate("(g) => window.bench.paint(g)", text) for _ in range(3)]
+    fit = page.evaluate("() => window.bench.fit()")
     sels = [page.evaluate("(n) => window.bench.select(n)", name) for name in picks]
     for s in sels:
         assert s["found"] and abs(s["dx"]) < 5 and abs(s["dy"]) < 5, s  # highlighted and centred
     return {"nodes": len(model.graph.node), "drawn_nodes": len(data["nodes"]), "json_kb": len(text) / 1024,
             "kernel_s": kernel_s, "paint_s": statistics.median(p["ms"] for p in paints) / 1000,
-            "boxes": paints[-1]["boxes"], "select_s": statistics.median(s["ms"] for s in sels) / 1000}
+            "cold_s": paints[0]["ms"] / 1000, "boxes": paints[-1]["boxes"],
+            "select_s": statistics.median(s["ms"] for s in sels) / 1000, "select_max_s": max(s["ms"] for s in sels) / 1000,
+            "fit_s": fit["ms"] / 1000, "fit_boxes": fit["boxes"]}
 
 
 def main() -> None:
@@ -153,6 +168,14 @@ def main() -> None:
                                                            "/stage0/block0/op0/Relu", "/stage3/block20/op1/Relu",
                                                            "/stage1/block12/op30/Relu"]),
     }
+    for label, model_id in REAL.items():
+        path = CORPUS / model_id / "model.onnx"
+        if not path.is_file():
+            print(f"({label}: {path} not fetched, skipped)")
+            continue
+        model = load_model(str(path))
+        names = [n.name for n in model.graph.node if n.op_type != "Constant"]
+        cases[label] = (model, [names[-1], names[len(names) // 2], names[0], names[len(names) // 3], names[-10]])
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium",
                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
@@ -163,16 +186,17 @@ def main() -> None:
         page.set_content(PAGE)
         page.wait_for_function("window.benchReady === true")
         page.evaluate("(s) => window.bench.load(s)", (STATIC / "graph.js").read_text())
-        print(f"{'model':42s} {'nodes':>6s} {'drawn':>6s} {'JSON kB':>8s} {'kernel s':>9s} {'first paint s':>14s} "
-              f"{'boxes':>6s} {'select+centre s':>16s}")
+        print(f"{'model':38s} {'nodes':>6s} {'boxes':>6s} {'JSON kB':>8s} {'kernel s':>9s} {'1st paint s':>12s} "
+              f"{'(cold)':>7s} {'in view':>8s} {'select+centre s':>16s} {'(max)':>6s} {'fit all s':>10s} {'drawn':>6s}")
         ok = True
         for label, (model, picks) in cases.items():
             r = measure(page, model, picks)
-            ok &= r["paint_s"] < GOAL_S and r["select_s"] < GOAL_S
-            print(f"{label:42s} {r['nodes']:6d} {r['drawn_nodes']:6d} {r['json_kb']:8.0f} {r['kernel_s']:9.3f} "
-                  f"{r['paint_s']:14.3f} {r['boxes']:6d} {r['select_s']:16.3f}")
+            ok &= max(r["cold_s"], r["paint_s"], r["select_max_s"]) < GOAL_S
+            print(f"{label:38s} {r['nodes']:6d} {r['drawn_nodes']:6d} {r['json_kb']:8.0f} {r['kernel_s']:9.3f} "
+                  f"{r['paint_s']:12.3f} {r['cold_s']:7.3f} {r['boxes']:8d} {r['select_s']:16.3f} {r['select_max_s']:6.3f} "
+                  f"{r['fit_s']:10.3f} {r['fit_boxes']:6d}")
         browser.close()
-    print(f"goal: first paint and select-and-centre under {GOAL_S} s: {'met' if ok else 'NOT met'}"
+    print(f"goal: first paint (cold and warm) and select-and-centre (every pick) under {GOAL_S} s: {'met' if ok else 'NOT met'}"
           + (f"; page errors: {errors}" if errors else ""))
 
 

@@ -142,7 +142,7 @@ function render({ model, el: root }) {
   let frames = [];
   let tx = 0, ty = 0, k = 1;
   let matches = [], matchAt = -1;
-  let raf = 0, clicking = false;
+  let raf = 0, clicking = false, lod = 1; // level of detail: 0 = plain boxes (zoomed far out), 1 = text
   const t0 = performance.now();
   let firstPaint = true;
 
@@ -279,6 +279,12 @@ function render({ model, el: root }) {
     const g = el("g", { class: "wbg-node" + (u.group !== undefined ? " group" : ""), transform: `translate(${x},${y})` });
     g.dataset.id = u.id;
     const fill = fillOf(u);
+    if (!lod) { // far out: a plain box is all that can be seen
+      el("rect", { class: "box", width: u.w, height: u.h, rx: 4, fill }, g);
+      styleNode(g, u);
+      nodeLayer.appendChild(g);
+      return g;
+    }
     el("rect", { class: "ring", x: -4, y: -4, width: u.w + 8, height: u.h + 8, rx: 7 }, g);
     const box = el("rect", { class: "box", width: u.w, height: u.h, rx: 4, fill }, g);
     const fg = dark(fill) ? "#fff" : "#111";
@@ -347,6 +353,8 @@ function render({ model, el: root }) {
       return L.xs[ui] + u.w / 2 >= vx0 && L.xs[ui] - u.w / 2 <= vx1 && L.ys[ui] + u.h / 2 >= vy0 && L.ys[ui] - u.h / 2 <= vy1;
     };
     const want = new Set();
+    const detail = k < 0.3 ? 0 : 1;
+    if (detail !== lod) { lod = detail; for (const g of drawn.values()) g.remove(); drawn.clear(); }
     for (let ui = 0; ui < units.length; ui++) if (inView(ui)) want.add(ui);
     for (const [ui, g] of drawn) if (!want.has(ui)) { g.remove(); drawn.delete(ui); }
     for (const ui of want) if (!drawn.has(ui)) drawn.set(ui, drawNode(ui));
