@@ -97,7 +97,7 @@ def _tiny_model() -> bytes:
     node = helper.make_node("Relu", ["x"], ["y"])
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=10).SerializeToString()
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
@@ -109,8 +109,10 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 
 def _local_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, archive: bytes, file: str,
-                    **source: object) -> dict:
-    """A manifest whose archive already sits in the cache with its true sha256, so nothing is downloaded."""
+                    model: bytes | None = None, extra: dict | None = None, **source: object) -> dict:
+    """A manifest whose archive already sits in the cache with its true sha256, so nothing is downloaded.
+    ``model``: the bytes the member holds (default the tiny Relu model); ``extra``: top-level keys to set."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     mdir = tmp_path / "manifests"
     mdir.mkdir(exist_ok=True)
     monkeypatch.setattr(cf, "MANIFEST_DIR", mdir)
@@ -119,10 +121,14 @@ def _local_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, archive: by
     path = cf.archive_path(src)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(archive)
-    model = _tiny_model()
+    model = _tiny_model() if model is None else model
+    parsed = onnx.load_from_string(model)
     manifest = {"id": "tiny", "title": "t", "source": src, "model_sha256": hashlib.sha256(model).hexdigest(),
-                "size_bytes": len(model), "exporter": "onnx", "opset": 13, "ir_version": 10, "task": "t",
-                "inputs": {"x": {"shape": [1, 4], "dtype": "float32", "sample_axis": 0}}, "data": None}
+                "size_bytes": len(model), "exporter": "onnx",
+                "opset": next((o.version for o in parsed.opset_import if o.domain == ""), None),
+                "ir_version": parsed.ir_version, "task": "t",
+                "inputs": {"x": {"shape": [1, 4], "dtype": "float32", "sample_axis": 0}}, "data": None,
+                **(extra or {})}
     (mdir / "tiny.json").write_text(json.dumps(manifest))
     return manifest
 
@@ -165,6 +171,213 @@ def test_missing_member_suggests_the_same_file_name(tmp_path: Path, monkeypatch:
     with pytest.raises(cf.CorpusError, match="has no member 'pkg/det.onnx'") as err:
         cf.fetch("tiny")
     assert "pkg/models/det.onnx" in err.value.hint
+
+
+def test_external_data_lands_beside_the_model_and_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = np.arange(4, dtype=np.float32) + 1
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [onnx.numpy_helper.from_array(w, "w")])
+    src = tmp_path / "src"
+    src.mkdir()
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=10),
+                    str(src / "m.onnx"), save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    model, weights = (src / "m.onnx").read_bytes(), (src / "m.onnx.data").read_bytes()
+    archive = _zip({"pkg/m.onnx": model, "pkg/m.onnx.data": weights})
+    pin = {"m.onnx.data": {"sha256": hashlib.sha256(weights).hexdigest(), "size_bytes": len(weights)}}
+    _local_manifest(tmp_path, monkeypatch, archive, "tinypkg-1.0-py3-none-any.whl", model=model,
+                    extra={"external_data": pin}, member="pkg/m.onnx", external_data=["pkg/m.onnx.data"])
+    path = cf.fetch("tiny")
+    assert (path.parent / "m.onnx.data").read_bytes() == weights
+    assert cf.external_data_files("tiny") == [path.parent / "m.onnx.data"]
+    assert "y[1, 4]" in cf.verify("tiny")  # ONNX Runtime found the weights beside model.onnx
+
+    import onnxruntime as ort
+
+    x = np.ones((1, 4), np.float32)
+    y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(y, x * w)
+
+
+def test_external_data_with_the_wrong_pin_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = _zip({"pkg/a.onnx": _tiny_model(), "pkg/a.onnx.data": b"\0" * 16})
+    pin = {"a.onnx.data": {"sha256": "0" * 64, "size_bytes": 16}}
+    _local_manifest(tmp_path, monkeypatch, archive, "tinypkg-1.0-py3-none-any.whl",
+                    extra={"external_data": pin}, member="pkg/a.onnx", external_data=["pkg/a.onnx.data"])
+    with pytest.raises(cf.CorpusError, match="manifest 'tiny' \\(external data\\): pkg/a.onnx.data.*pins 0000"):
+        cf.fetch("tiny")
+    assert not cf.model_path("tiny").exists()
+
+
+def test_gzip_compression_without_a_gz_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = _zip({"pkg/model.bin": gzip.compress(_tiny_model())})
+    _local_manifest(tmp_path, monkeypatch, archive, "tinypkg-1.0-py3-none-any.whl", member="pkg/model.bin",
+                    compression="gzip")
+    assert cf.fetch("tiny").read_bytes() == _tiny_model()
+
+
+def test_a_cached_model_changed_in_place_is_extracted_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tool that saves over the cached model (shape inference written back) must not poison later runs."""
+    _local_manifest(tmp_path, monkeypatch, _zip({"pkg/m.onnx": _tiny_model()}), "tinypkg-1.0-py3-none-any.whl",
+                    member="pkg/m.onnx")
+    path = cf.fetch("tiny")
+    path.write_bytes(_tiny_model() + b"\x00")  # what an in-place onnx.save of a changed model looks like
+    assert cf.fetch("tiny").read_bytes() == _tiny_model()
+    path.unlink()
+    assert cf.fetch("tiny").read_bytes() == _tiny_model()
+
+
+def _zipmap_model() -> bytes:
+    """LinearClassifier -> ZipMap: 'probabilities' is a sequence of maps, not a tensor."""
+    ml = "ai.onnx.ml"
+    nodes = [
+        helper.make_node("LinearClassifier", ["x"], ["label", "scores"], domain=ml, classlabels_ints=[0, 1, 2],
+                         coefficients=[1.0, 0, 0, 1, -1, -1], intercepts=[0.0, 0, 0], multi_class=0),
+        helper.make_node("ZipMap", ["scores"], ["probabilities"], domain=ml, classlabels_int64s=[0, 1, 2]),
+    ]
+    seq_map = helper.make_sequence_type_proto(helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(
+        TensorProto.FLOAT, [])))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("label", TensorProto.INT64, [1]),
+                               helper.make_value_info("probabilities", seq_map)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(ml, 1)], ir_version=7)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_verify_describes_zipmap_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _zipmap_model()
+    _local_manifest(tmp_path, monkeypatch, _zip({"pkg/m.onnx": model}), "tinypkg-1.0-py3-none-any.whl", model=model,
+                    member="pkg/m.onnx", extra={"opset_imports": {"ai.onnx.ml": 1},
+                                                "inputs": {"x": {"shape": [1, 2], "dtype": "float32",
+                                                                 "sample_axis": 0}}})
+    assert cf.load_manifest("tiny")["opset"] is None  # no default-domain opset at all, as OnnxMLTools 1.2 wrote
+    assert cf.verify("tiny") == "tiny: ok (x[1, 2] -> label[1], probabilities<sequence of 1 map[3]>)"
+
+
+def test_verify_checks_opset_imports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _local_manifest(tmp_path, monkeypatch, _zip({"pkg/m.onnx": _tiny_model()}), "tinypkg-1.0-py3-none-any.whl",
+                    member="pkg/m.onnx", extra={"opset_imports": {"": 13, "ai.onnx.ml": 3}})
+    with pytest.raises(cf.CorpusError, match="opset_imports .* != manifest"):
+        cf.verify("tiny")
+
+
+def test_main_reports_any_failure_naming_the_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # The manifest says int64 where the model reads float32: ONNX Runtime raises its own error, not ours.
+    _local_manifest(tmp_path, monkeypatch, _zip({"pkg/m.onnx": _tiny_model()}), "tinypkg-1.0-py3-none-any.whl",
+                    member="pkg/m.onnx", extra={"inputs": {"x": {"shape": [1, 4], "dtype": "int64",
+                                                                 "sample_axis": 0}}})
+    assert cf.main(["--verify", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert "error: manifest 'tiny': verify failed with" in err and "1 of 1 failed" in err
+    assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------- data: images, tokens (built here, no network)
+
+
+def _rgb(w: int, h: int) -> object:
+    from PIL import Image
+
+    x = (np.arange(h * w * 3).reshape(h, w, 3) * 7 % 251).astype(np.uint8)
+    return Image.fromarray(x, "RGB")
+
+
+def test_letterbox_center_pads_both_sides() -> None:
+    img = _rgb(4, 2)
+    pre = {"size": [4, 4], "resize": "letterbox", "pad": 255, "layout": "NHWC"}
+    top = corpus_data._preprocess_image(img, pre)[0]
+    mid = corpus_data._preprocess_image(img, {**pre, "center": True})[0]
+    want = np.asarray(img, np.float32)
+    np.testing.assert_array_equal(top[:2], want)
+    np.testing.assert_array_equal(top[2:], 255)
+    np.testing.assert_array_equal(mid[1:3], want)
+    np.testing.assert_array_equal(mid[[0, 3]], 255)
+
+
+def test_crop_from_resizes_then_centre_crops() -> None:
+    img = _rgb(8, 8)
+    x = corpus_data._preprocess_image(img, {"size": [4, 4], "crop_from": [8, 8], "layout": "NHWC"})[0]
+    np.testing.assert_array_equal(x, np.asarray(img, np.float32)[2:6, 2:6])
+    with pytest.raises(cf.CorpusError, match="crop_from"):
+        corpus_data._preprocess_image(img, {"size": [4, 4], "crop_from": [2, 8]})
+
+
+def test_append_channel_comes_after_normalisation_and_transpose_hw_swaps() -> None:
+    img = _rgb(3, 2)
+    pre = {"size": [2, 3], "mean": [10, 20, 30], "std": [2, 2, 2], "append_channel": 1.0, "layout": "NHWC"}
+    x = corpus_data._preprocess_image(img, pre)[0]
+    rgb = (np.asarray(img, np.float32) - [10, 20, 30]) / 2
+    assert x.shape == (2, 3, 4)
+    np.testing.assert_allclose(x[..., :3], rgb)
+    np.testing.assert_array_equal(x[..., 3], 1.0)
+    t = corpus_data._preprocess_image(img, {**pre, "transpose_hw": True})[0]
+    assert t.shape == (3, 2, 4)
+    np.testing.assert_array_equal(t, x.transpose(1, 0, 2))
+    nchw = corpus_data._preprocess_image(img, {**pre, "transpose_hw": True, "layout": "NCHW"})[0]
+    np.testing.assert_array_equal(nchw, x.transpose(2, 1, 0))
+
+
+def test_scale_by_image_max_and_resample() -> None:
+    img = _rgb(16, 16)
+    peak = float(np.asarray(img).max())
+    x = corpus_data._preprocess_image(img, {"size": [16, 16], "scale": 0.5, "scale_by_image_max": True,
+                                            "layout": "NHWC"})[0]
+    np.testing.assert_allclose(x, np.asarray(img, np.float32) / peak, rtol=1e-6)
+    bilinear = corpus_data._preprocess_image(img, {"size": [5, 5]})
+    lanczos = corpus_data._preprocess_image(img, {"size": [5, 5], "resample": "lanczos"})
+    from PIL import Image
+
+    want = np.asarray(img.resize((5, 5), Image.Resampling.LANCZOS), np.float32).transpose(2, 0, 1)
+    np.testing.assert_array_equal(lanczos[0], want)
+    assert not np.array_equal(bilinear, lanczos)
+    with pytest.raises(cf.CorpusError, match="resample 'cubic'"):
+        corpus_data._preprocess_image(img, {"size": [5, 5], "resample": "cubic"})
+
+
+def _word_tokenizer() -> bytes:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "one": 2, "two": 3, "three": 4, "four": 5, "five": 6, "six": 7}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tok.to_str().encode()
+
+
+def test_token_samples_pad_truncate_mask_and_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = b"one two\none two three four five six seven\n\nsix five four three two\n"
+    archive = _zip({"pkg/m.onnx": _tiny_model(), "pkg/tokenizer.json": _word_tokenizer(), "pkg/README": text})
+    digest = hashlib.sha256(archive).hexdigest()
+    data = {"kind": "tokens", "input": "ids",
+            "source": {"registry": "pypi", "package": "tinypkg", "version": "1.0",
+                       "file": "tinypkg-1.0-py3-none-any.whl", "sha256": digest,
+                       "members": ["pkg/tokenizer.json", "pkg/README"]},
+            "preprocess": {"tokenizer": "pkg/tokenizer.json", "text": "pkg/README", "length": 6,
+                           "attention_mask": "mask", "token_type_ids": "types", "pooling": "mean"}}
+    spec = {"shape": [2, 6], "dtype": "int64", "sample_axis": 0}
+    manifest = _local_manifest(tmp_path, monkeypatch, archive, "tinypkg-1.0-py3-none-any.whl", member="pkg/m.onnx",
+                               extra={"data": data, "inputs": {"ids": spec, "mask": spec, "types": spec}})
+    got = corpus_data.samples("tiny", count=8)
+    assert len(got) == 2  # "one two" has fewer than 5 words
+    np.testing.assert_array_equal(got[0]["ids"], [[2, 3, 4, 5, 6, 7]])  # truncated ("seven" is past 6 tokens)
+    np.testing.assert_array_equal(got[1]["ids"], [[7, 6, 5, 4, 3, 0]])  # padded with [PAD]
+    np.testing.assert_array_equal(got[1]["mask"], [[1, 1, 1, 1, 1, 0]])
+    np.testing.assert_array_equal(got[1]["types"], 0)
+    assert got[0]["ids"].dtype == np.int64
+    feeds = corpus_data.sample_feeds("tiny", count=2)
+    assert feeds["ids"].shape == (2, 6)
+
+    hidden = np.zeros((2, 6, 2), np.float32)
+    hidden[:, :, 0] = np.arange(6)
+    hidden[:, 5, 1] = 100.0  # only at the padded position of sample 1
+    pooled = corpus_data.pooled(manifest, hidden, feeds)
+    # Sample 0: all 6 tokens, mean [2.5, 100/6]; sample 1: 5 tokens, mean [2, 0] -> unit vector [1, 0].
+    np.testing.assert_allclose(pooled[1], [1.0, 0.0], atol=1e-6)
+    want0 = np.array([2.5, 100 / 6])
+    np.testing.assert_allclose(pooled[0], want0 / np.linalg.norm(want0), rtol=1e-5)
+    assert corpus_data.pooled({"data": None}, hidden, feeds) is hidden
 
 
 # ---------------------------------------------------------------- the real registry
