@@ -188,8 +188,13 @@ class Workbench:
         self.export_button.add_class("wb-export")
         self.tab = W.Tab(children=[])
         self.tab.observe(self._on_tab_selected, "selected_index")
+        from .cluster_box import ClusterBox
+
+        self.cluster_box = ClusterBox(self.status)  # sweeps on a Dask cluster: self.cluster_box.cluster
+        cluster = W.Accordion(children=[self.cluster_box.widget], selected_index=None)
+        cluster.set_title(0, "Cluster")
         header = W.VBox([W.HBox([self.name, self.line], layout=W.Layout(align_items="baseline", grid_gap="1em")),
-                         W.HBox([self.path, self.open_button, self.export_button])])
+                         W.HBox([self.path, self.open_button, self.export_button]), cluster])
         self.widget = W.VBox([header, self.status.widget, self.tab], layout=W.Layout(width="100%"))
         self.widget.add_class("wb-dashboard")
 
