@@ -67,6 +67,8 @@ def test_compare_then_debug_then_apply(tab):
             f"{len(tab.result.plan.tried)} plans measured") in tab.plan.value
     bars = tab.sensitivity_fig.data[0]
     assert bars.y[-1] == "/res2/res2.0/Conv"  # most sensitive on top
+    ranked = tab.graph_fig.overlays["sensitivity"]  # offered in the graph's colour menu, highest score brightest
+    assert ranked["colors"][sens.table.column("node")[0]] == "#fde725"
     assert len(tab.pareto_fig.data[0].x) == len(tab.result.plan.tried)
     assert tab.apply_button.disabled is False
 

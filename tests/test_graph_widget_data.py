@@ -211,3 +211,26 @@ def test_profile_tab_engine_graph_coloured_by_time_and_linked_to_onnx_nodes(tmp_
     tab.ort_button.click()
     tab.view.value = "engine graph"
     assert tab._chart_box.children == (tab.linked,) and "no engine layer information" in tab.linked.value
+
+
+def test_named_overlays_for_the_colour_menu(tmp_path):
+    from workbench.precision import convert_precision
+    from workbench.session import Session
+    from workbench.ui.common import Status
+    from workbench.ui.model_tab import ModelTab
+
+    w = GraphWidget(load_model(conv_bn_relu_model()))
+    w.add_overlay("ms", {"fc": 2.0, "pool": 1.0})
+    assert list(w.overlays) == ["ms"] and w.overlay == {}  # offered, not shown
+    w.add_overlay("error", {"fc": "high"}, show=True)
+    assert w.overlay["title"] == "error" and w.colour_of("fc") == op_color("high")
+    w.add_overlay("error", {"fc": "low"})  # replacing the shown overlay refreshes it
+    assert w.colour_of("fc") == op_color("low")
+    w.remove_overlay("error")
+    assert w.overlay == {} and list(w.overlays) == ["ms"]
+
+    fp16 = convert_precision(load_model(conv_bn_relu_model()), "fp16")
+    tab = ModelTab(Session(fp16, cache_dir=tmp_path / "c"), Status())
+    precision = tab.graph.overlays["precision"]  # the Model tab offers precision per node
+    assert precision["values"]["block1.conv"] == "fp16" and precision["kind"] == "category"
+    assert not any(n.startswith("Cast") or "cast" in n.lower() for n in precision["values"])

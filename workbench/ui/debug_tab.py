@@ -241,7 +241,7 @@ class DebugTab:
                 self.graph_fig = GraphWidget(height=520)
             with self.graph_fig.hold_trait_notifications():
                 self.graph_fig.set_model(reference, title="Graph coloured by log10 rel L2 error")
-                self.graph_fig.set_overlay(node_error_colours(r.node_errors()), "log10 rel L2")
+                self.graph_fig.add_overlay("log10 rel L2", node_error_colours(r.node_errors()), show=True)
                 self.graph_fig.highlight = [fd["node"]] if fd else []
             if first:
                 self._compare_figs.children = (self.errors_fig, self.graph_fig)
@@ -274,6 +274,9 @@ class DebugTab:
                                 else "Sensitivity: output error with only this layer quantized")
         par = pareto(plan.tried, chosen=plan.keep, target=plan.target,
                      higher_is_better=r.sensitivity.higher_is_better, metric=r.sensitivity.metric)
+        if self.graph_fig is not None:  # the graph's colour menu offers the ranking too
+            self.graph_fig.add_overlay("sensitivity", dict(zip(r.sensitivity.table.column("node"),
+                                                               r.sensitivity.table.column("score"))))
         first = self.sensitivity_fig is None
         self.sensitivity_fig = refill(self.sensitivity_fig, bars)
         self.pareto_fig = refill(self.pareto_fig, par)

@@ -8,6 +8,7 @@ An ``anywidget`` whose front end (``static/graph.js``) is bundled from ``js/grap
   highlights the nodes and centres the view on the last one (expanding the groups that hide it);
 - ``highlight``: nodes ringed in red (the unsupported nodes of a check, the last edit, ...);
 - ``overlay``: ``graph_data.overlay(values, title)`` colours nodes by time, error, precision, ...; ``{}`` = op type;
+- ``overlays``: named overlays offered in the widget's "colour:" menu (picking one sets ``overlay``);
 - ``info`` (front end -> kernel): what was drawn (``boxes``, ``units``, ``collapsed`` groups, ``first_paint_ms``).
 """
 
@@ -36,6 +37,7 @@ class GraphWidget(anywidget.AnyWidget):
     selected = T.List(T.Unicode()).tag(sync=True)
     highlight = T.List(T.Unicode()).tag(sync=True)
     overlay = T.Dict().tag(sync=True)
+    overlays = T.Dict().tag(sync=True)
     multiselect = T.Bool(False).tag(sync=True)
     height = T.Int(560).tag(sync=True)
     collapse_above = T.Int(400).tag(sync=True)  # boxes shown at first before name-scope groups collapse
@@ -81,6 +83,21 @@ class GraphWidget(anywidget.AnyWidget):
     def set_overlay(self, values: Mapping[str, Any] | None, title: str = "", *, log: bool = False) -> None:
         """Colour nodes by ``{node: number | str}`` with a legend; None or empty goes back to op types."""
         self.overlay = overlay(values, title, log=log) if values else {}
+
+    def add_overlay(self, name: str, values: Mapping[str, Any], *, log: bool = False, show: bool = False) -> None:
+        """Offer ``{node: number | str}`` as overlay ``name`` in the widget's colour menu (``show``: colour by it now);
+        the same name again replaces it (an active overlay of that name is refreshed too)."""
+        ov = overlay(values, name, log=log)
+        active = self.overlay.get("title") == name and bool(self.overlay)
+        self.overlays = {**self.overlays, name: ov}
+        if show or active:
+            self.overlay = ov
+
+    def remove_overlay(self, name: str) -> None:
+        """Drop overlay ``name`` from the colour menu (back to op types if it was shown)."""
+        if self.overlay.get("title") == name:
+            self.overlay = {}
+        self.overlays = {k: v for k, v in self.overlays.items() if k != name}
 
     def colour_of(self, name: str) -> str:
         """The fill the front end gives node ``name`` (overlay colour, else its op's colour)."""

@@ -17,6 +17,7 @@ import onnx
 
 from ..graph import layer_table, summary
 from ..plots.graph_view import attribute_text
+from ..precision import node_precisions
 from ..table import Table
 from .common import Job, Status
 from .graph_widget import GraphWidget
@@ -231,6 +232,7 @@ class ModelTab:
             with self.graph.hold_trait_notifications():
                 self.graph.set_model(model)
                 self.graph.highlight = list(self._highlight)
+                self.graph.add_overlay("precision", node_precisions(model))  # offered in the graph's colour menu
         finally:
             self._syncing = False
         self._apply_filter(keep=keep if keep in self._nodes else None)

@@ -89,6 +89,7 @@ const CSS = `
 .wbg-bar{display:flex;gap:6px;align-items:center;padding:4px 6px;border-bottom:1px solid #eee;flex-wrap:wrap}
 .wbg-bar input{width:200px;padding:2px 4px;font:inherit}
 .wbg-bar button{font:inherit;padding:1px 8px;cursor:pointer}
+.wbg-bar select{font:inherit}
 .wbg-count,.wbg-info{color:#666}
 .wbg-view{position:relative;overflow:hidden;cursor:grab;touch-action:none}
 .wbg-view.drag{cursor:grabbing}
@@ -124,6 +125,7 @@ function render({ model, el: root }) {
   search.placeholder = "search node, tensor or op";
   search.type = "search";
   const count = html("span", "wbg-count", bar);
+  const colourBy = html("select", "wbg-colour", bar); // overlays registered from the kernel (trait `overlays`)
   const fitBtn = html("button", "wbg-fit", bar, "fit");
   const expandBtn = html("button", "wbg-expand", bar, "expand all");
   const collapseBtn = html("button", "wbg-collapse", bar, "collapse");
@@ -444,6 +446,24 @@ function render({ model, el: root }) {
     showLegend();
   }
 
+  function showColourChoices() {
+    const names = Object.keys(model.get("overlays") || {});
+    colourBy.style.display = names.length ? "" : "none";
+    colourBy.textContent = "";
+    const ov = model.get("overlay") || {};
+    for (const name of ["op type", ...names]) {
+      const o = html("option", "", colourBy, "colour: " + name);
+      o.value = name;
+    }
+    colourBy.value = ov.colors && names.includes(ov.title) ? ov.title : ov.colors ? "" : "op type";
+  }
+  colourBy.addEventListener("change", () => {
+    const ovs = model.get("overlays") || {};
+    model.set("overlay", colourBy.value === "op type" ? {} : ovs[colourBy.value] || {});
+    model.save_changes();
+    recolour();
+  });
+
   function showLegend() {
     legend.textContent = "";
     const ov = model.get("overlay");
@@ -611,10 +631,12 @@ function render({ model, el: root }) {
   model.on("change:graph", () => { setGraph(); showLegend(); showDetails(); fit(false); });
   model.on("change:selected", onSelected);
   model.on("change:highlight", () => { restyle(); schedule(); });
-  model.on("change:overlay", () => recolour());
+  model.on("change:overlay", () => { recolour(); showColourChoices(); });
+  model.on("change:overlays", showColourChoices);
   model.on("change:height", () => { view.style.height = height() + "px"; schedule(); });
 
   setGraph();
+  showColourChoices();
   showLegend();
   showDetails();
   // the view has no size until it is attached: fit once it has one
