@@ -32,6 +32,9 @@ picked = W.Label(value="picked: -").add_class("wb-test-picked")
 drawn = W.Label(value="drawn: -").add_class("wb-test-drawn")
 cnn.observe(lambda c: setattr(picked, "value", "picked: " + ",".join(c["new"])), "selected")
 cnn.observe(lambda c: setattr(drawn, "value", f"drawn: {c['new'].get('boxes')} of {c['new'].get('units')}"), "info")
+cnn.add_overlay("ms", {"/fc/Gemm": 2.0, "/stem/stem.0/Conv": 1.0})
+colour = W.Label(value="colour: op type").add_class("wb-test-colour")
+cnn.observe(lambda c: setattr(colour, "value", "colour: " + c["new"].get("title", "op type")), "overlay")
 button = W.Button(description="select fc from Python").add_class("wb-test-select")
 button.on_click(lambda _b: setattr(cnn, "selected", ["/fc/Gemm"]))
 tf = GraphWidget(load_model("digits_transformer"), height=420, collapse_above=30)
@@ -39,7 +42,7 @@ tf.add_class("wb-test-tf")
 groups = W.Label(value="groups: -").add_class("wb-test-groups")
 tf.observe(lambda c: setattr(groups, "value", f"groups: {c['new'].get('collapsed')} collapsed, "
                                              f"{c['new'].get('units')} boxes"), "info")
-W.VBox([W.HBox([picked, drawn, button]), cnn, groups, tf])
+W.VBox([W.HBox([picked, drawn, colour, button]), cnn, groups, tf])
 '''
 
 # the centre of a node box relative to the centre of its widget's view, in pixels
@@ -123,6 +126,14 @@ def test_graph_widget_draws_selects_searches_and_collapses(lab):  # noqa: F811 -
             dx, dy = fc.evaluate(OFF_CENTRE)
             assert abs(dx) < 3 and abs(dy) < 3, (dx, dy)
             expect(cnn.locator(".wbg-node.sel")).to_have_count(1)  # the conv is no longer selected
+
+            # the colour menu: an overlay registered in the kernel, picked in the page, the kernel hears of it
+            cnn.locator(".wbg-colour").select_option("ms")
+            expect(page.locator(".wb-test-colour")).to_have_text("colour: ms", timeout=30_000)
+            expect(cnn.locator(".wbg-legend")).to_contain_text("ms")
+            expect(fc.locator("rect.box")).to_have_attribute("fill", "#fde725")  # the slowest: top of the scale
+            cnn.locator(".wbg-colour").select_option("op type")
+            expect(page.locator(".wb-test-colour")).to_have_text("colour: op type", timeout=30_000)
 
             # search by op: one match, marked and centred
             cnn.locator(".wbg-search").fill("maxpool")

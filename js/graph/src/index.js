@@ -281,7 +281,7 @@ function render({ model, el: root }) {
     const g = el("g", { class: "wbg-node" + (u.group !== undefined ? " group" : ""), transform: `translate(${x},${y})` });
     g.dataset.id = u.id;
     const fill = fillOf(u);
-    if (!lod) { // far out: a plain box is all that can be seen
+    if (!lod && u.group === undefined) { // far out: a plain box is all that can be seen (groups keep their label)
       el("rect", { class: "box", width: u.w, height: u.h, rx: 4, fill }, g);
       styleNode(g, u);
       nodeLayer.appendChild(g);
