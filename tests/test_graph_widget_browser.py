@@ -167,3 +167,34 @@ def test_graph_widget_draws_selects_searches_and_collapses(lab):  # noqa: F811 -
             browser.close()
     ours = [m for m in problems if "Failed to load resource" not in m]
     assert not ours, ours
+
+
+def test_static_html_of_the_widget_draws_offline(tmp_path: Path):
+    """GraphWidget.to_html(): the fragment a report embeds draws the graph from a file:// page, no kernel, no network."""
+    from playwright.sync_api import sync_playwright
+
+    from workbench.ui.graph_widget import GraphWidget
+
+    w = GraphWidget(load_model("digits_cnn"))
+    w.set_overlay({"/fc/Gemm": 1.0, "/Add": 3.0}, "ms")
+    w.selected = ["/Add"]
+    page_path = tmp_path / "report.html"
+    page_path.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>{w.to_html()}</body></html>")
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = _launch(p)
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.route("http*://**", lambda route: (problems.append(f"fetched {route.request.url}"), route.abort()))
+            page.goto(page_path.as_uri())
+            page.wait_for_selector(".wbg-node.sel", timeout=30_000)
+            sel = page.locator(".wbg-node.sel")
+            assert sel.get_attribute("data-id") == "/Add"
+            assert sel.locator("rect.box").get_attribute("fill") == "#fde725"  # the overlay's top colour
+            assert "ms" in page.locator(".wbg-legend").inner_text()
+            assert page.locator(".wbg-node").count() >= 5
+        finally:
+            browser.close()
+    assert not problems, problems

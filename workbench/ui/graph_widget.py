@@ -14,6 +14,8 @@ An ``anywidget`` whose front end (``static/graph.js``) is bundled from ``js/grap
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,24 @@ class GraphWidget(anywidget.AnyWidget):
         if self.overlay.get("title") == name:
             self.overlay = {}
         self.overlays = {k: v for k, v in self.overlays.items() if k != name}
+
+    def to_html(self) -> str:
+        """A self-contained HTML fragment drawing this graph (overlay, selection and colour menu included) without a
+        kernel: the bundle and the graph JSON inline, for reports opened offline."""
+        state = {"graph": self.graph, "selected": self.selected, "highlight": self.highlight, "overlay": self.overlay,
+                 "overlays": self.overlays, "multiselect": self.multiselect, "height": self.height,
+                 "collapse_above": self.collapse_above, "info": {}}
+        data = json.dumps(state, separators=(",", ":")).replace("</", "<\\/")
+        bundle = json.dumps(self._esm).replace("</", "<\\/")
+        div = f"wbg-{uuid.uuid4().hex[:12]}"
+        return (f'<div id="{div}" class="wb-graph-static"></div>\n<script type="module">\n'
+                f"const state = {data};\nconst handlers = {{}};\n"
+                "const model = {get: (k) => state[k], set: (k, v) => { state[k] = v; (handlers['change:' + k] || [])"
+                ".forEach((f) => f()); }, on: (e, f) => { (handlers[e] = handlers[e] || []).push(f); }, off: () => {}, "
+                "save_changes: () => {}};\n"
+                f"const url = URL.createObjectURL(new Blob([{bundle}], {{type: 'text/javascript'}}));\n"
+                f"import(url).then((m) => m.default.render({{model, el: document.getElementById('{div}')}}));\n"
+                "</script>\n")
 
     def colour_of(self, name: str) -> str:
         """The fill the front end gives node ``name`` (overlay colour, else its op's colour)."""
