@@ -17,13 +17,14 @@ import onnx
 from .. import recipe as R
 from ..errors import EditError
 from . import direct
-from ._gs import finish, to_graph, to_model
+from ._gs import InvalidEditResult, finish, to_graph, to_model
 from .cleanup import fold_constant_if, fold_constants, fuse_batchnorm, remove_dead_nodes, remove_identity
 from .integer_ops import dequantize_integer_ops
 from .repairs import freeze_input, split_shared_dims
 from .surgery import extract, remove_node
 
-__all__ = ["apply_edit", "apply_edits", "node_diff", "describe", "GRAPH_EDITS", "DIRECT_EDITS"]
+__all__ = ["apply_edit", "apply_edits", "node_diff", "describe", "GRAPH_EDITS", "DIRECT_EDITS", "WHOLE_GRAPH_EDITS",
+           "InvalidEditResult"]
 
 _Handler = Callable[[Any, Any], Any]
 
@@ -52,6 +53,13 @@ DIRECT_EDITS: dict[type[R.Edit], _Handler] = {
 }
 
 
+# edits that take no node, tensor or value chosen by the user: an invalid result is our bug (an internal error)
+WHOLE_GRAPH_EDITS: frozenset[type[R.Edit]] = frozenset({
+    R.FoldConstants, R.FuseBatchNorm, R.RemoveIdentity, R.RemoveDeadNodes, R.FoldConstantIf, R.DequantizeIntegerOps,
+    R.SplitSharedDims,
+})
+
+
 def describe(edit: R.Edit) -> str:
     """A short human label for an edit, e.g. ``bypass_node 'relu_3'``."""
     fields = {k: v for k, v in edit.to_dict().items() if k != "kind" and v not in ((), [], {}, "", None)}
@@ -67,7 +75,7 @@ def apply_edit(model: onnx.ModelProto, edit: R.Edit, *, cache_dir: str | os.Path
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         direct_handler(copy, edit)
-        return finish(copy, describe(edit), model)
+        return finish(copy, describe(edit), model, targeted=type(edit) not in WHOLE_GRAPH_EDITS)
     handler = GRAPH_EDITS.get(type(edit))
     if handler is None:
         if isinstance(edit, (R.ConvertPrecision, R.Quantize)):
@@ -76,7 +84,7 @@ def apply_edit(model: onnx.ModelProto, edit: R.Edit, *, cache_dir: str | os.Path
         raise EditError(f"no graph edit for kind {edit.kind!r}", hint=f"known kinds: {sorted(R.EDIT_KINDS)}")
     graph = to_graph(model)
     handler(graph, edit)
-    return finish(to_model(graph, model), describe(edit), model)
+    return finish(to_model(graph, model), describe(edit), model, targeted=type(edit) not in WHOLE_GRAPH_EDITS)
 
 
 def apply_edits(model: onnx.ModelProto, edits: list[R.Edit] | tuple[R.Edit, ...], *,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import onnx
 import onnx_graphsurgeon as gs
 
 from ..errors import EditError
 from ..graph import sort_nodes, weightless_skeleton
 
-__all__ = ["to_graph", "to_model", "finish", "node_by_name", "tensor_by_name", "unique_name"]
+__all__ = ["to_graph", "to_model", "finish", "node_by_name", "tensor_by_name", "unique_name", "InvalidEditResult"]
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -49,9 +51,20 @@ def _has_subgraphs(g: onnx.GraphProto) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute)
 
 
-def finish(model: onnx.ModelProto, where: str, before: onnx.ModelProto | None = None) -> onnx.ModelProto:
+class InvalidEditResult(RuntimeError):
+    """A whole-graph edit (no node or tensor chosen by the user) wrote an invalid graph from a valid one: our bug,
+    reported as an internal error (with the checker's message), never as the user's choice."""
+
+
+def finish(model: onnx.ModelProto, where: str, before: onnx.ModelProto | None = None, *,
+           targeted: bool = True) -> onnx.ModelProto:
     """Validate an edited model in place and return it: types and shapes re-inferred from scratch (stale
     ones dropped), then the ONNX checker; both run on a weightless skeleton.
+
+    An invalid result of a ``targeted`` edit (one on a node, tensor or input the user chose) is an
+    :class:`EditError` naming it; of a whole-graph edit (``targeted=False``: fold_constants, fuse_batchnorm, the
+    repairs...) it is :class:`InvalidEditResult`, an internal error, unless ``before`` fails the same validation
+    (then the model itself is at fault: an EditError saying so).
 
     Shapes of tensors made by custom-domain ops (which inference cannot redo) are kept, and so is the declared
     type of a graph output whose shape inference cannot give (an If whose branches differ in rank): ONNX
@@ -78,10 +91,9 @@ def finish(model: onnx.ModelProto, where: str, before: onnx.ModelProto | None = 
     try:
         inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
     except Exception as exc:
-        raise EditError(
-            f"{where} leaves a graph whose shapes cannot be inferred: {_first_line(exc)}",
-            hint="undo this edit; the nodes it touches no longer fit their operators' input shapes",
-        ) from exc
+        message = f"{where} leaves a graph whose shapes cannot be inferred: {_first_line(exc)}"
+        _blame(message, where, before, targeted, exc,
+               hint="undo this edit; the nodes it touches no longer fit their operators' input shapes")
     ig = inferred.graph
     for o in ig.output:
         old = old_out.get(o.name)
@@ -96,16 +108,16 @@ def finish(model: onnx.ModelProto, where: str, before: onnx.ModelProto | None = 
             o.type.tensor_type.elem_type = elem or old.type.tensor_type.elem_type
     shapeless = [o.name for o in ig.output if o.type.HasField("tensor_type") and not o.type.tensor_type.HasField("shape")]
     if shapeless:
-        raise EditError(f"{where} leaves graph output(s) {shapeless} whose rank neither the model declares nor "
-                        "shape inference can give (ONNX requires a shape on every graph output)",
-                        hint="fix the input shapes first (set_shapes), or choose outputs whose shape is known")
+        message = (f"{where} leaves graph output(s) {shapeless} whose rank neither the model declares nor "
+                   "shape inference can give (ONNX requires a shape on every graph output)")
+        if not targeted:
+            raise InvalidEditResult(message)
+        raise EditError(message, hint="fix the input shapes first (set_shapes), or choose outputs whose shape is known")
     try:
         onnx.checker.check_model(inferred)
     except Exception as exc:
-        raise EditError(
-            f"{where} leaves an invalid ONNX graph: {_first_line(exc)}",
-            hint="undo this edit (the session kept the last good model) and pick another node or tensor",
-        ) from exc
+        _blame(f"{where} leaves an invalid ONNX graph: {_first_line(exc)}", where, before, targeted, exc,
+               hint="undo this edit (the session kept the last good model) and pick another node or tensor")
     del g.value_info[:]
     g.value_info.extend(ig.value_info)
     del g.output[:]
@@ -114,6 +126,29 @@ def finish(model: onnx.ModelProto, where: str, before: onnx.ModelProto | None = 
         del g.node[:]
         g.node.extend(ig.node)
     return model
+
+
+def _blame(message: str, where: str, before: onnx.ModelProto | None, targeted: bool, exc: Exception, *,
+           hint: str) -> NoReturn:
+    """Raise for an invalid edit result: the model's fault if it was invalid before the edit, else the user's
+    choice (targeted edits: EditError) or our bug (whole-graph edits: InvalidEditResult)."""
+    problem = _invalid(before, where) if before is not None else None
+    if problem is not None:
+        raise EditError(f"{where}: the model is invalid before this edit too: {problem}",
+                        hint="the model breaks ONNX's rules on its own; re-export it or fix it first") from exc
+    if not targeted:
+        raise InvalidEditResult(message) from exc
+    raise EditError(message, hint=hint) from exc
+
+
+def _invalid(model: onnx.ModelProto, where: str) -> str | None:
+    """Why ``model`` fails shape inference or the checker (first line), or None when it passes."""
+    try:
+        skel = weightless_skeleton(model, where)
+        onnx.checker.check_model(onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True))
+    except Exception as exc:
+        return _first_line(exc)
+    return None
 
 
 def _complete(t: onnx.TypeProto) -> bool:
