@@ -232,7 +232,7 @@ def anchor_detections(scores: Any, boxes: Any, *, threshold: float = 0.5, logits
     s = s.reshape(s.shape[0], -1)
     if logits is None:
         logits = bool(s.min() < 0 or s.max() > 1)
-    p = 1.0 / (1.0 + np.exp(-s)) if logits else s
+    p = 1.0 / (1.0 + np.exp(-np.clip(s, -60.0, 60.0))) if logits else s
     out = []
     for pi, bi in zip(p, b):
         idx = np.flatnonzero(pi >= threshold)

@@ -65,11 +65,16 @@ _results: dict[str, dict[str, Any]] = {}
 def _record(model: str, step: str, status: str, message: str = "", seconds: float = 0.0, **detail: Any) -> None:
     _results[f"{model}/{step}"] = {"model": model, "step": step, "status": status, "message": message[:600],
                                    "seconds": round(seconds, 2), **detail}
+    _write()  # after every step: a run that is stopped still leaves its results
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _write_results():
     yield
+    _write()
+
+
+def _write() -> None:
     if not _results:
         return
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
