@@ -3,12 +3,12 @@
 JupyterLab runs on a free localhost port with a token and isolated Jupyter/IPython settings, on a copy
 of notebooks/01_quickstart.ipynb (autosave must never write outputs into the committed notebook).
 The test runs all cells, checks the dashboard rendered (no "Error displaying widget", the Model tab,
-the plotly graph), then uses the controls and asserts what the kernel sent back.
+the graph widget), then uses the controls and asserts what the kernel sent back.
 
 A second test opens a generated notebook with ``Workbench("digits_cnn")``, shows every tab (its controls visible,
 no widget errors, tracebacks, ellipsised buttons or charts cut off), then runs Profile (ONNX Runtime), Calibrate
-(then quantizes the session) and Debug (FP32 vs the quantized session): their background-thread results and plotly
-charts must reach the page. Screenshots per tab go to the test's tmp dir; Profile's and Debug's to /tmp.
+(then quantizes the session) and Debug (FP32 vs the quantized session): their background-thread results, plotly
+charts and the graph widget coloured by error must reach the page. Screenshots per tab go to the test's tmp dir; Profile's and Debug's to /tmp.
 """
 
 from __future__ import annotations
@@ -40,14 +40,6 @@ KERNEL_IDLE = """() => {
   const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
   const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
   return !!(k && k.status === 'idle' && k.connectionStatus === 'connected');
-}"""
-
-
-# page coordinates of a node's marker: plotly's axis mapping + the plot's margins + the element's position
-NODE_PIXEL = """(gd, name) => {
-  const fl = gd._fullLayout, tr = gd._fullData.find(t => t.name === 'nodes');
-  const i = Array.from(tr.customdata).indexOf(name), r = gd.getBoundingClientRect();
-  return [r.left + fl._size.l + fl.xaxis.l2p(tr.x[i]), r.top + fl._size.t + fl.yaxis.l2p(tr.y[i])];
 }"""
 
 
@@ -158,7 +150,7 @@ def test_quickstart_dashboard_renders_and_reacts(lab: tuple[str, Path]):
                             + " | ".join(errors.all_inner_texts())[-3000:] + f" (screenshot {shot})")
             expect(dash.locator(".lm-TabBar-tab", has_text="Model").first).to_be_visible(timeout=30_000)
             expect(dash.locator(".wb-summary-line")).to_contain_text(f"{nodes} nodes")
-            expect(dash.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
+            expect(dash.locator(".wb-graph .wbg-node").first).to_be_visible(timeout=60_000)
             count = dash.locator(".wb-count")
             # the notebook's last cell filtered to Conv from Python: the front end shows what the kernel set
             expect(count).to_have_text(f"{convs} of {nodes} layers", timeout=120_000)
@@ -195,12 +187,14 @@ def test_quickstart_dashboard_renders_and_reacts(lab: tuple[str, Path]):
             expect(dash.locator(".wb-details .wb-node-op")).to_have_text("Gemm")
             assert page.locator("text=Error displaying widget").count() == 0
 
-            # click a node in the graph (a real mouse click on the WebGL marker): its details come back
-            plot = dash.locator(".wb-graph .js-plotly-plot").first
-            plot.scroll_into_view_if_needed()
-            x, y = plot.evaluate(NODE_PIXEL, maxpool)
-            page.mouse.move(x, y)
-            page.mouse.click(x, y)
+            # click a node box in the graph widget (found by its search box): its details come back
+            graph = dash.locator(".wb-graph").first
+            graph.scroll_into_view_if_needed()
+            graph.locator(".wbg-search").fill(maxpool)
+            graph.locator(".wbg-search").press("Enter")
+            box = graph.locator(f'.wbg-node[data-id="{maxpool}"]')
+            expect(box).to_be_visible(timeout=30_000)
+            box.click()
             expect(dash.locator(".wb-details .wb-node-name")).to_have_text(maxpool, timeout=30_000)
             expect(dash.locator(".wb-details .wb-node-op")).to_have_text("MaxPool")
             expect(count).to_have_text(f"{nodes} of {nodes} layers")  # the filter made room for the node
@@ -398,7 +392,10 @@ def test_every_tab_renders_and_heavy_tabs_act(lab: tuple[str, Path]):
             expect(panel.locator(".wb-compare")).to_contain_text("samples", timeout=60_000)
             expect(status).to_contain_text("comparing layer by layer: done")
             charts = panel.locator(".js-plotly-plot")
-            expect(charts).to_have_count(2, timeout=30_000)
+            expect(charts).to_have_count(1, timeout=30_000)
+            graph = panel.locator(".wbg")  # the graph widget, coloured by each node's error, with its legend
+            expect(graph.locator(".wbg-node").first).to_be_visible(timeout=30_000)
+            expect(graph.locator(".wbg-legend")).to_contain_text("log10 rel L2")
             errors = charts.first
             expect(errors).to_be_visible()
             bars(errors, 2)
