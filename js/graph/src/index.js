@@ -410,8 +410,11 @@ function render({ model, el: root }) {
       reportTimer = 0;
       const prev = model.get("info") || {};
       const next = { ...prev, ...pending, boxes: drawn.size, units: units.length, nodes: G ? G.nodes.length : 0,
-        collapsed: collapsed.size, engine: L ? L.engine : "", layout_ms: +(info.dataset.layoutMs || 0), scale: +k.toFixed(3) };
+        collapsed: collapsed.size, engine: L ? L.engine : "", layout_ms: +(info.dataset.layoutMs || 0) };
       pending = {};
+      // only what changed goes to the kernel (panning and zooming alone send nothing)
+      const same = Object.keys(next).every((key) => key === "layout_ms" || prev[key] === next[key]);
+      if (same) return;
       try { model.set("info", next); model.save_changes(); } catch (err) { /* a closed comm */ }
     }, 150);
   }
