@@ -144,7 +144,6 @@ class ModelTab:
     """Summary, layer table with filters, graph view, node details and the TensorRT check."""
 
     title = "Model"
-    graph_width = 560
 
     def __init__(self, session: Any, status: Status) -> None:
         self.session = session
@@ -175,7 +174,8 @@ class ModelTab:
         self.repair_panel = RepairPanel(session, status)  # a button per repair, after a check
         self.graph = GraphWidget(height=620)  # one widget for the tab's life; refresh sends it the new graph
         self.graph.observe(self._on_graph_select, "selected")
-        self._graph_box = W.Box([self.graph], layout=W.Layout(width=f"{self.graph_width}px", flex="1 1 auto"))
+        # the graph takes the width the table column leaves, never more than the page
+        self._graph_box = W.Box([self.graph], layout=W.Layout(width="100%"))
         self.highlight_note = W.HTML()  # what the ringed nodes are, when a caller says (e.g. the last edit)
 
         for w, css in ((self.summary, "wb-model-summary"), (self.filter, "wb-filter"), (self.op, "wb-op"),
@@ -196,7 +196,8 @@ class ModelTab:
                       layout=W.Layout(flex="0 0 430px", width="430px", overflow="hidden"))
         self.widget = W.VBox([
             self.summary,
-            W.HBox([left, W.VBox([self.highlight_note, self._graph_box])]),
+            W.HBox([left, W.VBox([self.highlight_note, self._graph_box],
+                                 layout=W.Layout(flex="1 1 0", min_width="320px"))]),
             W.HBox([self.check_button, self.cancel_button, self.shapes, self.progress, self.phase]),
             self.report,
             self.repair_panel.widget,

@@ -85,7 +85,7 @@ function defaultCollapsed(nodes, tree, limit) {
 }
 
 const CSS = `
-.wbg{font:12px/1.25 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;border:1px solid #ddd;position:relative;background:#fff;color:#222}
+.wbg{font:12px/1.25 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;border:1px solid #ddd;position:relative;background:#fff;color:#222;width:100%;box-sizing:border-box;min-width:0}
 .wbg-bar{display:flex;gap:6px;align-items:center;padding:4px 6px;border-bottom:1px solid #eee;flex-wrap:wrap}
 .wbg-bar input{width:200px;padding:2px 4px;font:inherit}
 .wbg-bar button{font:inherit;padding:1px 8px;cursor:pointer}
@@ -108,7 +108,9 @@ const CSS = `
 .wbg-elabel{font-size:9px;fill:#555}
 .wbg-frame{fill:rgba(59,74,107,.04);stroke:#9aa5bd;stroke-dasharray:3 3}
 .wbg-frame-label{font-size:10px;fill:#3b4a6b;cursor:pointer}
-.wbg-legend{position:absolute;right:6px;top:38px;background:rgba(255,255,255,.92);border:1px solid #ddd;padding:4px 6px;max-height:60%;overflow:auto;font-size:11px}
+.wbg-legend{position:absolute;right:6px;top:38px;max-width:45%;white-space:nowrap;text-overflow:ellipsis;background:rgba(255,255,255,.92);border:1px solid #ddd;padding:4px 6px;max-height:60%;overflow:auto;font-size:11px}
+.wbg-legend.min>div:not(:first-child){display:none}
+.wbg-legend>div:first-child{cursor:pointer}
 .wbg-legend .sw{display:inline-block;width:10px;height:10px;margin-right:4px;border:1px solid #888;vertical-align:middle}
 .wbg-legend .grad{width:120px;height:10px;border:1px solid #888}
 .wbg-details{border-top:1px solid #eee;padding:4px 6px;max-height:140px;overflow:auto;font-size:11px}
@@ -136,6 +138,8 @@ function render({ model, el: root }) {
   const frameLayer = el("g", {}, scene), edgeLayer = el("g", {}, scene), labelLayer = el("g", {}, scene);
   const nodeLayer = el("g", {}, scene);
   const legend = html("div", "wbg-legend", wrap);
+  legend.title = "click the title to fold the legend";
+  legend.addEventListener("click", (ev) => { if (ev.target === legend.firstChild) legend.classList.toggle("min"); });
   const details = html("div", "wbg-details", wrap);
 
   let G = null; // the graph trait
