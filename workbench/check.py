@@ -59,7 +59,8 @@ from .graph import load_model, save_model
 from .precision import onnxruntime_only_qdq
 from .recipe import ShapeProfile
 
-__all__ = ["CheckCancelled", "CheckReport", "check_model", "repair_model", "ORT_INTEGER_OPS", "static_findings"]
+__all__ = ["CheckCancelled", "CheckReport", "check_model", "repair_model", "ORT_INTEGER_OPS", "static_findings",
+           "static_shapes"]
 
 
 class CheckCancelled(BuildError):
@@ -188,7 +189,7 @@ def check_model(
     report.repaired_model = None  # type: ignore[attr-defined]
     if not repair:
         return report
-    fixed, applied, skipped = repair_model(loaded, values=values)
+    fixed, applied, skipped = repair_model(loaded, values=values, shapes=static_shapes(loaded, _given(shapes, loaded)))
     report.repaired = {"edits": [e.to_dict() for e in applied], "skipped": skipped, "parsable": None,
                        "buildable": None, "errors": [], "unsupported": []}
     if not applied:
@@ -212,15 +213,27 @@ def _given(shapes: str | Sequence[str] | Sequence[ShapeProfile] | None, model: o
     return tuple(shapes)  # type: ignore[arg-type]
 
 
+def static_shapes(model: onnx.ModelProto, given: Sequence[ShapeProfile] = ()) -> dict[str, tuple[int, ...]]:
+    """{input: dims} of the inputs whose profile is one shape (min = opt = max): the given profiles, else derived
+    ones. What a ``static_shapes`` repair fixes the inputs to (a profile with a range gives none)."""
+    return {p.input: tuple(p.opt) for p in resolve_profiles(model, given).profiles if p.min == p.opt == p.max}
+
+
 def repair_model(model: onnx.ModelProto, repairs: Sequence[Repair] | None = None,
-                 values: Mapping[str, Any] | None = None) -> tuple[onnx.ModelProto, list[R.Edit], list[dict[str, str]]]:
-    """Apply ``repairs`` (default: every one :func:`find_repairs` offers) with ``values`` filled in:
-    (repaired model, the edits applied in order, [{title, reason}] of repairs skipped: a value missing, or an
-    edit that refused this model)."""
-    todo = fill_values(find_repairs(model) if repairs is None else repairs, values or {})
+                 values: Mapping[str, Any] | None = None, shapes: Mapping[str, Sequence[int]] | None = None,
+                 ) -> tuple[onnx.ModelProto, list[R.Edit], list[dict[str, str]]]:
+    """Apply ``repairs`` (default: every one :func:`find_repairs` offers) with ``values`` (for ``freeze_input``)
+    and static ``shapes`` ({input: dims}, for ``static_shapes``) filled in: (repaired model, the edits applied in
+    order, [{title, reason}] of repairs skipped: a value or shape missing, or an edit that refused this model)."""
+    todo = fill_values(find_repairs(model) if repairs is None else repairs, values or {}, shapes)
     applied: list[R.Edit] = []
     skipped: list[dict[str, str]] = []
     for r in todo:
+        if not r.ready and r.needs_shapes:
+            example = " ".join(f"--shapes {k}:DIMS" for k in r.needs_shapes)
+            skipped.append({"title": r.title, "reason": f"needs one static shape for each of {list(r.needs_shapes)}: "
+                            f"pass shapes={{input: dims}} or {example} (one shape, not a MIN,OPT,MAX range)"})
+            continue
         if not r.ready:
             skipped.append({"title": r.title, "reason": f"needs the value of input '{r.needs_value}'"
                             + (f" (e.g. {r.examples[0]!r})" if r.examples else "")
@@ -261,7 +274,7 @@ def _check_once(
     given = _given(shapes, model)
     resolved = resolve_profiles(model, given)
     unsupported, suggestions = static_findings(model, given)
-    repairs = fill_values(find_repairs(model), values or {})
+    repairs = fill_values(find_repairs(model), values or {}, static_shapes(model, given))
     report = CheckReport(model=where, backend=None, version=None, parsable=None, buildable=None,
                          unsupported=unsupported, suggestions=suggestions, nodes=len(model.graph.node),
                          profiles=profiles_to_json(resolved.profiles), derived_profiles=list(resolved.derived),
@@ -312,7 +325,8 @@ def _check_once(
         report.suggestions.append(
             "repairs the workbench can apply: " + "; ".join(r.title for r in repairs)
             + " (`workbench check MODEL --repair -o fixed.onnx --recipe-out repairs.json"
-            + "".join(f" --freeze {r.needs_value}=VALUE" for r in repairs if not r.ready) + "`)")
+            + "".join(f" --freeze {r.needs_value}=VALUE" for r in repairs if not r.ready and r.needs_value)
+            + "".join(f" --shapes {k}:DIMS" for r in repairs if not r.ready for k in r.needs_shapes) + "`)")
     return report
 
 

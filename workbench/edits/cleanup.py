@@ -13,16 +13,78 @@ __all__ = ["fold_constants", "fuse_batchnorm", "remove_identity", "remove_dead_n
 _FUSABLE = ("Conv", "ConvTranspose", "Gemm")
 
 
-def fold_constants(graph: gs.Graph) -> None:
-    """Fold constant subgraphs with onnx-graphsurgeon (evaluated by ONNX Runtime), then drop dead nodes.
+_FOLD_ROUNDS = 8
 
-    If/Loop/Scan bodies are folded too but never flattened: graphsurgeon 0.6's flattening of an If with a
+
+def fold_constants(graph: gs.Graph) -> None:
+    """Fold constant subgraphs with onnx-graphsurgeon (evaluated by ONNX Runtime), then drop dead nodes; repeated
+    until nothing changes, with shapes re-inferred between rounds.
+
+    ``Shape`` of a tensor whose shape is static becomes a constant (graphsurgeon's ``fold_shapes``), but a shape is
+    often known only once the computation before it is folded (a Reshape or Pad whose sizes are computed from
+    other shapes), so each round re-infers the shapes and folds again; a main-graph ``If`` whose condition became
+    constant is flattened (:func:`fold_constant_if`), which may expose more. With static input shapes
+    (``set_shapes``), conditions computed from tensor shapes (silero VAD's decoder) fold away this way.
+
+    If/Loop/Scan bodies are folded too but never flattened by graphsurgeon: its flattening of an If with a
     constant condition nested in another body left the body reading tensors nothing produced (silero VAD).
-    ``fold_constant_if`` flattens the main graph's constant Ifs on request.
     """
-    graph.toposort()
-    graph.fold_constants(error_ok=True, flatten_subgraphs=False)
-    graph.cleanup().toposort()
+    for _ in range(_FOLD_ROUNDS):
+        before = len(graph.nodes)
+        graph.toposort()
+        _fold_static_sizes(graph)
+        graph.fold_constants(error_ok=True, flatten_subgraphs=False)
+        graph.cleanup().toposort()
+        flattened = fold_constant_if(graph)
+        if not flattened and len(graph.nodes) == before:
+            return
+        if not any(n.op in ("Shape", "Size", "If") for n in graph.nodes):
+            if not flattened:
+                return
+            continue
+        _infer_shapes(graph)
+
+
+def _fold_static_sizes(graph: gs.Graph) -> None:
+    """``Size`` of a tensor whose shape is static becomes a constant (graphsurgeon folds ``Shape`` only)."""
+    used = set(graph.tensors())
+    for node in graph.nodes:
+        if node.op != "Size" or not node.inputs or not node.outputs:
+            continue
+        shape = node.inputs[0].shape
+        if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape):
+            continue
+        out = node.outputs[0]
+        const = gs.Constant(unique_name(f"{out.name}_static", used), np.array(int(np.prod(shape)), dtype=np.int64))
+        for consumer in list(out.outputs):
+            for k, t in enumerate(consumer.inputs):
+                if t is out:
+                    consumer.inputs[k] = const
+        graph.outputs = [const if t is out else t for t in graph.outputs]
+
+
+def _infer_shapes(graph: gs.Graph) -> None:
+    """Re-infer the shapes of ``graph``'s tensors (onnx shape inference with data propagation, on a weightless
+    skeleton) and set the static ones on its variables, so the next folding round sees them."""
+    import onnx
+
+    from ..graph import weightless_skeleton
+
+    model = gs.export_onnx(graph, do_type_check=False)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(weightless_skeleton(model, "fold_constants"), strict_mode=False,
+                                                     data_prop=True)
+    except Exception:  # a graph inference cannot read: fold with what is known
+        return
+    tensors = graph.tensors()
+    for vi in inferred.graph.value_info:
+        t = tensors.get(vi.name)
+        tt = vi.type.tensor_type
+        if not isinstance(t, gs.Variable) or not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
+        if t.shape is None or any(not isinstance(d, int) for d in t.shape):
+            t.shape = dims
 
 
 def remove_dead_nodes(graph: gs.Graph) -> None:

@@ -8,6 +8,10 @@ Edits (direct proto edits, dispatched by :mod:`workbench.edits`):
 - :func:`freeze_input` (``freeze_input``): a graph input becomes a constant initializer with the user's value (e.g.
   a voice-activity detector's sample rate ``sr``). ``If`` conditions then computed from constants only are
   evaluated (onnx's reference evaluator) and written as constants, so ``fold_constant_if`` removes the ``If``.
+- static shapes (``set_shapes`` + ``fold_constants``): an ``If`` whose condition is computed from tensor shapes
+  (``Shape``/``Size`` of a tensor, e.g. silero VAD's decoder, also inside another If's branches) is constant once the
+  input shapes are; ``fold_constants`` then folds the shape chains and flattens the Ifs. The shapes come from the
+  user (the check's ``--shapes`` profile); the repaired model takes only those shapes.
 
 :func:`find_repairs` reads the graph and returns the :class:`Repair` s that apply (with ONNX Runtime's integer ops,
 the existing ``dequantize_integer_ops``); a repair that needs the user's value (``needs_value``) is completed with
@@ -29,7 +33,7 @@ from ..errors import EditError
 from ._gs import unique_name
 from .integer_ops import INTEGER_OPS
 
-__all__ = ["Repair", "find_repairs", "fill_values", "split_shared_dims", "freeze_input", "shared_dims"]
+__all__ = ["Repair", "find_repairs", "fill_values", "split_shared_dims", "freeze_input", "shared_dims", "shape_ifs"]
 
 _INTEGER = ("DynamicQuantizeLinear", *INTEGER_OPS)
 _CONE_LIMIT = 64  # nodes in an If condition's cone that we evaluate; larger cones are not a "flag" input
@@ -207,19 +211,30 @@ class Repair:
     needs_value: str = ""
     examples: tuple[Any, ...] = field(default=())
 
+    needs_shapes: tuple[str, ...] = ()
+
     @property
     def ready(self) -> bool:
-        """Whether it can be applied as is (no value missing)."""
-        return not any(isinstance(e, R.FreezeInput) and e.value is None for e in self.edits)
+        """Whether it can be applied as is (no value or shape missing)."""
+        return not any((isinstance(e, R.FreezeInput) and e.value is None)
+                       or (isinstance(e, R.SetShapes) and not e.shapes) for e in self.edits)
 
     def with_value(self, value: Any) -> Repair:
         """This repair with the value of its frozen input filled in."""
         edits = tuple(replace(e, value=value) if isinstance(e, R.FreezeInput) else e for e in self.edits)
         return replace(self, edits=edits, title=self.title.replace("=VALUE", f"={value!r}"))
 
+    def with_shapes(self, shapes: Mapping[str, Sequence[int]]) -> Repair:
+        """This repair with the static shapes of its inputs (``needs_shapes``) filled in."""
+        fixed = {k: tuple(int(d) for d in shapes[k]) for k in self.needs_shapes}
+        edits = tuple(replace(e, shapes=fixed) if isinstance(e, R.SetShapes) else e for e in self.edits)
+        said = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in fixed.items())
+        return replace(self, edits=edits, title=self.title.replace("SHAPES", said))
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "title": self.title, "why": self.why, "edits": [e.to_dict() for e in self.edits],
-                "needs_value": self.needs_value or None, "examples": list(self.examples), "ready": self.ready}
+                "needs_value": self.needs_value or None, "needs_shapes": list(self.needs_shapes) or None,
+                "examples": list(self.examples), "ready": self.ready}
 
 
 def _size(vi: onnx.ValueInfoProto) -> int | None:
@@ -268,6 +283,52 @@ def _freezable_ifs(model: onnx.ModelProto) -> dict[str, tuple[list[str], list[An
     return found
 
 
+_SHAPE_OPS = ("Shape", "Size")
+
+
+def _graphs(g: onnx.GraphProto, consts: frozenset[str] = frozenset()) -> Iterable[tuple[onnx.GraphProto, set[str]]]:
+    """``g`` and every If/Loop/Scan body in it (depth first), each with the constant names it can see."""
+    mine = set(consts) | {i.name for i in g.initializer}
+    mine |= {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    yield g, mine
+    for n in g.node:
+        for a in n.attribute:
+            for body in ([a.g] if a.type == onnx.AttributeProto.GRAPH else
+                         list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []):
+                yield from _graphs(body, frozenset(mine))
+
+
+def shape_ifs(model: onnx.ModelProto) -> list[str]:
+    """If nodes (main graph or inside bodies) whose condition is computed from constants and tensor shapes only
+    (``Shape``/``Size`` of any tensor), at least one shape among them: constant once the input shapes are static."""
+    found: list[str] = []
+    for g, consts in _graphs(model.graph):
+        producers = {o: n for n in g.node for o in n.output}
+        for node in g.node:
+            if node.op_type != "If" or not node.input or node.input[0] in consts:
+                continue
+            shapes: list[str] = []
+
+            def leaf(t: str, shapes: list[str] = shapes, producers: Mapping[str, onnx.NodeProto] = producers,
+                     consts: set[str] = consts) -> bool:
+                p = producers.get(t)
+                if p is not None and p.op_type in _SHAPE_OPS:
+                    shapes.append(t)
+                    return True
+                return t in consts
+
+            shape_producers = {o: None for o in producers if producers[o].op_type in _SHAPE_OPS}
+            cone = _cone(g, node.input[0], {k: v for k, v in producers.items() if k not in shape_producers}, leaf)
+            if cone is not None and shapes:
+                found.append(node.name)
+    return found
+
+
+def _dynamic_inputs(model: onnx.ModelProto) -> list[str]:
+    return [vi.name for vi in _real_inputs(model.graph)
+            if (dims := _dims(vi)) is None or any(not (d.HasField("dim_value") and d.dim_value > 0) for d in dims)]
+
+
 def find_repairs(model: onnx.ModelProto) -> list[Repair]:
     """The repairs that apply to ``model`` (graph analysis only; nothing is built or changed)."""
     repairs: list[Repair] = []
@@ -293,6 +354,22 @@ def find_repairs(model: onnx.ModelProto) -> list[Repair]:
     if const_ifs:
         repairs.append(Repair("fold_constant_if", f"fold If {', '.join(repr(n) for n in const_ifs)}",
                               "an If with a constant condition: only one branch can run", (R.FoldConstantIf(),)))
+    by_shape = shape_ifs(model)
+    if by_shape:
+        dynamic = _dynamic_inputs(model)
+        ifs = ", ".join(repr(n) for n in by_shape[:4]) + (f" and {len(by_shape) - 4} more" if len(by_shape) > 4 else "")
+        why = (f"If node(s) {ifs} branch on tensor shapes (Shape/Size): TensorRT cannot build such conditions "
+               "(its builder may assert)")
+        if dynamic:
+            repairs.append(Repair(
+                "static_shapes", "set static input shapes SHAPES and fold the shape-dependent If(s)",
+                why + f"; with static shapes for {', '.join(dynamic)} (those you run with) the conditions are constant "
+                "and fold_constants removes the Ifs; the repaired model then takes only those shapes",
+                (R.SetShapes(shapes={}), R.FoldConstants()), needs_shapes=tuple(dynamic)))
+        else:
+            repairs.append(Repair("fold_shape_ifs", f"fold the shape-dependent If(s) {ifs}",
+                                  why + "; the input shapes are static, so fold_constants computes the conditions",
+                                  (R.FoldConstants(),)))
     integer = [n for n in model.graph.node if n.op_type in _INTEGER]
     if integer:
         ops = ", ".join(sorted({n.op_type for n in integer}))
@@ -302,6 +379,15 @@ def find_repairs(model: onnx.ModelProto) -> list[Repair]:
     return repairs
 
 
-def fill_values(repairs: Iterable[Repair], values: Mapping[str, Any]) -> list[Repair]:
-    """``repairs`` with the values of ``values`` ({input: value}) filled in where they need one."""
-    return [r.with_value(values[r.needs_value]) if r.needs_value and r.needs_value in values else r for r in repairs]
+def fill_values(repairs: Iterable[Repair], values: Mapping[str, Any],
+                shapes: Mapping[str, Sequence[int]] | None = None) -> list[Repair]:
+    """``repairs`` with the values of ``values`` ({input: value}) filled in where they need one, and the static
+    ``shapes`` ({input: dims}) where they need shapes (only when every input they need is given)."""
+    out = []
+    for r in repairs:
+        if r.needs_value and r.needs_value in values:
+            r = r.with_value(values[r.needs_value])
+        if r.needs_shapes and shapes and all(k in shapes for k in r.needs_shapes):
+            r = r.with_shapes(shapes)
+        out.append(r)
+    return out
