@@ -91,7 +91,7 @@ def test_calibrate_matches_onnxruntime_ranges(cnn: onnx.ModelProto, calib: np.nd
         assert s.amax == pytest.approx(float(np.abs(outs[t]).max()), rel=1e-6)
         assert s.min == pytest.approx(float(outs[t].min()), rel=1e-6, abs=1e-7)
         assert sum(s.hist) == outs[t].size and len(s.hist) == 128
-        assert set(s.thresholds) == {"max", "percentile", "entropy", "mse"}
+        assert set(s.thresholds) == {"max", "percentile", "entropy", "mse", "auto"}
         assert all(0 < v <= s.thresholds["max"] * (1 + 1e-6) for v in s.thresholds.values())
     assert cache.samples == len(calib) == 300 and cache.warnings == []
 
@@ -204,7 +204,7 @@ def test_scale_cache_roundtrip_reuse_and_hand_override(cnn: onnx.ModelProto, tmp
     assert tmp_path / "scales" / f"{digest}.json" in files
     loaded = ScaleCache.load(tmp_path / "scales" / f"{digest}.json")
     assert loaded.amax() == first.amax() and loaded.digest() == digest
-    assert loaded.model_digest and loaded.data_digest.startswith("file:") and loaded.method == "entropy"
+    assert loaded.model_digest and loaded.data_digest.startswith("file:") and loaded.method == "auto"  # the default method
     calls: list[int] = []
     again = calibrate(cnn, CALIB, cache_dir=tmp_path, progress=lambda n, t: calls.append(n))
     assert calls == [] and again.amax() == first.amax()  # reused, not recomputed

@@ -13,7 +13,11 @@ Methods, all computed from the same histogram so each tensor shows what every me
 ``max`` (the absolute maximum), ``percentile`` (the ``|x|`` below which ``percentile`` % of values fall),
 ``entropy`` (TensorRT's entropy calibrator: the threshold minimising the KL divergence between the
 clipped reference distribution and its 128-level quantized version) and ``mse`` (the threshold minimising
-the expected squared quantize-dequantize error). Results go into a :class:`~workbench.precision.ScaleCache`
+the expected squared quantize-dequantize error) and ``auto``, the default: entropy's threshold unless it clips
+more than ``AUTO_CLIP`` (0.1 %) of the tensor's values, then max (entropy cuts heavy tails that carry signal:
+PP-PicoDet's HardSwish outputs were clipped at a threshold 12 % of values exceeded; numbers in
+docs/int8_accuracy.md).
+Each tensor also records the share of its values each threshold clips (``TensorStats.clipped``). Results go into a :class:`~workbench.precision.ScaleCache`
 (JSON, keyed by model digest + data digest + method). Use 100-500 representative samples; fewer is warned.
 """
 
@@ -41,7 +45,10 @@ from .precision import ScaleCache, TensorStats, activation_tensors, check_dtype
 
 __all__ = [
     "METHODS",
+    "DEFAULT_METHOD",
+    "AUTO_CLIP",
     "MIN_SAMPLES",
+    "clipped_shares",
     "ScaleCache",
     "TensorStats",
     "calibrate",
@@ -51,7 +58,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-METHODS = ("max", "percentile", "entropy", "mse")
+METHODS = ("max", "percentile", "entropy", "mse", "auto")
+DEFAULT_METHOD = "auto"
+AUTO_CLIP = 0.001  # ``auto``: the largest share of values entropy's threshold may clip before max is used
 MIN_SAMPLES = 100
 _SUMMARY_BINS = 128
 _CHUNK = 1 << 20
@@ -166,6 +175,15 @@ def _mse(counts: np.ndarray, width: float, amax: float, *, qmax: float = 127.0, 
     return float(min(best_t, amax))
 
 
+def _clipped(counts: np.ndarray, width: float, threshold: float) -> float:
+    """Share of the histogram's values above ``threshold`` (bins wholly above it)."""
+    total = counts.sum()
+    if total == 0 or width <= 0:
+        return 0.0
+    first = int(np.ceil(threshold / width - 1e-9))
+    return float(counts[first:].sum() / total) if first < counts.size else 0.0
+
+
 def compute_thresholds(hist: RunningHistogram, *, percentile: float = 99.99, qmax: float = 127.0) -> dict[str, float]:
     """The amax each method chooses from one tensor's histogram."""
     amax = hist.amax
@@ -173,12 +191,20 @@ def compute_thresholds(hist: RunningHistogram, *, percentile: float = 99.99, qma
         return dict.fromkeys(METHODS, 0.0)
     width = hist.hist_max / hist.num_bins
     stride = max(1, hist.num_bins // 1024)
+    entropy = _entropy(hist.counts, width, amax, stride=stride)
     return {
         "max": amax,
         "percentile": _percentile(hist.counts, width, percentile, amax),
-        "entropy": _entropy(hist.counts, width, amax, stride=stride),
+        "entropy": entropy,
         "mse": _mse(hist.counts, width, amax, qmax=qmax),
+        "auto": entropy if _clipped(hist.counts, width, entropy) <= AUTO_CLIP else amax,
     }
+
+
+def clipped_shares(hist: RunningHistogram, thresholds: Mapping[str, float]) -> dict[str, float]:
+    """{method: share of the tensor's values its threshold clips}."""
+    width = hist.hist_max / hist.num_bins if hist.hist_max else 0.0
+    return {m: round(_clipped(hist.counts, width, t), 8) for m, t in thresholds.items()}
 
 
 # --- calibration -------------------------------------------------------------------------------------
@@ -196,7 +222,7 @@ def calibrate(
     model: onnx.ModelProto,
     data: Any,
     *,
-    method: str = "entropy",
+    method: str = DEFAULT_METHOD,
     percentile: float = 99.99,
     num_bins: int = 2048,
     tensors: Sequence[str] | None = None,
@@ -297,7 +323,8 @@ def calibrate(
         summary = hist.counts.reshape(_SUMMARY_BINS, -1).sum(axis=1) if hist.num_bins % _SUMMARY_BINS == 0 \
             else hist.counts
         stats[t] = TensorStats(amax=th[method], min=float(hist.min), max=float(hist.max), thresholds=th,
-                               hist=[int(c) for c in summary], hist_max=float(hist.hist_max))
+                               hist=[int(c) for c in summary], hist_max=float(hist.hist_max),
+                               clipped=clipped_shares(hist, th))
     for n in notes:
         warnings.warn(n, UserWarning, stacklevel=2)
         log.warning(n)

@@ -301,6 +301,7 @@ class Quantize(Edit):
     scales: str = ""
     target: str = "tensorrt"
     methods: dict[str, str] = field(default_factory=dict)  # {tensor: method}: per-tensor choice over ``method``
+    float_heads: bool = True  # output heads stay float (precision.qdq rule 8); written only when False
 
     def __post_init__(self) -> None:
         if self.target not in self.TARGETS:
@@ -309,7 +310,7 @@ class Quantize(Edit):
 
     def __hash__(self) -> int:  # ``methods`` is a dict: hash its sorted items
         return hash((self.dtype, self.nodes, self.exclude, self.method, self.per_channel, self.scales, self.target,
-                     tuple(sorted(self.methods.items()))))
+                     tuple(sorted(self.methods.items())), self.float_heads))
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
@@ -317,6 +318,8 @@ class Quantize(Edit):
             del out["target"]
         if not self.methods:  # written only when used: older recipes keep their bytes and digest
             del out["methods"]
+        if self.float_heads:  # the default; older recipes (heads quantized then) replay with float heads
+            del out["float_heads"]
         return out
 
 

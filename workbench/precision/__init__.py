@@ -37,6 +37,7 @@ from .qdq import (
     activation_tensors,
     check_dtype,
     check_target,
+    output_heads,
     quantizable_nodes,
     quantization_targets,
     quantize_model,
@@ -59,6 +60,7 @@ __all__ = [
     "quantization_targets",
     "activation_tensors",
     "quantize_model",
+    "output_heads",
     "check_dtype",
     "check_target",
     "latest_scales",
@@ -89,5 +91,6 @@ def apply_precision_edit(
         if edit.methods:  # per-tensor choices over the edit's method
             cache = cache.with_methods(edit.methods)
         return quantize_model(model, cache, dtype=edit.dtype, exclude=edit.exclude, nodes=edit.nodes,
-                              per_channel=edit.per_channel, target=edit.target)
+                              per_channel=edit.per_channel, target=edit.target,
+                              float_heads=getattr(edit, "float_heads", True))
     raise TypeError(f"apply_precision_edit handles convert_precision and quantize, not {edit.kind}")

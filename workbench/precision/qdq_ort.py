@@ -34,6 +34,8 @@ tests/test_precision_ort_target.py):
 5. A graph output gets no output Q: Gemm/MatMul then run as integer ops with a float output (QGemm,
    MatMulIntegerToFloat); a Conv producing a graph output stays float.
 6. int8 only (ONNX Runtime's CPU provider has no fp8 kernels).
+7. Output heads stay float by default (TensorRT rule 8 in :mod:`workbench.precision.qdq`) and read the float tensor,
+   as excluded nodes do.
 
 :func:`~workbench.precision.qdq.activation_tensors` with ``target="onnxruntime"`` lists the tensors this placement
 calibrates (inputs and outputs; a superset of the TensorRT placement's); pass them to
@@ -113,11 +115,12 @@ def _output_point(node: onnx.NodeProto, consumers: Mapping[str, list[onnx.NodePr
     return out
 
 
-def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[str]) -> _OrtPlan:
+def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[str],
+              float_heads: bool = False) -> _OrtPlan:
     model = _typed(model)
     infos = tensor_infos(model)
-    targets = _weighted_targets(model, nodes, exclude, "onnxruntime")
-    every = _weighted_targets(model, (), (), "onnxruntime")
+    targets = _weighted_targets(model, nodes, exclude, "onnxruntime", float_heads)
+    every = _weighted_targets(model, (), (), "onnxruntime", False)  # heads left float read the float tensor
     excluded = set(select_nodes(model, exclude, what="exclude")) if exclude else set()
     const_values = _constants(model)
     consts = set(const_values)
@@ -185,10 +188,10 @@ def _uint8_params(lo: float, hi: float) -> tuple[float, int]:
 
 
 def _quantize_for_ort(model: onnx.ModelProto, scales: ScaleCache | Mapping[str, Any], *, exclude: Sequence[str],
-                      nodes: Sequence[str], per_channel: bool) -> onnx.ModelProto:
+                      nodes: Sequence[str], per_channel: bool, float_heads: bool = False) -> onnx.ModelProto:
     """The ``target="onnxruntime"`` placement (module docstring, "ONNX Runtime (CPU) placement")."""
     model = _typed(model)
-    plan = _ort_plan(model, nodes, exclude)
+    plan = _ort_plan(model, nodes, exclude, float_heads)
     ranges = _asymmetric_ranges(scales)
     consumers = _consumers(model)
     unfused = [u.name for n in model.graph.node if n.name in plan.targets and n.op_type in ("Conv", "ConvTranspose")

@@ -27,17 +27,22 @@ class TensorStats:
     hist: list[int] = field(default_factory=list)
     hist_max: float = 0.0
     override: float | None = None
+    clipped: dict[str, float] = field(default_factory=dict)  # {method: share of values its threshold clips}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"amax": self.amax, "min": self.min, "max": self.max, "thresholds": dict(self.thresholds),
-                "hist": list(self.hist), "hist_max": self.hist_max, "override": self.override}
+        out: dict[str, Any] = {"amax": self.amax, "min": self.min, "max": self.max, "thresholds": dict(self.thresholds),
+               "hist": list(self.hist), "hist_max": self.hist_max, "override": self.override}
+        if self.clipped:  # written only when measured: older caches keep their digest
+            out["clipped"] = dict(self.clipped)
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TensorStats:
         return cls(amax=float(d["amax"]), min=float(d.get("min", 0.0)), max=float(d.get("max", 0.0)),
                    thresholds={k: float(v) for k, v in dict(d.get("thresholds") or {}).items()},
                    hist=[int(c) for c in d.get("hist") or []], hist_max=float(d.get("hist_max", 0.0)),
-                   override=None if d.get("override") is None else float(d["override"]))
+                   override=None if d.get("override") is None else float(d["override"]),
+                   clipped={k: float(v) for k, v in dict(d.get("clipped") or {}).items()})
 
     @property
     def value(self) -> float:
