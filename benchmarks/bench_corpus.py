@@ -45,7 +45,7 @@ TOOLS = ["ours_trt", "ours_ort", *ORT_TOOLS, "modelopt_int8"]
 
 
 def _ours(model_path: Path, data: Any, target: str, out: Path) -> None:
-    from workbench.calibration import calibrate
+    from workbench.calibration import DEFAULT_METHOD, calibrate
     from workbench.precision import activation_tensors
     from workbench.recipe import FuseBatchNorm, Quantize
     from workbench.session import Session
@@ -54,8 +54,8 @@ def _ours(model_path: Path, data: Any, target: str, out: Path) -> None:
     if any(n.op_type == "BatchNormalization" for n in s.model.graph.node):
         s.apply(FuseBatchNorm())
     tensors = activation_tensors(s.model, target=target) if target != "tensorrt" else None
-    cache = calibrate(s.model, data, method="entropy", tensors=tensors)
-    s.apply(Quantize(scales=cache.save(s.cache_dir), target=target))
+    cache = calibrate(s.model, data, method=DEFAULT_METHOD, tensors=tensors)
+    s.apply(Quantize(scales=cache.save(s.cache_dir), target=target, method=DEFAULT_METHOD))
     s.export(out, overwrite=True)
 
 
