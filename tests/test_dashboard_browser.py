@@ -46,6 +46,16 @@ CLIPPED = """page => Array.from(page.querySelectorAll('.widget-label, .widget-la
   .filter(e => e.offsetParent !== null && e.textContent.trim() && e.scrollWidth > e.clientWidth + 1
           && getComputedStyle(e).textOverflow === 'ellipsis')
   .map(e => e.textContent.trim())"""
+# how far the Profile tab's layer table reaches past the tab's right edge (px; a scrolling box around it counts)
+TABLE_PAST_EDGE = """page => {
+  const t = page.querySelector('table.wb-profile-rows'), right = page.getBoundingClientRect().right;
+  let box = t;
+  for (let e = t.parentElement; e && e !== page; e = e.parentElement) {
+    if (['auto', 'scroll'].includes(getComputedStyle(e).overflowX)) { box = e; break; }
+  }
+  return Math.round(Math.max(...Array.from(box === t ? t.querySelectorAll('td, th') : [box])
+    .map(c => c.getBoundingClientRect().right)) - right);
+}"""
 # what plotly.js drew: the axis types, the title, the x axis title, how many bars
 CHART = """gd => ({xtype: gd._fullLayout.xaxis.type, title: (gd.querySelector('.gtitle') || {}).textContent || '',
   xtitle: (gd.querySelector('.xtitle') || {}).textContent || '', bars: gd.querySelectorAll('.barlayer .point path').length,
@@ -70,12 +80,14 @@ def test_used_dashboard_reloads_fast_and_profile_views_draw(lab):  # noqa: ANN00
         browser = _launch(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
+            step = ["start"]  # what the test was doing when the page logged an error
+            page.on("console", lambda m: errors.append(f"{step[0]}: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(f"{step[0]}: {e}"))
             dash = page.locator(".jp-OutputArea-output .wb-dashboard")
             status = dash.locator(".wb-status")
 
             def tab(title: str):  # noqa: ANN202
+                step[0] = f"showing {title}"
                 dash.locator(".lm-TabBar-tab", has_text=title).first.click()
                 expect(dash.locator(".wb-tab-placeholder", has_text=title)).to_have_count(0, timeout=60_000)
                 return _shown_tab(dash)
@@ -122,6 +134,7 @@ def test_used_dashboard_reloads_fast_and_profile_views_draw(lab):  # noqa: ANN00
                 tab(title)
             # two re-opens: the replaced tabs' widgets must go, not pile up for the reload
             for _ in range(2):
+                step[0] = "re-opening"
                 dash.locator(".wb-path input").fill("digits_cnn")
                 dash.locator(".wb-open").click()
                 expect(status).to_contain_text("opened digits_cnn.onnx", timeout=60_000)
@@ -133,6 +146,7 @@ def test_used_dashboard_reloads_fast_and_profile_views_draw(lab):  # noqa: ANN00
             assert not errors, errors
 
             # the reload a sleeping laptop does
+            step[0] = "reloading"
             t0 = time.perf_counter()
             page.reload()
             try:
@@ -148,6 +162,21 @@ def test_used_dashboard_reloads_fast_and_profile_views_draw(lab):  # noqa: ANN00
             assert page.get_by_text("Error displaying widget").count() == 0
             assert not errors, errors
             assert back < 10, f"the dashboard took {back:.1f} s to come back after a reload"
+
+            before_engine = list(errors)
+            # an engine built here, its layers in the Profile tab's table: every column inside the page
+            panel = tab("Build")
+            step[0] = "building"
+            _button(panel, "Build engine").click()
+            expect(status).to_contain_text("built ", timeout=120_000)
+            panel = tab("Profile")
+            step[0] = "opening engine layers"
+            _button(panel, "Open engine layers").click()
+            rows = panel.locator(".wb-profile-rows tbody tr")
+            expect(rows.first).to_be_visible(timeout=30_000)
+            assert panel.evaluate(TABLE_PAST_EDGE) <= 0, panel.evaluate(TABLE_PAST_EDGE)
+            page.wait_for_timeout(1000)
+            assert errors == before_engine, errors[len(before_engine):]
         finally:
             browser.close()
 

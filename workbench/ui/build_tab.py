@@ -166,7 +166,7 @@ class BuildTab:
                        for p in meta.get("profiles", []))
         fused = sum(1 for la in meta.get("engine_layers", []) if len(la.get("onnx_nodes", [])) > 1)
         self.engine_details.value = (
-            f'<div class="wb-engine"><p><b>{esc(str(meta.get("engine_path")))}</b> · model sha256 '
+            f'<div class="wb-engine" style="overflow-wrap:anywhere"><p><b>{esc(str(meta.get("engine_path")))}</b> · model sha256 '
             f'{esc(str(meta.get("model_sha256", ""))[:12])}… · recipe {esc(str(meta.get("recipe_digest") or "-")[:12])} · '
             f'{meta.get("layers")} engine layers ({fused} fused from several ONNX nodes) · opt level '
             f'{meta.get("opt_level")} · built {esc(str(meta.get("created", "")))}</p>'

@@ -66,8 +66,11 @@ def _rows_html(table: Table, top: int, tactics: dict[str, str | None] | None = N
         f"<tr><td>{html.escape(r['name'])}</td><td>{html.escape(', '.join(r['onnx_nodes']))}</td>"
         f"<td>{html.escape(r['type'])}</td><td>{r['precision'] or '?'}</td><td>{r['median_ms']:.4g}</td>"
         f"<td>{r['pct']:.1f}</td>{tactic(r)}</tr>" for r in rows)
-    return ('<table class="wb-profile-rows"><thead><tr><th>layer</th><th>ONNX nodes</th><th>type</th>'
-            f"<th>precision</th><th>median ms</th><th>%</th>{tactic_head}</tr></thead><tbody>{body}</tbody></table>")
+    # long fused-layer names, node lists and tactics wrap inside the page; a scroller catches what still cannot fit
+    return ('<div class="wb-profile-rows-box" style="overflow-x:auto;max-width:100%">'
+            "<style>.wb-profile-rows td{overflow-wrap:anywhere;max-width:28em;vertical-align:top}</style>"
+            '<table class="wb-profile-rows"><thead><tr><th>layer</th><th>ONNX nodes</th><th>type</th>'
+            f"<th>precision</th><th>median ms</th><th>%</th>{tactic_head}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 class ProfileTab:
@@ -79,6 +82,7 @@ class ProfileTab:
         self.session = session
         self.status = status
         self.profiles: dict[str, Table] = {}
+        self._rendering_off = False
         self.tactics: dict[str, dict[str, str | None]] = {}  # label -> {layer: tactic} for TensorRT profiles
 
         # ONNX Runtime on this CPU
@@ -248,9 +252,13 @@ class ProfileTab:
         self.profiles[label] = table
         if tactics and any(tactics.values()):
             self.tactics[label] = tactics
-        self.shown.options = list(self.profiles)
-        self.compare_with.options = list(self.profiles)
-        self.shown.value = label
+        self._rendering_off = True  # one render below, not one per widget change (each is a round of plotly messages)
+        try:
+            self.shown.options = list(self.profiles)
+            self.compare_with.options = list(self.profiles)
+            self.shown.value = label
+        finally:
+            self._rendering_off = False
         self._render()
         if announce:
             self.status.ok(f"{label}: {len(table)} layers, {total_ms(table):.4g} ms")
@@ -315,6 +323,8 @@ class ProfileTab:
             self.graph.highlight = [n for n in nodes if n in set(self.graph.node_names)]
 
     def _render(self) -> None:
+        if self._rendering_off:
+            return
         label = self.shown.value
         if label is None or label not in self.profiles:
             return
