@@ -250,7 +250,7 @@ def test_cli_writes_model_and_recipe_with_target(tmp_path: Path, capsys: pytest.
                                                  cli_path: Path) -> None:
     out, recipe = tmp_path / "q.onnx", tmp_path / "r.json"
     code = cli_main(["quantize", "digits_cnn", "--calib", str(CALIB), "--target", ORT, "-o", str(out),
-                     "--recipe-out", str(recipe), "--json"])
+                     "--recipe-out", str(recipe), "--json", "--quantize-heads"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["target"] == ORT
     assert set(result["quantized"]) == {"/stem/stem.0/Conv", "/res1/res1.0/Conv", "/res2/res2.0/Conv",

@@ -40,7 +40,7 @@ from .cancel import cancelled
 from .data import Axes, Preprocessing, load_data
 from .errors import CalibrationError, DataError
 from .fsio import read_json, write_json
-from .graph import model_bytes, sha256_bytes, tensor_infos
+from .graph import infer_shapes, model_bytes, sha256_bytes, tensor_infos
 from .precision import ScaleCache, TensorStats, activation_tensors, check_dtype
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "AUTO_CLIP",
     "MIN_SAMPLES",
     "clipped_shares",
+    "calibration_diagnostics",
     "ScaleCache",
     "TensorStats",
     "calibrate",
@@ -254,7 +255,9 @@ def calibrate(
     if not names:
         raise CalibrationError("the model has no tensor to calibrate (no Conv/ConvTranspose/Gemm/MatMul inputs)",
                                hint="nothing to quantize; use convert_precision for fp16 instead")
-    known = set(tensor_infos(model)) | {i.name for i in model.graph.input}
+    # every node output is a tensor, typed or not (a model without value_info, U^2-Net's, has no infos)
+    known = set(tensor_infos(model)) | {i.name for i in model.graph.input} | {
+        o for n in model.graph.node for o in n.output if o}
     unknown = [t for t in names if t not in known]
     if unknown:
         raise CalibrationError(f"tensor(s) {unknown} are not in the model", hint="use names from the layer table")
@@ -285,7 +288,9 @@ def calibrate(
     # no graph optimizations: a fusion (Conv+BatchNorm) applies only where the tensor between is not captured,
     # so with them the captured values (rounding-level) and hence the quantized model would depend on which
     # tensors are calibrated; ONNX Runtime's own calibrators run unoptimized too
-    engine = OrtEngine(with_outputs(model, inner), low_memory=True, optimize=False)
+    infos = tensor_infos(model)
+    run_model = model if all(t in infos for t in inner) else infer_shapes(model, where="the model")  # typed outputs
+    engine = OrtEngine(with_outputs(run_model, inner), low_memory=True, optimize=False)
     hists = {t: RunningHistogram(num_bins) for t in names}
     h = hashlib.sha256()
     samples = 0
@@ -337,3 +342,73 @@ def calibrate(
         index[cache.key] = digest
         write_json(index_path, index)  # type: ignore[arg-type]
     return cache
+
+
+# --- diagnostics ---------------------------------------------------------------------------------------
+
+
+def _chosen_clip(s: TensorStats) -> float:
+    """Share of the calibration values above the tensor's chosen amax (the method's exact share when recorded,
+    else from the 128-bin summary: bins wholly above the amax)."""
+    value = s.value
+    for m, t in s.thresholds.items():
+        if s.override is None and t == value and m in s.clipped:
+            return float(s.clipped[m])
+    counts = np.asarray(s.hist, dtype=np.float64)
+    return _clipped(counts, s.hist_max / counts.size if counts.size else 0.0, value)
+
+
+def calibration_diagnostics(cache: ScaleCache, model: onnx.ModelProto | None = None, eval_data: Any = None, *,
+                            batch_size: int = 16, top: int = 10, sample_axes: Axes | None = None,
+                            preprocessing: Preprocessing | None = None) -> dict[str, Any]:
+    """What a calibration rests on (issue 13, part 5), as JSON-ready values:
+
+    ``samples`` used; ``clipped``: the ``top`` tensors by share of calibration values above their chosen amax
+    (``{tensor, method, amax, max, clipped}``) and ``clipped_tensors`` (how many clip any); ``memory_mb``: an
+    estimate of calibration's peak working memory (one batch of the captured activations, float32, plus the
+    histograms; elements per sample are measured, so dynamic shapes count as seen); with ``model`` and
+    ``eval_data``: ``out_of_range``, the tensors whose values on that data fall outside the calibrated
+    [min, max] (and the share of values beyond it), with a warning in ``warnings``.
+    """
+    n = max(cache.samples, 1)
+    rows = []
+    per_sample = 0.0
+    for t, s in cache.tensors.items():
+        per_sample += sum(s.hist) / n
+        share = _chosen_clip(s)
+        method = next((m for m, v in s.thresholds.items() if v == s.value and s.override is None), "override")
+        rows.append({"tensor": t, "method": method, "amax": s.value, "max": max(abs(s.min), abs(s.max)),
+                     "clipped": round(share, 8)})
+    rows.sort(key=lambda r: -r["clipped"])
+    bins = int(cache.settings.get("num_bins", 2048))
+    memory = (per_sample * batch_size * 4 + len(cache.tensors) * bins * 8) / 2**20
+    out: dict[str, Any] = {"samples": cache.samples, "method": cache.method,
+                           "clipped": rows[:top], "clipped_tensors": sum(1 for r in rows if r["clipped"] > 0),
+                           "memory_mb": round(memory, 3), "warnings": list(cache.warnings), "out_of_range": []}
+    if cache.samples < MIN_SAMPLES:
+        out["warnings"] = [w for w in out["warnings"] if "calibration samples" not in w] + [
+            f"only {cache.samples} calibration samples; 100-500 representative samples are recommended"]
+    if model is not None and eval_data is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            seen = calibrate(model, eval_data, method="max", tensors=list(cache.tensors), batch_size=batch_size,
+                             sample_axes=sample_axes, preprocessing=preprocessing)
+        beyond = []
+        for t, e in seen.tensors.items():
+            c = cache.tensors[t]
+            if e.min < c.min or e.max > c.max:
+                counts = np.asarray(e.hist, dtype=np.float64)
+                share = _clipped(counts, e.hist_max / counts.size if counts.size else 0.0,
+                                 max(abs(c.min), abs(c.max)))
+                beyond.append({"tensor": t, "calibrated": [c.min, c.max], "eval": [e.min, e.max],
+                               "beyond": round(share, 8)})
+        beyond.sort(key=lambda r: -r["beyond"])
+        out["out_of_range"] = beyond[:top]
+        out["eval_samples"] = seen.samples
+        if beyond:
+            worst = beyond[0]
+            out["warnings"].append(
+                f"on the evaluation data {len(beyond)} of {len(seen.tensors)} tensors leave the calibrated range "
+                f"(worst: '{worst['tensor']}', eval [{worst['eval'][0]:.4g}, {worst['eval'][1]:.4g}] vs calibrated "
+                f"[{worst['calibrated'][0]:.4g}, {worst['calibrated'][1]:.4g}]): calibrate on data like it")
+    return out

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..calibration import METHODS, calibrate
-from ..precision import TARGETS, activation_tensors, quantization_targets, select_nodes
+from ..calibration import DEFAULT_METHOD, METHODS, calibrate, calibration_diagnostics
+from ..precision import TARGETS, activation_tensors, output_heads, quantization_targets, select_nodes
 from ..recipe import CalibrationSettings, FuseBatchNorm, Quantize
 from ..session import Session
 from .data_args import add_data_arguments, read_data
@@ -24,7 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib", required=True, metavar="DATA",
                    help="calibration data (100-500 samples recommended): an .npz with one array per model input, or "
                         "a folder of images/.wav files read with the preprocessing flags below")
-    p.add_argument("--method", choices=METHODS, default="entropy")
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                   help="calibration method (default auto: entropy, or max where entropy clips more than 0.1%% of a "
+                        "tensor's values)")
     p.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NODE",
                    help="nodes left in float: node names, op types (op:Gemm) or globs")
@@ -36,6 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-batchnorm", action="store_true",
                    help="do not fold BatchNormalization into the preceding Conv/Gemm first (folding is the default: "
                         "TensorRT folds it too, and folded weights are what gets quantized)")
+    p.add_argument("--quantize-heads", action="store_true",
+                   help="quantize the output heads too (default: a Conv/Gemm/MatMul with no other one between it and a "
+                        "graph output stays float; see docs/int8_accuracy.md)")
+    p.add_argument("--eval", metavar="DATA", dest="eval_data",
+                   help="evaluation data (same forms as --calib): the diagnostics warn where it leaves the calibrated "
+                        "range")
     p.add_argument("-o", "--output", required=True, help="where to write the quantized model")
     p.add_argument("--recipe-out", help="also write the recipe that reproduces the output (scale cache beside it)")
     add_data_arguments(p)
@@ -57,7 +65,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = session.model
     excluded = select_nodes(model, args.exclude, what="exclude") if args.exclude else []
     start = time.perf_counter()
-    tensors = activation_tensors(model, exclude=excluded, target=args.target) if args.target != "tensorrt" else None
+    float_heads = not args.quantize_heads
+    tensors = activation_tensors(model, exclude=excluded, target=args.target, float_heads=float_heads)
     data = read_data(args, Path(args.calib), model)
     cache = calibrate(model, data, method=args.method, percentile=args.percentile,
                       exclude=excluded, dtype=args.dtype, tensors=tensors)
@@ -70,8 +79,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                 preprocessing=data.preprocessing,
                                                 sample_axes=axes if any(a != 0 for a in axes.values()) else {}))
     edit = Quantize(dtype=args.dtype, exclude=tuple(excluded), method=args.method,
-                    per_channel=not args.per_tensor, scales=digest, target=args.target)
-    targets = quantization_targets(model, exclude=excluded, target=args.target)
+                    per_channel=not args.per_tensor, scales=digest, target=args.target, float_heads=float_heads)
+    targets = quantization_targets(model, exclude=excluded, target=args.target, float_heads=float_heads)
+    eval_data = read_data(args, Path(args.eval_data), model) if args.eval_data else None
+    diagnostics = calibration_diagnostics(cache, model, eval_data)
     session.apply(edit)
     out = session.export(args.output)
     result: dict[str, Any] = {
@@ -80,10 +91,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "target": args.target,
         "quantized": [n.name for n in model.graph.node if n.name in targets],
         "excluded": excluded,
+        "float_heads": [h for h in output_heads(model) if h not in targets] if float_heads else [],
         "fused_batchnorm": fused,
         "calibration": {"method": args.method, "samples": cache.samples, "seconds": round(seconds, 3),
                         "peak_rss_mb": round(peak, 1), "scales": digest, "warnings": cache.warnings,
-                        "data": data.describe()},
+                        "data": data.describe(), "diagnostics": diagnostics},
     }
     if args.recipe_out:
         result["recipe"] = str(session.save(args.recipe_out))
@@ -96,7 +108,13 @@ def render(r: dict[str, Any]) -> str:
              f"{len(r['excluded'])} excluded",
              f"calibration: {c['method']} on {c['samples']} samples in {c['seconds']:.2f} s, "
              f"peak RSS {c['peak_rss_mb']:.0f} MB"]
-    lines += [f"warning: {w}" for w in c["warnings"]]
+    d = c["diagnostics"]
+    if r.get("float_heads"):
+        lines.append(f"output heads kept float: {', '.join(r['float_heads'])}")
+    lines.append(f"diagnostics: {d['clipped_tensors']} tensors clip some calibration values, memory ~{d['memory_mb']} MB"
+                 + "".join(f"; {x['tensor']} clips {x['clipped'] * 100:.3g}% ({x['method']})" for x in d["clipped"][:3]
+                           if x["clipped"] > 0))
+    lines += [f"warning: {w}" for w in dict.fromkeys([*c["warnings"], *d["warnings"]])]
     if r.get("recipe"):
         lines.append(f"recipe: {r['recipe']}")
     return "\n".join(lines)
