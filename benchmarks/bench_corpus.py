@@ -294,6 +294,22 @@ def _cell(v: Any) -> str:
     return "-" if v is None else f"{v:.4g}"
 
 
+def _save(rows: list[dict[str, Any]], args: argparse.Namespace, unavailable: list[str]) -> dict[str, Any]:
+    short = [r["shortfall"] for r in rows if r.get("shortfall") is not None]
+    result = {"generated": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "note": f"calibration {args.calib} samples, evaluation {args.eval}; ORT {args.batch}-sample batches "
+                      "where the sample axis is dynamic",
+              "tools": TOOLS, "unavailable": unavailable, "models": rows,
+              "mean_shortfall": float(np.mean(short)) if short else None,
+              "worse_than_best": sum(1 for s in short if s < -1e-9), "compared": len(short)}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    tmp = OUT.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=float))
+    tmp.replace(OUT)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ci", action="store_true", help="only the CI subset")
@@ -328,11 +344,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  skipped: {type(exc).__name__}: {str(exc)[:300]}")
                 rows.append({"model": m["id"], "metric": m.get("metric"), "accuracy": {}, "cost": {}, "fp16": {},
                              "throughput": {}, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            _save(rows, args, unavailable)  # after every model: a stopped run keeps what it measured
     print(f"\n{'model':<26} {'metric':<9} " + " ".join(f"{t:>14}" for t in TOOLS) + "  ours-best")
     for r in rows:
         print(f"{r['model']:<26} {r['metric'] or '':<9} " + " ".join(f"{_cell(r['accuracy'].get(t)):>14}"
                                                                     for t in TOOLS)
               + (f"  {r['shortfall']:+.4f}" if r.get("shortfall") is not None else ""))
+    result = _save(rows, args, unavailable)
     short = [r["shortfall"] for r in rows if r.get("shortfall") is not None]
     print("\nfp16 finite (ours / ModelOpt AutoCast):")
     for r in rows:
@@ -349,15 +367,6 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"  {r['model']:<26} " + "  ".join(f"{t} {c['seconds']:.1f}s/{c['peak_mb']:.0f}MB"
                                                  for t, c in r["cost"].items()))
-    result = {"generated": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "note": f"calibration {args.calib} samples, evaluation {args.eval}; ORT {args.batch}-sample batches "
-                      "where the sample axis is dynamic",
-              "tools": TOOLS, "unavailable": unavailable, "models": rows,
-              "mean_shortfall": float(np.mean(short)) if short else None,
-              "worse_than_best": sum(1 for s in short if s < -1e-9), "compared": len(short)}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=1, default=float))
     if short:
         print(f"\nmean (ours TRT - best anchor): {np.mean(short):+.4f}; below the best on "
               f"{result['worse_than_best']} of {len(short)}")
