@@ -28,7 +28,8 @@ def test_calibrate_shows_histograms_and_thresholds(tab: CalibrateTab) -> None:
     assert tab.progress.value == 1.0 and tab.phase.value == "done: 300 samples"
     assert list(tab.tensor.options) == activation_tensors(tab.session.model)
     names = [t.name for t in tab.figure.data]
-    assert names == ["histogram", "threshold:max", "threshold:percentile", "threshold:entropy", "threshold:mse"]
+    assert names == ["histogram", "threshold:max", "threshold:percentile", "threshold:entropy", "threshold:mse",
+                     "threshold:auto"]
     stats = tab.cache.tensors[tab.tensor.value]
     assert tab.figure.data[2].x[0] == pytest.approx(stats.thresholds["percentile"])
     assert sum(tab.figure.data[0].y) == sum(stats.hist)

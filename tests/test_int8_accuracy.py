@@ -141,3 +141,18 @@ def test_cli_quantize_reports_diagnostics_and_float_heads(tmp_path: Path, capsys
     edit = json.loads(recipe.read_text())["edits"][-1]
     assert "float_heads" not in edit and edit["method"] == "auto"  # the default, not written
     assert not any(n.input[0].endswith("__dq") for n in onnx.load(out).graph.node if n.name == "head")
+
+
+def test_calibrate_tab_shows_diagnostics(tmp_path: Path) -> None:
+    from workbench.session import Session
+    from workbench.ui.calibrate_tab import CalibrateTab
+    from workbench.ui.common import Status
+
+    tab = CalibrateTab(Session("digits_cnn", cache_dir=tmp_path / "cache"), Status())
+    assert tab.diagnostics.value == ""
+    tab.run_button.click()
+    tab.wait()
+    assert tab.status.state == "ok", tab.status.message
+    d = calibration_diagnostics(tab.cache)
+    assert f"{d['samples']} samples" in tab.diagnostics.value and "300 samples" in tab.diagnostics.value
+    assert f"{d['clipped_tensors']} tensors clip" in tab.diagnostics.value and "MB" in tab.diagnostics.value

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import time
 from pathlib import Path
 from typing import Any
 
+from ..backends.ort import OrtEngine
 from ..calibration import DEFAULT_METHOD, METHODS, calibrate, calibration_diagnostics
+from ..errors import DataError
 from ..precision import TARGETS, activation_tensors, output_heads, quantization_targets, select_nodes
 from ..recipe import CalibrationSettings, FuseBatchNorm, Quantize
 from ..session import Session
@@ -44,6 +47,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval", metavar="DATA", dest="eval_data",
                    help="evaluation data (same forms as --calib): the diagnostics warn where it leaves the calibrated "
                         "range")
+    p.add_argument("--target-metric", choices=("rel_l2", "accuracy"),
+                   help="accuracy to a target: pick the calibration method that serves this metric best, then keep the "
+                        "fewest layers in high precision (the debugger's sensitivity and plan search) until it is "
+                        "within --tolerance of FP32, on --eval data (else the calibration data); accuracy needs a "
+                        "'label' array in the data")
+    p.add_argument("--tolerance", type=float,
+                   help="with --target-metric: accuracy's largest drop below FP32 (default 0.005 = 0.5 point), or "
+                        "rel_l2's largest output error (default 0.05)")
     p.add_argument("-o", "--output", required=True, help="where to write the quantized model")
     p.add_argument("--recipe-out", help="also write the recipe that reproduces the output (scale cache beside it)")
     add_data_arguments(p)
@@ -84,6 +95,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     eval_data = read_data(args, Path(args.eval_data), model) if args.eval_data else None
     diagnostics = calibration_diagnostics(cache, model, eval_data)
     session.apply(edit)
+    target_result = _to_target(args, session, eval_data if eval_data is not None else data) \
+        if args.target_metric else None
     out = session.export(args.output)
     result: dict[str, Any] = {
         "output": str(out),
@@ -97,9 +110,51 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "peak_rss_mb": round(peak, 1), "scales": digest, "warnings": cache.warnings,
                         "data": data.describe(), "diagnostics": diagnostics},
     }
+    if target_result is not None:
+        result["target_metric"] = target_result
+        result["excluded"] = [*excluded, *target_result["kept"]]
+        result["quantized"] = [n for n in result["quantized"] if n not in target_result["kept"]]
+        result["calibration"]["method"] = target_result["method"]
     if args.recipe_out:
         result["recipe"] = str(session.save(args.recipe_out))
     return result
+
+
+def _to_target(args: argparse.Namespace, session: Session, data: Any) -> dict[str, Any]:
+    """Accuracy to a target (issue 13, part 3): the calibration method whose whole-model metric is best, then the
+    debugger's sensitivity ranking and plan search (:func:`workbench.debug.debug_precision`) for the fewest layers
+    kept in high precision; the session's Quantize edit is replaced by the result (one recipe)."""
+    from ..compare import accuracy, output_error
+    from ..debug import debug_precision, estimated_cost, evaluate, recipe_models
+
+    use_acc = args.target_metric == "accuracy"
+    if use_acc and "label" not in data:
+        raise DataError("--target-metric accuracy needs a 'label' array in the evaluation data",
+                        hint="add labels to the .npz, or use --target-metric rel_l2")
+    metric = accuracy() if use_acc else output_error()
+    tolerance = args.tolerance if args.tolerance is not None else (0.005 if use_acc else 0.05)
+    quantize = session.recipe.edits[-1]
+    reference, _ = recipe_models(session.original, session.recipe, session.cache_dir)
+    ref_outs = [OrtEngine(reference).run(b.feeds) for b in data.batches(64)]
+    scores: dict[str, float] = {}
+    for method in METHODS:  # one whole-model evaluation per method, from the same statistics
+        trial = session.recipe.replace(edits=(*session.recipe.edits[:-1], dataclasses.replace(quantize, method=method)))
+        _, build = recipe_models(session.original, trial, session.cache_dir)
+        scores[method] = evaluate(build(()), data, metric, ref_outs, batch_size=64, max_samples=None,
+                                  reference=reference)
+    best = (max if use_acc else min)(scores, key=lambda m: scores[m])
+    chosen = dataclasses.replace(quantize, method=best)
+    recipe = session.recipe.replace(edits=(*session.recipe.edits[:-1], chosen))
+    reference, factory = recipe_models(session.original, recipe, session.cache_dir)
+    result = debug_precision(reference, factory(()), data, factory=factory, metric=metric, tolerance=tolerance,
+                             recipe=recipe, batch_size=64)
+    session.set_recipe(result.recipe if result.recipe is not None else recipe)
+    plan = result.plan
+    return {"metric": metric.name, "tolerance": tolerance, "methods": {k: round(v, 6) for k, v in scores.items()},
+            "method": best, "fp32": result.metric_reference, "before": result.metric_before,
+            "after": plan.metric, "met": plan.met, "kept": list(plan.keep), "message": plan.message,
+            "estimated_cost": plan.cost, "cost_all_int8": estimated_cost(factory(()), reference),
+            "plans_tried": len(plan.tried.rows), "samples": result.sensitivity.samples}
 
 
 def render(r: dict[str, Any]) -> str:
@@ -114,6 +169,12 @@ def render(r: dict[str, Any]) -> str:
     lines.append(f"diagnostics: {d['clipped_tensors']} tensors clip some calibration values, memory ~{d['memory_mb']} MB"
                  + "".join(f"; {x['tensor']} clips {x['clipped'] * 100:.3g}% ({x['method']})" for x in d["clipped"][:3]
                            if x["clipped"] > 0))
+    t = r.get("target_metric")
+    if t:
+        lines.append(f"target {t['metric']} within {t['tolerance']} of FP32 ({t['fp32']:.4g}): method {t['method']}, "
+                     f"{t['before']:.4g} -> {t['after']:.4g} ({'met' if t['met'] else 'NOT met'}), kept "
+                     f"{len(t['kept'])} layers in high precision, estimated cost {t['estimated_cost']} "
+                     f"(all INT8 {t['cost_all_int8']}, FP32 1.0)")
     lines += [f"warning: {w}" for w in dict.fromkeys([*c["warnings"], *d["warnings"]])]
     if r.get("recipe"):
         lines.append(f"recipe: {r['recipe']}")

@@ -18,7 +18,7 @@ from typing import Any
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from ..calibration import METHODS, ScaleCache, calibrate
+from ..calibration import METHODS, ScaleCache, calibrate, calibration_diagnostics
 from ..data import Dataset, find_data, load_data, random_data
 from ..errors import CalibrationError
 from ..plots.calibration import histogram_figure
@@ -54,6 +54,7 @@ class CalibrateTab:
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="progress")
         self.phase = W.Label(value="")
         self.warnings = W.HTML(value="")
+        self.diagnostics = W.HTML(value="")  # calibration_diagnostics: samples, clipping, memory
         self.digest = W.Label(value="")
         self.tensor = W.Dropdown(options=[], description="tensor", layout=W.Layout(width="520px"))
         self.thresholds = W.HTML(value="")
@@ -88,7 +89,7 @@ class CalibrateTab:
                    "surround each conv/gemm so ONNX Runtime runs integer kernels (faster than FP32 on a CPU).</p>"),
             self.data, W.HBox([self.method, self.percentile, self.dtype, self.target]),
             W.HBox([self.run_button, self.cancel_button, self.progress, self.phase]),
-            self.warnings, self.digest, W.HBox([self.tensor, self.tensor_method]), self.thresholds,
+            self.warnings, self.diagnostics, self.digest, W.HBox([self.tensor, self.tensor_method]), self.thresholds,
             self.methods_table, self.figure,
             W.HBox([self.override, self.override_button, self.clear_button]), self.quantize_button,
         ])
@@ -182,6 +183,7 @@ class CalibrateTab:
         self.cache = cache
         self.digest.value = f"scale cache {cache.digest()[:16]}… ({cache.method}, {cache.samples} samples)"
         self.warnings.value = "".join(f'<p style="color:#b26a00">⚠ {html.escape(w)}</p>' for w in cache.warnings)
+        self.diagnostics.value = _diagnostics_html(calibration_diagnostics(cache))
         names = list(cache.tensors)
         self.methods = {k: m for k, m in self.methods.items() if k in cache.tensors and m in cache.tensors[k].thresholds}
         self._show_methods()
@@ -306,3 +308,14 @@ class CalibrateTab:
         self.methods_table.value = (f"<p>per-tensor methods (others use {html.escape(self.cache.method)}):</p>"
                                     "<table class='wb-tensor-methods'><tr><th>tensor</th><th>method</th><th>amax</th>"
                                     f"</tr>{rows}</table>")
+
+
+def _diagnostics_html(d: dict[str, Any]) -> str:
+    """The diagnostics area: samples, memory estimate, the tensors whose chosen threshold clips most."""
+    rows = "".join(f"<tr><td>{html.escape(r['tensor'])}</td><td>{html.escape(r['method'])}</td>"
+                   f"<td>{r['amax']:.4g}</td><td>{r['max']:.4g}</td><td>{r['clipped'] * 100:.3g} %</td></tr>"
+                   for r in d["clipped"][:5] if r["clipped"] > 0)
+    table = ("<table><tr><th>tensor</th><th>method</th><th>amax</th><th>|max|</th><th>clipped</th></tr>"
+             f"{rows}</table>") if rows else ""
+    return (f"<p><b>diagnostics</b>: {d['samples']} samples, {d['clipped_tensors']} tensors clip some calibration "
+            f"values, calibration memory ~{d['memory_mb']:.3g} MB</p>{table}")
