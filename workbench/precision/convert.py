@@ -34,7 +34,8 @@ from ._common import (
 )
 from .scales import ScaleCache, TensorStats
 
-__all__ = ["FP16_MAX", "FP16_TINY", "precision_guards", "plan_conversion", "convert_precision", "float_tensors"]
+__all__ = ["FP16_MAX", "FP16_TINY", "precision_guards", "plan_conversion", "convert_precision", "float_tensors",
+           "range_guards"]
 
 FP16_MAX = 65504.0
 FP16_TINY = 2.0**-24  # smallest positive fp16 (subnormal): smaller nonzero constants flush to zero
@@ -168,7 +169,7 @@ def plan_conversion(
     kept = set(select_nodes(model, keep, what="keep")) if keep else set()
     guards = {g["node"]: g["reason"] for g in precision_guards(model)} if guard else {}
     if ranges is not None and precision == "fp16":
-        for name, reason in _range_guards(model, ranges).items():
+        for name, reason in range_guards(model, ranges).items():
             guards.setdefault(name, reason)
     opset = _opset(model)
     named = set(nodes)  # a guarded node named exactly (not by op type or pattern) is converted anyway
@@ -205,23 +206,30 @@ def _magnitudes(ranges: ScaleCache | Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def _range_guards(model: onnx.ModelProto, ranges: ScaleCache | Mapping[str, Any]) -> dict[str, str]:
-    """Nodes that read or write a tensor whose measured magnitude is beyond the fp16 range."""
-    big = {t: m for t, m in _magnitudes(ranges).items() if not m <= FP16_MAX}  # NaN/inf count as out of range
+def range_guards(model: onnx.ModelProto, ranges: ScaleCache | Mapping[str, Any], *,
+                 limit: float = FP16_MAX) -> dict[str, str]:
+    """``{node: reason}`` for the nodes that read or write a tensor whose measured magnitude is beyond ``limit``
+    (default the fp16 maximum; ModelOpt's AutoCast keeps a margin with ``data_max``)."""
+    big = {t: m for t, m in _magnitudes(ranges).items() if not m <= limit}  # NaN/inf count as out of range
     out: dict[str, str] = {}
     for n in model.graph.node:
         for t in (*n.output, *n.input):
             if t in big:
-                out[n.name] = f"tensor '{t}' reaches {big[t]:.3g} on the reference run, beyond the fp16 maximum 65504"
+                beyond = "the fp16 maximum 65504" if limit == FP16_MAX else f"the limit {limit:.6g}"
+                out[n.name] = f"tensor '{t}' reaches {big[t]:.3g} on the reference run, beyond {beyond}"
                 break
     return out
 
 
 def float_tensors(model: onnx.ModelProto) -> list[str]:
-    """The float32 tensors nodes compute (main graph): what to calibrate for ``convert_precision(ranges=...)``."""
+    """The float32 graph inputs and the float32 tensors nodes compute (main graph): what to calibrate for
+    ``convert_precision(ranges=...)``."""
     infos = tensor_infos(_typed(model))
-    return list(dict.fromkeys(o for n in model.graph.node if n.op_type != "Constant"
-                              for o in n.output if o and _is_float32(o, infos)))
+    inits = {i.name for i in model.graph.initializer}  # IR < 4 lists initializers among the inputs
+    inputs = [i.name for i in model.graph.input
+              if i.type.tensor_type.elem_type == TensorProto.FLOAT and i.name not in inits]
+    return list(dict.fromkeys([*inputs, *(o for n in model.graph.node if n.op_type != "Constant"
+                                          for o in n.output if o and _is_float32(o, infos))]))
 
 
 def convert_precision(
