@@ -205,10 +205,25 @@ def _check_bodies(model: onnx.ModelProto, main_targets: bool) -> None:
         raise EditError(
             f"every Conv/ConvTranspose/Gemm/MatMul of the model is inside an If/Loop/Scan body ({names}); the workbench "
             "places Q/DQ in the main graph only, so there is nothing to quantize",
-            hint="if an input selects the branch (a sample rate, a mode flag), freeze it to a constant and fold the If "
-                 "(fold_constants, then fold_constant_if) so its branch joins the main graph, then quantize")
+            hint=_flatten_hint(model))
     warnings.warn(f"{len(inside)} weighted op(s) inside If/Loop/Scan bodies ({names}) stay float: Q/DQ are placed "
                   "in the main graph only", UserWarning, stacklevel=4)
+
+
+def _flatten_hint(model: onnx.ModelProto) -> str:
+    """The exact command that flattens the bodies into the main graph (check's freeze_input + fold repairs)."""
+    from ..edits.repairs import find_repairs
+
+    repairs = find_repairs(model)
+    freeze = " ".join(f"--freeze {r.needs_value}={r.examples[0] if r.examples else 'VALUE'}" for r in repairs
+                      if r.needs_value)
+    shapes = " ".join(f"--shapes {k}:DIMS" for r in repairs for k in r.needs_shapes)
+    command = " ".join(x for x in ("workbench check MODEL --repair", freeze or "--freeze NAME=VALUE", shapes,
+                                   "-o flat.onnx") if x)
+    return (f"flatten the model first: `{command}` freezes the input that selects the branch (the value you always "
+            "run with) and folds the If so its branch joins the main graph"
+            + (" (--shapes: one static shape per input, for Ifs on tensor shapes)" if shapes else "")
+            + "; then quantize flat.onnx")
 
 
 def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
