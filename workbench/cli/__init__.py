@@ -1,7 +1,10 @@
 """``workbench`` command line: argument parsing only, then API calls.
 
 Each command is a module in this package exposing ``COMMAND`` (its name), ``HELP``, ``add_arguments(parser)``
-and ``run(args) -> dict``; an optional ``render(result) -> str`` formats it for people. Every command takes
+and ``run(args) -> dict``; an optional ``render(result) -> str`` formats it for people. :data:`COMMANDS` names
+them with their help, so start-up imports only the module of the command being run: ``workbench --help`` loads
+no command module and no numerical library (tests/test_cli_startup.py checks both, and that the table matches
+the modules). Every command takes
 ``--json`` and then prints one JSON object on stdout; exit 0 on success, 1 on a user error with
 ``{"error", "hint"}``, never a traceback for bad input. Logs go to stderr.
 
@@ -15,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import pkgutil
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -24,19 +26,32 @@ from typing import Any, NoReturn
 from ..errors import WorkbenchError
 from ..internal import EXIT_INTERNAL, report_internal
 
-__all__ = ["main", "commands"]
+__all__ = ["COMMANDS", "main", "commands", "command_module"]
+
+COMMANDS: dict[str, str] = {
+    "build": "build a TensorRT engine ahead of time (no GPU needed with TensorRT-RTX)",
+    "check": "check a model with TensorRT: per-node support, parse errors, an AOT build, suggestions",
+    "compare": "compare a converted/quantized model with its FP32 reference: output errors, optionally layer by layer",
+    "convert": "run a model in fp16/bf16 through Cast nodes (overflow-prone ops stay fp32 unless forced)",
+    "debug": "sensitivity ranking of quantized/fp16 layers and the fewest to keep in high precision (a new recipe)",
+    "edit": "apply a recipe (or a template recipe) to a model and write the edited model",
+    "inspect": "summarise a model: inputs, outputs, ops, parameters, opset, FLOPs",
+    "lab": "start JupyterLab on 127.0.0.1 with a workbench notebook open",
+    "profile": "per-layer timings: ONNX Runtime on this CPU, or trtexec --exportLayerInfo/--exportProfile JSON",
+    "quantize": "calibrate on representative data and write an INT8/FP8 Q/DQ model for TensorRT (or ONNX Runtime CPU)",
+    "worker": "start a Dask worker for SCHEDULER that advertises this machine's TensorRT and GPU as resources",
+}
+"""Command name (= module name in this package) -> its one-line help (the module's ``HELP``)."""
+
+
+def command_module(name: str) -> ModuleType:
+    """The module of command ``name``, imported now (its imports are the command's own cost)."""
+    return importlib.import_module(f"{__name__}.{name}")
 
 
 def commands() -> dict[str, ModuleType]:
-    """Command name -> module, discovered in this package."""
-    found: dict[str, ModuleType] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(module, "COMMAND"):
-            found[module.COMMAND] = module
-    return found
+    """Command name -> module, for every command (imports them all; the command line imports only one)."""
+    return {name: command_module(name) for name in COMMANDS}
 
 
 class _UsageError(Exception):
@@ -52,14 +67,22 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message, self)
 
 
-def _parser(mods: dict[str, ModuleType]) -> argparse.ArgumentParser:
+def _parser(name: str | None, module: ModuleType | None) -> argparse.ArgumentParser:
+    """Every command listed; only ``name``'s arguments added (from ``module``): argv holds one command."""
     parser = _Parser(prog="workbench", description="ONNX -> TensorRT workbench")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in mods.items():
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+    for command, help in COMMANDS.items():
+        p = sub.add_parser(command, help=help, description=help)
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-        module.add_arguments(p)
+        if command == name and module is not None:
+            module.add_arguments(p)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command argv names: its first word not starting with '-' (the top level has no option with a value)."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
 
 
 def _default(o: Any) -> Any:
@@ -72,9 +95,10 @@ def _default(o: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    name = _command_in(argv)
     try:
-        mods = commands()
-        parser = _parser(mods)
+        module = command_module(name) if name is not None else None
+        parser = _parser(name, module)
     except Exception as exc:
         return _internal(exc, "starting the workbench command line", "--json" in argv)
     try:
@@ -86,8 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"{exc.parser.format_usage()}error: {exc.message}\nhint: {hint}", file=sys.stderr)
         return 1
-    module = mods[args.command]
     try:
+        if module is None or args.command != name:
+            raise RuntimeError(f"argparse chose {args.command!r}, the start-up read {name!r} from {argv}")
         result = module.run(args)
     except WorkbenchError as exc:
         if args.json:
