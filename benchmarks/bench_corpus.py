@@ -75,6 +75,15 @@ def _ort(model_path: Path, inputs: Any, method: str, act: str, out: Path) -> Non
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.runs, None)
 
+    import onnx
+
+    m = onnx.load(str(model_path))
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if opset < 13:  # ORT writes per-channel Q/DQ (an `axis`) that needs opset 13: convert first, as its docs say
+        from onnx import version_converter
+
+        model_path = out.with_name(out.stem + "_opset13.onnx")
+        onnx.save(version_converter.convert_version(m, 13), str(model_path))
     quantize_static(str(model_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8 if act == "s8" else QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, method),
