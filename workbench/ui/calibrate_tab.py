@@ -4,7 +4,8 @@ TensorRT or for ONNX Runtime's CPU provider: ``target.value``, which also decide
 
 Visible state lives in widget values so headless tests can assert it: ``data.options``/``data.value``,
 ``method.value``, ``target.value``, ``progress.value``, ``phase.value``, ``warnings.value``, ``tensor.options``,
-``thresholds.value`` (HTML table), ``figure`` (a FigureWidget: histogram + ``threshold:<method>`` traces),
+``thresholds.value`` (HTML table), ``figure`` (a FigureWidget: histogram + ``threshold:<method>`` traces; None
+until there is a calibration to draw, ``chart_placeholder`` says so meanwhile: each FigureWidget ships plotly.js),
 ``digest.value`` (the scale cache in use), ``tensor_method.value`` (the selected tensor's own method, "" for the
 tab's method), ``methods`` ({tensor: method}, passed to the Quantize edit) and ``methods_table.value``. The calibration runs as ``job`` (a :class:`Job`); ``wait()`` joins it.
 """
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
-import plotly.graph_objects as go
 
 from ..calibration import METHODS, ScaleCache, calibrate, calibration_diagnostics
 from ..data import Dataset, find_data, load_data, random_data
@@ -24,7 +24,7 @@ from ..errors import CalibrationError
 from ..plots.calibration import histogram_figure
 from ..precision import activation_tensors
 from ..recipe import CalibrationSettings, Quantize
-from .common import Job, Status
+from .common import Job, Status, refill
 
 __all__ = ["CalibrateTab"]
 
@@ -63,7 +63,11 @@ class CalibrateTab:
                                         description="method for this tensor", style={"description_width": "initial"})
         self.methods_table = W.HTML(value="")
         self._syncing = False
-        self.figure = go.FigureWidget()
+        self.figure: Any = None  # a plotly FigureWidget, created by the first calibration shown
+        self.chart_placeholder = W.HTML("<i class='wb-calib-placeholder'>the histogram of the selected tensor, with "
+                                        "each method's threshold, appears here after Calibrate</i>")
+        self._chart_box = W.Box([self.chart_placeholder], layout=W.Layout(width="100%"))
+        self._result_callbacks: list[Any] = []
         self.override = W.FloatText(value=0.0, description="amax")
         self.override_button = W.Button(description="Override scale", icon="pencil")
         self.clear_button = W.Button(description="Clear override")
@@ -90,7 +94,7 @@ class CalibrateTab:
             self.data, W.HBox([self.method, self.percentile, self.dtype, self.target]),
             W.HBox([self.run_button, self.cancel_button, self.progress, self.phase]),
             self.warnings, self.diagnostics, self.digest, W.HBox([self.tensor, self.tensor_method]), self.thresholds,
-            self.methods_table, self.figure,
+            self.methods_table, self._chart_box,
             W.HBox([self.override, self.override_button, self.clear_button]), self.quantize_button,
         ])
         self._refresh_data()
@@ -191,6 +195,13 @@ class CalibrateTab:
         self.tensor.value = names[0] if names else None
         self._show_tensor()
         self.quantize_button.disabled = False
+        for callback in list(self._result_callbacks):
+            callback()
+
+    def on_result(self, callback: Any) -> None:
+        """Call ``callback()`` after each calibration result is shown (the dashboard's joined view and the graph's
+        calibration-range overlay follow it)."""
+        self._result_callbacks.append(callback)
 
     def _show_tensor(self, _change: Any = None) -> None:
         if self.cache is None or self.tensor.value not in (self.cache.tensors if self.cache else {}):
@@ -203,11 +214,10 @@ class CalibrateTab:
         finally:
             self._syncing = False
         fig = histogram_figure(self.tensor.value, stats, chosen=used)
-        with self.figure.batch_update():
-            self.figure.data = ()
-            for trace in fig.data:
-                self.figure.add_trace(trace)
-            self.figure.layout = fig.layout
+        first = self.figure is None
+        self.figure = refill(self.figure, fig)
+        if first:
+            self._chart_box.children = (self.figure,)
         self.override.value = stats.thresholds.get(used, stats.amax) if stats.override is None else stats.override
         uint8 = self.target.value == "onnxruntime"
 

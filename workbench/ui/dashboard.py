@@ -9,6 +9,11 @@ The dashboard wires the tabs together (a tab knows no other tab): a node the use
 (row or graph click) becomes the Edit tab's selection (kept until the Edit tab is built, if it is not yet),
 and after every change of the model (an edit applied, undo, redo, a recipe loaded) the Model tab's graph
 rings the nodes the change added and says how many it added and removed.
+
+One selection signal (``selection``, a :class:`~workbench.ui.node_view.Selection`): every tab with an
+``on_select(callback)`` hook publishes the ONNX nodes the user picked there (an engine layer: its ONNX nodes), and
+the joined view beside the tabs (``node_view``) shows what is known about them: the ONNX node, its weights, the
+engine layers and profile rows, its precision, calibration range, layerwise error and sensitivity.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ..errors import WorkbenchError
 from ..session import Session
 from .common import Status
 from .model_tab import ModelTab, summary_line
+from .node_view import NodeView, Selection
 
 __all__ = ["Workbench", "LazyTabs", "UnavailableTab", "TAB_MODULES", "EDIT_TITLE", "close_widgets"]
 
@@ -131,6 +137,7 @@ class LazyTabs(Mapping[str, Any]):
             raise
         self._built[index] = tab
         placeholder = self._placeholders.pop(index, None)
+        self._owner._hook_selection(self._session, tab)
         if self._owner.session is self._session:
             children = list(self._owner.tab.children)
             children[index] = tab.widget
@@ -171,6 +178,9 @@ class Workbench:
         self._unsubscribe: Any = None
         self._pending_edit_selection: list[str] | None = None  # picked in the Model tab before Edit was built
         self._model_shown: Any = None  # the model whose last change the Model tab's graph rings
+        self.selection = Selection()  # the one selection signal: tabs publish, the joined view follows
+        self.node_view = NodeView(self._gather)
+        self.node_view.follow(self.selection)
 
         self.name = W.HTML()
         self.line = W.HTML()
@@ -195,7 +205,11 @@ class Workbench:
         cluster.set_title(0, "Cluster")
         header = W.VBox([W.HBox([self.name, self.line], layout=W.Layout(align_items="baseline", grid_gap="1em")),
                          W.HBox([self.path, self.open_button, self.export_button]), cluster])
-        self.widget = W.VBox([header, self.status.widget, self.tab], layout=W.Layout(width="100%"))
+        # the joined view beside the tabs; on a narrow page it wraps below them
+        self.tab.layout = W.Layout(flex="1 1 720px", min_width="0")
+        body = W.HBox([self.tab, self.node_view.widget], layout=W.Layout(flex_flow="row wrap", width="100%",
+                                                                         align_items="flex-start"))
+        self.widget = W.VBox([header, self.status.widget, body], layout=W.Layout(width="100%"))
         self.widget.add_class("wb-dashboard")
 
         if isinstance(path_or_session, Session):
@@ -241,6 +255,7 @@ class Workbench:
             self.path.value = str(session.source_path)
         self._pending_edit_selection = None
         self._model_shown = session.model
+        self.selection.set([], "")
         self.tabs = LazyTabs(self, session, classes, first)
         if hasattr(first, "on_select"):
             first.on_select(lambda name: self._on_model_select(session, [name]))
@@ -251,6 +266,7 @@ class Workbench:
         self._refresh_header()
         unsubscribe = session.on_change(lambda _s: self._on_session_change(session, first))
         self._unsubscribe = unsubscribe if callable(unsubscribe) else None
+        self._hook_selection(session, first)
 
     def _on_tab_selected(self, change: dict) -> None:
         index = change["new"]
@@ -282,8 +298,74 @@ class Workbench:
         if callable(select):
             select(names)
 
+    def _hook_selection(self, session: Session, tab: Any) -> None:
+        """Subscribe the selection signal to a tab's ``on_select`` hook (a name or names) and its ``on_result``
+        hook (a new result the joined view may show: a calibration, a profile, a comparison)."""
+        title = getattr(tab, "title", type(tab).__name__)
+        if callable(getattr(tab, "on_select", None)):
+            tab.on_select(lambda names: self.selection.set(names, title) if session is self.session else None)
+        if callable(getattr(tab, "on_result", None)):
+            tab.on_result(lambda: self._on_result(session))
+
+    def _on_result(self, session: Session) -> None:
+        if session is not self.session:
+            return
+        scales = self._scales()
+        model_tab = self.tabs.get("Model") if isinstance(self.tabs, LazyTabs) else None
+        graph = getattr(model_tab, "graph", None)
+        if scales is not None and graph is not None:  # the calibration-range overlay in the graph's colour menu
+            from ..plots.node_facts import output_amax
+
+            graph.add_overlay("calibration amax", output_amax(session.model, scales), log=True)
+        self.node_view.refresh()
+
+    def _built_tab(self, title: str) -> Any:
+        if isinstance(self.tabs, LazyTabs) and title in self.tabs and self.tabs.built(title):
+            return self.tabs[title]
+        return None
+
+    def _scales(self) -> Any:
+        """The calibration the joined view shows: the Calibrate tab's, else the scale cache of the recipe's last
+        Quantize edit, else the newest one calibrated for the current model."""
+        from ..calibration import ScaleCache
+        from ..errors import CalibrationError
+        from ..graph import model_bytes, sha256_bytes
+        from ..precision.scales import latest_scales
+        from ..recipe import Quantize
+
+        cache = getattr(self._built_tab("Calibrate"), "cache", None)
+        if cache is not None or self.session is None:
+            return cache
+        s = self.session
+        for edit in reversed(s.recipe.edits):
+            if isinstance(edit, Quantize) and edit.scales:
+                try:
+                    return ScaleCache.load(s.cache_dir / "scales" / f"{edit.scales}.json")
+                except CalibrationError:
+                    break
+        key = id(s.model)
+        if getattr(self, "_latest_key", None) != key:
+            found = latest_scales(s.cache_dir, sha256_bytes(model_bytes(s.model)))
+            self._latest_key, self._latest = key, (found[1] if found else None)
+        return self._latest
+
+    def _gather(self, name: str) -> Any:
+        """The joined view's facts about node ``name`` from the session and whatever the built tabs hold."""
+        from ..plots.node_facts import NodeFacts, node_facts
+
+        if self.session is None:
+            return NodeFacts(name, False)
+        profile, debug = self._built_tab("Profile"), self._built_tab("Debug")
+        report, result = getattr(debug, "report", None), getattr(debug, "result", None)
+        return node_facts(name, self.session.model, profiles=getattr(profile, "profiles", None),
+                          engines=getattr(profile, "engine_infos", None), scales=self._scales(),
+                          layer_errors=getattr(report, "layers", None),
+                          sensitivity=result.sensitivity.table if result is not None else None)
+
     def _on_session_change(self, session: Session, model_tab: Any) -> None:
         self._refresh_header()
+        if session is self.session:
+            self.node_view.refresh()  # the node may have changed (precision, weights) or gone
         if session is not self.session or session.model is self._model_shown:
             return  # another session's late event, or a settings change (same model)
         self._model_shown = session.model

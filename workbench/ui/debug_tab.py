@@ -45,6 +45,8 @@ class DebugTab:
         self.status = status
         self.report: CompareReport | None = None
         self.result: DebugResult | None = None
+        self._select_callbacks: list[Any] = []  # on_select: nodes picked in the error graph (the dashboard's)
+        self._result_callbacks: list[Any] = []  # on_result: after a comparison or a ranking is shown
         style = {"description_width": "110px"}
         self.reference = W.Dropdown(options=[("session model, precision edits left out (FP32)", "fp32"),
                                              ("original file", "original")], value="fp32",
@@ -211,6 +213,8 @@ class DebugTab:
                          cancel=job.is_cancelled)
         self.report = report
         self._show_compare(report, reference)
+        for callback in list(self._result_callbacks):
+            callback()
 
     def _show_compare(self, r: CompareReport, reference: Any) -> None:
         rows = "".join(
@@ -239,6 +243,8 @@ class DebugTab:
             self.errors_fig = refill(self.errors_fig, fig)
             if self.graph_fig is None:
                 self.graph_fig = GraphWidget(height=520)
+                self.graph_fig.observe(lambda c: [cb(list(c["new"])) for cb in self._select_callbacks if c["new"]],
+                                       "selected")
             with self.graph_fig.hold_trait_notifications():
                 self.graph_fig.set_model(reference, title="Graph coloured by log10 rel L2 error")
                 self.graph_fig.add_overlay("log10 rel L2", node_error_colours(r.node_errors()), show=True)
@@ -257,6 +263,16 @@ class DebugTab:
                                  cancel=job.is_cancelled)
         self.result = result
         self._show_debug(result)
+        for callback in list(self._result_callbacks):
+            callback()
+
+    def on_select(self, callback: Any) -> None:
+        """Call ``callback(names)`` when the user picks nodes in the error graph (the dashboard's selection)."""
+        self._select_callbacks.append(callback)
+
+    def on_result(self, callback: Any) -> None:
+        """Call ``callback()`` after a comparison or a ranking is shown (the joined view re-reads them)."""
+        self._result_callbacks.append(callback)
 
     def _show_debug(self, r: DebugResult) -> None:
         plan = r.plan

@@ -181,6 +181,7 @@ class EditTab:
         self.last_preview: dict[str, Any] | None = None
         self._refreshing = False
         self._outputs: dict[str, list[str]] = {}
+        self._select_callbacks: list[Any] = []  # on_select: the dashboard's selection signal
 
         # the pattern box takes what the left column leaves; the buttons keep their labels whole
         self.pattern = W.Text(placeholder="name or op, e.g. Relu or block2.*", description="match",
@@ -270,6 +271,10 @@ class EditTab:
         known = set(self._outputs)
         self.nodes.value = tuple(n for n in names if n in known)
 
+    def on_select(self, callback: Any) -> None:
+        """Call ``callback(names)`` when the selection changes (not when a refresh keeps it)."""
+        self._select_callbacks.append(callback)
+
     def select_matching(self) -> None:
         rows = [{"name": n.name, "op": n.op_type} for n in self.session.model.graph.node]
         self.select(match_nodes(rows, self.pattern.value))
@@ -280,8 +285,12 @@ class EditTab:
         model = self.session.model
         kept = self.selection
         self._outputs = {n.name: list(n.output) for n in model.graph.node}
-        self.nodes.options = [(f"{n.name}  ·  {n.op_type}", n.name) for n in model.graph.node]
-        self.select(kept)
+        callbacks, self._select_callbacks = self._select_callbacks, []  # keeping the selection is no new pick
+        try:
+            self.nodes.options = [(f"{n.name}  ·  {n.op_type}", n.name) for n in model.graph.node]
+            self.select(kept)
+        finally:
+            self._select_callbacks = callbacks
         recipe = self.session.recipe
         self.recipe_json.value = recipe.to_json()
         history = self.session.history
@@ -336,6 +345,8 @@ class EditTab:
 
     def _on_selection(self) -> None:
         self._show_count()
+        for callback in list(self._select_callbacks):
+            callback(self.selection)
         if self.show_graph.value and self.graph.selected != self.selection:
             self._graph_syncing = True
             try:

@@ -84,6 +84,8 @@ class ProfileTab:
         self.profiles: dict[str, Table] = {}
         self._rendering_off = False
         self.tactics: dict[str, dict[str, str | None]] = {}  # label -> {layer: tactic} for TensorRT profiles
+        self._select_callbacks: list[Any] = []  # on_select: ONNX nodes picked in a graph view (the dashboard's)
+        self._result_callbacks: list[Any] = []  # on_result: after a profile is added
 
         # ONNX Runtime on this CPU
         self.optimize = W.Checkbox(value=True, description="ORT graph optimisations", indent=False)
@@ -260,6 +262,8 @@ class ProfileTab:
         finally:
             self._rendering_off = False
         self._render()
+        for callback in list(self._result_callbacks):
+            callback()
         if announce:
             self.status.ok(f"{label}: {len(table)} layers, {total_ms(table):.4g} ms")
         return label
@@ -298,12 +302,27 @@ class ProfileTab:
         if self.engine_graph is None:
             self.engine_graph = GraphWidget(height=600)
             self.engine_graph.observe(lambda _c: self._link_layers(), "selected")
+            self.engine_graph.observe(lambda _c: self._publish(self.linked_nodes), "selected")
         times = dict(zip(table.column("name"), table.column("median_ms")))
         with self.engine_graph.hold_trait_notifications():
             self.engine_graph.set_graph(engine_graph(info, title=f"{label}: engine layers"))
             self.engine_graph.set_overlay(times, "median ms")
         self._chart_box.children = (self.engine_graph, self.linked)
         self._link_layers()
+
+    def on_select(self, callback: Any) -> None:
+        """Call ``callback(onnx_nodes)`` when the user picks a node in the graph view or an engine layer in the
+        engine graph (its ONNX nodes)."""
+        self._select_callbacks.append(callback)
+
+    def on_result(self, callback: Any) -> None:
+        """Call ``callback()`` after each profile added (the joined view re-reads the profiles)."""
+        self._result_callbacks.append(callback)
+
+    def _publish(self, names: list[str]) -> None:
+        if names:  # a redraw dropping the selection is not a pick
+            for callback in list(self._select_callbacks):
+                callback(list(names))
 
     @property
     def linked_nodes(self) -> list[str]:
@@ -355,6 +374,7 @@ class ProfileTab:
                                 "this profile's layers do not name the current model's nodes")
             if self.graph is None:
                 self.graph = GraphWidget(height=600)
+                self.graph.observe(lambda c: self._publish(c["new"]), "selected")
             with self.graph.hold_trait_notifications():
                 self.graph.set_graph(data["graph"])
                 self.graph.overlay = data["overlay"]
