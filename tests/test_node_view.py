@@ -155,3 +155,18 @@ def test_static_shapes_repair_takes_its_shapes_from_the_box(tmp_path):
     assert status.state == "ok", status.message
     assert [e.to_dict() for e in session.recipe.edits][0] == {"kind": "set_shapes", "shapes": {"x": [1, 3]}}
     assert "If" not in {n.op_type for n in session.model.graph.node}  # the shape-dependent Ifs folded away
+
+
+def test_export_html_embeds_the_graph_with_its_overlay(wb, tmp_path):
+    import json
+    import re
+
+    graph = wb.tabs["Model"].graph
+    graph.overlay = graph.overlays["precision"]  # picked in the widget's colour menu
+    doc = wb.export_html(tmp_path / "r.html").read_text()
+    assert "<h2>Graph coloured by precision</h2>" in doc and doc.count('class="wb-graph-static"') == 1
+    state = json.loads(re.search(r"const state = (\{.*?\});\n", doc).group(1))
+    assert state["overlay"]["title"] == "precision" and state["overlay"] == graph.overlay
+    drawn = {n["id"] for n in state["graph"]["nodes"]}
+    assert {n.name for n in wb.session.model.graph.node} <= drawn
+    assert "<script src=" not in doc  # the bundle is inline: it opens offline

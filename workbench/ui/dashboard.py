@@ -427,9 +427,23 @@ class Workbench:
                     found.append(go.Figure(data=value.data, layout=value.layout))
         return found
 
+    def graphs(self) -> list[tuple[str, Any]]:
+        """(title, GraphWidget) of the graphs worth a report: the Model tab's graph (with the overlay it shows), the
+        Profile tab's engine graph and the Debug tab's error graph when they were drawn."""
+        found = []
+        for title, tab_title, attr in (("Graph", "Model", "graph"), ("Engine layers", "Profile", "engine_graph"),
+                                       ("Layerwise error", "Debug", "graph_fig")):
+            graph = getattr(self._built_tab(tab_title), attr, None)
+            if graph is not None and getattr(graph, "graph", None):
+                overlay = (graph.overlay or {}).get("title")
+                found.append((f"{title}" + (f" coloured by {overlay}" if overlay else ""), graph))
+        return found
+
     def export_html(self, path: str | os.PathLike[str]) -> Path:
         """Write a self-contained HTML report of the session (atomically): the model's summary, the recipe, every
-        chart the tabs show (interactive plotly, plotly.js embedded once) and the layer table. Opens offline."""
+        chart the tabs show (interactive plotly, plotly.js embedded once), the graphs (the Model tab's with its
+        current overlay; engine and error graphs when drawn; bundle and data inline) and the layer table. Opens
+        offline."""
         from ..plots.profile import write_html
 
         if self.session is None:
@@ -447,6 +461,7 @@ class Workbench:
         blocks.append("<h2>Charts</h2>" if charts else "<h2>Charts</h2><p>no charts yet: profile, calibrate or "
                       "compare in the dashboard first</p>")
         blocks += charts
+        blocks += [f"<h2>{esc(title)}</h2>{graph.to_html()}" for title, graph in self.graphs()]
         table = s.layer_table()
         blocks.append(f"<h2>Layers ({len(table)})</h2><div class='wb-report-layers'>"
                       f"{table._repr_html_(limit=len(table))}</div>")
