@@ -24,7 +24,6 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from ..errors import WorkbenchError
-from ..internal import EXIT_INTERNAL, report_internal
 
 __all__ = ["COMMANDS", "main", "commands", "command_module"]
 
@@ -143,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _internal(exc: BaseException, doing: str, as_json: bool) -> int:
+    from ..internal import EXIT_INTERNAL, report_internal  # only on a bug: start-up skips uuid, platform, datetime
+
     report = report_internal(exc, doing)
     if as_json:
         print(json.dumps(report.to_dict()))
