@@ -92,10 +92,10 @@ def test_auto_method_does_not_clip_a_heavy_tail_that_carries_the_output(target: 
     cache = calibrate(model, {"x": x[:256]}, method="entropy", tensors=activation_tensors(model, target=target))
     s = cache.tensors["x"]
     assert s.clipped["entropy"] > AUTO_CLIP  # entropy cuts the tail ...
-    assert s.thresholds["auto"] == s.thresholds["max"] and s.clipped["auto"] == 0.0  # ... auto does not
+    assert s.thresholds["auto"] == s.thresholds["mse"] and s.clipped["auto"] < AUTO_CLIP / 4  # ... auto does not
     old = _rel(ref, _run(quantize_model(model, cache, target=target), x))
     new = _rel(ref, _run(quantize_model(model, cache.with_method("auto"), target=target), x))
-    assert old > 0.15 and new < old / 2, (old, new)  # measured (TensorRT): 0.19 -> 0.075
+    assert old > 0.15 and new < old / 2, (old, new)  # measured (TensorRT): 0.19 -> 0.08
 
 
 def test_auto_keeps_entropy_where_it_clips_little() -> None:

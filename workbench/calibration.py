@@ -14,7 +14,8 @@ Methods, all computed from the same histogram so each tensor shows what every me
 ``entropy`` (TensorRT's entropy calibrator: the threshold minimising the KL divergence between the
 clipped reference distribution and its 128-level quantized version) and ``mse`` (the threshold minimising
 the expected squared quantize-dequantize error) and ``auto``, the default: entropy's threshold unless it clips
-more than ``AUTO_CLIP`` (0.1 %) of the tensor's values, then max (entropy cuts heavy tails that carry signal:
+more than ``AUTO_CLIP`` (0.1 %) of the tensor's values, then mse's, which weighs what clipping costs against
+rounding (entropy's divergence ignores how far the clipped values lie: it cuts heavy tails that carry signal:
 PP-PicoDet's HardSwish outputs were clipped at a threshold 12 % of values exceeded; numbers in
 docs/int8_accuracy.md).
 Each tensor also records the share of its values each threshold clips (``TensorStats.clipped``). Results go into a :class:`~workbench.precision.ScaleCache`
@@ -61,7 +62,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("max", "percentile", "entropy", "mse", "auto")
 DEFAULT_METHOD = "auto"
-AUTO_CLIP = 0.001  # ``auto``: the largest share of values entropy's threshold may clip before max is used
+AUTO_CLIP = 0.001  # ``auto``: the largest share of values entropy's threshold may clip before mse's is used
 MIN_SAMPLES = 100
 _SUMMARY_BINS = 128
 _CHUNK = 1 << 20
@@ -193,12 +194,13 @@ def compute_thresholds(hist: RunningHistogram, *, percentile: float = 99.99, qma
     width = hist.hist_max / hist.num_bins
     stride = max(1, hist.num_bins // 1024)
     entropy = _entropy(hist.counts, width, amax, stride=stride)
+    mse = _mse(hist.counts, width, amax, qmax=qmax)
     return {
         "max": amax,
         "percentile": _percentile(hist.counts, width, percentile, amax),
         "entropy": entropy,
-        "mse": _mse(hist.counts, width, amax, qmax=qmax),
-        "auto": entropy if _clipped(hist.counts, width, entropy) <= AUTO_CLIP else amax,
+        "mse": mse,
+        "auto": entropy if _clipped(hist.counts, width, entropy) <= AUTO_CLIP else mse,
     }
 
 

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="calibration data (100-500 samples recommended): an .npz with one array per model input, or "
                         "a folder of images/.wav files read with the preprocessing flags below")
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
-                   help="calibration method (default auto: entropy, or max where entropy clips more than 0.1%% of a "
+                   help="calibration method (default auto: entropy, or mse where entropy clips more than 0.1%% of a "
                         "tensor's values)")
     p.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NODE",
