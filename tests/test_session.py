@@ -26,6 +26,7 @@ def model_path(tmp_path):
 
 
 def test_apply_undo_redo_and_cached_models(model_path, tmp_path) -> None:
+    source = model_path.read_bytes()
     s = Session(model_path, cache_dir=tmp_path / "cache")
     seen = []
     s.on_change(lambda sess: seen.append((sess.last_change["action"], len(sess.recipe.edits))))
@@ -49,7 +50,7 @@ def test_apply_undo_redo_and_cached_models(model_path, tmp_path) -> None:
     assert seen == [("apply", 1), ("apply", 2), ("undo", 1), ("undo", 0), ("redo", 1), ("apply", 2)]
     with pytest.raises(EditError, match="nothing to redo"):
         s.redo()
-    assert load_model(model_path).SerializeToString() == load_model(model_path).SerializeToString()
+    assert model_path.read_bytes() == source  # edits, undo and redo never wrote to the user's file
 
 
 def test_bad_edit_keeps_the_last_good_state(model_path) -> None:
@@ -74,8 +75,10 @@ def test_export_is_byte_identical_to_replay_and_never_overwrites_the_source(mode
     s.apply(R.InsertNode(tensor="logits", op="Softmax", name="probs", attributes={"axis": 1}))
     out = s.export(tmp_path / "out" / "edited.onnx")
     assert out.read_bytes() == model_bytes(s.model)
+    source = model_path.read_bytes()
     with pytest.raises(ModelError, match="refusing to overwrite the source model"):
         s.export(model_path)
+    assert model_path.read_bytes() == source
     s.save(tmp_path / "recipes" / "r.json")
     saved = json.loads((tmp_path / "recipes" / "r.json").read_text())
     assert saved["model"]["path"] == "../model.onnx"  # relative to the recipe
