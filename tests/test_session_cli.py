@@ -49,9 +49,10 @@ def test_cli_template_and_errors(tmp_path, capsys) -> None:
     assert "no node named 'ghost'" in err["error"] and err["hint"]
     assert not (tmp_path / "o2.onnx").exists()
 
+    source = src.read_bytes()
     assert main(["edit", str(src), str(template), "-o", str(src), "--json"]) == 1
     err = json.loads(capsys.readouterr().out)
-    assert "refusing to overwrite the source model" in err["error"]
+    assert "refusing to overwrite the source model" in err["error"] and src.read_bytes() == source
 
     newer = tmp_path / "newer.json"
     newer.write_text(json.dumps({"schema_version": 99, "edits": []}))
