@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,8 +108,12 @@ def test_op_colours_are_stable_across_models_and_edits():
     b = graph_json(load_model(conv_bn_relu_model()))["colors"]
     assert a["Conv"] == b["Conv"] == op_color("Conv") and a["Relu"] == b["Relu"]
     assert op_color("Conv") != op_color("Relu")
-    # an op outside the fixed palette gets the same hashed colour every time, whatever else the model holds
-    assert op_color("MyCustomOp") == op_color("MyCustomOp") and op_color("MyCustomOp") != op_color("OtherOp")
+    # an op outside the fixed palette gets the same hashed colour in every process (str hashes are salted per
+    # process, so a colour from hash() would change between sessions and in an exported page)
+    code = "from workbench.plots.graph_data import op_color; print(op_color('MyCustomOp'))"
+    seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2")}
+    assert seen == {op_color("MyCustomOp")} and op_color("MyCustomOp") != op_color("OtherOp")
     assert op_color("MyCustomOp").startswith("#") and len(op_color("MyCustomOp")) == 7
 
 
