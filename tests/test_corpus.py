@@ -1,6 +1,8 @@
 """The corpus suite: on every corpus model, what a user would do, one test per (model, step).
 
-CI runs the manifests marked ``"ci": true``; ``CORPUS=all`` runs every manifest (``make corpus``). Each step ends
+CI runs the manifests marked ``"ci": true`` (the slow steps layerwise, debug and dashboard only on the smallest
+model of each task, to fit CI's budget); ``CORPUS=all`` runs every step on every manifest (``make corpus``);
+``CORPUS_MODELS=a,b`` runs every step on the models named. Each step ends
 ``ok`` or in a clean refusal: a :class:`~workbench.errors.WorkbenchError` with a specific message (the test
 records it and passes). Anything else (a traceback, an internal error, a wrong number) fails. Every outcome is
 written to ``benchmarks/out/corpus_results.json``; ``python -m corpus.report`` renders docs/corpus.md from it.
@@ -53,8 +55,26 @@ def _manifests() -> tuple[list[dict[str, Any]], str]:
     return found, "no manifest selected" if not found else ""
 
 
+HEAVY = ("layerwise", "debug", "dashboard")  # the slow steps (tens of seconds per model on 2 cores)
+HEAVY_CI_MAX_BYTES = 3_000_000
+
+
+def heavy_models(manifests: list[dict[str, Any]]) -> set[str]:
+    """Models that run the slow steps: all with CORPUS=all; in CI the smallest model of each task (up to 3 MB),
+    so the CI subset covers every kind within its time budget."""
+    if ALL or ONLY:
+        return {m["id"] for m in manifests}
+    best: dict[str, dict[str, Any]] = {}
+    for m in manifests:
+        t = m.get("task", "")
+        if m.get("size_bytes", 0) <= HEAVY_CI_MAX_BYTES and (t not in best or m["size_bytes"] < best[t]["size_bytes"]):
+            best[t] = m
+    return {m["id"] for m in best.values()}
+
+
 MANIFESTS, NONE_WHY = _manifests()
-CASES = [(m["id"], s) for m in MANIFESTS for s in STEPS] or [("none", "none")]
+_HEAVY = heavy_models(MANIFESTS)
+CASES = [(m["id"], s) for m in MANIFESTS for s in STEPS if s not in HEAVY or m["id"] in _HEAVY] or [("none", "none")]
 
 
 # --- results file --------------------------------------------------------------------------------------------
