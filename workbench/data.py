@@ -80,6 +80,13 @@ def _batch_named(d: Any) -> bool:
     return isinstance(d, str) and (d.lower() in _BATCH_NAMES or "batch" in d.lower())
 
 
+def _uneven_fixed_batch(dims: Sequence[Any], shape: Sequence[int]) -> bool:
+    """A fixed leading dim > 1 (a model exported at batch 3) where the data has another count on axis 0 and
+    matches every other dim: the samples are stacked on axis 0, in runs of that batch (the numpy convention)."""
+    return (len(dims) == len(shape) > 0 and not _dynamic(dims[0]) and int(dims[0]) > 1 and shape[0] != dims[0]
+            and all(_dynamic(d) or d == s for d, s in zip(dims[1:], shape[1:])))
+
+
 def parse_sample_axes(specs: Iterable[str] | str | None) -> dict[str, int | None]:
     """``["state=1", "sr=none"]`` (CLI ``--sample-axis NAME=AXIS``; ``none``/``fixed``: shared by every sample)."""
     if specs is None:
@@ -134,6 +141,8 @@ def _infer_axes(shapes: Mapping[str, tuple[int, ...]], declared: Mapping[str, An
             continue
         cands = [i for i, (d, s) in enumerate(zip(dims, shape))
                  if _dynamic(d) or (d != s and s % d == 0)]  # dynamic, or a fixed batch stacked several times
+        if not cands and _uneven_fixed_batch(dims, shape):
+            cands = [0]  # a fixed batch > 1 the samples do not fill evenly: batches drop the remainder
         if not cands:
             axes[name] = None  # matches the declared shape exactly and nothing is dynamic: one value for all
         elif len(cands) == 1:
@@ -315,7 +324,7 @@ class Dataset:
                 warnings: list[str] | None = None) -> Iterator[Batch]:
         """Batches of ``batch_size`` samples (the model's fixed batch size when it has one), each column
         concatenated along its own sample axis, shared columns as they are. With a fixed batch size the last
-        incomplete batch is left out (and said in ``warnings``). Once ``cancel`` says stop, no further batch
+        incomplete batch is left out (said in ``warnings``, else as a UserWarning). Once ``cancel`` says stop, no further batch
         comes and ``warnings`` says how many samples were given out."""
         n = self.samples if max_samples is None else min(self.samples, max_samples)
         step = self.step or max(1, int(batch_size))
@@ -323,8 +332,13 @@ class Dataset:
         if self.step and usable == 0 and n:
             raise DataError(f"{self.description} has {n} samples, fewer than the model's fixed batch size {step}",
                             hint=f"provide at least {step} samples, or export the model with a dynamic batch axis")
-        if usable < n and warnings is not None:
-            warnings.append(f"the model's batch is fixed at {step}: the last {n - usable} samples were skipped")
+        if usable < n:
+            msg = (f"the model's batch is fixed at {step}: {n - usable} of {n} samples were dropped ({n} is not a "
+                   f"multiple of {step}; the last {n - usable} are left out)")
+            if warnings is not None:
+                warnings.append(msg)
+            else:  # no list to say it in (calibration): say it loudly
+                _warnings.warn(msg, UserWarning, stacklevel=2)
         for start in range(0, usable, step):
             if cancelled(cancel):
                 if warnings is not None:
@@ -845,7 +859,8 @@ def find_data(model: onnx.ModelProto, folder: str | os.PathLike[str] | None) -> 
             if dims is None:
                 continue
             off = [(d, s) for d, s in zip(dims, shapes[k]) if not _dynamic(d) and d != s]
-            ok = ok and len(shapes[k]) == len(dims) and (not off or (len(off) == 1 and off[0][1] % off[0][0] == 0))
+            ok = ok and len(shapes[k]) == len(dims) and (not off or (len(off) == 1 and off[0][1] % off[0][0] == 0)
+                                                         or _uneven_fixed_batch(dims, shapes[k]))
         if ok:
             found.append(path)
     return sorted(found, key=lambda p: ("calib" not in p.name, p.name))
