@@ -48,6 +48,8 @@ __all__ = [
     "data_kind",
     "parse_sample_axes",
     "preprocessing_for",
+    "resize_image",
+    "image_array",
     "model_inputs",
     "output_sample_axes",
     "samples_first",
@@ -564,10 +566,12 @@ def preprocessing_for(model: onnx.ModelProto | None, input: str | None = None, *
     fields: dict[str, Any] = {}
     if info is not None and info.shape is not None:
         dims = list(info.shape)[-3:]
-        if isinstance(dims[0], int) and dims[0] in (1, 3) and not (isinstance(dims[2], int) and dims[2] in (1, 3)):
-            fields["layout"], c, hw = "NCHW", dims[0], dims[1:]
-        elif isinstance(dims[2], int) and dims[2] in (1, 3):
-            fields["layout"], c, hw = "NHWC", dims[2], dims[:2]
+        extra = 0 if changes.get("append_channel") is None else 1  # M-LSD: 4 channels, RGB + a constant one
+        chans = (1 + extra, 3 + extra)
+        if isinstance(dims[0], int) and dims[0] in chans and not (isinstance(dims[2], int) and dims[2] in chans):
+            fields["layout"], c, hw = "NCHW", dims[0] - extra, dims[1:]
+        elif isinstance(dims[2], int) and dims[2] in chans:
+            fields["layout"], c, hw = "NHWC", dims[2] - extra, dims[:2]
         else:
             c, hw = None, []
         if c == 1:
@@ -578,25 +582,41 @@ def preprocessing_for(model: onnx.ModelProto | None, input: str | None = None, *
             fields["dtype"] = info.dtype
             if np.dtype(info.dtype).kind in "iu":
                 fields["scale"] = 1.0
-    for key in ("size", "mean", "std"):
+    for key in ("size", "mean", "std", "crop_from"):
         if key in changes:
             changes[key] = tuple(changes[key])
     return Preprocessing(**{**fields, **changes})
 
 
-def _image(path: Path, pre: Preprocessing) -> np.ndarray:
+def resize_image(image: Any, pre: Preprocessing) -> Any:
+    """A Pillow image in ``pre``'s channels (L or RGB) and geometry: stretched to ``size``, letterboxed into it
+    (aspect kept, ``pad`` around, top-left or ``center``-ed) or resized to ``crop_from`` and centre-cropped to
+    ``size``, with the ``resample`` filter; the file's own size when ``size`` is empty."""
     from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if pre.channels == "GRAY" else "RGB")
-            if pre.size:
-                h, w = pre.size
-                if im.size != (w, h):
-                    im = im.resize((w, h), Image.Resampling.BILINEAR)
-            x = np.asarray(im, dtype=np.float32)
-    except OSError as exc:
-        raise DataError(f"cannot read image {path}: {exc}", hint="remove the file or convert it to PNG/JPEG") from exc
+    im = image.convert("L" if pre.channels == "GRAY" else "RGB")
+    if not pre.size:
+        return im
+    h, w = pre.size
+    method = getattr(Image.Resampling, pre.resample.upper())
+    if pre.resize == "letterbox":
+        r = min(h / im.height, w / im.width)
+        nw, nh = max(1, round(im.width * r)), max(1, round(im.height * r))
+        canvas = Image.new(im.mode, (w, h), (pre.pad,) * len(im.getbands()))
+        canvas.paste(im.resize((nw, nh), method), ((w - nw) // 2, (h - nh) // 2) if pre.center else (0, 0))
+        return canvas
+    if pre.crop_from:
+        ch, cw = pre.crop_from
+        im = im.resize((cw, ch), method) if im.size != (cw, ch) else im
+        top, left = (ch - h) // 2, (cw - w) // 2
+        return im.crop((left, top, left + w, top + h))
+    return im.resize((w, h), method) if im.size != (w, h) else im
+
+
+def image_array(image: Any, pre: Preprocessing) -> np.ndarray:
+    """One Pillow image as one sample (no batch axis): :func:`resize_image`, channel order, ``scale``,
+    ``mean``/``std``, ``append_channel``, ``layout`` and ``dtype`` (integers rounded and clipped)."""
+    x = np.asarray(resize_image(image, pre), dtype=np.float32)
     if x.ndim == 2:
         x = x[:, :, None]
     if pre.channels == "BGR":
@@ -612,6 +632,8 @@ def _image(path: Path, pre: Preprocessing) -> np.ndarray:
         x = x - np.asarray(pre.mean, np.float32)
     if pre.std:
         x = x / np.asarray(pre.std, np.float32)
+    if pre.append_channel is not None:  # a constant extra channel after the normalisation (M-LSD: RGB + 1.0)
+        x = np.concatenate([x, np.full((*x.shape[:2], 1), pre.append_channel, np.float32)], axis=2)
     if pre.layout == "NCHW":
         x = x.transpose(2, 0, 1)
     dtype = np.dtype(pre.dtype)
@@ -619,6 +641,16 @@ def _image(path: Path, pre: Preprocessing) -> np.ndarray:
         info = np.iinfo(dtype)
         x = np.clip(np.rint(x), info.min, info.max)
     return np.ascontiguousarray(x.astype(dtype))
+
+
+def _image(path: Path, pre: Preprocessing) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return image_array(im, pre)
+    except OSError as exc:
+        raise DataError(f"cannot read image {path}: {exc}", hint="remove the file or convert it to PNG/JPEG") from exc
 
 
 def _images(files: list[Path], where: Path, model: onnx.ModelProto | None, pre: Preprocessing | None,

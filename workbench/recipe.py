@@ -364,8 +364,12 @@ class Preprocessing:
 
     ``kind``: image | audio | tokens. Image: ``size`` (height, width; empty keeps the file's), ``layout``
     NCHW | NHWC, ``channels`` RGB | BGR | GRAY, ``scale`` (pixel values 0-255 times this), ``mean``/``std``
-    per channel (after scaling), ``dtype``. Audio: ``sample_rate`` (resampled to), ``chunk`` (samples per
-    chunk; 0 = whole files). Tokens: ``length`` (padded/cut to). The key names are the corpus manifest's.
+    per channel (after scaling), ``dtype``; ``resize`` stretch | letterbox (keep the aspect ratio, pad with
+    ``pad`` 0-255, at the top-left or ``center``-ed: YOLO-style models), ``crop_from`` (height, width: resize
+    to that, then centre-crop ``size``), ``resample`` bilinear | bicubic | lanczos | nearest, ``append_channel``
+    (a constant channel added after the normalisation: M-LSD's RGB + 1.0). Audio: ``sample_rate`` (resampled
+    to), ``chunk`` (samples per chunk; 0 = whole files). Tokens: ``length`` (padded/cut to). The key names are
+    the corpus manifest's. The image geometry keys are written only when set, so older recipes keep their digest.
     """
 
     kind: str = "image"
@@ -379,15 +383,37 @@ class Preprocessing:
     sample_rate: int = 0
     chunk: int = 0
     length: int = 0
+    resize: str = "stretch"
+    pad: int = 114
+    center: bool = False
+    crop_from: tuple[int, ...] = ()
+    resample: str = "bilinear"
+    append_channel: float | None = None
 
     KINDS: ClassVar[tuple[str, ...]] = ("image", "audio", "tokens")
+    RESIZES: ClassVar[tuple[str, ...]] = ("stretch", "letterbox")
+    RESAMPLES: ClassVar[tuple[str, ...]] = ("bilinear", "bicubic", "lanczos", "nearest")
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("resize", "pad", "center", "crop_from", "resample", "append_channel")
 
     def __post_init__(self) -> None:
         checks = [(self.kind in self.KINDS, f"kind {self.kind!r}", f"one of {list(self.KINDS)}"),
                   (self.layout in ("NCHW", "NHWC"), f"layout {self.layout!r}", "NCHW or NHWC"),
                   (self.channels in ("RGB", "BGR", "GRAY"), f"channels {self.channels!r}", "RGB, BGR or GRAY"),
                   (len(self.size) in (0, 2), f"size {list(self.size)}", "[height, width]"),
-                  (not self.std or all(s != 0 for s in self.std), f"std {list(self.std)}", "non-zero values")]
+                  (not self.std or all(s != 0 for s in self.std), f"std {list(self.std)}", "non-zero values"),
+                  (self.resize in self.RESIZES, f"resize {self.resize!r}", f"one of {list(self.RESIZES)}"),
+                  (self.resample in self.RESAMPLES, f"resample {self.resample!r}", f"one of {list(self.RESAMPLES)}"),
+                  (0 <= self.pad <= 255, f"pad {self.pad}", "a pixel value 0-255"),
+                  (len(self.crop_from) in (0, 2), f"crop_from {list(self.crop_from)}", "[height, width]"),
+                  (not (self.resize == "letterbox" or self.crop_from) or bool(self.size),
+                   f"{'crop_from ' + str(list(self.crop_from)) if self.crop_from else 'resize letterbox'} without a "
+                   "size", "a size [height, width] (CLI --size HxW)"),
+                  (not (self.resize == "letterbox" and self.crop_from), "crop_from with resize 'letterbox'",
+                   "either a letterbox or a centre crop"),
+                  (not self.crop_from or not self.size or all(c >= s for c, s in zip(self.crop_from, self.size)),
+                   f"crop_from {list(self.crop_from)} smaller than size {list(self.size)}",
+                   "a crop_from at least the size (the image is resized to crop_from, then `size` is cut "
+                   "from its centre)")]
         for ok, what, want in checks:
             if not ok:
                 raise RecipeError(f"preprocessing: {what} is not valid", hint=f"use {want}")
@@ -396,7 +422,11 @@ class Preprocessing:
         """The keys that matter for ``kind`` (what the corpus manifests write)."""
         keys = {"image": ("size", "layout", "channels", "scale", "mean", "std", "dtype"),
                 "audio": ("sample_rate", "chunk", "dtype"), "tokens": ("length", "dtype")}[self.kind]
-        return {"kind": self.kind, **{k: _plain(getattr(self, k)) for k in keys}}
+        out = {"kind": self.kind, **{k: _plain(getattr(self, k)) for k in keys}}
+        if self.kind == "image":
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            out.update({k: _plain(getattr(self, k)) for k in self.OPTIONAL if getattr(self, k) != defaults[k]})
+        return out
 
 
 @dataclass(frozen=True)

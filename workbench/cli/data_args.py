@@ -12,7 +12,8 @@ from typing import Any
 from ..data import Dataset, data_kind, load_data, parse_sample_axes, preprocessing_for
 from ..errors import DataError
 
-PREPROCESSING_FLAGS = ("size", "layout", "channels", "mean", "std", "scale", "sample_rate", "chunk", "length")
+PREPROCESSING_FLAGS = ("size", "layout", "channels", "mean", "std", "scale", "resize", "pad", "center", "crop_from",
+                       "resample", "append_channel", "sample_rate", "chunk", "length")
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -49,6 +50,17 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scale", type=float, help="images: multiply pixel values 0-255 by this (default 1/255)")
     g.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="images: per-channel mean subtracted after scaling")
     g.add_argument("--std", type=_floats, metavar="S[,S,S]", help="images: per-channel std divided by after the mean")
+    g.add_argument("--resize", choices=("stretch", "letterbox"), help="images: stretch to --size (default), or "
+                   "letterbox: keep the aspect ratio and pad (YOLO-style detectors)")
+    g.add_argument("--pad", type=int, metavar="0-255", help="images: the letterbox's fill value (default 114)")
+    g.add_argument("--center", action="store_const", const=True, default=None,
+                   help="images: centre the letterboxed picture (default: top-left)")
+    g.add_argument("--crop-from", type=_size, metavar="HxW", help="images: resize to HEIGHTxWIDTH, then centre-crop "
+                   "--size from it (ImageNet-style: --crop-from 256x256 --size 224x224)")
+    g.add_argument("--resample", choices=("bilinear", "bicubic", "lanczos", "nearest"),
+                   help="images: the resize filter (default bilinear)")
+    g.add_argument("--append-channel", type=float, metavar="VALUE", help="images: add a constant channel after the "
+                   "mean/std (e.g. 1.0 for a model that takes RGB plus a constant 4th channel, M-LSD)")
     g.add_argument("--sample-rate", type=int, help="audio: resample .wav files to this rate")
     g.add_argument("--chunk", type=int, help="audio: samples per chunk (default: the model's fixed length)")
     g.add_argument("--length", type=int, help="tokens: pad/cut each sequence of ids to this length")
