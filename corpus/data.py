@@ -10,7 +10,8 @@ The manifest's ``data.preprocess`` says how, per ``data.kind``:
   [H, W] (resize to that, then centre-crop ``size``), ``resample`` (bilinear, lanczos, bicubic, nearest),
   ``channels`` RGB/BGR/GRAY, ``scale`` or ``scale_by_image_max``, ``mean``, ``std`` (per channel, in the model's
   channel order), ``append_channel`` (a constant channel after normalisation), ``transpose_hw``, ``layout``
-  NCHW/NHWC. More samples than images are made from the same images by crops (quarters, then halves) so every
+  NCHW/NHWC (all but ``scale_by_image_max`` and ``transpose_hw`` done by the product's own
+  ``workbench.data.image_array``, so the corpus tests what a user's ``--calib FOLDER`` gets). More samples than images are made from the same images by crops (quarters, then halves) so every
   sample is a real photo region.
 - ``audio``: 16-bit PCM wav at ``sample_rate``, cut into ``chunk`` samples, each prefixed with the ``context``
   samples before it (Silero VAD v5's wrapper does that), times ``scale`` (openWakeWord feeds int16-valued floats).
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import io
 import wave
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -131,58 +133,30 @@ def image_samples(files: list[Path], pre: dict[str, Any], count: int) -> list[np
     return [_preprocess_image(v, pre) for v in (views + crops)[:count]]
 
 
-_RESAMPLE = {"bilinear": "BILINEAR", "lanczos": "LANCZOS", "bicubic": "BICUBIC", "nearest": "NEAREST"}
-
-
-def _resample(pre: dict[str, Any]) -> Any:
-    from PIL import Image
-
-    name = str(pre.get("resample", "bilinear")).lower()
-    if name not in _RESAMPLE:
-        raise CorpusError(f"preprocess.resample '{name}' is not one of {sorted(_RESAMPLE)}", hint="corpus/README.md")
-    return getattr(Image.Resampling, _RESAMPLE[name])
-
-
 def _preprocess_image(img: Any, pre: dict[str, Any]) -> np.ndarray:
-    """One image as the model's package prepares it (see the module docstring for the keys); batch-1 array."""
-    from PIL import Image
+    """One image as the model's package prepares it (see the module docstring for the keys); batch-1 array.
 
-    channels = pre.get("channels", "RGB")
-    img = img.convert("L" if channels == "GRAY" else "RGB")
-    h, w = pre["size"]
-    method = _resample(pre)
-    if pre.get("resize", "stretch") == "letterbox":
-        r = min(h / img.height, w / img.width)
-        nw, nh = max(1, round(img.width * r)), max(1, round(img.height * r))
-        canvas = Image.new(img.mode, (w, h), (pre.get("pad", 114),) * (1 if img.mode == "L" else 3))
-        at = ((w - nw) // 2, (h - nh) // 2) if pre.get("center") else (0, 0)
-        canvas.paste(img.resize((nw, nh), method), at)
-        img = canvas
-    elif pre.get("crop_from"):
-        ch, cw = pre["crop_from"]
-        if ch < h or cw < w:
-            raise CorpusError(f"preprocess.crop_from {[ch, cw]} is smaller than size {[h, w]}",
-                              hint="crop_from is the size resized to before the centre crop of `size`")
-        img = img.resize((cw, ch), method)
-        top, left = (ch - h) // 2, (cw - w) // 2
-        img = img.crop((left, top, left + w, top + h))
-    else:
-        img = img.resize((w, h), method)
-    x = np.asarray(img, dtype=np.float32)
-    if x.ndim == 2:
-        x = x[:, :, None]
-    if channels == "BGR":
-        x = x[:, :, ::-1]
+    The product's image preprocessing (``workbench.data.image_array``) does the geometry, channels, scale,
+    mean/std and ``append_channel``; only ``scale_by_image_max`` and ``transpose_hw`` are the corpus's own."""
+    from workbench.data import image_array, resize_image
+    from workbench.errors import RecipeError
+    from workbench.recipe import Preprocessing
+
+    keys = {k: pre[k] for k in ("channels", "resize", "pad", "center", "resample", "append_channel") if k in pre}
+    for k in ("size", "crop_from", "mean", "std"):
+        if k in pre:
+            keys[k] = tuple(pre[k])
+    if "resample" in keys:
+        keys["resample"] = str(keys["resample"]).lower()
+    try:
+        settings = Preprocessing(**keys, scale=float(pre.get("scale", 1.0)), layout="NHWC", dtype="float32")
+    except RecipeError as exc:
+        raise CorpusError(f"preprocess: {exc.message}", hint=exc.hint or "see corpus/README.md") from exc
     if pre.get("scale_by_image_max"):  # rembg: divide by the image's own maximum (replaces `scale`)
-        x = x / max(float(x.max()), 1e-6)
-    else:
-        x = x * float(pre.get("scale", 1.0))
-    if "mean" in pre:
-        x = x - np.asarray(pre["mean"], np.float32)
-    if "std" in pre:
-        x = x / np.asarray(pre["std"], np.float32)
-    if pre.get("append_channel") is not None:  # M-LSD: RGB plus a constant 4th channel
-        x = np.concatenate([x, np.full(x.shape[:2] + (1,), float(pre["append_channel"]), np.float32)], axis=2)
+        img = resize_image(img, settings)
+        peak = max(float(np.asarray(img).max()), 1e-6)
+        settings = replace(settings, size=(), crop_from=(), resize="stretch", scale=1.0 / peak)
+    x = image_array(img, settings)
     if pre.get("transpose_hw"):  # MTCNN feeds the picture with H and W swapped
         x = x.transpose(1, 0, 2)
     if pre.get("layout", "NCHW") == "NCHW":
