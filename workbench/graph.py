@@ -736,7 +736,7 @@ def layer_table(model: onnx.ModelProto, *, shapes: Mapping[str, Sequence[int]] |
 
     ``weights`` lists the constant tensors a node reads (initializers and Constant-node outputs) as
     ``"name: 3x3x3x8"``; ``params`` counts the elements of those that are weights (initializers, non-scalar
-    float or 8-bit Constant tensors; not int64 shape constants). Constant nodes whose tensors all feed other nodes
+    float or 8-bit Constant tensors; not int64 shape constants) plus an ai.onnx.ml node's float attributes. Constant nodes whose tensors all feed other nodes
     get no row of their own (they appear in their readers' weights, as Netron draws them) unless
     ``constant_rows``. With ``shapes`` ({input: dims}) the shapes and FLOPs are those at these input shapes.
     """
@@ -776,7 +776,7 @@ def layer_table(model: onnx.ModelProto, *, shapes: Mapping[str, Sequence[int]] |
                 [shp(i) for i in reads if i not in weights],
                 [shp(o) for o in node.output],
                 out.dtype if out else "?",
-                sum(params[t] for t in read_weights),
+                sum(params[t] for t in read_weights) + _attribute_params(node),
                 node_flops(node, infos),
                 [f"{t}: {'x'.join(map(str, weights[t])) or 'scalar'}" for t in read_weights],
             )
@@ -1071,6 +1071,25 @@ def _constant_params(node: onnx.NodeProto) -> int:
     return 0
 
 
+_ML_DOMAIN = "ai.onnx.ml"
+_FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+
+
+def _attribute_params(node: onnx.NodeProto) -> int:
+    """Parameters an ai.onnx.ml node carries as attributes: the elements of its float lists and float tensors
+    (LinearClassifier/Regressor coefficients and intercepts, Scaler offset/scale, SVM coefficients and
+    support vectors, TreeEnsemble thresholds and leaf weights); 0 for every other domain's node."""
+    if node.domain != _ML_DOMAIN:
+        return 0
+    total = 0
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.FLOATS:
+            total += len(a.floats)
+        elif a.type == onnx.AttributeProto.TENSOR and a.t.data_type in _FLOAT_TYPES:
+            total += _prod(a.t.dims)
+    return total
+
+
 def constant_weights(model: onnx.ModelProto, *, initializers: bool = False) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
     """``{node: [(tensor, shape)]}``: the Constant-node tensors each main-graph node reads (as Netron draws a
     weight inside the node that uses it); with ``initializers`` also the initializers it reads.
@@ -1099,11 +1118,13 @@ def constant_weights(model: onnx.ModelProto, *, initializers: bool = False) -> d
 
 
 def _param_count(model: onnx.ModelProto) -> int:
-    """Elements of every initializer and Constant-node weight, in the main graph and every subgraph."""
+    """Elements of every initializer, Constant-node weight and ai.onnx.ml attribute parameter (coefficients,
+    intercepts, tree values: :func:`_attribute_params`), in the main graph and every subgraph."""
     total = 0
     for g in iter_graphs(model.graph):
         total += sum(_prod(t.dims) for t in g.initializer)
         total += sum(map(_constant_params, g.node))
+        total += sum(map(_attribute_params, g.node))
     return total
 
 
