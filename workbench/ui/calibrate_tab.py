@@ -18,7 +18,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..calibration import METHODS, ScaleCache, calibrate, calibration_diagnostics
+from ..calibration import DEFAULT_METHOD, METHODS, ScaleCache, calibrate, calibration_diagnostics
 from ..data import Dataset, find_data, load_data, random_data
 from ..errors import CalibrationError
 from ..plots.calibration import histogram_figure
@@ -43,7 +43,7 @@ class CalibrateTab:
 
         self.data = W.Combobox(options=[], placeholder="a folder of images/.wav, or an .npz (one array per input)",
                                description="data", ensure_option=False, layout=W.Layout(width="520px"))
-        self.method = W.Dropdown(options=list(METHODS), value="entropy", description="method")
+        self.method = W.Dropdown(options=list(METHODS), value=DEFAULT_METHOD, description="method")
         self.percentile = W.BoundedFloatText(value=99.99, min=50.0, max=100.0, step=0.01, description="percentile")
         self.dtype = W.Dropdown(options=["int8", "fp8"], value="int8", description="dtype")
         self.target = W.Dropdown(options=[("TensorRT", "tensorrt"), ("ONNX Runtime CPU", "onnxruntime")],
