@@ -1,7 +1,7 @@
 """Small, deterministic ONNX models for everyone's tests (onnx.helper + seeded numpy).
 
 Every generator returns a model that passes ``onnx.checker.check_model`` and runs in ONNX Runtime
-(tests/test_graph_models.py checks both); the one exception is ``unnamed_nodes_model()`` with its default
+(tests/test_models.py checks both); the one exception is ``unnamed_nodes_model()`` with its default
 duplicate node names, which ORT refuses until ``workbench.graph.load_model`` has renamed them. Weights come from ``numpy.random.default_rng(seed)`` so two calls
 give byte-identical models. Import as ``from tests.models import conv_bn_relu_model`` (or ``from models
 import ...`` inside tests/).
