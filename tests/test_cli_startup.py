@@ -79,3 +79,10 @@ def test_an_unknown_command_is_a_usage_error_that_names_the_commands():
     assert proc.returncode == 1
     assert "invalid choice: 'nosuch'" in proc.stderr and "'inspect'" in proc.stderr
     assert _packages(names) & set(HEAVY) == set()
+
+
+def test_inspect_help_imports_no_heavy_library():
+    names, proc = _imported("inspect", "--help")
+    assert proc.returncode == 0 and "--layers" in proc.stdout  # the command's own arguments are shown
+    assert "workbench.cli.inspect" in names
+    assert _packages(names) & set(HEAVY) == set()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..graph import load_model, summary
-
 COMMAND = "inspect"
 HELP = "summarise a model: inputs, outputs, ops, parameters, opset, FLOPs"
 
@@ -20,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from ..graph import load_model, summary  # onnx and numpy: not for `workbench inspect --help`
+
     model = load_model(args.model)
     shapes = None
     if args.shapes:
