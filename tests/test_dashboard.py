@@ -34,6 +34,29 @@ def test_reopening_closes_the_replaced_tabs_widgets(tmp_path: Path) -> None:
     assert wb.open("no/such/model.onnx") is False and _open_widgets() == after_first  # the model stays
 
 
+def test_reopening_closes_the_old_pages_after_the_tab_shows_the_new_ones(tmp_path: Path) -> None:
+    """Closed while still the Tab's pages, the old pages left the browser's tab bar one by one; with the last gone the
+    browser sent selected_index null and the new pages came with none shown (test_browser's quickstart: the Model
+    tab's controls "not visible" after opening another model)."""
+    wb = Workbench("digits_cnn", cache_dir=tmp_path)
+    old_pages = list(wb.tab.children)
+    still_shown: list[bool] = []  # per old page, when it was closed: was it still one of the Tab's pages?
+    for page in old_pages:
+        page.observe(lambda c, p=page: still_shown.append(any(p is x for x in wb.tab.children))
+                     if c["new"] is None else None, "comm")
+    assert wb.open("digits_cnn")
+    assert len(still_shown) == len(old_pages) and not any(still_shown)
+    assert wb.tab.selected_index == 0 and wb.tab.children[0] is wb.tabs["Model"].widget
+
+
+def test_a_page_is_always_selected(tmp_path: Path) -> None:
+    """The browser sends selected_index null when its tab bar loses every page: the dashboard shows the first."""
+    wb = Workbench("digits_cnn", cache_dir=tmp_path)
+    wb.tab.selected_index = 2
+    wb.tab.selected_index = None
+    assert wb.tab.selected_index == 0
+
+
 def test_precision_rows_share_their_layouts_and_styles(tmp_path: Path) -> None:
     before = _open_widgets()
     Workbench("digits_cnn", cache_dir=tmp_path).tabs["Precision"]

@@ -249,7 +249,7 @@ class Workbench:
         first = self._make_tab(classes[0], session)
         if self._unsubscribe is not None:
             self._unsubscribe()
-        self._close_tabs()
+        replaced = self.tabs  # closed only once the Tab shows the new pages (see below)
         self.session = session
         if session.source_path is not None:
             self.path.value = str(session.source_path)
@@ -263,6 +263,11 @@ class Workbench:
         for i, cls in enumerate(classes):
             self.tab.set_title(i, getattr(cls, "title", cls.__name__))
         self.tab.selected_index = 0
+        self.tab.send_state("selected_index")  # already 0 in the kernel, so no change would be sent
+        # Close the old pages only now. Closed while still the Tab's pages, the browser removed them from the tab
+        # bar one by one; with the last gone it sent selected_index null, and the new pages arrived with none
+        # selected: every page hidden, the dashboard's controls "not visible".
+        self._close_tabs(replaced)
         self._refresh_header()
         unsubscribe = session.on_change(lambda _s: self._on_session_change(session, first))
         self._unsubscribe = unsubscribe if callable(unsubscribe) else None
@@ -270,6 +275,9 @@ class Workbench:
 
     def _on_tab_selected(self, change: dict) -> None:
         index = change["new"]
+        if index is None and self.tab.children:  # the browser lost its page (pages removed under it): show one
+            self.tab.selected_index = 0
+            return
         if self.status.state == "error":  # another tab's error: it does not belong on this one
             self.status.clear()
         if isinstance(self.tabs, LazyTabs) and index is not None:
@@ -386,17 +394,19 @@ class Workbench:
         except WorkbenchError as exc:
             return UnavailableTab(getattr(cls, "title", cls.__name__), exc)
 
-    def _close_tabs(self) -> None:
-        """Close the widgets of the tabs being replaced: a closed widget's model leaves the kernel and the page. Left
-        open, every model opened stayed, and a page reload restored them all (minutes for a used dashboard)."""
-        if isinstance(self.tabs, LazyTabs):
-            close_widgets(*self.tabs.widgets(), keep=(self.status.widget,))
+    def _close_tabs(self, tabs: Mapping[str, Any]) -> None:
+        """Close the widgets of ``tabs``, which the dashboard no longer shows: a closed widget's model leaves the kernel
+        and the page. Left open, every model opened stayed, and a page reload restored them all (minutes for a used
+        dashboard)."""
+        if isinstance(tabs, LazyTabs):
+            close_widgets(*tabs.widgets(), keep=(self.status.widget,))
 
     def _show_empty(self) -> None:
-        self._close_tabs()
+        replaced = self.tabs
         self.session = None
         self.tabs = {}
         self.tab.children = []
+        self._close_tabs(replaced)
         self.name.value = "<b>no model open</b>"
         self.line.value = "<span class='wb-summary-line'>open an .onnx file or a sample name above</span>"
 
