@@ -1,7 +1,8 @@
 """The dashboard: ``Workbench(path_or_session)`` -> header, status line and one tab per workflow step.
 
 Tabs are classes ``XTab(session, status)`` in ``workbench/ui/<name>_tab.py``; a tab whose module does
-not exist yet is skipped, any other import error surfaces. A model that cannot be opened leaves a
+not exist yet is skipped; any other import error (a dependency missing inside it) is our bug: the open fails and
+the status shows it as an internal error with its log (as for any tab that fails to build). A model that cannot be opened leaves a
 usable dashboard in an error state: the status shows message and hint, and the path box + Open button
 load another model.
 
@@ -129,11 +130,13 @@ class LazyTabs(Mapping[str, Any]):
             return self._built[index]
         try:
             tab = self._owner._make_tab(self._classes[index], self._session)
-        except Exception as exc:  # an internal bug: show it where the tab should be, then let it propagate
+        except Exception as exc:  # an internal bug: logged, shown in the status and where the tab should be; raised
+            title = self._titles[index]
+            report = self._owner.status.internal_error(exc, f"opening the {title} tab")
             if index in self._placeholders:
                 self._placeholders[index].value = (
-                    f"<div class='wb-tab-crashed'><b>the {html.escape(self._titles[index])} tab failed to open:</b> "
-                    f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))} (a bug: please report it)</div>")
+                    f"<div class='wb-tab-crashed'><b>the {html.escape(title)} tab failed to open:</b> "
+                    f"{html.escape(report.line)}<br><i>{html.escape(report.hint)}</i></div>")
             raise
         self._built[index] = tab
         placeholder = self._placeholders.pop(index, None)
@@ -281,7 +284,10 @@ class Workbench:
         if self.status.state == "error":  # another tab's error: it does not belong on this one
             self.status.clear()
         if isinstance(self.tabs, LazyTabs) and index is not None:
-            self.tabs.build(index)
+            try:
+                self.tabs.build(index)
+            except Exception:  # noqa: S110 - shown in the status (with its log) and in the tab's place by build;
+                pass  # raised on from a click it reached only JupyterLab's log console
 
     # --- wiring between tabs --------------------------------------------------------------------------
 
