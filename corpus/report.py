@@ -37,7 +37,7 @@ The models, their packages, pins and inputs are in `corpus/manifests/` (see `cor
 on each model what a user would, one test per step; CI runs the models marked `ci` (`make test`), `make corpus`
 runs all of them. A step is **ok**, a **clean refusal** (a `WorkbenchError` with a specific message: TensorRT's
 limits in the builder's own words), **FAILED** (a traceback, an internal error or a wrong number: a bug, listed
-in `/work/notes/corpus_failures.md`), **blocked** (a step it needs did not produce its artefact) or skipped.
+in `docs/corpus_failures.md`), **blocked** (a step it needs did not produce its artefact) or skipped.
 
 Steps: `inspect` (summary and layer table), `check` (TensorRT-RTX parser and builder), `simplify`
 (fold_constants + fuse_batchnorm + remove_identity; outputs within 1e-5 relative of the original), `fp16`

@@ -208,7 +208,7 @@ def load_inputs(manifest: Mapping[str, Any], *, samples: int = 8, seed: int = 0)
 
 def _fixed_step(specs: Mapping[str, Mapping[str, Any]], axes: Mapping[str, int | None]) -> int:
     for k, s in specs.items():
-        ax, shape = axes[k], s.get("shape", [])
+        ax, shape = axes[k], s.get("declared") or s.get("shape", [])  # the model's own dims decide a fixed batch
         if ax is not None and ax < len(shape) and isinstance(shape[ax], int) and shape[ax] > 1:
             return int(shape[ax])
     return 1

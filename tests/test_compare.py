@@ -288,3 +288,23 @@ def test_cancel_stops_between_batches_with_what_was_compared(models):
     assert report.samples == 3 * 16  # 2 workers share each batch of 32
     assert "cancelled after 48 samples" in report.warnings
     assert report.layers is not None and report.first_divergence["node"] == "/res2/res2.0/Conv"
+
+
+def test_non_tensor_outputs_are_left_out_with_a_warning(tmp_path):
+    """A ZipMap output (a sequence of maps, as onnxmltools/skl2onnx classifiers end) has no element-wise error:
+    compare measures the tensor outputs and says which it left out (it crashed in float() on the dicts)."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])
+    probs = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", 2])
+    seq = helper.make_value_info("zipped", helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))))
+    g = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["probs"], axis=1),
+         helper.make_node("ZipMap", ["probs"], ["zipped"], domain="ai.onnx.ml", classlabels_int64s=[0, 1])],
+        "zm", [x], [probs, seq])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 1)])
+    data = {"x": np.random.default_rng(0).standard_normal((8, 2)).astype(np.float32)}
+    report = compare(m, m, data)
+    assert list(report.outputs) == ["probs"]
+    assert any("zipped" in w and "not tensors" in w for w in report.warnings)

@@ -257,10 +257,9 @@ def _is_internal(exc: BaseException) -> bool:
     return type(exc).__name__ == "InternalError" or getattr(exc, "internal", False) is True
 
 
-# Known workbench bugs (entries in /work/notes/corpus_failures.md): the step still runs; a failure is recorded
+# Known workbench bugs (entries in docs/corpus_failures.md): the step still runs; a failure is recorded
 # and reported as xfail so CI stays green, a pass is recorded as ok. Remove an entry once its fix lands.
 KNOWN = {
-    ("logreg_iris_onnxmltools", "inspect"): "F3: summary counts no params in ai.onnx.ml node attributes",
     ("ppocr_v4_det", "simplify"): "F9: the simplify recipe moves an output by 1.2e-4 relative (limit 1e-5)",
 }
 

@@ -465,7 +465,12 @@ def compare(
     if ds.samples < MIN_SAMPLES:
         warnings.append(f"only {ds.samples} samples: metrics on so few samples are not meaningful "
                         f"(use {MIN_SAMPLES} or more, ideally hundreds)")
-    outputs = [o.name for o in ref.graph.output]
+    outputs = [o.name for o in ref.graph.output if o.type.HasField("tensor_type")]
+    skipped = [o.name for o in ref.graph.output if not o.type.HasField("tensor_type")]
+    if skipped:  # a sequence or map (ZipMap's list of dicts) has no element-wise error
+        warnings.append(f"output(s) {skipped} are not tensors (sequence/map): left out of the comparison")
+    if not outputs:
+        raise DataError("the model has no tensor output to compare", hint="compare a model with tensor outputs")
 
     joined: dict[str, str] = {}
     only_ref: list[str] = []
