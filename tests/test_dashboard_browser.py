@@ -108,7 +108,10 @@ def test_used_dashboard_reloads_fast_and_profile_views_draw(lab):  # noqa: ANN00
             for view, groups, title in (("op type", "op_type", "Time by op type"),
                                         ("precision", "precision", "Time by precision")):
                 panel.get_by_role("button", name=view, exact=True).click()
-                page.wait_for_function("([gd, t]) => (gd.querySelector('.gtitle') || {}).textContent === t",
+                # the new title comes with the layout, the bars with the traces after it (ui.common.refill): a
+                # loaded browser draws the title first (read then: 0 bars), so wait for both
+                page.wait_for_function("([gd, t]) => (gd.querySelector('.gtitle') || {}).textContent === t"
+                                       " && gd.querySelectorAll('.barlayer .point path').length > 0",
                                        arg=[chart.element_handle(), title], timeout=30_000)
                 drawn = chart.evaluate(CHART)
                 assert drawn["xtype"] == "category" and not drawn["nan"], (view, drawn)
@@ -116,7 +119,8 @@ def test_used_dashboard_reloads_fast_and_profile_views_draw(lab):  # noqa: ANN00
                 assert drawn["bars"] >= 1, (view, drawn)
             ops = {n.op_type for n in load_model("digits_cnn").graph.node}
             panel.get_by_role("button", name="op type", exact=True).click()
-            page.wait_for_function("gd => (gd.querySelector('.gtitle') || {}).textContent === 'Time by op type'",
+            page.wait_for_function("gd => (gd.querySelector('.gtitle') || {}).textContent === 'Time by op type'"
+                                   " && gd.querySelectorAll('.barlayer .point path').length > 0",
                                    arg=chart.element_handle(), timeout=30_000)
             drawn = chart.evaluate(CHART)
             assert 2 <= drawn["bars"] <= len(ops), drawn  # one bar per op type that took time

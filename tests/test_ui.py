@@ -393,7 +393,7 @@ def test_a_tab_that_refuses_the_model_shows_why_others_work(monkeypatch, cnn_pat
     assert wb.status.state == "error" and wb.status.internal is not None
     assert wb.status.message == "internal error while opening the Buggy tab: KeyError: 'internal bug'"
     assert "KeyError: 'internal bug'" in Path(wb.status.internal.log).read_text()
-    page = wb.tab.children[1].value
+    page = wb.tab.children[1].children[0].value
     assert "failed to open" in page and "internal bug" in page and wb.status.internal.log in page
     with pytest.raises(KeyError, match="internal bug"):  # looked up from Python: raised, not dressed up
         wb.tabs["Buggy"]
@@ -405,12 +405,18 @@ def test_tabs_after_model_are_built_when_first_shown(wb: Workbench):
     assert [wb.tabs.built(t) for t in titles] == [True] + [False] * (len(titles) - 1)
     if len(titles) < 2:
         return
-    placeholder = wb.tab.children[1]
+    pages = wb.tab.children
+    (placeholder,) = pages[1].children
     assert "opening the" in placeholder.value
     wb.tab.selected_index = 1  # the user clicks the second tab
-    assert wb.tabs.built(titles[1]) and wb.tab.children[1] is wb.tabs[titles[1]].widget
-    assert wb.tab.children[1] is not placeholder and wb.tabs[titles[1]].session is wb.session
+    assert wb.tabs.built(titles[1]) and pages[1].children == (wb.tabs[titles[1]].widget,)
+    assert placeholder.comm is None and wb.tabs[titles[1]].session is wb.session  # the placeholder is closed
     assert wb.tab.get_title(1) == titles[1]
+    # the build filled its page: the Tab's pages stay the same objects (a new Tab.children re-creates, in the
+    # browser, the view of every page after the replaced one, plotly charts included)
+    assert wb.tab.children == pages
+    wb.tabs[titles[-1]]
+    assert wb.tab.children == pages and pages[-1].children == (wb.tabs[titles[-1]].widget,)
 
 
 # --- wiring between tabs (the dashboard's job) -------------------------------------------------------

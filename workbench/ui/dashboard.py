@@ -111,16 +111,25 @@ class LazyTabs(Mapping[str, Any]):
         self._titles = [getattr(c, "title", c.__name__) for c in classes]
         self._built: dict[int, Any] = {0: first}
         self._placeholders: dict[int, W.HTML] = {}
+        self._pages: dict[int, W.VBox] = {}
 
-    def placeholder(self, index: int) -> W.HTML:
+    def page(self, index: int) -> W.VBox:
+        """The Tab's page for tab ``index``: a box holding a placeholder until the tab is built, then the tab's widget.
+        A built tab goes into its page, not in place of a Tab child: a new ``Tab.children`` makes the browser
+        re-create the view of every page after the one replaced (each build re-drew the later tabs, and the plotly
+        charts' re-created views left their old views' handlers behind, which failed on the chart's next update:
+        "Error setting state: gd.data must be an array")."""
         widget = W.HTML(f"<i>opening the {html.escape(self._titles[index])} tab…</i>")
         widget.add_class("wb-tab-placeholder")
         self._placeholders[index] = widget
-        return widget
+        page = W.VBox([widget], layout=W.Layout(width="100%", overflow="visible"))
+        page.add_class("wb-tab-page")
+        self._pages[index] = page
+        return page
 
     def widgets(self) -> list[Any]:
-        """The built tabs and the placeholders: what replacing this set of tabs must close."""
-        return [*self._built.values(), *self._placeholders.values()]
+        """The built tabs, the pages and the placeholders: what replacing this set of tabs must close."""
+        return [*self._built.values(), *self._pages.values(), *self._placeholders.values()]
 
     def built(self, title: str) -> bool:
         return self._titles.index(title) in self._built
@@ -142,9 +151,8 @@ class LazyTabs(Mapping[str, Any]):
         placeholder = self._placeholders.pop(index, None)
         self._owner._hook_selection(self._session, tab)
         if self._owner.session is self._session:
-            children = list(self._owner.tab.children)
-            children[index] = tab.widget
-            self._owner.tab.children = children
+            if index in self._pages:
+                self._pages[index].children = (tab.widget,)
             self._owner._tab_built(self._titles[index], tab)
         if placeholder is not None:
             close_widgets(placeholder)
@@ -262,7 +270,7 @@ class Workbench:
         self.tabs = LazyTabs(self, session, classes, first)
         if hasattr(first, "on_select"):
             first.on_select(lambda name: self._on_model_select(session, [name]))
-        self.tab.children = [first.widget] + [self.tabs.placeholder(i) for i in range(1, len(classes))]
+        self.tab.children = [first.widget] + [self.tabs.page(i) for i in range(1, len(classes))]
         for i, cls in enumerate(classes):
             self.tab.set_title(i, getattr(cls, "title", cls.__name__))
         self.tab.selected_index = 0
