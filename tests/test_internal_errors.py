@@ -29,9 +29,9 @@ def _logs() -> list[Path]:
 
 
 def test_cli_internal_error_in_process_json(monkeypatch, capsys):
-    import workbench.cli.inspect as inspect_cmd
+    import workbench.graph as graph  # workbench inspect imports summary from graph when it runs
 
-    monkeypatch.setattr(inspect_cmd, "summary", _boom)
+    monkeypatch.setattr(graph, "summary", _boom)
     assert _logs() == []
     code = main(["inspect", "digits_cnn", "--json"])
     out, err = capsys.readouterr()
@@ -47,9 +47,9 @@ def test_cli_internal_error_in_process_json(monkeypatch, capsys):
 
 
 def test_cli_internal_error_in_process_text(monkeypatch, capsys):
-    import workbench.cli.inspect as inspect_cmd
+    import workbench.graph as graph  # workbench inspect imports summary from graph when it runs
 
-    monkeypatch.setattr(inspect_cmd, "summary", _boom)
+    monkeypatch.setattr(graph, "summary", _boom)
     assert main(["inspect", "digits_cnn"]) == EXIT_INTERNAL
     out, err = capsys.readouterr()
     assert out == ""
