@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("distributed")
+pytest.importorskip("distributed", reason="the cluster extra (dask.distributed), which make test installs")
 
 from tests.models import conv_bn_relu_model  # noqa: E402
 from workbench.backends.trt_runtime import read_engine  # noqa: E402

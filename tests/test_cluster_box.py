@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("distributed")
-pytest.importorskip("ipywidgets")
+pytest.importorskip("distributed", reason="the cluster extra (dask.distributed), which make test installs")
+pytest.importorskip("ipywidgets", reason="the notebook extra, which make test installs")
 
 from workbench.ui.cluster_box import ClusterBox  # noqa: E402
 from workbench.ui.dashboard import Workbench  # noqa: E402

@@ -9,7 +9,7 @@ import signal
 import numpy as np
 import pytest
 
-pytest.importorskip("distributed")
+pytest.importorskip("distributed", reason="the cluster extra (dask.distributed), which make test installs")
 
 from tests.test_compare import OUTLIERS, TEST, max_scales  # noqa: E402
 from workbench.cluster import connect  # noqa: E402
