@@ -254,17 +254,21 @@ CUT_OFF = """page => {
 BARS_DRAWN = "([gd, n]) => gd.querySelectorAll('.barlayer .point path').length >= n"
 
 
-def _workbench_notebook(path: Path, cache: Path) -> None:
-    """A one-cell notebook showing ``Workbench("digits_cnn")`` with its caches in ``cache`` (kernelspec metadata
-    written: without it JupyterLab asks for a kernel in a dialog and nothing runs)."""
+def write_notebook(path: Path, source: str) -> None:
+    """A one-cell notebook running ``source`` (kernelspec metadata written: without it JupyterLab asks for a kernel
+    in a dialog and nothing runs)."""
     import nbformat
 
     nb = nbformat.v4.new_notebook(metadata={
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"}})
-    nb.cells = [nbformat.v4.new_code_cell(
-        f'from workbench import Workbench\n\nwb = Workbench("digits_cnn", cache_dir={str(cache)!r})\nwb')]
+    nb.cells = [nbformat.v4.new_code_cell(source)]
     nbformat.write(nb, path)
+
+
+def _workbench_notebook(path: Path, cache: Path) -> None:
+    """A notebook showing ``Workbench("digits_cnn")`` with its caches in ``cache``."""
+    write_notebook(path, f'from workbench import Workbench\n\nwb = Workbench("digits_cnn", cache_dir={str(cache)!r})\nwb')
 
 
 def _button(where, label: str):  # noqa: ANN001, ANN202 - playwright types are imported lazily

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, KERNEL_IDLE, TOKEN, _launch, lab  # noqa: F401 - lab is a fixture
+from test_browser import CHROMIUM, KERNEL_IDLE, TOKEN, _launch, lab, write_notebook  # noqa: F401 - lab is a fixture
 
 from workbench.graph import load_model
 from workbench.plots.graph_data import graph_json
@@ -52,16 +52,6 @@ OFF_CENTRE = """g => {
 }"""
 
 
-def _notebook(path: Path) -> None:
-    import nbformat
-
-    nb = nbformat.v4.new_notebook(metadata={
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"}})
-    nb.cells = [nbformat.v4.new_code_cell(CELL)]
-    nbformat.write(nb, path)
-
-
 def test_graph_widget_draws_selects_searches_and_collapses(lab):  # noqa: F811 - the fixture
     from playwright.sync_api import expect, sync_playwright
 
@@ -72,7 +62,7 @@ def test_graph_widget_draws_selects_searches_and_collapses(lab):  # noqa: F811 -
     boxes_total = len(graph_json(cnn_model)["nodes"])  # 17 nodes + graph input + output
     assert boxes_total == len(cnn_model.graph.node) + 2
     relus = sum(n.op_type == "Relu" for n in cnn_model.graph.node)
-    _notebook(tmp / "root" / "graph.ipynb")
+    write_notebook(tmp / "root" / "graph.ipynb", CELL)
     problems: list[str] = []
 
     with sync_playwright() as p:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, KERNEL_IDLE, TOKEN, _launch, lab  # noqa: F401 - lab is a fixture
+from test_browser import CHROMIUM, KERNEL_IDLE, TOKEN, _launch, lab, write_notebook  # noqa: F401 - lab is a fixture
 
 pytestmark = pytest.mark.browser
 
@@ -20,23 +20,13 @@ wb
 '''
 
 
-def _notebook(path: Path) -> None:
-    import nbformat
-
-    nb = nbformat.v4.new_notebook(metadata={
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"}})
-    nb.cells = [nbformat.v4.new_code_cell(CELL)]
-    nbformat.write(nb, path)
-
-
 def test_click_in_the_model_graph_shows_the_joined_view(lab):  # noqa: F811 - the fixture
     from playwright.sync_api import expect, sync_playwright
 
     url, tmp = lab
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Debian's chromium is not installed ({CHROMIUM}): run `make chromium`")
-    _notebook(tmp / "root" / "joined.ipynb")
+    write_notebook(tmp / "root" / "joined.ipynb", CELL)
     problems: list[str] = []
     with sync_playwright() as p:
         browser = _launch(p)
