@@ -842,22 +842,11 @@ def plan_recipe(recipe: Recipe, keep: Iterable[str]) -> Recipe:
 def recipe_models(original: onnx.ModelProto, recipe: Recipe, cache_dir: str | os.PathLike[str] | None
                   ) -> tuple[onnx.ModelProto, Factory]:
     """(FP32 reference = the recipe's graph edits only, factory ``keep -> candidate model``)."""
-    from .edits import apply_edit
-    from .precision import apply_precision_edit
-
-    def replay(r: Recipe, precision: bool) -> onnx.ModelProto:
-        model = original
-        for e in r.edits:
-            if isinstance(e, (Quantize, ConvertPrecision)):
-                if precision:
-                    model = apply_precision_edit(model, e, cache_dir=cache_dir)
-            else:
-                model = apply_edit(model, e, cache_dir=cache_dir)
-        return model
+    from .replay import replay
 
     plan_recipe(recipe, ())  # raises when there is no precision edit
-    reference = replay(recipe, False)
-    return reference, lambda keep: replay(plan_recipe(recipe, keep), True)
+    reference = replay(original, recipe.edits, cache_dir=cache_dir, precision=False)
+    return reference, lambda keep: replay(original, plan_recipe(recipe, keep).edits, cache_dir=cache_dir)
 
 
 # --- all together ---------------------------------------------------------------------------------------

@@ -18,12 +18,13 @@ from typing import Any
 
 import onnx
 
-from .edits import apply_edit, describe, node_diff
+from .edits import describe, node_diff
 from .errors import EditError, ModelError, RecipeError, WorkbenchError
 from .fsio import atomic_write, cache_root
 from .graph import layer_table, load_model, model_bytes, name_nodes, sample_path, save_model, sha256_bytes, sha256_file
 from .graph import summary as graph_summary
-from .recipe import BuildSettings, CalibrationSettings, ConvertPrecision, Edit, ModelRef, Quantize, Recipe
+from .recipe import BuildSettings, CalibrationSettings, Edit, ModelRef, Quantize, Recipe
+from .replay import apply
 from .table import Table
 
 __all__ = ["Session", "default_cache_dir"]
@@ -356,15 +357,7 @@ class Session:
         return model
 
     def _apply_one(self, model: onnx.ModelProto, edit: Edit) -> onnx.ModelProto:
-        if isinstance(edit, (ConvertPrecision, Quantize)):
-            try:
-                from .precision import apply_precision_edit
-            except ImportError as exc:
-                raise EditError(f"{edit.kind} needs workbench.precision.apply_precision_edit, which is not "
-                                f"available in this installation ({exc})",
-                                hint="update the workbench; graph edits work without it") from exc
-            return apply_precision_edit(model, edit, cache_dir=self.cache_dir)
-        return apply_edit(model, edit, cache_dir=self.cache_dir)
+        return apply(model, edit, cache_dir=self.cache_dir)
 
     def _remember(self, key: str, model: onnx.ModelProto) -> None:
         self._models[key] = model
