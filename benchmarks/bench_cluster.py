@@ -67,6 +67,11 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--batch-size", type=int, default=128, help="split into batches of batch-size / max(workers)")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--split", type=int, default=None,
+                   help="workers that fix the batch split (default: the largest of --workers); equal --split makes "
+                        "runs of separate invocations comparable")
+    p.add_argument("--no-local", action="store_true",
+                   help="skip the local thread-pool runs (the first cluster run is then the reference)")
     args = p.parse_args()
     if args.quick:
         args.samples, args.image, args.workers = 32, 32, [1, 2]
@@ -82,19 +87,17 @@ def main() -> None:
     cand = load_model(quantize_model(ref, max_scales(ref, x[:32])))
     prep = time.perf_counter() - t
     data = Dataset({"input": x})
-    w = max(args.workers)
+    w = args.split or max(args.workers)
     kw = dict(batch_size=args.batch_size, workers=w)
     step = -(-args.batch_size // w)
     print(f"{label}; {args.samples} samples in batches of {step}; {os.cpu_count()} cores; quantized in {prep:.1f} s",
           flush=True)
 
-    rows = []
-    local_s, local = timed(lambda: sensitivity(ref, cand, data, **kw), args.repeats)
-    layers = len(local.table.rows)
-    rows.append((f"local threads x {w}", local_s, None))
-    print(f"  local threads x {w}: {local_s:.2f} s ({layers} layers)", flush=True)
-    one_local_s = None
-    if 1 in args.workers and w > 1:  # one thread, for the one-machine overhead at K=1
+    local_s, local, one_local_s = None, None, None
+    if not args.no_local:
+        local_s, local = timed(lambda: sensitivity(ref, cand, data, **kw), args.repeats)
+        print(f"  local threads x {w}: {local_s:.2f} s ({len(local.table.rows)} layers)", flush=True)
+    if not args.no_local and 1 in args.workers and w > 1:  # one thread, for the one-machine overhead at K=1
         one_local_s, one = timed(lambda: sensitivity(ref, cand, data, batch_size=args.batch_size, workers=1),
                                  args.repeats)
         same = "identical to" if one.table.records() == local.table.records() else "DIFFERS from"
@@ -105,15 +108,21 @@ def main() -> None:
             c.threads_per_task = 1
             c.probe()
             s, r = timed(lambda: sensitivity(ref, cand, data, cluster=c, **kw), args.repeats)  # noqa: B023
-            assert r.table.records() == local.table.records(), f"cluster x {k} differs from the local run"
+            what = "local" if local is not None else "the first cluster run"
+            if local is None:
+                local = r
+            assert r.table.records() == local.table.records(), f"cluster x {k} differs from {what}"
             cluster_s[k] = s
-            print(f"  cluster x {k}: {s:.2f} s (identical to local)", flush=True)
+            top = r.table.records()[0]
+            print(f"  cluster x {k}: {s:.2f} s (identical to {what}; top {top['node']} {float(top['score']):.9g})",
+                  flush=True)
 
     base = cluster_s.get(1)
     print()
     print("| run | seconds | speed-up vs 1 worker | ideal | share of ideal |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| local threads x {w} | {local_s:.2f} | | | |")
+    if local_s is not None:
+        print(f"| local threads x {w} | {local_s:.2f} | | | |")
     if one_local_s is not None:
         print(f"| local threads x 1 | {one_local_s:.2f} | | | |")
     for k, s in cluster_s.items():
@@ -121,7 +130,7 @@ def main() -> None:
             print(f"| cluster x {k} | {s:.2f} | {base / s:.2f} | {k} | {base / s / k:.2f} |")
         else:
             print(f"| cluster x {k} | {s:.2f} | | | |")
-    if w in cluster_s:
+    if w in cluster_s and local_s is not None:
         print(f"\noverhead on one machine: cluster x {w} / local threads x {w} = {cluster_s[w] / local_s:.2f}")
     if one_local_s is not None and 1 in cluster_s:
         print(f"overhead on one machine: cluster x 1 / local threads x 1 = {cluster_s[1] / one_local_s:.2f}")
