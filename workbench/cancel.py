@@ -1,12 +1,12 @@
-"""Cancellation tokens. Every long call takes ``cancel``: ``None``, an Event-like object (``is_set()``)
-or a callable returning True once the user asked to stop."""
+"""Cancellation tokens and progress callbacks. Every long call takes ``cancel``: ``None``, an Event-like object
+(``is_set()``) or a callable returning True once the user asked to stop; and ``progress``: a :class:`Progress`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Protocol, Union
 
-__all__ = ["Cancel", "cancelled"]
+__all__ = ["Cancel", "Progress", "cancelled", "report"]
 
 
 class _EventLike(Protocol):
@@ -22,3 +22,15 @@ def cancelled(cancel: Cancel) -> bool:
         return False
     is_set = getattr(cancel, "is_set", None)
     return bool(is_set() if is_set is not None else cancel())  # type: ignore[operator]
+
+
+class Progress(Protocol):
+    """Progress callback: ``done`` of ``total`` (any units; ``total`` 0 when unknown), with an optional phase."""
+
+    def __call__(self, done: float, total: float, phase: str = "") -> None: ...
+
+
+def report(progress: Progress | None, done: float, total: float, phase: str = "") -> None:
+    """Call ``progress`` when one was given."""
+    if progress is not None:
+        progress(done, total, phase)

@@ -7,23 +7,11 @@ import enum
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from ..cancel import Cancel, cancelled
+from ..cancel import Cancel, Progress, cancelled, report
 
 __all__ = ["Cancel", "Progress", "Result", "cancelled", "jsonable", "report"]
-
-
-class Progress(Protocol):
-    """Progress callback: ``done`` of ``total`` (any units; ``total`` 0 when unknown), with an optional phase."""
-
-    def __call__(self, done: float, total: float, phase: str = "") -> None: ...
-
-
-def report(progress: Progress | None, done: float, total: float, phase: str = "") -> None:
-    """Call ``progress`` when one was given."""
-    if progress is not None:
-        progress(done, total, phase)
 
 
 def jsonable(value: Any) -> Any:
