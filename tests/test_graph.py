@@ -556,7 +556,7 @@ def test_save_to_an_unwritable_place_is_a_model_error(tmp_path: Path) -> None:
 
 
 def test_loading_works_where_mmap_does_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import workbench.graph as graph
+    import mmap
 
     path = external_data_model(tmp_path)
     expected = model_bytes(load_model(path))
@@ -564,7 +564,7 @@ def test_loading_works_where_mmap_does_not(tmp_path: Path, monkeypatch: pytest.M
     def no_mmap(*args, **kwargs):
         raise OSError(19, "No such device")  # what some FUSE/network file systems answer
 
-    monkeypatch.setattr(graph.mmap, "mmap", no_mmap)
+    monkeypatch.setattr(mmap, "mmap", no_mmap)
     assert model_bytes(load_model(path)) == expected
 
 
@@ -599,10 +599,10 @@ def test_a_long_vector_does_not_blow_up_shape_inference() -> None:
 def test_models_past_the_protobuf_limit_are_saved_with_external_data(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The 2 GB limit itself is too big for a unit test: lower it and check the automatic switch."""
-    import workbench.graph as graph
+    import workbench.graph.save as save
 
     model = load_model("digits_cnn")
-    monkeypatch.setattr(graph, "_PROTO_LIMIT", 20_000)  # digits_cnn is ~44 kB
+    monkeypatch.setattr(save, "_PROTO_LIMIT", 20_000)  # digits_cnn is ~44 kB
     out = save_model(model, tmp_path / "big.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
     bare = onnx.load(str(out), load_external_data=False)

@@ -1,0 +1,33 @@
+"""Small helpers shared by the graph modules (package-private)."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto
+
+
+def prod(dims: tuple) -> int:
+    out = 1
+    for d in dims:
+        out *= int(d)
+    return out
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+# Element sizes of the fixed-size types whose large initializers the skeleton leaves out.
+STRIPPABLE = {
+    TensorProto.FLOAT: 4, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2, TensorProto.DOUBLE: 8,
+    TensorProto.INT8: 1, TensorProto.UINT8: 1,
+    **{getattr(TensorProto, n): 1 for n in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ")
+       if hasattr(TensorProto, n)},
+}
