@@ -67,8 +67,8 @@ from ._common import (
     _working_copy,
     select_nodes,
 )
-from .qdq import _q_initializer, _quantize_weight, _weight_axis, _weighted_targets, _zero_point
-from .scales import ScaleCache
+from .qdq import WEIGHTED_OPS, _q_initializer, _quantize_weight, _weight_axis, _weighted_targets, _zero_point
+from .scales import ScaleCache, TensorStats
 
 # ONNX Runtime placement: ops between a weighted op and its output Q (ORT folds BatchNorm only before
 # quantization; Relu or Clip(min=0) before a Q whose zero point is the uint8 minimum is removed), and ops that run
@@ -148,9 +148,40 @@ def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[st
             targets[n.name] = [0]
             wanted.update((n.input[0], n.output[0]))
             quantized.add(n.output[0])
+    # a Concat feeding a quantized tensor runs as QLinearConcat: its inputs not yet quantized take the output's
+    # scale and zero point (a concatenation's range is the union of its inputs'), the others keep their own
+    borrowed: dict[str, str] = {}
+    for n in model.graph.node:
+        if (n.op_type != "Concat" or n.output[0] not in wanted or n.name in excluded
+                or (chosen is not None and n.name not in chosen)
+                or not all(i and _is_float32(i, infos) for i in n.input)):
+            continue
+        targets[n.name] = list(range(len(n.input)))
+        for i in n.input:
+            if i in quantized:
+                wanted.add(i)
+            else:
+                borrowed.setdefault(i, n.output[0])
+    # a quantized tensor made by a layout op (Transpose, Reshape, ...) from a float tensor read by nothing else:
+    # the Q moves before the op (same values, so the same range), which then runs on uint8 (a graph input's NHWC
+    # Transpose: ORT's layout pass then cancels it)
+    grew = True
+    while grew:
+        grew = False
+        for t in list(wanted):
+            src = producers.get(t)
+            if src is None or src.op_type not in _PASS_THROUGH - {"MaxPool"} or not src.input:
+                continue
+            s = src.input[0]
+            if (s not in wanted and s not in consts and _is_float32(s, infos) and s not in graph_outputs
+                    and all(u is src for u in consumers.get(s, []))):
+                wanted.add(s)
+                grew = True
     order = [i.name for i in model.graph.input] + [o for n in model.graph.node for o in n.output if o]
     tensors: dict[str, str] = {}
     for t in order:
+        if t in borrowed:
+            continue
         if t not in wanted:
             continue
         src = producers.get(t)
@@ -158,6 +189,8 @@ def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[st
             tensors[t] = tensors[src.input[0]]  # same scale and zero point: ORT runs the op on uint8
         else:
             tensors[t] = t
+    for t, out in borrowed.items():
+        tensors[t] = tensors[out]
     return _OrtPlan(targets, tensors, frozenset((set(every) - set(targets)) | excluded))
 
 
@@ -166,11 +199,7 @@ def _asymmetric_ranges(scales: ScaleCache | Mapping[str, Any]) -> dict[str, tupl
     out: dict[str, tuple[float, float]] = {}
     if isinstance(scales, ScaleCache):
         for k, v in scales.tensors.items():
-            th = float(v.value)
-            if v.min == 0.0 and v.max == 0.0:  # no range recorded (hand-made stats): symmetric
-                out[k] = (-th, th)
-            else:
-                out[k] = (max(float(v.min), -th), min(float(v.max), th))
+            out[k] = _clipped_range(v, float(v.value))
         return out
     for k, v in scales.items():
         if isinstance(v, (tuple, list)):
@@ -178,6 +207,19 @@ def _asymmetric_ranges(scales: ScaleCache | Mapping[str, Any]) -> dict[str, tupl
         else:
             out[k] = (-float(v), float(v))
     return out
+
+
+def _clipped_range(stats: TensorStats, threshold: float) -> tuple[float, float]:
+    """The calibrated [min, max] clipped to ``threshold`` (symmetric when no range was recorded: hand-made stats)."""
+    if stats.min == 0.0 and stats.max == 0.0:
+        return -threshold, threshold
+    return max(float(stats.min), -threshold), min(float(stats.max), threshold)
+
+
+def uint8_params(stats: TensorStats, threshold: float | None = None) -> tuple[float, int]:
+    """The uint8 scale and zero point this placement gives a tensor with ``stats`` at ``threshold`` (default: its
+    chosen amax): what the Calibrate tab shows for ``target="onnxruntime"``."""
+    return _uint8_params(*_clipped_range(stats, float(stats.value if threshold is None else threshold)))
 
 
 def _uint8_params(lo: float, hi: float) -> tuple[float, int]:
@@ -244,7 +286,7 @@ def _quantize_for_ort(model: onnx.ModelProto, scales: ScaleCache | Mapping[str, 
         weight_scale = None
         for k in idx:
             t = node.input[k]
-            if t not in inits and t not in const_values:
+            if node.op_type not in WEIGHTED_OPS or (t not in inits and t not in const_values):
                 continue
             if t in dq_of:
                 node.input[k] = dq_of[t]
@@ -294,7 +336,7 @@ def _quantize_for_ort(model: onnx.ModelProto, scales: ScaleCache | Mapping[str, 
                 n.input[k] = f"{i}__dq"
     g.initializer.extend(new_inits)
     ordered: list[onnx.NodeProto] = list(weight_nodes)
-    for t in [i.name for i in g.input]:
+    for t in [i.name for i in g.input] + [t for t in act_nodes if t not in producers]:  # inputs, initializers
         ordered += act_nodes.pop(t, [])
     for n in g.node:
         ordered.append(n)
