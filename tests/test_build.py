@@ -22,9 +22,10 @@ from workbench.recipe import BuildSettings, ShapeProfile
 def test_worker_build_writes_engine_and_metadata(tmp_path):
     model = load_model(dynamic_model())
     out = tmp_path / "dyn.engine"
-    fractions, lines = [], []
+    steps, lines = [], []
     settings = BuildSettings(profiles=parse_shapes("input:1x3x16x16,2x3x32x32,4x3x64x64", model), opt_level=2)
-    r = build_engine(model, settings, out=out, progress=lambda f, phase: fractions.append(f), log=lines.append,
+    r = build_engine(model, settings, out=out, progress=lambda done, total, phase: steps.append((done, total, phase)),
+                     log=lines.append,
                      recipe_digest="abc123")
     data = out.read_bytes()
     assert r.engine_path == out and r.bytes == len(data) and not r.in_process
@@ -38,7 +39,8 @@ def test_worker_build_writes_engine_and_metadata(tmp_path):
     assert meta["derived_profiles"] == []
     assert [t["name"] for t in meta["io"]] == ["input", "output"]
     assert meta["layers"] == r.layers == len(meta["engine_layers"]) > 0
-    assert fractions and max(fractions) == 1.0
+    top = [(d, t) for d, t, _ in steps if t]  # (done, total) of the builder's top-level phase
+    assert top and top[-1][0] == top[-1][1] and all(0 <= d <= t for d, t in top)
     assert any("Input filename" in line for line in lines)
     assert r.to_dict()["engine"] == str(out)
 

@@ -27,7 +27,7 @@ import onnx
 from .backends.trt import import_backend, resolve_backend, run_job
 from .backends.trt_profiles import ResolvedProfiles, profiles_to_json, resolve_profiles
 from .backends.worker import run_in_child
-from .cancel import cancelled
+from .cancel import Cancel, Progress, cancelled, report
 from .errors import BuildError
 from .fsio import atomic_write, cache_root, write_json
 from .graph import load_model, model_bytes, sample_path, save_model, sha256_bytes
@@ -41,13 +41,11 @@ __all__ = [
     "engine_dir",
     "list_engines",
     "METADATA_SUFFIX",
-    "Progress",
     "LogSink",
     "beside_engine",
 ]
 
 METADATA_SUFFIX = ".json"
-Progress = Callable[[float, str], None]
 LogSink = Callable[[str], None]
 
 
@@ -116,11 +114,13 @@ def list_engines(cache_dir: str | os.PathLike[str] | None = None) -> list[dict[s
 
 
 class _ProgressTracker:
-    """Turns IProgressMonitor phases into one overall fraction (the top-level phase's steps)."""
+    """Turns IProgressMonitor phases into ``progress(step, steps, phase)`` of the top-level phase; a sub-phase
+    reports the top-level's last step with its own name."""
 
     def __init__(self, sink: Progress | None) -> None:
         self.sink = sink
         self.top: str | None = None
+        self.done, self.total = 0, 0
 
     def __call__(self, event: dict[str, Any]) -> None:
         if self.sink is None or event.get("event") != "progress":
@@ -128,11 +128,12 @@ class _ProgressTracker:
         phase, parent = event.get("phase"), event.get("parent")
         if self.top is None and parent is None:
             self.top = phase
-        steps = max(int(event.get("steps") or 0), 1)
         if phase == self.top:
-            self.sink(min(1.0, int(event.get("step") or 0) / steps), str(phase))
-        elif self.sink is not None and parent is not None:
-            self.sink(-1.0, str(phase))  # a sub-phase: the caller may show its name; fraction unchanged
+            self.total = max(int(event.get("steps") or 0), 1)
+            self.done = min(int(event.get("step") or 0), self.total)
+            report(self.sink, self.done, self.total, str(phase))
+        elif parent is not None:
+            report(self.sink, self.done, self.total, str(phase))
 
 
 def _settings_key(model_sha: str, settings: BuildSettings, backend: str, version: str,
@@ -149,7 +150,7 @@ def build_engine(
     *,
     out: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
-    cancel: Callable[[], bool] | Any = None,
+    cancel: Cancel = None,
     log: LogSink | None = None,
     in_process: bool = False,
     recipe_digest: str | None = None,
@@ -159,9 +160,9 @@ def build_engine(
 ) -> BuildResult:
     """Build a serialised engine from ``model`` with ``settings``; write it (and its metadata) atomically.
 
-    Runs in a child process unless ``in_process`` (or ``settings.in_process``). ``progress(fraction,
-    phase)`` gets the overall fraction (or -1 with a sub-phase name), ``log(line)`` each builder log line,
-    ``cancel`` is a callable or an Event; ``name`` names the cached engine file. Raises :class:`BuildError` (parse error naming the node,
+    Runs in a child process unless ``in_process`` (or ``settings.in_process``). ``progress(done, total, phase)``
+    gets the top-level builder phase's steps (a sub-phase repeats them with its own name), ``log(line)`` each
+    builder log line; ``name`` names the cached engine file. Raises :class:`BuildError` (parse error naming the node,
     builder failure, crash with the signal, timeout, cancel); nothing is half-written.
     """
     settings = settings or BuildSettings()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
+from ..cancel import Cancel, Progress, cancelled, report
 from ..errors import DataError
 from ..graph import load_model, model_bytes
 from ..table import Table
@@ -205,8 +206,12 @@ def map_optimized_nodes(original: onnx.ModelProto, optimized: onnx.ModelProto) -
     return result
 
 
-def profile_session(engine: OrtEngine, feeds: Feeds, *, iterations: int = 20, warmup: int = 2) -> Table:
+def profile_session(engine: OrtEngine, feeds: Feeds, *, iterations: int = 20, warmup: int = 2,
+                    progress: Progress | None = None, cancel: Cancel = None) -> Table:
     """Per-node timings of ``engine`` (an :class:`~workbench.backends.ort.OrtEngine`) over ``iterations`` runs.
+
+    ``progress(run, warmup + iterations, phase)`` after each run; ``cancel`` stops between runs
+    (:class:`~workbench.errors.DataError`, nothing kept).
 
     Profiling must be switched on when a session is created, so this opens a second session on
     ``engine.model`` with the engine's own options (optimisation level, threads) plus the profiler.
@@ -228,9 +233,13 @@ def profile_session(engine: OrtEngine, feeds: Feeds, *, iterations: int = 20, wa
             opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         session = ort.InferenceSession(model_bytes(engine.model), opts, providers=["CPUExecutionProvider"],
                                        disabled_optimizers=engine.disabled_optimizers)
+        runs = warmup + iterations
         try:
-            for _ in range(warmup + iterations):
+            for i in range(runs):
+                if cancelled(cancel):
+                    raise DataError(f"profiling cancelled after {i} of {runs} runs", hint="run it again when ready")
                 session.run(None, dict(feeds))
+                report(progress, i + 1, runs, "warm-up" if i < warmup else "timed runs")
         except Exception as exc:
             session.end_profiling()
             if not is_ort_error(exc):
@@ -257,14 +266,15 @@ def profile_session(engine: OrtEngine, feeds: Feeds, *, iterations: int = 20, wa
 
 
 def profile_model(model: Any, feeds: Feeds, *, optimize: bool = True, iterations: int = 20,
-                  threads: int | None = None) -> Table:
-    """Load ``model`` (path, sample name or ModelProto), open an ORT CPU session and profile it per node."""
+                  threads: int | None = None, progress: Progress | None = None, cancel: Cancel = None) -> Table:
+    """Load ``model`` (path, sample name or ModelProto), open an ORT CPU session and profile it per node
+    (``progress`` and ``cancel`` as in :func:`profile_session`)."""
     from .ort import OrtEngine, check_feeds
 
     model = load_model(model)
     feeds = check_feeds(model, feeds)
     engine = OrtEngine(model, optimize=optimize, threads=threads)
     try:
-        return profile_session(engine, feeds, iterations=iterations)
+        return profile_session(engine, feeds, iterations=iterations, progress=progress, cancel=cancel)
     finally:
         engine.close()

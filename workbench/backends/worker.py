@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..cancel import cancelled
+from ..cancel import Cancel, cancelled
 from ..errors import BuildError, WorkbenchError
 
 __all__ = ["WorkerCrash", "run_in_child", "shutdown_spares", "main", "TEST_CRASH_ENV"]
@@ -136,7 +136,7 @@ def run_in_child(
     *,
     timeout: float | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
-    cancel: Callable[[], bool] | threading.Event | None = None,
+    cancel: Cancel = None,
     what: str = "the build",
     keep_warm: bool = True,
 ) -> dict[str, Any]:

@@ -241,12 +241,6 @@ class BuildTab:
         self.log.value = ""
         self.job.start("building the engine", lambda job: self._run_build(job, settings))
 
-    def _on_progress(self, fraction: float, phase: str) -> None:
-        if fraction >= 0:
-            self.job.report(fraction, 1.0, phase)
-        else:
-            self.phase.value = phase
-
     def _on_log(self, line: str) -> None:
         lines = (self.log.value.splitlines() + [line])[-_LOG_LINES:]
         self.log.value = "\n".join(lines)
@@ -255,7 +249,7 @@ class BuildTab:
         name = self.session.source_path.stem if self.session.source_path else None
         try:
             self.result = build_engine(
-                self.session.model, settings, progress=self._on_progress, log=self._on_log, cancel=job.cancel_event,
+                self.session.model, settings, progress=job.report, log=self._on_log, cancel=job.cancel_event,
                 recipe_digest=self.session.digest, cache_dir=self.session.cache_dir, name=name)
         except WorkbenchError as exc:
             exc.message, exc.hint = widget_words(exc.message), widget_words(exc.hint)
