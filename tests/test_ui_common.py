@@ -29,20 +29,43 @@ def test_guard_shows_workbench_errors_instead_of_raising() -> None:
 
 def test_job_runs_in_background_reports_progress_and_restores_buttons() -> None:
     job, status, run, cancel, progress, phase = _job()
-    gate, seen = threading.Event(), []
+    gate, reported, seen = threading.Event(), threading.Event(), []
 
     def work(j: Job) -> None:
         j.report(3, 4, "calibrating")
         seen.append((progress.value, phase.value, run.disabled, cancel.disabled))
+        reported.set()
         gate.wait(5)
 
     assert job.start("calibrate", work)
     assert not job.start("calibrate", work)  # one at a time
+    assert reported.wait(5)
+    # the worker's report is posted, not written: the widgets still show the start until this thread applies it
+    assert seen == [(0.0, "starting", True, False)]
+    assert job.running  # asked here (the thread that made the job): the waiting updates are applied
+    assert (progress.value, phase.value) == (0.75, "calibrating")
     gate.set()
     job.wait(5)
-    assert seen == [(0.75, "calibrating", True, False)]
     assert (progress.value, phase.value, run.disabled, cancel.disabled) == (1.0, "done", False, True)
-    assert status.state == "ok"
+    assert status.state == "ok" and not job.running
+
+
+def test_job_on_done_applies_the_result_on_the_thread_that_made_the_job() -> None:
+    job, status, _run, _cancel, _progress, phase = _job()
+    applied: list[tuple[int, str]] = []
+
+    def done(result: int) -> str:
+        applied.append((result, threading.current_thread().name))
+        return f"done: {result}"
+
+    job.start("sum", lambda j: sum(range(10)), done)
+    job.wait(5)
+    assert applied == [(45, threading.current_thread().name)]
+    assert phase.value == "done: 45" and status.state == "ok"
+
+    job.start("sum", lambda j: 1, lambda r: (_ for _ in ()).throw(DataError("bad result", hint="h")))
+    job.wait(5)
+    assert status.state == "error" and status.message == "bad result" and phase.value == "failed"
 
 
 def test_job_cancel_and_errors() -> None:

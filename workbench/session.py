@@ -4,6 +4,11 @@ The edited model is always derived from (original model, recipe): ``Session.mode
 recipe's edits on the original (incrementally, from the nearest cached prefix) and caches each result
 by digest, so undo/redo are cursor moves and each apply copies the model once. The user's model file is
 never written; exports are atomic.
+
+Threads: every read and change of the state holds the session's lock (a ``threading.RLock``), so a background job
+reading ``session.model`` never sees half a change; ``busy`` says whether another thread holds it now. Change
+events run after the lock is released, through the dispatcher the owner set (:meth:`Session.set_dispatcher`; the
+dashboard delivers them on the kernel thread), else in the thread that made the change.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,7 @@ __all__ = ["Session", "default_cache_dir"]
 
 Source = str | os.PathLike[str] | bytes | onnx.ModelProto
 Callback = Callable[["Session"], Any]
+Dispatcher = Callable[[Callable[[], None]], None]
 _CACHE_LIMIT = 64
 _EXTERNAL_SCAN_LIMIT = 64 << 20  # .onnx files up to this size are scanned for external data files
 
@@ -100,6 +108,9 @@ class Session:
         ref = ModelRef(path=str(self.source_path) if self.source_path else "", sha256=sha)
         recipe = recipe.replace(model=ref, node_names=names)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(sha)
+        self._lock = threading.RLock()
+        self._owner: threading.Thread | None = None  # the thread holding the lock (for ``busy``)
+        self.dispatcher: Dispatcher | None = None
         self._models: OrderedDict[str, onnx.ModelProto] = OrderedDict()
         self._models[self._model_key(recipe.replace(edits=()))] = original
         self._callbacks: list[Callback] = []
@@ -162,12 +173,14 @@ class Session:
 
     @property
     def recipe(self) -> Recipe:
-        return self._history[self._cursor]
+        with self._lock:
+            return self._history[self._cursor]
 
     @property
     def model(self) -> onnx.ModelProto:
         """The edited model for the current recipe (shared and cached: never mutate it)."""
-        return self._model_for(self.recipe)
+        with self._locked():
+            return self._model_for(self._history[self._cursor])
 
     @property
     def digest(self) -> str:
@@ -176,7 +189,8 @@ class Session:
     @property
     def history(self) -> list[Recipe]:
         """Every recipe value reachable by undo/redo, oldest first (``position`` is the current one)."""
-        return list(self._history)
+        with self._lock:
+            return list(self._history)
 
     @property
     def position(self) -> int:
@@ -188,7 +202,14 @@ class Session:
 
     @property
     def can_redo(self) -> bool:
-        return self._cursor < len(self._history) - 1
+        with self._lock:
+            return self._cursor < len(self._history) - 1
+
+    @property
+    def busy(self) -> bool:
+        """True while another thread reads or changes the session (e.g. replays the recipe for a background job)."""
+        owner = self._owner
+        return owner is not None and owner is not threading.current_thread()
 
     def layer_table(self) -> Table:
         return layer_table(self.model)
@@ -201,16 +222,23 @@ class Session:
         self._callbacks.append(callback)
         return lambda: self._callbacks.remove(callback) if callback in self._callbacks else None
 
+    def set_dispatcher(self, dispatcher: Dispatcher | None) -> None:
+        """Deliver change events through ``dispatcher(run)`` (e.g. posting ``run`` to the kernel thread); None: call
+        them in the thread that made the change."""
+        self.dispatcher = dispatcher
+
     # --- changing ----------------------------------------------------------------------------------
 
     def apply(self, edit: Edit) -> onnx.ModelProto:
         """Apply ``edit``; on a WorkbenchError nothing changes (the last good state is kept)."""
         if not isinstance(edit, Edit):
             raise TypeError(f"apply() takes a recipe Edit, got {type(edit).__name__}")
-        before = self.model
-        new = self.recipe.with_edit(edit)
-        after = self._model_for(new)
-        self._push(new, "apply", describe(edit), before, after)
+        with self._locked():
+            before = self.model
+            new = self.recipe.with_edit(edit)
+            after = self._model_for(new)
+            self._push(new, "apply", describe(edit), before, after)
+        self._fire()
         return after
 
     def apply_all(self, edits: list[Edit] | tuple[Edit, ...]) -> onnx.ModelProto:
@@ -220,10 +248,12 @@ class Session:
             raise EditError("no edits to apply", hint="select nodes or pick a whole-graph action first")
         if len(edits) == 1:
             return self.apply(edits[0])
-        before = self.model
-        new = self.recipe.replace(edits=self.recipe.edits + edits)
-        after = self._model_for(new)
-        self._push(new, "apply", "; ".join(describe(e) for e in edits), before, after)
+        with self._locked():
+            before = self.model
+            new = self.recipe.replace(edits=self.recipe.edits + edits)
+            after = self._model_for(new)
+            self._push(new, "apply", "; ".join(describe(e) for e in edits), before, after)
+        self._fire()
         return after
 
     def preview(self, edit: Edit | list[Edit] | tuple[Edit, ...]) -> dict[str, Any]:
@@ -232,8 +262,9 @@ class Session:
         The previewed model is cached, so applying the same edit next costs nothing.
         """
         edits = tuple(edit) if isinstance(edit, (list, tuple)) else (edit,)
-        before = self.model
-        after = self._model_for(self.recipe.replace(edits=self.recipe.edits + edits))
+        with self._locked():
+            before = self.model
+            after = self._model_for(self.recipe.replace(edits=self.recipe.edits + edits))
         return {"edit": "; ".join(describe(e) for e in edits), **node_diff(before, after),
                 "nodes_before": len(before.graph.node), "nodes_after": len(after.graph.node)}
 
@@ -247,59 +278,71 @@ class Session:
         return self.set_recipe(Recipe.from_json(text, where=str(path)))
 
     def undo(self) -> None:
-        if not self.can_undo:
-            raise EditError("nothing to undo", hint="the session is at the original model")
-        before = self.model
-        label = describe(self.recipe.edits[-1]) if self.recipe.edits else "settings"
-        self._cursor -= 1
-        self._changed("undo", label, before, self.model)
+        with self._locked():
+            if not self.can_undo:
+                raise EditError("nothing to undo", hint="the session is at the original model")
+            before = self.model
+            label = describe(self.recipe.edits[-1]) if self.recipe.edits else "settings"
+            self._cursor -= 1
+            self._changed("undo", label, before, self.model)
+        self._fire()
 
     def redo(self) -> None:
-        if not self.can_redo:
-            raise EditError("nothing to redo", hint="redo follows an undo; a new edit clears the redo list")
-        before = self.model
-        self._cursor += 1
-        label = describe(self.recipe.edits[-1]) if self.recipe.edits else "settings"
-        self._changed("redo", label, before, self.model)
+        with self._locked():
+            if not self.can_redo:
+                raise EditError("nothing to redo", hint="redo follows an undo; a new edit clears the redo list")
+            before = self.model
+            self._cursor += 1
+            label = describe(self.recipe.edits[-1]) if self.recipe.edits else "settings"
+            self._changed("redo", label, before, self.model)
+        self._fire()
 
     def goto(self, position: int) -> None:
         """Jump to a point in the history (0 = the original model), like several undos or redos at once."""
-        if not 0 <= position < len(self._history):
-            raise EditError(f"no history step {position}", hint=f"steps go from 0 to {len(self._history) - 1}")
-        if position == self._cursor:
-            return
-        before = self.model
-        action = "undo" if position < self._cursor else "redo"
-        self._cursor = position
-        label = describe(self.recipe.edits[-1]) if self.recipe.edits else "original model"
-        self._changed(action, label, before, self.model)
+        with self._locked():
+            if not 0 <= position < len(self._history):
+                raise EditError(f"no history step {position}", hint=f"steps go from 0 to {len(self._history) - 1}")
+            if position == self._cursor:
+                return
+            before = self.model
+            action = "undo" if position < self._cursor else "redo"
+            self._cursor = position
+            label = describe(self.recipe.edits[-1]) if self.recipe.edits else "original model"
+            self._changed(action, label, before, self.model)
+        self._fire()
 
     def set_calibration(self, settings: CalibrationSettings | None) -> None:
         """Record calibration settings in the recipe (undoable)."""
         if settings is not None and not isinstance(settings, CalibrationSettings):
             raise TypeError("set_calibration() takes CalibrationSettings")
-        model = self.model
-        self._push(self.recipe.replace(calibration=settings), "set_calibration", "calibration", model, model)
+        with self._locked():
+            model = self.model
+            self._push(self.recipe.replace(calibration=settings), "set_calibration", "calibration", model, model)
+        self._fire()
 
     def set_build(self, settings: BuildSettings | None) -> None:
         """Record engine build settings in the recipe (undoable)."""
         if settings is not None and not isinstance(settings, BuildSettings):
             raise TypeError("set_build() takes BuildSettings")
-        model = self.model
-        self._push(self.recipe.replace(build=settings), "set_build", "build", model, model)
+        with self._locked():
+            model = self.model
+            self._push(self.recipe.replace(build=settings), "set_build", "build", model, model)
+        self._fire()
 
     def set_recipe(self, recipe: Recipe) -> onnx.ModelProto:
         """Replace the whole recipe (e.g. a loaded template), as one undoable step."""
         if recipe.model is not None and recipe.model.sha256 != self.sha256:
             raise RecipeError("the recipe is pinned to another model (sha256 mismatch)",
                               hint="remove its \"model\" key to use it as a template")
-        before = self.model
-        new = recipe.replace(model=self.recipe.model, node_names=self.recipe.node_names)
-        try:
-            after = self._model_for(new)
-        except WorkbenchError as exc:
-            raise RecipeError(f"the recipe does not apply to this model: {exc.message}", hint=exc.hint) from exc
-        self._push(new, "set_recipe", f"{len(new.edits)} edits", before, after)
+        with self._locked():
+            before = self.model
+            new = recipe.replace(model=self.recipe.model, node_names=self.recipe.node_names)
+            try:
+                after = self._model_for(new)
+            except WorkbenchError as exc:
+                raise RecipeError(f"the recipe does not apply to this model: {exc.message}", hint=exc.hint) from exc
+            self._push(new, "set_recipe", f"{len(new.edits)} edits", before, after)
+        self._fire()
         return after
 
     # --- writing -----------------------------------------------------------------------------------
@@ -307,7 +350,9 @@ class Session:
     def save(self, recipe_path: str | os.PathLike[str]) -> Path:
         """Write the recipe as canonical JSON (atomically); the model path is stored relative to it."""
         recipe_path = Path(recipe_path)
-        recipe = self.recipe
+        with self._locked():
+            recipe = self.recipe
+            self._copy_scales(recipe, recipe_path.with_suffix(".cache"))
         if recipe.model is not None and recipe.model.path:
             try:
                 rel = os.path.relpath(recipe.model.path, recipe_path.resolve().parent)
@@ -316,7 +361,6 @@ class Session:
             if Path(rel).parts[:2] == ("..", ".."):  # far away: an absolute path reads better
                 rel = recipe.model.path
             recipe = recipe.replace(model=ModelRef(path=Path(rel).as_posix(), sha256=recipe.model.sha256))
-        self._copy_scales(recipe_path.with_suffix(".cache"))
         return atomic_write(recipe_path, recipe.to_json())
 
     def export(self, onnx_path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -325,9 +369,9 @@ class Session:
 
     # --- internals ---------------------------------------------------------------------------------
 
-    def _copy_scales(self, target: Path) -> None:
-        """Copy scale caches referenced by Quantize edits next to a saved recipe."""
-        digests = [e.scales for e in self.recipe.edits if isinstance(e, Quantize) and e.scales]
+    def _copy_scales(self, recipe: Recipe, target: Path) -> None:
+        """Copy scale caches referenced by ``recipe``'s Quantize edits next to a saved recipe."""
+        digests = [e.scales for e in recipe.edits if isinstance(e, Quantize) and e.scales]
         for d in digests:
             src = self.cache_dir / "scales" / f"{d}.json"
             dst = target / "scales" / f"{d}.json"
@@ -377,8 +421,29 @@ class Session:
     def _changed(self, action: str, label: str, before: onnx.ModelProto, after: onnx.ModelProto) -> None:
         diff = node_diff(before, after) if before is not after else {"added": [], "removed": [], "changed": []}
         self.last_change = {"action": action, "edit": label, **diff}
-        for callback in list(self._callbacks):
-            callback(self)
+
+    def _fire(self) -> None:
+        """Tell the subscribers about a change (after the lock is released), through the dispatcher if one is set."""
+        callbacks = list(self._callbacks)
+
+        def run() -> None:
+            for callback in callbacks:
+                callback(self)
+
+        if self.dispatcher is not None:
+            self.dispatcher(run)
+        else:
+            run()
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the session's lock, recording the holder for :attr:`busy`."""
+        with self._lock:
+            outer, self._owner = self._owner, threading.current_thread()
+            try:
+                yield
+            finally:
+                self._owner = outer
 
     def __repr__(self) -> str:
         where = self.source_path.name if self.source_path else "<model>"

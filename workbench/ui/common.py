@@ -9,17 +9,22 @@ report it; :mod:`workbench.internal`), never as the user's fault and never as a 
 
 from __future__ import annotations
 
+import asyncio
 import html
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import ipywidgets as W
 
 from ..errors import WorkbenchError
 from ..internal import InternalError, report_internal
 
-__all__ = ["Job", "Status", "Tab", "refill"]
+__all__ = ["Job", "KernelThread", "Status", "Tab", "kernel_thread", "on_kernel_thread", "refill"]
+
+T = TypeVar("T")
 
 
 class Tab(Protocol):
@@ -66,9 +71,11 @@ def _paths(layout: dict[str, Any], prefix: str = "") -> set[str]:
 
 
 class Status:
-    """One status line for the dashboard: ``state`` is 'idle', 'busy', 'ok' or 'error'."""
+    """One status line for the dashboard: ``state`` is 'idle', 'busy', 'ok' or 'error'. Safe from any thread: a
+    write from another thread than the one that made it is posted there (:class:`KernelThread`)."""
 
     def __init__(self) -> None:
+        self._ui = kernel_thread()
         self.widget = W.HTML(value="", layout=W.Layout(min_height="1.6em"))
         self.state = "idle"
         self.message = ""
@@ -76,6 +83,9 @@ class Status:
         self.internal: InternalError | None = None  # the last internal error shown, with its log file
 
     def _show(self, state: str, message: str, hint: str = "", *, internal: InternalError | None = None) -> None:
+        if not self._ui.here():
+            self._ui.post(lambda: self._show(state, message, hint, internal=internal))
+            return
         self.state, self.message, self.hint, self.internal = state, message, hint, internal
         colour = {"error": "#b00020", "ok": "#1b5e20", "busy": "#555"}.get(state, "#333")
         text = html.escape(message) + (f"<br><i>hint: {html.escape(hint)}</i>" if hint else "")
@@ -101,10 +111,11 @@ class Status:
         return report
 
     @contextmanager
-    def guard(self, doing: str) -> Iterator[None]:
-        """Show ``doing`` while the block runs; show a WorkbenchError, or any other exception as an internal
-        error, instead of raising it."""
-        self.busy(f"{doing}…")
+    def guard(self, doing: str, *, announce: bool = True) -> Iterator[None]:
+        """Show ``doing`` while the block runs (``announce=False``: the line already says so); show a
+        WorkbenchError, or any other exception as an internal error, instead of raising it."""
+        if announce:
+            self.busy(f"{doing}…")
         try:
             yield
         except WorkbenchError as exc:
@@ -119,11 +130,15 @@ class Status:
 class Job:
     """A tab's one background task: a thread, a cancel event, a progress bar and Run/Cancel buttons that follow it.
 
-    ``start(doing, fn)`` runs ``fn(job)`` in a daemon thread inside ``status.guard(doing)`` (so a WorkbenchError is
-    shown, not raised); ``fn`` reports through ``job.report(done, total, phase)`` and polls ``job.cancelled``
-    (or hands ``job.cancel_event`` / ``job.is_cancelled`` to the API call); a str it returns is the final phase
-    (default "done"). Cancel shows "cancelling…", then "cancelled". Run is re-enabled at the end only if ``ready()``
-    (default: always). ``wait()`` is for headless tests.
+    ``start(doing, fn, on_done=None)`` runs ``fn(job)`` in a daemon thread; ``fn`` computes (it reports through
+    ``job.report(done, total, phase)`` and polls ``job.cancelled``, or hands ``job.cancel_event`` /
+    ``job.is_cancelled`` to the API call) and returns its result. Every widget write and every session change
+    happens on the kernel thread (the thread that made the Job): ``report`` from the worker posts the progress, and
+    at the end ``on_done(result)`` runs there inside ``status.guard(doing)`` (a WorkbenchError from ``fn`` or
+    ``on_done`` is shown, not raised). A str that ``on_done`` (or, without it, ``fn``) returns is the final phase
+    (default "done"). A cancelled job's result is not applied; Cancel shows "cancelling…", then "cancelled". Run is
+    re-enabled at the end only if ``ready()`` (default: always). ``wait()`` blocks until the job ended and its
+    result was applied (headless tests and scripts, where no event loop delivers the updates).
     """
 
     def __init__(
@@ -136,20 +151,25 @@ class Job:
         phase: W.Label | None = None,
         ready: Callable[[], bool] | None = None,
     ) -> None:
-        import threading
-
         self.status = status
         self.run_button, self.cancel_button = run_button, cancel_button
         self.progress, self.phase = progress, phase
         self.ready = ready or (lambda: True)
         self.cancel_event = threading.Event()
+        self._ui = kernel_thread()
         self._thread: threading.Thread | None = None
+        self._active = False  # from start() until the end was shown on the kernel thread
+        self._report_lock = threading.Lock()
+        self._pending: tuple[float, str] | None = None  # the latest progress a worker reported, not yet shown
         cancel_button.disabled = True
         cancel_button.on_click(lambda _b: self.cancel())
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """True from :meth:`start` until the job's end has been shown (asked on the kernel thread, it applies the
+        updates that are waiting)."""
+        self._ui.drain()
+        return self._active
 
     @property
     def cancelled(self) -> bool:
@@ -158,48 +178,81 @@ class Job:
     def is_cancelled(self) -> bool:
         return self.cancel_event.is_set()
 
-    def start(self, doing: str, fn: Any) -> bool:
-        """Run ``fn(job)`` in the background; False (and nothing started) when a job is already running."""
-        import threading
-
+    def start(self, doing: str, fn: Callable[[Job], T], on_done: Callable[[T], object] | None = None) -> bool:
+        """Run ``fn(job)`` in the background, then ``on_done(result)`` on the kernel thread; False (and nothing
+        started) when a job is already running."""
         if self.running:
             self.status.busy(f"{doing}: wait for the running task or cancel it")
             return False
         self.cancel_event.clear()
+        self._active = True
         self.report(0, 1, "starting")
         self.run_button.disabled, self.cancel_button.disabled = True, False
+        self.status.busy(f"{doing}…")
 
         def body() -> None:
-            final = None
             try:
-                with self.status.guard(doing):
-                    final = fn(self)
-                    if self.cancelled:
-                        self.status.busy(f"{doing}: cancelled")
-                        self.status.state = "idle"
-                if self.cancelled:
-                    self._set_phase("cancelled")
-                elif self.status.state == "error":
-                    self._set_phase("internal error" if self.status.internal is not None else "failed")
-                else:
-                    self.report(1, 1, final if isinstance(final, str) else "done")
-            except Exception as exc:  # a bug after the guard (progress widgets, phase): still never "running"
-                self.status.internal_error(exc, doing)
-            finally:
-                try:
-                    ready = bool(self.ready())
-                except Exception as exc:
-                    self.status.internal_error(exc, f"{doing} (re-enabling Run)")
-                    ready = True
-                self.run_button.disabled, self.cancel_button.disabled = not ready, True
+                outcome: tuple[bool, object] = (True, fn(self))
+            except BaseException as exc:  # shown on the kernel thread, by the guard there
+                outcome = (False, exc)
+            self._ui.post(lambda: self._finish(doing, outcome, on_done))
 
         self._thread = threading.Thread(target=body, name=f"workbench-{doing}", daemon=True)
         self._thread.start()
         return True
 
+    def _finish(self, doing: str, outcome: tuple[bool, object], on_done: Callable[[Any], object] | None) -> None:
+        """The end of a job, on the kernel thread: apply the result, show the outcome, restore the buttons."""
+        self._show_report()
+        final: object = None
+        try:
+            with self.status.guard(doing, announce=False):
+                ok, value = outcome
+                if not ok:
+                    raise value  # type: ignore[misc]
+                if self.cancelled:
+                    self.status.busy(f"{doing}: cancelled")
+                    self.status.state = "idle"
+                else:
+                    final = on_done(value) if on_done is not None else value
+            if self.cancelled:
+                self._set_phase("cancelled")
+            elif self.status.state == "error":
+                self._set_phase("internal error" if self.status.internal is not None else "failed")
+            else:
+                self._write_progress(1.0, final if isinstance(final, str) else "done")
+        except Exception as exc:  # a bug after the guard (progress widgets, phase): still never "running"
+            self.status.internal_error(exc, doing)
+        finally:
+            try:
+                ready = bool(self.ready())
+            except Exception as exc:
+                self.status.internal_error(exc, f"{doing} (re-enabling Run)")
+                ready = True
+            self.run_button.disabled, self.cancel_button.disabled = not ready, True
+            self._active = False
+
     def report(self, done: float, total: float, phase: str = "") -> None:
-        """Progress callback: ``done`` of ``total`` (any units), with an optional phase label."""
+        """Progress callback: ``done`` of ``total`` (any units), with an optional phase label. From the worker it
+        posts the update to the kernel thread (the latest one wins while none is shown yet)."""
         frac = 0.0 if total <= 0 else min(1.0, max(0.0, done / total))
+        if self._ui.here():
+            self._write_progress(frac, phase)
+            return
+        with self._report_lock:
+            first = self._pending is None
+            keep = phase or (self._pending[1] if self._pending else "")
+            self._pending = (frac, keep)
+        if first:
+            self._ui.post(self._show_report)
+
+    def _show_report(self) -> None:
+        with self._report_lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self._write_progress(*pending)
+
+    def _write_progress(self, frac: float, phase: str) -> None:
         top = self.progress.max
         self.progress.value = int(round(frac * top)) if isinstance(self.progress, W.IntProgress) else frac * top
         if phase:
@@ -211,12 +264,103 @@ class Job:
 
     def cancel(self) -> None:
         if self.running:
-            self._set_phase("cancelling…")
+            self._ui.post(lambda: self._set_phase("cancelling…"))
         self.cancel_event.set()
 
     def wait(self, timeout: float | None = 300.0) -> None:
+        """Block until the job ended and its end was shown (on the kernel thread: the waiting updates are applied
+        here)."""
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive():
                 raise TimeoutError(f"background task still running after {timeout} s")
+        self._ui.drain()
+
+
+class KernelThread:
+    """Runs UI work on the thread that owns the widgets (the kernel's): :meth:`post` from any thread.
+
+    ipykernel runs cells and comm handlers (button clicks) on its asyncio loop in the main thread; the loop running
+    there when this object is made is captured, and work posted from another thread is queued and the loop told
+    (``call_soon_threadsafe``) to drain the queue. With no loop running (headless tests, plain python) the queue
+    waits for the owner thread to :meth:`drain` it (``Job.wait()`` and ``Job.running`` do). Work posted on the
+    owner thread runs at once, after what was queued before it. One per thread: :func:`kernel_thread`.
+    """
+
+    def __init__(self) -> None:
+        self.thread = threading.current_thread()
+        self.loop: asyncio.AbstractEventLoop | None = _running_loop()
+        self._queue: deque[Callable[[], object]] = deque()
+        self._lock = threading.Lock()
+        self._draining = False
+
+    def here(self) -> bool:
+        """True on the owner thread."""
+        return threading.current_thread() is self.thread
+
+    def post(self, fn: Callable[[], object]) -> None:
+        """Run ``fn()`` on the owner thread: now when called there, else as soon as that thread gets to it."""
+        if self.here():  # at once, and a failure raises to the caller as any direct call would
+            self.drain()
+            fn()
+            return
+        with self._lock:
+            self._queue.append(fn)
+        loop = self.loop
+        if loop is not None and loop.is_running():
+            try:
+                loop.call_soon_threadsafe(self.drain)
+            except RuntimeError:  # the loop closed meanwhile: the queue waits for drain()
+                pass
+
+    def drain(self) -> None:
+        """Run what other threads posted, in order (on the owner thread only; elsewhere a no-op)."""
+        if not self.here() or self._draining:
+            return
+        self._draining = True
+        try:
+            while True:
+                with self._lock:
+                    if not self._queue:
+                        return
+                    fn = self._queue.popleft()
+                self._run(fn)
+        finally:
+            self._draining = False
+
+    @staticmethod
+    def _run(fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # a UI update is our code: never lost silently, never fatal to the others
+            report_internal(exc, "updating the dashboard")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+_KERNEL_THREADS: dict[int, KernelThread] = {}
+_KERNEL_LOCK = threading.Lock()
+
+
+def kernel_thread() -> KernelThread:
+    """The :class:`KernelThread` of the calling thread (made on first use; its loop re-read while none was seen)."""
+    me = threading.current_thread()
+    with _KERNEL_LOCK:
+        kt = _KERNEL_THREADS.get(me.ident or 0)
+        if kt is None or kt.thread is not me:
+            kt = _KERNEL_THREADS[me.ident or 0] = KernelThread()
+        elif kt.loop is None or kt.loop.is_closed():
+            kt.loop = _running_loop()
+        return kt
+
+
+def on_kernel_thread(session: Any) -> None:
+    """Have ``session``'s change events delivered on the calling (kernel) thread, whichever thread changed it."""
+    if getattr(session, "dispatcher", None) is None and hasattr(session, "set_dispatcher"):
+        session.set_dispatcher(kernel_thread().post)
