@@ -7,7 +7,6 @@ an explanation, so every build has a complete, valid profile.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ import onnx
 from ..errors import DataError
 from ..graph import TensorInfo, tensor_infos
 from ..recipe import ShapeProfile
+from ..specs import format_dims, parse_specs
 
 __all__ = [
     "ResolvedProfiles",
@@ -28,9 +28,6 @@ __all__ = [
     "format_spec",
     "example_spec",
 ]
-
-_DIMS = re.compile(r"^\d+(x\d+)*$")
-
 
 @dataclass(frozen=True)
 class ResolvedProfiles:
@@ -60,40 +57,19 @@ def dynamic_inputs(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     return {n: i for n, i in model_inputs(model).items() if i.shape is not None and any(map(_is_dynamic, i.shape))}
 
 
-def _dims(text: str, where: str) -> tuple[int, ...]:
-    text = text.strip()
-    if not _DIMS.match(text):
-        raise DataError(f"{where}: '{text}' is not a shape", hint="write dims joined by 'x', e.g. 1x3x224x224")
-    return tuple(int(d) for d in text.split("x"))
-
-
 def parse_shapes(spec: str | Sequence[str] | None, model: onnx.ModelProto) -> tuple[ShapeProfile, ...]:
-    """Parse and validate a SPEC (string or list of strings) against ``model``'s inputs."""
-    if spec is None:
-        return ()
-    items: list[str] = []
-    for part in [spec] if isinstance(spec, str) else list(spec):
-        items += [p for p in re.split(r"[;\s]+", part) if p]
+    """Parse a SPEC (string or list of strings; the grammar of :mod:`workbench.specs`) and validate it against
+    ``model``'s inputs."""
     inputs = model_inputs(model)
-    out: dict[str, ShapeProfile] = {}
-    for item in items:
-        name, sep, dims = item.rpartition(":")
-        if not sep or not name:
-            raise DataError(f"--shapes '{item}' has no input name",
-                            hint=f"write NAME:DIMS, e.g. {example_spec(model) or 'input:1x3x224x224'}")
-        where = f"--shapes {item}"
-        shapes = [_dims(d, where) for d in dims.split(",")]
-        if len(shapes) == 1:
-            shapes *= 3
-        if len(shapes) != 3:
-            raise DataError(f"{where}: give one shape or three (min,opt,max), got {len(shapes)}",
-                            hint=f"e.g. {name}:1x3x32x32,1x3x224x224,8x3x640x640")
-        if name in out:
-            raise DataError(f"{where}: input '{name}' is given twice", hint="give each input once")
-        if name not in inputs:
-            raise DataError(f"{where}: the model has no input '{name}'", hint=f"the inputs are {list(inputs)}")
-        out[name] = validate_profile(ShapeProfile(name, *shapes), inputs[name])
-    return tuple(out.values())
+    out: list[ShapeProfile] = []
+    for item in parse_specs(spec):
+        where = f"--shapes {item.name}:{','.join(format_dims(s) for s in item.shapes)}"
+        if item.name not in inputs:
+            raise DataError(f"{where}: the model has no input '{item.name}'", hint=f"the inputs are {list(inputs)}")
+        shapes = [tuple(int(d) for d in s if isinstance(d, int)) for s in item.shapes]  # whole numbers only here
+        lo, mid, hi = shapes * 3 if len(shapes) == 1 else shapes
+        out.append(validate_profile(ShapeProfile(item.name, lo, mid, hi), inputs[item.name]))
+    return tuple(out)
 
 
 def validate_profile(p: ShapeProfile, info: TensorInfo) -> ShapeProfile:
