@@ -120,13 +120,13 @@ def test_session_change_rederives_profiles_without_touching_the_status(tab):
 
 
 def test_a_failing_rederivation_is_shown(tab, monkeypatch):
-    import workbench.ui.build_tab as build_tab
+    import workbench.workflows.build as wf
 
-    def fails(_model):
+    def fails(_session):
         raise DataError("input 'input' has no declared shape, so no profile can be derived", hint="give --shapes")
 
     before = tab.profiles.value
-    monkeypatch.setattr(build_tab, "resolve_profiles", fails)
+    monkeypatch.setattr(wf, "default_profiles", fails)
     tab.status.ok("applied fuse_batchnorm")
     tab.session.apply(SetShapes(shapes={"input": ("N", 3, 64, None)}))
     assert tab.status.state == "error" and tab.status.message.startswith("input 'input' has no declared shape")

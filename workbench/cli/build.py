@@ -10,11 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..backends.trt_profiles import parse_shapes
-from ..build import build_engine
 from ..errors import BuildError
-from ..graph import load_model
-from ..recipe import BuildSettings
 
 COMMAND = "build"
 HELP = "build a TensorRT engine ahead of time (no GPU needed with TensorRT-RTX)"
@@ -22,6 +18,7 @@ _FAILURE_LINES = 30
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The command's flags."""
     p.add_argument("model", help="an .onnx file or a sample model name")
     p.add_argument("-o", "--output", metavar="ENGINE", help="engine path (default: the workbench cache)")
     p.add_argument("--shapes", action="append", metavar="SPEC",
@@ -41,12 +38,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    model = load_model(args.model)
-    settings = BuildSettings(
-        backend=args.backend, profiles=parse_shapes(args.shapes, model), opt_level=args.opt_level,
-        workspace_mb=args.workspace_mb, timing_cache=not args.no_timing_cache,
-        compute_capabilities=tuple(args.compute_capability), in_process=args.in_process, timeout_s=args.timeout,
-    )
+    """Build through the build workflow; only the builder's warnings reach stderr on success."""
+    from ..session import Session
+    from ..workflows import build as wf
+
+    session = Session(args.model)
+    settings = wf.build_settings(
+        session, shapes=args.shapes, backend=args.backend, opt_level=args.opt_level, workspace_mb=args.workspace_mb,
+        timing_cache=not args.no_timing_cache, compute_capabilities=args.compute_capability,
+        in_process=args.in_process, timeout_s=args.timeout)
 
     lines: list[str] = []
 
@@ -55,8 +55,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.verbose and not line.startswith("[verbose]"):
             print(line, file=sys.stderr)
 
-    try:
-        result = build_engine(args.model, settings, out=args.output, log=log, timing_cache_path=args.timing_cache)
+    try:  # engines without -o go to the workbench cache (shared by every model), as trtexec users expect
+        result = wf.build(session, settings, out=args.output, cache_dir=wf.default_cache_dir(), log=log,
+                          timing_cache_path=args.timing_cache)
     except BuildError:
         if not args.quiet and not args.verbose and lines:
             tail = lines[-_FAILURE_LINES:]
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def render(r: dict[str, Any]) -> str:
+    """The engine, its size and the trtexec line as text."""
     lines = [f"engine: {r['engine']} ({r['bytes']:,} bytes, {r['layers']} layers)",
              f"backend: {r['backend']} {r['version']}  build: {r['seconds']:.2f} s",
              f"metadata: {r['metadata_path']}"]

@@ -13,6 +13,7 @@ HELP = "per-layer timings: ONNX Runtime on this CPU, or trtexec --exportLayerInf
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The command's flags (the data flags are :mod:`workbench.cli.data_args`')."""
     p.add_argument("model", nargs="?", help="an .onnx file or a sample model name (also maps TensorRT layers to it)")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime"],
                    help="who runs the model here (TensorRT timings come from files: --trt-layers/--trt-profile)")
@@ -38,81 +39,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from ..graph import load_model
-    from ..profile import compare_profiles, from_trtexec, group_times, precision_counts, profile_summary, total_ms
+    """Profile with ONNX Runtime or import trtexec files (and compare), through one workflow."""
+    from ..session import Session
+    from ..workflows import build as wf
 
     if args.iterations < 1:
         raise DataError(f"--iterations must be at least 1, got {args.iterations}", hint="use --iterations 20")
-    model = load_model(args.model) if args.model else None
-    if args.trt_layers or args.trt_profile:
-        table = from_trtexec(args.trt_layers, args.trt_profile, model=model)
-        source = "trtexec"
-    else:
-        if model is None:
-            raise DataError("nothing to profile: give a MODEL or --trt-layers/--trt-profile files",
-                            hint="workbench profile digits_cnn  or  workbench profile --trt-layers G.json "
-                                 "--trt-profile P.json")
-        from ..backends.ort_profile import profile_model
-        from ..backends.trt_profiles import parse_shapes
-        from ..data import timing_feeds
-
-        if args.batch < 1:
-            raise DataError(f"--batch must be at least 1, got {args.batch}", hint="use --batch 1")
-        shapes = {p.input: p.opt for p in parse_shapes(args.shapes, model)}
+    if args.batch < 1:
+        raise DataError(f"--batch must be at least 1, got {args.batch}", hint="use --batch 1")
+    session = Session(args.model) if args.model else None
+    data = None
+    if session is not None and not (args.trt_layers or args.trt_profile):
         if args.inputs is not None:
-            feeds = timing_feeds(model, read_data(args, args.inputs, model), batch=args.batch, shapes=shapes)
-        else:
-            flags = [k for k in PREPROCESSING_FLAGS if getattr(args, k, None) is not None]
-            if flags or args.sample_axis:
-                raise DataError("preprocessing and --sample-axis flags need --inputs DATA", hint="give --inputs")
-            feeds = timing_feeds(model, batch=args.batch, shapes=shapes)
-        table = profile_model(model, feeds, optimize=args.optimize, iterations=args.iterations)
-        source = "onnxruntime"
-    result: dict[str, Any] = {
-        "source": source,
-        "layers": [{k: r[k] for k in ("name", "onnx_nodes", "type", "precision", "median_ms", "mean_ms", "pct")}
-                   for r in table.records()],
-        "total_ms": total_ms(table),
-        "by_op_type": {r["group"]: r["median_ms"] for r in group_times(table, "op_type", model=model).records()},
-        "precisions": precision_counts(table),
-        "top": args.top,
-    }
-    if source == "onnxruntime":
-        result.update(optimize=args.optimize, iterations=args.iterations,
-                      shapes={k: list(v.shape) for k, v in feeds.items()},
-                      data=str(args.inputs) if args.inputs is not None else "random")
-    profiles = {args.label: table}
-    if args.compare:
-        for spec in args.compare:
-            label, sep, files = spec.partition("=")
-            parts = [f.strip() for f in files.split(",")] if sep else []
-            if not label or len(parts) != 2 or not all(parts):
-                raise DataError(f"--compare '{spec}' is not LABEL=LAYERS.json,PROFILE.json",
-                                hint="e.g. --compare fp16=fp16.graph.json,fp16.profile.json")
-            if label in profiles:
-                raise DataError(f"--compare label '{label}' is used twice", hint="give every profile its own label")
-            profiles[label] = from_trtexec(parts[0], parts[1], model=model)
-        result["comparison"] = {"summary": profile_summary(profiles).records(),
-                                "layers": compare_profiles(profiles).records()}
-    if args.html:
-        result["html"] = str(_write_html(table, model, args.html, top=args.top, title=f"workbench profile ({source})",
-                                         profiles=profiles if args.compare else None))
-    return result
-
-
-def _write_html(table: Any, model: Any, path: str, *, top: int, title: str,
-                profiles: dict[str, Any] | None = None) -> Any:
-    """The Profile tab's charts (workbench.plots.profile) in one standalone HTML file (plotly loads only here)."""
-    from ..plots import profile as plots
-
-    figs = [plots.layer_bar(table, top=top), plots.group_bar(table, "op_type", model=model),
-            plots.group_bar(table, "precision"), plots.time_treemap(table, model=model)]
-    if profiles:
-        figs += [plots.compare_totals(profiles), plots.precision_mix(profiles), plots.compare_layers(profiles, top=top)]
-    return plots.write_html(figs, path, title=title)
+            data = read_data(args, args.inputs, session.model)
+        elif [k for k in PREPROCESSING_FLAGS if getattr(args, k, None) is not None] or args.sample_axis:
+            raise DataError("preprocessing and --sample-axis flags need --inputs DATA", hint="give --inputs")
+    others = []
+    for spec in args.compare:
+        label, sep, files = spec.partition("=")
+        parts = [f.strip() for f in files.split(",")] if sep else []
+        if not label or len(parts) != 2 or not all(parts):
+            raise DataError(f"--compare '{spec}' is not LABEL=LAYERS.json,PROFILE.json",
+                            hint="e.g. --compare fp16=fp16.graph.json,fp16.profile.json")
+        others.append((label, parts[0], parts[1]))
+    result = wf.profile(session, layers=args.trt_layers, trt_profile=args.trt_profile, data=data, shapes=args.shapes,
+                        batch=args.batch, iterations=args.iterations, optimize=args.optimize, label=args.label,
+                        others=others, top=args.top, html=args.html)
+    out = result.to_dict()
+    if result.ort is not None and args.inputs is not None:
+        out["data"] = str(args.inputs)  # the path as given (the workflow got the data already read)
+    return out
 
 
 def render(r: dict[str, Any]) -> str:
+    """The slowest layers, the total and the comparison as text."""
     rows = sorted(r["layers"], key=lambda x: -x["median_ms"])[: r["top"]]
     width = min(60, max((len(x["name"]) for x in rows), default=4))
     lines = [f"{'layer':<{width}}  {'ms':>9}  {'%':>5}  {'precision':<9}  onnx nodes"]

@@ -16,13 +16,9 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..backends.trt import backend_status
-from ..backends.trt_profiles import format_spec, parse_shapes, resolve_profiles
-from ..backends.trt_runtime import gpu_status
-from ..build import BuildResult, build_engine, list_engines, trtexec_command
 from ..errors import WorkbenchError
-from ..graph import save_model
 from ..recipe import BuildSettings
+from ..workflows import build as wf
 from .common import Job, Status
 
 __all__ = ["BuildTab"]
@@ -45,11 +41,9 @@ def widget_words(text: str) -> str:
     return text
 
 
-def _engine_label(meta: dict[str, Any]) -> str:
-    name = str(meta.get("engine_path", "")).rsplit("/", 1)[-1]
-    secs = meta.get("build_seconds") or 0.0
-    return (f"{name} · {meta.get('bytes', 0):,} B · {meta.get('layers')} layers · {secs:.2f} s · "
-            f"{meta.get('backend')} {meta.get('version')}")
+def _engine_label(e: wf.EngineEntry) -> str:
+    return (f"{e.name} · {e.bytes:,} B · {e.layers} layers · {e.build_seconds:.2f} s · "
+            f"{e.backend} {e.version}")
 
 
 class BuildTab:
@@ -60,11 +54,11 @@ class BuildTab:
     def __init__(self, session: Any, status: Status) -> None:
         self.session = session
         self.status = status
-        self.result: BuildResult | None = None
+        self.result: wf.EngineBuild | None = None
         self._prefill = ""
-        self._metas: dict[str, dict[str, Any]] = {}
+        self._engines: dict[str, wf.EngineEntry] = {}
 
-        self._status = backend_status()
+        self._status = wf.backend_status()
         options = [("auto", "auto")] + [
             (name if why is None else f"{name} (unavailable)", name) for name, why in self._status.items()]
         self.backend = W.Dropdown(options=options, value="auto", description="backend")
@@ -89,7 +83,7 @@ class BuildTab:
         self.engine_details = W.HTML()
         self.trtexec = W.Textarea(value="", description="trtexec", disabled=True,
                                   layout=W.Layout(width="100%", height="60px"))
-        reason = gpu_status()
+        reason = wf.gpu_status()
         self.gpu_note = W.HTML(
             '<p class="wb-gpu-note"><b>No GPU here:</b> engines can be built (ahead of time, TensorRT-RTX) but not '
             "run on this machine; run them where a supported NVIDIA GPU is, with the trtexec line below.</p>"
@@ -123,15 +117,15 @@ class BuildTab:
     def _prefill_profiles(self) -> None:
         """Derive default profiles; the shared status line is only written if that fails (it is the acting tab's)."""
         try:
-            resolved = resolve_profiles(self.session.model)
+            defaults = wf.default_profiles(self.session)
         except WorkbenchError as exc:
             self.status.error(exc)
             return
-        text = "\n".join(format_spec(p) for p in resolved.profiles if p.input in resolved.derived)
+        text = "\n".join(defaults.specs)
         if self.profiles.value in ("", self._prefill):
             self.profiles.value = text
         self._prefill = text
-        self.profiles_note.value = "".join(f"<p><i>{html.escape(widget_words(n))}</i></p>" for n in resolved.notes)
+        self.profiles_note.value = "".join(f"<p><i>{html.escape(widget_words(n))}</i></p>" for n in defaults.notes)
 
     def _load_settings(self, settings: BuildSettings | None) -> None:
         """Show build settings recorded in the recipe (a loaded recipe brings its profiles and options)."""
@@ -144,32 +138,30 @@ class BuildTab:
         self.in_process.value = settings.in_process
         self.targets.value = " ".join(settings.compute_capabilities)
         if settings.profiles:
-            self.profiles.value = "\n".join(format_spec(p) for p in settings.profiles)
+            self.profiles.value = "\n".join(wf.format_spec(p) for p in settings.profiles)
 
     def _on_session(self, _session: Any) -> None:
         self._prefill_profiles()
         self._refresh_trtexec()
 
     def _refresh_engines(self) -> None:
-        self._metas = {m["engine_path"]: m for m in list_engines(self.session.cache_dir)}
-        self.engines.options = [(_engine_label(m), path) for path, m in self._metas.items()]
+        self._engines = {e.path: e for e in wf.engines(self.session)}
+        self.engines.options = [(_engine_label(e), path) for path, e in self._engines.items()]
 
     def _show_engine(self, _change: Any = None) -> None:
-        meta = self._metas.get(self.engines.value or "")
-        if meta is None:
+        e = self._engines.get(self.engines.value or "")
+        if e is None:
             self.engine_details.value = ""
             return
         esc = html.escape
-        io = "".join(f"<li>{esc(t['mode'])} <b>{esc(t['name'])}</b> {esc(t['dtype'])} {t['shape']}</li>"
-                     for t in meta.get("io", []))
-        prof = "".join(f"<li>{esc(p['input'])}: min {p['min']} opt {p['opt']} max {p['max']}</li>"
-                       for p in meta.get("profiles", []))
-        fused = sum(1 for la in meta.get("engine_layers", []) if len(la.get("onnx_nodes", [])) > 1)
+        io = "".join(f"<li>{esc(t['mode'])} <b>{esc(t['name'])}</b> {esc(t['dtype'])} {t['shape']}</li>" for t in e.io)
+        prof = "".join(f"<li>{esc(p['input'])}: min {p['min']} opt {p['opt']} max {p['max']}</li>" for p in e.profiles)
+        fused = sum(1 for la in e.engine_layers if len(la.get("onnx_nodes", [])) > 1)
         self.engine_details.value = (
-            f'<div class="wb-engine" style="overflow-wrap:anywhere"><p><b>{esc(str(meta.get("engine_path")))}</b> · model sha256 '
-            f'{esc(str(meta.get("model_sha256", ""))[:12])}… · recipe {esc(str(meta.get("recipe_digest") or "-")[:12])} · '
-            f'{meta.get("layers")} engine layers ({fused} fused from several ONNX nodes) · opt level '
-            f'{meta.get("opt_level")} · built {esc(str(meta.get("created", "")))}</p>'
+            f'<div class="wb-engine" style="overflow-wrap:anywhere"><p><b>{esc(e.path)}</b> · model sha256 '
+            f'{esc(e.model_sha256[:12])}… · recipe {esc((e.recipe_digest or "-")[:12])} · '
+            f'{e.layers} engine layers ({fused} fused from several ONNX nodes) · opt level '
+            f'{e.opt_level} · built {esc(e.created)}</p>'
             f"<p>I/O:</p><ul>{io}</ul>" + (f"<p>profiles:</p><ul>{prof}</ul>" if prof else "") + "</div>")
 
     def _unavailable(self) -> str | None:
@@ -184,47 +176,30 @@ class BuildTab:
         self.build_button.disabled = bool(why) or self.building
 
     def _settings(self) -> BuildSettings:
-        profiles = parse_shapes(self.profiles.value, self.session.model) if self.profiles.value.strip() else ()
         targets = tuple(t for t in self.targets.value.replace(",", " ").split() if t)
-        return BuildSettings(backend=self.backend.value, profiles=profiles, opt_level=int(self.opt_level.value),
-                             workspace_mb=int(self.workspace.value) or None, in_process=bool(self.in_process.value),
-                             compute_capabilities=targets)
+        return wf.build_settings(self.session, shapes=self.profiles.value, backend=self.backend.value,
+                                 opt_level=int(self.opt_level.value), workspace_mb=int(self.workspace.value) or None,
+                                 in_process=bool(self.in_process.value), compute_capabilities=targets)
 
     def _refresh_trtexec(self, _change: Any = None) -> None:
         try:
             settings = self._settings()
         except WorkbenchError:
             return  # the Build button reports a bad SPEC; keep the last good command line
-        backend = settings.backend if settings.backend != "auto" else next(
-            (n for n, why in self._status.items() if why is None), "tensorrt")
         try:
-            model_path = self.model_file()
+            self.trtexec.value = wf.trtexec_line(self.session, settings).command
         except WorkbenchError as exc:
             self.trtexec.value = f"(no trtexec line: {exc.message})"
-            return
-        self.trtexec.value = trtexec_command(model_path, settings, backend=backend, model=self.session.model,
-                                             engine_path=f"{self._stem()}.engine")
-
-    def _stem(self) -> str:
-        s = self.session
-        return s.source_path.stem if s.source_path else (s.model.graph.name or "model")
 
     def model_file(self) -> Path:
-        """A file holding the session's current model, for the trtexec line: the user's file while nothing is
-        edited, else the edited model written (atomically, once per edit history) into the session's cache."""
-        s = self.session
-        if s.source_path is not None and s.model is s.original:
-            return s.source_path
-        key = s.recipe.replace(build=None, calibration=None).digest()
-        path = s.cache_dir / "models" / f"{self._stem()}-{key[:16]}.onnx"
-        if not path.is_file():
-            save_model(s.model, path)
-        return path
+        """A file holding the session's current model (:func:`workbench.workflows.build.model_file`)."""
+        return wf.model_file(self.session)
 
     # --- build ---------------------------------------------------------------------------------------
 
     @property
     def building(self) -> bool:
+        """True while a build runs."""
         return self.job.running
 
     def _on_build(self, _button: Any = None) -> None:
@@ -246,19 +221,20 @@ class BuildTab:
         self.log.value = "\n".join(lines)
 
     def _run_build(self, job: Job, settings: BuildSettings) -> None:
-        name = self.session.source_path.stem if self.session.source_path else None
         try:
-            self.result = build_engine(
-                self.session.model, settings, progress=job.report, log=self._on_log, cancel=job.cancel_event,
-                recipe_digest=self.session.digest, cache_dir=self.session.cache_dir, name=name)
+            result = wf.build(self.session, settings, progress=job.report, log=self._on_log, cancel=job.cancel_event)
         except WorkbenchError as exc:
             exc.message, exc.hint = widget_words(exc.message), widget_words(exc.hint)
             raise
-        self.trtexec.value = self.result.trtexec
+        self._show_result(result)
+
+    def _show_result(self, result: wf.EngineBuild) -> None:
+        self.result = result
+        self.trtexec.value = result.trtexec
         self._refresh_engines()
-        self.engines.value = str(self.result.engine_path)
-        self.status.ok(f"built {self.result.engine_path.name}: {self.result.bytes:,} bytes, "
-                       f"{self.result.layers} layers in {self.result.seconds:.2f} s")
+        self.engines.value = str(result.engine_path)
+        self.status.ok(f"built {result.engine_path.name}: {result.bytes:,} bytes, "
+                       f"{result.layers} layers in {result.seconds:.2f} s")
 
     def wait(self, timeout: float | None = 300.0) -> None:
         """Block until the running build (if any) ends: for headless tests and scripts."""
