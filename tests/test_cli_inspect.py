@@ -106,3 +106,18 @@ def test_a_command_line_argparse_rejects_is_a_user_error(cli_path: Path, tmp_pat
     assert human.returncode == 1 and human.stdout == ""
     assert human.stderr.startswith("usage: workbench") and "error: " in human.stderr and "Traceback" not in human.stderr
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(cli_path):
+    """`workbench inspect M | head`: the pipe closes before the output is written; no BrokenPipeError traceback."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: the first write fails with EPIPE, as after `head` has exited
+    try:
+        proc = subprocess.run([str(cli_path), "inspect", "digits_cnn", "--layers"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert proc.stderr == ""  # no traceback, no "Exception ignored" at exit
+    assert proc.returncode == 141  # 128 + SIGPIPE, as a shell reports for other tools

@@ -1,12 +1,14 @@
 """``workbench`` command line: argument parsing only, then API calls.
 
 Each command is a module in this package exposing ``COMMAND`` (its name), ``HELP``, ``add_arguments(parser)``
-and ``run(args) -> dict``; an optional ``render(result) -> str`` formats it for people. :data:`COMMANDS` names
+and ``run(args)``, which returns a workflow result (``--json`` prints its ``to_dict()``), a plain JSON dict or None;
+an optional ``render(result) -> str`` formats it for people. :data:`COMMANDS` names
 them with their help, so start-up imports only the module of the command being run: ``workbench --help`` loads
 no command module and no numerical library (tests/test_cli_startup.py checks both, and that the table matches
 the modules). Every command takes
 ``--json`` and then prints one JSON object on stdout; exit 0 on success, 1 on a user error with
-``{"error", "hint"}``, never a traceback for bad input. Logs go to stderr.
+``{"error", "hint"}``, never a traceback for bad input. Logs go to stderr. A reader that stops early
+(``workbench inspect M | head``) ends the command quietly, as it ends other Unix tools (exit 141, 128 + SIGPIPE).
 
 Any other exception is our bug, reported as an internal error (:mod:`workbench.internal`): exit 2, one line on
 stderr (what failed, the exception type and message) with where the traceback was logged and how to report it;
@@ -93,6 +95,7 @@ def _default(o: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     name = _command_in(argv)
     try:
@@ -129,16 +132,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result is None:
         return 0
     try:
+        data = result.to_dict() if callable(getattr(result, "to_dict", None)) else result
         if args.json:
-            text = json.dumps(result, default=_default)
+            text = json.dumps(data, default=_default)
         elif hasattr(module, "render"):
             text = module.render(result)
         else:
-            text = json.dumps(result, indent=2, default=_default)
+            text = json.dumps(data, indent=2, default=_default)
     except Exception as exc:
         return _internal(exc, f"printing the result of `workbench {args.command}`", args.json)
-    print(text)
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_gone()
     return 0
+
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `cat big | head`
+
+
+def _reader_gone() -> int:
+    """The reader of stdout closed the pipe: stop quietly. stdout goes to /dev/null so that the interpreter's last flush
+    at exit does not complain about the pipe either."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def _internal(exc: BaseException, doing: str, as_json: bool) -> int:

@@ -8,16 +8,19 @@ gives the value of an input a ``freeze_input`` repair needs (JSON: a number or a
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..check import check_model
 from ..errors import DataError
+
+if TYPE_CHECKING:
+    from ..workflows.model import CheckResult
 
 COMMAND = "check"
 HELP = "check a model with TensorRT: per-node support, parse errors, an AOT build, suggestions"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The command's arguments."""
     p.add_argument("model", help="an .onnx file or a sample model name")
     p.add_argument("--shapes", action="append", metavar="SPEC",
                    help="NAME:1x3x224x224 or NAME:MIN,OPT,MAX (e.g. x:1x3x32x32,1x3x640x640,1x3x1280x1280); repeatable")
@@ -47,59 +50,50 @@ def _values(items: list[str]) -> dict[str, Any]:
     return values
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> CheckResult:
+    """Check (and with ``--repair`` repair) the model."""
     values = _values(args.freeze)
     if (args.output or args.recipe_out or values) and not args.repair:
         raise DataError("-o, --recipe-out and --freeze go with --repair", hint="add --repair")
-    if not args.repair:
-        report = check_model(args.model, shapes=args.shapes, backend=args.backend, timeout=args.timeout,
-                             in_process=args.in_process)
-        return report.to_dict()
-    from ..recipe import edit_from_dict
     from ..session import Session
+    from ..workflows.model import check, check_and_repair
 
-    session = Session(args.model)
-    report = check_model(session.model, shapes=args.shapes, backend=args.backend, timeout=args.timeout,
-                         in_process=args.in_process, repair=True, values=values)
-    result = report.to_dict()
-    result["model"] = str(session.source_path or args.model)
-    edits = [edit_from_dict(e) for e in (report.repaired or {}).get("edits", [])]
-    if edits:
-        session.apply_all(edits)
-    if args.output:
-        result["output"] = str(session.export(args.output))
-    if args.recipe_out:
-        result["recipe"] = str(session.save(args.recipe_out))
-    return result
+    if not args.repair:
+        return check(args.model, shapes=args.shapes, backend=args.backend, timeout=args.timeout,
+                     in_process=args.in_process)
+    return check_and_repair(Session(args.model), shapes=args.shapes, backend=args.backend, timeout=args.timeout,
+                            in_process=args.in_process, values=values, output=args.output, recipe_out=args.recipe_out)
 
 
-def _yn(v: Any) -> str:
+def _yn(v: bool | None) -> str:
     return "unknown" if v is None else ("yes" if v else "no")
 
 
-def render(r: dict[str, Any]) -> str:
-    lines = [f"model: {r['model']}  backend: {r['backend'] or 'none'} {r['version'] or ''}".rstrip(),
-             f"parsable: {_yn(r['parsable'])}  buildable: {_yn(r['buildable'])}"
-             + (f"  ({r['layers']} engine layers, {r['build_seconds']:.2f} s)" if r.get("buildable") else "")]
-    if r.get("crashed"):
-        lines.append(f"CRASHED: {r['crashed']['signal'] or 'no result'}")
-    if r["unsupported"]:
+def render(r: CheckResult) -> str:
+    """The report for people (``--json`` prints ``r.to_dict()``)."""
+    lines = [f"model: {r.model}  backend: {r.backend or 'none'} {r.version or ''}".rstrip(),
+             f"parsable: {_yn(r.parsable)}  buildable: {_yn(r.buildable)}"
+             + (f"  ({r.layers} engine layers, {r.build_seconds or 0.0:.2f} s)" if r.buildable else "")]
+    if r.crashed:
+        lines.append(f"CRASHED: {r.crashed.get('signal') or 'no result'}")
+    if r.unsupported:
         lines.append("unsupported nodes:")
-        lines += [f"  {u['node']} ({u['op']}): {u['reason']}" for u in r["unsupported"]]
-    if r["errors"]:
+        lines += [f"  {u.node} ({u.op}): {u.reason}" for u in r.unsupported]
+    if r.errors:
         lines.append("errors:")
-        lines += [f"  {e}" for e in r["errors"]]
-    if r["suggestions"]:
+        lines += [f"  {e}" for e in r.errors]
+    if r.suggestions:
         lines.append("suggestions:")
-        lines += [f"  - {s}" for s in r["suggestions"]]
-    if r.get("repairs"):
+        lines += [f"  - {s}" for s in r.suggestions]
+    if r.repairs:
         lines.append("repairs (workbench check MODEL --repair):")
-        lines += [f"  - {x['title']}: {x['why']}" for x in r["repairs"]]
-    fixed = r.get("repaired")
+        lines += [f"  - {x['title']}: {x['why']}" for x in r.repairs]
+    fixed = r.repaired
     if fixed:
-        lines.append(f"repaired: {len(fixed['edits'])} edit(s) ({', '.join(e['kind'] for e in fixed['edits']) or 'none'});"
-                     f" parsable: {_yn(fixed['parsable'])}  buildable: {_yn(fixed['buildable'])}")
-        lines += [f"  skipped {x['title']}: {x['reason']}" for x in fixed["skipped"]]
-        lines += [f"  error: {e}" for e in fixed["errors"]]
-    lines += [f"wrote {r[k]}" for k in ("output", "recipe") if r.get(k)]
+        kinds = ", ".join(str(e.get("kind")) for e in fixed.edits) or "none"
+        lines.append(f"repaired: {len(fixed.edits)} edit(s) ({kinds}); parsable: {_yn(fixed.parsable)}  "
+                     f"buildable: {_yn(fixed.buildable)}")
+        lines += [f"  skipped {x.title}: {x.reason}" for x in fixed.skipped]
+        lines += [f"  error: {e}" for e in fixed.errors]
+    lines += [f"wrote {path}" for path in (r.output, r.recipe) if path]
     return "\n".join(lines)
