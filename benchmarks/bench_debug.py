@@ -67,7 +67,7 @@ def exact_floor(ref: onnx.ModelProto, cand: onnx.ModelProto, factory, layers: li
     the candidate's captured activations, timed over all samples (best of ``repeats``): the work any method
     must do to get "the end metric with only L restored" exactly on every sample. Returns (sum of the tail
     times, one candidate forward pass over the same samples, per-sample rel_l2 errors [layer, sample])."""
-    from workbench.debug import _tails_model
+    from workbench.debug.sensitivity import _tails_model
 
     variants = {layer: factory((layer,)) for layer in layers}
     _, boundary, _ = _tails_model(cand, variants)
@@ -137,11 +137,31 @@ def racing_cost(errors: np.ndarray, tail_times: np.ndarray, cand_time: float, al
     return spent / full, spearman(estimate, list(errors.mean(1)))
 
 
+def _descendants(nodes: list[onnx.NodeProto], start: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """``start`` and every node downstream of it, in graph order."""
+    consumers: dict[str, list[int]] = {}
+    for k, n in enumerate(nodes):
+        for i in n.input:
+            consumers.setdefault(i, []).append(k)
+    seen = {id(start)}
+    keep = [start]
+    stack = [start]
+    while stack:
+        for o in stack.pop().output:
+            for k in consumers.get(o, []):
+                n = nodes[k]
+                if id(n) not in seen:
+                    seen.add(id(n))
+                    keep.append(n)
+                    stack.append(n)
+    order = {id(n): k for k, n in enumerate(nodes)}
+    return sorted(keep, key=lambda n: order[id(n)])
+
+
 def tail_flop_fraction(ref: onnx.ModelProto, layers: list[str]) -> float:
     """Sum over layers of the Conv/Gemm/MatMul FLOPs downstream of (and including) each layer, over
     len(layers) x the model's FLOPs: the compute floor of any exact "restore one layer" method relative to
     one full forward pass per layer (noise-free, unlike timings)."""
-    from workbench.debug import _descendants
     from workbench.graph import TensorInfo, node_flops, tensor_infos
 
     infos = {k: TensorInfo(v.name, v.dtype, None if v.shape is None else

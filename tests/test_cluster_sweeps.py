@@ -63,7 +63,7 @@ def test_a_worker_killed_mid_sweep_changes_nothing_and_is_reported(models):
         victim = sorted(pids)[0]
         killed = []
 
-        def kill_once(what, done, total):
+        def kill_once(done, total, phase=""):
             if not killed and done >= 16:
                 os.kill(pids[victim], signal.SIGKILL)
                 killed.append(done)

@@ -242,7 +242,7 @@ def test_unsettled_pairs_match_the_per_sample_errors_of_full_runs(models):
 
 
 def test_pair_stats_streamed_equal_direct_paired_test():
-    from workbench.debug import _PairStats
+    from workbench.debug.sensitivity import _PairStats
 
     rng = np.random.default_rng(0)
     base = rng.standard_normal(300)

@@ -145,6 +145,7 @@ class DebugTab:
 
     @property
     def busy(self) -> bool:
+        """A comparison or a ranking is running."""
         return self.compare_job.running or self.debug_job.running
 
     def _start(self, job: Job, doing: str, fn: Callable[[Job], Any]) -> None:
@@ -209,7 +210,8 @@ class DebugTab:
         limit = float(self.layer_limit.value)
         report = compare(reference, candidate, data, layerwise=True, metrics=metrics, tolerance=Tolerance(rel_l2=limit),
                          max_samples=self.max_samples.value or None,
-                         progress=lambda done, total: job.report(done, total, f"compared {done}/{total} samples"),
+                         progress=lambda done, total, phase="": job.report(done, total,
+                                                                           f"compared {done}/{total} samples"),
                          cancel=job.is_cancelled)
         self.report = report
         self._show_compare(report, reference)
@@ -259,7 +261,8 @@ class DebugTab:
         result = debug_precision(reference, candidate, data, factory=factory, metric=self._metric(),
                                  tolerance=float(self.tolerance.value), max_samples=self.max_samples.value or None,
                                  direction=self.direction.value,
-                                 progress=lambda stage, done, total: job.report(done, total, f"{stage} {done}/{total}"),
+                                 progress=lambda done, total, phase="": job.report(done, total,
+                                                                                   f"{phase} {done}/{total}"),
                                  cancel=job.is_cancelled)
         self.result = result
         self._show_debug(result)

@@ -14,9 +14,9 @@ one extra run gives every layer's own error, separated from the error it inherit
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,212 +24,30 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .backends.base import Engine
-from .backends.ort import OrtEngine, check_feeds, with_outputs
-from .data import Axes, Batch, load_data, output_sample_axes, samples_first
-from .errors import DataError, ModelError
-from .graph import load_model, prune_unused, tensor_infos
-from .parallel import ordered_map, resolve_workers, threads_per_worker
-from .table import Table
+from ..backends.base import Engine
+from ..backends.ort import OrtEngine, check_feeds, with_outputs
+from ..cancel import Cancel, Progress, report
+from ..cluster import Cluster, fan_out
+from ..data import Axes, Batch, load_data, output_sample_axes, samples_first
+from ..errors import DataError, ModelError
+from ..graph import load_model, prune_unused, tensor_infos
+from ..parallel import resolve_workers, threads_per_worker
+from ..table import Table
+from .metrics import ErrorStats, Metric, Tolerance, run_metric, topk_hits
 
-__all__ = [
-    "Tolerance",
-    "ErrorStats",
-    "Metric",
-    "accuracy",
-    "output_error",
-    "CompareReport",
-    "compare",
-    "joined_tensors",
-    "local_model",
-    "run_metric",
-    "LAYER_COLUMNS",
-    "MIN_SAMPLES",
-]
+__all__ = ["CompareReport", "compare", "joined_tensors", "local_model", "input_names", "cast_feeds",
+           "LAYER_COLUMNS", "MIN_SAMPLES", "TOP_K_MEANING"]
 
 MIN_SAMPLES = 16  # fewer samples than this give a warning: the numbers are not meaningful
 LAYER_COLUMNS = ("index", "tensor", "node", "op", "max_abs", "mean_abs", "rel_l2", "cosine", "snr_db",
                  "local_rel_l2", "local_snr_db", "nan", "passed")
-Progress = Callable[[int, int], Any]
 TOP_K_MEANING = ("top{k}_agreement: the share of samples whose reference top-1 class (argmax over the classes of a "
                  "[samples, classes] output) is among the candidate's k highest scores; computed only for such "
                  "outputs with more than k classes")
 
 
-# --- tolerances and streaming statistics -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """Pass/fail limits; ``None`` means not checked. ``cosine`` and ``snr_db`` are minimums."""
-
-    rel_l2: float | None = 0.1
-    max_abs: float | None = None
-    cosine: float | None = None
-    snr_db: float | None = None
-
-    def passed(self, m: Mapping[str, Any]) -> bool:
-        if m.get("nan"):
-            return False
-        checks = [
-            (self.rel_l2, m.get("rel_l2"), lambda v, t: v <= t),
-            (self.max_abs, m.get("max_abs"), lambda v, t: v <= t),
-            (self.cosine, m.get("cosine"), lambda v, t: v >= t),
-            (self.snr_db, m.get("snr_db"), lambda v, t: v >= t),
-        ]
-        for limit, value, ok in checks:
-            if limit is None:
-                continue
-            if value is None:  # rel_l2/snr of an all-zero reference, or no data
-                if limit is not None and m.get("max_abs", 0.0) not in (0.0, None):
-                    return False
-                continue
-            if not ok(value, limit):
-                return False
-        return True
-
-    @classmethod
-    def parse(cls, text: str) -> Tolerance:
-        """``"rel_l2=0.05,cosine=0.99"`` (a bare number is a rel_l2 limit)."""
-        text = text.strip()
-        try:
-            return cls(rel_l2=float(text))
-        except ValueError:
-            pass
-        values: dict[str, float | None] = {"rel_l2": None}
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            key, _, val = part.partition("=")
-            key = key.strip()
-            if key not in ("rel_l2", "max_abs", "cosine", "snr_db"):
-                raise DataError(f"unknown tolerance '{key}' in '{text}'",
-                                hint="use rel_l2=, max_abs=, cosine= or snr_db=, e.g. 'rel_l2=0.05,cosine=0.99'")
-            try:
-                values[key] = float(val)
-            except ValueError as exc:
-                raise DataError(f"tolerance '{part}' is not a number", hint="write e.g. 'rel_l2=0.05'") from exc
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, float | None]:
-        return {"rel_l2": self.rel_l2, "max_abs": self.max_abs, "cosine": self.cosine, "snr_db": self.snr_db}
-
-
-class ErrorStats:
-    """Running sums for one tensor pair: O(1) memory however many samples are seen."""
-
-    __slots__ = ("elements", "samples", "sum_abs", "max_abs", "sq_err", "sq_ref", "sq_cand", "dot", "nan")
-
-    def __init__(self) -> None:
-        self.elements = self.samples = self.nan = 0
-        self.sum_abs = self.max_abs = self.sq_err = self.sq_ref = self.sq_cand = self.dot = 0.0
-
-    def update(self, ref: np.ndarray, cand: np.ndarray, samples: int = 1) -> None:
-        ref = np.asarray(ref)
-        cand = np.asarray(cand)
-        if ref.shape != cand.shape:
-            raise DataError(f"reference shape {list(ref.shape)} and candidate shape {list(cand.shape)} differ",
-                            hint="the candidate must compute the same tensor as the reference")
-        # float32 element-wise work, float64 accumulation (pairwise sums): accurate and twice as fast as float64
-        work = np.float64 if np.float64 in (ref.dtype, cand.dtype) else np.float32
-        r = ref.astype(work, copy=False).reshape(-1)
-        c = cand.astype(work, copy=False).reshape(-1)
-        finite = np.isfinite(c)
-        if not finite.all():
-            self.nan += int(c.size - np.count_nonzero(finite))
-            r, c = r[finite], c[finite]
-        self.samples += samples
-        self.elements += int(r.size)
-        if r.size:
-            d = c - r
-            ad = np.abs(d)
-            self.sum_abs += float(ad.sum(dtype=np.float64))
-            self.max_abs = max(self.max_abs, float(ad.max()))
-            # element-wise products, not BLAS dot: BLAS threads fight ONNX Runtime's for the cores
-            self.sq_err += float(np.multiply(d, d).sum(dtype=np.float64))
-            self.sq_ref += float(np.multiply(r, r).sum(dtype=np.float64))
-            self.sq_cand += float(np.multiply(c, c).sum(dtype=np.float64))
-            self.dot += float(np.multiply(r, c).sum(dtype=np.float64))
-
-    def merge(self, other: ErrorStats) -> None:
-        """Add another pair's sums (e.g. one batch's, computed on a worker thread)."""
-        self.elements += other.elements
-        self.samples += other.samples
-        self.nan += other.nan
-        self.sum_abs += other.sum_abs
-        self.max_abs = max(self.max_abs, other.max_abs)
-        self.sq_err += other.sq_err
-        self.sq_ref += other.sq_ref
-        self.sq_cand += other.sq_cand
-        self.dot += other.dot
-
-    def metrics(self) -> dict[str, Any]:
-        """max_abs, mean_abs, rel_l2, cosine, snr_db (None where undefined: zero reference or exact match)."""
-        n = self.elements
-        rel = math.sqrt(self.sq_err / self.sq_ref) if self.sq_ref > 0 else (0.0 if self.sq_err == 0 else None)
-        if self.sq_ref > 0 and self.sq_cand > 0:
-            cos = self.dot / math.sqrt(self.sq_ref * self.sq_cand)
-        else:
-            cos = 1.0 if self.sq_ref == self.sq_cand else 0.0
-        snr = 10.0 * math.log10(self.sq_ref / self.sq_err) if self.sq_err > 0 and self.sq_ref > 0 else None
-        return {
-            "max_abs": self.max_abs if n else None,
-            "mean_abs": self.sum_abs / n if n else None,
-            "rel_l2": rel if n else None,
-            "cosine": min(1.0, max(-1.0, cos)) if n else None,
-            "snr_db": snr,
-            "nan": self.nan,
-            "samples": self.samples,
-        }
-
-
-# --- metrics on outputs (accuracy, ...) --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A per-sample metric averaged over the data: ``fn(outputs, batch, ref_outputs) -> array (batch,)``.
-
-    ``batch`` holds the batch's arrays (inputs and extras such as ``label``); ``ref_outputs`` the reference
-    outputs for the same batch. ``higher_is_better`` says which way is good (accuracy: True; errors: False).
-    """
-
-    name: str
-    fn: Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray], Mapping[str, np.ndarray]], np.ndarray]
-    higher_is_better: bool = True
-    needs: tuple[str, ...] = ()
-
-
-def _pick(outputs: Mapping[str, np.ndarray], output: str | None) -> np.ndarray:
-    if output is None:
-        return next(iter(outputs.values()))
-    return outputs[output]
-
-
-def accuracy(label: str = "label", output: str | None = None) -> Metric:
-    """Top-1 accuracy: argmax over the last axis of ``output`` (default: the first output) equals ``batch[label]``."""
-
-    def fn(outputs: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]):
-        logits = _pick(outputs, output)
-        return (np.argmax(logits.reshape(len(logits), -1), axis=-1) == batch[label].reshape(-1)).astype(np.float64)
-
-    return Metric("accuracy", fn, True, (label,))
-
-
-def output_error(output: str | None = None) -> Metric:
-    """Per-sample relative L2 error of ``output`` against the reference output (lower is better)."""
-
-    def fn(outputs: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]):
-        c = _pick(outputs, output).astype(np.float64)
-        r = (ref[output] if output is not None else ref[next(iter(outputs))]).astype(np.float64)
-        c, r = c.reshape(len(c), -1), r.reshape(len(r), -1)
-        num = np.sqrt(((c - r) ** 2).sum(axis=1))
-        den = np.sqrt((r**2).sum(axis=1))
-        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), num)
-        return np.where(np.isfinite(out), out, np.inf)
-
-    return Metric("rel_l2", fn, False)
-
-
-def _input_names(model: onnx.ModelProto) -> list[str]:
+def input_names(model: onnx.ModelProto) -> list[str]:
+    """The model's inputs that are not initializers (what a caller feeds)."""
     inits = {i.name for i in model.graph.initializer}
     return [i.name for i in model.graph.input if i.name not in inits]
 
@@ -333,6 +151,7 @@ class CompareReport:
 
     @property
     def passed(self) -> bool:
+        """Every output within the tolerance."""
         return all(o["passed"] for o in self.outputs.values())
 
     def node_errors(self, column: str = "rel_l2") -> dict[str, float]:
@@ -342,6 +161,7 @@ class CompareReport:
         return {r["node"]: r[column] for r in self.layers.records() if r[column] is not None}
 
     def to_dict(self) -> dict[str, Any]:
+        """The CLI's JSON keys (``layers`` only for a layerwise run)."""
         out: dict[str, Any] = {
             "outputs": self.outputs,
             "first_divergence": self.first_divergence,
@@ -359,26 +179,6 @@ class CompareReport:
             out["layers"] = self.layers.records()
         return out
 
-
-# --- running -----------------------------------------------------------------------------------------
-
-
-def run_metric(metric: Metric, outputs: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray],
-               ref: Mapping[str, np.ndarray], where: str) -> np.ndarray:
-    missing = [k for k in metric.needs if k not in batch]
-    if missing:
-        raise DataError(f"metric '{metric.name}' needs array(s) {missing} in {where}",
-                        hint=f"add them to the .npz (e.g. numpy.savez(..., {missing[0]}=labels)) or choose "
-                             "the rel_l2 metric")
-    return np.asarray(metric.fn(outputs, batch, ref), dtype=np.float64).reshape(-1)
-
-
-def _topk(ref: np.ndarray, cand: np.ndarray, k: int) -> np.ndarray:
-    r = np.argmax(ref, axis=-1)
-    if k == 1:
-        return (np.argmax(cand, axis=-1) == r)
-    top = np.argpartition(-cand, kth=k - 1, axis=-1)[:, :k]
-    return (top == r[:, None]).any(axis=1)
 
 
 def _nan_origin(candidate: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
@@ -412,6 +212,91 @@ class _BatchPart:
     nan_feeds: dict[str, np.ndarray] | None
 
 
+_ENGINES_LOCK = threading.Lock()
+
+
+@dataclass
+class _CompareBatch:
+    """What one batch adds to a comparison, a pure function of the models and the batch: the thread pool and a
+    Dask cluster (:func:`workbench.cluster.fan_out`) call the same object. Engines are made on first use in each
+    process and never pickled; a candidate given as an engine runs on this process's threads only."""
+
+    ref: onnx.ModelProto  # the reference, capturing ``ref_capture``
+    cand: onnx.ModelProto | None  # the candidate capturing the joined tensors (None: ``engine`` is the candidate)
+    local: onnx.ModelProto | None  # the candidate cut at every joined tensor (layerwise local errors)
+    outputs: list[str]
+    joined: dict[str, str]  # {reference tensor: candidate tensor}
+    back: dict[str, str]  # {candidate tensor: reference tensor}
+    local_names: dict[str, str]  # {candidate tensor: its local output}
+    ref_capture: list[str]
+    cand_capture: list[str]
+    metrics: list[Metric]
+    topk: tuple[int, ...]
+    out_axes: dict[str, int | None]
+    description: str
+    threads: int | None
+    engine: Any = field(default=None, repr=False, compare=False)  # an Engine candidate (local runs only)
+    _engines: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self.engine is not None:
+            raise TypeError("a candidate engine cannot be sent to a cluster")  # compare() refuses it earlier
+        return {**self.__dict__, "_engines": None}
+
+    def engines(self) -> tuple[OrtEngine, Any, OrtEngine | None]:
+        if self._engines is None:
+            with _ENGINES_LOCK:
+                if self._engines is None:
+                    self._engines = (
+                        OrtEngine(self.ref, threads=self.threads),
+                        self.engine if self.engine is not None else OrtEngine(self.cand, threads=self.threads),
+                        OrtEngine(self.local, threads=self.threads) if self.local is not None else None)
+        return self._engines
+
+    def __call__(self, item: Batch) -> _BatchPart:
+        """One batch's runs and sums (on a worker thread: ONNX Runtime and numpy release the GIL)."""
+        ref_eng, cand_eng, local_eng = self.engines()
+        outputs, joined, back, local_names, out_axes = self.outputs, self.joined, self.back, self.local_names, \
+            self.out_axes
+        feeds, batch, n = check_feeds(self.ref, item.feeds, where=self.description), item.arrays, item.samples
+        part = _BatchPart(n, {o: ErrorStats() for o in outputs}, {t: ErrorStats() for t in joined},
+                          {back[c]: ErrorStats() for c in local_names}, {o: {} for o in outputs},
+                          {m.name: {"reference": 0.0, "candidate": 0.0} for m in self.metrics}, None)
+        rv = ref_eng.run(feeds, outputs=self.ref_capture)
+        if self.engine is not None:
+            cv = cand_eng.run(feeds)
+            absent = [o for o in outputs if o not in cv]
+            if absent:
+                raise DataError(f"the candidate engine does not produce output(s) {absent}",
+                                hint="build the engine from the same model as the reference")
+        else:
+            cv = cand_eng.run(feeds, outputs=self.cand_capture)
+        for o in outputs:
+            part.outputs[o].update(rv[o], cv[o], n)
+            r_o, c_o = samples_first({o: rv[o]}, out_axes)[o], samples_first({o: cv[o]}, out_axes)[o]
+            if r_o.ndim == 2 and r_o.shape[0] == n and r_o.shape[1] > 1:  # [samples, classes] only
+                for k in self.topk:
+                    if k < r_o.shape[1]:
+                        part.top_hits[o][k] = int(topk_hits(r_o, np.nan_to_num(c_o.astype(np.float32)), k).sum())
+        if any(not np.isfinite(cv[o]).all() for o in outputs):
+            part.nan_feeds = feeds
+        for t, c in joined.items():
+            part.layers[t].update(rv[t], cv[c], n)
+        if local_eng is not None:
+            local_inputs = [x.name for x in local_eng.session.get_inputs()]
+            local_feeds = {i: (rv[back[i]] if i in back else feeds[i]) for i in local_inputs}
+            lv = local_eng.run(cast_feeds(local_eng, local_feeds), outputs=list(local_names.values()))
+            for c, name in local_names.items():
+                part.local[back[c]].update(rv[back[c]], lv[name], n)
+        ref_outs = samples_first({o: rv[o] for o in outputs}, out_axes)
+        cand_outs = samples_first({o: cv[o] for o in outputs}, out_axes)
+        for m in self.metrics:
+            part.sums[m.name]["reference"] += float(run_metric(m, ref_outs, batch, ref_outs, self.description).sum())
+            part.sums[m.name]["candidate"] += float(run_metric(m, cand_outs, batch, ref_outs,
+                                                               self.description).sum())
+        return part
+
+
 def compare(
     reference: Any,
     candidate: Any,
@@ -428,8 +313,9 @@ def compare(
     max_samples: int | None = None,
     workers: int | None = None,
     progress: Progress | None = None,
-    cancel: Callable[[], bool] | None = None,
+    cancel: Cancel = None,
     sample_axes: Axes | None = None,
+    cluster: Cluster | None = None,
 ) -> CompareReport:
     """Compare ``candidate`` with ``reference`` over ``data`` (anything :func:`~workbench.data.load_data`
     reads: an .npz path, a folder, a dict of arrays, a Dataset; ``sample_axes`` as there).
@@ -443,7 +329,10 @@ def compare(
     ``tensors``) and, with ``local``, each one's local error. Metrics such as :func:`accuracy` are evaluated
     on both models. ``workers`` threads (default one per core, at most 4; always 1 for an engine) share
     ``batch_size``, so memory in flight stays that of one batch; the metrics then differ from one worker's
-    only by the rounding of their sums.
+    only by the rounding of their sums. ``cluster`` (:func:`workbench.cluster.connect`): the batches run as Dask
+    tasks instead (the models sent to every worker once), merged in the same order, so the report is bit-identical
+    to the local run with the same ``workers``; a worker lost mid-run is replaced by Dask and noted in
+    ``warnings``. ``progress(samples done, total, "compare")`` after each batch.
     """
     tolerance = tolerance or Tolerance()
     layer_tolerance = layer_tolerance or tolerance
@@ -454,6 +343,9 @@ def compare(
     if engine_cand is not None and layerwise:
         raise DataError("layerwise comparison needs the candidate as an ONNX model, not an engine",
                         hint="compare the engine's outputs only, or pass the ONNX model it was built from")
+    if engine_cand is not None and cluster is not None:
+        raise DataError("a candidate engine cannot run on a cluster (its runtime lives in this process)",
+                        hint="compare the ONNX model on the cluster, or the engine without a cluster")
     ds = load_data(data, ref, sample_axes=sample_axes)
     out_axes = output_sample_axes(ref, ds)
     _check_io(ref, cand)
@@ -475,10 +367,10 @@ def compare(
     joined: dict[str, str] = {}
     only_ref: list[str] = []
     only_cand: list[str] = []
-    local_eng = None
-    local_inputs: list[str] = []
+    local_lm: onnx.ModelProto | None = None
     local_names: dict[str, str] = {}
     if layerwise:
+        assert cand is not None
         joined, only_ref, only_cand = joined_tensors(ref, cand, tensors)
         if not joined:
             raise DataError("the reference and the candidate share no intermediate tensor names",
@@ -487,63 +379,24 @@ def compare(
     extra_ref: list[str] = []
     back = {c: r for r, c in joined.items()}
     if layerwise and local:
+        assert cand is not None
         # cut at every joined tensor (not only the selected ones) so a local error is one layer's own error
         every = joined if tensors is None else joined_tensors(ref, cand)[0]
-        lm, local_names = local_model(cand, list(every.values()))
+        local_lm, local_names = local_model(cand, list(every.values()))
         if tensors is not None:
             keep = {local_names[c] for c in joined.values() if c in local_names}
-            prune_unused(lm.graph, keep=keep, inputs=True)
+            prune_unused(local_lm.graph, keep=keep, inputs=True)
             local_names = {c: n for c, n in local_names.items() if n in keep}
-        local_eng = OrtEngine(lm, threads=threads)
-        local_inputs = [x.name for x in local_eng.session.get_inputs()]
+        local_inputs = input_names(local_lm)
         all_back = {c: r for r, c in every.items()}
         back.update({i: all_back[i] for i in local_inputs if i in all_back})
         extra_ref = [back[i] for i in local_inputs if i in back]
     ref_capture = list(dict.fromkeys(outputs + list(joined) + extra_ref))
     cand_capture = list(dict.fromkeys(outputs + list(joined.values())))
-    ref_eng = OrtEngine(with_outputs(ref, ref_capture), threads=threads)
-    if engine_cand is not None:
-        cand_eng: Any = engine_cand
-    else:
-        cand_eng = OrtEngine(with_outputs(cand, list(joined.values())) if joined else cand, threads=threads)
-
-    def run_batch(item: Batch) -> _BatchPart:
-        """One batch's runs and sums (on a worker thread: ONNX Runtime and numpy release the GIL)."""
-        feeds, batch, n = check_feeds(ref, item.feeds, where=ds.description), item.arrays, item.samples
-        part = _BatchPart(n, {o: ErrorStats() for o in outputs}, {t: ErrorStats() for t in joined},
-                          {back[c]: ErrorStats() for c in local_names}, {o: {} for o in outputs},
-                          {m.name: {"reference": 0.0, "candidate": 0.0} for m in metrics}, None)
-        rv = ref_eng.run(feeds, outputs=ref_capture)
-        if engine_cand is not None:
-            cv = engine_cand.run(feeds)
-            absent = [o for o in outputs if o not in cv]
-            if absent:
-                raise DataError(f"the candidate engine does not produce output(s) {absent}",
-                                hint="build the engine from the same model as the reference")
-        else:
-            cv = cand_eng.run(feeds, outputs=cand_capture)
-        for o in outputs:
-            part.outputs[o].update(rv[o], cv[o], n)
-            r_o, c_o = samples_first({o: rv[o]}, out_axes)[o], samples_first({o: cv[o]}, out_axes)[o]
-            if r_o.ndim == 2 and r_o.shape[0] == n and r_o.shape[1] > 1:  # [samples, classes] only
-                for k in topk:
-                    if k < r_o.shape[1]:
-                        part.top_hits[o][k] = int(_topk(r_o, np.nan_to_num(c_o.astype(np.float32)), k).sum())
-        if any(not np.isfinite(cv[o]).all() for o in outputs):
-            part.nan_feeds = feeds
-        for t, c in joined.items():
-            part.layers[t].update(rv[t], cv[c], n)
-        if local_eng is not None:
-            local_feeds = {i: (rv[back[i]] if i in back else feeds[i]) for i in local_inputs}
-            lv = local_eng.run(_cast_feeds(local_eng, local_feeds), outputs=list(local_names.values()))
-            for c, name in local_names.items():
-                part.local[back[c]].update(rv[back[c]], lv[name], n)
-        ref_outs = samples_first({o: rv[o] for o in outputs}, out_axes)
-        cand_outs = samples_first({o: cv[o] for o in outputs}, out_axes)
-        for m in metrics:
-            part.sums[m.name]["reference"] += float(run_metric(m, ref_outs, batch, ref_outs, ds.description).sum())
-            part.sums[m.name]["candidate"] += float(run_metric(m, cand_outs, batch, ref_outs, ds.description).sum())
-        return part
+    cand_model = None if cand is None else (with_outputs(cand, list(joined.values())) if joined else cand)
+    plan = _CompareBatch(with_outputs(ref, ref_capture), cand_model, local_lm, outputs, joined, back, local_names,
+                         ref_capture, cand_capture, metrics, tuple(topk), out_axes, ds.description, threads,
+                         engine_cand)
 
     out_stats = {o: ErrorStats() for o in outputs}
     layer_stats = {t: ErrorStats() for t in joined}
@@ -555,7 +408,7 @@ def compare(
     seen = 0
     total = ds.samples if max_samples is None else min(ds.samples, max_samples)
     batches = ds.batches(step, max_samples=max_samples, cancel=cancel, warnings=warnings)
-    for part in ordered_map(run_batch, batches, n_workers):
+    for part in fan_out(plan, batches, n_workers, cluster, notify=warnings.append):
         for merged, added in ((out_stats, part.outputs), (layer_stats, part.layers), (local_stats, part.local)):
             for key, stats in added.items():
                 merged[key].merge(stats)
@@ -569,8 +422,7 @@ def compare(
         if nan_feeds is None:
             nan_feeds = part.nan_feeds
         seen += part.samples
-        if progress is not None:
-            progress(seen, total)
+        report(progress, seen, total, "compare")
     if seen == 0:
         raise DataError(f"no samples from {ds.description} were compared", hint="provide more samples")
 
@@ -619,7 +471,8 @@ def compare(
                          warnings, top_k)
 
 
-def _cast_feeds(engine: OrtEngine, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def cast_feeds(engine: OrtEngine, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``feeds`` that ``engine`` takes, cast to its float input types (fp16/fp32/fp64)."""
     types = {i.name: i.type for i in engine.session.get_inputs()}
     out = {}
     for k, v in feeds.items():
@@ -635,7 +488,7 @@ def _check_io(ref: onnx.ModelProto, cand: onnx.ModelProto | None) -> None:
     """The candidate must have the reference's inputs and outputs (names; ranks where known)."""
     if cand is None:
         return
-    ri, ci = _input_names(ref), _input_names(cand)
+    ri, ci = input_names(ref), input_names(cand)
     ro, co = [o.name for o in ref.graph.output], [o.name for o in cand.graph.output]
     if set(ri) != set(ci):
         raise ModelError(f"the models' inputs differ: reference {ri}, candidate {ci}",
