@@ -404,9 +404,12 @@ class Workbench:
     def _make_tab(self, cls: type, session: Session) -> Any:
         """A tab for ``session``; a tab that cannot serve this model (WorkbenchError) shows why in its place."""
         try:
-            return cls(session, self.status)
+            tab = cls(session, self.status)
         except WorkbenchError as exc:
             return UnavailableTab(getattr(cls, "title", cls.__name__), exc)
+        if hasattr(tab, "cluster_box"):  # a tab whose sweeps run on the Cluster box's cluster when one is connected
+            tab.cluster_box = self.cluster_box
+        return tab
 
     def _close_tabs(self, tabs: Mapping[str, Any]) -> None:
         """Close the widgets of ``tabs``, which the dashboard no longer shows: a closed widget's model leaves the kernel
