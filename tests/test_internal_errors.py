@@ -64,7 +64,7 @@ def test_cli_internal_error_in_process_text(monkeypatch, capsys):
 
 def test_cli_internal_error_subprocess_real_command(tmp_path):
     """The installed entry point in a fresh process: a real `check` whose core raises (patched at start)."""
-    code = ("import sys, workbench.cli.check as c\n"
+    code = ("import sys, workbench.check as c\n"
             "def boom(*a, **k): raise ZeroDivisionError('division by zero in our code')\n"
             "c.check_model = boom\n"
             "from workbench.cli import main; sys.exit(main(sys.argv[1:]))")

@@ -236,8 +236,8 @@ def test_check_button_reports_dynamic_dims(tmp_path: Path):
     tab.check_button.click()
     tab.job.wait()
     report = tab.last_report
-    assert report is not None and report["backend"] == "tensorrt-rtx"
-    assert report["parsable"] is True and report["buildable"] is True
+    assert report is not None and report.backend == "tensorrt-rtx"
+    assert report.parsable is True and report.buildable is True
     assert wb.status.state == "ok" and wb.status.message.startswith("TensorRT check: the model builds")
     assert "<b>buildable</b> yes" in tab.report.value
     assert tab.phase.value == "builds" and tab.progress.value == 1.0 and not tab.check_button.disabled
@@ -251,13 +251,13 @@ def test_check_button_reports_unsupported_integer_ops(tmp_path: Path):
     tab = wb.tabs["Model"]
     tab.check_button.click()
     tab.job.wait()
-    unsupported = {u["op"] for u in tab.last_report["unsupported"]}
+    unsupported = {u.op for u in tab.last_report.unsupported}
     assert unsupported & {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
     assert "unsupported node(s)" in wb.status.message
     for op in unsupported:
         assert f"<td>{op}</td>" in tab.report.value
     # the unsupported nodes are ringed in the graph
-    nodes = sorted({u["node"] for u in tab.last_report["unsupported"]})
+    nodes = sorted({u.node for u in tab.last_report.unsupported})
     assert sorted(tab.graph.highlight) == nodes and len(nodes) > 0
 
 
@@ -293,7 +293,7 @@ def test_cancelled_check_stops_the_child_and_leaves_the_tab_usable(wb: Workbench
     tab.check_button.click()  # still usable: the next check runs to the end
     tab.job.wait()
     assert wb.status.state == "ok", wb.status.message
-    assert tab.last_report is not None and tab.last_report["buildable"] is True and tab.phase.value == "builds"
+    assert tab.last_report is not None and tab.last_report.buildable is True and tab.phase.value == "builds"
     assert len(procs) == 2 and procs[1].poll() is not None
 
 

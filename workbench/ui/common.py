@@ -28,6 +28,8 @@ T = TypeVar("T")
 
 
 class Tab(Protocol):
+    """What the dashboard needs of a tab: a title and a widget, made from the session and the status line."""
+
     title: str
     widget: W.Widget
 
@@ -92,12 +94,15 @@ class Status:
         self.widget.value = f'<div class="wb-status wb-status-{state}" style="color:{colour}">{text}</div>'
 
     def busy(self, message: str) -> None:
+        """Show ``message`` as work in progress."""
         self._show("busy", message)
 
     def ok(self, message: str) -> None:
+        """Show ``message`` as a success."""
         self._show("ok", message)
 
     def error(self, exc: WorkbenchError) -> None:
+        """Show a user error: its message and hint."""
         self._show("error", exc.message, exc.hint)
 
     def clear(self) -> None:
@@ -136,7 +141,8 @@ class Job:
     happens on the kernel thread (the thread that made the Job): ``report`` from the worker posts the progress, and
     at the end ``on_done(result)`` runs there inside ``status.guard(doing)`` (a WorkbenchError from ``fn`` or
     ``on_done`` is shown, not raised). A str that ``on_done`` (or, without it, ``fn``) returns is the final phase
-    (default "done"). A cancelled job's result is not applied; Cancel shows "cancelling…", then "cancelled". Run is
+    (default "done"). A cancelled job's result is not applied (nor is the WorkbenchError its call raised on being
+    cancelled shown); Cancel shows "cancelling…", then "cancelled". Run is
     re-enabled at the end only if ``ready()`` (default: always). ``wait()`` blocks until the job ended and its
     result was applied (headless tests and scripts, where no event loop delivers the updates).
     """
@@ -173,9 +179,11 @@ class Job:
 
     @property
     def cancelled(self) -> bool:
+        """Whether Cancel was pressed (for ``fn`` to poll)."""
         return self.cancel_event.is_set()
 
     def is_cancelled(self) -> bool:
+        """:attr:`cancelled` as a callable (a :data:`~workbench.cancel.Cancel` for API calls)."""
         return self.cancel_event.is_set()
 
     def start(self, doing: str, fn: Callable[[Job], T], on_done: Callable[[T], object] | None = None) -> bool:
@@ -208,7 +216,7 @@ class Job:
         try:
             with self.status.guard(doing, announce=False):
                 ok, value = outcome
-                if not ok:
+                if not ok and not (self.cancelled and isinstance(value, WorkbenchError)):
                     raise value  # type: ignore[misc]
                 if self.cancelled:
                     self.status.busy(f"{doing}: cancelled")
@@ -263,6 +271,7 @@ class Job:
             self.phase.value = phase
 
     def cancel(self) -> None:
+        """Ask the running job to stop (the phase says "cancelling…" until it has)."""
         if self.running:
             self._ui.post(lambda: self._set_phase("cancelling…"))
         self.cancel_event.set()

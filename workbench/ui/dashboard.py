@@ -30,8 +30,9 @@ import ipywidgets as W
 
 from ..errors import WorkbenchError
 from ..session import Session
-from .common import Status
-from .model_tab import ModelTab, summary_line
+from ..workflows.model import inspect, layer_table, recipe_scales
+from .common import Status, on_kernel_thread
+from .model_tab import ModelTab
 from .node_view import NodeView, Selection
 
 __all__ = ["Workbench", "LazyTabs", "UnavailableTab", "TAB_MODULES", "EDIT_TITLE", "close_widgets"]
@@ -132,9 +133,11 @@ class LazyTabs(Mapping[str, Any]):
         return [*self._built.values(), *self._pages.values(), *self._placeholders.values()]
 
     def built(self, title: str) -> bool:
+        """Whether the tab ``title`` was built already."""
         return self._titles.index(title) in self._built
 
     def build(self, index: int) -> Any:
+        """Tab ``index``, built now if it was not (a failure is shown in the status and in its page, then raised)."""
         if index in self._built:
             return self._built[index]
         try:
@@ -189,6 +192,8 @@ class Workbench:
         self._unsubscribe: Any = None
         self._pending_edit_selection: list[str] | None = None  # picked in the Model tab before Edit was built
         self._model_shown: Any = None  # the model whose last change the Model tab's graph rings
+        self._scales_key: tuple[int, str] | None = None  # the recipe whose calibration _scales_found is
+        self._scales_found: Any = None
         self.selection = Selection()  # the one selection signal: tabs publish, the joined view follows
         self.node_view = NodeView(self._gather)
         self.node_view.follow(self.selection)
@@ -256,6 +261,7 @@ class Workbench:
         return True
 
     def _attach(self, session: Session) -> None:
+        on_kernel_thread(session)  # change events reach the tabs on this (the kernel) thread, whoever changed it
         classes = _tab_classes()
         first = self._make_tab(classes[0], session)
         if self._unsubscribe is not None:
@@ -347,29 +353,15 @@ class Workbench:
         return None
 
     def _scales(self) -> Any:
-        """The calibration the joined view shows: the Calibrate tab's, else the scale cache of the recipe's last
-        Quantize edit, else the newest one calibrated for the current model."""
-        from ..calibration import ScaleCache
-        from ..errors import CalibrationError
-        from ..graph import model_bytes, sha256_bytes
-        from ..precision.scales import latest_scales
-        from ..recipe import Quantize
-
+        """The calibration the joined view shows: the Calibrate tab's, else the session's
+        (:func:`~workbench.workflows.model.recipe_scales`, looked up once per recipe)."""
         cache = getattr(self._built_tab("Calibrate"), "cache", None)
         if cache is not None or self.session is None:
             return cache
-        s = self.session
-        for edit in reversed(s.recipe.edits):
-            if isinstance(edit, Quantize) and edit.scales:
-                try:
-                    return ScaleCache.load(s.cache_dir / "scales" / f"{edit.scales}.json")
-                except CalibrationError:
-                    break
-        key = id(s.model)
-        if getattr(self, "_latest_key", None) != key:
-            found = latest_scales(s.cache_dir, sha256_bytes(model_bytes(s.model)))
-            self._latest_key, self._latest = key, (found[1] if found else None)
-        return self._latest
+        key = (id(self.session), self.session.digest)
+        if self._scales_key != key:
+            self._scales_key, self._scales_found = key, recipe_scales(self.session)
+        return self._scales_found
 
     def _gather(self, name: str) -> Any:
         """The joined view's facts about node ``name`` from the session and whatever the built tabs hold."""
@@ -437,7 +429,7 @@ class Workbench:
     def _refresh_header(self) -> None:
         assert self.session is not None
         self.name.value = f"<b class='wb-model-name'>{html.escape(self._model_name())}</b>"
-        self.line.value = f"<span class='wb-summary-line'>{html.escape(summary_line(self.session.summary()))}</span>"
+        self.line.value = f"<span class='wb-summary-line'>{html.escape(inspect(self.session).line())}</span>"
 
     # --- report -------------------------------------------------------------------------------------
 
@@ -479,7 +471,7 @@ class Workbench:
         esc = html.escape
         edits = "".join(f"<li>{esc(e.kind)}</li>" for e in s.recipe.edits) or "<li>none (the model as opened)</li>"
         blocks: list[Any] = [
-            f"<p class='wb-report-summary'><b>{esc(self._model_name())}</b> · {esc(summary_line(s.summary()))}</p>",
+            f"<p class='wb-report-summary'><b>{esc(self._model_name())}</b> · {esc(inspect(s).line())}</p>",
             f"<h2>Recipe</h2><ol class='wb-report-edits'>{edits}</ol>"
             f"<details><summary>recipe JSON (replay: <code>workbench edit MODEL recipe.json</code>)</summary>"
             f"<pre class='wb-report-recipe'>{esc(s.recipe.to_json())}</pre></details>",
@@ -489,7 +481,7 @@ class Workbench:
                       "compare in the dashboard first</p>")
         blocks += charts
         blocks += [f"<h2>{esc(title)}</h2>{graph.to_html()}" for title, graph in self.graphs()]
-        table = s.layer_table()
+        table = layer_table(s)
         blocks.append(f"<h2>Layers ({len(table)})</h2><div class='wb-report-layers'>"
                       f"{table._repr_html_(limit=len(table))}</div>")
         css = ("body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse;font-size:12px} "

@@ -9,75 +9,60 @@ tells others (the dashboard) which node the user picked; ``highlight(names, note
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
-import onnx
 
-from ..graph import layer_table, summary
 from ..plots.graph_view import attribute_text
-from ..precision import node_precisions
+from ..session import Session
 from ..table import Table
-from .common import Job, Status
+from ..workflows.model import (
+    CheckResult,
+    ModelSummary,
+    TensorSummary,
+    check,
+    count_text,
+    inspect,
+    layer_table,
+    node_precisions,
+)
+from .common import Job, Status, on_kernel_thread
 from .graph_widget import GraphWidget
 from .repair_panel import RepairPanel
 
-__all__ = ["ModelTab", "summary_line", "ALL_OPS"]
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = ["ModelTab", "ALL_OPS"]
 
 ALL_OPS = "all ops"
 
 
-def _num(n: int | None, unit: str = "") -> str:
-    if n is None:
-        return f"{unit} unknown".strip()
-    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g} {suffix}{unit}"
-    return f"{n} {unit}".strip()
-
-
-def _shape(shape: list | None) -> str:
+def _shape(shape: Sequence[int | str | None] | None) -> str:
     return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def _flops_text(info: Mapping[str, Any]) -> str:
-    per_sample = info.get("flops_per_sample")
-    if info["flops"] is None and per_sample is not None:
-        return f"{_num(per_sample, 'FLOPs')} per sample"
-    return _num(info["flops"], "FLOPs")
-
-
-def summary_line(info: Mapping[str, Any]) -> str:
-    """One line: nodes, op types, params, opset, FLOPs (per sample for a dynamic batch), inputs/outputs."""
-    return (
-        f"{info['nodes']} nodes · {len(info['ops'])} op types · {_num(info['params'])} params · "
-        f"opset {info['opset']} · {_flops_text(info)} · "
-        f"{len(info['inputs'])} input(s), {len(info['outputs'])} output(s)"
-    )
-
-
-def _summary_html(info: Mapping[str, Any]) -> str:
-    def tensors(kind: str, items: list[dict]) -> str:
-        rows = "".join(
-            f"<tr><td>{kind}</td><td><code>{html.escape(t['name'])}</code></td><td>{html.escape(t['dtype'])}</td>"
-            f"<td>{html.escape(_shape(t['shape']))}</td></tr>"
+def _summary_html(info: ModelSummary) -> str:
+    def tensors(kind: str, items: Sequence[TensorSummary]) -> str:
+        return "".join(
+            f"<tr><td>{kind}</td><td><code>{html.escape(t.name)}</code></td><td>{html.escape(t.dtype)}</td>"
+            f"<td>{html.escape(_shape(t.shape))}</td></tr>"
             for t in items
         )
-        return rows
 
-    ops = ", ".join(f"{html.escape(op)} ×{n}" for op, n in sorted(info["ops"].items(), key=lambda kv: -kv[1]))
-    if info["flops"] is not None:
-        flops = f"{info['flops']:,} ({_num(info['flops'], 'FLOPs')})"
-    elif info.get("flops_per_sample") is not None:
-        flops = f"{info['flops_per_sample']:,} per sample ({_flops_text(info)}; the batch dim is dynamic)"
+    ops = ", ".join(f"{html.escape(op)} ×{n}" for op, n in sorted(info.ops.items(), key=lambda kv: -kv[1]))
+    if info.flops is not None:
+        flops = f"{info.flops:,} ({count_text(info.flops, 'FLOPs')})"
+    elif info.flops_per_sample is not None:
+        flops = f"{info.flops_per_sample:,} per sample ({info.flops_text()}; the batch dim is dynamic)"
     else:
         flops = "unknown (some shapes are not static)"
     return (
         '<div class="wb-summary">'
         '<table class="wb-io"><tr><th></th><th>tensor</th><th>dtype</th><th>shape</th></tr>'
-        f"{tensors('input', info['inputs'])}{tensors('output', info['outputs'])}</table>"
-        f"<p><b>nodes</b> {info['nodes']} · <b>params</b> {info['params']:,} · <b>opset</b> {info['opset']} · "
+        f"{tensors('input', info.inputs)}{tensors('output', info.outputs)}</table>"
+        f"<p><b>nodes</b> {info.nodes} · <b>params</b> {info.params:,} · <b>opset</b> {info.opset} · "
         f"<b>FLOPs</b> {flops}</p><p><b>ops</b> {ops}</p></div>"
     )
 
@@ -107,34 +92,32 @@ def _details_html(rec: Mapping[str, Any], node: onnx.NodeProto) -> str:
     )
 
 
-def _report_html(report: Mapping[str, Any]) -> str:
-    def yes(v: Any) -> str:
-        return {True: "yes", False: "no"}.get(v, "unknown")
+def _report_html(report: CheckResult) -> str:
+    def yes(v: bool | None) -> str:
+        return "unknown" if v is None else "yes" if v else "no"
 
     parts = [
-        f'<div class="wb-check"><p><b>parsable</b> {yes(report.get("parsable"))} · '
-        f'<b>buildable</b> {yes(report.get("buildable"))}'
-        + (f" · backend {html.escape(str(report['backend']))}" if report.get("backend") else "")
-        + (f" {html.escape(str(report['version']))}" if report.get("version") else "")
-        + (f" · {report['layers']} engine layers" if report.get("layers") is not None else "")
-        + (f" · built in {report['build_seconds']:.2f} s" if report.get("build_seconds") is not None else "")
+        f'<div class="wb-check"><p><b>parsable</b> {yes(report.parsable)} · '
+        f'<b>buildable</b> {yes(report.buildable)}'
+        + (f" · backend {html.escape(report.backend)}" if report.backend else "")
+        + (f" {html.escape(report.version)}" if report.version else "")
+        + (f" · {report.layers} engine layers" if report.layers is not None else "")
+        + (f" · built in {report.build_seconds:.2f} s" if report.build_seconds is not None else "")
         + "</p>"
     ]
-    unsupported = report.get("unsupported") or []
-    if unsupported:
+    if report.unsupported:
         rows = "".join(
-            f"<tr><td><code>{html.escape(str(u.get('node')))}</code></td><td>{html.escape(str(u.get('op')))}</td>"
-            f"<td>{html.escape(str(u.get('reason')))}</td></tr>"
-            for u in unsupported
+            f"<tr><td><code>{html.escape(u.node)}</code></td><td>{html.escape(u.op)}</td>"
+            f"<td>{html.escape(u.reason)}</td></tr>"
+            for u in report.unsupported
         )
         parts.append(f"<p><b>unsupported</b></p><table><tr><th>node</th><th>op</th><th>reason</th></tr>{rows}</table>")
-    if report.get("crashed"):
-        crash = report["crashed"]
-        parts.append(f"<p class='wb-crash'><b>the builder crashed</b> ({html.escape(str(crash.get('signal')))})</p>")
-    for key in ("errors", "suggestions", "notes"):
-        items = report.get(key) or []
+    if report.crashed:
+        parts.append(f"<p class='wb-crash'><b>the builder crashed</b> "
+                     f"({html.escape(str(report.crashed.get('signal')))})</p>")
+    for key, items in (("errors", report.errors), ("suggestions", report.suggestions), ("notes", report.notes)):
         if items:
-            lis = "".join(f"<li>{html.escape(str(e))}</li>" for e in items)
+            lis = "".join(f"<li>{html.escape(e)}</li>" for e in items)
             parts.append(f"<p><b>{key}</b></p><ul class='wb-{key}'>{lis}</ul>")
     parts.append("</div>")
     return "".join(parts)
@@ -145,16 +128,17 @@ class ModelTab:
 
     title = "Model"
 
-    def __init__(self, session: Any, status: Status) -> None:
+    def __init__(self, session: Session, status: Status) -> None:
         self.session = session
         self.status = status
+        on_kernel_thread(session)
         self._model: onnx.ModelProto | None = None
         self._syncing = False
         self.table: Table | None = None
         self._nodes: dict[str, onnx.NodeProto] = {}
         self._highlight: tuple[str, ...] = ()
         self._select_callbacks: list[Callable[[str], None]] = []
-        self.last_report: dict[str, Any] | None = None
+        self.last_report: CheckResult | None = None
 
         self.summary = W.HTML()
         self.filter = W.Text(placeholder="name or op contains…", description="filter", continuous_update=True,
@@ -203,8 +187,7 @@ class ModelTab:
             self.repair_panel.widget,
         ])
         self.refresh()
-        if hasattr(session, "on_change"):
-            session.on_change(lambda _s: self.refresh())
+        session.on_change(lambda _s: self.refresh())
 
     # --- state from the session ------------------------------------------------------------------------
 
@@ -214,7 +197,7 @@ class ModelTab:
         if model is self._model:  # settings changed, not the graph (the session caches models by edits)
             return
         self._model = model
-        self.summary.value = _summary_html(summary(model))
+        self.summary.value = _summary_html(inspect(model))
         self.table = layer_table(model)
         self._nodes = {n.name: n for n in model.graph.node}
         keep = self.rows.value
@@ -334,6 +317,7 @@ class ModelTab:
 
     @property
     def selected(self) -> str | None:
+        """The node selected in the table (None: none)."""
         return self.rows.value
 
     # --- hooks for other tabs -----------------------------------------------------------------------
@@ -352,33 +336,24 @@ class ModelTab:
     # --- TensorRT check -----------------------------------------------------------------------------
 
     def _on_check(self, _button: Any = None) -> None:
-        """Run the check in the background (the builder runs in a child process; the kernel stays responsive)."""
+        """Run the check in the background (the builder runs in a child process; the kernel stays responsive); the
+        report is shown on the kernel thread when it is in."""
         self.report.value = ""
         self.last_report = None
         self.repair_panel.clear()
-        self.job.start("checking the model with TensorRT", self._check)
+        model, shapes = self.session.model, self.shapes.value.strip() or None
+        self.job.start("checking the model with TensorRT",
+                       lambda job: check(model, shapes=shapes, progress=job.report, cancel=job.cancel_event),
+                       lambda result: self._show_check(model, result))
 
-    def _check(self, job: Job) -> str:
-        from ..check import CheckCancelled, check_model
-
-        model = self.session.model
-        job.report(0, 1, "parsing and building in a child process…")
-        try:
-            result = check_model(model, shapes=self.shapes.value.strip() or None, cancel=job.cancel_event)
-        except CheckCancelled:
-            if job.cancelled:  # the Job shows "…: cancelled" and the phase "cancelled"
-                return "cancelled"
-            raise
-        report = result.to_dict()
+    def _show_check(self, model: onnx.ModelProto, result: CheckResult) -> str:
         if self.session.model is not model:
             self.status.busy("the model changed during the check: run it again")
             return "outdated"
-        self.report.value = _report_html(report)
+        self.report.value = _report_html(result)
         self.repair_panel.show(model)
-        self.last_report = report
-        self.highlight([u.get("node") for u in report.get("unsupported") or [] if u.get("node")])
-        verdict = "builds" if report.get("buildable") else "parses" if report.get("parsable") else "fails"
-        unsupported = len(report.get("unsupported") or [])
-        self.status.ok(f"TensorRT check: the model {verdict}"
-                       + (f" ({unsupported} unsupported node(s))" if unsupported else ""))
-        return verdict
+        self.last_report = result
+        self.highlight([u.node for u in result.unsupported if u.node])
+        self.status.ok(f"TensorRT check: the model {result.verdict}"
+                       + (f" ({len(result.unsupported)} unsupported node(s))" if result.unsupported else ""))
+        return result.verdict

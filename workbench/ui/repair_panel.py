@@ -2,31 +2,35 @@
 
 A repair is a list of recipe edits (:mod:`workbench.edits.repairs`); its button applies them through
 ``Session.apply_all`` (one undoable step each), so the recipe records them. A ``freeze_input`` repair has a value
-box first (JSON: a number or a list, e.g. ``16000``); a ``static_shapes`` repair a shapes box (``x:1x3x224x224``,
-several inputs separated by spaces; a bare ``1x3x224x224`` when it needs one input). The panel empties when the
+box first (JSON: a number or a list, e.g. ``16000``); a ``static_shapes`` repair a shapes box (the SPEC grammar of
+:mod:`workbench.specs` with one shape per input, e.g. ``x:1x3x224x224``; a bare ``1x3x224x224`` when it needs one
+input). The panel empties when the
 model changes: run the check again.
 """
 
 from __future__ import annotations
 
 import html
-import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 import ipywidgets as W
-import onnx
 
-from ..edits.repairs import Repair, find_repairs
-from ..errors import DataError
+from ..session import Session
+from ..workflows.model import apply_repair, find_repairs
 from .common import Status
 
-__all__ = ["RepairPanel", "parse_static_shapes"]
+if TYPE_CHECKING:
+    import onnx
+
+    from ..workflows.model import Repair
+
+__all__ = ["RepairPanel"]
 
 
 class RepairPanel:
     """``show(model)`` lists the repairs for ``model``; ``buttons[i].click()`` applies repair ``i``."""
 
-    def __init__(self, session: Any, status: Status) -> None:
+    def __init__(self, session: Session, status: Status) -> None:
         self.session = session
         self.status = status
         self.repairs: list[Repair] = []
@@ -36,10 +40,10 @@ class RepairPanel:
         self._model: onnx.ModelProto | None = None
         self.widget = W.VBox([])
         self.widget.add_class("wb-repairs")
-        if hasattr(session, "on_change"):
-            session.on_change(lambda _s: self._on_change())
+        session.on_change(lambda _s: self._on_change())
 
     def clear(self) -> None:
+        """No repairs listed (a new check is running, or the model changed)."""
         self.repairs, self.buttons, self.values, self.shapes, self._model = [], [], {}, {}, None
         self.widget.children = ()
 
@@ -51,7 +55,7 @@ class RepairPanel:
         """List the repairs that apply to ``model`` (the model the check just ran on)."""
         self.clear()
         self._model = model
-        self.repairs = find_repairs(model)
+        self.repairs = list(find_repairs(model))
         rows: list[W.Widget] = []
         for i, rep in enumerate(self.repairs):
             button = W.Button(description=f"repair: {rep.kind}", tooltip=rep.title, icon="wrench",
@@ -79,26 +83,13 @@ class RepairPanel:
         self.widget.children = tuple(rows)
 
     def apply(self, index: int) -> None:
-        """Apply repair ``index`` (with the value in its box, for a freeze) to the session's model."""
+        """Apply repair ``index`` (with the value or shapes in its box) to the session's model."""
         rep = self.repairs[index]
         with self.status.guard(f"applying the repair '{rep.kind}'"):
-            if rep.needs_value:
-                text = self.values[index].value.strip()
-                if not text:
-                    raise DataError(f"the repair needs the value of input '{rep.needs_value}'",
-                                    hint=f"type the value you always run with in the '{rep.needs_value}' box"
-                                    + (f", e.g. {rep.examples[0]}" if rep.examples else ""))
-                try:
-                    value = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"'{text}' is not a number or a JSON list for input '{rep.needs_value}'",
-                                    hint="e.g. 16000 or [1.0, 2.0]") from exc
-                rep = rep.with_value(value)
-            if rep.needs_shapes:
-                rep = rep.with_shapes(parse_static_shapes(self.shapes[index].value, rep.needs_shapes))
-            self.session.apply_all(list(rep.edits))
-            self.status.ok(f"applied {', '.join(e.kind for e in rep.edits)}: check again to see whether TensorRT "
-                           f"takes the model now")
+            value = self.values[index].value if index in self.values else ""
+            shapes = self.shapes[index].value if index in self.shapes else ""
+            done = apply_repair(self.session, rep, value=value, shapes=shapes)
+            self.status.ok(f"applied {', '.join(done.edits)}: check again to see whether TensorRT takes the model now")
 
 
 def _example_dims(model: onnx.ModelProto, name: str) -> str:
@@ -108,37 +99,3 @@ def _example_dims(model: onnx.ModelProto, name: str) -> str:
             dims = vi.type.tensor_type.shape.dim
             return "x".join(str(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else "1" for d in dims)
     return "1"
-
-
-def parse_static_shapes(text: str, needed: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    """``"x:1x3 y:2x4"`` (or a bare ``"1x3"`` when one input is needed) -> ``{input: dims}`` for every needed input;
-    a missing input, an unknown one or a bad dim is a DataError naming it."""
-    items = text.replace(";", " ").replace(",", " ").split()
-    if not items:
-        raise DataError(f"the repair needs static shapes for input(s) {', '.join(repr(n) for n in needed)}",
-                        hint="type the shapes you run with, e.g. "
-                             + " ".join(f"{n}:1x3x224x224" for n in needed))
-    out: dict[str, tuple[int, ...]] = {}
-    for item in items:
-        name, sep, dims = item.rpartition(":")
-        if not sep:
-            if len(needed) != 1 or len(items) != 1:
-                raise DataError(f"'{item}' does not say which input it is for",
-                                hint=f"write name:dims, e.g. {needed[0]}:{item}")
-            name = needed[0]
-        if name not in needed:
-            raise DataError(f"input '{name}' is not one this repair fixes", hint=f"it needs {', '.join(needed)}")
-        try:
-            shape = tuple(int(d) for d in dims.lower().split("x"))
-        except ValueError as exc:
-            raise DataError(f"'{dims}' is not a static shape for input '{name}'",
-                            hint="positive whole numbers separated by x, e.g. 1x3x224x224") from exc
-        if not shape or any(d <= 0 for d in shape):
-            raise DataError(f"'{dims}' is not a static shape for input '{name}'",
-                            hint="positive whole numbers separated by x, e.g. 1x3x224x224")
-        out[name] = shape
-    missing = [n for n in needed if n not in out]
-    if missing:
-        raise DataError(f"no shape given for input(s) {', '.join(repr(n) for n in missing)}",
-                        hint="give every input the repair lists, e.g. " + " ".join(f"{n}:DIMS" for n in missing))
-    return out
