@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from tests.models import conv_bn_relu_model, dynamic_model
-from workbench.errors import EditError
+from workbench.errors import DataError, EditError
 from workbench.graph import model_bytes
 from workbench.plots.graph_data import MISSING
 from workbench.session import Session
@@ -115,9 +115,11 @@ def test_form_helpers() -> None:
     assert match_nodes(rows, "conv") == ["conv1", "conv2"]
     assert match_nodes(rows, "relu") == ["relu1"]
     assert match_nodes(rows, "*1") == ["conv1", "relu1"]
-    assert parse_shapes("input:1x3xHx?") == {"input": (1, 3, "H", None)}
-    with pytest.raises(EditError, match="cannot read the shape"):
+    assert parse_shapes("input:1x3xHx? other:?x8") == {"input": (1, 3, "H", None), "other": (None, 8)}
+    with pytest.raises(DataError, match="has no input name"):
         parse_shapes("1x3")
+    with pytest.raises(DataError, match="one shape per input"):  # the SPEC grammar: a comma makes a range
+        parse_shapes("input:1x3,1x4")
     with pytest.raises(EditError, match="not valid JSON"):
         build_edits("replace op / attributes", ["a"], {"attributes": "{alpha"})
 

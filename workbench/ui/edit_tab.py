@@ -19,9 +19,11 @@ from typing import Any
 import ipywidgets as W
 
 from .. import recipe as R
-from ..edits import describe
 from ..errors import EditError
-from .common import Status
+from ..session import Session
+from ..specs import Dim, parse_specs
+from ..workflows.model import history_labels
+from .common import Status, on_kernel_thread
 from .graph_widget import GraphWidget
 
 __all__ = ["EditTab", "ACTIONS", "GRAPH_NODES", "build_edits", "match_nodes", "parse_shapes"]
@@ -80,17 +82,11 @@ def _split(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.replace("\n", ",").split(",") if t.strip())
 
 
-def parse_shapes(text: str) -> dict[str, tuple[int | str | None, ...]]:
-    """``input:1x3xHxW, other:?x8`` -> {"input": (1, 3, "H", "W"), "other": (None, 8)}."""
-    shapes: dict[str, tuple[int | str | None, ...]] = {}
-    for item in _split(text):
-        name, sep, dims = item.rpartition(":")
-        if not sep or not name or not dims:
-            raise EditError(f"cannot read the shape {item!r}", hint="write name:1x3x224x224 (? for dynamic, "
-                            "a word for a symbolic dim), several separated by commas")
-        shapes[name.strip()] = tuple(None if d in ("?", "") else int(d) if d.isdigit() else d
-                                     for d in dims.strip().split("x"))
-    return shapes
+def parse_shapes(text: str) -> dict[str, tuple[Dim, ...]]:
+    """``input:1x3xHxW other:?x8`` -> {"input": (1, 3, "H", "W"), "other": (None, 8)}: the SPEC grammar of
+    :mod:`workbench.specs` (inputs separated by spaces or ``;``) with one shape per input, ``?`` for a dynamic dim
+    and a word for a symbolic one."""
+    return {s.name: s.shape for s in parse_specs(text, ranges=False, symbolic=True, what="shapes")}
 
 
 def _attributes(text: str) -> dict[str, Any]:
@@ -175,13 +171,14 @@ class EditTab:
 
     title = "Edit"
 
-    def __init__(self, session: Any, status: Status) -> None:
+    def __init__(self, session: Session, status: Status) -> None:
         self.session = session
         self.status = status
+        on_kernel_thread(session)
         self.last_preview: dict[str, Any] | None = None
         self._refreshing = False
         self._outputs: dict[str, list[str]] = {}
-        self._select_callbacks: list[Any] = []  # on_select: the dashboard's selection signal
+        self._select_callbacks: list[Callable[[list[str]], object]] = []  # on_select: the dashboard's selection signal
 
         # the pattern box takes what the left column leaves; the buttons keep their labels whole
         self.pattern = W.Text(placeholder="name or op, e.g. Relu or block2.*", description="match",
@@ -201,7 +198,7 @@ class EditTab:
                              layout=W.Layout(width="380px"))
         self.outputs = W.Text(placeholder="tensor names, comma separated", description="outputs",
                               layout=W.Layout(width="380px"))
-        self.shapes = W.Text(placeholder="input:1x3x224x224 (? dynamic, N symbolic)", description="shapes",
+        self.shapes = W.Text(placeholder="input:1x3x224x224 other:?xN (? dynamic, N symbolic)", description="shapes",
                              layout=W.Layout(width="380px"))
         self.preview_button = W.Button(description="Preview", icon="eye", layout=W.Layout(width="100px"))
         self.apply_button = W.Button(description="Apply", icon="check", button_style="primary",
@@ -271,17 +268,19 @@ class EditTab:
         known = set(self._outputs)
         self.nodes.value = tuple(n for n in names if n in known)
 
-    def on_select(self, callback: Any) -> None:
+    def on_select(self, callback: Callable[[list[str]], object]) -> None:
         """Call ``callback(names)`` when the selection changes (not when a refresh keeps it)."""
         self._select_callbacks.append(callback)
 
     def select_matching(self) -> None:
+        """Select the nodes whose name or op matches the pattern box (see :func:`match_nodes`)."""
         rows = [{"name": n.name, "op": n.op_type} for n in self.session.model.graph.node]
         self.select(match_nodes(rows, self.pattern.value))
 
     # --- refresh from the session -----------------------------------------------------------------
 
     def refresh(self) -> None:
+        """Show the session's current model, recipe and history (after an edit, undo, redo or load)."""
         model = self.session.model
         kept = self.selection
         self._outputs = {n.name: list(n.output) for n in model.graph.node}
@@ -291,15 +290,8 @@ class EditTab:
             self.select(kept)
         finally:
             self._select_callbacks = callbacks
-        recipe = self.session.recipe
-        self.recipe_json.value = recipe.to_json()
-        history = self.session.history
-        labels = ["(original model)"]
-        for i in range(1, len(history)):
-            prev, cur = history[i - 1], history[i]
-            new = cur.edits[len(prev.edits):] if cur.edits[: len(prev.edits)] == prev.edits else cur.edits
-            text = "; ".join(describe(e) for e in new) if new else self._settings_label(prev, cur)
-            labels.append(f"{i}. {text}")
+        self.recipe_json.value = self.session.recipe.to_json()
+        labels = history_labels(self.session)
         self._refreshing = True
         try:
             self.history.options = [(("▶ " if i == self.session.position else "  ") + lab, i)
@@ -353,14 +345,6 @@ class EditTab:
                 self.graph.selected = self.selection
             finally:
                 self._graph_syncing = False
-
-    @staticmethod
-    def _settings_label(prev: R.Recipe, cur: R.Recipe) -> str:
-        if prev.calibration != cur.calibration:
-            return "calibration settings"
-        if prev.build != cur.build:
-            return "build settings"
-        return "recipe"
 
     def _show_count(self) -> None:
         self.count.value = f"{len(self.nodes.value)} of {len(self.nodes.options)} nodes selected"
