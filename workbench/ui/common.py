@@ -40,10 +40,10 @@ def refill(widget: Any, fig: Any) -> Any:
     """Show plotly figure ``fig`` in FigureWidget ``widget`` (same object: traces and layout replaced), or in a new
     FigureWidget when ``widget`` is None. Reuse matters: every new FigureWidget ships plotly.js (~5 MB) to the
     browser."""
-    import plotly.graph_objects as go
+    from .figure_widget import FigureWidget  # plotly's, its removed views no longer updated
 
     if widget is None:
-        return go.FigureWidget(fig)
+        return FigureWidget(fig)
     # plotly.js merges a relayout into the old layout: settings of the old figure the new one lacks (an axis
     # title, a category order) would stay, so they are removed explicitly. The order matters: traces go out at
     # once (batch_update defers only restyle/relayout), so the old traces go, then the new layout (axis types),
