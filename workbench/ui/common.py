@@ -83,11 +83,15 @@ class Status:
         self.message = ""
         self.hint = ""
         self.internal: InternalError | None = None  # the last internal error shown, with its log file
+        self.origin: threading.Thread | None = None  # the thread that asked for what the line shows
 
-    def _show(self, state: str, message: str, hint: str = "", *, internal: InternalError | None = None) -> None:
+    def _show(self, state: str, message: str, hint: str = "", *, internal: InternalError | None = None,
+              origin: threading.Thread | None = None) -> None:
+        origin = origin or threading.current_thread()
         if not self._ui.here():
-            self._ui.post(lambda: self._show(state, message, hint, internal=internal))
+            self._ui.post(lambda: self._show(state, message, hint, internal=internal, origin=origin))
             return
+        self.origin = origin
         self.state, self.message, self.hint, self.internal = state, message, hint, internal
         colour = {"error": "#b00020", "ok": "#1b5e20", "busy": "#555"}.get(state, "#333")
         text = html.escape(message) + (f"<br><i>hint: {html.escape(hint)}</i>" if hint else "")
@@ -213,6 +217,8 @@ class Job:
         """The end of a job, on the kernel thread: apply the result, show the outcome, restore the buttons."""
         self._show_report()
         final: object = None
+        if self.status.origin is not self._thread:  # the line shows something else since: the job's end replaces it
+            self.status.busy(f"{doing}…")
         try:
             with self.status.guard(doing, announce=False):
                 ok, value = outcome

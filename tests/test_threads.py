@@ -1,0 +1,161 @@
+"""Threads: a background job computes off the kernel thread while the user edits; every widget write and every session
+change event happens on the kernel thread (here the test's main thread), the session stays consistent, and the
+job's result lands.
+
+Every trait change of every widget goes through ``Widget.notify_change`` (which sends it to the browser): the tests
+record the thread of each. Two ways the kernel thread gets the updates: with no event loop running (headless, a
+script) ``Job.wait()`` applies them; in a kernel (an asyncio loop runs on the main thread, as ipykernel's does) the
+loop applies them through ``call_soon_threadsafe`` without anyone waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+
+import ipywidgets as W
+import pytest
+
+from workbench import recipe as R
+from workbench.table import Table
+from workbench.ui.common import Job
+from workbench.ui.dashboard import Workbench
+from workbench.workflows.model import layer_table
+
+MAIN = threading.main_thread()
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str, str]]]:
+    """(thread name, widget class, trait) of every widget trait change made while the test runs."""
+    seen: list[tuple[str, str, str]] = []
+    real = W.Widget.notify_change
+
+    def notify_change(self: W.Widget, change: object) -> None:
+        seen.append((threading.current_thread().name, type(self).__name__, str(getattr(change, "name", change))))
+        real(self, change)
+
+    monkeypatch.setattr(W.Widget, "notify_change", notify_change)
+    yield seen
+
+
+def _off_main(writes: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    return [w for w in writes if w[0] != MAIN.name]
+
+
+def _job_with_gate(wb: Workbench) -> tuple[Job, threading.Event, threading.Event, Callable[[Job], Table]]:
+    """The Model tab's job running a real computation (the layer table of the session's model) that also changes
+    the session from the worker, as the tabs' older jobs did (set_calibration), then waits for the test's go."""
+    tab = wb.tabs["Model"]
+    started, go = threading.Event(), threading.Event()
+
+    def work(job: Job) -> Table:
+        session = wb.session
+        assert session is not None
+        table = layer_table(session)  # reads the model under the session's lock
+        job.report(1, 3, "layer table read")
+        session.set_calibration(R.CalibrationSettings(method="max", samples=8))  # a change from the worker
+        job.report(2, 3, "waiting for the test")
+        started.set()
+        assert go.wait(60)
+        return table
+
+    return tab.job, started, go, work
+
+
+def _edit_while_running(wb: Workbench) -> None:
+    """What the user does meanwhile, on the kernel thread: bypass a Relu through the Edit tab's buttons, undo it,
+    apply it again."""
+    edit = wb.tabs["Edit"]
+    relu = next(n.name for n in wb.session.model.graph.node if n.op_type == "Relu")
+    edit.select([relu])
+    edit.action.value = "bypass node"
+    edit.apply_button.click()
+    assert wb.status.state == "ok", wb.status.message
+    edit.undo_button.click()
+    edit.redo_button.click()
+    assert wb.status.state == "ok", wb.status.message
+
+
+def _check_consistent(wb: Workbench, rows: list[int], before: int) -> None:
+    session = wb.session
+    assert session is not None
+    kinds = [e.kind for e in session.recipe.edits]
+    assert kinds == ["bypass_node", "fuse_batchnorm"]  # the user's edit, then the one the job's result applied
+    assert session.recipe.calibration == R.CalibrationSettings(method="max", samples=8)  # the worker's change kept
+    assert rows == [before]  # the job's table is the model as it was when the job read it
+    edit = wb.tabs["Edit"]
+    assert edit.history.value == session.position == len(session.history) - 1
+    assert len(edit.nodes.options) == len(session.model.graph.node)  # the Edit tab shows the current model
+    model_tab = wb.tabs["Model"]
+    assert model_tab.table is not None and len(model_tab.table) == len(layer_table(session))
+    assert model_tab.phase.value == f"done: {before} rows" and model_tab.progress.value == 1.0
+    assert not model_tab.check_button.disabled and model_tab.cancel_button.disabled
+
+
+def test_a_job_and_edits_at_the_same_time_write_widgets_only_on_the_kernel_thread(tmp_path, writes) -> None:
+    wb = Workbench("digits_cnn", cache_dir=tmp_path)
+    wb.tabs["Edit"]  # built before the job, as a user who opened the tab
+    job, started, go, work = _job_with_gate(wb)
+    rows: list[int] = []
+    events: list[str] = []
+    wb.session.on_change(lambda _s: events.append(threading.current_thread().name))
+    before = len(layer_table(wb.session))
+
+    def done(table: Table) -> str:  # on the kernel thread: the only place the job's result touches the session
+        rows.append(len(table))
+        wb.session.apply(R.FuseBatchNorm())
+        return f"done: {len(table)} rows"
+
+    assert job.start("reading the layers", work, done)
+    assert started.wait(60)
+    assert job.running  # on the kernel thread: the worker's progress and change event are applied here, now
+    assert wb.tabs["Model"].phase.value == "waiting for the test"
+    assert wb.tabs["Edit"].recipe_json.value == wb.session.recipe.to_json()  # the worker's change is shown
+    _edit_while_running(wb)
+    go.set()
+    job.wait(60)
+
+    assert _off_main(writes) == []
+    assert len(writes) > 100  # the recorder saw the dashboard's writes (progress, tables, status, graph)
+    assert events and set(events) == {MAIN.name}  # the worker's set_calibration too was delivered here
+    _check_consistent(wb, rows, before)
+    assert wb.status.state == "ok" and wb.status.message == "reading the layers: done"
+
+
+def test_in_a_running_event_loop_the_updates_arrive_without_waiting(tmp_path, writes) -> None:
+    """As in a kernel: the dashboard is made while an asyncio loop runs on the main thread; the worker's updates and
+    its result are applied by that loop (call_soon_threadsafe) while the test's coroutine only sleeps."""
+    rows: list[int] = []
+    landed = threading.Event()
+
+    async def scenario() -> tuple[Workbench, int]:
+        wb = Workbench("digits_cnn", cache_dir=tmp_path)
+        wb.tabs["Edit"]
+        job, started, go, work = _job_with_gate(wb)
+        before = len(layer_table(wb.session))
+
+        def done(table: Table) -> str:
+            rows.append(len(table))
+            wb.session.apply(R.FuseBatchNorm())
+            landed.set()
+            return f"done: {len(table)} rows"
+
+        assert job.start("reading the layers", work, done)
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        while wb.tabs["Model"].phase.value != "waiting for the test":  # delivered by the loop, nobody drains
+            await asyncio.sleep(0.01)
+        _edit_while_running(wb)
+        go.set()
+        for _ in range(6000):  # up to a minute; the loop applies the end of the job
+            if landed.is_set() and not job._active:
+                break
+            await asyncio.sleep(0.01)
+        return wb, before
+
+    wb, before = asyncio.run(scenario())
+    assert landed.is_set()
+    assert _off_main(writes) == []
+    _check_consistent(wb, rows, before)
