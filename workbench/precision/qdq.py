@@ -243,7 +243,8 @@ def activation_tensors(
     if target == "onnxruntime":
         from .qdq_ort import _ort_plan  # qdq_ort imports this module: import it on use
 
-        return list(_ort_plan(model, nodes, exclude, float_heads).tensors)
+        plan = _ort_plan(model, nodes, exclude, float_heads)
+        return [t for t in plan.tensors if t not in plan.borrowed]
     consts = set(_constants(model))
     out: dict[str, None] = {}
     targets = quantization_targets(model, nodes=nodes, exclude=exclude, float_heads=float_heads)

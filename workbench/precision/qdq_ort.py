@@ -90,6 +90,7 @@ class _OrtPlan:
     targets: dict[str, list[int]]
     tensors: dict[str, str]
     float_readers: frozenset[str]
+    borrowed: frozenset[str] = frozenset()  # Concat inputs quantized with the Concat output's scale (not calibrated)
 
 
 def _clips_at_zero(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> bool:
@@ -191,7 +192,7 @@ def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[st
             tensors[t] = t
     for t, out in borrowed.items():
         tensors[t] = tensors[out]
-    return _OrtPlan(targets, tensors, frozenset((set(every) - set(targets)) | excluded))
+    return _OrtPlan(targets, tensors, frozenset((set(every) - set(targets)) | excluded), frozenset(borrowed))
 
 
 def _asymmetric_ranges(scales: ScaleCache | Mapping[str, Any]) -> dict[str, tuple[float, float]]:
