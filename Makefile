@@ -25,9 +25,11 @@ chromium:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# ruff (with the public API's docstrings), the import-linter contracts and mypy ([tool.*] in pyproject.toml)
 lint: $(STAMP)
-	$(VENV)/bin/ruff check workbench tests benchmarks scripts
+	$(VENV)/bin/ruff check workbench tests benchmarks scripts corpus
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 test: $(STAMP) chromium lint
 	$(PY) -m pytest -q --timeout=900

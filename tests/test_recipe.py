@@ -63,8 +63,8 @@ def test_digest_is_canonical_and_ignores_the_model_path() -> None:
 
 def test_template_has_no_model() -> None:
     t = R.Recipe(edits=(R.FoldConstants(), R.FuseBatchNorm(), R.RemoveIdentity()))
-    assert t.is_template and "model" not in json.loads(t.to_json())
-    assert R.Recipe.from_json('{"schema_version": 1, "edits": [{"kind": "fold_constants"}]}').is_template
+    assert t.model is None and "model" not in json.loads(t.to_json())
+    assert R.Recipe.from_json('{"schema_version": 1, "edits": [{"kind": "fold_constants"}]}').model is None
 
 
 @pytest.mark.parametrize("text, match, hint", [

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, Union
+from typing import Protocol, Union, runtime_checkable
 
 __all__ = ["Cancel", "Progress", "cancelled", "report"]
 
 
+@runtime_checkable
 class _EventLike(Protocol):
     def is_set(self) -> bool: ...
 
@@ -20,14 +21,16 @@ def cancelled(cancel: Cancel) -> bool:
     """True when ``cancel`` says stop."""
     if cancel is None:
         return False
-    is_set = getattr(cancel, "is_set", None)
-    return bool(is_set() if is_set is not None else cancel())  # type: ignore[operator]
+    if isinstance(cancel, _EventLike):
+        return bool(cancel.is_set())
+    return bool(cancel())
 
 
 class Progress(Protocol):
     """Progress callback: ``done`` of ``total`` (any units; ``total`` 0 when unknown), with an optional phase."""
 
-    def __call__(self, done: float, total: float, phase: str = "") -> None: ...
+    def __call__(self, done: float, total: float, phase: str = "") -> None:
+        """Say that ``done`` of ``total`` is done, in ``phase``."""
 
 
 def report(progress: Progress | None, done: float, total: float, phase: str = "") -> None:

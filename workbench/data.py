@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .cancel import cancelled
+from .cancel import Cancel, cancelled
 from .errors import DataError
 from .graph import tensor_infos
 from .recipe import Preprocessing
@@ -212,9 +212,12 @@ class _Files:
         return np.stack(items)
 
 
-def _take(arr: Any, axis: int, start: int, stop: int) -> np.ndarray:
+def _take(arr: np.ndarray | _Files, axis: int | None, start: int, stop: int) -> np.ndarray:
+    """Samples ``start:stop`` of a column along its sample ``axis``; a shared column (axis None) whole."""
     if isinstance(arr, _Files):
         return arr.read(start, stop)
+    if axis is None:
+        return arr
     index = (slice(None),) * axis + (slice(start, stop),)
     return arr[index]
 
@@ -239,7 +242,8 @@ class Dataset:
     def __init__(self, arrays: Mapping[str, Any], sample_axes: Axes | None = None, *, description: str = "arrays",
                  preprocessing: Preprocessing | None = None, inputs: Sequence[str] | None = None,
                  step: int | None = None, given: Axes | None = None, strict: bool = False) -> None:
-        self._cols = {str(k): (v if isinstance(v, _Files) else np.asarray(v)) for k, v in arrays.items()}
+        self._cols: dict[str, np.ndarray | _Files] = {
+            str(k): (v if isinstance(v, _Files) else np.asarray(v)) for k, v in arrays.items()}
         if not self._cols:
             raise DataError(f"{description} holds no arrays", hint="give one array per model input, keyed by its name")
         self.given = dict(given if given is not None else (sample_axes or {}))
@@ -278,6 +282,7 @@ class Dataset:
 
     @property
     def names(self) -> list[str]:
+        """Every column's name."""
         return list(self._cols)
 
     @property
@@ -285,11 +290,8 @@ class Dataset:
         """Every column as a whole array (lazily read columns are read now)."""
         return {k: self.array(k) for k in self._cols}
 
-    @property
-    def extras(self) -> list[str]:
-        return [k for k in self._cols if k not in self.inputs]
-
     def shape(self, name: str) -> tuple[int, ...]:
+        """The whole shape of one column (its sample axis included)."""
         return tuple(self._cols[name].shape)
 
     def array(self, name: str) -> np.ndarray:
@@ -298,15 +300,13 @@ class Dataset:
         return col.read(0, len(col.files)) if isinstance(col, _Files) else col
 
     def _slice(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        return {k: (v if self.sample_axes[k] is None else _take(v, self.sample_axes[k], start, stop))
-                for k, v in self._cols.items()}
+        return {k: _take(v, self.sample_axes[k], start, stop) for k, v in self._cols.items()}
 
     def __getitem__(self, index: slice) -> Dataset:
         if not isinstance(index, slice) or index.step not in (None, 1):
             raise TypeError("a Dataset is sliced by samples: ds[start:stop]")
         start, stop, _ = index.indices(self.samples)
-        cols = {k: (v if self.sample_axes[k] is None else
-                    v.sliced(start, stop) if isinstance(v, _Files) else _take(v, self.sample_axes[k], start, stop))
+        cols = {k: (v.sliced(start, stop) if isinstance(v, _Files) else _take(v, self.sample_axes[k], start, stop))
                 for k, v in self._cols.items()}
         out = Dataset(cols, self.sample_axes, description=self.description, preprocessing=self.preprocessing,
                       inputs=self.inputs, step=self.step, given=self.given)
@@ -319,10 +319,11 @@ class Dataset:
         return self if n is None or n >= self.samples else self[:n]
 
     def batch(self, start: int, stop: int) -> Batch:
+        """Samples ``start:stop`` as a :class:`Batch` (shared columns whole)."""
         arrays = self._slice(start, stop)
         return Batch({k: arrays[k] for k in self.inputs}, arrays, max(0, min(stop, self.samples) - start), start)
 
-    def batches(self, batch_size: int = 16, *, max_samples: int | None = None, cancel: Any = None,
+    def batches(self, batch_size: int = 16, *, max_samples: int | None = None, cancel: Cancel = None,
                 warnings: list[str] | None = None) -> Iterator[Batch]:
         """Batches of ``batch_size`` samples (the model's fixed batch size when it has one), each column
         concatenated along its own sample axis, shared columns as they are. With a fixed batch size the last
@@ -838,6 +839,7 @@ def random_data(model: onnx.ModelProto, *, samples: int = 100, shapes: Mapping[s
         if k in shapes:
             shape = [int(d) for d in shapes[k]]
         else:
+            assert dims is not None  # an input with no declared shape and none given was refused above
             bad = [i for i, d in enumerate(dims) if _dynamic(d) and i != ax]
             if bad:
                 example = "x".join(str(d) if not _dynamic(d) else ("1" if i == ax else "?") for i, d in enumerate(dims))
@@ -926,5 +928,8 @@ def output_sample_axes(model: onnx.ModelProto, data: Dataset) -> dict[str, int |
 
 def samples_first(values: Mapping[str, np.ndarray], axes: Mapping[str, int | None]) -> dict[str, np.ndarray]:
     """Outputs with their sample axis moved to the front (views), for per-sample metrics."""
-    return {k: (np.moveaxis(v, axes[k], 0) if axes.get(k) not in (None, 0) and v.ndim > (axes[k] or 0) else v)
-            for k, v in values.items()}
+    out = {}
+    for k, v in values.items():
+        axis = axes.get(k)
+        out[k] = np.moveaxis(v, axis, 0) if axis is not None and axis != 0 and v.ndim > axis else v
+    return out

@@ -35,6 +35,7 @@ class WorkbenchError(Exception):
         return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
 
     def to_dict(self) -> dict[str, str]:
+        """``{"error", "hint"}``, as the CLI prints it."""
         return {"error": self.message, "hint": self.hint}
 
 

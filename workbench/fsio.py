@@ -60,6 +60,7 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
+    """The JSON value in a UTF-8 file."""
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 

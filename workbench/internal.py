@@ -53,11 +53,13 @@ class InternalError:
 
     @property
     def hint(self) -> str:
+        """Where the traceback is, and how to report the bug."""
         where = (f"the full traceback is in {self.log}" if self.log
                  else f"the traceback could not be logged ({self.log_problem})")
         return f"{where}; {_HOW_TO_REPORT}"
 
     def to_dict(self) -> dict[str, Any]:
+        """``{"error", "hint", "internal": true, "log"}``, as the CLI prints it."""
         return {"error": self.line, "hint": self.hint, "internal": True, "log": self.log}
 
 

@@ -74,6 +74,7 @@ class Edit:
     kind: ClassVar[str] = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON types, with the edit's ``kind``."""
         return {"kind": self.kind, **_plain(dataclasses.asdict(self))}
 
 
@@ -313,6 +314,7 @@ class Quantize(Edit):
                      tuple(sorted(self.methods.items())), self.float_heads))
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON types; the default target and an empty ``methods`` are left out (older recipes keep their digest)."""
         out = super().to_dict()
         if self.target == "tensorrt":
             del out["target"]
@@ -447,6 +449,7 @@ class CalibrationSettings:
     sample_axes: dict[str, int | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON types; preprocessing and sample axes only when set."""
         out = _plain(dataclasses.asdict(self))
         if self.preprocessing is None:
             del out["preprocessing"]
@@ -468,17 +471,16 @@ class Recipe:
     build: BuildSettings | None = None
     schema_version: int = SCHEMA_VERSION
 
-    @property
-    def is_template(self) -> bool:
-        return self.model is None
-
     def with_edit(self, edit: Edit) -> Recipe:
+        """This recipe with ``edit`` appended."""
         return dataclasses.replace(self, edits=(*self.edits, edit))
 
     def replace(self, **changes: Any) -> Recipe:
+        """This recipe with the given fields replaced."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON types, as the recipe file stores them (no model when a template)."""
         out: dict[str, Any] = {"schema_version": self.schema_version, "edits": [e.to_dict() for e in self.edits]}
         if self.model is not None:
             out["model"] = _plain(dataclasses.asdict(self.model))
@@ -491,6 +493,7 @@ class Recipe:
         return out
 
     def to_json(self) -> str:
+        """The recipe file's text (sorted keys, so equal recipes give equal text)."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def digest(self) -> str:
@@ -502,6 +505,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "recipe") -> Recipe:
+        """A recipe from :meth:`to_dict`'s form; anything malformed is a :class:`RecipeError` naming ``where``."""
         if not isinstance(data, Mapping):
             raise RecipeError(f"{where}: a recipe is a JSON object, got {type(data).__name__}",
                               hint='start from {"schema_version": 1, "edits": []}')
@@ -532,6 +536,7 @@ class Recipe:
 
     @classmethod
     def from_json(cls, text: str, *, where: str = "recipe") -> Recipe:
+        """A recipe from its file's text; bad JSON or content is a :class:`RecipeError` naming ``where``."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -604,7 +609,7 @@ def _convert(tp: Any, value: Any) -> Any:
         if not isinstance(value, Mapping):
             raise TypeError(f"expected an object, got {value!r}")
         return {str(k): _convert(args[1], v) if args else v for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, tp.__name__)
     if tp is Any:
         return value

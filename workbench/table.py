@@ -29,6 +29,7 @@ class Table:
 
     @classmethod
     def from_records(cls, records: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Table:
+        """A table from dicts; ``columns`` default to every key, in first-seen order (a missing key is None)."""
         records = list(records)
         if columns is None:
             seen: dict[str, None] = {}
@@ -41,24 +42,30 @@ class Table:
         return len(self.rows)
 
     def column(self, name: str) -> list[Any]:
+        """The values of one column, in row order."""
         i = self._index(name)
         return [row[i] for row in self.rows]
 
     def records(self) -> list[dict[str, Any]]:
+        """The rows as dicts keyed by column."""
         return [dict(zip(self.columns, row)) for row in self.rows]
 
     def where(self, predicate: Callable[[dict[str, Any]], bool]) -> Table:
+        """The rows whose record ``predicate`` accepts."""
         return Table(self.columns, tuple(r for r, rec in zip(self.rows, self.records()) if predicate(rec)))
 
     def sort_by(self, name: str, *, descending: bool = False) -> Table:
+        """The rows sorted by one column, None values last."""
         i = self._index(name)
         key = (lambda r: (r[i] is None, r[i])) if not descending else (lambda r: (r[i] is not None, r[i]))
         return Table(self.columns, tuple(sorted(self.rows, key=key, reverse=descending)))
 
     def head(self, n: int) -> Table:
+        """The first ``n`` rows."""
         return Table(self.columns, self.rows[:n])
 
     def to_json(self) -> str:
+        """The records as a JSON list."""
         return json.dumps(self.records())
 
     def _index(self, name: str) -> int:

@@ -125,6 +125,7 @@ class OrtEngine:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, feeds: Feeds, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Run the model on ``feeds``; ``outputs`` (any tensor the model keeps) default to the graph outputs."""
         names = list(outputs) if outputs is not None else self.output_names
         try:
             values = self.session.run(names, dict(feeds))
@@ -136,12 +137,14 @@ class OrtEngine:
         return dict(zip(names, values))
 
     def profile(self, feeds: Feeds, *, iterations: int = 20) -> Table:
+        """Per-node timing of ``iterations`` runs (see :func:`~workbench.backends.ort_profile.profile_session`)."""
         from .ort_profile import profile_session  # per-node timing lives beside the profile importers
 
         return profile_session(self, feeds, iterations=iterations)
 
     def close(self) -> None:
-        self.session = None  # type: ignore[assignment]
+        """Release the ONNX Runtime session."""
+        self.session = None
 
 
 class OrtBackend:
@@ -150,6 +153,7 @@ class OrtBackend:
     name = "onnxruntime"
 
     def available(self) -> str | None:
+        """None: ONNX Runtime is always installed."""
         try:
             import onnxruntime  # noqa: F401
         except ImportError as exc:  # pragma: no cover - a core dependency
@@ -157,5 +161,6 @@ class OrtBackend:
         return None
 
     def build(self, model: onnx.ModelProto, settings: Any = None, *, capture: tuple[str, ...] = ()) -> OrtEngine:
+        """An :class:`OrtEngine` (``settings``: whether to optimise the graph); ``capture`` adds those tensors as outputs."""
         optimize = True if settings is None else bool(getattr(settings, "optimize", settings))
         return OrtEngine(with_outputs(model, capture) if capture else model, optimize=optimize)

@@ -118,9 +118,9 @@ def fuse_batchnorm(graph: gs.Graph) -> int:
             continue
         if any(o.outputs or o in graph.outputs for o in bn.outputs[1:]):
             continue
-        params = [_const(t) for t in bn.inputs[1:5]]
+        params = [p for p in map(_const, bn.inputs[1:5]) if p is not None]
         x = bn.inputs[0]
-        if len(bn.inputs) < 5 or any(p is None for p in params) or len(x.inputs) != 1:
+        if len(params) != 4 or len(x.inputs) != 1:
             continue
         prod = x.inputs[0]
         if prod.op not in _FUSABLE or len(x.outputs) != 1 or x in graph.outputs or prod.outputs[0] is not x:

@@ -47,6 +47,7 @@ def _attr_value(key: str, value: Any, where: str) -> Any:
 
 
 def rename_node(model: onnx.ModelProto, name: str, new_name: str) -> None:
+    """Rename node ``name`` to ``new_name``, in place; the new name must be non-empty and unused."""
     where = f"rename_node '{name}'"
     _, node = _node(model, name, where)
     if not new_name:

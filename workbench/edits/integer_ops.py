@@ -40,7 +40,7 @@ class _Rewriter:
     def const(self, base: str, value: np.ndarray) -> gs.Constant:
         return gs.Constant(unique_name(base, self.used_t), np.asarray(value))
 
-    def node(self, op: str, base: str, inputs: list, outputs: list, **attrs: object) -> gs.Node:
+    def node(self, op: str, base: str, inputs: list[gs.Tensor], outputs: list[gs.Tensor], **attrs: object) -> gs.Node:
         n = gs.Node(op, name=unique_name(base, self.used_n), attrs=dict(attrs), inputs=inputs, outputs=outputs)
         self.new_nodes.append(n)
         return n
@@ -159,13 +159,12 @@ def _check(graph: gs.Graph, targets: list[gs.Node]) -> None:
 def _lstm_weight(node: gs.Node, q: gs.Tensor, scale: gs.Tensor, zp: gs.Tensor, what: str) -> np.ndarray:
     """(q - zero_point) * scale for DynamicQuantizeLSTM's transposed [dirs, in, 4*hidden] int8 weight, as ONNX's
     float LSTM layout [dirs, 4*hidden, in]."""
-    values = [np.asarray(t.values) if isinstance(t, gs.Constant) else None for t in (q, scale, zp)]
-    if any(v is None for v in values):
-        computed = [t.name for t, v in zip((q, scale, zp), values) if v is None]
+    if not (isinstance(q, gs.Constant) and isinstance(scale, gs.Constant) and isinstance(zp, gs.Constant)):
+        computed = [t.name for t in (q, scale, zp) if not isinstance(t, gs.Constant)]
         raise EditError(
             f"dequantize_integer_ops: DynamicQuantizeLSTM '{node.name}' has computed {what} tensors {computed}",
             hint="only constant (initializer) quantised weights, scales and zero points can be turned back to float")
-    wq, sc, z = values
+    wq, sc, z = (np.asarray(t.values) for t in (q, scale, zp))
     dirs, four_h = wq.shape[0], wq.shape[2]
     sc = sc.astype(np.float64).reshape((dirs, 1, four_h) if sc.size == dirs * four_h else (-1, 1, 1))
     z = z.astype(np.float64).reshape((dirs, 1, four_h) if z.size == dirs * four_h else (-1, 1, 1))

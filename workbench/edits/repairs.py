@@ -20,7 +20,7 @@ the existing ``dequantize_integer_ops``); a repair that needs the user's value (
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -136,7 +136,8 @@ def freeze_input(model: onnx.ModelProto, name: str, value: Any) -> None:
     _constant_conditions(model)
 
 
-def _cone(g: onnx.GraphProto, tensor: str, producers: Mapping[str, onnx.NodeProto], leaf: Any) -> list | None:
+def _cone(g: onnx.GraphProto, tensor: str, producers: Mapping[str, onnx.NodeProto],
+          leaf: Callable[[str], bool]) -> list[onnx.NodeProto] | None:
     """Nodes computing ``tensor`` back to tensors ``leaf(t)`` accepts, in graph order; None past a subgraph, a
     tensor ``leaf`` refuses (it returns False) or :data:`_CONE_LIMIT` nodes."""
     seen: set[str] = set()
@@ -226,12 +227,13 @@ class Repair:
 
     def with_shapes(self, shapes: Mapping[str, Sequence[int]]) -> Repair:
         """This repair with the static shapes of its inputs (``needs_shapes``) filled in."""
-        fixed = {k: tuple(int(d) for d in shapes[k]) for k in self.needs_shapes}
+        fixed: dict[str, tuple[R.Dim, ...]] = {k: tuple(int(d) for d in shapes[k]) for k in self.needs_shapes}
         edits = tuple(replace(e, shapes=fixed) if isinstance(e, R.SetShapes) else e for e in self.edits)
         said = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in fixed.items())
         return replace(self, edits=edits, title=self.title.replace("SHAPES", said))
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON types, as ``workbench check --json`` prints the repair."""
         return {"kind": self.kind, "title": self.title, "why": self.why, "edits": [e.to_dict() for e in self.edits],
                 "needs_value": self.needs_value or None, "needs_shapes": list(self.needs_shapes) or None,
                 "examples": list(self.examples), "ready": self.ready}

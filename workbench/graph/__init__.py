@@ -22,7 +22,7 @@ from .save import model_bytes, save_model, sha256_bytes, sha256_file
 from .shapes import TensorInfo, infer_shapes, tensor_infos, weightless_skeleton
 from .summary import summary
 from .walk import all_nodes, iter_graphs, prune_unused, rename_reads, sort_nodes, subgraph_reads, subgraphs
-from .weights import constant_value_shape, constant_weights
+from .weights import constant_weights
 
 __all__ = [
     "LAYER_COLUMNS",
@@ -42,7 +42,6 @@ __all__ = [
     "rename_reads",
     "sort_nodes",
     "constant_weights",
-    "constant_value_shape",
     "tensor_infos",
     "summary",
     "layer_table",

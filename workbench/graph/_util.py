@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import onnx
 from onnx import TensorProto
 
 
-def prod(dims: tuple) -> int:
+def prod(dims: Iterable[int]) -> int:
+    """The product of ``dims`` (each converted with int())."""
     out = 1
     for d in dims:
         out *= int(d)
@@ -14,11 +17,13 @@ def prod(dims: tuple) -> int:
 
 
 def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when the message is empty)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
 def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A deep copy of ``model``."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out

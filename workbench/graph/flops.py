@@ -12,8 +12,12 @@ from ._util import prod
 from .shapes import TensorInfo, skeleton_at, tensor_infos
 
 
-def _known(shape: tuple | None) -> bool:
-    return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)
+def _concrete(shape: tuple[int | str | None, ...] | None) -> tuple[int, ...] | None:
+    """The shape when every dim is a known positive int, else None."""
+    if shape is None:
+        return None
+    dims = tuple(d for d in shape if isinstance(d, int) and d > 0)
+    return dims if len(dims) == len(shape) else None
 
 
 def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
@@ -26,16 +30,16 @@ def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
     return default
 
 
-def node_flops(node: onnx.NodeProto, infos: dict[str, TensorInfo]) -> int | None:
+def node_flops(node: onnx.NodeProto, infos: Mapping[str, TensorInfo]) -> int | None:
     """Multiply-accumulate FLOPs (2 per MAC) of Conv, ConvTranspose, Gemm and MatMul; None when unknown."""
     op = node.op_type
     if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
         return None
 
-    def shape(i: int, outputs: bool = False) -> tuple | None:
+    def shape(i: int, outputs: bool = False) -> tuple[int, ...] | None:
         names = node.output if outputs else node.input
         info = infos.get(names[i]) if i < len(names) else None
-        return info.shape if info is not None and _known(info.shape) else None
+        return None if info is None else _concrete(info.shape)
 
     if op == "Conv":
         w, y = shape(1), shape(0, outputs=True)
@@ -68,10 +72,12 @@ _FLOP_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def total_flops(model: onnx.ModelProto) -> int | None:
+    """Total FLOPs of the main graph's Conv/ConvTranspose/Gemm/MatMul; None when there are none or one is unknown."""
     nodes = [n for n in model.graph.node if n.op_type in _FLOP_OPS]
     infos = tensor_infos(model, {t for n in nodes for t in (*n.input, *n.output)})
     flops = [node_flops(n, infos) for n in nodes]
-    return None if not flops or any(f is None for f in flops) else int(sum(flops))
+    known = [f for f in flops if f is not None]
+    return None if not flops or len(known) != len(flops) else sum(known)
 
 
 def flops_at(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], *, where: str = "the model") -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,7 @@ def load_model(
 
 def _resolve(source: str | os.PathLike[str]) -> Path:
     """A path, or the bundled sample of that name when no such file exists."""
-    text = os.fspath(source)
-    if isinstance(text, bytes):
-        text = os.fsdecode(text)
+    text = os.fsdecode(source)
     if "\x00" in text:
         raise ModelError(f"invalid model path {text!r} (it contains a NUL byte)", hint="pass a valid file path")
     path = Path(text)
@@ -159,7 +158,7 @@ def _graph_external(g: onnx.GraphProto, found: list[TensorProto]) -> None:
     _nodes_external(g.node, found)
 
 
-def _nodes_external(nodes: Any, found: list[TensorProto]) -> None:
+def _nodes_external(nodes: Iterable[onnx.NodeProto], found: list[TensorProto]) -> None:
     for n in nodes:
         for a in n.attribute:
             if a.type == onnx.AttributeProto.TENSOR:
@@ -306,7 +305,7 @@ def _graph_texts(g: onnx.GraphProto, texts: list[Any]) -> None:
     _node_texts(g.node, texts)
 
 
-def _node_texts(nodes: Any, texts: list[Any]) -> None:
+def _node_texts(nodes: Iterable[onnx.NodeProto], texts: list[Any]) -> None:
     for n in nodes:
         texts += (n.name, n.op_type, n.domain, n.doc_string)
         texts += n.input

@@ -7,7 +7,7 @@ inputs), so loading a 100 MB model costs little more than reading it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ class TensorInfo:
     shape: tuple[int | str | None, ...] | None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON types: the shape as a list (None when unknown)."""
         return {"name": self.name, "dtype": self.dtype, "shape": None if self.shape is None else list(self.shape)}
 
 
@@ -93,7 +94,7 @@ def infer_shapes(model: onnx.ModelProto, *, where: str = "the model") -> onnx.Mo
     return out
 
 
-def _has_subgraphs(nodes: Any) -> bool:
+def _has_subgraphs(nodes: Iterable[onnx.NodeProto]) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in nodes for a in n.attribute)
 
 
@@ -120,6 +121,7 @@ def _data_prop_safe(skel: onnx.ModelProto) -> bool:
 
 
 def infer_into(model: onnx.ModelProto, where: str, skel: onnx.ModelProto | None = None) -> None:
+    """Infer shapes on ``skel`` (the model's weightless skeleton when None) and copy them into ``model``, in place."""
     skel = weightless_skeleton(model, where) if skel is None else skel
     try:
         inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=_data_prop_safe(skel))
@@ -151,6 +153,7 @@ def _dtype_name(elem_type: int) -> str:
 
 
 def tensor_info(vi: onnx.ValueInfoProto) -> TensorInfo:
+    """The :class:`TensorInfo` a ValueInfoProto declares (dims as ints, symbols or None)."""
     t = vi.type.tensor_type
     dtype = _dtype_name(t.elem_type) if t.elem_type else "unknown"
     if not t.HasField("shape"):
@@ -185,6 +188,7 @@ def tensor_infos(model: onnx.ModelProto, names: set[str] | None = None) -> dict[
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The main graph's real inputs (those that are not also initializers)."""
     inits = {i.name for i in model.graph.initializer}
     return [i for i in model.graph.input if i.name not in inits]
 

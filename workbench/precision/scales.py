@@ -30,6 +30,7 @@ class TensorStats:
     clipped: dict[str, float] = field(default_factory=dict)  # {method: share of values its threshold clips}
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON types, as the scale cache file stores them."""
         out: dict[str, Any] = {"amax": self.amax, "min": self.min, "max": self.max, "thresholds": dict(self.thresholds),
                "hist": list(self.hist), "hist_max": self.hist_max, "override": self.override}
         if self.clipped:  # written only when measured: older caches keep their digest
@@ -38,6 +39,7 @@ class TensorStats:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TensorStats:
+        """The statistics from :meth:`to_dict`'s form."""
         return cls(amax=float(d["amax"]), min=float(d.get("min", 0.0)), max=float(d.get("max", 0.0)),
                    thresholds={k: float(v) for k, v in dict(d.get("thresholds") or {}).items()},
                    hist=[int(c) for c in d.get("hist") or []], hist_max=float(d.get("hist_max", 0.0)),
@@ -68,6 +70,7 @@ class ScaleCache:
     seconds: float = 0.0
 
     def amax(self) -> dict[str, float]:
+        """``{tensor: amax}`` (a hand override where there is one)."""
         return {k: v.value for k, v in self.tensors.items()}
 
     @property
@@ -104,15 +107,18 @@ class ScaleCache:
                           dict(self.settings), list(self.warnings), self.seconds)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON types, as the scale cache file stores them."""
         return {"schema_version": 1, "kind": "scale_cache", "method": self.method,
                 "model_digest": self.model_digest, "data_digest": self.data_digest, "samples": self.samples,
                 "settings": dict(self.settings), "warnings": list(self.warnings), "seconds": self.seconds,
                 "tensors": {k: v.to_dict() for k, v in sorted(self.tensors.items())}}
 
     def to_json(self) -> str:
+        """The scale cache file's text."""
         return json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
 
     def digest(self) -> str:
+        """sha256 of the canonical JSON without the calibration time (equal statistics: equal digests)."""
         d = self.to_dict()
         d.pop("seconds")
         return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -125,6 +131,7 @@ class ScaleCache:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, where: str = "scale cache") -> ScaleCache:
+        """The cache from :meth:`to_dict`'s form; a malformed one is a :class:`CalibrationError` naming ``where``."""
         try:
             tensors = {str(k): TensorStats.from_dict(v) for k, v in dict(d["tensors"]).items()}
             return cls(tensors=tensors, method=str(d.get("method", "")), model_digest=str(d.get("model_digest", "")),
@@ -137,6 +144,7 @@ class ScaleCache:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ScaleCache:
+        """Read a scale cache file; a missing or malformed one is a :class:`CalibrationError`."""
         path = Path(path)
         if not path.is_file():
             raise CalibrationError(f"scale cache not found: {path}",
