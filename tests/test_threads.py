@@ -114,8 +114,11 @@ def test_a_job_and_edits_at_the_same_time_write_widgets_only_on_the_kernel_threa
     assert wb.tabs["Model"].phase.value == "waiting for the test"
     assert wb.tabs["Edit"].recipe_json.value == wb.session.recipe.to_json()  # the worker's change is shown
     _edit_while_running(wb)
+    assert wb.status.running == ["reading the layers"]  # the busy state stays visible under the edit's message
+    assert "running: reading the layers" in wb.status.widget.value and "bypass" in wb.status.message
     go.set()
     job.wait(60)
+    assert wb.status.running == [] and "running:" not in wb.status.widget.value
 
     assert _off_main(writes) == []
     assert len(writes) > 100  # the recorder saw the dashboard's writes (progress, tables, status, graph)

@@ -84,6 +84,7 @@ class Status:
         self.hint = ""
         self.internal: InternalError | None = None  # the last internal error shown, with its log file
         self.origin: threading.Thread | None = None  # the thread that asked for what the line shows
+        self.running: list[str] = []  # background jobs under way (kernel thread only)
 
     def _show(self, state: str, message: str, hint: str = "", *, internal: InternalError | None = None,
               origin: threading.Thread | None = None) -> None:
@@ -93,9 +94,27 @@ class Status:
             return
         self.origin = origin
         self.state, self.message, self.hint, self.internal = state, message, hint, internal
-        colour = {"error": "#b00020", "ok": "#1b5e20", "busy": "#555"}.get(state, "#333")
-        text = html.escape(message) + (f"<br><i>hint: {html.escape(hint)}</i>" if hint else "")
-        self.widget.value = f'<div class="wb-status wb-status-{state}" style="color:{colour}">{text}</div>'
+        self._render()
+
+    def _render(self) -> None:
+        colour = {"error": "#b00020", "ok": "#1b5e20", "busy": "#555"}.get(self.state, "#333")
+        text = html.escape(self.message) + (f"<br><i>hint: {html.escape(self.hint)}</i>" if self.hint else "")
+        line = f'<div class="wb-status wb-status-{self.state}" style="color:{colour}">{text}</div>'
+        if self.running:  # the busy state stays visible while another action writes the line
+            line += ('<div class="wb-status-jobs" style="color:#555;font-size:90%">running: '
+                     + html.escape(", ".join(self.running)) + "…</div>")
+        self.widget.value = line
+
+    def job_started(self, doing: str) -> None:
+        """A background job began (on the kernel thread): listed under the line until :meth:`job_ended`."""
+        self.running.append(doing)
+        self._render()
+
+    def job_ended(self, doing: str) -> None:
+        """A background job's end was shown."""
+        if doing in self.running:
+            self.running.remove(doing)
+        self._render()
 
     def busy(self, message: str) -> None:
         """Show ``message`` as work in progress."""
@@ -200,6 +219,7 @@ class Job:
         self._active = True
         self.report(0, 1, "starting")
         self.run_button.disabled, self.cancel_button.disabled = True, False
+        self.status.job_started(doing)
         self.status.busy(f"{doing}…")
 
         def body() -> None:
@@ -245,6 +265,7 @@ class Job:
                 ready = True
             self.run_button.disabled, self.cancel_button.disabled = not ready, True
             self._active = False
+            self.status.job_ended(doing)
 
     def report(self, done: float, total: float, phase: str = "") -> None:
         """Progress callback: ``done`` of ``total`` (any units), with an optional phase label. From the worker it
