@@ -396,12 +396,9 @@ class Session:
                 start, model = k, self._models[prefix_key]
                 break
         for k in range(start, len(edits)):
-            model = self._apply_one(model, edits[k])
+            model = apply(model, edits[k], cache_dir=self.cache_dir)
             self._remember(self._model_key(recipe.replace(edits=edits[: k + 1])), model)
         return model
-
-    def _apply_one(self, model: onnx.ModelProto, edit: Edit) -> onnx.ModelProto:
-        return apply(model, edit, cache_dir=self.cache_dir)
 
     def _remember(self, key: str, model: onnx.ModelProto) -> None:
         self._models[key] = model

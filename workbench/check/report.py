@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BuildError
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["CheckCancelled", "CheckReport", "RECIPE"]
 
@@ -41,6 +44,7 @@ class CheckReport:
     builder_errors: list[str] = field(default_factory=list)
     repairs: list[dict[str, Any]] = field(default_factory=list)
     repaired: dict[str, Any] | None = None
+    repaired_model: onnx.ModelProto | None = field(default=None, repr=False, compare=False)  # not in the JSON
 
     @property
     def ok(self) -> bool:
@@ -49,6 +53,6 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON types."""
-        return json.loads(json.dumps(asdict(self)))
+        return json.loads(json.dumps({f.name: getattr(self, f.name) for f in fields(self) if f.name != "repaired_model"}))
 
 

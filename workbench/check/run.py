@@ -56,7 +56,6 @@ def check_model(
     loaded = load_model(model)
     report = _check_once(loaded, where, shapes=shapes, backend=backend, timeout=timeout, in_process=in_process,
                          opt_level=opt_level, cancel=cancel, values=values)
-    report.repaired_model = None  # type: ignore[attr-defined]
     if not repair:
         return report
     fixed, applied, skipped = repair_model(loaded, values=values, shapes=static_shapes(loaded, _given(shapes, loaded)))
@@ -70,7 +69,7 @@ def check_model(
                         opt_level=opt_level, cancel=cancel, values=values)
     report.repaired.update(parsable=again.parsable, buildable=again.buildable, errors=again.errors,
                            unsupported=again.unsupported, suggestions=again.suggestions, repairs=again.repairs)
-    report.repaired_model = fixed  # type: ignore[attr-defined]
+    report.repaired_model = fixed
     verdict = "builds" if again.buildable else "parses" if again.parsable else "still fails"
     report.suggestions.append(f"with the repairs applied ({', '.join(e.kind for e in applied)}) the model {verdict}")
     return report
