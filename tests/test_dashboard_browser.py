@@ -69,6 +69,7 @@ def _need_chromium() -> None:
 
 
 def test_used_dashboard_reloads_fast_and_profile_views_draw(lab):  # noqa: ANN001, F811
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 
     _need_chromium()
@@ -124,6 +125,21 @@ def test_used_dashboard_reloads_fast_and_profile_views_draw(lab):  # noqa: ANN00
                                    arg=chart.element_handle(), timeout=30_000)
             drawn = chart.evaluate(CHART)
             assert 2 <= drawn["bars"] <= len(ops), drawn  # one bar per op type that took time
+            # the graph view takes the chart's place, then a bar view brings a new view of the same chart back: the
+            # removed view's plotly.js div must not get the next updates ("reading '_guiEditing'" of a purged div)
+            step[0] = "switching to the graph view and back"
+            panel.get_by_role("button", name="graph", exact=True).click()
+            expect(panel.locator(".wbg-node").first).to_be_visible(timeout=30_000)
+            for view, title in (("layers", "Top "), ("op type", "Time by op type"), ("precision", "Time by precision")):
+                panel.get_by_role("button", name=view, exact=True).click()
+                chart = panel.locator(".js-plotly-plot").first
+                try:
+                    page.wait_for_function("([gd, t]) => (gd.querySelector('.gtitle') || {}).textContent.startsWith(t)"
+                                           " && gd.querySelectorAll('.barlayer .point path').length > 0",
+                                           arg=[chart.element_handle(), title], timeout=30_000)
+                except PlaywrightTimeout:
+                    pytest.fail(f"the {view!r} view after the graph view drew {chart.evaluate(CHART)}; errors {errors}")
+            page.wait_for_timeout(500)
 
             assert not errors, errors  # plotly.js logs translate(NaN) when it places bars on the wrong axis type
             # an error in the Precision tab (Apply with nothing picked) leaves when the Build tab is shown
