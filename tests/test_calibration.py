@@ -101,7 +101,7 @@ def test_calibrate_matches_onnxruntime_ranges(cnn: onnx.ModelProto, calib: np.nd
 
 def test_sources_agree_and_report_progress(cnn: onnx.ModelProto, calib: np.ndarray, tmp_path: Path) -> None:
     seen: list[tuple[int, int | None]] = []
-    from_file = calibrate(cnn, CALIB, progress=lambda done, total: seen.append((done, total)))
+    from_file = calibrate(cnn, CALIB, progress=lambda done, total, phase="": seen.append((done, total)))
     assert seen[-1] == (300, 300) and [d for d, _ in seen] == sorted(d for d, _ in seen)
     from_dict = calibrate(cnn, {"input": calib})
     from_iter = calibrate(cnn, [{"input": calib[i : i + 16]} for i in range(0, 300, 16)])
@@ -161,8 +161,8 @@ def test_cancel_stops_between_batches(cnn: onnx.ModelProto, tmp_path: Path) -> N
     stop = threading.Event()
     done: list[int] = []
 
-    def progress(n: int, total: int | None) -> None:
-        done.append(n)
+    def progress(n: float, total: float, phase: str = "") -> None:
+        done.append(int(n))
         if n >= 32:
             stop.set()
 
@@ -206,7 +206,7 @@ def test_scale_cache_roundtrip_reuse_and_hand_override(cnn: onnx.ModelProto, tmp
     assert loaded.amax() == first.amax() and loaded.digest() == digest
     assert loaded.model_digest and loaded.data_digest.startswith("file:") and loaded.method == "auto"  # the default method
     calls: list[int] = []
-    again = calibrate(cnn, CALIB, cache_dir=tmp_path, progress=lambda n, t: calls.append(n))
+    again = calibrate(cnn, CALIB, cache_dir=tmp_path, progress=lambda n, t, phase="": calls.append(n))
     assert calls == [] and again.amax() == first.amax()  # reused, not recomputed
     other = calibrate(cnn, CALIB, cache_dir=tmp_path, method="max")
     assert other.digest() != digest

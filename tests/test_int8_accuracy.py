@@ -110,7 +110,9 @@ def test_auto_keeps_entropy_where_it_clips_little() -> None:
 def test_diagnostics_clipping_memory_and_eval_out_of_range() -> None:
     model, x = _heavy_tail()
     cache = calibrate(model, {"x": x[:32]}, method="entropy", tensors=["x", "fc_out"])
-    d = calibration_diagnostics(cache, model, {"x": x[256:] * 3.0})
+    diagnostics = calibration_diagnostics(cache, model, {"x": x[256:] * 3.0})
+    d = diagnostics.to_dict()  # the CLI's JSON keys
+    assert diagnostics.samples == d["samples"] == 32 and diagnostics.out_of_range[0].tensor == d["out_of_range"][0]["tensor"]
     assert d["samples"] == 32 and any("32 calibration samples" in w for w in d["warnings"])
     top = d["clipped"][0]
     assert top["method"] == "entropy" and top["clipped"] == pytest.approx(cache.tensors[top["tensor"]].clipped["entropy"])
@@ -121,7 +123,7 @@ def test_diagnostics_clipping_memory_and_eval_out_of_range() -> None:
     assert all(r["beyond"] > 0 for r in d["out_of_range"])
     assert any("leave the calibrated range" in w for w in d["warnings"])
     same = calibration_diagnostics(cache, model, {"x": x[:32]})
-    assert same["out_of_range"] == []
+    assert same.out_of_range == ()
 
 
 def test_cli_quantize_reports_diagnostics_and_float_heads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -153,6 +155,6 @@ def test_calibrate_tab_shows_diagnostics(tmp_path: Path) -> None:
     tab.run_button.click()
     tab.wait()
     assert tab.status.state == "ok", tab.status.message
-    d = calibration_diagnostics(tab.cache)
+    d = calibration_diagnostics(tab.cache).to_dict()
     assert f"{d['samples']} samples" in tab.diagnostics.value and "300 samples" in tab.diagnostics.value
     assert f"{d['clipped_tensors']} tensors clip" in tab.diagnostics.value and "MB" in tab.diagnostics.value

@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import workbench.precision as precision
-import workbench.ui.precision_tab as precision_tab
+import workbench.precision.allowed as allowed
+import workbench.workflows.quantize as quantize_workflow
 from workbench.calibration import calibrate
 from workbench.errors import EditError
 from workbench.graph import SAMPLES_DIR
@@ -123,14 +123,15 @@ def _construct_and_bulk_set(tmp_path: Path, blocks: int, monkeypatch: pytest.Mon
         real_open(self)
 
     monkeypatch.setattr(W.Widget, "open", open_)
-    for fn in ("weight_bytes", "plan_conversion", "quantizable_nodes"):
-        real = getattr(precision, fn)
+    for module, fn in ((quantize_workflow, "weight_bytes"), (allowed, "plan_conversion"),
+                       (allowed, "quantizable_nodes")):
+        real = getattr(module, fn)
 
         def counted(*a: object, _real: object = real, _fn: str = fn, **k: object) -> object:
             counts[_fn] += 1
             return _real(*a, **k)  # type: ignore[operator]
 
-        monkeypatch.setattr(precision_tab, fn, counted)
+        monkeypatch.setattr(module, fn, counted)
     tab = PrecisionTab(session, Status())
     tab.op_type.value, tab.op_precision.value = "(all)", "fp16"
     tab.set_op_button.click()

@@ -29,7 +29,8 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,13 @@ import numpy as np
 import onnx
 
 from .backends.ort import OrtEngine, check_feeds, with_outputs
-from .cancel import cancelled
-from .data import Axes, Preprocessing, load_data
+from .cancel import Cancel, Progress, cancelled, report
+from .cluster import Cluster
+from .data import Axes, Dataset, Preprocessing, load_data
 from .errors import CalibrationError, DataError
 from .fsio import read_json, write_json
 from .graph import infer_shapes, model_bytes, sha256_bytes, tensor_infos
-from .precision import ScaleCache, TensorStats, activation_tensors, check_dtype
+from .precision import ScaleCache, TensorStats, activation_tensors, check_dtype, float_tensors
 
 __all__ = [
     "METHODS",
@@ -51,6 +53,12 @@ __all__ = [
     "MIN_SAMPLES",
     "clipped_shares",
     "calibration_diagnostics",
+    "Diagnostics",
+    "Clipping",
+    "OutOfRange",
+    "BatchPart",
+    "batch_part",
+    "activation_ranges",
     "ScaleCache",
     "TensorStats",
     "calibrate",
@@ -82,6 +90,7 @@ class RunningHistogram:
         self.count = 0
 
     def update(self, x: np.ndarray) -> None:
+        """Add a batch's values (any shape)."""
         x = np.asarray(x, dtype=np.float32).reshape(-1)
         if x.size == 0:
             return
@@ -94,22 +103,100 @@ class RunningHistogram:
             return
         if self.hist_max == 0.0:
             self.hist_max = amax
-        while amax > self.hist_max:  # double the range: merge bin pairs into the lower half
-            merged = self.counts.reshape(-1, 2).sum(axis=1)
-            self.counts[:] = 0
-            self.counts[: merged.size] = merged
-            self.hist_max *= 2.0
-        factor = np.float32(self.num_bins / self.hist_max)
-        for s in range(0, x.size, _CHUNK):  # bounded temporaries, whatever the tensor size
-            idx = np.abs(x[s : s + _CHUNK])
-            idx *= factor
-            i = idx.astype(np.int32)
-            np.minimum(i, self.num_bins - 1, out=i)
-            self.counts += np.bincount(i, minlength=self.num_bins)
+        while amax > self.hist_max:
+            self._double()
+        self.counts += _bins(x, self.num_bins, self.hist_max, self.num_bins - 1)
+
+    def _double(self) -> None:
+        """Double the range: merge bin pairs into the lower half (an exact re-binning)."""
+        merged = self.counts.reshape(-1, 2).sum(axis=1)
+        self.counts[:] = 0
+        self.counts[: merged.size] = merged
+        self.hist_max *= 2.0
+
+    def merge(self, part: BatchPart) -> None:
+        """Add one batch's :class:`BatchPart` (merged in batch order: the same bits as :meth:`update` on the batch's
+        values). The part's grid is this histogram's range times a power of two (both grow by doubling from the
+        first non-zero batch's amax), so its bins map onto these exactly: bin ``j`` at ``base`` is bin
+        ``j >> d`` at ``base * 2**d``, as ``floor(y / 2**d) == floor(y) >> d``."""
+        if part.values is not None:
+            self.update(part.values)
+            return
+        if part.count == 0:
+            return
+        self.min, self.max = min(self.min, part.min), max(self.max, part.max)
+        self.count += part.count
+        if part.counts is None:  # all zeros
+            self.counts[0] += part.count
+            return
+        shift = 0
+        if self.hist_max == 0.0:  # the first non-zero batch sets the grid: its own amax
+            self.hist_max = part.base
+        elif part.base >= self.hist_max:
+            while self.hist_max < part.base:
+                self._double()
+        else:
+            grid = part.base
+            while grid < self.hist_max:
+                grid *= 2.0
+                shift += 1
+        if part.base * 2.0**shift != self.hist_max:  # our bug: a part binned on another grid
+            raise RuntimeError(f"batch histogram range {part.base} is not on this histogram's grid {self.hist_max}")
+        np.add.at(self.counts, np.minimum(np.arange(part.counts.size) >> shift, self.num_bins - 1), part.counts)
 
     @property
     def amax(self) -> float:
+        """The largest magnitude seen (0 before any value)."""
         return 0.0 if self.count == 0 else float(max(abs(self.min), abs(self.max)))
+
+
+def _bins(x: np.ndarray, num_bins: int, hist_max: float, last: int) -> np.ndarray:
+    """Counts of ``|x|`` (float32, flat) over ``[0, hist_max]`` in ``num_bins`` bins, indices above ``last`` in
+    ``last``; in chunks, so temporaries stay bounded whatever the tensor size."""
+    counts = np.zeros(last + 1, dtype=np.int64)
+    factor = np.float32(num_bins / hist_max)
+    for s in range(0, x.size, _CHUNK):
+        idx = np.abs(x[s : s + _CHUNK])
+        idx *= factor
+        i = idx.astype(np.int32)
+        np.minimum(i, last, out=i)
+        counts += np.bincount(i, minlength=last + 1)
+    return counts
+
+
+@dataclass(frozen=True)
+class BatchPart:
+    """What one batch adds to one tensor's :class:`RunningHistogram`, computed where the batch ran (a Dask worker),
+    merged with :meth:`RunningHistogram.merge`: ``counts`` are the unclamped bins (``num_bins + 1``) of ``|x|`` at
+    range ``base``; none when the batch is all zeros; ``values`` (the batch's values) instead where no grid was
+    known when the batch was sent (a tensor all zero on the first batch)."""
+
+    count: int
+    min: float = np.inf
+    max: float = -np.inf
+    base: float = 0.0
+    counts: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+
+def batch_part(x: np.ndarray, num_bins: int, base: float | None, *, own_grid: bool = False) -> BatchPart:
+    """One batch's :class:`BatchPart`: binned at ``base`` doubled until it holds the batch (as
+    :meth:`RunningHistogram.update` grows its range); with no ``base``, at the batch's own amax (``own_grid``: the
+    first batch, which sets the grid) or as the values themselves."""
+    x = np.asarray(x, dtype=np.float32).reshape(-1)
+    if x.size == 0:
+        return BatchPart(0)
+    lo, hi = float(x.min()), float(x.max())
+    amax = max(abs(lo), abs(hi))
+    if amax == 0.0:
+        return BatchPart(x.size, lo, hi)
+    if base is None:
+        if not own_grid:
+            return BatchPart(x.size, lo, hi, values=x)
+        base = amax
+    while amax > base:
+        base *= 2.0
+    return BatchPart(x.size, lo, hi, base, _bins(x, num_bins, base, num_bins))
 
 
 def _percentile(counts: np.ndarray, width: float, pct: float, amax: float) -> float:
@@ -221,6 +308,126 @@ def _digest_batch(h: Any, feeds: Mapping[str, np.ndarray]) -> None:
         h.update(a.tobytes())
 
 
+@dataclass
+class _CalibrationBatch:
+    """One batch's histogram parts (:func:`batch_part`) for every calibrated tensor: run here or as a Dask task
+    (:func:`_collect_on`). The engine is made on first use in each process and never pickled."""
+
+    model: onnx.ModelProto  # the FP32 model with the calibrated tensors as extra outputs
+    names: list[str]
+    inner: list[str]
+    num_bins: int
+    description: str
+    threads: int | None = None
+    _engine: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_engine": None}
+
+    def engine(self) -> OrtEngine:
+        if self._engine is None:
+            self._engine = OrtEngine(self.model, low_memory=True, optimize=False, threads=self.threads)
+        return self._engine
+
+    def values(self, i: int, feeds: Mapping[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+        """Each calibrated tensor's values on batch ``i``; NaN or Inf is refused, naming the tensor and batch."""
+        outs = self.engine().run(dict(feeds), self.inner)
+        for t in self.names:
+            value = feeds[t] if t in feeds else outs[t]
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise CalibrationError(f"tensor '{t}' holds NaN or Inf on batch {i} of {self.description}",
+                                       hint="check the data's preprocessing (scale, mean/std) or exclude the "
+                                            "node that reads this tensor")
+            yield t, value
+
+    def parts(self, item: tuple[int, dict[str, np.ndarray]], bases: Mapping[str, float] | None) -> dict[str, BatchPart]:
+        """``bases`` None: the first batch (each tensor binned at its own amax, which sets the grid)."""
+        i, feeds = item
+        return {t: batch_part(v, self.num_bins, None if bases is None else bases.get(t), own_grid=bases is None)
+                for t, v in self.values(i, feeds)}
+
+
+def _first_parts(task: _CalibrationBatch, item: tuple[int, dict[str, np.ndarray]]) -> dict[str, BatchPart]:
+    return task.parts(item, None)
+
+
+@dataclass(frozen=True)
+class _Grids:
+    """Each tensor's histogram range after the first batch (shared with the workers as one object: Dask scatters
+    a bare dict item by item)."""
+
+    bases: dict[str, float]
+
+
+def _later_parts(task: _CalibrationBatch, grids: _Grids, item: tuple[int, dict[str, np.ndarray]]
+                 ) -> dict[str, BatchPart]:
+    return task.parts(item, grids.bases)
+
+
+def _cancelled_error(samples: int) -> CalibrationError:
+    return CalibrationError(f"calibration cancelled after {samples} samples", hint="run it again; nothing was written")
+
+
+def _collect_here(task: _CalibrationBatch, items: Iterator[tuple[int, dict[str, np.ndarray]]],
+                  hists: Mapping[str, RunningHistogram], sizes: list[int], total: int, progress: Progress | None,
+                  cancel: Cancel) -> int:
+    """Stream the batches through one local engine into ``hists``; the samples seen."""
+    samples = 0
+    try:
+        while True:
+            if cancelled(cancel):
+                raise _cancelled_error(samples)
+            item = next(items, None)
+            if item is None:
+                return samples
+            for t, value in task.values(*item):
+                hists[t].update(value)
+            samples += sizes[item[0]]
+            report(progress, samples, total, "calibrating")
+    finally:
+        if task._engine is not None:
+            task._engine.close()
+
+
+def _collect_on(cluster: Cluster, task: _CalibrationBatch, items: Iterator[tuple[int, dict[str, np.ndarray]]],
+                hists: Mapping[str, RunningHistogram], sizes: list[int], total: int, progress: Progress | None,
+                cancel: Cancel) -> int:
+    """The batches as Dask tasks, their parts merged in batch order (:meth:`RunningHistogram.merge`). The first
+    batch runs alone: its amax per tensor sets the grid every later batch is binned on, as in :func:`_collect_here`.
+    The model goes to the workers once."""
+    import dataclasses
+
+    shared = cluster.share(dataclasses.replace(task, threads=cluster.task_threads()))
+    samples = 0
+
+    def merge(parts: Mapping[str, BatchPart], i: int) -> None:
+        nonlocal samples
+        for t, part in parts.items():
+            hists[t].merge(part)
+        samples += sizes[i]
+        report(progress, samples, total, "calibrating")
+
+    if cancelled(cancel):
+        raise _cancelled_error(samples)
+    first = next(items, None)
+    if first is None:
+        return 0
+    for parts in cluster.ordered_map(_first_parts, [first], shared=[shared]):
+        merge(parts, 0)
+    bases = {t: h.hist_max for t, h in hists.items() if h.hist_max > 0.0}
+    results = cluster.ordered_map(_later_parts, items, shared=[shared, cluster.share(_Grids(bases))])
+    try:
+        for i, parts in enumerate(results, start=1):
+            if cancelled(cancel):
+                raise _cancelled_error(samples)
+            merge(parts, i)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # cancels the tasks still pending
+    return samples
+
+
 def calibrate(
     model: onnx.ModelProto,
     data: Any,
@@ -229,23 +436,26 @@ def calibrate(
     percentile: float = 99.99,
     num_bins: int = 2048,
     tensors: Sequence[str] | None = None,
-    progress: Callable[[int, int | None], None] | None = None,
-    cancel: Any = None,
+    progress: Progress | None = None,
+    cancel: Cancel = None,
     batch_size: int = 16,
     exclude: Sequence[str] = (),
     cache_dir: str | os.PathLike[str] | None = None,
     dtype: str = "int8",
     sample_axes: Axes | None = None,
     preprocessing: Preprocessing | None = None,
+    cluster: Cluster | None = None,
 ) -> ScaleCache:
     """Collect activation statistics of the FP32 ``model`` on ``data`` and choose each tensor's amax.
 
     ``data``: anything :func:`~workbench.data.load_data` reads; ``sample_axes`` / ``preprocessing`` as there.
 
     ``tensors``: which tensors (default: the activations :func:`~workbench.precision.quantize_model` needs,
-    minus those only read by ``exclude``). ``progress(samples_done, samples_total_or_None)``;
-    ``cancel``: a callable or an Event, checked between batches (raises :class:`CalibrationError`).
+    minus those only read by ``exclude``). ``progress(samples_done, samples_total, "calibrating")``;
+    ``cancel`` is checked between batches (raises :class:`CalibrationError`).
     With ``cache_dir``, a cache with the same model, data and settings is reused, and the result is saved.
+    ``cluster`` (:func:`workbench.cluster.connect`): the batches run as Dask tasks there, each returning its
+    histogram parts (:func:`batch_part`), merged here in batch order: the same scales, bit for bit.
     """
     if method not in METHODS:
         raise CalibrationError(f"unknown calibration method '{method}'", hint=f"use one of {list(METHODS)}")
@@ -264,7 +474,8 @@ def calibrate(
     if unknown:
         raise CalibrationError(f"tensor(s) {unknown} are not in the model", hint="use names from the layer table")
     model_digest = sha256_bytes(model_bytes(model))
-    settings = {"percentile": percentile, "num_bins": num_bins, "tensors": sorted(names), "dtype": dtype}
+    settings: dict[str, Any] = {"percentile": percentile, "num_bins": num_bins, "tensors": sorted(names),
+                                "dtype": dtype}
     ds = load_data(data, model, sample_axes=sample_axes, preprocessing=preprocessing)
     description = ds.description
     if any(ds.sample_axes[k] != 0 for k in ds.inputs):  # only when not samples-first: older caches keep their key
@@ -292,31 +503,24 @@ def calibrate(
     # tensors are calibrated; ONNX Runtime's own calibrators run unoptimized too
     infos = tensor_infos(model)
     run_model = model if all(t in infos for t in inner) else infer_shapes(model, where="the model")  # typed outputs
-    engine = OrtEngine(with_outputs(run_model, inner), low_memory=True, optimize=False)
+    task = _CalibrationBatch(with_outputs(run_model, inner), names, inner, num_bins, description)
     hists = {t: RunningHistogram(num_bins) for t in names}
     h = hashlib.sha256()
-    samples = 0
-    for i, batch in enumerate(ds.batches(batch_size)):
-        if cancelled(cancel):
-            raise CalibrationError(f"calibration cancelled after {samples} samples",
-                                   hint="run it again; nothing was written")
-        feeds = check_feeds(model, batch.feeds, where=f"batch {i} of {description}")
-        _digest_batch(h, feeds)
-        outs = engine.run(feeds, inner)
-        for t in names:
-            value = feeds[t] if t in feeds else outs[t]
-            if value.dtype.kind == "f" and not np.isfinite(value).all():
-                raise CalibrationError(f"tensor '{t}' holds NaN or Inf on batch {i} of {description}",
-                                       hint="check the data's preprocessing (scale, mean/std) or exclude the "
-                                            "node that reads this tensor")
-            hists[t].update(value)
-        del outs
-        samples += batch.samples
-        if progress is not None:
-            progress(samples, total)
+    sizes: list[int] = []
+
+    def batches() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        for i, batch in enumerate(ds.batches(batch_size)):
+            feeds = check_feeds(model, batch.feeds, where=f"batch {i} of {description}")
+            _digest_batch(h, feeds)
+            sizes.append(batch.samples)
+            yield i, feeds
+
+    if cluster is None:
+        samples = _collect_here(task, batches(), hists, sizes, total, progress, cancel)
+    else:
+        samples = _collect_on(cluster, task, batches(), hists, sizes, total, progress, cancel)
     if samples == 0:
         raise DataError(f"{description} holds no samples", hint="provide 100-500 representative samples")
-    engine.close()
 
     notes: list[str] = []
     if samples < MIN_SAMPLES:
@@ -360,17 +564,65 @@ def _chosen_clip(s: TensorStats) -> float:
     return _clipped(counts, s.hist_max / counts.size if counts.size else 0.0, value)
 
 
+@dataclass(frozen=True)
+class Clipping:
+    """A tensor's share of calibration values above its chosen amax (``method``'s, or ``override``)."""
+
+    tensor: str
+    method: str
+    amax: float
+    max: float
+    clipped: float
+
+
+@dataclass(frozen=True)
+class OutOfRange:
+    """A tensor whose values on the evaluation data leave its calibrated [min, max] (``beyond``: the share of
+    evaluation values outside it)."""
+
+    tensor: str
+    calibrated: tuple[float, float]
+    eval: tuple[float, float]
+    beyond: float
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """What a calibration rests on (issue 13, part 5); :meth:`to_dict` gives the CLI's JSON keys."""
+
+    samples: int
+    method: str
+    clipped: tuple[Clipping, ...]
+    clipped_tensors: int
+    memory_mb: float
+    warnings: tuple[str, ...]
+    out_of_range: tuple[OutOfRange, ...] = ()
+    eval_samples: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON types (``eval_samples`` only with evaluation data)."""
+        out: dict[str, Any] = {
+            "samples": self.samples, "method": self.method,
+            "clipped": [{"tensor": c.tensor, "method": c.method, "amax": c.amax, "max": c.max, "clipped": c.clipped}
+                        for c in self.clipped],
+            "clipped_tensors": self.clipped_tensors, "memory_mb": self.memory_mb, "warnings": list(self.warnings),
+            "out_of_range": [{"tensor": r.tensor, "calibrated": list(r.calibrated), "eval": list(r.eval),
+                              "beyond": r.beyond} for r in self.out_of_range]}
+        if self.eval_samples is not None:
+            out["eval_samples"] = self.eval_samples
+        return out
+
+
 def calibration_diagnostics(cache: ScaleCache, model: onnx.ModelProto | None = None, eval_data: Any = None, *,
                             batch_size: int = 16, top: int = 10, sample_axes: Axes | None = None,
-                            preprocessing: Preprocessing | None = None) -> dict[str, Any]:
-    """What a calibration rests on (issue 13, part 5), as JSON-ready values:
+                            preprocessing: Preprocessing | None = None) -> Diagnostics:
+    """What a calibration rests on (issue 13, part 5).
 
     ``samples`` used; ``clipped``: the ``top`` tensors by share of calibration values above their chosen amax
-    (``{tensor, method, amax, max, clipped}``) and ``clipped_tensors`` (how many clip any); ``memory_mb``: an
-    estimate of calibration's peak working memory (one batch of the captured activations, float32, plus the
-    histograms; elements per sample are measured, so dynamic shapes count as seen); with ``model`` and
-    ``eval_data``: ``out_of_range``, the tensors whose values on that data fall outside the calibrated
-    [min, max] (and the share of values beyond it), with a warning in ``warnings``.
+    and ``clipped_tensors`` (how many clip any); ``memory_mb``: an estimate of calibration's peak working memory
+    (one batch of the captured activations, float32, plus the histograms; elements per sample are measured, so
+    dynamic shapes count as seen); with ``model`` and ``eval_data``: ``out_of_range``, the tensors whose values on
+    that data fall outside the calibrated [min, max] (and the share of values beyond it), with a warning.
     """
     n = max(cache.samples, 1)
     rows = []
@@ -379,38 +631,66 @@ def calibration_diagnostics(cache: ScaleCache, model: onnx.ModelProto | None = N
         per_sample += sum(s.hist) / n
         share = _chosen_clip(s)
         method = next((m for m, v in s.thresholds.items() if v == s.value and s.override is None), "override")
-        rows.append({"tensor": t, "method": method, "amax": s.value, "max": max(abs(s.min), abs(s.max)),
-                     "clipped": round(share, 8)})
-    rows.sort(key=lambda r: -r["clipped"])
+        rows.append(Clipping(t, method, s.value, max(abs(s.min), abs(s.max)), round(share, 8)))
+    rows.sort(key=lambda r: -r.clipped)
     bins = int(cache.settings.get("num_bins", 2048))
     memory = (per_sample * batch_size * 4 + len(cache.tensors) * bins * 8) / 2**20
-    out: dict[str, Any] = {"samples": cache.samples, "method": cache.method,
-                           "clipped": rows[:top], "clipped_tensors": sum(1 for r in rows if r["clipped"] > 0),
-                           "memory_mb": round(memory, 3), "warnings": list(cache.warnings), "out_of_range": []}
+    notes = list(cache.warnings)
     if cache.samples < MIN_SAMPLES:
-        out["warnings"] = [w for w in out["warnings"] if "calibration samples" not in w] + [
+        notes = [w for w in notes if "calibration samples" not in w] + [
             f"only {cache.samples} calibration samples; 100-500 representative samples are recommended"]
+    beyond: list[OutOfRange] = []
+    eval_samples = None
     if model is not None and eval_data is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             seen = calibrate(model, eval_data, method="max", tensors=list(cache.tensors), batch_size=batch_size,
                              sample_axes=sample_axes, preprocessing=preprocessing)
-        beyond = []
         for t, e in seen.tensors.items():
             c = cache.tensors[t]
             if e.min < c.min or e.max > c.max:
                 counts = np.asarray(e.hist, dtype=np.float64)
                 share = _clipped(counts, e.hist_max / counts.size if counts.size else 0.0,
                                  max(abs(c.min), abs(c.max)))
-                beyond.append({"tensor": t, "calibrated": [c.min, c.max], "eval": [e.min, e.max],
-                               "beyond": round(share, 8)})
-        beyond.sort(key=lambda r: -r["beyond"])
-        out["out_of_range"] = beyond[:top]
-        out["eval_samples"] = seen.samples
+                beyond.append(OutOfRange(t, (c.min, c.max), (e.min, e.max), round(share, 8)))
+        beyond.sort(key=lambda r: -r.beyond)
+        eval_samples = seen.samples
         if beyond:
             worst = beyond[0]
-            out["warnings"].append(
+            notes.append(
                 f"on the evaluation data {len(beyond)} of {len(seen.tensors)} tensors leave the calibrated range "
-                f"(worst: '{worst['tensor']}', eval [{worst['eval'][0]:.4g}, {worst['eval'][1]:.4g}] vs calibrated "
-                f"[{worst['calibrated'][0]:.4g}, {worst['calibrated'][1]:.4g}]): calibrate on data like it")
-    return out
+                f"(worst: '{worst.tensor}', eval [{worst.eval[0]:.4g}, {worst.eval[1]:.4g}] vs calibrated "
+                f"[{worst.calibrated[0]:.4g}, {worst.calibrated[1]:.4g}]): calibrate on data like it")
+    return Diagnostics(cache.samples, cache.method, tuple(rows[:top]), sum(1 for r in rows if r.clipped > 0),
+                       round(memory, 3), tuple(notes), tuple(beyond[:top]), eval_samples)
+
+
+# --- activation ranges (fp16 conversion) -----------------------------------------------------------------
+
+
+def activation_ranges(model: onnx.ModelProto, data: Dataset) -> dict[str, float]:
+    """{tensor: largest magnitude} of every float tensor (:func:`~workbench.precision.float_tensors`) over ``data``
+    (a Dataset) in ONNX Runtime, unoptimised. A tensor holding inf or NaN on the reference run (T5's
+    ``Log`` of a zero relative position) gets inf: its nodes stay float32. One sample per run where the model allows:
+    every float tensor is an extra output, so a batch costs the whole network's activations."""
+    names = float_tensors(model)
+    graph_inputs = {i.name for i in model.graph.input}
+    inner = [t for t in names if t not in graph_inputs]
+    amax: dict[str, float] = {}
+    engine = OrtEngine(with_outputs(model, inner), low_memory=True, optimize=False)
+    try:
+        for i, batch in enumerate(data.batches(1)):
+            feeds = check_feeds(model, batch.feeds, where=f"batch {i} of {data.description}")
+            outs = engine.run(feeds, inner)
+            for t in names:
+                value = feeds[t] if t in feeds else outs.get(t)
+                if value is None or value.size == 0 or value.dtype.kind != "f":
+                    continue
+                m = float(np.max(np.abs(value)))  # NaN when the tensor holds one
+                amax[t] = max(amax.get(t, 0.0), float("inf") if np.isnan(m) else m)
+            del outs
+    finally:
+        engine.close()
+    if not amax:
+        raise DataError(f"{data.description} holds no samples", hint="give a few representative samples")
+    return amax

@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..data import Dataset, data_kind, load_data, parse_sample_axes, preprocessing_for
-from ..errors import DataError
+from ..workflows.quantize import Dataset, load_inputs
 
 PREPROCESSING_FLAGS = ("size", "layout", "channels", "mean", "std", "scale", "resize", "pad", "center", "crop_from",
                        "resample", "append_channel", "sample_rate", "chunk", "length")
@@ -68,19 +67,6 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 def read_data(args: argparse.Namespace, source: Any, model: Any) -> Dataset:
     """``source`` (a path) read by the data layer, bound to ``model``, with the flags' preprocessing."""
-    axes = parse_sample_axes(args.sample_axis)
-    given = {k: getattr(args, k) for k in PREPROCESSING_FLAGS if getattr(args, k, None) is not None}
-    kind = data_kind(source)
-    pre = None
-    if given:
-        if kind not in ("image", "audio", "tokens"):
-            raise DataError(f"preprocessing flags ({', '.join('--' + k.replace('_', '-') for k in given)}) apply to "
-                            f"folders of images or audio and token files, not to {source}",
-                            hint="an .npz holds the model's inputs as they are; drop the flags")
-        pre = preprocessing_for(model, args.data_input, kind=kind, **given)
-    return load_data(source, model, sample_axes=axes, preprocessing=pre, input=args.data_input)
+    return load_inputs(source, model, sample_axes=args.sample_axis, input=args.data_input,
+                       preprocessing={k: getattr(args, k, None) for k in PREPROCESSING_FLAGS})
 
-
-def describe(ds: Dataset) -> dict[str, Any]:
-    """The data as the JSON results show it (what was read, how, with which sample axes)."""
-    return ds.describe()

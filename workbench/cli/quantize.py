@@ -4,18 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import resource
-import time
 from pathlib import Path
-from typing import Any
 
-from ..backends.ort import OrtEngine
-from ..calibration import DEFAULT_METHOD, METHODS, calibrate, calibration_diagnostics
-from ..errors import DataError
-from ..precision import TARGETS, activation_tensors, output_heads, quantization_targets, select_nodes
-from ..recipe import CalibrationSettings, FuseBatchNorm, Quantize
 from ..session import Session
+from ..workflows.quantize import DEFAULT_METHOD, METHODS, TARGETS, QuantizeResult, QuantizeSettings, quantize
+from ._cluster import add_cluster_argument, cluster_from
 from .data_args import add_data_arguments, read_data
 
 COMMAND = "quantize"
@@ -23,6 +16,7 @@ HELP = "calibrate on representative data and write an INT8/FP8 Q/DQ model for Te
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The command's arguments."""
     p.add_argument("model", help="an .onnx file or a sample model name")
     p.add_argument("--calib", required=True, metavar="DATA",
                    help="calibration data (100-500 samples recommended): an .npz with one array per model input, or "
@@ -57,107 +51,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "rel_l2's largest output error (default 0.05)")
     p.add_argument("-o", "--output", required=True, help="where to write the quantized model")
     p.add_argument("--recipe-out", help="also write the recipe that reproduces the output (scale cache beside it)")
+    add_cluster_argument(p)
     add_data_arguments(p)
 
 
-def _foldable_batchnorms(model: Any) -> int:
-    producers = {o: n.op_type for n in model.graph.node for o in n.output}
-    return sum(1 for n in model.graph.node if n.op_type == "BatchNormalization"
-               and producers.get(n.input[0]) in ("Conv", "ConvTranspose", "Gemm"))
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> QuantizeResult:
+    """One workflow call (:func:`workbench.workflows.quantize.quantize`); ``--json`` prints its ``to_dict()``."""
     session = Session(args.model)
-    fused = 0
-    if not args.keep_batchnorm and _foldable_batchnorms(session.model):
-        before = len(session.model.graph.node)
-        session.apply(FuseBatchNorm())
-        fused = before - len(session.model.graph.node)
     model = session.model
-    excluded = select_nodes(model, args.exclude, what="exclude") if args.exclude else []
-    start = time.perf_counter()
-    float_heads = not args.quantize_heads
-    tensors = activation_tensors(model, exclude=excluded, target=args.target, float_heads=float_heads)
     data = read_data(args, Path(args.calib), model)
-    cache = calibrate(model, data, method=args.method, percentile=args.percentile,
-                      exclude=excluded, dtype=args.dtype, tensors=tensors)
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    digest = cache.save(session.cache_dir)
-    axes = {k: data.sample_axes[k] for k in data.inputs}
-    session.set_calibration(CalibrationSettings(method=args.method, percentile=args.percentile,
-                                                samples=cache.samples, data=str(args.calib),
-                                                preprocessing=data.preprocessing,
-                                                sample_axes=axes if any(a != 0 for a in axes.values()) else {}))
-    edit = Quantize(dtype=args.dtype, exclude=tuple(excluded), method=args.method,
-                    per_channel=not args.per_tensor, scales=digest, target=args.target, float_heads=float_heads)
-    targets = quantization_targets(model, exclude=excluded, target=args.target, float_heads=float_heads)
     eval_data = read_data(args, Path(args.eval_data), model) if args.eval_data else None
-    diagnostics = calibration_diagnostics(cache, model, eval_data)
-    session.apply(edit)
-    target_result = _to_target(args, session, eval_data if eval_data is not None else data) \
-        if args.target_metric else None
-    out = session.export(args.output)
-    result: dict[str, Any] = {
-        "output": str(out),
-        "dtype": args.dtype,
-        "target": args.target,
-        "quantized": [n.name for n in model.graph.node if n.name in targets],
-        "excluded": excluded,
-        "float_heads": [h for h in output_heads(model) if h not in targets] if float_heads else [],
-        "fused_batchnorm": fused,
-        "calibration": {"method": args.method, "samples": cache.samples, "seconds": round(seconds, 3),
-                        "peak_rss_mb": round(peak, 1), "scales": digest, "warnings": cache.warnings,
-                        "data": data.describe(), "diagnostics": diagnostics},
-    }
-    if target_result is not None:
-        result["target_metric"] = target_result
-        result["excluded"] = [*excluded, *target_result["kept"]]
-        result["quantized"] = [n for n in result["quantized"] if n not in target_result["kept"]]
-        result["calibration"]["method"] = target_result["method"]
-    if args.recipe_out:
-        result["recipe"] = str(session.save(args.recipe_out))
-    return result
+    settings = QuantizeSettings(method=args.method, percentile=args.percentile, dtype=args.dtype, target=args.target,
+                                exclude=tuple(args.exclude), per_channel=not args.per_tensor,
+                                float_heads=not args.quantize_heads, fold_batchnorm=not args.keep_batchnorm,
+                                target_metric=args.target_metric, tolerance=args.tolerance)
+    with cluster_from(args) as cluster:
+        return quantize(session, data, settings, label=str(args.calib), eval_data=eval_data, output=args.output,
+                        recipe_out=args.recipe_out, cluster=cluster)
 
 
-def _to_target(args: argparse.Namespace, session: Session, data: Any) -> dict[str, Any]:
-    """Accuracy to a target (issue 13, part 3): the calibration method whose whole-model metric is best, then the
-    debugger's sensitivity ranking and plan search (:func:`workbench.debug.debug_precision`) for the fewest layers
-    kept in high precision; the session's Quantize edit is replaced by the result (one recipe)."""
-    from ..compare import accuracy, output_error
-    from ..debug import debug_precision, estimated_cost, evaluate, recipe_models
-
-    use_acc = args.target_metric == "accuracy"
-    if use_acc and "label" not in data:
-        raise DataError("--target-metric accuracy needs a 'label' array in the evaluation data",
-                        hint="add labels to the .npz, or use --target-metric rel_l2")
-    metric = accuracy() if use_acc else output_error()
-    tolerance = args.tolerance if args.tolerance is not None else (0.005 if use_acc else 0.05)
-    quantize = session.recipe.edits[-1]
-    reference, _ = recipe_models(session.original, session.recipe, session.cache_dir)
-    ref_outs = [OrtEngine(reference).run(b.feeds) for b in data.batches(64)]
-    scores: dict[str, float] = {}
-    for method in METHODS:  # one whole-model evaluation per method, from the same statistics
-        trial = session.recipe.replace(edits=(*session.recipe.edits[:-1], dataclasses.replace(quantize, method=method)))
-        _, build = recipe_models(session.original, trial, session.cache_dir)
-        scores[method] = evaluate(build(()), data, metric, ref_outs, batch_size=64, max_samples=None,
-                                  reference=reference)
-    best = (max if use_acc else min)(scores, key=lambda m: scores[m])
-    chosen = dataclasses.replace(quantize, method=best)
-    recipe = session.recipe.replace(edits=(*session.recipe.edits[:-1], chosen))
-    reference, factory = recipe_models(session.original, recipe, session.cache_dir)
-    result = debug_precision(reference, factory(()), data, factory=factory, metric=metric, tolerance=tolerance,
-                             recipe=recipe, batch_size=64)
-    session.set_recipe(result.recipe if result.recipe is not None else recipe)
-    plan = result.plan
-    return {"metric": metric.name, "tolerance": tolerance, "methods": {k: round(v, 6) for k, v in scores.items()},
-            "method": best, "fp32": result.metric_reference, "before": result.metric_before,
-            "after": plan.metric, "met": plan.met, "kept": list(plan.keep), "message": plan.message,
-            "estimated_cost": plan.cost, "cost_all_int8": estimated_cost(factory(()), reference),
-            "plans_tried": len(plan.tried.rows), "samples": result.sensitivity.samples}
-
-
-def render(r: dict[str, Any]) -> str:
+def render(result: QuantizeResult) -> str:
+    """The result as text."""
+    r = result.to_dict()
     c = r["calibration"]
     lines = [f"wrote {r['output']}: {len(r['quantized'])} nodes in {r['dtype']} (Q/DQ placed for {r['target']}), "
              f"{len(r['excluded'])} excluded",

@@ -7,7 +7,10 @@ Visible state lives in widget values so headless tests can assert it: ``data.opt
 ``thresholds.value`` (HTML table), ``figure`` (a FigureWidget: histogram + ``threshold:<method>`` traces; None
 until there is a calibration to draw, ``chart_placeholder`` says so meanwhile: each FigureWidget ships plotly.js),
 ``digest.value`` (the scale cache in use), ``tensor_method.value`` (the selected tensor's own method, "" for the
-tab's method), ``methods`` ({tensor: method}, passed to the Quantize edit) and ``methods_table.value``. The calibration runs as ``job`` (a :class:`Job`); ``wait()`` joins it.
+tab's method), ``methods`` ({tensor: method}, passed to the Quantize edit) and ``methods_table.value``; ``target_metric.value`` ("" off, ``rel_l2``, ``accuracy``) and ``tolerance.value``: Quantize
+then keeps the fewest layers in high precision until the metric on the calibration data is within the tolerance
+(``target_result.value``, ``result``). Calibration and quantize-to-target run as ``job`` (a :class:`Job`);
+``wait()`` joins it. Every action is one call of :mod:`workbench.workflows.quantize`.
 """
 
 from __future__ import annotations
@@ -18,12 +21,10 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..calibration import DEFAULT_METHOD, METHODS, ScaleCache, calibrate, calibration_diagnostics
-from ..data import Dataset, find_data, load_data, random_data
 from ..errors import CalibrationError
 from ..plots.calibration import histogram_figure
-from ..precision import activation_tensors
-from ..recipe import CalibrationSettings, Quantize
+from ..workflows import quantize as wq
+from ..workflows.quantize import DEFAULT_METHOD, METHODS, Diagnostics, QuantizeResult, QuantizeSettings, ScaleCache
 from .common import Job, Status, refill
 
 __all__ = ["CalibrateTab"]
@@ -73,6 +74,15 @@ class CalibrateTab:
         self.clear_button = W.Button(description="Clear override")
         self.quantize_button = W.Button(description="Quantize with these scales", icon="compress",
                                         button_style="success", disabled=True, layout=W.Layout(width="auto"))
+        # accuracy to a target (issue 13): after Quantize, keep the fewest layers in high precision until the metric
+        # on the calibration data is within the tolerance of FP32 (the same workflow as workbench quantize
+        # --target-metric)
+        self.target_metric = W.Dropdown(options=[("off", ""), ("output error (rel_l2)", "rel_l2"),
+                                                 ("accuracy (needs a 'label' array)", "accuracy")], value="",
+                                        description="to a target", style={"description_width": "initial"})
+        self.tolerance = W.BoundedFloatText(value=0.05, min=0.0, max=1e6, step=0.005, description="tolerance")
+        self.target_result = W.HTML(value="")
+        self.result: QuantizeResult | None = None  # the last Quantize's result
 
         self.job = Job(status, run_button=self.run_button, cancel_button=self.cancel_button, progress=self.progress,
                        phase=self.phase)
@@ -95,7 +105,8 @@ class CalibrateTab:
             W.HBox([self.run_button, self.cancel_button, self.progress, self.phase]),
             self.warnings, self.diagnostics, self.digest, W.HBox([self.tensor, self.tensor_method]), self.thresholds,
             self.methods_table, self._chart_box,
-            W.HBox([self.override, self.override_button, self.clear_button]), self.quantize_button,
+            W.HBox([self.override, self.override_button, self.clear_button]),
+            W.HBox([self.quantize_button, self.target_metric, self.tolerance]), self.target_result,
         ])
         self._refresh_data()
 
@@ -103,7 +114,7 @@ class CalibrateTab:
 
     def _refresh_data(self) -> None:
         folder = self.session.source_path.parent if self.session.source_path else None
-        found = [str(p) for p in find_data(self.session.model, folder)] if folder else []
+        found = [str(p) for p in wq.find_inputs(self.session.model, folder)] if folder else []
         self.data.options = tuple(found + [RANDOM])
         if not self.data.value:
             self.data.value = found[0] if found else ""
@@ -112,6 +123,7 @@ class CalibrateTab:
 
     @property
     def running(self) -> bool:
+        """True while a calibration or a quantize-to-target runs."""
         return self.job.running
 
     def use_data(self, data: Any, label: str = "custom data") -> None:
@@ -126,7 +138,7 @@ class CalibrateTab:
         if custom is not None and text == custom[1]:
             return custom
         if text == RANDOM:
-            return random_data(self.session.model, samples=128), "random"
+            return wq.random_inputs(self.session.model, samples=128), "random"
         if not text:
             raise CalibrationError("no calibration data chosen",
                                    hint="pick an .npz with one array per model input, or a folder of images or .wav "
@@ -142,40 +154,31 @@ class CalibrateTab:
         if source is None:
             return
         self.warnings.value = ""
-        method, percentile, dtype = self.method.value, float(self.percentile.value), self.dtype.value
-        target = self.target.value
-        self.job.start(f"calibrating ({method})",
-                       lambda job: self._run(job, source, method, percentile, dtype, target))
+        # every tensor of the placement (output heads too), so any later plan finds its scales
+        settings = QuantizeSettings(method=self.method.value, percentile=float(self.percentile.value),
+                                    dtype=self.dtype.value, target=self.target.value, float_heads=False)
+        self.job.start(f"calibrating ({settings.method})", lambda job: self._run(job, source, settings),
+                       on_done=self._calibrated)
 
-    def _on_progress(self, done: int, total: int | None) -> None:
-        phase = f"{done} samples" + (f" of {total}" if total else "")
-        if total:
-            self.job.report(done, total, phase)
-        else:
-            self.phase.value = phase
+    def _on_progress(self, done: float, total: float, phase: str = "") -> None:
+        self.job.report(done, total, f"{int(done)} samples" + (f" of {int(total)}" if total else ""))
 
-    def _run(self, job: Job, source: tuple[Any, str], method: str, percentile: float, dtype: str,
-             target: str = "tensorrt") -> str:
-        """The calibration itself (in the job's thread); returns the final phase label."""
+    def _run(self, job: Job, source: tuple[Any, str], settings: QuantizeSettings) -> wq.CalibrationResult:
+        """The calibration itself (off the kernel thread)."""
         data, label = source
-        model = self.session.model
-        tensors = activation_tensors(model, target=target) if target != "tensorrt" else None
-        data = data if isinstance(data, Path) else load_data(data, model)  # a path: calibrate's cache checks its file
-        cache = calibrate(model, data, method=method, percentile=percentile, dtype=dtype, tensors=tensors,
-                          progress=self._on_progress, cancel=job.cancel_event, cache_dir=self.session.cache_dir)
-        ds = data if isinstance(data, Dataset) else load_data(data, model)
-        axes = {k: ds.sample_axes[k] for k in ds.inputs}
-        self.session.set_calibration(CalibrationSettings(
-            method=method, percentile=percentile, samples=cache.samples, data=label, preprocessing=ds.preprocessing,
-            sample_axes=axes if any(a != 0 for a in axes.values()) else {}))
-        self._show_cache(cache)
-        if label == "random":
+        return wq.calibrate(self.session, data, settings, label=label,
+                            progress=lambda d, t, p="": self._on_progress(d, t, p), cancel=job.cancel_event)
+
+    def _calibrated(self, result: wq.CalibrationResult) -> str:
+        """Show a calibration (on the kernel thread); the final phase label."""
+        self._show_cache(result.cache)
+        if result.label == "random":
             self.warnings.value = ('<p style="color:#b00020"><b>⚠ calibrated on RANDOM data: these scales do '
                                    "not fit real inputs; use 100-500 representative samples</b></p>"
                                    + self.warnings.value)
-        self.status.ok(f"calibrated {len(cache.tensors)} tensors on {cache.samples} samples "
-                       f"({method}) in {cache.seconds:.2f} s")
-        return f"done: {cache.samples} samples"
+        self.status.ok(f"calibrated {len(result.cache.tensors)} tensors on {result.samples} samples "
+                       f"({result.method}) in {result.seconds:.2f} s")
+        return f"done: {result.samples} samples"
 
     def wait(self, timeout: float | None = 300.0) -> None:
         """Block until a running calibration ends (headless tests, scripts)."""
@@ -187,7 +190,7 @@ class CalibrateTab:
         self.cache = cache
         self.digest.value = f"scale cache {cache.digest()[:16]}… ({cache.method}, {cache.samples} samples)"
         self.warnings.value = "".join(f'<p style="color:#b26a00">⚠ {html.escape(w)}</p>' for w in cache.warnings)
-        self.diagnostics.value = _diagnostics_html(calibration_diagnostics(cache))
+        self.diagnostics.value = _diagnostics_html(wq.calibration_diagnostics(cache))
         names = list(cache.tensors)
         self.methods = {k: m for k, m in self.methods.items() if k in cache.tensors and m in cache.tensors[k].thresholds}
         self._show_methods()
@@ -222,11 +225,8 @@ class CalibrateTab:
         uint8 = self.target.value == "onnxruntime"
 
         def scale(v: float) -> str:
-            if not uint8:
-                return f"{v / 127.0:.4g}"
-            lo, hi = min(max(stats.min, -v), 0.0), max(min(stats.max, v), 0.0)  # as quantize_model places it
-            s = (hi - lo) / 255.0
-            return f"{s:.4g} (zero point {int(round(-lo / s)) if s > 0 else 0})"
+            p = wq.quant_params(stats, v, target=self.target.value, dtype=self.dtype.value)
+            return f"{p.scale:.4g}" + (f" (zero point {p.zero_point})" if p.zero_point is not None else "")
 
         rows = "".join(
             f"<tr><td>{html.escape(m)}</td><td>{v:.5g}</td><td>{scale(v)}</td>"
@@ -235,7 +235,7 @@ class CalibrateTab:
         if stats.override is not None:
             rows += f"<tr><td>override</td><td>{stats.override:.5g}</td><td>{scale(stats.override)}</td>" \
                     "<td>◀ used</td></tr>"
-        head = "uint8 scale" if uint8 else "int8 scale"
+        head = "uint8 scale" if uint8 else f"{self.dtype.value} scale"
         self.thresholds.value = ("<table class='wb-thresholds'><tr><th>method</th><th>amax</th>"
                                  f"<th>{head}</th><th></th></tr>{rows}</table>")
 
@@ -268,19 +268,46 @@ class CalibrateTab:
         self._show_cache(self.cache)
         self.tensor.value = tensor
 
+    def _quantize_settings(self) -> QuantizeSettings:
+        tolerance = float(self.tolerance.value) if self.target_metric.value else None
+        return QuantizeSettings(method=self.cache.method if self.cache else DEFAULT_METHOD, dtype=self.dtype.value,
+                                target=self.target.value, methods=dict(self.methods),
+                                target_metric=self.target_metric.value or None, tolerance=tolerance)
+
     def _on_quantize(self, _button: Any = None) -> None:
+        if self.running:
+            return
         with self.status.guard("quantizing"):
             if self.cache is None:
                 raise CalibrationError("nothing calibrated yet", hint="click Calibrate first")
-            target = self.target.value
-            missing = [t for t in activation_tensors(self.session.model, target=target) if t not in self.cache.tensors]
-            if missing:
-                raise CalibrationError(f"the scales do not cover {missing[:3]} of the current model",
-                                       hint="the model or the Q/DQ placement changed since calibration: "
-                                            "calibrate again")
-            digest = self.cache.save(self.session.cache_dir)
-            self.session.apply(Quantize(dtype=self.dtype.value, method=self.cache.method, scales=digest,
-                                        target=target, methods=dict(self.methods)))
+            settings = self._quantize_settings()
+            if settings.target_metric is None:
+                self._show_result(wq.apply_quantize(self.session, self.cache, settings))
+                return
+            data, _label = self._source()  # the target's metric is measured on the calibration data
+            cache = self.cache
+            self.job.start(f"quantizing to a target ({settings.target_metric} within {settings.tolerance})",
+                           lambda job: wq.apply_quantize(self.session, cache, settings, eval_data=data,
+                                                         progress=job.report, cancel=job.cancel_event),
+                           on_done=self._show_result)
+
+    def _show_result(self, result: QuantizeResult) -> str:
+        """Show a Quantize's result (on the kernel thread); the final phase label."""
+        self.result = result
+        t = result.target_metric
+        if t is None:
+            self.target_result.value = ""
+            self.status.ok(f"quantized {len(result.quantized)} nodes ({result.dtype}, placed for {result.target})")
+            return "done"
+        kept = ", ".join(html.escape(k) for k in t.kept) or "none"
+        self.target_result.value = (
+            f"<p class='wb-target-result'><b>{html.escape(t.metric)}</b> within {t.tolerance:g} of FP32 "
+            f"({t.fp32:.4g}): method {html.escape(t.method)}, {t.before:.4g} → {t.after:.4g} "
+            f"({'met' if t.met else 'NOT met'}); kept in high precision: {kept}; estimated cost "
+            f"{t.estimated_cost if t.estimated_cost is not None else '?'} (all INT8 {t.cost_all_int8}, FP32 1.0)</p>")
+        self.status.ok(f"quantized to a target: {t.metric} {t.after:.4g} ({'met' if t.met else 'NOT met'}), "
+                       f"{len(t.kept)} layer(s) kept in high precision")
+        return "done: target met" if t.met else "done: target NOT met"
 
     # --- per-tensor methods --------------------------------------------------------------------------
 
@@ -320,12 +347,12 @@ class CalibrateTab:
                                     f"</tr>{rows}</table>")
 
 
-def _diagnostics_html(d: dict[str, Any]) -> str:
+def _diagnostics_html(d: Diagnostics) -> str:
     """The diagnostics area: samples, memory estimate, the tensors whose chosen threshold clips most."""
-    rows = "".join(f"<tr><td>{html.escape(r['tensor'])}</td><td>{html.escape(r['method'])}</td>"
-                   f"<td>{r['amax']:.4g}</td><td>{r['max']:.4g}</td><td>{r['clipped'] * 100:.3g} %</td></tr>"
-                   for r in d["clipped"][:5] if r["clipped"] > 0)
+    rows = "".join(f"<tr><td>{html.escape(r.tensor)}</td><td>{html.escape(r.method)}</td>"
+                   f"<td>{r.amax:.4g}</td><td>{r.max:.4g}</td><td>{r.clipped * 100:.3g} %</td></tr>"
+                   for r in d.clipped[:5] if r.clipped > 0)
     table = ("<table><tr><th>tensor</th><th>method</th><th>amax</th><th>|max|</th><th>clipped</th></tr>"
              f"{rows}</table>") if rows else ""
-    return (f"<p><b>diagnostics</b>: {d['samples']} samples, {d['clipped_tensors']} tensors clip some calibration "
-            f"values, calibration memory ~{d['memory_mb']:.3g} MB</p>{table}")
+    return (f"<p><b>diagnostics</b>: {d.samples} samples, {d.clipped_tensors} tensors clip some calibration "
+            f"values, calibration memory ~{d.memory_mb:.3g} MB</p>{table}")

@@ -23,17 +23,9 @@ import ipywidgets as W
 from ipywidgets.widgets.widget_description import DescriptionStyle
 from ipywidgets.widgets.widget_string import HTMLStyle, LabelStyle
 
-from ..errors import CalibrationError, EditError
-from ..graph import model_bytes, sha256_bytes
-from ..precision import (
-    latest_scales,
-    node_precisions,
-    plan_conversion,
-    precision_guards,
-    quantizable_nodes,
-    weight_bytes,
-)
-from ..recipe import ConvertPrecision, Edit, Quantize
+from ..errors import EditError
+from ..recipe import Edit
+from ..workflows import quantize as wq
 from .common import Status
 
 __all__ = ["PrecisionTab", "PAGE_SIZE"]
@@ -127,25 +119,12 @@ class PrecisionTab:
             return
         self._model = model
         pending = {n: v for n, v in self._choice.items() if v != self.current.get(n, "fp32")}
-        plan = plan_conversion(model, "fp16", guard=False)
-        guards = {g["node"]: g["reason"] for g in precision_guards(model)}
-        quantizable = set(quantizable_nodes(model))
-        self.current = node_precisions(model)
-        self.ops = {n.name: n.op_type for n in model.graph.node}
-        self._now_bytes = weight_bytes(model)
-        self.options, self.guards, self._choice = {}, {}, {}
-        for node in model.graph.node:
-            name = node.name
-            eligible = plan.get(name, {}).get("precision") == "fp16"
-            if not eligible and name not in quantizable and self.current.get(name, "fp32") == "fp32":
-                continue
-            options = ["fp32"] + (["fp16", "bf16"] if eligible else []) + (["int8", "fp8"] if name in quantizable else [])
-            value = self.current.get(name, "fp32")
-            if value not in options:
-                options.append(value)
-            self.options[name] = tuple(options)
-            self.guards[name] = guards.get(name, "")
-            self._choice[name] = pending[name] if pending.get(name) in options else value
+        choices = wq.node_choices(model)  # which precisions each node may take: decided in the core
+        self.current, self.ops = choices.current, choices.ops
+        self.options, self.guards = dict(choices.options), dict(choices.guards)
+        self._now_bytes = wq.weight_bytes(model)
+        self._choice = {n: pending[n] if pending.get(n) in options else self.current.get(n, "fp32")
+                        for n, options in self.options.items()}
         self.op_type.options = [ALL] + sorted({self.ops[n] for n in self.options})
         self._apply_filter()
         self._refresh_summary()
@@ -222,7 +201,7 @@ class PrecisionTab:
     def _refresh_summary(self) -> None:
         plan = {n: self._choice.get(n, p) for n, p in self.current.items()}  # compute nodes (no Cast/Q/DQ)
         counts = Counter(plan.values())
-        est = weight_bytes(self.session.model, plan)
+        est = wq.weight_bytes(self.session.model, plan)
         parts = ", ".join(f"{p}: {counts[p]}" for p in ("fp32", "fp16", "bf16", "int8", "fp8") if counts[p])
         self.summary.value = (f'<p class="wb-precision-summary">nodes per precision: {parts} · estimated weight '
                               f"memory {est / 2**20:.3f} MiB (now {self._now_bytes / 2**20:.3f} MiB)</p>")
@@ -249,35 +228,9 @@ class PrecisionTab:
 
     def edits(self) -> list[Edit]:
         """The recipe edits that realise the rows' choices (only changes from the current precision)."""
-        by: dict[str, list[str]] = {}
-        for name, value in self.choices().items():
-            now = self.current.get(name, "fp32")
-            if value == now:
-                continue
-            if value == "fp32":
-                raise EditError(f"node '{name}' already runs in {now}; going back to fp32 is an undo",
-                                hint="use Undo (Edit tab) to remove the precision edit, then apply again")
-            by.setdefault(value, []).append(name)
-        edits: list[Edit] = []
-        if by.get("int8") or by.get("fp8"):
-            digest = sha256_bytes(model_bytes(self.session.model))
-            found = latest_scales(self.session.cache_dir, digest)
-            if found is None:
-                raise CalibrationError("int8/fp8 needs calibrated scales for the current model",
-                                       hint="calibrate in the Calibrate tab first, then apply")
-            for dtype in ("int8", "fp8"):
-                if by.get(dtype):
-                    edits.append(Quantize(dtype=dtype, nodes=tuple(by[dtype]), method=found[1].method,
-                                          scales=found[0], target=self.target.value))
-        for precision in ("fp16", "bf16"):
-            if by.get(precision):
-                edits.append(ConvertPrecision(precision=precision, nodes=tuple(by[precision])))
-        if not edits:
-            raise EditError("no precision changes to apply", hint="pick a precision per row or by op type first")
-        return edits
+        return list(wq.precision_edits(self.session, self.choices(), target=self.target.value))
 
     def _on_apply(self, _button: Any = None) -> None:
         with self.status.guard("applying the precision plan"):
-            edits = self.edits()
-            self.session.apply_all(edits)
-            self.status.ok(f"applied {', '.join(e.kind for e in edits)}")
+            result = wq.apply_precisions(self.session, self.choices(), target=self.target.value)
+            self.status.ok(f"applied {', '.join(result.edits)}")

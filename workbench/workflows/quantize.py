@@ -1,0 +1,561 @@
+"""Calibrate, quantize and convert: the calibrate-then-quantize workflow, written once for the CLI
+(``workbench quantize`` / ``convert``), the Calibrate and Precision tabs and notebooks.
+
+- :func:`calibrate`: representative data through the FP32 model in ONNX Runtime (locally or as Dask tasks on a
+  ``cluster``, the same scales bit for bit), the scale cache saved in the session's cache folder, the calibration
+  recorded in the recipe, with its :class:`~workbench.calibration.Diagnostics`.
+- :func:`apply_quantize`: Q/DQ placed with a calibration's scales (for TensorRT or ONNX Runtime's CPU provider).
+- :func:`quantize`: both, after folding BatchNorm; with ``settings.target_metric`` the accuracy-to-a-target mode
+  (:func:`to_target`): per-tensor calibration methods, then the fewest layers kept in high precision.
+- :func:`convert`: fp16/bf16 through Cast nodes, with activation ranges measured on a reference run.
+- :func:`apply_precisions`: the Precision tab's per-node choices (:func:`node_choices` says which are allowed).
+- Data: :func:`load_inputs`, :func:`find_inputs`, :func:`random_inputs` (the data layer, for the CLI and the tabs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from ..calibration import DEFAULT_METHOD, METHODS, Diagnostics, activation_ranges, calibration_diagnostics
+from ..calibration import calibrate as calibrate_model
+from ..cluster import Cluster
+from ..data import (
+    Dataset,
+    data_kind,
+    find_data,
+    load_data,
+    parse_sample_axes,
+    preprocessing_for,
+    random_data,
+)
+from ..errors import CalibrationError, DataError, EditError
+from ..graph import model_bytes, sha256_bytes
+from ..precision import (
+    FP16_MAX,
+    TARGETS,
+    ScaleCache,
+    TensorStats,
+    activation_tensors,
+    latest_scales,
+    node_precisions,
+    output_heads,
+    plan_conversion,
+    precision_guards,
+    quantization_targets,
+    select_nodes,
+    weight_bytes,
+)
+from ..precision.allowed import NodeChoices
+from ..precision.allowed import allowed_precisions as node_choices
+from ..precision.convert import range_guards
+from ..precision.qdq_ort import uint8_params
+from ..recipe import CalibrationSettings, ConvertPrecision, Edit, FuseBatchNorm, Quantize
+from ..session import Session
+from .base import Cancel, Progress, Result, report
+from .cluster import ClusterUse
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
+    "TARGETS",
+    "FP16_MAX",
+    "Dataset",
+    "Diagnostics",
+    "ScaleCache",
+    "TensorStats",
+    "NodeChoices",
+    "QuantizeSettings",
+    "CalibrationResult",
+    "TargetResult",
+    "QuantizeResult",
+    "ConvertResult",
+    "PrecisionResult",
+    "QuantParams",
+    "load_inputs",
+    "find_inputs",
+    "random_inputs",
+    "calibrate",
+    "calibration_diagnostics",
+    "apply_quantize",
+    "quantize",
+    "to_target",
+    "convert",
+    "node_choices",
+    "weight_bytes",
+    "precision_edits",
+    "apply_precisions",
+    "quant_params",
+    "RANDOM_SAMPLES",
+    "TARGET_METRICS",
+]
+
+RANDOM_SAMPLES = 8  # convert's reference run on random data
+RANDOM_WARNING = ("fp16 activation ranges measured on RANDOM data (no --inputs): nodes whose real values leave the "
+                  "fp16 range may be missed; give --inputs DATA (100-500 representative samples) for real ranges")
+TARGET_METRICS = ("rel_l2", "accuracy")
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+
+def load_inputs(source: Any, model: onnx.ModelProto, *, sample_axes: Sequence[str] = (), input: str | None = None,
+                preprocessing: Mapping[str, Any] | None = None) -> Dataset:
+    """``source`` (an ``.npz``, a folder of images/audio/``.npy``, token files, a dict of arrays, a Dataset) read by
+    the data layer and bound to ``model``. ``sample_axes``: ``NAME=AXIS`` / ``NAME=none`` specs;
+    ``preprocessing``: ``{flag: value}`` (size, layout, mean, std, ...) for folders of images or audio and token
+    files."""
+    axes = parse_sample_axes(list(sample_axes))
+    pre = None
+    given = {k: v for k, v in (preprocessing or {}).items() if v is not None}
+    if given:
+        kind = data_kind(source)
+        if kind not in ("image", "audio", "tokens"):
+            raise DataError(f"preprocessing flags ({', '.join('--' + k.replace('_', '-') for k in given)}) apply to "
+                            f"folders of images or audio and token files, not to {source}",
+                            hint="an .npz holds the model's inputs as they are; drop the flags")
+        pre = preprocessing_for(model, input, kind=kind, **given)
+    return load_data(source, model, sample_axes=axes, preprocessing=pre, input=input)
+
+
+def find_inputs(model: onnx.ModelProto, folder: str | Path | None) -> list[Path]:
+    """``.npz`` files in ``folder`` that fit ``model``'s inputs, calibration data first."""
+    return find_data(model, folder)
+
+
+def random_inputs(model: onnx.ModelProto, *, samples: int = 128, shapes: Sequence[str] | None = None,
+                  warn: bool = True) -> Dataset:
+    """Seeded random data for every input (NOT representative: a loud warning unless ``warn=False``); ``shapes``:
+    SPECs (``name:1x3x224x224``) for inputs with dynamic dims."""
+    dims = None
+    if shapes:
+        from ..backends.trt_profiles import parse_shapes
+
+        dims = {p.input: p.opt for p in parse_shapes(list(shapes), model)}
+    return random_data(model, samples=samples, shapes=dims, warn=warn)
+
+
+# --- settings and results --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuantizeSettings:
+    """Everything :func:`calibrate`, :func:`apply_quantize` and :func:`quantize` take besides the data.
+
+    ``exclude``: node selectors (names, ``op:Gemm``, globs) left in float; ``float_heads``: output heads stay
+    float (and are not calibrated); ``methods``: per-tensor methods over ``method``; ``target_metric``
+    (``rel_l2`` | ``accuracy``) and ``tolerance``: the accuracy-to-a-target mode of :func:`quantize`.
+    """
+
+    method: str = DEFAULT_METHOD
+    percentile: float = 99.99
+    dtype: str = "int8"
+    target: str = "tensorrt"
+    exclude: tuple[str, ...] = ()
+    per_channel: bool = True
+    float_heads: bool = True
+    fold_batchnorm: bool = True
+    methods: Mapping[str, str] = field(default_factory=dict)
+    target_metric: str | None = None
+    tolerance: float | None = None
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class CalibrationResult(Result):
+    """A calibration: its scale cache (``scales``: the digest it is saved under), what it read, its diagnostics."""
+
+    cache: ScaleCache = field(repr=False, compare=False)
+    scales: str
+    method: str
+    samples: int
+    seconds: float
+    peak_rss_mb: float
+    warnings: tuple[str, ...]
+    data: Mapping[str, Any]
+    diagnostics: Diagnostics
+    label: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CLI's ``calibration`` object (the cache itself is in the cache folder, under ``scales``)."""
+        out = super().to_dict()
+        del out["cache"], out["label"]
+        return out
+
+
+@dataclass(frozen=True)
+class TargetResult(Result):
+    """Accuracy to a target: the metric before and after, the method per tensor, the layers kept in high precision
+    and what they cost (estimated, relative to FP32 = 1.0)."""
+
+    metric: str
+    tolerance: float
+    methods: Mapping[str, float]  # whole-model metric per calibration method
+    method: str
+    tensor_methods: Mapping[str, str]  # per-tensor methods over ``method`` that improved the metric
+    fp32: float
+    before: float
+    after: float
+    met: bool
+    kept: tuple[str, ...]
+    message: str
+    estimated_cost: float | None
+    cost_all_int8: float | None
+    plans_tried: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class QuantizeResult(Result):
+    """A quantized model (in the session; written to ``output`` when asked) and how it was made."""
+
+    output: str | None
+    dtype: str
+    target: str
+    quantized: tuple[str, ...]
+    excluded: tuple[str, ...]
+    float_heads: tuple[str, ...]
+    fused_batchnorm: int
+    calibration: CalibrationResult | None
+    target_metric: TargetResult | None = None
+    recipe: str | None = None
+    cluster: ClusterUse | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CLI's JSON (``target_metric``, ``recipe`` and ``cluster`` only when there is one)."""
+        out = super().to_dict()
+        for key in ("target_metric", "recipe", "cluster"):
+            if out[key] is None:
+                del out[key]
+        return out
+
+
+@dataclass(frozen=True)
+class ConvertResult(Result):
+    """An fp16/bf16 model: converted nodes, those kept fp32 and why, the measured ranges' data and limit."""
+
+    output: str | None
+    precision: str
+    converted: tuple[str, ...]
+    kept: tuple[str, ...]
+    kept_reasons: Mapping[str, str]
+    guards: tuple[Mapping[str, str], ...]
+    range_kept: tuple[str, ...]
+    range_limit: float | None
+    warnings: tuple[str, ...]
+    data: Mapping[str, Any] | None = None
+    recipe: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CLI's JSON (``data`` only after a reference run, ``recipe`` only when saved)."""
+        out = super().to_dict()
+        for key in ("data", "recipe"):
+            if out[key] is None:
+                del out[key]
+        return out
+
+
+@dataclass(frozen=True)
+class PrecisionResult(Result):
+    """The recipe edits the Precision tab's choices became, and the nodes per precision they changed."""
+
+    edits: tuple[str, ...]
+    nodes: Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    """A tensor's quantization parameters at a threshold: ``scale`` and, for uint8 (ONNX Runtime), ``zero_point``."""
+
+    scale: float
+    zero_point: int | None = None
+
+
+def quant_params(stats: TensorStats, threshold: float, *, target: str = "tensorrt", dtype: str = "int8"
+                 ) -> QuantParams:
+    """The scale (and zero point) :func:`~workbench.precision.quantize_model` gives a tensor clipped at
+    ``threshold``: symmetric ``threshold / 127`` (fp8: ``/ 448``) for TensorRT, uint8 over the calibrated range
+    clipped to it for ONNX Runtime."""
+    if target == "onnxruntime":
+        scale, zero_point = uint8_params(stats, threshold)
+        return QuantParams(scale, zero_point)
+    return QuantParams(threshold / (448.0 if dtype == "fp8" else 127.0))
+
+
+# --- calibrate and quantize ------------------------------------------------------------------------------
+
+
+def _excluded(model: onnx.ModelProto, settings: QuantizeSettings) -> list[str]:
+    return select_nodes(model, list(settings.exclude), what="exclude") if settings.exclude else []
+
+
+def calibrate(session: Session, data: Any, settings: QuantizeSettings = QuantizeSettings(), *, label: str = "",
+              eval_data: Any = None, progress: Progress | None = None, cancel: Cancel = None,
+              cluster: Cluster | None = None) -> CalibrationResult:
+    """Calibrate the session's model on ``data`` (a path, a Dataset, a dict of arrays; :func:`load_inputs` for
+    folders with preprocessing): the tensors ``settings`` quantizes, every method's threshold, the scale cache saved
+    in the session's cache folder (reused for the same model, file and settings) and the calibration recorded in
+    the recipe (``label``: how the recipe names the data, default the path). ``eval_data``: the diagnostics say
+    where it leaves the calibrated range. ``cluster``: the batches run as Dask tasks (the same scales)."""
+    model = session.model
+    start = time.perf_counter()
+    tensors = activation_tensors(model, exclude=_excluded(model, settings), target=settings.target,
+                                 float_heads=settings.float_heads)
+    ds = data if isinstance(data, Dataset) else load_data(data, model)
+    source = data if isinstance(data, (str, Path)) else ds  # a path: the cache is keyed by the file's digest
+    cache = calibrate_model(model, source, method=settings.method, percentile=settings.percentile,
+                            dtype=settings.dtype, tensors=tensors, batch_size=settings.batch_size,
+                            cache_dir=session.cache_dir, progress=progress, cancel=cancel, cluster=cluster)
+    digest = cache.save(session.cache_dir)
+    axes = {k: ds.sample_axes[k] for k in ds.inputs}
+    label = label or str(data if isinstance(data, (str, Path)) else ds.description)
+    session.set_calibration(CalibrationSettings(
+        method=settings.method, percentile=settings.percentile, samples=cache.samples, data=label,
+        preprocessing=ds.preprocessing, sample_axes=axes if any(a != 0 for a in axes.values()) else {}))
+    report(progress, 0, 0, "diagnostics")
+    evaluation = None
+    if eval_data is not None:
+        evaluation = eval_data if isinstance(eval_data, Dataset) else load_data(eval_data, model)
+    diagnostics = calibration_diagnostics(cache, model, evaluation, batch_size=settings.batch_size)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return CalibrationResult(cache, digest, cache.method, cache.samples, round(time.perf_counter() - start, 3),
+                             round(peak, 1), tuple(cache.warnings), ds.describe(), diagnostics, label)
+
+
+def apply_quantize(session: Session, cache: ScaleCache, settings: QuantizeSettings = QuantizeSettings(), *,
+                   eval_data: Any = None, progress: Progress | None = None, cancel: Cancel = None,
+                   cluster: Cluster | None = None) -> QuantizeResult:
+    """Place Q/DQ on the session's model with ``cache``'s scales (saved in the session's cache folder) for
+    ``settings.target``; refused when the scales do not cover the tensors that placement needs. With
+    ``settings.target_metric``, then :func:`to_target` on ``eval_data``."""
+    model = session.model
+    excluded = _excluded(model, settings)
+    evaluation = None
+    if settings.target_metric is not None:
+        if settings.target_metric not in TARGET_METRICS:
+            raise CalibrationError(f"unknown target metric '{settings.target_metric}'",
+                                   hint=f"use one of {list(TARGET_METRICS)}")
+        if eval_data is None:
+            raise DataError("the target mode needs evaluation data", hint="give data to measure the metric on")
+        evaluation = eval_data if isinstance(eval_data, Dataset) else load_data(eval_data, model)
+        if settings.target_metric == "accuracy" and "label" not in evaluation:
+            raise DataError("--target-metric accuracy needs a 'label' array in the evaluation data",
+                            hint="add labels to the .npz, or use --target-metric rel_l2")
+    needed = activation_tensors(model, exclude=excluded, target=settings.target, float_heads=settings.float_heads)
+    missing = [t for t in needed if t not in cache.tensors]
+    if missing:
+        raise CalibrationError(f"the scales do not cover {missing[:3]} of the current model",
+                               hint="the model or the Q/DQ placement changed since calibration: calibrate again")
+    digest = cache.save(session.cache_dir)
+    targets = quantization_targets(model, exclude=excluded, target=settings.target, float_heads=settings.float_heads)
+    session.apply(Quantize(dtype=settings.dtype, exclude=tuple(excluded), method=cache.method,
+                           per_channel=settings.per_channel, scales=digest, target=settings.target,
+                           float_heads=settings.float_heads, methods=dict(settings.methods)))
+    heads = tuple(h for h in output_heads(model) if h not in targets) if settings.float_heads else ()
+    quantized = tuple(n.name for n in model.graph.node if n.name in targets)
+    kept: tuple[str, ...] = ()
+    target = None
+    if evaluation is not None and settings.target_metric is not None:
+        target = to_target(session, evaluation, settings.target_metric, settings.tolerance, progress=progress,
+                           cancel=cancel, cluster=cluster)
+        kept = target.kept
+    return QuantizeResult(None, settings.dtype, settings.target, tuple(n for n in quantized if n not in kept),
+                          (*excluded, *kept), heads, 0, None, target)
+
+
+def _foldable_batchnorms(model: onnx.ModelProto) -> int:
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    return sum(1 for n in model.graph.node if n.op_type == "BatchNormalization"
+               and producers.get(n.input[0]) in ("Conv", "ConvTranspose", "Gemm"))
+
+
+def quantize(session: Session, data: Any, settings: QuantizeSettings = QuantizeSettings(), *, label: str = "",
+             eval_data: Any = None, output: str | Path | None = None, recipe_out: str | Path | None = None,
+             progress: Progress | None = None, cancel: Cancel = None, cluster: Cluster | None = None
+             ) -> QuantizeResult:
+    """Fold BatchNorm (``settings.fold_batchnorm``, as TensorRT does), :func:`calibrate` and :func:`apply_quantize`
+    (with ``settings.target_metric``: to the target on ``eval_data``, else on the calibration data). The result is
+    in the session (one recipe); ``output`` / ``recipe_out``: also written there."""
+    fused = 0
+    if settings.fold_batchnorm and _foldable_batchnorms(session.model):
+        before = len(session.model.graph.node)
+        session.apply(FuseBatchNorm())
+        fused = before - len(session.model.graph.node)
+    model = session.model
+    ds = data if isinstance(data, Dataset) else load_data(data, model)
+    evaluation = None if eval_data is None else eval_data if isinstance(eval_data, Dataset) \
+        else load_data(eval_data, model)
+    if settings.target_metric == "accuracy" and "label" not in (evaluation if evaluation is not None else ds):
+        raise DataError("--target-metric accuracy needs a 'label' array in the evaluation data",
+                        hint="add labels to the .npz, or use --target-metric rel_l2")
+    calibration = calibrate(session, data, settings, label=label, eval_data=evaluation, progress=progress,
+                            cancel=cancel, cluster=cluster)
+    placed = apply_quantize(session, calibration.cache, settings,
+                            eval_data=evaluation if evaluation is not None else ds, progress=progress, cancel=cancel,
+                            cluster=cluster)
+    if placed.target_metric is not None:
+        calibration = dataclasses.replace(calibration, method=placed.target_metric.method)
+    out = str(session.export(output)) if output is not None else None
+    recipe = str(session.save(recipe_out)) if recipe_out is not None else None
+    return dataclasses.replace(placed, output=out, fused_batchnorm=fused, calibration=calibration, recipe=recipe,
+                               cluster=ClusterUse.of(cluster))
+
+
+def to_target(session: Session, data: Dataset, metric_name: str, tolerance: float | None = None, *,
+              progress: Progress | None = None, cancel: Cancel = None, cluster: Cluster | None = None
+              ) -> TargetResult:
+    """Accuracy to a target (issue 13, part 3) for the session's last edit (a Quantize): the calibration method
+    whose whole-model metric is best (one evaluation per method, from the same statistics), then per tensor,
+    where the metric is still off, the method that serves it better, then the debugger's sensitivity ranking and
+    plan search (:func:`workbench.debug.debug_precision`) for the fewest layers kept in high precision until the
+    metric is within ``tolerance`` of FP32 (accuracy: a drop of 0.005 by default; rel_l2: 0.05). The session's
+    Quantize edit is replaced by the result (one recipe)."""
+    from ..backends.ort import OrtEngine
+    from ..compare import accuracy, output_error
+    from ..debug import debug_precision, estimated_cost, evaluate, recipe_models
+
+    use_acc = metric_name == "accuracy"
+    if use_acc and "label" not in data:
+        raise DataError("--target-metric accuracy needs a 'label' array in the evaluation data",
+                        hint="add labels to the .npz, or use --target-metric rel_l2")
+    metric = accuracy() if use_acc else output_error()
+    tol = tolerance if tolerance is not None else (0.005 if use_acc else 0.05)
+    last = session.recipe.edits[-1] if session.recipe.edits else None
+    if not isinstance(last, Quantize):
+        raise EditError("the target mode needs the session's last edit to be a quantize edit",
+                        hint="quantize first (workbench quantize, or the Calibrate tab's Quantize)")
+    reference, _ = recipe_models(session.original, session.recipe, session.cache_dir)
+    ref_outs = [OrtEngine(reference).run(b.feeds) for b in data.batches(64)]
+    better = max if use_acc else min
+
+    def score(edit: Quantize) -> float:
+        trial = session.recipe.replace(edits=(*session.recipe.edits[:-1], edit))
+        _, build = recipe_models(session.original, trial, session.cache_dir)
+        return evaluate(build(()), data, metric, ref_outs, batch_size=64, max_samples=None, reference=reference,
+                        cluster=cluster)
+
+    scores: dict[str, float] = {}
+    for i, method in enumerate(METHODS):
+        report(progress, i, len(METHODS), f"target: method {method}")
+        scores[method] = score(dataclasses.replace(last, method=method))
+    best = better(scores, key=lambda m: scores[m])
+    chosen = dataclasses.replace(last, method=best)
+    recipe = session.recipe.replace(edits=(*session.recipe.edits[:-1], chosen))
+    reference, factory = recipe_models(session.original, recipe, session.cache_dir)
+    report(progress, 0, 0, "target: sensitivity and plan")
+    result = debug_precision(reference, factory(()), data, factory=factory, metric=metric, tolerance=tol,
+                             recipe=recipe, batch_size=64, cancel=cancel, cluster=cluster)
+    session.set_recipe(result.recipe if result.recipe is not None else recipe)
+    plan = result.plan
+    return TargetResult(metric.name, tol, {k: round(v, 6) for k, v in scores.items()}, best, {},
+                        result.metric_reference, result.metric_before, plan.metric, plan.met, tuple(plan.keep),
+                        plan.message, plan.cost, estimated_cost(factory(()), reference), len(plan.tried.rows),
+                        result.sensitivity.samples)
+
+
+# --- convert ---------------------------------------------------------------------------------------------
+
+
+def convert(session: Session, precision: str = "fp16", *, data: Any = None, shapes: Sequence[str] | None = None,
+            range_limit: float = FP16_MAX, keep: Sequence[str] = (), nodes: Sequence[str] = (), guard: bool = True,
+            low_io: bool = False, output: str | Path | None = None, recipe_out: str | Path | None = None
+            ) -> ConvertResult:
+    """Run the session's model in fp16/bf16 through Cast nodes. For fp16 with guards on, every float tensor's
+    magnitude is measured on a reference run (``data``, else seeded random data with ``shapes``, said in the
+    warnings): a node touching a tensor beyond ``range_limit`` stays fp32, by name in the recipe (so it replays
+    without the data), as ModelOpt's AutoCast does."""
+    model = session.model
+    ranges = None
+    described = None
+    notes: list[str] = []
+    if precision == "fp16" and guard:
+        if not range_limit > 0:
+            raise DataError(f"--range-limit must be positive, got {range_limit}", hint="e.g. --range-limit 65504")
+        if data is not None:
+            if shapes:
+                raise DataError("give either --inputs DATA or --shapes for the reference run, not both",
+                                hint="the data's own shapes are the ones measured")
+            ds = data if isinstance(data, Dataset) else load_data(data, model)
+        else:
+            ds = random_inputs(model, samples=RANDOM_SAMPLES, shapes=shapes, warn=False)
+            warnings.warn(RANDOM_WARNING, UserWarning, stacklevel=2)
+            notes.append(RANDOM_WARNING)
+        ranges = activation_ranges(model, ds)
+        described = ds.describe()
+    elif data is not None:
+        raise DataError(f"--inputs feeds the fp16 reference run, which {'bf16' if precision == 'bf16' else '--no-guard'}"
+                        " does not make", hint="drop --inputs")
+    by_range = range_guards(model, ranges, limit=range_limit) if ranges is not None else {}
+    # measured out-of-range nodes go into the recipe by name (a node named exactly in ``nodes`` is converted anyway)
+    extra = tuple(n for n in by_range if n not in set(nodes))
+    edit = ConvertPrecision(precision=precision, nodes=tuple(nodes), keep=(*keep, *extra), keep_io_types=not low_io,
+                            guard=guard)
+    plan = plan_conversion(model, precision, keep=tuple(keep), nodes=edit.nodes, guard=edit.guard)
+    for n in extra:
+        if plan[n]["precision"] != "fp32":
+            plan[n] = {"precision": "fp32", "reason": f"range: {by_range[n]}"}
+    session.apply(edit)
+    out = str(session.export(output)) if output is not None else None
+    recipe = str(session.save(recipe_out)) if recipe_out is not None else None
+    return ConvertResult(
+        output=out, precision=precision,
+        converted=tuple(n for n, p in plan.items() if p["precision"] == precision),
+        kept=tuple(n for n, p in plan.items() if p["reason"] == "kept by the user"
+                   or p["reason"].startswith(("guard", "range"))),
+        kept_reasons={n: p["reason"] for n, p in plan.items() if p["precision"] == "fp32"},
+        guards=tuple(precision_guards(session.original)), range_kept=extra,
+        range_limit=range_limit if ranges is not None else None, warnings=tuple(notes), data=described,
+        recipe=recipe)
+
+
+# --- per-node precision choices (the Precision tab) -------------------------------------------------------
+
+
+def precision_edits(session: Session, choices: Mapping[str, str], *, target: str = "tensorrt") -> tuple[Edit, ...]:
+    """The recipe edits that realise ``choices`` ({node: precision}; only changes from the current precision
+    count): int8/fp8 with the latest scales calibrated for the current model, fp16/bf16 as Cast nodes."""
+    current = node_precisions(session.model)
+    by: dict[str, list[str]] = {}
+    for name, value in choices.items():
+        now = current.get(name, "fp32")
+        if value == now:
+            continue
+        if value == "fp32":
+            raise EditError(f"node '{name}' already runs in {now}; going back to fp32 is an undo",
+                            hint="use Undo (Edit tab) to remove the precision edit, then apply again")
+        by.setdefault(value, []).append(name)
+    edits: list[Edit] = []
+    if by.get("int8") or by.get("fp8"):
+        found = latest_scales(session.cache_dir, sha256_bytes(model_bytes(session.model)))
+        if found is None:
+            raise CalibrationError("int8/fp8 needs calibrated scales for the current model",
+                                   hint="calibrate in the Calibrate tab first, then apply")
+        for dtype in ("int8", "fp8"):
+            if by.get(dtype):
+                edits.append(Quantize(dtype=dtype, nodes=tuple(by[dtype]), method=found[1].method, scales=found[0],
+                                      target=target))
+    for precision in ("fp16", "bf16"):
+        if by.get(precision):
+            edits.append(ConvertPrecision(precision=precision, nodes=tuple(by[precision])))
+    if not edits:
+        raise EditError("no precision changes to apply", hint="pick a precision per row or by op type first")
+    return tuple(edits)
+
+
+def apply_precisions(session: Session, choices: Mapping[str, str], *, target: str = "tensorrt") -> PrecisionResult:
+    """Apply :func:`precision_edits` to the session in one step."""
+    edits = precision_edits(session, choices, target=target)
+    session.apply_all(edits)
+    nodes: dict[str, tuple[str, ...]] = {}
+    for e in edits:
+        key = e.dtype if isinstance(e, Quantize) else e.precision if isinstance(e, ConvertPrecision) else e.kind
+        nodes[key] = tuple(getattr(e, "nodes", ()))
+    return PrecisionResult(tuple(e.kind for e in edits), nodes)
