@@ -27,15 +27,18 @@ import wave
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import onnx
 
 from .cancel import Cancel, cancelled
 from .errors import DataError
-from .graph import tensor_infos
+from .graph import TensorInfo, tensor_infos
 from .recipe import Preprocessing
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = [
     "Preprocessing",
@@ -62,20 +65,27 @@ AUDIO_SUFFIXES = (".wav",)
 AXES_KEY = "__sample_axes__"
 _BATCH_NAMES = ("n", "b", "bs", "batch", "batch_size", "batchsize", "num_samples")
 Axes = Mapping[str, "int | None"]
+DataSource = Union["Dataset", str, os.PathLike[str], Mapping[str, Any], Iterable[Mapping[str, Any]]]  # noqa: UP007
+"""What :func:`load_data` reads: a Dataset, a path, a dict of arrays or an iterable of feed dicts."""
 
 
 # --- the model's side ---------------------------------------------------------------------------------
 
 
-def model_inputs(model: onnx.ModelProto) -> dict[str, Any]:
+def model_inputs(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     """{input name: TensorInfo} of the graph inputs that are not initializers, in order."""
     inits = {i.name for i in model.graph.initializer}
     infos = tensor_infos(model)
     return {i.name: infos[i.name] for i in model.graph.input if i.name not in inits}
 
 
-def _dynamic(d: Any) -> bool:
-    return not (isinstance(d, int) and d > 0)
+def _fixed(d: object) -> int | None:
+    """A declared dim's size when it is a fixed positive int, else None (a symbol, unknown or 0)."""
+    return d if isinstance(d, int) and d > 0 else None
+
+
+def _dynamic(d: object) -> bool:
+    return _fixed(d) is None
 
 
 def _batch_named(d: Any) -> bool:
@@ -374,14 +384,14 @@ class Dataset:
         if unknown:
             raise DataError(f"sample axes given for {unknown}, which {self.description} does not hold",
                             hint=f"name one of {self.names}")
-        declared = {k: (tuple(specs[k].shape) if specs[k].shape is not None else None) for k in specs}
+        declared = {k: v.shape for k, v in specs.items()}
         shapes = {k: tuple(v.shape) for k, v in self._cols.items()}
         axes = _infer_axes(shapes, declared, given, self.description)
         step = None
         for k, a in axes.items():
             dims = declared.get(k)
-            if a is not None and dims is not None and not _dynamic(dims[a]):
-                step = int(dims[a])
+            step = _fixed(dims[a]) if a is not None and dims is not None else None
+            if step is not None:
                 break
         out = Dataset(self._cols, axes, description=self.description, preprocessing=self.preprocessing,
                       inputs=list(specs), step=step, given=given, strict=True)
@@ -394,7 +404,7 @@ class Dataset:
 # --- sources -------------------------------------------------------------------------------------------
 
 
-def load_data(source: Any, model: onnx.ModelProto | None = None, *, sample_axes: Axes | None = None,
+def load_data(source: DataSource, model: onnx.ModelProto | None = None, *, sample_axes: Axes | None = None,
               preprocessing: Preprocessing | None = None, input: str | None = None,
               extra: Mapping[str, Any] | None = None) -> Dataset:
     """A :class:`Dataset` from ``source``, bound to ``model`` when given (see the module docstring).
@@ -477,7 +487,7 @@ def _from_path(path: Path, model: onnx.ModelProto | None, pre: Preprocessing | N
                     hint="use an .npz (one array per input), a folder of images or .wav files, or a .txt of token ids")
 
 
-def data_kind(source: Any) -> str:
+def data_kind(source: object) -> str:
     """What a path holds: image | audio | tokens | npz | npy | arrays (not a path) | unknown."""
     if not isinstance(source, (str, os.PathLike)):
         return "arrays"
@@ -589,7 +599,7 @@ def preprocessing_for(model: onnx.ModelProto | None, input: str | None = None, *
     return Preprocessing(**{**fields, **changes})
 
 
-def resize_image(image: Any, pre: Preprocessing) -> Any:
+def resize_image(image: Image.Image, pre: Preprocessing) -> Image.Image:
     """A Pillow image in ``pre``'s channels (L or RGB) and geometry: stretched to ``size``, letterboxed into it
     (aspect kept, ``pad`` around, top-left or ``center``-ed) or resized to ``crop_from`` and centre-cropped to
     ``size``, with the ``resample`` filter; the file's own size when ``size`` is empty."""
@@ -614,7 +624,7 @@ def resize_image(image: Any, pre: Preprocessing) -> Any:
     return im.resize((w, h), method) if im.size != (w, h) else im
 
 
-def image_array(image: Any, pre: Preprocessing) -> np.ndarray:
+def image_array(image: Image.Image, pre: Preprocessing) -> np.ndarray:
     """One Pillow image as one sample (no batch axis): :func:`resize_image`, channel order, ``scale``,
     ``mean``/``std``, ``append_channel``, ``layout`` and ``dtype`` (integers rounded and clipped)."""
     x = np.asarray(resize_image(image, pre), dtype=np.float32)
@@ -823,9 +833,9 @@ def random_data(model: onnx.ModelProto, *, samples: int = 100, shapes: Mapping[s
     unknown = [k for k in shapes if k not in specs]
     if unknown:
         raise DataError(f"shapes given for {unknown}, which are not model inputs", hint=f"the inputs are {list(specs)}")
-    declared = {k: (tuple(v.shape) if v.shape is not None else None) for k, v in specs.items()}
+    declared = {k: v.shape for k, v in specs.items()}
     # a placeholder shape per input (dynamic dims 1) only to infer the sample axes, then the real shapes
-    probe = {k: (tuple(shapes[k]) if k in shapes else tuple(d if not _dynamic(d) else 1 for d in (dims or ())))
+    probe = {k: (tuple(shapes[k]) if k in shapes else tuple(_fixed(d) or 1 for d in (dims or ())))
              for k, dims in declared.items()}
     for k, dims in declared.items():
         if dims is None and k not in shapes:
@@ -847,7 +857,7 @@ def random_data(model: onnx.ModelProto, *, samples: int = 100, shapes: Mapping[s
                                 f"{list(dims)}): made-up data would have to guess their size",
                                 hint=f"give real data (--inputs DATA) or the shape: --shapes {k}:{example} with "
                                      "each ? replaced by a size")
-            shape = [int(d) if not _dynamic(d) else 1 for d in dims]
+            shape = [_fixed(d) or 1 for d in dims]
         if ax is not None and k not in shapes:  # a shape given in full is used as it is
             shape[ax] = samples if (dims is None or _dynamic(dims[ax])) else shape[ax] * max(1, samples // shape[ax])
         dtype = np.dtype(specs[k].dtype) if specs[k].dtype != "unknown" else np.dtype(np.float32)
@@ -855,7 +865,7 @@ def random_data(model: onnx.ModelProto, *, samples: int = 100, shapes: Mapping[s
     return Dataset(arrays, axes, description="random data", given=axes).bind(model, axes)
 
 
-def timing_feeds(model: onnx.ModelProto, data: Any = None, *, batch: int = 1,
+def timing_feeds(model: onnx.ModelProto, data: DataSource | None = None, *, batch: int = 1,
                  shapes: Mapping[str, Sequence[int]] | None = None, sample_axes: Axes | None = None,
                  preprocessing: Preprocessing | None = None) -> dict[str, np.ndarray]:
     """Feeds to time ``model`` with: the first ``batch`` samples of ``data`` (anything :func:`load_data`
@@ -908,8 +918,12 @@ def output_sample_axes(model: onnx.ModelProto, data: Dataset) -> dict[str, int |
     the one dynamic dim when there is one, else 0 (None for a 0-d output). Metrics read outputs samples-first."""
     infos = tensor_infos(model)
     specs = model_inputs(model)
-    symbols = {specs[k].shape[a] for k, a in data.sample_axes.items()
-               if a is not None and k in specs and specs[k].shape is not None and isinstance(specs[k].shape[a], str)}
+    symbols: set[str] = set()
+    for k, a in data.sample_axes.items():
+        shape = specs[k].shape if k in specs else None
+        dim = shape[a] if a is not None and shape is not None else None
+        if isinstance(dim, str):
+            symbols.add(dim)
     out: dict[str, int | None] = {}
     for o in model.graph.output:
         info = infos.get(o.name)

@@ -4,9 +4,11 @@ comparison of the methods. Plain data in (a TensorStats-like object or dict), pl
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Union
 
 import plotly.graph_objects as go
+
+from ..precision.scales import TensorStats
 
 __all__ = ["METHOD_COLOURS", "histogram_figure", "methods_figure"]
 
@@ -14,11 +16,15 @@ METHOD_COLOURS = {"max": "#d62728", "percentile": "#ff7f0e", "entropy": "#2ca02c
                   "override": "#9467bd"}
 
 
-def _get(stats: Any, key: str, default: Any = None) -> Any:
+Stats = Union[TensorStats, Mapping[str, Any]]  # noqa: UP007
+"""One tensor's statistics: a TensorStats, or a dict with its fields (``hist``, ``hist_max``, ``thresholds``...)."""
+
+
+def _get(stats: Stats, key: str, default: Any = None) -> Any:
     return stats.get(key, default) if isinstance(stats, Mapping) else getattr(stats, key, default)
 
 
-def histogram_figure(tensor: str, stats: Any, *, chosen: str | None = None, log_y: bool = True) -> go.Figure:
+def histogram_figure(tensor: str, stats: Stats, *, chosen: str | None = None, log_y: bool = True) -> go.Figure:
     """Histogram of ``|x|`` for ``tensor`` with a vertical line per method's threshold (and the override).
 
     Trace names are stable: ``histogram`` then ``threshold:<method>`` so a FigureWidget can be updated in place.
@@ -48,7 +54,7 @@ def histogram_figure(tensor: str, stats: Any, *, chosen: str | None = None, log_
     return fig
 
 
-def methods_figure(tensors: Mapping[str, Any]) -> go.Figure:
+def methods_figure(tensors: Mapping[str, Stats]) -> go.Figure:
     """Each method's threshold as a fraction of the tensor's max, one row per tensor."""
     names = list(tensors)
     fig = go.Figure()

@@ -13,7 +13,7 @@ range); with ``guard=True`` they stay float32 unless named explicitly in ``nodes
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Union
 
 import numpy as np
 import onnx
@@ -34,8 +34,11 @@ from ._common import (
 )
 from .scales import ScaleCache, TensorStats
 
-__all__ = ["FP16_MAX", "FP16_TINY", "precision_guards", "plan_conversion", "convert_precision", "float_tensors",
-           "range_guards"]
+Ranges = Union[ScaleCache, Mapping[str, Union[float, Sequence[float], TensorStats]]]  # noqa: UP007
+"""Measured activation ranges: a ScaleCache, or ``{tensor: amax | (min, max) | TensorStats}``."""
+
+__all__ = ["FP16_MAX", "FP16_TINY", "Ranges", "precision_guards", "plan_conversion", "convert_precision",
+           "float_tensors", "range_guards"]
 
 FP16_MAX = 65504.0
 FP16_TINY = 2.0**-24  # smallest positive fp16 (subnormal): smaller nonzero constants flush to zero
@@ -151,7 +154,7 @@ def plan_conversion(
     keep: Sequence[str] = (),
     nodes: Sequence[str] = (),
     guard: bool = True,
-    ranges: ScaleCache | Mapping[str, Any] | None = None,
+    ranges: Ranges | None = None,
 ) -> dict[str, dict[str, str]]:
     """Which nodes will run in ``precision`` and why the others will not: ``{node: {precision, reason}}``.
 
@@ -192,21 +195,21 @@ def plan_conversion(
     return plan
 
 
-def _magnitudes(ranges: ScaleCache | Mapping[str, Any]) -> dict[str, float]:
+def _magnitudes(ranges: Ranges) -> dict[str, float]:
     """``{tensor: largest magnitude}`` from a ScaleCache or ``{tensor: amax | (min, max) | TensorStats}``."""
     items = ranges.tensors.items() if isinstance(ranges, ScaleCache) else ranges.items()
     out: dict[str, float] = {}
     for name, v in items:
         if isinstance(v, TensorStats):
             out[name] = max(abs(v.min), abs(v.max), abs(v.amax))
-        elif isinstance(v, (tuple, list)):
+        elif isinstance(v, Sequence):
             out[name] = max(abs(float(x)) for x in v)
         else:
             out[name] = abs(float(v))
     return out
 
 
-def range_guards(model: onnx.ModelProto, ranges: ScaleCache | Mapping[str, Any], *,
+def range_guards(model: onnx.ModelProto, ranges: Ranges, *,
                  limit: float = FP16_MAX) -> dict[str, str]:
     """``{node: reason}`` for the nodes that read or write a tensor whose measured magnitude is beyond ``limit``
     (default the fp16 maximum; ModelOpt's AutoCast keeps a margin with ``data_max``)."""
@@ -240,7 +243,7 @@ def convert_precision(
     nodes: Sequence[str] = (),
     keep_io_types: bool = True,
     guard: bool = True,
-    ranges: ScaleCache | Mapping[str, Any] | None = None,
+    ranges: Ranges | None = None,
 ) -> onnx.ModelProto:
     """A copy of ``model`` whose selected nodes compute in fp16/bf16 through Cast nodes (see module doc).
 
