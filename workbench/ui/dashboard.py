@@ -31,7 +31,7 @@ import ipywidgets as W
 from ..errors import WorkbenchError
 from ..session import Session
 from ..workflows.model import inspect, layer_table, recipe_scales
-from .common import Status, on_kernel_thread
+from .common import Status, kernel_thread, on_kernel_thread
 from .model_tab import ModelTab
 from .node_view import NodeView, Selection
 
@@ -186,6 +186,7 @@ class Workbench:
 
     def __init__(self, path_or_session: Any, *, cache_dir: str | os.PathLike[str] | None = None) -> None:
         self.cache_dir = cache_dir
+        self._kernel = kernel_thread()  # the thread every widget of the dashboard is written on
         self.session: Session | None = None
         self.status = Status()
         self.tabs: Mapping[str, Any] = {}
@@ -328,12 +329,15 @@ class Workbench:
 
     def _hook_selection(self, session: Session, tab: Any) -> None:
         """Subscribe the selection signal to a tab's ``on_select`` hook (a name or names) and its ``on_result``
-        hook (a new result the joined view may show: a calibration, a profile, a comparison)."""
+        hook (a new result the joined view may show: a calibration, a profile, a comparison). A hook called from a
+        tab's worker thread is delivered on the kernel thread (the joined view and the graph are widgets)."""
         title = getattr(tab, "title", type(tab).__name__)
+        kernel = self._kernel
         if callable(getattr(tab, "on_select", None)):
-            tab.on_select(lambda names: self.selection.set(names, title) if session is self.session else None)
+            tab.on_select(lambda names: kernel.post(
+                lambda: self.selection.set(names, title) if session is self.session else None))
         if callable(getattr(tab, "on_result", None)):
-            tab.on_result(lambda: self._on_result(session))
+            tab.on_result(lambda: kernel.post(lambda: self._on_result(session)))
 
     def _on_result(self, session: Session) -> None:
         if session is not self.session:
