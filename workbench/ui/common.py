@@ -5,6 +5,11 @@ A button handler wraps its one Session/API call in ``with status.guard("doing X"
 :class:`~workbench.errors.WorkbenchError` is shown, not raised, and the kernel and session survive. Any other
 exception is our bug: the guard shows it as an internal error (one line, where its traceback was logged, how to
 report it; :mod:`workbench.internal`), never as the user's fault and never as a traceback in the cell output.
+
+Threads: widgets are written on the kernel thread only. A tab's long task is a :class:`Job`: its ``fn`` computes in
+a worker thread and returns a result, which ``on_done(result)`` shows (and records in the session) on the kernel
+thread; progress and status writes from the worker are posted there (:class:`KernelThread`), and the session's change
+events are delivered there (:func:`on_kernel_thread`).
 """
 
 from __future__ import annotations
