@@ -56,9 +56,7 @@ def figure_esm() -> str:
     its export statement is not the expected one (a plotly release that changed it: tests/test_figure_widget.py
     says so)."""
     bundle = str(go.FigureWidget._esm)
-    found = None
-    for found in _EXPORT.finditer(bundle):
-        pass
+    found = next(reversed(list(_EXPORT.finditer(bundle))), None)  # the last export statement
     if found is None:
         return bundle
     rest = ",".join(p.strip(",") for p in (found.group(1), found.group(3)) if p.strip(","))
