@@ -6,10 +6,14 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..workflows.cluster import Cluster
 
 
 def add_cluster_argument(p: argparse.ArgumentParser) -> None:
+    """``--cluster ADDRESS|local[:N]``."""
     p.add_argument("--cluster", metavar="ADDRESS|local[:N]",
                    help="run the batches as Dask tasks: a scheduler address you started (tcp://host:8786, "
                         "tls://...) or local[:N] for N worker processes on this machine; same result as locally "
@@ -17,12 +21,12 @@ def add_cluster_argument(p: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def cluster_from(args: argparse.Namespace) -> Iterator[Any]:
+def cluster_from(args: argparse.Namespace) -> Iterator[Cluster | None]:
     """The connected cluster for ``args.cluster`` (closed afterwards), or None without the flag."""
     if not getattr(args, "cluster", None):
         yield None
         return
-    from ..cluster import connect
+    from ..workflows.cluster import connect
 
     c = connect(args.cluster)
     try:
@@ -32,10 +36,3 @@ def cluster_from(args: argparse.Namespace) -> Iterator[Any]:
         yield c
     finally:
         c.close()
-
-
-def cluster_summary(c: Any) -> dict[str, Any] | None:
-    """What the JSON result says about the cluster used (address, workers, events such as lost workers)."""
-    if c is None:
-        return None
-    return {"address": c.address, "workers": len(c.workers()), "events": list(c.events)}

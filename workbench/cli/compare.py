@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..compare import Tolerance, accuracy, compare
-from ..graph import load_model
+from ._cluster import add_cluster_argument, cluster_from
 from .data_args import add_data_arguments, read_data
+
+if TYPE_CHECKING:
+    from ..workflows.debug import CompareResult
 
 COMMAND = "compare"
 HELP = "compare a converted/quantized model with its FP32 reference: output errors, optionally layer by layer"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The command's arguments."""
     p.add_argument("reference", help="the FP32 reference: an .onnx file or a sample model name")
     p.add_argument("candidate", help="the converted or quantized .onnx model")
     p.add_argument("--inputs", required=True, metavar="DATA",
@@ -30,23 +33,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="threads sharing each batch (default: one per core, at most 4; 1 = none)")
     p.add_argument("--batch-size", type=int, default=32, help="samples per run (for a dynamic batch dimension)")
     add_data_arguments(p)
+    add_cluster_argument(p)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    reference = load_model(args.reference)
-    data = read_data(args, args.inputs, reference)
-    metrics = [accuracy(args.label)] if args.label in data else []
-    report = compare(reference, args.candidate, data, layerwise=args.layerwise, local=not args.no_local,
-                     tensors=args.tensors, tolerance=Tolerance.parse(args.tolerance), metrics=metrics,
-                     batch_size=args.batch_size, max_samples=args.max_samples, workers=args.workers)
-    return {**report.to_dict(), "data": data.describe()}
+def run(args: argparse.Namespace) -> CompareResult:
+    """Read the arguments, run the compare workflow on the cluster when one is given."""
+    from ..session import Session
+    from ..workflows.debug import compare, parse_tolerance
+
+    tolerance = parse_tolerance(args.tolerance)
+    session = Session(args.reference)
+    data = read_data(args, args.inputs, session.model)
+    with cluster_from(args) as cluster:
+        return compare(session, data, reference="original", candidate=args.candidate, layerwise=args.layerwise,
+                       local=not args.no_local, tensors=args.tensors, tolerance=tolerance, label=args.label,
+                       batch_size=args.batch_size, max_samples=args.max_samples, workers=args.workers,
+                       cluster=cluster)
 
 
 def _f(v: Any) -> str:
     return "-" if v is None else f"{v:.4g}"
 
 
-def render(r: dict[str, Any]) -> str:
+def render(result: CompareResult) -> str:
+    """The comparison for people: outputs, metrics, layers (with --layerwise), first divergence, warnings."""
+    r = result.to_dict()
     lines = [f"{r['samples']} samples, {'PASS' if r['passed'] else 'FAIL'} (tolerance {r['tolerance']})"]
     for name, m in r["outputs"].items():
         tops = "  ".join(f"{k}={v:.3f}" for k, v in m.items() if k.startswith("top"))

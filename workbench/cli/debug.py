@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ..compare import accuracy, output_error
-from ..debug import debug_precision, plan_recipe, recipe_models
-from ..session import Session
-from ._cluster import add_cluster_argument, cluster_from, cluster_summary
+from ..workflows.debug import DIRECTIONS, METRICS
+from ._cluster import add_cluster_argument, cluster_from
 from .data_args import add_data_arguments, read_data
+
+if TYPE_CHECKING:
+    from ..workflows.debug import DebugRun
 
 COMMAND = "debug"
 HELP = "sensitivity ranking of quantized/fp16 layers and the fewest to keep in high precision (a new recipe)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The command's arguments."""
     p.add_argument("model", help="the FP32 model the recipe applies to (.onnx or a sample name)")
     p.add_argument("--recipe", required=True, help="a recipe with a quantize or convert_precision edit")
     p.add_argument("--inputs", required=True, metavar="DATA",
                    help="evaluation data: an .npz with one array per model input (a 'label' array enables --metric "
                         "accuracy), or a folder of images/.wav files read with the preprocessing flags")
-    p.add_argument("--metric", choices=("auto", "accuracy", "rel_l2"), default="auto",
+    p.add_argument("--metric", choices=METRICS, default="auto",
                    help="what the plan must meet (auto: accuracy when the data has labels, else rel_l2)")
     p.add_argument("--tolerance", type=float,
                    help="accuracy: the largest allowed drop below FP32 (default 0.001 = 0.1 point); "
@@ -33,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank-samples", type=int,
                    help="rank layers on this many samples only (faster); plans are still measured on all")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--direction", choices=("restore", "quantize_only"), default="restore",
+    p.add_argument("--direction", choices=DIRECTIONS, default="restore",
                    help="restore: score each layer by the gain when only it goes back to FP32 (default); "
                         "quantize_only: by the damage when only it is quantized in the FP32 model")
     p.add_argument("--workers", type=int,
@@ -42,33 +44,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_cluster_argument(p)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> DebugRun:
+    """Read the arguments, run the debug workflow on the cluster when one is given."""
+    from ..session import Session
+    from ..workflows.debug import debug
+
     session = Session.load(args.recipe, model=args.model)
-    reference, factory = recipe_models(session.original, session.recipe, session.cache_dir)
-    data = read_data(args, args.inputs, reference)
-    use_acc = args.metric == "accuracy" or (args.metric == "auto" and args.label in data)
-    metric = accuracy(args.label) if use_acc else output_error()
-    tolerance = args.tolerance if args.tolerance is not None else (0.001 if use_acc else 0.05)
-    candidate = factory(())
-    with cluster_from(args) as cluster:
-        result = debug_precision(reference, candidate, data, factory=factory, metric=metric, tolerance=tolerance,
-                                 batch_size=args.batch_size, max_samples=args.max_samples,
-                                 rank_samples=args.rank_samples, direction=args.direction, workers=args.workers,
-                                 cluster=cluster)
-        summary = cluster_summary(cluster)
-    out = dict(result.to_dict())
-    if summary is not None:
-        out["cluster"] = summary
+    data = read_data(args, args.inputs, session.model)
     recipe_out = Path(args.recipe_out) if args.recipe_out else Path(args.recipe).with_suffix(".debugged.json")
-    fixed = Session(session.source_path or args.model, recipe=plan_recipe(session.recipe, result.plan.keep),
-                    cache_dir=session.cache_dir)
-    out["recipe"] = str(fixed.save(recipe_out))
-    out["tolerance"] = tolerance
-    out["data"] = data.describe()
-    return out
+    with cluster_from(args) as cluster:
+        return debug(session, data, metric=args.metric, tolerance=args.tolerance, label=args.label,
+                     direction=args.direction, batch_size=args.batch_size, max_samples=args.max_samples,
+                     rank_samples=args.rank_samples, workers=args.workers, recipe_out=recipe_out, cluster=cluster)
 
 
-def render(r: dict[str, Any]) -> str:
+def render(result: DebugRun) -> str:
+    """The ranking and the plan for people."""
+    r = result.to_dict()
     lines = [f"metric {r['metric']}: FP32 {r['metric_reference']:.4f}, candidate {r['metric_before']:.4f}, "
              f"with the plan {r['metric_after']:.4f} ({'met' if r['met'] else 'NOT met'}, tolerance {r['tolerance']})",
              "sensitivity (output rel_l2 recovered when only this layer is restored):"

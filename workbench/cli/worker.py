@@ -13,13 +13,14 @@ import os
 import sys
 from typing import Any
 
-from ..cluster import ClusterError, machine_info, machine_resources, parse_address
+from ..workflows.cluster import ClusterError, machine_info, machine_resources, parse_address, require_dask
 
 COMMAND = "worker"
 HELP = "start a Dask worker for SCHEDULER that advertises this machine's TensorRT and GPU as resources"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The command's arguments."""
     p.add_argument("scheduler", help="the scheduler's address, e.g. tcp://10.0.0.5:8786 (as `dask scheduler` prints)")
     p.add_argument("--resources", default="", metavar="'NAME=N ...'",
                    help="extra or overriding resources, e.g. 'trt_sm86=1 jetson=1' (added to what is detected)")
@@ -48,6 +49,7 @@ def _resources_text(res: dict[str, float]) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Start the worker (this process becomes Dask's worker), or with ``--dry-run`` say what it would run."""
     address, _ = parse_address(args.scheduler)
     if address == "local":
         raise ClusterError("a worker needs a scheduler address, not 'local'",
@@ -67,15 +69,14 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         command += ["--name", args.name]
     if args.dry_run:
         return {"scheduler": address, "resources": resources, "machine": info, "command": command}
-    from ..cluster import _dask
-
-    _dask()  # a clear error when the cluster extra is missing
+    require_dask()  # a clear error when the cluster extra is missing
     print(f"worker for {address}: resources {_resources_text(resources) or 'none'}", file=sys.stderr, flush=True)
     os.execv(sys.executable, command)  # Dask's own worker CLI from here on (signals, nanny-less restarts, logs)
     return None  # pragma: no cover
 
 
 def render(r: dict[str, Any]) -> str:
+    """The dry run for people."""
     flavours = ", ".join(f"{k} {v}" for k, v in r["machine"]["tensorrt"].items()) or "no TensorRT"
     gpus = ", ".join(f"{g['name']} (sm {g['compute_capability']})" for g in r["machine"]["gpus"]) or "no GPU"
     return "\n".join([f"scheduler: {r['scheduler']}", f"machine: {flavours}; {gpus}",

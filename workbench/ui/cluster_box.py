@@ -1,15 +1,15 @@
 """The dashboard's Cluster box: connect to a Dask scheduler (or ``local[:N]``), see its workers, their resources
-and machines, what each is running, and a link to Dask's own dashboard. ``box.cluster`` is what the sweeps use
-(``cluster=`` of sensitivity / debug_precision); None runs them locally as before."""
+and machines, what each is running, and a link to Dask's own dashboard. ``box.cluster`` is what the sweeps use (the
+Debug tab's comparison, ranking and plan search, through the dashboard); None runs them on this machine's threads."""
 
 from __future__ import annotations
 
 import html
-from typing import Any
 
 import ipywidgets as W
 
 from ..errors import WorkbenchError
+from ..workflows.cluster import Cluster, connect
 from .common import Status
 
 __all__ = ["ClusterBox"]
@@ -20,7 +20,7 @@ class ClusterBox:
 
     def __init__(self, status: Status | None = None) -> None:
         self.status = status or Status()
-        self.cluster: Any = None
+        self.cluster: Cluster | None = None
         self.address = W.Text(placeholder="tcp://host:8786, tls://host:8786 or local:4", description="cluster",
                               layout=W.Layout(width="360px"))
         self.connect_button = W.Button(description="Connect", icon="plug", layout=W.Layout(width="auto"))
@@ -37,8 +37,7 @@ class ClusterBox:
         self.widget.add_class("wb-cluster")
 
     def connect(self, address: str) -> None:
-        from ..cluster import connect
-
+        """Connect to ``address`` (a scheduler address or ``local[:N]``); an error is shown in the status line."""
         if not address:
             self.status.error(WorkbenchError("no cluster address", hint="type tcp://host:port or local:N"))
             return
@@ -56,6 +55,7 @@ class ClusterBox:
         self.status.ok(f"connected to {self.cluster.address}: {len(self.cluster.workers())} worker(s)")
 
     def disconnect(self) -> None:
+        """Close the cluster (a ``local[:N]`` one stops its workers); sweeps run locally again."""
         if self.cluster is not None:
             self.cluster.close()
         self.cluster = None

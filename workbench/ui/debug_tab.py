@@ -1,7 +1,9 @@
 """The Debug tab: compare a candidate with the FP32 reference layer by layer, rank the layers that break
 accuracy, and apply the fewest-layers-in-high-precision plan to the session's recipe in one click.
 
-Runs happen in a background thread (progress bar, Cancel); visible state lives in widget values
+Runs compute in a background thread (progress bar, Cancel) and are shown on the kernel thread (``Job``'s
+``on_done``); with the dashboard's Cluster box connected their batches run on that cluster. Visible state lives in
+widget values
 (``summary.value``, ``plan.value``, the figures' trace data) so headless tests can read it.
 
 Each plotly FigureWidget ships plotly.js (~5 MB) to the browser when created: ``errors_fig``/``graph_fig`` are
@@ -13,22 +15,27 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from ..compare import CompareReport, Tolerance, accuracy, compare, output_error
-from ..data import load_data
-from ..debug import DebugResult, debug_precision, plan_recipe, recipe_models
-from ..errors import DataError, WorkbenchError
-from ..graph import load_model
+from ..errors import WorkbenchError
 from ..plots.compare import error_growth, node_error_colours, pareto, sensitivity_bars
-from ..recipe import ConvertPrecision, Quantize
+from ..workflows import debug as workflow
 from .common import Job, Status, refill
 from .graph_widget import GraphWidget
 
+if TYPE_CHECKING:
+    import onnx
+
+    from ..workflows.cluster import Cluster
+    from ..workflows.debug import CompareReport, CompareResult, DebugResult, DebugRun
+    from .cluster_box import ClusterBox
+
 __all__ = ["DebugTab"]
+
+T = TypeVar("T")
 
 
 def _f(v: Any, fmt: str = ".4g") -> str:
@@ -36,7 +43,10 @@ def _f(v: Any, fmt: str = ".4g") -> str:
 
 
 class DebugTab:
-    """Pick reference, candidate, data, metric and tolerance; Compare; Find culprits; Apply plan."""
+    """Pick reference, candidate, data, metric and tolerance; Compare; Find culprits; Apply plan.
+
+    With ``cluster_box`` (the dashboard's Cluster box, set by the dashboard) connected, both runs fan their batches
+    out on that cluster (the same result as locally)."""
 
     title = "Debug"
 
@@ -45,6 +55,7 @@ class DebugTab:
         self.status = status
         self.report: CompareReport | None = None
         self.result: DebugResult | None = None
+        self.cluster_box: ClusterBox | None = None
         self._select_callbacks: list[Any] = []  # on_select: nodes picked in the error graph (the dashboard's)
         self._result_callbacks: list[Any] = []  # on_result: after a comparison or a ranking is shown
         style = {"description_width": "110px"}
@@ -92,14 +103,16 @@ class DebugTab:
         self._compare_figs = W.HBox([], layout=W.Layout(flex_flow="row wrap"))
         self._debug_figs = W.HBox([], layout=W.Layout(flex_flow="row wrap"))
         # one Job per run button, sharing Cancel, the progress bar and the phase label
+        # one Job per run button, sharing Cancel, the progress bar and the phase label; at a job's end the other
+        # run button and Apply follow the tab's state again (``ready``)
         self.compare_job = Job(status, run_button=self.compare_button, cancel_button=self.cancel_button,
-                               progress=self.progress, phase=self.progress_label)
+                               progress=self.progress, phase=self.progress_label, ready=self._job_ended)
         self.debug_job = Job(status, run_button=self.debug_button, cancel_button=self.cancel_button,
-                             progress=self.progress, phase=self.progress_label)
+                             progress=self.progress, phase=self.progress_label, ready=self._job_ended)
         self.compare_button.on_click(lambda _: self._start(self.compare_job, "comparing layer by layer",
-                                                           self._compare))
+                                                           self._compare, self._compared))
         self.debug_button.on_click(lambda _: self._start(self.debug_job, "ranking layers and searching a plan",
-                                                         self._debug))
+                                                         self._debug, self._debugged))
         self.apply_button.on_click(self._apply)
         self.candidate.observe(lambda _: self._sync(), names="value")
         self.metric.observe(self._on_metric, names="value")
@@ -148,54 +161,32 @@ class DebugTab:
         """A comparison or a ranking is running."""
         return self.compare_job.running or self.debug_job.running
 
-    def _start(self, job: Job, doing: str, fn: Callable[[Job], Any]) -> None:
+    def _start(self, job: Job, doing: str, compute: Callable[[Job], T], show: Callable[[T], None]) -> None:
         if self.busy:
             self.status.busy(f"{doing}: wait for the running task or cancel it")
             return
-        others = [b for b in (self.compare_button, self.debug_button) if b is not job.run_button]
-        for b in [*others, self.apply_button]:
-            b.disabled = True
+        for b in (self.compare_button, self.debug_button, self.apply_button):
+            if b is not job.run_button:
+                b.disabled = True
+        if job is self.debug_job:
+            self.result = None  # a failed or cancelled run leaves no plan to apply
+        job.start(doing, compute, show)
 
-        def body(j: Job) -> Any:
-            try:
-                return fn(j)
-            finally:
-                for b in others:
-                    b.disabled = False
-                self.apply_button.disabled = not self._can_apply()
+    def _job_ended(self) -> bool:
+        """At a job's end, on the kernel thread: both run buttons enabled, Apply when a plan can be applied."""
+        self.compare_button.disabled = self.debug_button.disabled = False
+        self.apply_button.disabled = not self._can_apply()
+        return True
 
-        job.start(doing, body)
+    def _choices(self) -> dict[str, Any]:
+        """The workflow arguments the reference, candidate, data and cluster controls say."""
+        candidate = "session" if self.candidate.value == "session" else self.candidate_path.value.strip()
+        return {"reference": self.reference.value, "candidate": candidate, "data": self.data.value.strip(),
+                "max_samples": self.max_samples.value or None, "cluster": self._cluster()}
 
-    def _models(self) -> tuple[Any, Any, Any]:
-        """(reference, candidate, factory(keep) or None) from the choices."""
-        recipe = self.session.recipe
-        precision = any(isinstance(e, (Quantize, ConvertPrecision)) for e in recipe.edits)
-        factory = None
-        if precision:
-            reference, factory = recipe_models(self.session.original, recipe, self.session.cache_dir)
-        else:
-            reference = self.session.model
-        if self.reference.value == "original":
-            reference = self.session.original
-        if self.candidate.value == "file":
-            if not self.candidate_path.value.strip():
-                raise DataError("no candidate file given", hint="type the path of the converted/quantized .onnx")
-            return reference, load_model(self.candidate_path.value.strip()), None
-        if not precision:
-            raise DataError("the session's recipe has no quantize or convert_precision edit: nothing to compare",
-                            hint="quantize or convert the model first (Precision/Calibrate tabs), or pick "
-                                 "'another ONNX file' as the candidate")
-        return reference, self.session.model, factory
-
-    def _metric(self) -> Any:
-        return accuracy() if self.metric.value == "accuracy" else output_error()
-
-    def _data(self, model: Any) -> Any:
-        """The data box read by the data layer for ``model`` (sample axes inferred from its input shapes)."""
-        if not self.data.value.strip():
-            raise DataError("no data given", hint="type the path of an .npz with one array per model input, or of "
-                                                  "a folder of images or .wav files")
-        return load_data(self.data.value.strip(), model)
+    def _cluster(self) -> Cluster | None:
+        """The dashboard's connected cluster, else None (this machine's threads)."""
+        return self.cluster_box.cluster if self.cluster_box is not None else None
 
     def _can_apply(self) -> bool:
         return (self.result is not None and self.result.plan.met and bool(self.result.plan.keep)
@@ -203,22 +194,23 @@ class DebugTab:
 
     # --- jobs (background thread) --------------------------------------------------------------------------
 
-    def _compare(self, job: Job) -> None:
-        reference, candidate, _ = self._models()
-        data = self._data(reference)
-        metrics = [accuracy()] if "label" in data else []
-        limit = float(self.layer_limit.value)
-        report = compare(reference, candidate, data, layerwise=True, metrics=metrics, tolerance=Tolerance(rel_l2=limit),
-                         max_samples=self.max_samples.value or None,
-                         progress=lambda done, total, phase="": job.report(done, total,
-                                                                           f"compared {done}/{total} samples"),
-                         cancel=job.is_cancelled)
-        self.report = report
-        self._show_compare(report, reference)
+    def _compare(self, job: Job) -> CompareResult:
+        """The layerwise comparison (on the job's thread)."""
+        choices = self._choices()
+        data = choices.pop("data")
+        return workflow.compare(self.session, data, layerwise=True, tolerance=float(self.layer_limit.value),
+                                progress=lambda done, total, phase="": job.report(
+                                    done, total, f"compared {done}/{total} samples"),
+                                cancel=job.is_cancelled, **choices)
+
+    def _compared(self, result: CompareResult) -> None:
+        """Show a comparison (on the kernel thread)."""
+        self.report = result.report
+        self._show_compare(result.report, result.reference)
         for callback in list(self._result_callbacks):
             callback()
 
-    def _show_compare(self, r: CompareReport, reference: Any) -> None:
+    def _show_compare(self, r: CompareReport, reference: onnx.ModelProto | None) -> None:
         rows = "".join(
             f"<tr><td><code>{html.escape(n)}</code></td><td>{_f(m['max_abs'])}</td><td>{_f(m['mean_abs'])}</td>"
             f"<td>{_f(m['rel_l2'])}</td><td>{_f(m['cosine'], '.5f')}</td><td>{_f(m['snr_db'], '.1f')}</td>"
@@ -254,18 +246,20 @@ class DebugTab:
             if first:
                 self._compare_figs.children = (self.errors_fig, self.graph_fig)
 
-    def _debug(self, job: Job) -> None:
-        reference, candidate, factory = self._models()
-        data = self._data(reference)
-        self.result = None
-        result = debug_precision(reference, candidate, data, factory=factory, metric=self._metric(),
-                                 tolerance=float(self.tolerance.value), max_samples=self.max_samples.value or None,
-                                 direction=self.direction.value,
-                                 progress=lambda done, total, phase="": job.report(done, total,
-                                                                                   f"{phase} {done}/{total}"),
-                                 cancel=job.is_cancelled)
-        self.result = result
-        self._show_debug(result)
+    def _debug(self, job: Job) -> DebugRun:
+        """The ranking and plan search (on the job's thread)."""
+        choices = self._choices()
+        data = choices.pop("data")
+        return workflow.debug(self.session, data, metric=self.metric.value, tolerance=float(self.tolerance.value),
+                              direction=self.direction.value,
+                              progress=lambda done, total, phase="": job.report(done, total,
+                                                                                f"{phase} {done}/{total}"),
+                              cancel=job.is_cancelled, **choices)
+
+    def _debugged(self, run: DebugRun) -> None:
+        """Show a ranking and its plan (on the kernel thread)."""
+        self.result = run.result
+        self._show_debug(run.result)
         for callback in list(self._result_callbacks):
             callback()
 
@@ -308,7 +302,7 @@ class DebugTab:
         with self.status.guard("applying the plan to the recipe"):
             if self.result is None or not self.result.plan.keep:
                 raise WorkbenchError("no plan to apply", hint="run 'Find culprits + plan' first")
-            self.session.set_recipe(plan_recipe(self.session.recipe, self.result.plan.keep))
+            workflow.apply_plan(self.session, self.result.plan.keep)
             self.apply_button.disabled = True
             self.plan.value += (f"<p class='wb-applied'>applied: {len(self.result.plan.keep)} layer(s) now excluded "
                                 "from the precision edit</p>")
