@@ -226,7 +226,10 @@ class Workbench:
         self.tab.layout = W.Layout(flex="1 1 720px", min_width="0")
         body = W.HBox([self.tab, self.node_view.widget], layout=W.Layout(flex_flow="row wrap", width="100%",
                                                                          align_items="flex-start"))
-        self.widget = W.VBox([header, self.status.widget, body], layout=W.Layout(width="100%"))
+        from .styles import style_tag
+
+        # the dashboard's stylesheet (nothing cut off on a narrow page) first
+        self.widget = W.VBox([W.HTML(style_tag()), header, self.status.widget, body], layout=W.Layout(width="100%"))
         self.widget.add_class("wb-dashboard")
 
         if isinstance(path_or_session, Session):
