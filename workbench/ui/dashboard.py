@@ -228,8 +228,8 @@ class Workbench:
                                                                          align_items="flex-start"))
         from .styles import style_tag
 
-        # the dashboard's stylesheet (nothing cut off on a narrow page) first
-        self.widget = W.VBox([W.HTML(style_tag()), header, self.status.widget, body], layout=W.Layout(width="100%"))
+        # the dashboard's stylesheet (nothing cut off on a narrow page) last: children[0] stays the header
+        self.widget = W.VBox([header, self.status.widget, body, W.HTML(style_tag())], layout=W.Layout(width="100%"))
         self.widget.add_class("wb-dashboard")
 
         if isinstance(path_or_session, Session):
