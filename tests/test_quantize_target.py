@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 from test_int8_accuracy import _cancelling_head, _rel, _run
 
 from workbench.cli import main as cli_main
@@ -49,3 +50,84 @@ def test_target_accuracy_needs_labels(tmp_path: Path, capsys: pytest.CaptureFixt
                      "-o", str(tmp_path / "q.onnx")])
     err = capsys.readouterr().err
     assert code != 0 and "label" in err and not (tmp_path / "q.onnx").exists()
+
+
+def _two_branch() -> onnx.ModelProto:
+    """y = head(g1(x1) + g2(x2)): x2 holds one calibration outlier (1000) that flattens its scale, so g2's branch
+    must stay float. Keeping g2 moves the residual Add's Q/DQ from input b onto input a, a tensor the all-INT8
+    placement does not calibrate."""
+    rng = np.random.default_rng(0)
+    w1 = np.full((16, 8), 0.01, np.float32)
+    w1[0] = 1.0
+    inits = [numpy_helper.from_array(w, n) for w, n in ((w1, "w1"), ((rng.standard_normal((16, 8)) * 0.25)
+                                                                      .astype(np.float32), "w2"),
+                                                         (np.eye(8, dtype=np.float32), "w3"))]
+    nodes = [helper.make_node("Gemm", ["x1", "w1"], ["a"], name="g1"),
+             helper.make_node("Gemm", ["x2", "w2"], ["b"], name="g2"),
+             helper.make_node("Add", ["a", "b"], ["s"], name="add"),
+             helper.make_node("Gemm", ["s", "w3"], ["y"], name="head")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 16])
+                                       for n in ("x1", "x2")],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _two_branch_data(seed: int, outlier: bool) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x1 = (rng.standard_normal((128, 16)) * 0.1).astype(np.float32)
+    x1[rng.choice(128, size=2, replace=False), 0] = 10.0
+    x2 = rng.standard_normal((128, 16)).astype(np.float32)
+    if outlier:
+        x2[3, 5] = 1000.0
+    return {"x1": x1, "x2": x2}
+
+
+def test_target_plans_find_the_scales_of_a_residual_adds_other_input(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The plans keep layers in high precision; keeping g2 needs a scale for 'a' (it raised 'no calibrated scale
+    for tensor a' in the sensitivity pass): the target mode calibrates every input of the quantized nodes."""
+    src, calib = tmp_path / "m.onnx", tmp_path / "calib.npz"
+    onnx.save(_two_branch(), src)
+    np.savez(calib, **_two_branch_data(0, True))
+    np.savez(tmp_path / "eval.npz", **_two_branch_data(1, False))
+    code = cli_main(["quantize", str(src), "--calib", str(calib), "--eval", str(tmp_path / "eval.npz"),
+                     "--target-metric", "rel_l2", "--tolerance", "0.05", "-o", str(tmp_path / "q.onnx"),
+                     "--recipe-out", str(tmp_path / "r.json"), "--json"])
+    r = json.loads(capsys.readouterr().out)
+    t = r["target_metric"]
+    assert code == 0, r
+    assert t["before"] > 0.5 and t["met"] and t["after"] <= 0.05 and "g2" in t["kept"] and "g1" in r["quantized"]
+    replayed = Session.load(tmp_path / "r.json", model=str(src)).model
+    x = _two_branch_data(1, False)
+    from workbench.backends.ort import OrtEngine
+
+    np.testing.assert_array_equal(OrtEngine(onnx.load(tmp_path / "q.onnx")).run(x)["y"], OrtEngine(replayed).run(x)["y"])
+
+
+def test_calibrate_tab_quantizes_to_a_target_with_the_cli_workflow(tmp_path: Path) -> None:
+    from workbench.ui.calibrate_tab import CalibrateTab
+    from workbench.ui.common import Status
+    from workbench.workflows import quantize as wq
+
+    data = _two_branch_data(0, True)
+    tab = CalibrateTab(Session(_two_branch(), cache_dir=tmp_path / "tab"), Status())
+    tab.use_data(data, "two-branch data")
+    tab.run_button.click()  # calibrated without the target mode: its plans' scales are missing, and it says so
+    tab.wait()
+    tab.target_metric.value, tab.tolerance.value = "rel_l2", 0.05
+    tab.quantize_button.click()
+    tab.wait()
+    assert tab.status.state == "error" and "target mode" in tab.status.hint and tab.session.recipe.edits == ()
+    tab.run_button.click()  # calibrated with it on
+    tab.wait()
+    tab.quantize_button.click()
+    tab.wait()
+    assert tab.status.state == "ok", tab.status.message
+    assert tab.result is not None and tab.result.target_metric is not None
+    t = tab.result.target_metric
+    assert t.met and "g2" in t.kept and "g2" in tab.target_result.value and "met" in tab.target_result.value
+    assert tab.phase.value == "done: target met" and tab.session.recipe.edits[-1].exclude == t.kept
+    # the CLI's workflow on the same data (the tab measures on its calibration data) reaches the same plan
+    same = wq.quantize(Session(_two_branch(), cache_dir=tmp_path / "cli"), data,
+                       wq.QuantizeSettings(target_metric="rel_l2", tolerance=0.05)).target_metric
+    assert same is not None and (same.kept, same.after, same.method) == (t.kept, t.after, t.method)

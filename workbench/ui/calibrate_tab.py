@@ -154,9 +154,11 @@ class CalibrateTab:
         if source is None:
             return
         self.warnings.value = ""
-        # every tensor of the placement (output heads too), so any later plan finds its scales
+        # every tensor of the placement (output heads too), so the Precision tab's choices find their scales; with
+        # the target mode on, also those its plans need
         settings = QuantizeSettings(method=self.method.value, percentile=float(self.percentile.value),
-                                    dtype=self.dtype.value, target=self.target.value, float_heads=False)
+                                    dtype=self.dtype.value, target=self.target.value, float_heads=False,
+                                    target_metric=self.target_metric.value or None)
         self.job.start(f"calibrating ({settings.method})", lambda job: self._run(job, source, settings),
                        on_done=self._calibrated)
 

@@ -18,7 +18,7 @@ import dataclasses
 import resource
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ from ..precision.convert import range_guards
 from ..precision.qdq_ort import uint8_params
 from ..recipe import CalibrationSettings, ConvertPrecision, Edit, FuseBatchNorm, Quantize
 from ..session import Session
-from .base import Cancel, Progress, Result, report
+from .base import Cancel, Progress, Result, cancelled, report
 from .cluster import ClusterUse
 
 __all__ = [
@@ -297,6 +297,27 @@ def _excluded(model: onnx.ModelProto, settings: QuantizeSettings) -> list[str]:
     return select_nodes(model, list(settings.exclude), what="exclude") if settings.exclude else []
 
 
+def _calibrated_tensors(model: onnx.ModelProto, excluded: list[str], settings: QuantizeSettings) -> list[str]:
+    """The tensors the placement needs; in the target mode also every input (ONNX Runtime: and output) of each
+    quantized node, so that the plans keeping some layers in high precision find their scales too (keeping a
+    residual Add's one input branch in float moves its Q/DQ onto the other input)."""
+    tensors = activation_tensors(model, exclude=excluded, target=settings.target, float_heads=settings.float_heads)
+    if settings.target_metric is None:
+        return tensors
+    consts = {i.name for i in model.graph.initializer} | {
+        o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    targets = quantization_targets(model, exclude=excluded, target=settings.target, float_heads=settings.float_heads)
+    seen = set(tensors)
+    for node in model.graph.node:
+        if node.name not in targets:
+            continue
+        for t in (*node.input, *(node.output if settings.target == "onnxruntime" else ())):
+            if t and t not in consts and t not in seen:
+                seen.add(t)
+                tensors.append(t)
+    return tensors
+
+
 def calibrate(session: Session, data: Any, settings: QuantizeSettings = QuantizeSettings(), *, label: str = "",
               eval_data: Any = None, progress: Progress | None = None, cancel: Cancel = None,
               cluster: Cluster | None = None) -> CalibrationResult:
@@ -307,8 +328,7 @@ def calibrate(session: Session, data: Any, settings: QuantizeSettings = Quantize
     where it leaves the calibrated range. ``cluster``: the batches run as Dask tasks (the same scales)."""
     model = session.model
     start = time.perf_counter()
-    tensors = activation_tensors(model, exclude=_excluded(model, settings), target=settings.target,
-                                 float_heads=settings.float_heads)
+    tensors = _calibrated_tensors(model, _excluded(model, settings), settings)
     ds = data if isinstance(data, Dataset) else load_data(data, model)
     source = data if isinstance(data, (str, Path)) else ds  # a path: the cache is keyed by the file's digest
     cache = calibrate_model(model, source, method=settings.method, percentile=settings.percentile,
@@ -349,11 +369,12 @@ def apply_quantize(session: Session, cache: ScaleCache, settings: QuantizeSettin
         if settings.target_metric == "accuracy" and "label" not in evaluation:
             raise DataError("--target-metric accuracy needs a 'label' array in the evaluation data",
                             hint="add labels to the .npz, or use --target-metric rel_l2")
-    needed = activation_tensors(model, exclude=excluded, target=settings.target, float_heads=settings.float_heads)
-    missing = [t for t in needed if t not in cache.tensors]
+    missing = [t for t in _calibrated_tensors(model, excluded, settings) if t not in cache.tensors]
     if missing:
         raise CalibrationError(f"the scales do not cover {missing[:3]} of the current model",
-                               hint="the model or the Q/DQ placement changed since calibration: calibrate again")
+                               hint="the model or the Q/DQ placement changed since calibration: calibrate again"
+                                    + (" (with the target mode on: its plans need scales for every input of the "
+                                       "quantized nodes)" if settings.target_metric else ""))
     digest = cache.save(session.cache_dir)
     targets = quantization_targets(model, exclude=excluded, target=settings.target, float_heads=settings.float_heads)
     session.apply(Quantize(dtype=settings.dtype, exclude=tuple(excluded), method=cache.method,
@@ -448,6 +469,18 @@ def to_target(session: Session, data: Dataset, metric_name: str, tolerance: floa
         scores[method] = score(dataclasses.replace(last, method=method))
     best = better(scores, key=lambda m: scores[m])
     chosen = dataclasses.replace(last, method=best)
+    fp32 = 0.0
+    if use_acc:
+        fp32 = evaluate(reference, data, metric, ref_outs, batch_size=64, max_samples=None, reference=reference,
+                        cluster=cluster)
+
+    def met(value: float) -> bool:
+        return fp32 - value <= tol if use_acc else value <= tol
+
+    tensor_methods: dict[str, str] = {}
+    if not met(scores[best]):  # per tensor, where the chosen method clips most, the method that serves it better
+        chosen, tensor_methods = _tensor_methods(session, chosen, scores[best], score, met, higher_is_better=use_acc,
+                                                 progress=progress, cancel=cancel)
     recipe = session.recipe.replace(edits=(*session.recipe.edits[:-1], chosen))
     reference, factory = recipe_models(session.original, recipe, session.cache_dir)
     report(progress, 0, 0, "target: sensitivity and plan")
@@ -455,10 +488,41 @@ def to_target(session: Session, data: Dataset, metric_name: str, tolerance: floa
                              recipe=recipe, batch_size=64, cancel=cancel, cluster=cluster)
     session.set_recipe(result.recipe if result.recipe is not None else recipe)
     plan = result.plan
-    return TargetResult(metric.name, tol, {k: round(v, 6) for k, v in scores.items()}, best, {},
+    return TargetResult(metric.name, tol, {k: round(v, 6) for k, v in scores.items()}, best, tensor_methods,
                         result.metric_reference, result.metric_before, plan.metric, plan.met, tuple(plan.keep),
                         plan.message, plan.cost, estimated_cost(factory(()), reference), len(plan.tried.rows),
                         result.sensitivity.samples)
+
+
+TENSOR_SEARCH = 8  # tensors tried per-tensor methods in the target mode (those whose chosen threshold clips most)
+
+
+def _tensor_methods(session: Session, edit: Quantize, value: float, score: Callable[[Quantize], float],
+                    met: Callable[[float], bool], *, higher_is_better: bool, progress: Progress | None,
+                    cancel: Cancel) -> tuple[Quantize, dict[str, str]]:
+    """Greedy per-tensor calibration methods over ``edit.method``: for the :data:`TENSOR_SEARCH` tensors whose
+    chosen threshold clips the largest share of their calibration values, each other method whose threshold
+    differs, kept where the whole-model metric improves; stops once ``met``. (edit, {tensor: method})."""
+    cache = ScaleCache.load(Path(session.cache_dir) / "scales" / f"{edit.scales}.json").with_method(edit.method)
+    clip = {t: s.clipped.get(edit.method, 0.0) for t, s in cache.tensors.items() if s.override is None}
+    order = sorted((t for t in clip if clip[t] > 0), key=lambda t: -clip[t])[:TENSOR_SEARCH]
+    methods = dict(edit.methods)
+    for i, t in enumerate(order):
+        if met(value):
+            break
+        if cancelled(cancel):
+            raise CalibrationError("the target mode was cancelled", hint="run it again to finish")
+        report(progress, i, len(order), f"target: methods for {t}")
+        th = cache.tensors[t].thresholds
+        current = th.get(methods.get(t, edit.method), 0.0)
+        tried = {m: score(dataclasses.replace(edit, methods={**methods, t: m})) for m in METHODS
+                 if m in th and abs(th[m] - current) > 1e-6 * max(abs(current), 1e-12)}
+        if tried:
+            m = (max if higher_is_better else min)(tried, key=lambda k: tried[k])
+            if (tried[m] > value) if higher_is_better else (tried[m] < value):
+                methods[t], value = m, tried[m]
+    chosen = {t: m for t, m in methods.items() if m != edit.method}
+    return dataclasses.replace(edit, methods=chosen), {t: chosen[t] for t in chosen if t not in edit.methods}
 
 
 # --- convert ---------------------------------------------------------------------------------------------
