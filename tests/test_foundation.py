@@ -75,6 +75,21 @@ def test_import_workbench_loads_no_ui_plotting_or_runtime() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_every_top_level_name_resolves() -> None:
+    """``workbench.X`` is imported lazily from the module ``_EXPORTS`` names: a module that moves breaks it here."""
+    import workbench
+
+    missing = []
+    for name in workbench.__all__:
+        try:
+            getattr(workbench, name)
+        except (AttributeError, ImportError) as exc:
+            missing.append(f"{name}: {exc}")
+    assert missing == []
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        workbench.no_such_name  # noqa: B018
+
+
 def test_import_layer_contracts_hold() -> None:
     exe = Path(sys.executable).with_name("lint-imports")
     out = subprocess.run([str(exe)], capture_output=True, text=True, cwd=ROOT)
