@@ -3,6 +3,7 @@ precision (the debugger's sensitivity and plan search) until the metric is withi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -131,3 +132,41 @@ def test_calibrate_tab_quantizes_to_a_target_with_the_cli_workflow(tmp_path: Pat
     same = wq.quantize(Session(_two_branch(), cache_dir=tmp_path / "cli"), data,
                        wq.QuantizeSettings(target_metric="rel_l2", tolerance=0.05)).target_metric
     assert same is not None and (same.kept, same.after, same.method) == (t.kept, t.after, t.method)
+
+
+def test_target_mode_tries_per_tensor_methods_before_keeping_layers(tmp_path: Path) -> None:
+    """Where the best whole-model method misses the target, the tensors that method clips try the other methods;
+    a better one is kept in the recipe (Quantize.methods) before the plan search keeps layers in high precision."""
+    from workbench.backends.ort import OrtEngine
+    from workbench.workflows import quantize as wq
+
+    def data(seed: int, outlier: float) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        x1 = (rng.standard_normal((256, 16)) * 0.1).astype(np.float32)
+        x1[rng.choice(256, size=2, replace=False), 0] = 10.0  # rare large values: entropy clips them
+        x2 = rng.standard_normal((256, 16)).astype(np.float32)
+        x2[3, 5] = outlier  # one calibration outlier: only entropy's threshold ignores it
+        return {"x1": x1, "x2": x2}
+
+    session = Session(_two_branch(), cache_dir=tmp_path / "c")
+    evaluation = data(1, 0.0)
+    r = wq.quantize(session, data(0, 40.0), wq.QuantizeSettings(target_metric="rel_l2", tolerance=0.03),
+                    eval_data=evaluation)
+    t = r.target_metric
+    assert t is not None and t.met and t.tensor_methods
+    assert all(m != t.method for m in t.tensor_methods.values())
+    edit = session.recipe.edits[-1]
+    assert edit.method == t.method and dict(edit.methods) == dict(t.tensor_methods)
+    # the per-tensor methods alone (no layer kept) beat the best whole-model method on the evaluation data, by the
+    # target's metric (the mean over samples of each sample's relative L2 error)
+    ref = OrtEngine(_two_branch()).run(evaluation)["y"]
+    no_plan = session.recipe.replace(edits=(*session.recipe.edits[:-1], dataclasses.replace(edit, exclude=())))
+    whole = no_plan.replace(edits=(*no_plan.edits[:-1], dataclasses.replace(no_plan.edits[-1], methods={})))
+
+    def error(recipe) -> float:
+        from workbench.replay import replay
+
+        out = OrtEngine(replay(session.original, recipe.edits, cache_dir=session.cache_dir)).run(evaluation)["y"]
+        return float(np.mean(np.linalg.norm(out - ref, axis=1) / np.linalg.norm(ref, axis=1)))  # rel_l2 per sample
+
+    assert error(no_plan) < error(whole)

@@ -340,14 +340,14 @@ def calibrate(session: Session, data: Any, settings: QuantizeSettings = Quantize
     session.set_calibration(CalibrationSettings(
         method=settings.method, percentile=settings.percentile, samples=cache.samples, data=label,
         preprocessing=ds.preprocessing, sample_axes=axes if any(a != 0 for a in axes.values()) else {}))
+    seconds = round(time.perf_counter() - start, 3)
     report(progress, 0, 0, "diagnostics")
     evaluation = None
     if eval_data is not None:
         evaluation = eval_data if isinstance(eval_data, Dataset) else load_data(eval_data, model)
     diagnostics = calibration_diagnostics(cache, model, evaluation, batch_size=settings.batch_size)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return CalibrationResult(cache, digest, cache.method, cache.samples, round(time.perf_counter() - start, 3),
-                             round(peak, 1), tuple(cache.warnings), ds.describe(), diagnostics, label)
+    return CalibrationResult(cache, digest, cache.method, cache.samples, seconds, round(peak, 1), tuple(cache.warnings), ds.describe(), diagnostics, label)
 
 
 def apply_quantize(session: Session, cache: ScaleCache, settings: QuantizeSettings = QuantizeSettings(), *,
