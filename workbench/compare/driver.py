@@ -132,7 +132,7 @@ def local_model(candidate: onnx.ModelProto, cut: Sequence[str]) -> tuple[onnx.Mo
 # --- the report --------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class CompareReport:
     """Result of :func:`compare`; ``to_dict()`` gives the CLI keys."""
 

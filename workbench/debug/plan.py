@@ -138,7 +138,7 @@ def evaluate(model: onnx.ModelProto, data: Dataset, metric: Metric, reference_ou
 # --- the plan -----------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     """The layers to keep in high precision, the metric it reaches, and every plan tried (``PLAN_COLUMNS``)."""
 
@@ -252,7 +252,7 @@ def recipe_models(original: onnx.ModelProto, recipe: Recipe, cache_dir: str | os
 # --- all together ---------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class DebugResult:
     """Sensitivity ranking + plan; ``to_dict()`` gives the CLI keys."""
 

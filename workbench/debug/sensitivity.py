@@ -67,7 +67,7 @@ def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.Nod
 # --- sensitivity ---------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sensitivity:
     """Ranked table (``SENSITIVITY_COLUMNS``), best score first, plus the metric with nothing restored."""
 
