@@ -407,3 +407,21 @@ def test_restoring_a_node_that_reads_a_converted_constant_reads_the_fp32_constan
     x = np.load(TEST)["input"][:16, 0]
     s = ort.InferenceSession(restored.SerializeToString(), providers=["CPUExecutionProvider"])
     assert np.isfinite(s.run(None, {"input": x})[0]).all()
+
+
+def test_the_workflow_says_what_is_missing_before_any_run():
+    """workflows.debug: a session without a precision edit has nothing to debug, an empty candidate path and an
+    unknown metric are named as such (each before any model runs)."""
+    from workbench.errors import DataError
+    from workbench.session import Session
+    from workbench.workflows.debug import compare as compare_workflow
+    from workbench.workflows.debug import debug
+
+    session = Session("digits_cnn")
+    with pytest.raises(DataError, match="no quantize or convert_precision edit") as info:
+        debug(session, TEST)
+    assert "another ONNX file" in info.value.hint
+    with pytest.raises(DataError, match="no candidate file given"):
+        compare_workflow(session, TEST, candidate=" ")
+    with pytest.raises(DataError, match="unknown metric 'top5'"):
+        debug(session, TEST, metric="top5")
