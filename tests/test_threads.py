@@ -162,3 +162,58 @@ def test_in_a_running_event_loop_the_updates_arrive_without_waiting(tmp_path, wr
     assert landed.is_set()
     assert _off_main(writes) == []
     _check_consistent(wb, rows, before)
+
+
+def test_in_a_real_kernel_the_job_captures_its_loop_and_delivers_there() -> None:
+    """ipykernel (7.x here) runs cells on its asyncio loop in the main thread: a Job made in a cell captures it, and
+    the worker's progress and the job's end are applied by that loop between cells, on the main thread, with no
+    Job.wait()."""
+    jupyter_client = pytest.importorskip("jupyter_client", reason="a real kernel needs jupyter_client (notebook extra)")
+    km = jupyter_client.KernelManager(kernel_name="python3")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+
+    def run(code: str) -> str:
+        out: list[str] = []
+
+        def hook(msg: dict) -> None:
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                out.append("\n".join(msg["content"]["traceback"]))
+
+        kc.execute_interactive(code, output_hook=hook, timeout=120)
+        return "".join(out)
+
+    try:
+        kc.wait_for_ready(timeout=120)
+        made = run(
+            "import asyncio, threading\n"
+            "import ipywidgets as W\n"
+            "from workbench.ui.common import Job, Status\n"
+            "seen = []\n"
+            "real = W.Widget.notify_change\n"
+            "def record(self, change):\n"
+            "    seen.append(threading.current_thread().name)\n"
+            "    real(self, change)\n"
+            "W.Widget.notify_change = record\n"
+            "status, phase = Status(), W.Label()\n"
+            "job = Job(status, run_button=W.Button(), cancel_button=W.Button(),\n"
+            "          progress=W.FloatProgress(min=0, max=1), phase=phase)\n"
+            "print(job._ui.loop is not None, job._ui.thread is threading.main_thread())\n"
+            "def answer(j):\n"
+            "    j.report(1, 2, 'half')\n"
+            "    return 42\n"
+            "job.start('answering', answer, lambda r: f'done: {r}')\n")
+        assert made.split() == ["True", "True"], made
+        ended = run(
+            "for _ in range(6000):\n"
+            "    if not job._active:\n"
+            "        break\n"
+            "    await asyncio.sleep(0.01)\n"  # the loop runs the posted updates; nobody calls job.wait()
+            "print(job._active, phase.value, '|', status.message, '|', sorted(set(seen)))\n")
+        assert ended.strip() == "False done: 42 | answering: done | ['MainThread']", ended
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
