@@ -348,7 +348,7 @@ class ModelTab:
 
     def _show_check(self, model: onnx.ModelProto, result: CheckResult) -> str:
         if self.session.model is not model:
-            self.status.busy("the model changed during the check: run it again")
+            self.status.ok("the model changed during the check, so its report is not shown: run it again")
             return "outdated"
         self.report.value = _report_html(result)
         self.repair_panel.show(model)
