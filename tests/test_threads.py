@@ -217,3 +217,22 @@ def test_in_a_real_kernel_the_job_captures_its_loop_and_delivers_there() -> None
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_a_real_check_outdated_by_an_edit_is_not_shown(tmp_path, writes) -> None:
+    """A real TensorRT-RTX check (child process) runs while the user fuses BatchNorm in the Edit tab: the report,
+    applied on the kernel thread after the edit, is for the old model, so it is not shown; the next check's is."""
+    pytest.importorskip("tensorrt_rtx", reason="the check builds with TensorRT-RTX (the rtx extra)")
+    wb = Workbench("digits_cnn", cache_dir=tmp_path)
+    model_tab, edit = wb.tabs["Model"], wb.tabs["Edit"]
+    model_tab.check_button.click()
+    edit.action.value = "fuse BatchNorm into Conv/Gemm"
+    edit.apply_button.click()  # on the kernel thread, while the check runs in its worker
+    model_tab.job.wait(300)
+    assert model_tab.phase.value == "outdated" and model_tab.last_report is None and model_tab.report.value == ""
+    assert "changed during the check" in wb.status.message
+    model_tab.check_button.click()
+    model_tab.job.wait(300)
+    assert model_tab.last_report is not None and model_tab.last_report.buildable is True
+    assert model_tab.last_report.nodes == len(wb.session.model.graph.node)  # the fused model's
+    assert _off_main(writes) == []
