@@ -13,18 +13,11 @@ once, when it is first needed (None until then), and refilled in place afterward
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from ..backends.ort_profile import profile_model
-from ..backends.trt_profiles import parse_shapes
-from ..backends.trt_runtime import gpu_status
-from ..build import list_engines
-from ..data import load_data, timing_feeds
-from ..errors import DataError
 from ..plots.graph_data import engine_graph
 from ..plots.profile import (
     compare_layers,
@@ -35,24 +28,25 @@ from ..plots.profile import (
     time_treemap,
     timing_graph,
 )
-from ..profile import (
-    compare_profiles,
-    from_layer_times,
-    from_trtexec,
-    load_timings,
-    precision_counts,
-    profile_summary,
-    read_layer_info,
-    save_timings,
-    total_ms,
-)
 from ..table import Table
+from ..workflows import build as wf
 from .common import Status, refill
 from .graph_widget import GraphWidget
 
 __all__ = ["ProfileTab", "VIEWS"]
 
 VIEWS = ("layers", "op type", "precision", "treemap", "graph", "engine graph")
+
+
+# The tables' text is selectable and copyable: stated explicitly, so no container's user-select (a tab bar's, a
+# button's, a slider's are "none" in the widget CSS) is inherited by them.
+SELECTABLE_CSS = ("<style>.wb-selectable,.wb-selectable *{user-select:text;-webkit-user-select:text;cursor:text}"
+                  "</style>")
+
+
+def _selectable(table_html: str) -> str:
+    """``table_html`` in a box whose text the user can select and copy."""
+    return f'<div class="wb-selectable">{SELECTABLE_CSS}{table_html}</div>'
 
 
 def _rows_html(table: Table, top: int, tactics: dict[str, str | None] | None = None) -> str:
@@ -67,7 +61,7 @@ def _rows_html(table: Table, top: int, tactics: dict[str, str | None] | None = N
         f"<td>{html.escape(r['type'])}</td><td>{r['precision'] or '?'}</td><td>{r['median_ms']:.4g}</td>"
         f"<td>{r['pct']:.1f}</td>{tactic(r)}</tr>" for r in rows)
     # long fused-layer names, node lists and tactics wrap inside the page; a scroller catches what still cannot fit
-    return ('<div class="wb-profile-rows-box" style="overflow-x:auto;max-width:100%">'
+    return ('<div class="wb-profile-rows-box wb-selectable" style="overflow-x:auto;max-width:100%">' + SELECTABLE_CSS +
             "<style>.wb-profile-rows td{overflow-wrap:anywhere;max-width:28em;vertical-align:top}</style>"
             '<table class="wb-profile-rows"><thead><tr><th>layer</th><th>ONNX nodes</th><th>type</th>'
             f"<th>precision</th><th>median ms</th><th>%</th>{tactic_head}</tr></thead><tbody>{body}</tbody></table></div>")
@@ -111,7 +105,7 @@ class ProfileTab:
         # engines built in the Build tab
         self.engines = W.Dropdown(options=[], description="engine", layout=W.Layout(width="70%"))
         self.engine_button = W.Button(description="Open engine layers", icon="sitemap", layout=W.Layout(width="230px"))
-        reason = gpu_status()
+        reason = wf.gpu_status()
         self.gpu_note = W.HTML(
             "<i>No GPU here: TensorRT engines cannot be timed on this machine. Time them on a device "
             "(trtexec --exportLayerInfo/--exportProfile) and import the files; an engine built here shows its "
@@ -171,86 +165,57 @@ class ProfileTab:
     # --- actions -----------------------------------------------------------------------------------------
 
     def _on_ort(self, _button: Any = None) -> None:
-        model = self.session.model
-        label = f"ort-cpu{'' if self.optimize.value else '-noopt'}"
         with self.status.guard("profiling with ONNX Runtime"):
-            shapes = {p.input: p.opt for p in parse_shapes(self.shapes.value.strip() or None, model)}
-            path = self.data.value.strip()
-            data = load_data(path, model) if path else None
-            feeds = timing_feeds(model, data, batch=self.batch.value, shapes=shapes)
+            result = wf.profile_onnxruntime(
+                self.session, data=self.data.value.strip() or None, shapes=self.shapes.value, batch=self.batch.value,
+                iterations=self.iterations.value, optimize=self.optimize.value, save=True,
+                label=self._unique(f"ort-cpu{'' if self.optimize.value else '-noopt'}"))
             self.shapes_used.value = "ran with " + ", ".join(
-                f"{k} {'x'.join(map(str, v.shape)) or 'scalar'}" for k, v in feeds.items())
-            table = profile_model(model, feeds, optimize=self.optimize.value, iterations=self.iterations.value)
-            label = self._add(label, table)
-            folder = self._timings_dir()
-            if folder is not None:  # a derived artefact, keyed by the model's digest, reloaded by the next tab
-                save_timings(table, folder / f"{self.session.digest}-{label}.json", source="onnxruntime",
-                             label=label, digest=self.session.digest, optimize=self.optimize.value,
-                             iterations=self.iterations.value, batch=self.batch.value,
-                             shapes={k: list(v.shape) for k, v in feeds.items()})
+                f"{k} {'x'.join(map(str, v)) or 'scalar'}" for k, v in result.shapes.items())
+            self._add(result.label, result.table)
 
     def _on_import(self, _button: Any = None) -> None:
-        layers = self.layers_path.value.strip() or None
-        prof = self.profile_path.value.strip() or None
-        label = self.label.value.strip() or (prof or layers or "trt").rsplit("/", 1)[-1].split(".")[0]
         with self.status.guard("importing trtexec JSON"):
-            model = self.session.model if self.map_to_model.value else None
-            table = from_trtexec(layers, prof, model=model)
-            info = read_layer_info(layers) if layers else None
-            tactics = {x.name: x.tactic for x in info.layers} if info else {}
-            if info is not None:
-                self.engine_infos[label] = info
-            self._add(label, table, tactics)
+            result = wf.import_trtexec(self.session, self.layers_path.value.strip() or None,
+                                       self.profile_path.value.strip() or None, label=self.label.value.strip() or None,
+                                       map_to_model=self.map_to_model.value)
+            label = self._unique(result.label)
+            if result.info is not None:
+                self.engine_infos[label] = result.info
+            self._add(label, result.table, result.tactics)
 
     def refresh_engines(self) -> None:
         """Re-list the engines built for this session (the Build tab's cache)."""
-        try:
-            metas = list_engines(getattr(self.session, "cache_dir", None))
-        except OSError:
-            metas = []
+        found = wf.engines(self.session)
         keep = self.engines.value
-        self._engine_meta = {m["engine_path"]: m for m in metas}
-        self.engines.options = [(f"{m['engine_path'].rsplit('/', 1)[-1]} · {m.get('backend')} · "
-                                 f"{m.get('layers')} layers", m["engine_path"]) for m in metas]
-        if metas:
-            self.engines.value = keep if keep in self._engine_meta else metas[0]["engine_path"]
+        self.engines.options = [(f"{e.name} · {e.backend} · {e.layers} layers", e.path) for e in found]
+        if found:
+            self.engines.value = keep if keep in {e.path for e in found} else found[0].path
 
     def _on_engine(self, _button: Any = None) -> None:
         self.refresh_engines()
         with self.status.guard("reading engine layers"):
-            meta = self._engine_meta.get(self.engines.value)
-            if meta is None or not meta.get("engine_layers"):
-                raise DataError("no engine layers to show: build an engine in the Build tab first (its layer list "
-                                "comes from the builder's detailed log)", hint="click Build engine, then come back")
-            info = read_layer_info(meta["engine_layers"])
-            label = f"engine:{meta['engine_path'].rsplit('/', 1)[-1]}"
-            self.engine_infos[label] = info
-            self._add(label, from_layer_times({layer.name: [0.0] for layer in info.layers}, info),
-                      {layer.name: layer.tactic for layer in info.layers})
-
-    def _timings_dir(self) -> Path | None:
-        cache = getattr(self.session, "cache_dir", None)
-        return Path(cache) / "timings" if cache is not None and getattr(self.session, "digest", None) else None
+            result = wf.open_engine(self.session, self.engines.value or "")
+            label = self._unique(result.label)
+            self.engine_infos[label] = result.info
+            self._add(label, result.table, result.tactics)
 
     def load_saved(self) -> None:
         """Reload the ONNX Runtime profiles saved for the session's current model (same digest)."""
-        folder = self._timings_dir()
-        if folder is None or not folder.is_dir():
-            return
-        for path in sorted(folder.glob(f"{self.session.digest}-*.json")):
-            try:
-                table, meta = load_timings(path)
-            except DataError:
-                continue
-            label = str(meta.get("label") or path.stem)
-            if label not in self.profiles:
-                self._add(label, table, announce=False)
+        for saved in wf.saved_profiles(self.session):
+            if saved.label not in self.profiles:
+                self._add(saved.label, saved.table, announce=False)
 
-    def _add(self, label: str, table: Table, tactics: dict[str, str | None] | None = None, *,
-             announce: bool = True) -> str:
+    def _unique(self, label: str) -> str:
+        """``label``, or ``label-2``, ``label-3`` ... when a profile already has it."""
         base, k = label, 2
         while label in self.profiles:
             label, k = f"{base}-{k}", k + 1
+        return label
+
+    def _add(self, label: str, table: Table, tactics: dict[str, str | None] | None = None, *,
+             announce: bool = True) -> str:
+        label = self._unique(label)
         self.profiles[label] = table
         if tactics and any(tactics.values()):
             self.tactics[label] = tactics
@@ -265,24 +230,20 @@ class ProfileTab:
         for callback in list(self._result_callbacks):
             callback()
         if announce:
-            self.status.ok(f"{label}: {len(table)} layers, {total_ms(table):.4g} ms")
+            self.status.ok(f"{label}: {len(table)} layers, {wf.summarize(table).total_ms:.4g} ms")
         return label
 
     def _on_compare(self, _button: Any = None) -> None:
         with self.status.guard("comparing profiles"):
-            chosen = list(self.compare_with.value)
-            if len(chosen) < 2:
-                raise DataError(f"select at least two profiles to compare (selected {len(chosen)})",
-                                hint="ctrl/shift-click profiles in the compare list")
-            picked = {label: self.profiles[label] for label in chosen}
-            self.comparison = compare_profiles(picked)
-            summary = profile_summary(picked)
+            picked = {label: self.profiles[label] for label in self.compare_with.value}
+            result = wf.compare(picked)
+            self.comparison = result.layers
             labels = list(picked)
             rows = sorted(self.comparison.records(), key=lambda r: -max(r[f"{lab}_ms"] for lab in labels))
             top = Table(self.comparison.columns, tuple(tuple(r.values()) for r in rows[: self.top.value]))
-            self.compare_html.value = (summary._repr_html_() + "<p><b>Per layer</b> (matched by ONNX node; "
-                                       f"delta = {html.escape(labels[-1])} - {html.escape(labels[0])})</p>"
-                                       + top._repr_html_())
+            self.compare_html.value = (_selectable(result.summary._repr_html_()) + "<p><b>Per layer</b> (matched by "
+                                       f"ONNX node; delta = {html.escape(labels[-1])} - {html.escape(labels[0])})</p>"
+                                       + _selectable(top._repr_html_()))
             first = self.compare_chart is None
             self.compare_totals_chart = refill(self.compare_totals_chart, compare_totals(picked))
             self.precision_chart = refill(self.precision_chart, precision_mix(picked))
@@ -348,8 +309,9 @@ class ProfileTab:
         if label is None or label not in self.profiles:
             return
         table = self.profiles[label]
-        counts = ", ".join(f"{k} {v}" for k, v in precision_counts(table).items())
-        self.summary.value = (f"<b>{html.escape(label)}</b>: {len(table)} layers · total {total_ms(table):.4g} ms "
+        summary = wf.summarize(table)
+        counts = ", ".join(f"{k} {v}" for k, v in summary.precisions.items())
+        self.summary.value = (f"<b>{html.escape(label)}</b>: {len(table)} layers · total {summary.total_ms:.4g} ms "
                               f"(sum of per-layer medians) · {html.escape(counts)}")
         top = self.top.value
         view = self.view.value
