@@ -95,6 +95,7 @@ def default_cache_dir() -> Path:
 
 
 def engine_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``<cache_dir>/engines``: where engines without an explicit path go."""
     return Path(cache_dir or default_cache_dir()) / "engines"
 
 

@@ -359,6 +359,7 @@ class TrtBackend:
         self.name = "tensorrt" if backend == "auto" else backend
 
     def available(self) -> str | None:
+        """None when this backend can build here, else why not."""
         try:
             resolve_backend(self.backend)
         except BackendUnavailable as exc:

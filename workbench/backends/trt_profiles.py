@@ -38,6 +38,7 @@ class ResolvedProfiles:
     notes: tuple[str, ...]  # one explanation per derived profile
 
     def spec(self) -> str:
+        """The profiles as one SPEC string."""
         return " ".join(format_spec(p) for p in self.profiles)
 
 
@@ -174,10 +175,12 @@ def example_spec(model: onnx.ModelProto) -> str:
 
 
 def profiles_to_json(profiles: Iterable[ShapeProfile]) -> list[dict[str, object]]:
+    """Profiles as JSON objects {input, min, opt, max}."""
     return [{"input": p.input, "min": list(p.min), "opt": list(p.opt), "max": list(p.max)} for p in profiles]
 
 
 def profiles_from_json(items: Iterable[Mapping[str, object]]) -> tuple[ShapeProfile, ...]:
+    """The inverse of :func:`profiles_to_json`."""
     return tuple(ShapeProfile(str(d["input"]), tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))  # type: ignore[arg-type]
                  for d in items)
 

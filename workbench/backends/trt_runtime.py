@@ -168,6 +168,7 @@ class LayerTimes:
         self.order: list[str] = []
 
     def report_layer_time(self, layer_name: str, ms: float) -> None:
+        """IProfiler callback: one sample of one layer."""
         if layer_name not in self.times:
             self.times[layer_name] = []
             self.order.append(layer_name)
@@ -175,6 +176,7 @@ class LayerTimes:
 
     @property
     def iterations(self) -> int:
+        """Samples collected for the most-sampled layer."""
         return max((len(v) for v in self.times.values()), default=0)
 
     def totals(self) -> list[float]:
@@ -269,6 +271,7 @@ class TrtEngine:
         return ptr
 
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]:  # pragma: no cover - GPU only
+        """Execute the engine once on ``feeds``; the outputs by name."""
         from cuda.bindings import runtime as cudart
 
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
@@ -296,6 +299,7 @@ class TrtEngine:
         return outputs
 
     def latency(self, feeds: Feeds, *, iterations: int = 100, warmup: int = 10) -> dict[str, float]:  # pragma: no cover
+        """End-to-end latency statistics over ``iterations`` runs after ``warmup``."""
         for _ in range(warmup):
             self.run(feeds)
         samples = []
@@ -307,6 +311,7 @@ class TrtEngine:
         return latency_stats(samples, batch=batch)
 
     def layer_times(self, feeds: Feeds, *, iterations: int = 20) -> LayerTimes:  # pragma: no cover - GPU only
+        """IProfiler samples of every layer over ``iterations`` runs."""
         trt = self._trt
         collected = LayerTimes()
 
@@ -332,12 +337,14 @@ class TrtEngine:
         return self._aggregate(self.layer_times(feeds, iterations=iterations).times, self.inspector_json())
 
     def inspector_json(self) -> dict[str, Any]:  # pragma: no cover - GPU only
+        """The engine inspector's layer information (the JSON trtexec --exportLayerInfo writes)."""
         trt = self._trt
         inspector = self.engine.create_engine_inspector()
         inspector.execution_context = self.context
         return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
 
     def close(self) -> None:  # pragma: no cover - GPU only
+        """Free the engine's device memory and stream."""
         try:
             from cuda.bindings import runtime as cudart
 

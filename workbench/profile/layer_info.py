@@ -36,6 +36,7 @@ class EngineTensor:
 
     @property
     def precision(self) -> str | None:
+        """The data type, from the data type field, else from the format."""
         return precision_of_format(self.dtype) or precision_of_format(self.format)
 
 
@@ -65,6 +66,7 @@ class EngineInfo:
     unmapped: tuple[str, ...] = field(default=())
 
     def layer(self, name: str) -> EngineLayer:
+        """The layer named ``name`` (KeyError when there is none)."""
         for layer in self.layers:
             if layer.name == name:
                 return layer
@@ -118,7 +120,7 @@ _WEIGHT = re.compile(r"(\.|_)(weight|bias|running_mean|running_var|scale|zero_po
 
 
 def metadata_nodes(metadata: str | None) -> list[str]:
-    """ONNX node names from a layer's ``Metadata`` ("[ONNX Layer: a]\\x1f[ONNX Layer: b]")."""
+    """ONNX node names from a layer's ``Metadata`` ("[ONNX Layer: a]" entries separated by 0x1f)."""
     if not metadata:
         return []
     return [m.strip() for m in _METADATA.findall(str(metadata))]

@@ -18,6 +18,7 @@ __all__ = ["check_table", "total_ms", "node_times", "op_type_of", "layer_op", "g
 
 
 def check_table(table: Table) -> None:
+    """Raise DataError unless ``table`` has the timing columns."""
     missing = [c for c in TIMING_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(f"not a timing table: columns {missing} are missing", hint=f"timing tables have {TIMING_COLUMNS}")
