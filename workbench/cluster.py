@@ -181,6 +181,7 @@ class Cluster:
     # -- description ------------------------------------------------------------------------------------
     @property
     def is_local(self) -> bool:
+        """Whether this is a ``local[:N]`` cluster the workbench started (closed with it)."""
         return self._local is not None
 
     @property
@@ -216,6 +217,7 @@ class Cluster:
         return {k: [str(t) for t in v] for k, v in self.client.processing().items()}
 
     def threads(self) -> int:
+        """Task threads over all workers."""
         return sum(w.nthreads for w in self.workers())
 
     def describe(self) -> dict[str, Any]:
@@ -267,6 +269,7 @@ class Cluster:
         return max(1, min((cores[h] // n for h, n in per_host.items()), default=1))
 
     def submit(self, fn: Callable[..., R], *args: Any, resources: Mapping[str, float] | None = None) -> Any:
+        """``fn(*args)`` as one Dask task (a future), on a worker offering ``resources`` (checked first)."""
         if resources:
             self.require(resources)
         return self.client.submit(fn, *args, resources=dict(resources) if resources else None, pure=False)
@@ -358,6 +361,7 @@ class Cluster:
                     pass
 
     def close(self) -> None:
+        """Close the client, and the local cluster it started."""
         try:
             self.client.close()
         finally:
@@ -396,9 +400,11 @@ def fan_out(fn: Callable[[T], R], items: Iterable[T], workers: int, cluster: Clu
         return ordered_map(fn, items, workers)
     import dataclasses
 
-    if dataclasses.is_dataclass(fn) and any(f.name == "threads" for f in dataclasses.fields(fn)):
-        fn = dataclasses.replace(fn, threads=cluster.task_threads())  # type: ignore[type-var]
-    return cluster.ordered_map(_apply, items, shared=[cluster.share(fn)], notify=notify)
+    task: Any = fn
+    if dataclasses.is_dataclass(task) and not isinstance(task, type) and any(f.name == "threads"
+                                                                             for f in dataclasses.fields(task)):
+        task = dataclasses.replace(task, threads=cluster.task_threads())
+    return cluster.ordered_map(_apply, items, shared=[cluster.share(task)], notify=notify)
 
 
 def _takes_n_workers(client: Any) -> bool:

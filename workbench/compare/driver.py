@@ -121,7 +121,8 @@ def local_model(candidate: onnx.ModelProto, cut: Sequence[str]) -> tuple[onnx.Mo
     del g.value_info[:]
     for t in cut:
         info = infos.get(t)
-        elem = helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype)) if _float(info) else onnx.TensorProto.FLOAT
+        elem = helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype)) if info is not None and _float(info) \
+            else onnx.TensorProto.FLOAT
         if t in renamed:
             g.output.append(helper.make_tensor_value_info(renamed[t], elem, None))
         if t in consumed and t in renamed:
@@ -244,13 +245,17 @@ class _CompareBatch:
         return {**self.__dict__, "_engines": None}
 
     def engines(self) -> tuple[OrtEngine, Any, OrtEngine | None]:
+        """(reference, candidate, local model or None) engines of this process, made once."""
         if self._engines is None:
             with _ENGINES_LOCK:
                 if self._engines is None:
-                    self._engines = (
-                        OrtEngine(self.ref, threads=self.threads),
-                        self.engine if self.engine is not None else OrtEngine(self.cand, threads=self.threads),
-                        OrtEngine(self.local, threads=self.threads) if self.local is not None else None)
+                    cand = self.engine
+                    if cand is None:
+                        if self.cand is None:
+                            raise TypeError("_CompareBatch needs a candidate model or engine")
+                        cand = OrtEngine(self.cand, threads=self.threads)
+                    self._engines = (OrtEngine(self.ref, threads=self.threads), cand,
+                                     OrtEngine(self.local, threads=self.threads) if self.local is not None else None)
         return self._engines
 
     def __call__(self, item: Batch) -> _BatchPart:
@@ -429,9 +434,9 @@ def compare(
     out_report: dict[str, dict[str, Any]] = {}
     for o in outputs:
         m = out_stats[o].metrics()
-        for k, hits in sorted(top_hits[o].items()):  # only a k computed on every sample of this output
+        for k, count in sorted(top_hits[o].items()):  # only a k computed on every sample of this output
             if top_seen[o][k] == seen:
-                m[f"top{k}_agreement"] = hits / seen
+                m[f"top{k}_agreement"] = count / seen
         m["passed"] = tolerance.passed(m)
         out_report[o] = m
     metric_report = {name: {k: v / seen for k, v in s.items()} for name, s in sums.items()}

@@ -168,7 +168,8 @@ def _pick(outputs: Mapping[str, np.ndarray], output: str | None) -> np.ndarray:
 def accuracy(label: str = "label", output: str | None = None) -> Metric:
     """Top-1 accuracy: argmax over the last axis of ``output`` (default: the first output) equals ``batch[label]``."""
 
-    def fn(outputs: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]):
+    def fn(outputs: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray],
+           ref: Mapping[str, np.ndarray]) -> np.ndarray:
         logits = _pick(outputs, output)
         return (np.argmax(logits.reshape(len(logits), -1), axis=-1) == batch[label].reshape(-1)).astype(np.float64)
 
@@ -178,7 +179,8 @@ def accuracy(label: str = "label", output: str | None = None) -> Metric:
 def output_error(output: str | None = None) -> Metric:
     """Per-sample relative L2 error of ``output`` against the reference output (lower is better)."""
 
-    def fn(outputs: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]):
+    def fn(outputs: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray],
+           ref: Mapping[str, np.ndarray]) -> np.ndarray:
         c = _pick(outputs, output).astype(np.float64)
         r = (ref[output] if output is not None else ref[next(iter(outputs))]).astype(np.float64)
         c, r = c.reshape(len(c), -1), r.reshape(len(r), -1)

@@ -25,7 +25,7 @@ def outlier_channel_model(model: onnx.ModelProto, pairs: Mapping[str, str], *, c
 
     def scale(name: str, axis: int, by: float) -> None:
         arr = numpy_helper.to_array(inits[name]).copy()
-        index = [slice(None)] * arr.ndim
+        index: list[int | slice] = [slice(None)] * arr.ndim
         index[axis] = channel
         arr[tuple(index)] *= by
         inits[name].CopyFrom(numpy_helper.from_array(arr, name))

@@ -233,17 +233,18 @@ class DebugTab:
             fig = error_growth(r.layers, tolerance=r.tolerance.rel_l2, first_divergence=fd)
             if r.tolerance.rel_l2 is not None:  # the dashed line is the "rel L2 limit" box, so it says so
                 fig.update_annotations(text=f"rel L2 limit {r.tolerance.rel_l2:g}", selector={"text": f"tolerance {r.tolerance.rel_l2:g}"})
-            first = self.errors_fig is None
+            new_figs = self.errors_fig is None
             self.errors_fig = refill(self.errors_fig, fig)
             if self.graph_fig is None:
                 self.graph_fig = GraphWidget(height=520)
                 self.graph_fig.observe(lambda c: [cb(list(c["new"])) for cb in self._select_callbacks if c["new"]],
                                        "selected")
             with self.graph_fig.hold_trait_notifications():
-                self.graph_fig.set_model(reference, title="Graph coloured by log10 rel L2 error")
+                if reference is not None:
+                    self.graph_fig.set_model(reference, title="Graph coloured by log10 rel L2 error")
                 self.graph_fig.add_overlay("log10 rel L2", node_error_colours(r.node_errors()), show=True)
                 self.graph_fig.highlight = [fd["node"]] if fd else []
-            if first:
+            if new_figs:
                 self._compare_figs.children = (self.errors_fig, self.graph_fig)
 
     def _debug(self, job: Job) -> DebugRun:
