@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import onnx
@@ -28,16 +28,18 @@ from ..backends.base import Engine
 from ..backends.ort import OrtEngine, check_feeds, with_outputs
 from ..cancel import Cancel, Progress, report
 from ..cluster import Cluster, fan_out
-from ..data import Axes, Batch, load_data, output_sample_axes, samples_first
+from ..data import Axes, Batch, DataSource, load_data, output_sample_axes, samples_first
 from ..errors import DataError, ModelError
-from ..graph import load_model, prune_unused, tensor_infos
+from ..graph import TensorInfo, load_model, prune_unused, tensor_infos
 from ..parallel import resolve_workers, threads_per_worker
 from ..table import Table
 from .metrics import ErrorStats, Metric, Tolerance, run_metric, topk_hits
 
-__all__ = ["CompareReport", "compare", "joined_tensors", "local_model", "input_names", "cast_feeds",
+__all__ = ["ModelSource", "CompareReport", "compare", "joined_tensors", "local_model", "input_names", "cast_feeds",
            "LAYER_COLUMNS", "MIN_SAMPLES", "TOP_K_MEANING"]
 
+#: a model as the comparison takes it: a path, a sample name, serialized bytes or a ModelProto
+ModelSource = Union[str, "os.PathLike[str]", bytes, onnx.ModelProto]  # noqa: UP007
 MIN_SAMPLES = 16  # fewer samples than this give a warning: the numbers are not meaningful
 LAYER_COLUMNS = ("index", "tensor", "node", "op", "max_abs", "mean_abs", "rel_l2", "cosine", "snr_db",
                  "local_rel_l2", "local_snr_db", "nan", "passed")
@@ -55,13 +57,13 @@ def input_names(model: onnx.ModelProto) -> list[str]:
 # --- models ------------------------------------------------------------------------------------------
 
 
-def _as_model(model: Any, what: str) -> onnx.ModelProto:
+def _as_model(model: ModelSource, what: str) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto) and len(model.graph.value_info):
         return model
     return load_model(model)
 
 
-def _float(info: Any) -> bool:
+def _float(info: TensorInfo | None) -> bool:
     return info is not None and info.dtype in ("float32", "float16", "bfloat16", "float64")
 
 
@@ -303,9 +305,9 @@ class _CompareBatch:
 
 
 def compare(
-    reference: Any,
-    candidate: Any,
-    data: Any,
+    reference: ModelSource,
+    candidate: ModelSource | Engine,
+    data: DataSource,
     *,
     layerwise: bool = False,
     local: bool = True,
@@ -342,9 +344,12 @@ def compare(
     tolerance = tolerance or Tolerance()
     layer_tolerance = layer_tolerance or tolerance
     ref = _as_model(reference, "reference")
-    engine_cand = candidate if (not isinstance(candidate, (onnx.ModelProto, str, os.PathLike, bytes))
-                                and isinstance(candidate, Engine)) else None
-    cand = None if engine_cand is not None else _as_model(candidate, "candidate")
+    engine_cand: Engine | None = None
+    cand: onnx.ModelProto | None = None
+    if isinstance(candidate, Engine) and not isinstance(candidate, (onnx.ModelProto, str, os.PathLike, bytes)):
+        engine_cand = candidate
+    else:
+        cand = _as_model(candidate, "candidate")  # anything else: load_model says what it is not
     if engine_cand is not None and layerwise:
         raise DataError("layerwise comparison needs the candidate as an ONNX model, not an engine",
                         hint="compare the engine's outputs only, or pass the ONNX model it was built from")

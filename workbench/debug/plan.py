@@ -21,7 +21,7 @@ from ..backends.ort import OrtEngine
 from ..cancel import Cancel, Progress, cancelled, report
 from ..cluster import Cluster, fan_out
 from ..compare.metrics import Metric, output_error, run_metric
-from ..data import Axes, Batch, Dataset, load_data, output_sample_axes, samples_first
+from ..data import Axes, Batch, Dataset, DataSource, load_data, output_sample_axes, samples_first
 from ..errors import DataError, RecipeError
 from ..fsio import atomic_write
 from ..graph import TensorInfo, load_model, node_flops, tensor_infos
@@ -291,7 +291,7 @@ class DebugResult:
 def debug_precision(
     reference: onnx.ModelProto,
     candidate: onnx.ModelProto,
-    data: Any,
+    data: DataSource,
     *,
     factory: Factory | None = None,
     metric: Metric | None = None,

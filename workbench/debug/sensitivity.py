@@ -28,9 +28,9 @@ from onnx import helper
 from ..backends.ort import OrtEngine, with_outputs
 from ..cancel import Cancel, Progress, report
 from ..cluster import Cluster, fan_out
-from ..compare.driver import cast_feeds, input_names
+from ..compare.driver import ModelSource, cast_feeds, input_names
 from ..compare.metrics import Metric, output_error, run_metric
-from ..data import Axes, Batch, load_data, output_sample_axes, samples_first
+from ..data import Axes, Batch, DataSource, load_data, output_sample_axes, samples_first
 from ..errors import DataError, EditError
 from ..graph import load_model, tensor_infos
 from ..parallel import resolve_workers, threads_per_worker
@@ -317,9 +317,9 @@ _ENGINES_LOCK = threading.Lock()
 
 
 def sensitivity(
-    reference: Any,
-    candidate: Any,
-    data: Any,
+    reference: ModelSource,
+    candidate: ModelSource,
+    data: DataSource,
     *,
     metric: Metric | None = None,
     layers: Sequence[str] | None = None,

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 from ..errors import DataError
 from ..recipe import ConvertPrecision, Quantize, Recipe
@@ -40,7 +40,8 @@ DIRECTIONS = ("restore", "quantize_only")
 Reference = Literal["fp32", "original"] | str | os.PathLike[str]
 #: ``session``: the session's model (its current recipe); or another ONNX file / model
 Candidate = Literal["session"] | str | os.PathLike[str]
-Data = Any  # anything workbench.data.load_data reads: a path, a folder, a dict of arrays, a Dataset
+#: anything the data layer reads: an .npz path, a folder of images/audio, a dict of arrays, a Dataset
+Data = Union[str, "os.PathLike[str]", Mapping[str, Any], "Dataset"]  # noqa: UP007
 
 
 def __getattr__(name: str) -> Any:
