@@ -19,7 +19,7 @@ import ipywidgets as W
 from ..errors import WorkbenchError
 from ..recipe import BuildSettings
 from ..workflows import build as wf
-from .common import Job, Status
+from .common import Job, Status, kernel_thread
 
 __all__ = ["BuildTab"]
 
@@ -54,6 +54,7 @@ class BuildTab:
     def __init__(self, session: Any, status: Status) -> None:
         self.session = session
         self.status = status
+        self._ui = kernel_thread()  # the thread that made the widgets: the only one that writes them
         self.result: wf.EngineBuild | None = None
         self._prefill = ""
         self._engines: dict[str, wf.EngineEntry] = {}
@@ -214,21 +215,23 @@ class BuildTab:
             with self.status.guard("recording the build settings in the recipe"):
                 self.session.set_build(settings)
         self.log.value = ""
-        self.job.start("building the engine", lambda job: self._run_build(job, settings))
+        self.job.start("building the engine", lambda job: self._run_build(job, settings), on_done=self._show_result)
 
-    def _on_log(self, line: str) -> None:
+    def _append_log(self, line: str) -> None:
         lines = (self.log.value.splitlines() + [line])[-_LOG_LINES:]
         self.log.value = "\n".join(lines)
 
-    def _run_build(self, job: Job, settings: BuildSettings) -> None:
+    def _run_build(self, job: Job, settings: BuildSettings) -> wf.EngineBuild:
+        """The build, in the job's worker thread: its log lines are shown on the kernel thread."""
         try:
-            result = wf.build(self.session, settings, progress=job.report, log=self._on_log, cancel=job.cancel_event)
+            return wf.build(self.session, settings, progress=job.report, cancel=job.cancel_event,
+                            log=lambda line: self._ui.post(lambda: self._append_log(line)))
         except WorkbenchError as exc:
             exc.message, exc.hint = widget_words(exc.message), widget_words(exc.hint)
             raise
-        self._show_result(result)
 
     def _show_result(self, result: wf.EngineBuild) -> None:
+        """On the kernel thread: the engine built, listed and selected; its trtexec line."""
         self.result = result
         self.trtexec.value = result.trtexec
         self._refresh_engines()

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from .. import remote
 from ..backends.ort_profile import profile_model
 from ..backends.trt import backend_status
@@ -22,7 +24,7 @@ from ..backends.trt_profiles import format_spec, parse_shapes, resolve_profiles
 from ..backends.trt_runtime import gpu_status
 from ..build import BuildResult, LogSink, build_engine, default_cache_dir, list_engines, trtexec_command
 from ..cluster import Cluster
-from ..data import load_data, timing_feeds
+from ..data import Dataset, load_data, timing_feeds
 from ..errors import DataError
 from ..graph import save_model
 from ..profile import (
@@ -79,6 +81,7 @@ __all__ = [
 
 PathLike = str | os.PathLike[str]
 Shapes = str | Sequence[str] | None
+Data = Dataset | PathLike | None  # a Dataset, or a folder/.npz path read by the data layer
 
 # --------------------------------------------------------------------------------------------------------------
 # build
@@ -134,16 +137,19 @@ def _stem(session: Session) -> str:
     return session.source_path.stem if session.source_path else (session.model.graph.name or "model")
 
 
-def _unedited(session: Session) -> bool:
-    return session.source_path is not None and session.model is session.original
+def _source(session: Session) -> Path | onnx.ModelProto:
+    """What a build reads: the user's file while nothing is edited, else the edited model."""
+    if session.source_path is not None and session.model is session.original:
+        return session.source_path
+    return session.model
 
 
 def model_file(session: Session) -> Path:
     """A file holding the session's current model: the user's file while nothing is edited, else the edited model
     written (atomically, once per edit history) into the session's cache."""
-    if _unedited(session):
-        assert session.source_path is not None
-        return session.source_path
+    source = _source(session)
+    if isinstance(source, Path):
+        return source
     key = session.recipe.replace(build=None, calibration=None).digest()
     path = session.cache_dir / "models" / f"{_stem(session)}-{key[:16]}.onnx"
     if not path.is_file():
@@ -175,8 +181,7 @@ def build(session: Session, settings: BuildSettings | None = None, *, out: PathL
     ``settings.in_process``): the user's file while nothing is edited, else the edited model (written beside the
     engine, the file the trtexec line names). ``cache_dir`` (default the session's) holds engines and timing caches;
     ``log(line)`` gets each builder log line. Raises :class:`~workbench.errors.BuildError`."""
-    model: Any = session.source_path if _unedited(session) else session.model
-    result = build_engine(model, settings, out=out, progress=progress, cancel=cancel, log=log,
+    result = build_engine(_source(session), settings, out=out, progress=progress, cancel=cancel, log=log,
                           recipe_digest=session.digest, cache_dir=cache_dir or session.cache_dir,
                           timing_cache_path=timing_cache_path, name=_stem(session))
     return EngineBuild.of(result)
@@ -236,7 +241,7 @@ class ProfileSummary(Result):
     by_op_type: dict[str, float]
 
 
-def summarize(table: Table, model: Any = None) -> ProfileSummary:
+def summarize(table: Table, model: onnx.ModelProto | None = None) -> ProfileSummary:
     """:class:`ProfileSummary` of ``table`` (op types read from ``model`` when given, else from node names)."""
     return ProfileSummary(total_ms=total_ms(table), layers=len(table), precisions=precision_counts(table),
                           by_op_type={r["group"]: r["median_ms"]
@@ -261,12 +266,12 @@ def _timings_dir(session: Session) -> Path:
     return Path(session.cache_dir) / "timings"
 
 
-def _shapes(shapes: Shapes, model: Any) -> dict[str, tuple[int, ...]]:
+def _shapes(shapes: Shapes, model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     text = shapes if not isinstance(shapes, str) or shapes.strip() else None
     return {p.input: p.opt for p in parse_shapes(text, model)} if text else {}
 
 
-def profile_onnxruntime(session: Session, *, data: Any = None, shapes: Shapes = None, batch: int = 1,
+def profile_onnxruntime(session: Session, *, data: Data = None, shapes: Shapes = None, batch: int = 1,
                         iterations: int = 20, optimize: bool = True, label: str | None = None, save: bool = False,
                         progress: Progress | None = None, cancel: Cancel = None) -> OrtProfile:
     """Time the session's current model per node with ONNX Runtime on this CPU.
@@ -410,7 +415,7 @@ class ProfileReport(Result):
 
 
 def profile(session: Session | None, *, layers: PathLike | None = None, trt_profile: PathLike | None = None,
-            data: Any = None, shapes: Shapes = None, batch: int = 1, iterations: int = 20, optimize: bool = True,
+            data: Data = None, shapes: Shapes = None, batch: int = 1, iterations: int = 20, optimize: bool = True,
             label: str = "main", others: Sequence[tuple[str, PathLike, PathLike]] = (), top: int = 15,
             html: PathLike | None = None, progress: Progress | None = None, cancel: Cancel = None) -> ProfileReport:
     """Per-layer timings of the session's model with ONNX Runtime, or of trtexec files (``layers``/``trt_profile``;
@@ -443,7 +448,7 @@ def profile(session: Session | None, *, layers: PathLike | None = None, trt_prof
                          comparison=comparison, html=written)
 
 
-def _write_html(table: Table, model: Any, path: PathLike, *, top: int, title: str,
+def _write_html(table: Table, model: onnx.ModelProto | None, path: PathLike, *, top: int, title: str,
                 profiles: Mapping[str, Table] | None = None) -> Path:
     """The Profile tab's charts (workbench.plots.profile) in one standalone HTML file (plotly loads only here)."""
     from ..plots import profile as plots
@@ -465,8 +470,7 @@ def remote_build(session: Session, cluster: Cluster | str, settings: BuildSettin
     """Build the session's current model on a worker offering ``resources`` (default: the backend's ``trt`` or
     ``trt_rtx``) and import the vetted engine into the session's engine cache. ``extra``: worker and machine."""
     report(progress, 0, 1, "building on the cluster")
-    model: Any = session.source_path if _unedited(session) else session.model
-    result = remote.remote_build(cluster, model, settings, resources=resources, out=out, cache_dir=session.cache_dir,
+    result = remote.remote_build(cluster, _source(session), settings, resources=resources, out=out, cache_dir=session.cache_dir,
                                  name=_stem(session), recipe_digest=session.digest)
     report(progress, 1, 1, "imported")
     return EngineBuild.of(result)
@@ -482,7 +486,7 @@ class RemoteProfile(Result):
     machine: dict[str, Any] | None
 
 
-def remote_profile(session: Session, cluster: Cluster | str, engine: EngineBuild | PathLike, *, data: Any = None,
+def remote_profile(session: Session, cluster: Cluster | str, engine: EngineBuild | PathLike, *, data: Data = None,
                    shapes: Shapes = None, batch: int = 1, iterations: int = 20,
                    resources: Mapping[str, float] | None = None, progress: Progress | None = None,
                    cancel: Cancel = None) -> RemoteProfile:
