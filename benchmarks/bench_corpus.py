@@ -91,14 +91,32 @@ def _ort(model_path: Path, inputs: Any, method: str, act: str, out: Path) -> Non
                     extra_options={"ActivationSymmetric": act == "s8", "WeightSymmetric": True})
 
 
+def load_inputs(manifest: dict[str, Any], samples: int) -> Any:
+    """The model's samples (``corpus.samples.Inputs``): images as the corpus suite reads them; audio, tokens and
+    bytes through ``corpus.data``, which runs their front ends (openWakeWord's mel spectrogram and embedding, a
+    VAD's context, a tokenizer) where ``corpus.samples`` would feed raw wav or random ids."""
+    from corpus import samples as S
+
+    if (manifest.get("data") or {}).get("kind") in (None, "image", "npz"):
+        return S.load_inputs(manifest, samples=samples)
+    from corpus.data import sample_feeds
+
+    feeds = sample_feeds(manifest["id"], samples)
+    axes = {k: s.get("sample_axis") for k, s in manifest["inputs"].items()}
+    n = min(v.shape[axes[k]] for k, v in feeds.items() if axes[k] is not None)
+    out = S.Inputs(feeds, axes, n, f"corpus.data ({manifest['data']['kind']})", True)
+    out._step = S._fixed_step(manifest["inputs"], axes)  # type: ignore[attr-defined]
+    return out
+
+
 def worker(tool: str, model_id: str, out: str, calib: int) -> None:
     """Run one tool in this (child) process and print {seconds, peak_mb} as JSON."""
     from corpus.fetch import load_manifest
-    from corpus.samples import as_workbench_data, load_inputs, model_file
+    from corpus.samples import as_workbench_data, model_file
 
     manifest = load_manifest(model_id)
     path = model_file(manifest)
-    inputs = load_inputs(manifest, samples=calib)
+    inputs = load_inputs(manifest, calib)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     if tool == "ours_trt":
@@ -228,11 +246,11 @@ def _batch_feeds(manifest: dict[str, Any], model_path: Path, inputs: Any, batch:
 
 def bench_model(manifest: dict[str, Any], args: argparse.Namespace, mo_ok: bool, work: Path) -> dict[str, Any]:
     from corpus.metrics import task_metric
-    from corpus.samples import load_inputs, model_file
+    from corpus.samples import model_file
 
     mid = manifest["id"]
     path = model_file(manifest)
-    inputs = load_inputs(manifest, samples=max(args.calib, args.eval))
+    inputs = load_inputs(manifest, max(args.calib, args.eval))
     evals = inputs.take(args.eval)
     ref = outputs(path, evals)
     metric, out_name = manifest.get("metric") or "rel_l2", manifest.get("output")

@@ -108,3 +108,41 @@ def test_a_layout_op_whose_input_is_read_in_float_elsewhere_keeps_its_q_after() 
     model.graph.node.append(helper.make_node("Identity", ["x"], ["x_copy"], name="copy"))
     model.graph.output.append(helper.make_tensor_value_info("x_copy", TensorProto.FLOAT, [1, 8, 8, 3]))
     assert "x" not in activation_tensors(model, target=ORT)
+
+
+def _mel_like() -> tuple[onnx.ModelProto, np.ndarray]:
+    """openWakeWord's mel spectrogram in miniature: a Gemm + Relu, squared (powers), a MatMul of those powers
+    (filter bank), then 10 log10 of it: the filters' gains span decades (as a spectrum's bands do), so the MatMul's
+    output does too, and only a Log reads it."""
+    rng = np.random.default_rng(1)
+    w1 = numpy_helper.from_array(rng.standard_normal((32, 64)).astype(np.float32), "W1")
+    gains = np.logspace(-4, 0, 16)[None, :]
+    mel = numpy_helper.from_array((np.abs(rng.standard_normal((64, 16))) * gains).astype(np.float32), "MEL")
+    floor = numpy_helper.from_array(np.array(1e-10, np.float32), "floor")
+    ten = numpy_helper.from_array(np.array(10 / np.log(10), np.float32), "ten")
+    nodes = [helper.make_node("Gemm", ["x", "W1"], ["h"], name="stft"),
+             helper.make_node("Mul", ["h", "h"], ["power"], name="square"),
+             helper.make_node("MatMul", ["power", "MEL"], ["melspec"], name="filterbank"),
+             helper.make_node("Max", ["melspec", "floor"], ["clipped"], name="floor_max"),
+             helper.make_node("Log", ["clipped"], ["ln"], name="log"),
+             helper.make_node("Mul", ["ln", "ten"], ["y"], name="db")]
+    g = helper.make_graph(nodes, "mel", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], [w1, mel, floor, ten])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return model, rng.standard_normal((64, 32)).astype(np.float32)
+
+
+def test_a_matmul_read_only_in_float_keeps_a_float_output() -> None:
+    """Rule 5: a MatMul whose output reaches no quantized input gets no output Q (integer MatMul, float output):
+    a uint8 output of a filter bank spanning decades rounds every quiet band to a few levels before the Log."""
+    model, x = _mel_like()
+    tensors = activation_tensors(model, target=ORT)
+    assert "power" in tensors and "melspec" not in tensors and "h" not in tensors  # h: a Gemm read by a Mul
+    cache = calibrate(model, {"x": x}, tensors=tensors, method="max")
+    q = quantize_model(model, cache, target=ORT)
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] == "melspec" for n in q.graph.node)
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sq = ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref, out = s.run(None, {"x": x})[0], sq.run(None, {"x": x})[0]
+    # with the output Q this was 3.6 (the quiet bands at uint8 0, floored to 1e-10: -100 dB); without it 0.0014
+    assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 0.05

@@ -32,7 +32,10 @@ tests/test_precision_ort_target.py):
    changes the range), so ORT runs it as QLinearGlobalAveragePool / QLinearAveragePool, unless its output is
    a graph output.
 5. A graph output gets no output Q: Gemm/MatMul then run as integer ops with a float output (QGemm,
-   MatMulIntegerToFloat); a Conv producing a graph output stays float.
+   MatMulIntegerToFloat); a Conv producing a graph output stays float. A Gemm/MatMul whose output reaches no
+   quantized input (only float readers: a Log, a Softmax, a head) gets no output Q either: uint8 gains nothing
+   there and loses what a Log amplifies (openWakeWord's mel spectrogram: a MatMul of powers, then 10 log10:
+   output rel L2 0.57 with the Q, see docs/int8_accuracy.md).
 6. int8 only (ONNX Runtime's CPU provider has no fp8 kernels).
 7. Output heads stay float by default (TensorRT rule 8 in :mod:`workbench.precision.qdq`) and read the float tensor,
    as excluded nodes do.
@@ -116,6 +119,21 @@ def _output_point(node: onnx.NodeProto, consumers: Mapping[str, list[onnx.NodePr
     return out
 
 
+def _reaches(t: str, quantized_inputs: set[str], consumers: Mapping[str, list[onnx.NodeProto]]) -> bool:
+    """Whether ``t`` is, or reaches through layout ops, pools and Concats, an input that gets Q/DQ."""
+    stack, seen = [t], set()
+    while stack:
+        x = stack.pop()
+        if x in quantized_inputs:
+            return True
+        if x in seen:
+            continue
+        seen.add(x)
+        stack += [u.output[0] for u in consumers.get(x, [])
+                  if u.op_type in _PASS_THROUGH | _ORT_POOLS | {"Concat"} and u.output]
+    return False
+
+
 def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[str],
               float_heads: bool = False) -> _OrtPlan:
     model = _typed(model)
@@ -130,12 +148,18 @@ def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[st
     graph_outputs = {o.name for o in model.graph.output} | _subgraph_refs(model.graph)
     wanted: set[str] = set()
     for n in model.graph.node:
+        if n.name in targets:
+            wanted.update(n.input[k] for k in targets[n.name] if n.input[k] not in consts)
+    read_quantized = set(wanted)
+    for n in model.graph.node:
         if n.name not in targets:
             continue
-        wanted.update(n.input[k] for k in targets[n.name] if n.input[k] not in consts)
         out = _output_point(n, consumers, graph_outputs, const_values)
-        if out not in graph_outputs and _is_float32(out, infos):
-            wanted.add(out)
+        if out in graph_outputs or not _is_float32(out, infos):
+            continue
+        if n.op_type in ("Gemm", "MatMul") and not _reaches(out, read_quantized, consumers):
+            continue  # rule 5: an integer Gemm/MatMul with a float output, for float readers (a Log, a Softmax)
+        wanted.add(out)
     # average pooling of a quantized tensor (through pass-through ops) runs on uint8 too when a Q can follow it
     chosen = set(select_nodes(model, nodes, what="quantize")) if nodes else None
     quantized = set(wanted)
