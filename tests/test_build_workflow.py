@@ -3,6 +3,7 @@ Runtime profiles, the A100 trtexec exports)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import threading
@@ -99,3 +100,36 @@ def test_import_labels_and_engine_errors(tmp_path):
         wf.open_engine(session, str(tmp_path / "none.engine"))
     with pytest.raises(DataError, match="at least two"):
         wf.compare({"a": imported.table})
+
+
+@pytest.fixture(scope="module")
+def one_worker():
+    pytest.importorskip("distributed", reason="the cluster extra (dask.distributed), which make test installs")
+    from distributed import Client, Nanny, Scheduler, SpecCluster
+
+    from workbench.cluster import Cluster
+
+    spec = {"w": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"trt_rtx": 1, "trt_sm86": 1},
+                                            "host": "127.0.0.1", "dashboard_address": None}}}
+    cluster = SpecCluster(scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}},
+                          workers=spec, silence_logs=40)
+    client = Client(cluster, set_as_default=False)
+    client.wait_for_workers(1)
+    yield Cluster(client, cluster.scheduler_address)
+    client.close()
+    cluster.close()
+
+
+def test_remote_build_lands_in_the_sessions_engine_cache(one_worker, session):
+    from workbench.errors import BackendUnavailable
+
+    session.apply(SetShapes(shapes={"input": ("N", 3, 64, None)}))
+    steps = []
+    r = wf.remote_build(session, one_worker, wf.build_settings(session, backend="tensorrt-rtx", opt_level=0),
+                        resources={"trt_sm86": 1}, progress=lambda d, t, p="": steps.append((d, t, p)))
+    assert isinstance(r, wf.EngineBuild) and r.extra["worker"] == one_worker.workers()[0].address
+    assert session.cache_dir in r.engine_path.parents and r.recipe_digest == session.digest
+    assert r.model_sha256 == hashlib.sha256(model_bytes(session.model)).hexdigest()  # the edited model was built
+    assert [e.path for e in wf.engines(session)] == [str(r.engine_path)] and steps[-1][:2] == (1, 1)
+    with pytest.raises(BackendUnavailable, match="no supported NVIDIA GPU"):  # the worker has no GPU to time it on
+        wf.remote_profile(session, one_worker, r, shapes="input:1x3x64x32", resources={"trt_sm86": 1})
