@@ -4,7 +4,8 @@ through Playwright, the lab fixture of test_browser.py).
 The defect: after fusing BatchNorm and quantizing to INT8, reloading the page drew the original 17-node graph while
 the summary line said 30 nodes. The test does what the user did in the dashboard (Edit: fuse BatchNorm; Calibrate:
 quantize with these scales), counts the node boxes the Model tab's graph draws (fitted, so none is culled) and the
-Edit tab's, compares each with the node count the kernel's summary line states, saves, reloads, and counts again.
+Edit tab's, compares each with the node count the kernel's summary line states, saves, reloads, and counts again
+(and the calibration histogram draws again).
 """
 
 from __future__ import annotations
@@ -119,6 +120,10 @@ def test_graph_node_count_follows_edits_and_survives_a_reload(lab):  # noqa: F81
             assert stated() == quantized
             drawn(_shown_tab(dash), quantized, "the Edit tab (shown when saved) after the reload")
             drawn(tab("Model"), quantized, "the Model tab after the reload")
+            # the calibration histogram (plotly.js from the kernel's one bundle widget) draws again too
+            hist = tab("Calibrate").locator(".js-plotly-plot").first
+            page.wait_for_function("gd => gd.querySelectorAll('.barlayer .point path').length > 10",
+                                   arg=hist.element_handle(), timeout=60_000)
             assert page.get_by_text("Error displaying widget").count() == 0
         finally:
             browser.close()

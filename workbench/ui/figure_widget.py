@@ -1,36 +1,56 @@
-"""plotly's FigureWidget with its front end's one leak fixed: a removed view stops listening to the figure.
+"""plotly's FigureWidget, shipping plotly.js once per kernel, with its front end's one leak fixed.
 
-plotly's anywidget front end (``plotly/package_data/widgetbundle.js``) registers each view's handlers for the
-kernel's updates (``_py2js_relayout``, ``_py2js_restyle``, ...) on the *model* and never removes them: when a view
-goes (the figure leaves a Box, e.g. a tab shows a graph in the chart's place, then the chart again), its plotly.js
-div is purged but still gets every later update. Plotly.js then throws ("Cannot read properties of undefined
-(reading '_guiEditing')", "gd.data must be an array"), and the throw stops the event there, so the view on display
-is not updated either (it kept the old chart). :class:`FigureWidget` ships the same bundle with its default export
-wrapped: the handlers a view adds while it renders are removed with the view.
+- **Once per kernel.** plotly's FigureWidget is an anywidget whose ES module is plotly's whole widget bundle
+  (``plotly/package_data/widgetbundle.js``, ~5 MB): every FigureWidget sent it to the browser when made and again
+  in the state a page reload fetches, and the page imported and ran it once per figure. Here the bundle is the
+  ``bundle`` trait of one :class:`PlotlyBundle` widget per kernel; each figure's module is a small loader that
+  imports it once per page (by that widget's id) and hands its factory the figure's model.
+- **Removed views stop listening.** plotly's front end registers each view's handlers for the kernel's updates
+  (``_py2js_relayout``, ``_py2js_restyle``, ...) on the *model* and never removes them: when a view goes (the
+  figure leaves a Box, e.g. a tab shows a graph in the chart's place, then the chart again), its plotly.js div is
+  purged but still gets every later update. Plotly.js then throws ("Cannot read properties of undefined (reading
+  '_guiEditing')", "gd.data must be an array"), and the throw stops the event there, so the view on display is not
+  updated either (it kept the old chart). The loader removes the handlers a view added when the view goes.
 """
 
 from __future__ import annotations
 
-import functools
-import re
-
+import ipywidgets as W
 import plotly.graph_objects as go
+import traitlets as T
 
-__all__ = ["FigureWidget", "figure_esm"]
+__all__ = ["FigureWidget", "PlotlyBundle", "plotly_bundle", "LOADER"]
 
-# the bundle's last export statement names its default export (the anywidget module): ``export{A as FigureModel,
-# B as FigureView,C as default}`` in plotly 6 and 7 (minified names)
-_EXPORT = re.compile(r"export\{([^{}]*?)\b([\w$]+) as default\b,?([^{}]*)\}")
+# the figure's ES module: import the kernel's one bundle (once per page and bundle widget), then run plotly's
+# factory with a model whose ``on`` records the handlers added while a view renders; the view's clean-up removes them
+# (anywidget's ``off(name, callback)``) before plotly's own (purging the div)
+LOADER = """
+const modules = (globalThis.__wbPlotlyBundles = globalThis.__wbPlotlyBundles || new Map());
 
-# the wrapper: initialize() gets a model whose ``on`` records the handlers added while a view renders; the view's
-# clean-up removes them (anywidget's model ``off(name, callback)``) before plotly's own (purging the div)
-_WRAPPER = """
-const __wbPlotlyWidget = (make) => () => {
-  const inner = make();
-  let model = null, adding = null;
+function bundleModule(model) {
+  const id = String(model.get("_wb_bundle") || "").replace(/^IPY_MODEL_/, "");
+  if (!modules.has(id)) {
+    modules.set(id, (async () => {
+      let holder = null;
+      for (let tries = 0; !holder; tries++) { // on a reload the bundle's model may be made after this figure's
+        try { holder = await model.widget_manager.get_model(id); } catch (err) {
+          if (tries > 600) throw err;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      const url = URL.createObjectURL(new Blob([holder.get("bundle")], { type: "text/javascript" }));
+      try { return await import(url); } finally { URL.revokeObjectURL(url); }
+    })());
+  }
+  return modules.get(id);
+}
+
+export default () => {
+  let inner = null, model = null, adding = null;
   return {
-    initialize(ctx) {
+    async initialize(ctx) {
       model = ctx.model;
+      inner = (await bundleModule(model)).default();
       const on = (name, callback) => { if (adding) adding.push([name, callback]); model.on(name, callback); };
       const proxied = new Proxy(model, { get: (t, k) => (k === "on" ? on : t[k]) });
       return inner.initialize({ ...ctx, model: proxied });
@@ -46,27 +66,33 @@ const __wbPlotlyWidget = (make) => () => {
     },
   };
 };
-export default __wbPlotlyWidget(%s);
 """
 
 
-@functools.cache
-def figure_esm() -> str:
-    """plotly's widget bundle with its default export wrapped (see the module docstring); the bundle unchanged when
-    its export statement is not the expected one (a plotly release that changed it: tests/test_figure_widget.py
-    says so)."""
-    bundle = str(go.FigureWidget._esm)
-    found = next(reversed(list(_EXPORT.finditer(bundle))), None)  # the last export statement
-    if found is None:
-        return bundle
-    rest = ",".join(p.strip(",") for p in (found.group(1), found.group(3)) if p.strip(","))
-    export = f"export{{{rest}}};" if rest else ""
-    return bundle[:found.start()] + export + bundle[found.end():] + _WRAPPER % found.group(2)
+class PlotlyBundle(W.Widget):
+    """Holds plotly's widget bundle for the page (no view): one per kernel, see :func:`plotly_bundle`."""
+
+    bundle = T.Unicode().tag(sync=True)
+
+
+_BUNDLE: PlotlyBundle | None = None
+
+
+def plotly_bundle() -> PlotlyBundle:
+    """The kernel's one :class:`PlotlyBundle` (made again if it was closed, e.g. by ``Widget.close_all()``)."""
+    global _BUNDLE
+    if _BUNDLE is None or _BUNDLE.comm is None:
+        _BUNDLE = PlotlyBundle(bundle=str(go.FigureWidget._esm))
+    return _BUNDLE
 
 
 class FigureWidget(go.FigureWidget):
-    """``plotly.graph_objects.FigureWidget`` whose removed views stop listening to it (:func:`figure_esm`)."""
+    """``plotly.graph_objects.FigureWidget`` that loads plotly.js from the kernel's one :class:`PlotlyBundle` and
+    whose removed views stop listening to it (see the module docstring)."""
 
-    @property
-    def _esm(self) -> str:  # read by anywidget when the widget is made
-        return figure_esm()
+    _esm = LOADER
+    _wb_bundle = T.Instance(PlotlyBundle).tag(sync=True, **W.widget_serialization)
+
+    @T.default("_wb_bundle")
+    def _default_bundle(self) -> PlotlyBundle:
+        return plotly_bundle()
