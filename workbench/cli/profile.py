@@ -65,10 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = wf.profile(session, layers=args.trt_layers, trt_profile=args.trt_profile, data=data, shapes=args.shapes,
                         batch=args.batch, iterations=args.iterations, optimize=args.optimize, label=args.label,
                         others=others, top=args.top, html=args.html)
-    out = result.to_dict()
-    if result.ort is not None and args.inputs is not None:
-        out["data"] = str(args.inputs)  # the path as given (the workflow got the data already read)
-    return out
+    return result.to_dict()
 
 
 def render(r: dict[str, Any]) -> str:

@@ -251,7 +251,7 @@ def summarize(table: Table, model: onnx.ModelProto | None = None) -> ProfileSumm
 @dataclass(frozen=True)
 class OrtProfile(Result):
     """An ONNX Runtime per-node profile of the session's model: its label, table, the input shapes it ran with,
-    the data used (a path or "random") and where it was saved (None when not)."""
+    the data used (its path, or "random") and where it was saved (None when not)."""
 
     label: str
     table: Table
@@ -292,7 +292,8 @@ def profile_onnxruntime(session: Session, *, data: Data = None, shapes: Shapes =
         saved = save_timings(table, _timings_dir(session) / f"{session.digest}-{label}.json", source="onnxruntime",
                              label=label, digest=session.digest, optimize=optimize, iterations=iterations,
                              batch=batch, shapes=used)
-    return OrtProfile(label=label, table=table, shapes=used, data=str(data) if data is not None else "random",
+    where = "random" if data is None else data.description if isinstance(data, Dataset) else str(data)
+    return OrtProfile(label=label, table=table, shapes=used, data=where,
                       optimize=optimize, iterations=iterations, saved=saved)
 
 
