@@ -10,7 +10,7 @@ On every corpus model with real data (``--ci``: the CI subset):
   and onnxruntime; ``MODELOPT_PYTHON`` names its interpreter, default /tmp/movenv/bin/python);
 - fp16: inf/NaN in the outputs of our conversion and of ModelOpt's AutoCast;
 - ONNX Runtime throughput of FP32, ours placed for ONNX Runtime, and ORT's u8 ``quantize_static`` (the fastest of
-  interleaved runs, 2 threads);
+  interleaved runs, 1 thread unless ``--threads``);
 - wall time and peak RSS of calibrate + quantize per tool, each in a child process of its own.
 
 Prints tables with ratios and merges its rows into ``benchmarks/out/bench_corpus.json`` (a model measured again
@@ -202,21 +202,24 @@ def outputs(path: Path, inputs: Any) -> dict[str, np.ndarray]:
     return {n: (np.concatenate(v) if v[0].ndim else np.stack(v)) for n, v in per.items() if v}
 
 
-def throughput(paths: dict[str, Path], feeds: dict[str, np.ndarray], samples: int,
-               seconds: float = 3.0) -> dict[str, float]:
-    """Samples/s of each model from its fastest run, the models' runs interleaved over ``seconds`` each: on a
-    machine shared with other jobs the fastest run is the one least disturbed, and interleaving gives each
-    model the same share of quiet moments (sequential timing of 3 s each moved ratios by 2x here)."""
+def throughput(paths: dict[str, Path], feeds: dict[str, np.ndarray], samples: int, seconds: float = 3.0,
+               threads: int = 1, min_runs: int = 30) -> dict[str, float]:
+    """Samples/s of each model from its fastest run, the models' runs interleaved (at least ``seconds`` and
+    ``min_runs`` each): on a machine shared with other jobs the fastest run is the one least disturbed, and
+    interleaving gives each model the same share of quiet moments. One thread by default: on 2 busy cores two
+    threads wait on each other (sequential timing of 3 s each, 2 threads, moved ratios by 3x here)."""
     runs = {}
     for key, path in paths.items():
-        sess = _session(path)
+        sess = _session(path, threads)
         want = {i.name for i in sess.get_inputs()}
         runs[key] = (sess, {k: v for k, v in feeds.items() if k in want})
         for _ in range(2):
             sess.run(None, runs[key][1])
     best = dict.fromkeys(runs, float("inf"))
     spent = dict.fromkeys(runs, 0.0)
-    while min(spent.values()) < seconds:
+    count = 0
+    while min(spent.values()) < seconds or count < min_runs:
+        count += 1
         for key, (sess, fd) in runs.items():
             start = time.perf_counter()
             sess.run(None, fd)
@@ -318,11 +321,11 @@ def bench_model(manifest: dict[str, Any], args: argparse.Namespace, mo_ok: bool,
                 row["fp16"]["modelopt_metric"] = round(task_metric(metric, ref, oa, output=out_name, **opts).value, 5)
             except Exception as exc:  # noqa: BLE001
                 row["fp16"]["modelopt_finite"] = f"error: {type(exc).__name__}: {str(exc)[:120]}"
-    # throughput (ONNX Runtime, optimised, 2 threads)
+    # throughput (ONNX Runtime, optimised; interleaved, fastest run)
     if "ours_ort" in paths and "ort_minmax_u8" in paths:
         feeds, b = _batch_feeds(manifest, path, inputs, args.batch)
         t = {"batch": b, **throughput({"fp32": path, "ours": paths["ours_ort"], "ort_u8": paths["ort_minmax_u8"]},
-                                      feeds, b, args.seconds)}
+                                      feeds, b, args.seconds, args.threads)}
         t.update(ours_vs_fp32=t["ours"] / t["fp32"], ort_vs_fp32=t["ort_u8"] / t["fp32"],
                  ours_vs_ort=t["ours"] / t["ort_u8"])
         row["throughput"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in t.items()}
@@ -352,7 +355,8 @@ def _save(rows: list[dict[str, Any]], args: argparse.Namespace, unavailable: lis
     result = {"generated": time.strftime("%Y-%m-%d %H:%M:%S"),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "note": f"calibration and evaluation samples per model in its row (this run: {args.calib} / "
-                      f"{args.eval}); ORT {args.batch}-sample batches where the sample axis is dynamic",
+                      f"{args.eval}); throughput: fastest of interleaved runs, {args.threads} thread(s), "
+                      f"{args.batch}-sample batches where the sample axis is dynamic",
               "tools": TOOLS, "unavailable": unavailable, "models": rows,
               "mean_shortfall": float(np.mean(short)) if short else None,
               "worse_than_best": sum(1 for s in short if s < -1e-9), "compared": len(short)}
@@ -371,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", type=int, default=16, help="evaluation samples (default 16)")
     ap.add_argument("--batch", type=int, default=4, help="throughput batch for a dynamic sample axis")
     ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per throughput measurement")
+    ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for the throughput runs")
     ap.add_argument("--worker", nargs=3, metavar=("TOOL", "MODEL", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
