@@ -40,6 +40,7 @@ __all__ = [
     "default_cache_dir",
     "engine_dir",
     "list_engines",
+    "EngineMeta",
     "METADATA_SUFFIX",
     "LogSink",
     "beside_engine",
@@ -99,19 +100,48 @@ def engine_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(cache_dir or default_cache_dir()) / "engines"
 
 
-def list_engines(cache_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-    """Metadata of the engines built into ``engine_dir(cache_dir)``, newest first (with ``engine_path``)."""
+@dataclass(frozen=True)
+class EngineMeta:
+    """An engine in the cache, from its metadata JSON (``io``, ``profiles``, ``engine_layers`` as written there)."""
+
+    path: str
+    backend: str
+    version: str
+    bytes: int
+    layers: int | None
+    build_seconds: float
+    opt_level: int | None
+    created: str
+    model_sha256: str
+    recipe_digest: str | None
+    io: tuple[dict[str, Any], ...] = ()
+    profiles: tuple[dict[str, Any], ...] = ()
+    engine_layers: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The engine's file name."""
+        return Path(self.path).name
+
+
+def list_engines(cache_dir: str | os.PathLike[str] | None = None) -> list[EngineMeta]:
+    """The engines built into ``engine_dir(cache_dir)``, newest first; unreadable metadata is skipped."""
     found = []
     folder = engine_dir(cache_dir)
     for meta_path in folder.glob(f"*.engine{METADATA_SUFFIX}") if folder.is_dir() else ():
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            m = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
         engine = meta_path.with_name(meta_path.name[: -len(METADATA_SUFFIX)])
-        if meta.get("workbench_engine") and engine.is_file():
-            found.append({**meta, "engine_path": str(engine)})
-    return sorted(found, key=lambda m: m.get("created", ""), reverse=True)
+        if isinstance(m, dict) and m.get("workbench_engine") and engine.is_file():
+            found.append(EngineMeta(
+                path=str(engine), backend=str(m.get("backend")), version=str(m.get("version")),
+                bytes=int(m.get("bytes") or 0), layers=m.get("layers"), build_seconds=float(m.get("build_seconds") or 0.0),
+                opt_level=m.get("opt_level"), created=str(m.get("created", "")), model_sha256=str(m.get("model_sha256", "")),
+                recipe_digest=m.get("recipe_digest"), io=tuple(m.get("io") or ()), profiles=tuple(m.get("profiles") or ()),
+                engine_layers=tuple(m.get("engine_layers") or ())))
+    return sorted(found, key=lambda e: e.created, reverse=True)
 
 
 class _ProgressTracker:

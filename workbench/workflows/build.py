@@ -22,7 +22,7 @@ from ..backends.ort_profile import profile_model
 from ..backends.trt import backend_status
 from ..backends.trt_profiles import format_spec, parse_shapes, resolve_profiles
 from ..backends.trt_runtime import gpu_status
-from ..build import BuildResult, LogSink, build_engine, default_cache_dir, list_engines, trtexec_command
+from ..build import BuildResult, EngineMeta, LogSink, build_engine, default_cache_dir, list_engines, trtexec_command
 from ..cluster import Cluster
 from ..data import Dataset, load_data, timing_feeds
 from ..errors import DataError
@@ -188,42 +188,18 @@ def build(session: Session, settings: BuildSettings | None = None, *, out: PathL
 
 
 @dataclass(frozen=True)
-class EngineEntry(Result):
-    """An engine in the cache, from its metadata JSON."""
-
-    path: str
-    backend: str
-    version: str
-    bytes: int
-    layers: int | None
-    build_seconds: float
-    opt_level: int | None
-    created: str
-    model_sha256: str
-    recipe_digest: str | None
-    io: tuple[dict[str, Any], ...] = ()
-    profiles: tuple[dict[str, Any], ...] = ()
-    engine_layers: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def name(self) -> str:
-        """The engine's file name."""
-        return Path(self.path).name
+class EngineEntry(EngineMeta, Result):
+    """An engine in the cache, from its metadata JSON (the fields of :class:`workbench.build.EngineMeta`)."""
 
 
 def engines(session: Session | None, cache_dir: PathLike | None = None) -> tuple[EngineEntry, ...]:
     """The engines built into the session's cache (or ``cache_dir``), newest first."""
     folder = cache_dir if cache_dir is not None else (session.cache_dir if session is not None else None)
     try:
-        metas = list_engines(folder)
+        found = list_engines(folder)
     except OSError:
         return ()
-    return tuple(EngineEntry(
-        path=str(m["engine_path"]), backend=str(m.get("backend")), version=str(m.get("version")),
-        bytes=int(m.get("bytes") or 0), layers=m.get("layers"), build_seconds=float(m.get("build_seconds") or 0.0),
-        opt_level=m.get("opt_level"), created=str(m.get("created", "")), model_sha256=str(m.get("model_sha256", "")),
-        recipe_digest=m.get("recipe_digest"), io=tuple(m.get("io") or ()), profiles=tuple(m.get("profiles") or ()),
-        engine_layers=tuple(m.get("engine_layers") or ())) for m in metas)
+    return tuple(EngineEntry(**{f.name: getattr(e, f.name) for f in fields(e)}) for e in found)
 
 
 # --------------------------------------------------------------------------------------------------------------
