@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from .graph import load_model, model_bytes, sha256_bytes
 from .recipe import BuildSettings, ShapeProfile
 from .table import Table
 
-__all__ = ["remote_build", "remote_check", "remote_profile", "default_resources", "vet_engine"]
+__all__ = ["RemoteTiming", "remote_build", "remote_check", "remote_profile", "default_resources", "vet_engine"]
 
 _MAX_ENGINE = 8 << 30  # no engine this large comes back from a worker
 
@@ -210,11 +211,21 @@ def remote_check(cluster: Cluster | str, model: onnx.ModelProto | str | os.PathL
     return report
 
 
+@dataclass(frozen=True)
+class RemoteTiming:
+    """Per-layer TensorRT timings of an engine measured on a worker's GPU, its latency statistics and where."""
+
+    table: Table
+    latency: dict[str, float] | None
+    worker: str | None
+    machine: dict[str, Any] | None
+
+
 def remote_profile(cluster: Cluster | str, engine: BuildResult | str | os.PathLike[str],
                    feeds: Mapping[str, np.ndarray], *, resources: Mapping[str, float] | None = None,
-                   iterations: int = 20) -> tuple[Table, dict[str, Any]]:
-    """Per-layer TensorRT timings (IProfiler) of an engine on a worker with a supported GPU: (timing table,
-    {latency, worker, machine}). A worker without a GPU answers :class:`~workbench.errors.BackendUnavailable`."""
+                   iterations: int = 20) -> RemoteTiming:
+    """Per-layer TensorRT timings (IProfiler) of an engine on a worker with a supported GPU. A worker without a GPU
+    answers :class:`~workbench.errors.BackendUnavailable`."""
     from .backends.trt_runtime import read_engine
 
     c = connect(cluster)
@@ -231,4 +242,5 @@ def remote_profile(cluster: Cluster | str, engine: BuildResult | str | os.PathLi
     if not isinstance(result.get("columns"), list) or not isinstance(result.get("rows"), list):
         raise ClusterError(f"the profile from worker {result.get('worker')} has no table", hint="run it again")
     table = Table(tuple(result["columns"]), tuple(tuple(r) for r in result["rows"]))
-    return table, {"latency": result.get("latency"), "worker": result.get("worker"), "machine": result.get("machine")}
+    return RemoteTiming(table=table, latency=result.get("latency"), worker=result.get("worker"),
+                        machine=result.get("machine"))

@@ -454,13 +454,8 @@ def remote_build(session: Session, cluster: Cluster | str, settings: BuildSettin
 
 
 @dataclass(frozen=True)
-class RemoteProfile(Result):
-    """Per-layer TensorRT timings of an engine measured on a worker's GPU, its latency statistics and where."""
-
-    table: Table
-    latency: dict[str, float] | None
-    worker: str | None
-    machine: dict[str, Any] | None
+class RemoteProfile(remote.RemoteTiming, Result):
+    """Per-layer TensorRT timings of an engine measured on a worker's GPU (:class:`workbench.remote.RemoteTiming`)."""
 
 
 def remote_profile(session: Session, cluster: Cluster | str, engine: EngineBuild | PathLike, *, data: Data = None,
@@ -473,8 +468,7 @@ def remote_profile(session: Session, cluster: Cluster | str, engine: EngineBuild
     feeds = timing_feeds(model, source, batch=batch, shapes=_shapes(shapes, model))
     report(progress, 0, 1, "profiling on the cluster")
     path = engine.engine_path if isinstance(engine, BuildResult) else Path(engine)
-    table, where = remote.remote_profile(cluster, path, feeds, resources=resources, iterations=iterations)
+    timing = remote.remote_profile(cluster, path, feeds, resources=resources, iterations=iterations)
     report(progress, 1, 1, "done")
-    return RemoteProfile(table=table, latency=where.get("latency"), worker=where.get("worker"),
-                         machine=where.get("machine"))
+    return RemoteProfile(**{f.name: getattr(timing, f.name) for f in fields(timing)})
 
