@@ -133,3 +133,16 @@ def test_remote_build_lands_in_the_sessions_engine_cache(one_worker, session):
     assert [e.path for e in wf.engines(session)] == [str(r.engine_path)] and steps[-1][:2] == (1, 1)
     with pytest.raises(BackendUnavailable, match="no supported NVIDIA GPU"):  # the worker has no GPU to time it on
         wf.remote_profile(session, one_worker, r, shapes="input:1x3x64x32", resources={"trt_sm86": 1})
+
+
+def test_the_engine_holds_the_sessions_model_even_when_its_file_changed_on_disk(tmp_path):
+    import onnx
+    from models import conv_bn_relu_model, dynamic_model
+
+    path = tmp_path / "m.onnx"
+    onnx.save(dynamic_model(), path)
+    session = Session(path, cache_dir=tmp_path / "cache")
+    onnx.save(conv_bn_relu_model(), path)  # overwritten by another tool while the session is open
+    r = wf.build(session, wf.build_settings(session, opt_level=0, in_process=True))
+    assert r.model_sha256 == hashlib.sha256(model_bytes(session.model)).hexdigest()
+    assert r.model_path == path and not list(r.engine_path.parent.glob("*.model.onnx"))  # unedited: no copy

@@ -188,16 +188,21 @@ def build_engine(
     cache_dir: str | os.PathLike[str] | None = None,
     timing_cache_path: str | os.PathLike[str] | None = None,
     name: str | None = None,
+    source: str | os.PathLike[str] | None = None,
 ) -> BuildResult:
     """Build a serialised engine from ``model`` with ``settings``; write it (and its metadata) atomically.
 
     Runs in a child process unless ``in_process`` (or ``settings.in_process``). ``progress(done, total, phase)``
     gets the top-level builder phase's steps (a sub-phase repeats them with its own name), ``log(line)`` each
-    builder log line; ``name`` names the cached engine file. Raises :class:`BuildError` (parse error naming the node,
+    builder log line; ``name`` names the cached engine file. ``source``: the file an in-memory ``model`` holds
+    unchanged (a session's unedited model), named in the metadata and the trtexec line instead of a copy of the
+    model written beside the engine. Raises :class:`BuildError` (parse error naming the node,
     builder failure, crash with the signal, timeout, cancel); nothing is half-written.
     """
     settings = settings or BuildSettings()
-    source = None if isinstance(model, onnx.ModelProto) else Path(model)
+    if not isinstance(model, onnx.ModelProto):
+        source = model
+    source = Path(source) if source is not None else None
     model = load_model(model)
     if source is not None and not source.exists():
         source = sample_path(str(source))

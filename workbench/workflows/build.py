@@ -137,18 +137,16 @@ def _stem(session: Session) -> str:
     return session.source_path.stem if session.source_path else (session.model.graph.name or "model")
 
 
-def _source(session: Session) -> Path | onnx.ModelProto:
-    """What a build reads: the user's file while nothing is edited, else the edited model."""
-    if session.source_path is not None and session.model is session.original:
-        return session.source_path
-    return session.model
+def _source(session: Session) -> Path | None:
+    """The user's file while nothing is edited (the file the session's model holds), else None."""
+    return session.source_path if session.model is session.original else None
 
 
 def model_file(session: Session) -> Path:
     """A file holding the session's current model: the user's file while nothing is edited, else the edited model
     written (atomically, once per edit history) into the session's cache."""
     source = _source(session)
-    if isinstance(source, Path):
+    if source is not None:
         return source
     key = session.recipe.replace(build=None, calibration=None).digest()
     path = session.cache_dir / "models" / f"{_stem(session)}-{key[:16]}.onnx"
@@ -178,12 +176,12 @@ def build(session: Session, settings: BuildSettings | None = None, *, out: PathL
           cache_dir: PathLike | None = None, timing_cache_path: PathLike | None = None, log: LogSink | None = None,
           progress: Progress | None = None, cancel: Cancel = None) -> EngineBuild:
     """Build an engine from the session's current model (crash-safe in a child process unless
-    ``settings.in_process``): the user's file while nothing is edited, else the edited model (written beside the
-    engine, the file the trtexec line names). ``cache_dir`` (default the session's) holds engines and timing caches;
+    ``settings.in_process``). Its metadata and trtexec line name the user's file while nothing is edited, else the
+    edited model, written beside the engine. ``cache_dir`` (default the session's) holds engines and timing caches;
     ``log(line)`` gets each builder log line. Raises :class:`~workbench.errors.BuildError`."""
-    result = build_engine(_source(session), settings, out=out, progress=progress, cancel=cancel, log=log,
+    result = build_engine(session.model, settings, out=out, progress=progress, cancel=cancel, log=log,
                           recipe_digest=session.digest, cache_dir=cache_dir or session.cache_dir,
-                          timing_cache_path=timing_cache_path, name=_stem(session))
+                          timing_cache_path=timing_cache_path, name=_stem(session), source=_source(session))
     return EngineBuild.of(result)
 
 
@@ -447,7 +445,7 @@ def remote_build(session: Session, cluster: Cluster | str, settings: BuildSettin
     """Build the session's current model on a worker offering ``resources`` (default: the backend's ``trt`` or
     ``trt_rtx``) and import the vetted engine into the session's engine cache. ``extra``: worker and machine."""
     report(progress, 0, 1, "building on the cluster")
-    result = remote.remote_build(cluster, _source(session), settings, resources=resources, out=out, cache_dir=session.cache_dir,
+    result = remote.remote_build(cluster, session.model, settings, resources=resources, out=out, cache_dir=session.cache_dir,
                                  name=_stem(session), recipe_digest=session.digest)
     report(progress, 1, 1, "imported")
     return EngineBuild.of(result)
