@@ -129,17 +129,32 @@ def anchor_tables(bench: Mapping[str, Any]) -> list[str]:
     for msg in bench.get("unavailable", []):
         out.append(f"- {msg}")
     out += ["", "### INT8 accuracy: the task metric against FP32 (higher is better; rel_l2: lower)", "",
-            "| model | metric | " + " | ".join(tools) + " | ours (TRT) - best anchor |",
-            "|---|---|" + "---|" * (len(tools) + 1)]
+            "`ours_trt` / `ours_ort`: our default INT8 placed for TensorRT / ONNX Runtime; the last two columns are "
+            "ours minus the best anchor (positive: ours better). A row's samples: calibration / evaluation.", "",
+            "| model | metric | samples | " + " | ".join(tools) + " | TRT - best | ORT - best |",
+            "|---|---|---|" + "---|" * (len(tools) + 2)]
     for r in rows:
         acc = r.get("accuracy", {})
-        out.append(f"| `{r['model']}` | {r.get('metric', '')} | " + " | ".join(
+        if r.get("error") and not acc:
+            out.append(f"| `{r['model']}` | {r.get('metric', '')} | | not run: {_short(r['error'], 120)} |")
+            continue
+        out.append(f"| `{r['model']}` | {r.get('metric', '')} | {r.get('calib', '')}/{r.get('eval', '')} | " + " | ".join(
             _fmt(acc.get(t)) if not isinstance(acc.get(t), dict) else f"err: {_short(acc[t].get('error', ''), 60)}"
-            for t in tools) + f" | {_fmt(r.get('shortfall'), '+.3g')} |")
-    if bench.get("mean_shortfall") is not None:
-        out += ["", f"Mean of (ours for TensorRT - best anchor) over models with both: "
-                    f"{bench['mean_shortfall']:+.4f} ({bench.get('worse_than_best', 0)} of "
-                    f"{bench.get('compared', 0)} models below the best anchor)."]
+            for t in tools) + f" | {_fmt(r.get('shortfall'), '+.3g')} | {_fmt(r.get('shortfall_ort'), '+.3g')} |")
+    for key, label in (("shortfall", "TensorRT"), ("shortfall_ort", "ONNX Runtime")):
+        short = [r[key] for r in rows if r.get(key) is not None]
+        if short:
+            below = [r["model"] for r in rows if r.get(key) is not None and r[key] < -1e-9]
+            out += ["", f"Ours placed for {label} minus the best anchor: mean {sum(short) / len(short):+.4f} over "
+                        f"{len(short)} models; below the best on {len(below)}"
+                        + (f" ({', '.join(below)})." if below else ".")]
+    if any(r.get("rel_l2") for r in rows):
+        out += ["", "### INT8 output error: rel L2 of the metric's output against FP32 (lower is better)", "",
+                "| model | " + " | ".join(tools) + " |", "|---|" + "---|" * len(tools)]
+        for r in rows:
+            rel = r.get("rel_l2") or {}
+            if rel:
+                out.append(f"| `{r['model']}` | " + " | ".join(_fmt(rel.get(t)) for t in tools) + " |")
     out += ["", "### fp16: inf/NaN in the outputs (ours; ModelOpt AutoCast where it runs)", "",
             "| model | ours fp16 finite | ours fp16 metric | ModelOpt AutoCast finite | ModelOpt metric |",
             "|---|---|---|---|---|"]

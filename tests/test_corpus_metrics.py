@@ -170,3 +170,20 @@ def test_anchor_head_detection_agreement():
     s = M.task_metric("detection", ref, cand)
     assert s.detail["matched"] == 1 and s.detail["reference"] == 3 and s.detail["candidate"] == 2
     assert s.value == pytest.approx(1 / 3)
+
+
+def test_report_anchor_table_names_both_placements_and_the_models_below():
+    from corpus.report import anchor_tables
+
+    bench = {"tools": ["ours_trt", "ours_ort", "ort_minmax_u8"], "models": [
+        {"model": "a", "metric": "top1", "calib": 16, "eval": 8,
+         "accuracy": {"ours_trt": 1.0, "ours_ort": 0.75, "ort_minmax_u8": 0.875},
+         "rel_l2": {"ours_trt": 0.1, "ours_ort": 0.2, "ort_minmax_u8": 0.3},
+         "shortfall": 0.125, "shortfall_ort": -0.125},
+        {"model": "b", "metric": "rel_l2", "error": "no data", "accuracy": {}}]}
+    text = "\n".join(anchor_tables(bench))
+    assert "| `a` | top1 | 16/8 | 1 | 0.75 | 0.875 | +0.125 | -0.125 |" in text
+    assert "ONNX Runtime minus the best anchor: mean -0.1250 over 1 models; below the best on 1 (a)." in text
+    assert "TensorRT minus the best anchor: mean +0.1250 over 1 models; below the best on 0." in text
+    assert "| `b` | rel_l2 | | not run: no data |" in text
+    assert "| `a` | 0.1 | 0.2 | 0.3 |" in text
