@@ -26,6 +26,7 @@ def test_figures_share_one_bundle_widget_and_ship_a_small_loader(tmp_path: Path)
         assert state["_esm"] == LOADER and len(state["_esm"]) < 5_000  # not plotly.js again
         assert state["_wb_bundle"] == f"IPY_MODEL_{bundle.model_id}"
     assert bar.data[0].type == "bar" and line.data[0].type == "scatter"
+    assert bar.get_state()["_view_count"] is None  # no sync message per view removed
     first = bundle.model_id
     bundle.close()  # closed (e.g. Widget.close_all()): the next figure gets a new one
     again = FigureWidget()

@@ -5,7 +5,7 @@ The defect: after fusing BatchNorm and quantizing to INT8, reloading the page dr
 the summary line said 30 nodes. The test does what the user did in the dashboard (Edit: fuse BatchNorm; Calibrate:
 quantize with these scales), counts the node boxes the Model tab's graph draws (fitted, so none is culled) and the
 Edit tab's, compares each with the node count the kernel's summary line states, saves, reloads, and counts again
-(and the calibration histogram draws again).
+(and the calibration histogram draws again), then closes the notebook and opens it again (same kernel) and counts.
 """
 
 from __future__ import annotations
@@ -125,6 +125,17 @@ def test_graph_node_count_follows_edits_and_survives_a_reload(lab):  # noqa: F81
             page.wait_for_function("gd => gd.querySelectorAll('.barlayer .point path').length > 10",
                                    arg=hist.element_handle(), timeout=60_000)
             assert page.get_by_text("Error displaying widget").count() == 0
+
+            # close the notebook (its kernel keeps running) and open it again: the same, from the kernel
+            page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+            page.wait_for_timeout(1000)
+            page.evaluate("window.jupyterapp.shell.currentWidget.close()")
+            expect(dash).to_have_count(0, timeout=30_000)
+            page.evaluate(f"window.jupyterapp.commands.execute('docmanager:open', {{path: {name!r}}})")
+            expect(dash.locator(".wb-summary-line")).to_be_visible(timeout=60_000)
+            assert stated() == quantized
+            drawn(tab("Model"), quantized, "the Model tab after reopening the notebook")
+            drawn(tab("Edit"), quantized, "the Edit tab after reopening the notebook")
         finally:
             browser.close()
     ours = [m for m in problems if "Failed to load resource" not in m]

@@ -11,6 +11,7 @@
   purged but still gets every later update. Plotly.js then throws ("Cannot read properties of undefined (reading
   '_guiEditing')", "gd.data must be an array"), and the throw stops the event there, so the view on display is not
   updated either (it kept the old chart). The loader removes the handlers a view added when the view goes.
+- **No view counting.** plotly sets ipywidgets' ``_view_count`` and never reads it (see ``__init__``).
 """
 
 from __future__ import annotations
@@ -92,6 +93,12 @@ class FigureWidget(go.FigureWidget):
 
     _esm = LOADER
     _wb_bundle = T.Instance(PlotlyBundle).tag(sync=True, **W.widget_serialization)
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # plotly turns ipywidgets' view counting on and never reads it: each view's removal then syncs the count, which
+        # logs "Could not send widget sync message" when the notebook closes (its comm already gone)
+        self._view_count = None
 
     @T.default("_wb_bundle")
     def _default_bundle(self) -> PlotlyBundle:
