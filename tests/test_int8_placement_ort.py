@@ -137,7 +137,8 @@ def test_a_matmul_read_only_in_float_keeps_a_float_output() -> None:
     a uint8 output of a filter bank spanning decades rounds every quiet band to a few levels before the Log."""
     model, x = _mel_like()
     tensors = activation_tensors(model, target=ORT)
-    assert "power" in tensors and "melspec" not in tensors and "h" not in tensors  # h: a Gemm read by a Mul
+    assert "power" in tensors and "melspec" not in tensors
+    assert "h" in tensors  # a Gemm output that reaches a quantized input (power, through the Mul) keeps its Q
     cache = calibrate(model, {"x": x}, tensors=tensors, method="max")
     q = quantize_model(model, cache, target=ORT)
     assert not any(n.op_type == "QuantizeLinear" and n.input[0] == "melspec" for n in q.graph.node)
@@ -146,3 +147,31 @@ def test_a_matmul_read_only_in_float_keeps_a_float_output() -> None:
     ref, out = s.run(None, {"x": x})[0], sq.run(None, {"x": x})[0]
     # with the output Q this was 3.6 (the quiet bands at uint8 0, floored to 1e-10: -100 dB); without it 0.0014
     assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 0.05
+
+
+def test_a_matmul_and_its_bias_add_run_as_one_qgemm(tmp_path: Path) -> None:
+    """tf2onnx/keras2onnx split a Dense layer into MatMul + Add(bias): the output Q goes after the bias Add, so
+    ORT fuses MatMul + Add into a Gemm and then DQ -> Gemm -> Q into QGemm (MTCNN O-Net's dense_3 ran as a float
+    Gemm with the Q between MatMul and Add). A PRelu between it and the next MatMul does not stop it: its output
+    still reaches a quantized input."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32) / 8, "W1"),
+             numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "B1"),
+             numpy_helper.from_array(np.full((32,), 0.25, np.float32), "slope"),
+             numpy_helper.from_array(rng.standard_normal((32, 8)).astype(np.float32) / 4, "W2"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "B2")]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["m1"], name="dense1"),
+             helper.make_node("Add", ["m1", "B1"], ["a1"], name="dense1_bias"),
+             helper.make_node("PRelu", ["a1", "slope"], ["p1"], name="prelu"),
+             helper.make_node("MatMul", ["p1", "W2"], ["m2"], name="dense2"),
+             helper.make_node("Add", ["m2", "B2"], ["y"], name="dense2_bias")]
+    g = helper.make_graph(nodes, "dense", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    tensors = activation_tensors(model, target=ORT)
+    assert "a1" in tensors and "m1" not in tensors
+    x = rng.standard_normal((64, 64)).astype(np.float32)
+    q = quantize_model(model, calibrate(model, {"x": x}, tensors=tensors, method="max"), target=ORT)
+    ops = _optimized_ops(q, tmp_path)
+    assert ops["QGemm"] >= 1 and ops["MatMul"] == 0
+    assert np.linalg.norm(_run(q, x) - _run(model, x)) / np.linalg.norm(_run(model, x)) < 0.03

@@ -19,7 +19,8 @@ tests/test_precision_ort_target.py):
    :mod:`workbench.precision.qdq`): the "u8s8" kernels. A Conv/Gemm bias becomes int32 with scale = input
    scale x weight scale, as QLinearConv takes it.
 2. Q/DQ go on the inputs *and* the output of every weighted op, so consecutive weighted ops exchange uint8
-   tensors and each ``DQ -> op -> Q`` group fuses. The output Q goes after a following single-consumer
+   tensors and each ``DQ -> op -> Q`` group fuses. The output Q goes after a MatMul's bias Add (tf2onnx's split
+   Dense: ORT fuses MatMul + Add into Gemm, then QGemm), after a following single-consumer
    Relu or Clip with minimum 0 (ReLU6: ORT removes both before such a Q), and BatchNormalization (fold it
    first, ``FuseBatchNorm`` / the CLI's default, or the Conv cannot fuse). Every reader of a quantized tensor
    reads the dequantized one (a Conv whose output is also read in float does not fuse), except excluded nodes
@@ -33,7 +34,7 @@ tests/test_precision_ort_target.py):
    a graph output.
 5. A graph output gets no output Q: Gemm/MatMul then run as integer ops with a float output (QGemm,
    MatMulIntegerToFloat); a Conv producing a graph output stays float. A Gemm/MatMul whose output reaches no
-   quantized input (only float readers: a Log, a Softmax, a head) gets no output Q either: uint8 gains nothing
+   quantized input through any ops (a float tail: a Log, a Softmax, float heads) gets no output Q either: uint8 gains nothing
    there and loses what a Log amplifies (openWakeWord's mel spectrogram: a MatMul of powers, then 10 log10:
    output rel L2 0.57 with the Q, see docs/int8_accuracy.md).
 6. int8 only (ONNX Runtime's CPU provider has no fp8 kernels).
@@ -107,20 +108,34 @@ def _clips_at_zero(node: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> bo
 
 def _output_point(node: onnx.NodeProto, consumers: Mapping[str, list[onnx.NodeProto]],
                   graph_outputs: set[str], consts: Mapping[str, np.ndarray]) -> str:
-    """The tensor after ``node`` where its output Q goes: past a chain of single-consumer BatchNorm, Relu and
+    """The tensor after ``node`` where its output Q goes: past a MatMul's single-consumer bias Add (ORT fuses the
+    two into a Gemm, then DQ -> Gemm -> Q into QGemm) and a chain of single-consumer BatchNorm, Relu and
     Clip(min=0)."""
     out = node.output[0]
+    first = True
     while out not in graph_outputs:
         users = consumers.get(out, [])
-        if len(users) != 1 or users[0].op_type not in _ORT_EPILOGUE or (
-                users[0].op_type == "Clip" and not _clips_at_zero(users[0], consts)):
+        if len(users) != 1:
             break
-        out = users[0].output[0]
+        u = users[0]
+        bias = (first and u.op_type == "Add" and len(u.input) == 2
+                and sum(i in consts for i in u.input) == 1 and _bias_shaped(node, u, consts))
+        if not bias and (u.op_type not in _ORT_EPILOGUE or (u.op_type == "Clip" and not _clips_at_zero(u, consts))):
+            break
+        out, first = u.output[0], False
     return out
 
 
+def _bias_shaped(node: onnx.NodeProto, add: onnx.NodeProto, consts: Mapping[str, np.ndarray]) -> bool:
+    """A MatMul's Add of a constant with one value per output column (a bias, the other half of a Gemm that an
+    exporter split): ORT fuses the two into a Gemm before it fuses Q/DQ."""
+    c = next(consts[i] for i in add.input if i in consts)
+    return node.op_type == "MatMul" and c.ndim >= 1 and int(np.prod(c.shape[:-1])) == 1
+
+
 def _reaches(t: str, quantized_inputs: set[str], consumers: Mapping[str, list[onnx.NodeProto]]) -> bool:
-    """Whether ``t`` is, or reaches through layout ops, pools and Concats, an input that gets Q/DQ."""
+    """Whether ``t`` is, or reaches through any ops (a PRelu, a bias, a layout op), an input that gets Q/DQ: the
+    tensor lies inside the quantized part of the graph rather than on a float tail (a Log, a Softmax output)."""
     stack, seen = [t], set()
     while stack:
         x = stack.pop()
@@ -129,8 +144,7 @@ def _reaches(t: str, quantized_inputs: set[str], consumers: Mapping[str, list[on
         if x in seen:
             continue
         seen.add(x)
-        stack += [u.output[0] for u in consumers.get(x, [])
-                  if u.op_type in _PASS_THROUGH | _ORT_POOLS | {"Concat"} and u.output]
+        stack += [o for u in consumers.get(x, []) for o in u.output if o]
     return False
 
 
