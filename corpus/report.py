@@ -138,8 +138,10 @@ def anchor_tables(bench: Mapping[str, Any]) -> list[str]:
         if r.get("error") and not acc:
             out.append(f"| `{r['model']}` | {r.get('metric', '')} | | not run: {_short(r['error'], 120)} |")
             continue
+        none = {t for t, n in (r.get("qdq_nodes") or {}).items() if n == 0}  # quantized nothing: not compared
         out.append(f"| `{r['model']}` | {r.get('metric', '')} | {r.get('calib', '')}/{r.get('eval', '')} | " + " | ".join(
-            _fmt(acc.get(t)) if not isinstance(acc.get(t), dict) else f"err: {_short(acc[t].get('error', ''), 60)}"
+            (_fmt(acc.get(t)) + (" (nothing quantized)" if t in none else "")) if not isinstance(acc.get(t), dict)
+            else f"err: {_short(acc[t].get('error', ''), 60)}"
             for t in tools) + f" | {_fmt(r.get('shortfall'), '+.3g')} | {_fmt(r.get('shortfall_ort'), '+.3g')} |")
     for key, label in (("shortfall", "TensorRT"), ("shortfall_ort", "ONNX Runtime")):
         short = [r[key] for r in rows if r.get(key) is not None]

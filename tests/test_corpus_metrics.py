@@ -179,10 +179,11 @@ def test_report_anchor_table_names_both_placements_and_the_models_below():
         {"model": "a", "metric": "top1", "calib": 16, "eval": 8,
          "accuracy": {"ours_trt": 1.0, "ours_ort": 0.75, "ort_minmax_u8": 0.875},
          "rel_l2": {"ours_trt": 0.1, "ours_ort": 0.2, "ort_minmax_u8": 0.3},
+         "qdq_nodes": {"ours_trt": 4, "ours_ort": 6, "ort_minmax_u8": 0},
          "shortfall": 0.125, "shortfall_ort": -0.125},
         {"model": "b", "metric": "rel_l2", "error": "no data", "accuracy": {}}]}
     text = "\n".join(anchor_tables(bench))
-    assert "| `a` | top1 | 16/8 | 1 | 0.75 | 0.875 | +0.125 | -0.125 |" in text
+    assert "| `a` | top1 | 16/8 | 1 | 0.75 | 0.875 (nothing quantized) | +0.125 | -0.125 |" in text
     assert "ONNX Runtime minus the best anchor: mean -0.1250 over 1 models; below the best on 1 (a)." in text
     assert "TensorRT minus the best anchor: mean +0.1250 over 1 models; below the best on 0." in text
     assert "| `b` | rel_l2 | | not run: no data |" in text
