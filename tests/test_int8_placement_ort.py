@@ -175,3 +175,20 @@ def test_a_matmul_and_its_bias_add_run_as_one_qgemm(tmp_path: Path) -> None:
     ops = _optimized_ops(q, tmp_path)
     assert ops["QGemm"] >= 1 and ops["MatMul"] == 0
     assert np.linalg.norm(_run(q, x) - _run(model, x)) / np.linalg.norm(_run(model, x)) < 0.03
+
+
+def test_no_dead_qdq_before_float_heads() -> None:
+    """A body conv whose output only float heads read gets no output Q/DQ (nothing would read its DQ; Silero
+    VAD's encoder had one before its head)."""
+    rng = np.random.default_rng(3)
+    n1, i1 = _conv("c1", "x", 3, 8, rng)
+    n2, i2 = _conv("c2", "c1_relu", 8, 8, rng)
+    n3, i3 = _conv("c3", "c2_relu", 8, 4, rng)
+    g = helper.make_graph(n1 + n2 + n3[:1], "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("c3_out", TensorProto.FLOAT, [1, 4, 8, 8])], i1 + i2 + i3)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    tensors = activation_tensors(model, target=ORT, float_heads=True)
+    assert "c1_relu" in tensors and "c2_relu" not in tensors
+    x = rng.standard_normal((8, 3, 8, 8)).astype(np.float32)
+    q = quantize_model(model, calibrate(model, {"x": x}, tensors=tensors, method="max"), target=ORT, float_heads=True)
+    assert [n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"] == ["x", "c1_relu"]

@@ -216,6 +216,9 @@ def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[st
                     and all(u is src for u in consumers.get(s, []))):
                 wanted.add(s)
                 grew = True
+    float_readers = (set(every) - set(targets)) | excluded
+    # a Q/DQ pair whose every reader reads the float tensor (a body conv feeding only float heads) is dead weight
+    wanted = {t for t in wanted if any(u.name not in float_readers for u in consumers.get(t, []))}
     order = [i.name for i in model.graph.input] + [o for n in model.graph.node for o in n.output if o]
     tensors: dict[str, str] = {}
     for t in order:
@@ -230,7 +233,7 @@ def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[st
             tensors[t] = t
     for t, out in borrowed.items():
         tensors[t] = tensors[out]
-    return _OrtPlan(targets, tensors, frozenset((set(every) - set(targets)) | excluded), frozenset(borrowed))
+    return _OrtPlan(targets, tensors, frozenset(float_readers), frozenset(borrowed))
 
 
 def _asymmetric_ranges(scales: ScaleCache | Mapping[str, Any]) -> dict[str, tuple[float, float]]:
