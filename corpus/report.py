@@ -51,7 +51,8 @@ calibrate + quantize, build, profile, layerwise compare + debug).
 
 
 def _short(text: str, n: int = 160) -> str:
-    text = " ".join(str(text).split())
+    """One line of at most ``n`` characters, safe in a table cell (a '|' would split it)."""
+    text = " ".join(str(text).split()).replace("|", "/")
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
@@ -121,7 +122,7 @@ def _fmt(v: Any, spec: str = ".3g") -> str:
 
 def anchor_tables(bench: Mapping[str, Any]) -> list[str]:
     """Markdown for bench_corpus.json: accuracy per tool, fp16 finiteness, ORT throughput, cost."""
-    rows = bench.get("models", [])
+    rows = sorted(bench.get("models", []), key=lambda r: r["model"])
     if not rows:
         return ["No anchor benchmark results yet: run `.venv/bin/python benchmarks/bench_corpus.py`."]
     tools = bench.get("tools", [])

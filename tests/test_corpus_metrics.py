@@ -188,3 +188,15 @@ def test_report_anchor_table_names_both_placements_and_the_models_below():
     assert "TensorRT minus the best anchor: mean +0.1250 over 1 models; below the best on 0." in text
     assert "| `b` | rel_l2 | | not run: no data |" in text
     assert "| `a` | 0.1 | 0.2 | 0.3 |" in text
+
+
+def test_report_cells_keep_the_table_whole():
+    from corpus.report import anchor_tables
+
+    bench = {"tools": ["ours_trt"], "models": [
+        {"model": "z", "metric": "top1", "accuracy": {"ours_trt": 1.0}},
+        {"model": "a", "metric": "top1", "accuracy": {"ours_trt": {"error": "exit 1: x | y"}}}]}
+    lines = anchor_tables(bench)
+    rows = [ln for ln in lines if ln.startswith("| `")]
+    assert rows[0].startswith("| `a`") and rows[1].startswith("| `z`")  # by model name
+    assert rows[0].count("|") == rows[1].count("|")  # the error's '|' does not split its cell
