@@ -13,6 +13,7 @@ dashboard delivers them on the kernel thread), else in the thread that made the 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -226,6 +227,32 @@ class Session:
         """Deliver change events through ``dispatcher(run)`` (e.g. posting ``run`` to the kernel thread); None: call
         them in the thread that made the change."""
         self.dispatcher = dispatcher
+
+    def fork(self) -> Session:
+        """A private copy at the current step: the same model, recipe and cache folder (and the models replayed so
+        far), no history and no subscribers. A background job changes the copy; the kernel thread then adopts what
+        it wants of the copy's recipe (:meth:`set_recipe`, :meth:`set_calibration`) as one undoable step."""
+        with self._locked():
+            twin = copy.copy(self)
+            twin._lock, twin._owner, twin.dispatcher, twin._callbacks = threading.RLock(), None, None, []
+            twin._models = OrderedDict(self._models)
+            twin._history, twin._cursor = [self.recipe], 0
+            twin.last_change = dict(self.last_change)
+        return twin
+
+    def adopt(self, twin: Session) -> onnx.ModelProto:
+        """Take a :meth:`fork`'s recipe as one undoable step (:meth:`set_recipe`), reusing the models the fork
+        replayed instead of replaying them again."""
+        if twin.sha256 != self.sha256:
+            raise RecipeError("the forked session is of another model (sha256 mismatch)",
+                              hint="adopt only a fork of this session")
+        with twin._locked():
+            recipe, models = twin.recipe, list(twin._models.items())
+        with self._locked():
+            for key, model in models:
+                if key not in self._models:
+                    self._remember(key, model)
+        return self.set_recipe(recipe)
 
     # --- changing ----------------------------------------------------------------------------------
 
