@@ -60,10 +60,12 @@ from ..graph import iter_graphs, tensor_infos
 from ._common import (
     _constants,
     _finish,
+    _float_dtype,
     _for_qdq,
-    _is_float32,
+    _is_float,
     _opset,
     _producers,
+    _scale_values,
     _subgraph_refs,
     _typed,
     _working_copy,
@@ -174,7 +176,7 @@ def _weighted_targets(model: onnx.ModelProto, nodes: Sequence[str], exclude: Seq
     for n in model.graph.node:
         if n.op_type not in WEIGHTED_OPS or n.name in excluded or (chosen is not None and n.name not in chosen):
             continue
-        idx = [k for k in range(min(len(n.input), 2)) if n.input[k] and _is_float32(n.input[k], infos)]
+        idx = [k for k in range(min(len(n.input), 2)) if n.input[k] and _is_float(n.input[k], infos)]
         if len(idx) == 2:
             weighted[n.name] = idx
     _check_bodies(model, bool(weighted))
@@ -188,7 +190,7 @@ def _weighted_targets(model: onnx.ModelProto, nodes: Sequence[str], exclude: Seq
         add_node = by_name[add]
         if target == "onnxruntime":
             idx = [0, 1]
-        if all(_is_float32(add_node.input[k], infos) for k in idx):
+        if all(_is_float(add_node.input[k], infos) for k in idx):
             targets[add] = idx
     return targets
 
@@ -255,8 +257,10 @@ def activation_tensors(
     return list(out)
 
 
-def _quantize_weight(arr: np.ndarray, axis: int | None, dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric scales (per-channel along ``axis``) and the quantized values (int8, or float32 for fp8)."""
+def _quantize_weight(arr: np.ndarray, axis: int | None, dtype: str, scale_dtype: type[np.floating[Any]] = np.float32,
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric scales of type ``scale_dtype`` (per-channel along ``axis``) and the quantized values (int8, or
+    float32 for fp8)."""
     elem, qmax = _Q[dtype]
     if axis is None:
         amax = np.array(np.abs(arr).max(), dtype=np.float32)
@@ -267,7 +271,8 @@ def _quantize_weight(arr: np.ndarray, axis: int | None, dtype: str) -> tuple[np.
         amax = np.abs(arr).max(axis=red).astype(np.float32)
         scale = np.maximum(amax / qmax, np.float32(1e-12)).astype(np.float32)
         bshape = tuple(arr.shape[axis] if d == axis else 1 for d in range(arr.ndim))
-    scaled = arr / scale.reshape(bshape)
+    scale = _scale_values(scale, scale_dtype)
+    scaled = arr / scale.astype(np.float32).reshape(bshape)
     if dtype == "int8":
         q = np.clip(np.rint(scaled), -127, 127).astype(np.int8)
     else:
@@ -349,6 +354,7 @@ def quantize_model(
     check_dtype(model, dtype)
     model, per_channel = _qdq_ready(model, per_channel)
     model = _typed(model)
+    infos = tensor_infos(model)
     amax = scales.amax() if isinstance(scales, ScaleCache) else {k: float(v) for k, v in scales.items()}
     elem, qmax = _Q[dtype]
     targets = quantization_targets(model, nodes=nodes, exclude=exclude, float_heads=float_heads)
@@ -369,7 +375,7 @@ def quantize_model(
             if t in inits or t in const_values:
                 arr = (numpy_helper.to_array(inits[t]) if t in inits else const_values[t]).astype(np.float32)
                 axis = _weight_axis(node, k, arr.shape) if per_channel else None
-                scale, q = _quantize_weight(arr, axis, dtype)
+                scale, q = _quantize_weight(arr, axis, dtype, _float_dtype(t, infos))
                 users = consumers.get(t, [])
                 shared = t not in inits or any(
                     u.name not in targets or t not in [u.input[j] for j in targets[u.name]] for u in users)
@@ -377,9 +383,8 @@ def quantize_model(
                 qname = f"{t}__{dtype}"
                 new_inits += [_q_initializer(q, qname, dtype), numpy_helper.from_array(scale, f"{t}__scale"),
                               _zero_point(f"{t}__zero_point", dtype, scale.shape)]
-                attrs = {"axis": axis} if axis is not None else {}
                 weight_nodes.append(helper.make_node("DequantizeLinear", [qname, f"{t}__scale", f"{t}__zero_point"],
-                                                     [dq_out], name=f"{t}__DequantizeLinear", **attrs))
+                                                     [dq_out], name=f"{t}__DequantizeLinear", axis=axis))
                 if not shared:
                     g.initializer.remove(inits.pop(t))
                 dq_of[t] = dq_out
@@ -396,7 +401,7 @@ def quantize_model(
                     hint=f"exclude node '{node_name}' (--exclude {node_name}), use calibration data that activates "
                          f"it, or set an 'override' amax for '{t}' in the scale cache")
             scale_name, zp_name = f"{t}__scale", f"{t}__zero_point"
-            new_inits += [numpy_helper.from_array(np.array(a / qmax, dtype=np.float32), scale_name),
+            new_inits += [numpy_helper.from_array(_scale_values(a / qmax, _float_dtype(t, infos)), scale_name),
                           _zero_point(zp_name, dtype)]
             q = helper.make_node("QuantizeLinear", [t, scale_name, zp_name], [f"{t}__q"], name=f"{t}__QuantizeLinear")
             dq = helper.make_node("DequantizeLinear", [f"{t}__q", scale_name, zp_name], [f"{t}__dq"],

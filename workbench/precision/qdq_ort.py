@@ -63,9 +63,11 @@ from ._common import (
     _constants,
     _consumers,
     _finish,
-    _is_float32,
+    _float_dtype,
+    _is_float,
     _opset,
     _producers,
+    _scale_values,
     _subgraph_refs,
     _typed,
     _working_copy,
@@ -169,7 +171,7 @@ def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[st
         if n.name not in targets:
             continue
         out = _output_point(n, consumers, graph_outputs, const_values)
-        if out in graph_outputs or not _is_float32(out, infos):
+        if out in graph_outputs or not _is_float(out, infos):
             continue
         if n.op_type in ("Gemm", "MatMul") and not _reaches(out, read_quantized, consumers):
             continue  # rule 5: an integer Gemm/MatMul with a float output, for float readers (a Log, a Softmax)
@@ -183,7 +185,7 @@ def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[st
         if n.op_type in _PASS_THROUGH:
             quantized.add(n.output[0])
         elif (n.op_type in _ORT_POOLS and n.name not in excluded and (chosen is None or n.name in chosen)
-              and n.output[0] not in graph_outputs and _is_float32(n.output[0], infos)):
+              and n.output[0] not in graph_outputs and _is_float(n.output[0], infos)):
             targets[n.name] = [0]
             wanted.update((n.input[0], n.output[0]))
             quantized.add(n.output[0])
@@ -193,7 +195,7 @@ def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[st
     for n in model.graph.node:
         if (n.op_type != "Concat" or n.output[0] not in wanted or n.name in excluded
                 or (chosen is not None and n.name not in chosen)
-                or not all(i and _is_float32(i, infos) for i in n.input)):
+                or not all(i and _is_float(i, infos) for i in n.input)):
             continue
         targets[n.name] = list(range(len(n.input)))
         for i in n.input:
@@ -212,7 +214,7 @@ def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[st
             if src is None or src.op_type not in _PASS_THROUGH - {"MaxPool"} or not src.input:
                 continue
             s = src.input[0]
-            if (s not in wanted and s not in consts and _is_float32(s, infos) and s not in graph_outputs
+            if (s not in wanted and s not in consts and _is_float(s, infos) and s not in graph_outputs
                     and all(u is src for u in consumers.get(s, []))):
                 wanted.add(s)
                 grew = True
@@ -286,7 +288,8 @@ def _quantize_for_ort(model: onnx.ModelProto, scales: ScaleCache | Mapping[str, 
                       "does by default)", UserWarning, stacklevel=3)
     out, consumers, inits, names, producers, const_values = _working_copy(model)
     g = out.graph
-    reader_of = {}  # activation -> a quantized node reading it (for messages)
+    infos = tensor_infos(model)
+    reader_of: dict[str, str] = {}  # activation -> a quantized node reading it (for messages)
     for name, idx in plan.targets.items():
         for k in idx:
             reader_of.setdefault(names[name].input[k], f"input {k} of node '{name}'")
@@ -311,7 +314,7 @@ def _quantize_for_ort(model: onnx.ModelProto, scales: ScaleCache | Mapping[str, 
                     hint="use calibration data that activates it, set an 'override' amax for it in the scale cache, "
                          "or exclude the node that reads it")
             scale, zp = _uint8_params(lo, hi)
-            new_inits += [numpy_helper.from_array(np.array(scale, dtype=np.float32), f"{t}__scale"),
+            new_inits += [numpy_helper.from_array(_scale_values(scale, _float_dtype(t, infos)), f"{t}__scale"),
                           numpy_helper.from_array(np.array(zp, dtype=np.uint8), f"{t}__zero_point")]
             params[t] = (f"{t}__scale", f"{t}__zero_point", scale)
         else:
@@ -335,21 +338,21 @@ def _quantize_for_ort(model: onnx.ModelProto, scales: ScaleCache | Mapping[str, 
                 continue
             arr = (numpy_helper.to_array(inits[t]) if t in inits else const_values[t]).astype(np.float32)
             axis = _weight_axis(node, k, arr.shape) if per_channel else None
-            scale, q = _quantize_weight(arr, axis, "int8")
-            weight_scale = scale if k == 1 else None
+            w_scale, q = _quantize_weight(arr, axis, "int8", _float_dtype(t, infos))
+            weight_scale = w_scale if k == 1 else None
             shared = t not in inits or any(u.name not in plan.targets for u in consumers.get(t, []))
             dq_out = f"{t}__dq" if shared else t
-            new_inits += [_q_initializer(q, f"{t}__int8", "int8"), numpy_helper.from_array(scale, f"{t}__scale"),
-                          _zero_point(f"{t}__zero_point", "int8", scale.shape)]
-            attrs = {"axis": axis} if axis is not None else {}
+            new_inits += [_q_initializer(q, f"{t}__int8", "int8"), numpy_helper.from_array(w_scale, f"{t}__scale"),
+                          _zero_point(f"{t}__zero_point", "int8", w_scale.shape)]
             weight_nodes.append(helper.make_node("DequantizeLinear", [f"{t}__int8", f"{t}__scale", f"{t}__zero_point"],
-                                                 [dq_out], name=f"{t}__DequantizeLinear", **attrs))
+                                                 [dq_out], name=f"{t}__DequantizeLinear", axis=axis))  # None: no attribute
             if not shared:
                 g.initializer.remove(inits.pop(t))
             dq_of[t] = node.input[k] = dq_out
         bias = node.input[2] if node.op_type in ("Conv", "Gemm") and len(node.input) > 2 else ""
         x = node.input[0]
         if bias in inits and weight_scale is not None and x in params and bias not in dq_of \
+                and inits[bias].data_type == TensorProto.FLOAT \
                 and all(u is node for u in consumers.get(bias, [])):
             # int32 bias with scale = input scale * weight scale: what ORT's QLinearConv/QGemm take
             b = numpy_helper.to_array(inits[bias]).astype(np.float64).reshape(-1)
@@ -368,7 +371,7 @@ def _quantize_for_ort(model: onnx.ModelProto, scales: ScaleCache | Mapping[str, 
                                                       f"{bias}__zero_point")]
                 weight_nodes.append(helper.make_node(
                     "DequantizeLinear", [f"{bias}__int32", f"{bias}__scale", f"{bias}__zero_point"], [bias],
-                    name=f"{bias}__DequantizeLinear", **({} if scalar else {"axis": 0})))
+                    name=f"{bias}__DequantizeLinear", axis=None if scalar else 0))
                 dq_of[bias] = bias
     for n in g.node:  # every reader but the float ones takes the dequantized tensor
         if n.name in plan.float_readers:
