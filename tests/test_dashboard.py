@@ -83,6 +83,7 @@ def test_export_html_is_one_self_contained_report(tmp_path: Path, monkeypatch) -
     profile = wb.tabs["Profile"]
     profile.iterations.value = 3
     profile.ort_button.click()
+    profile.wait()
     assert wb.status.state == "ok", wb.status.message
     profile.view.value = "op type"
     charts = wb.charts()

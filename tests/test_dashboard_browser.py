@@ -298,6 +298,7 @@ def test_exported_report_opens_offline_and_draws_its_charts(tmp_path: Path):
     profile = wb.tabs["Profile"]
     profile.iterations.value = 3
     profile.ort_button.click()
+    profile.wait()
     assert wb.status.state == "ok", wb.status.message
     charts = wb.charts()
     report = wb.export_html(tmp_path / "report.html")

@@ -216,6 +216,7 @@ def test_profile_tab_engine_graph_coloured_by_time_and_linked_to_onnx_nodes(tmp_
     tab.shown.value = None  # an ONNX Runtime profile has no engine layers: the view says so
     tab.iterations.value = 2
     tab.ort_button.click()
+    tab.wait()
     tab.view.value = "engine graph"
     assert tab._chart_box.children == (tab.linked,) and "no engine layer information" in tab.linked.value
 

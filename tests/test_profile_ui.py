@@ -22,6 +22,7 @@ def tab(tmp_path):
 def test_ort_profile_on_and_off(tab):
     tab.iterations.value = 2
     tab.ort_button.click()
+    tab.wait()
     assert tab.status.state == "ok", tab.status.message
     assert tab.shown.value == "ort-cpu"
     table = tab.profiles["ort-cpu"]
@@ -29,6 +30,7 @@ def test_ort_profile_on_and_off(tab):
     assert len(tab.chart.data) >= 1 and tab.table_html.value.count("<tr>") == min(20, len(table)) + 1
     tab.optimize.value = False
     tab.ort_button.click()
+    tab.wait()
     off = tab.profiles["ort-cpu-noopt"]
     assert off.column("name") == [n.name for n in tab.session.model.graph.node]
     tab.view.value = "graph"  # the graph widget coloured by each node's time
@@ -103,6 +105,7 @@ def test_engine_built_here_shows_its_layers(tab):
 def test_ort_profiles_are_saved_and_reloaded_by_digest(tab):
     tab.iterations.value = 2
     tab.ort_button.click()
+    tab.wait()
     saved = sorted((tab.session.cache_dir / "timings").glob(f"{tab.session.digest}-*.json"))
     assert [p.name for p in saved] == [f"{tab.session.digest}-ort-cpu.json"]
     again = ProfileTab(tab.session, Status())
@@ -116,9 +119,11 @@ def test_dynamic_model_with_shapes(tmp_path):
     tab.iterations.value = 1
     tab.shapes.value = "input:2x3x40x40x9"
     tab.ort_button.click()
+    tab.wait()
     assert tab.status.state == "error" and "input" in tab.status.message and not tab.profiles
     tab.shapes.value = "input:2x3x40x40"
     tab.ort_button.click()
+    tab.wait()
     assert tab.status.state == "ok", tab.status.message
     assert len(tab.profiles["ort-cpu"]) >= 1
     from workbench.profile import load_timings

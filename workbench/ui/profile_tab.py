@@ -3,11 +3,12 @@
 Profiles are kept by label in ``profiles`` ({label: timing Table}). Visible state lives in widget values so
 headless tests can assert it: ``shown.options``/``shown.value`` (the profile on display), ``summary.value``,
 ``table_html.value`` (its slowest layers), ``chart`` (a FigureWidget), ``compare_with.options``,
-``compare_html.value``, ``compare_totals_chart``, ``precision_chart`` and ``compare_chart``.
+``compare_html.value``, ``compare_totals_chart``, ``precision_chart`` and ``compare_chart``. The ONNX Runtime
+profile runs as ``job`` (a :class:`~workbench.ui.common.Job`: progress, Cancel; ``wait()`` joins it).
 
-Each plotly FigureWidget ships plotly.js (~5 MB) to the browser when it is created, so each chart is created
-once, when it is first needed (None until then), and refilled in place afterwards (see :func:`workbench.ui.common.refill`). Engines built in the Build tab can be opened too: their layers
-(what TensorRT fused, mapped to ONNX nodes) appear with zero times, since no GPU runs them here.
+Each chart is created when it is first needed (None until then) and refilled in place afterwards (see
+:func:`workbench.ui.common.refill`). Engines built in the Build tab can be opened too: their layers (what TensorRT
+fused, mapped to ONNX nodes) appear with zero times, since no GPU runs them here.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ..plots.profile import (
 )
 from ..table import Table
 from ..workflows import build as wf
-from .common import Status, refill
+from .common import Job, Status, refill
 from .graph_widget import GraphWidget
 
 __all__ = ["ProfileTab", "VIEWS"]
@@ -93,6 +94,11 @@ class ProfileTab:
         self.shapes_used = W.Label(value="")  # the input shapes the last ONNX Runtime profile ran with
         self.ort_button = W.Button(description="Profile with ONNX Runtime", icon="clock-o", button_style="primary",
                                    layout=W.Layout(width="auto", min_width="230px"))
+        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="200px"))
+        self.phase = W.Label(value="")
+        self.job = Job(status, run_button=self.ort_button, cancel_button=self.cancel_button, progress=self.progress,
+                       phase=self.phase)
         # trtexec files
         self.layers_path = W.Text(placeholder="G.json from trtexec --exportLayerInfo", description="layer info",
                                   layout=W.Layout(width="560px"))
@@ -148,6 +154,7 @@ class ProfileTab:
             W.HTML("<b>ONNX Runtime (this CPU)</b>"),
             W.HBox([self.ort_button, self.optimize, self.iterations, self.batch, self.shapes]),
             W.HBox([self.data, self.shapes_used]),
+            W.HBox([self.cancel_button, self.progress, self.phase]),
             W.HTML("<b>TensorRT</b>"), self.gpu_note,
             W.HBox([W.VBox([self.layers_path, self.profile_path]), W.VBox([self.label, self.map_to_model])]),
             self.import_button,
@@ -165,14 +172,28 @@ class ProfileTab:
     # --- actions -----------------------------------------------------------------------------------------
 
     def _on_ort(self, _button: Any = None) -> None:
-        with self.status.guard("profiling with ONNX Runtime"):
-            result = wf.profile_onnxruntime(
-                self.session, data=self.data.value.strip() or None, shapes=self.shapes.value, batch=self.batch.value,
-                iterations=self.iterations.value, optimize=self.optimize.value, save=True,
-                label=self._unique(f"ort-cpu{'' if self.optimize.value else '-noopt'}"))
-            self.shapes_used.value = "ran with " + ", ".join(
-                f"{k} {'x'.join(map(str, v)) or 'scalar'}" for k, v in result.shapes.items())
-            self._add(result.label, result.table)
+        """Profile in the background (``job``): the controls are read here, the profile runs on a fork of the
+        session (the model and digest it is saved under stay those of the click), :meth:`_profiled` shows it."""
+        fork = self.session.fork()
+        data, shapes = self.data.value.strip() or None, self.shapes.value
+        batch, iterations, optimize = int(self.batch.value), int(self.iterations.value), bool(self.optimize.value)
+        label = self._unique(f"ort-cpu{'' if optimize else '-noopt'}")
+        self.job.start("profiling with ONNX Runtime",
+                       lambda job: wf.profile_onnxruntime(fork, data=data, shapes=shapes, batch=batch,
+                                                          iterations=iterations, optimize=optimize, save=True,
+                                                          label=label, progress=job.report, cancel=job.cancel_event),
+                       on_done=self._profiled)
+
+    def _profiled(self, result: wf.OrtProfile) -> str:
+        """Show an ONNX Runtime profile (on the kernel thread); the final phase label."""
+        self.shapes_used.value = "ran with " + ", ".join(
+            f"{k} {'x'.join(map(str, v)) or 'scalar'}" for k, v in result.shapes.items())
+        label = self._add(result.label, result.table)
+        return f"done: {label}"
+
+    def wait(self, timeout: float | None = 300.0) -> None:
+        """Block until a running ONNX Runtime profile has ended and been shown (headless tests, scripts)."""
+        self.job.wait(timeout)
 
     def _on_import(self, _button: Any = None) -> None:
         with self.status.guard("importing trtexec JSON"):
