@@ -18,6 +18,7 @@ import ipywidgets as W
 
 from ..errors import WorkbenchError
 from ..recipe import BuildSettings
+from ..session import Session
 from ..workflows import build as wf
 from .common import Job, Status, kernel_thread
 
@@ -215,16 +216,18 @@ class BuildTab:
             with self.status.guard("recording the build settings in the recipe"):
                 self.session.set_build(settings)
         self.log.value = ""
-        self.job.start("building the engine", lambda job: self._run_build(job, settings), on_done=self._show_result)
+        fork = self.session.fork()  # the model (and digest) of the click, whatever the user edits meanwhile
+        self.job.start("building the engine", lambda job: self._run_build(job, fork, settings),
+                       on_done=self._show_result)
 
     def _append_log(self, line: str) -> None:
         lines = (self.log.value.splitlines() + [line])[-_LOG_LINES:]
         self.log.value = "\n".join(lines)
 
-    def _run_build(self, job: Job, settings: BuildSettings) -> wf.EngineBuild:
-        """The build, in the job's worker thread: its log lines are shown on the kernel thread."""
+    def _run_build(self, job: Job, fork: Session, settings: BuildSettings) -> wf.EngineBuild:
+        """The build of ``fork``'s model, in the job's worker thread: its log lines are shown on the kernel thread."""
         try:
-            return wf.build(self.session, settings, progress=job.report, cancel=job.cancel_event,
+            return wf.build(fork, settings, progress=job.report, cancel=job.cancel_event,
                             log=lambda line: self._ui.post(lambda: self._append_log(line)))
         except WorkbenchError as exc:
             exc.message, exc.hint = widget_words(exc.message), widget_words(exc.hint)

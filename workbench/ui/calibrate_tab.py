@@ -5,12 +5,13 @@ TensorRT or for ONNX Runtime's CPU provider: ``target.value``, which also decide
 Visible state lives in widget values so headless tests can assert it: ``data.options``/``data.value``,
 ``method.value``, ``target.value``, ``progress.value``, ``phase.value``, ``warnings.value``, ``tensor.options``,
 ``thresholds.value`` (HTML table), ``figure`` (a FigureWidget: histogram + ``threshold:<method>`` traces; None
-until there is a calibration to draw, ``chart_placeholder`` says so meanwhile: each FigureWidget ships plotly.js),
+until there is a calibration to draw, ``chart_placeholder`` says so meanwhile: no empty axes),
 ``digest.value`` (the scale cache in use), ``tensor_method.value`` (the selected tensor's own method, "" for the
 tab's method), ``methods`` ({tensor: method}, passed to the Quantize edit) and ``methods_table.value``; ``target_metric.value`` ("" off, ``rel_l2``, ``accuracy``) and ``tolerance.value``: Quantize
 then keeps the fewest layers in high precision until the metric on the calibration data is within the tolerance
-(``target_result.value``, ``result``). Calibration and quantize-to-target run as ``job`` (a :class:`Job`);
-``wait()`` joins it. Every action is one call of :mod:`workbench.workflows.quantize`.
+(``target_result.value``, ``result``). Calibration and quantize-to-target run as ``job`` (a :class:`Job`) on a
+fork of the session, which the kernel thread adopts when the job is done; ``wait()`` joins it. Every action is one
+call of :mod:`workbench.workflows.quantize`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import ipywidgets as W
 
 from ..errors import CalibrationError
 from ..plots.calibration import histogram_figure
+from ..session import Session
 from ..workflows import quantize as wq
 from ..workflows.quantize import DEFAULT_METHOD, METHODS, Diagnostics, QuantizeResult, QuantizeSettings, ScaleCache
 from .common import Job, Status, refill
@@ -159,20 +161,26 @@ class CalibrateTab:
         settings = QuantizeSettings(method=self.method.value, percentile=float(self.percentile.value),
                                     dtype=self.dtype.value, target=self.target.value, float_heads=False,
                                     target_metric=self.target_metric.value or None)
-        self.job.start(f"calibrating ({settings.method})", lambda job: self._run(job, source, settings),
-                       on_done=self._calibrated)
+        fork = self.session.fork()  # the worker records the calibration in a private copy; _calibrated adopts it
+        self.job.start(f"calibrating ({settings.method})", lambda job: self._run(job, fork, source, settings),
+                       on_done=lambda result: self._calibrated(fork, result))
 
     def _on_progress(self, done: float, total: float, phase: str = "") -> None:
         self.job.report(done, total, f"{int(done)} samples" + (f" of {int(total)}" if total else ""))
 
-    def _run(self, job: Job, source: tuple[Any, str], settings: QuantizeSettings) -> wq.CalibrationResult:
-        """The calibration itself (off the kernel thread)."""
+    def _run(self, job: Job, fork: Session, source: tuple[Any, str], settings: QuantizeSettings
+             ) -> wq.CalibrationResult:
+        """The calibration itself, on ``fork`` (off the kernel thread: it changes no widget and not the session)."""
         data, label = source
-        return wq.calibrate(self.session, data, settings, label=label,
+        return wq.calibrate(fork, data, settings, label=label,
                             progress=lambda d, t, p="": self._on_progress(d, t, p), cancel=job.cancel_event)
 
-    def _calibrated(self, result: wq.CalibrationResult) -> str:
-        """Show a calibration (on the kernel thread); the final phase label."""
+    def _calibrated(self, fork: Session, result: wq.CalibrationResult) -> str:
+        """Record a calibration in the session and show it (on the kernel thread); the final phase label."""
+        if self.session.model is not fork.model:
+            self.status.ok("the model changed during the calibration, so its scales are not used: run it again")
+            return "outdated"
+        self.session.set_calibration(fork.recipe.calibration)
         self._show_cache(result.cache)
         if result.label == "random":
             self.warnings.value = ('<p style="color:#b00020"><b>⚠ calibrated on RANDOM data: these scales do '
@@ -288,10 +296,21 @@ class CalibrateTab:
                 return
             data, _label = self._source()  # the target's metric is measured on the calibration data
             cache = self.cache
+            fork = self.session.fork()  # the worker quantizes a private copy; _adopt_result takes its recipe
             self.job.start(f"quantizing to a target ({settings.target_metric} within {settings.tolerance})",
-                           lambda job: wq.apply_quantize(self.session, cache, settings, eval_data=data,
+                           lambda job: wq.apply_quantize(fork, cache, settings, eval_data=data,
                                                          progress=job.report, cancel=job.cancel_event),
-                           on_done=self._show_result)
+                           on_done=lambda result: self._adopt_result(fork, result))
+
+    def _adopt_result(self, fork: Session, result: QuantizeResult) -> str:
+        """On the kernel thread: the quantized fork's recipe becomes the session's (one undoable step), unless the
+        session changed meanwhile."""
+        if self.session.recipe != fork.history[0]:
+            self.status.ok("the session changed while quantizing to the target, so the result is not applied: "
+                           "run it again")
+            return "outdated"
+        self.session.adopt(fork)
+        return self._show_result(result)
 
     def _show_result(self, result: QuantizeResult) -> str:
         """Show a Quantize's result (on the kernel thread); the final phase label."""

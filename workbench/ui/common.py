@@ -43,8 +43,8 @@ class Tab(Protocol):
 
 def refill(widget: Any, fig: Any) -> Any:
     """Show plotly figure ``fig`` in FigureWidget ``widget`` (same object: traces and layout replaced), or in a new
-    FigureWidget when ``widget`` is None. Reuse matters: every new FigureWidget ships plotly.js (~5 MB) to the
-    browser."""
+    FigureWidget when ``widget`` is None. Reuse keeps the page's widget count (and a reload's work) down; plotly.js
+    itself ships once per kernel (:mod:`workbench.ui.figure_widget`)."""
     from .figure_widget import FigureWidget  # plotly's, its removed views no longer updated
 
     if widget is None:

@@ -104,8 +104,8 @@ class UnavailableTab:
 
 class LazyTabs(Mapping[str, Any]):
     """``{title: tab}`` of a dashboard; a tab other than the first is built when its page is first shown or when
-    it is looked up here. Each plotly FigureWidget ships plotly.js (~5 MB) to the browser, so building every
-    tab up front made the dashboard slow to appear."""
+    it is looked up here: building every tab (and its charts and graphs) up front made the dashboard slow to
+    appear."""
 
     def __init__(self, owner: Workbench, session: Session, classes: list[type], first: Any) -> None:
         self._owner, self._session, self._classes = owner, session, classes

@@ -1,14 +1,13 @@
 """The Debug tab: compare a candidate with the FP32 reference layer by layer, rank the layers that break
 accuracy, and apply the fewest-layers-in-high-precision plan to the session's recipe in one click.
 
-Runs compute in a background thread (progress bar, Cancel) and are shown on the kernel thread (``Job``'s
-``on_done``); with the dashboard's Cluster box connected their batches run on that cluster. Visible state lives in
-widget values
-(``summary.value``, ``plan.value``, the figures' trace data) so headless tests can read it.
+The controls are read on the kernel thread when a run starts; the run computes in a background thread (progress
+bar, Cancel) and is shown on the kernel thread (``Job``'s ``on_done``); with the dashboard's Cluster box connected
+its batches run on that cluster. Visible state lives in widget values (``summary.value``, ``plan.value``, the
+figures' trace data) so headless tests can read it.
 
-Each plotly FigureWidget ships plotly.js (~5 MB) to the browser when created: ``errors_fig``/``graph_fig`` are
-created by the first Compare and ``sensitivity_fig``/``pareto_fig`` by the first Find culprits (None until
-then), and later runs refill the same widgets.
+``errors_fig``/``graph_fig`` are created by the first Compare and ``sensitivity_fig``/``pareto_fig`` by the first
+Find culprits (None until then, no empty axes), and later runs refill the same widgets.
 """
 
 from __future__ import annotations
@@ -110,9 +109,9 @@ class DebugTab:
         self.debug_job = Job(status, run_button=self.debug_button, cancel_button=self.cancel_button,
                              progress=self.progress, phase=self.progress_label, ready=self._job_ended)
         self.compare_button.on_click(lambda _: self._start(self.compare_job, "comparing layer by layer",
-                                                           self._compare, self._compared))
+                                                           self._compare(), self._compared))
         self.debug_button.on_click(lambda _: self._start(self.debug_job, "ranking layers and searching a plan",
-                                                         self._debug, self._debugged))
+                                                         self._debug(), self._debugged))
         self.apply_button.on_click(self._apply)
         self.candidate.observe(lambda _: self._sync(), names="value")
         self.metric.observe(self._on_metric, names="value")
@@ -192,16 +191,21 @@ class DebugTab:
         return (self.result is not None and self.result.plan.met and bool(self.result.plan.keep)
                 and self.candidate.value == "session")
 
-    # --- jobs (background thread) --------------------------------------------------------------------------
+    # --- jobs: the controls are read on the kernel thread, the work runs on the job's thread -----------------
 
-    def _compare(self, job: Job) -> CompareResult:
-        """The layerwise comparison (on the job's thread)."""
+    def _compare(self) -> Callable[[Job], CompareResult]:
+        """The layerwise comparison the controls say, to run on the job's thread."""
         choices = self._choices()
         data = choices.pop("data")
-        return workflow.compare(self.session, data, layerwise=True, tolerance=float(self.layer_limit.value),
-                                progress=lambda done, total, phase="": job.report(
-                                    done, total, f"compared {done}/{total} samples"),
-                                cancel=job.is_cancelled, **choices)
+        limit = float(self.layer_limit.value)
+
+        def compute(job: Job) -> CompareResult:
+            return workflow.compare(self.session, data, layerwise=True, tolerance=limit,
+                                    progress=lambda done, total, phase="": job.report(
+                                        done, total, f"compared {done}/{total} samples"),
+                                    cancel=job.is_cancelled, **choices)
+
+        return compute
 
     def _compared(self, result: CompareResult) -> None:
         """Show a comparison (on the kernel thread)."""
@@ -247,15 +251,19 @@ class DebugTab:
             if new_figs:
                 self._compare_figs.children = (self.errors_fig, self.graph_fig)
 
-    def _debug(self, job: Job) -> DebugRun:
-        """The ranking and plan search (on the job's thread)."""
+    def _debug(self) -> Callable[[Job], DebugRun]:
+        """The ranking and plan search the controls say, to run on the job's thread."""
         choices = self._choices()
         data = choices.pop("data")
-        return workflow.debug(self.session, data, metric=self.metric.value, tolerance=float(self.tolerance.value),
-                              direction=self.direction.value,
-                              progress=lambda done, total, phase="": job.report(done, total,
-                                                                                f"{phase} {done}/{total}"),
-                              cancel=job.is_cancelled, **choices)
+        metric, tolerance, direction = self.metric.value, float(self.tolerance.value), self.direction.value
+
+        def compute(job: Job) -> DebugRun:
+            return workflow.debug(self.session, data, metric=metric, tolerance=tolerance, direction=direction,
+                                  progress=lambda done, total, phase="": job.report(done, total,
+                                                                                    f"{phase} {done}/{total}"),
+                                  cancel=job.is_cancelled, **choices)
+
+        return compute
 
     def _debugged(self, run: DebugRun) -> None:
         """Show a ranking and its plan (on the kernel thread)."""
