@@ -256,7 +256,7 @@ def build_engine(
                     result = run_in_child(job, timeout=settings.timeout_s, on_event=on_event, cancel=cancel,
                                           what=what)
                 except BuildError:
-                    _remove_partial(engine_path, job["timing_cache"])  # a killed child may leave its temp files
+                    _remove_partial(engine_path, timing_cache)  # a killed child may leave its temp files
                     raise
         wall = time.perf_counter() - start
         _raise_for_failure(result, what, lines)

@@ -98,7 +98,7 @@ def _network_flags(trt: ModuleType, backend: str) -> int:
 
 
 def _make_logger(trt: ModuleType, emit: Emit, verbose: list[str]) -> Any:
-    class Logger(trt.ILogger):  # type: ignore[misc, name-defined]
+    class Logger(trt.ILogger):  # type: ignore[name-defined]
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
 
@@ -114,7 +114,7 @@ def _make_logger(trt: ModuleType, emit: Emit, verbose: list[str]) -> Any:
 
 
 def _make_monitor(trt: ModuleType, emit: Emit, cancel: Callable[[], bool]) -> Any:
-    class Monitor(trt.IProgressMonitor):  # type: ignore[misc, name-defined]
+    class Monitor(trt.IProgressMonitor):  # type: ignore[name-defined]
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
             self.phases: dict[str, tuple[str | None, int]] = {}

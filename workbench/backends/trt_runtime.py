@@ -202,7 +202,7 @@ def gpu_status() -> str | None:
         from cuda.bindings import runtime as cudart
     except ImportError:
         try:
-            from cuda import cudart  # type: ignore[no-redef]
+            from cuda import cudart
         except ImportError as exc:
             return f"no supported NVIDIA GPU runtime: cuda-python is not installed ({exc})"
     err, count = cudart.cudaGetDeviceCount()
@@ -315,7 +315,7 @@ class TrtEngine:
         trt = self._trt
         collected = LayerTimes()
 
-        class Profiler(trt.IProfiler):  # type: ignore[misc, name-defined]
+        class Profiler(trt.IProfiler):  # type: ignore[name-defined]
             def __init__(self) -> None:
                 trt.IProfiler.__init__(self)
 

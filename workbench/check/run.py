@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import onnx
 from ..backends.trt import INSTALL_HINT, import_backend, resolve_backend, run_job
 from ..backends.trt_profiles import model_inputs, profiles_to_json, resolve_profiles
 from ..backends.worker import WorkerCrash, run_in_child
-from ..cancel import cancelled
+from ..cancel import Cancel, cancelled
 from ..edits.repairs import fill_values, find_repairs
 from ..errors import BackendUnavailable, BuildError
 from ..graph import load_model, save_model
@@ -37,7 +36,7 @@ def check_model(
     timeout: float = 600.0,
     in_process: bool = False,
     opt_level: int = 3,
-    cancel: Callable[[], bool] | threading.Event | None = None,
+    cancel: Cancel = None,
     repair: bool = False,
     values: Mapping[str, Any] | None = None,
 ) -> CheckReport:
@@ -76,7 +75,7 @@ def check_model(
 
 
 
-def _stop_if_cancelled(cancel: Callable[[], bool] | threading.Event | None, where: str,
+def _stop_if_cancelled(cancel: Cancel, where: str,
                        cause: BaseException | None = None) -> None:
     if cancelled(cancel):
         raise CheckCancelled(f"the check of {where} was cancelled",
@@ -92,7 +91,7 @@ def _check_once(
     timeout: float,
     in_process: bool,
     opt_level: int,
-    cancel: Callable[[], bool] | threading.Event | None,
+    cancel: Cancel,
     values: Mapping[str, Any] | None,
 ) -> CheckReport:
     def stop_if_cancelled(cause: BaseException | None = None) -> None:

@@ -197,7 +197,8 @@ def graph_json(model: onnx.ModelProto, *, title: str = "") -> dict[str, Any]:
     nodes: list[dict[str, Any]] = []
     index: dict[str, int] = {}
 
-    def add(node_id: str, op: str, scope: str = "", attrs: list | None = None, ws: list | None = None) -> int:
+    def add(node_id: str, op: str, scope: str = "", attrs: list[list[str]] | None = None,
+            ws: list[list[str]] | None = None) -> int:
         index[node_id] = len(nodes)
         entry: dict[str, Any] = {"id": node_id, "op": op}
         if scope:
@@ -347,7 +348,7 @@ def overlay(values: Mapping[str, Any], title: str = "", *, log: bool = False) ->
         for k, v in present.items():
             colors[k] = op_color(str(v))
             shown[k] = str(v)
-        for v in sorted({str(v) for v in present.values()}):
-            legend.append([v, op_color(v)])
+        for label in sorted({str(v) for v in present.values()}):
+            legend.append([label, op_color(label)])
         kind = "category"
     return {"title": title, "values": shown, "colors": colors, "legend": legend[:40], "kind": kind}

@@ -81,7 +81,7 @@ def compare_profiles(profiles: Mapping[str, Table], *, match: str = "auto") -> T
     def union(a: str, b: str) -> None:
         parent[find(a)] = find(b)
 
-    layer_keys: dict[str, list[tuple[list[str], Mapping[str, Any]]]] = {}
+    layer_keys: dict[str, list[tuple[list[str], dict[str, Any]]]] = {}
     for label, table in profiles.items():
         entries = []
         for rec in table.records():

@@ -250,8 +250,8 @@ def _absorb_dequantize(layers: list[dict[str, Any]], model: onnx.ModelProto) -> 
         if n.name in owner or n.op_type not in ("DequantizeLinear", "Constant"):
             continue
         users = {owner.get(c) for o in n.output for c in consumers.get(o, [])}
-        if len(users) == 1 and None not in users:
-            i = users.pop()
+        i = users.pop() if len(users) == 1 else None
+        if i is not None:
             layers[i]["onnx_nodes"].append(n.name)
             owner[n.name] = i
     order = {n.name: k for k, n in enumerate(model.graph.node)}

@@ -35,12 +35,13 @@ def read_profile_json(source: Any) -> list[dict[str, Any]]:
         if not isinstance(entry, dict) or "name" not in entry:
             continue
         mean = entry.get("averageMs", entry.get("timeMs"))
-        median = entry.get("medianMs", mean)
         if mean is None:
             raise DataError(f"{where}: layer '{entry['name']}' has no time (averageMs/timeMs)",
                             hint="export it with trtexec --exportProfile=P.json")
-        out.append({"name": str(entry["name"]), "median_ms": float(median), "mean_ms": float(mean),
-                    "total_ms": float(entry.get("timeMs", mean)), "pct": entry.get("percentage")})
+        median, total = entry.get("medianMs"), entry.get("timeMs")
+        out.append({"name": str(entry["name"]), "median_ms": float(mean if median is None else median),
+                    "mean_ms": float(mean), "total_ms": float(mean if total is None else total),
+                    "pct": entry.get("percentage")})
     if not out:
         raise DataError(f"{where} holds no layer timings", hint="export it with trtexec --exportProfile=P.json "
                         "(--separateProfileRun profiles every layer)")
@@ -108,5 +109,5 @@ def from_layer_times(times: Mapping[str, Sequence[float]], layer_info: Any = Non
             continue
         rows.append({"name": str(name), "median_ms": statistics.median(samples), "mean_ms": statistics.fmean(samples)})
     if info is not None:
-        _check_same_engine(info, (r["name"] for r in rows), "the profiler samples")
+        _check_same_engine(info, (str(r["name"]) for r in rows), "the profiler samples")
     return timing_table(_records(info, rows))

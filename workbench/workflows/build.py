@@ -432,7 +432,7 @@ def _write_html(table: Table, model: onnx.ModelProto | None, path: PathLike, *, 
             plots.group_bar(table, "precision"), plots.time_treemap(table, model=model)]
     if profiles:
         figs += [plots.compare_totals(profiles), plots.precision_mix(profiles), plots.compare_layers(profiles, top=top)]
-    return Path(plots.write_html(figs, path, title=title))
+    return Path(plots.write_html(figs, Path(path), title=title))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -293,7 +293,7 @@ def check(source: Source | onnx.ModelProto, *, shapes: Shapes = None, backend: s
     :class:`~workbench.check.CheckCancelled` (a WorkbenchError)."""
     from ..check import check_model
 
-    model = source.model if isinstance(source, Session) else source
+    model = _model(source) if isinstance(source, (Session, bytes)) else source  # a path: the check reads the file
     report(progress, 0, 1, "parsing and building in a child process…")
     rep = check_model(model, shapes=shapes, backend=backend, timeout=timeout, in_process=in_process, cancel=cancel)
     report(progress, 1, 1, "done")
