@@ -18,8 +18,8 @@ import asyncio
 import html
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 import ipywidgets as W
@@ -27,7 +27,7 @@ import ipywidgets as W
 from ..errors import WorkbenchError
 from ..internal import InternalError, report_internal
 
-__all__ = ["Job", "KernelThread", "Status", "Tab", "kernel_thread", "on_kernel_thread", "refill"]
+__all__ = ["Guard", "Job", "KernelThread", "Status", "Tab", "kernel_thread", "on_kernel_thread", "refill"]
 
 T = TypeVar("T")
 
@@ -143,21 +143,35 @@ class Status:
         self._show("error", report.line, report.hint, internal=report)
         return report
 
-    @contextmanager
-    def guard(self, doing: str, *, announce: bool = True) -> Iterator[None]:
+    def guard(self, doing: str, *, announce: bool = True) -> Guard:
         """Show ``doing`` while the block runs (``announce=False``: the line already says so); show a
         WorkbenchError, or any other exception as an internal error, instead of raising it."""
-        if announce:
-            self.busy(f"{doing}…")
-        try:
-            yield
-        except WorkbenchError as exc:
-            self.error(exc)
-        except Exception as exc:  # our bug: logged, shown as one line with the log file, never the user's fault
-            self.internal_error(exc, doing)
-        else:
-            if self.state == "busy":
-                self.ok(f"{doing}: done")
+        return Guard(self, doing, announce)
+
+
+class Guard:
+    """:meth:`Status.guard`'s context manager. It swallows the exceptions it shows (``__exit__`` returns True), so
+    a type checker knows the code after the block may run without the block having finished."""
+
+    def __init__(self, status: Status, doing: str, announce: bool) -> None:
+        self.status, self.doing, self.announce = status, doing, announce
+
+    def __enter__(self) -> None:
+        if self.announce:
+            self.status.busy(f"{self.doing}…")
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+        if exc is None:
+            if self.status.state == "busy":
+                self.status.ok(f"{self.doing}: done")
+            return False
+        if isinstance(exc, WorkbenchError):
+            self.status.error(exc)
+            return True
+        if isinstance(exc, Exception):  # our bug: logged, shown as one line with the log file, never the user's fault
+            self.status.internal_error(exc, self.doing)
+            return True
+        return False  # KeyboardInterrupt, SystemExit: not ours to swallow
 
 
 class Job:

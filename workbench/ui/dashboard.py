@@ -294,7 +294,7 @@ class Workbench:
         self._unsubscribe = unsubscribe if callable(unsubscribe) else None
         self._hook_selection(session, first)
 
-    def _on_tab_selected(self, change: dict) -> None:
+    def _on_tab_selected(self, change: dict[str, Any]) -> None:
         index = change["new"]
         if index is None and self.tab.children:  # the browser lost its page (pages removed under it): show one
             self.tab.selected_index = 0
@@ -493,7 +493,7 @@ class Workbench:
                       f"{table._repr_html_(limit=len(table))}</div>")
         css = ("body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse;font-size:12px} "
                "td,th{border:1px solid #ddd;padding:2px 6px;text-align:left} pre{white-space:pre-wrap}")
-        return write_html(blocks, path, title=f"Workbench report: {self._model_name()}", style=css)
+        return write_html(blocks, Path(path), title=f"Workbench report: {self._model_name()}", style=css)
 
     def _on_export(self) -> None:
         with self.status.guard("exporting the HTML report"):

@@ -330,7 +330,7 @@ class EditTab:
         finally:
             self._graph_syncing = False
 
-    def _on_graph_select(self, change: dict) -> None:
+    def _on_graph_select(self, change: dict[str, Any]) -> None:
         """A click in the graph toggled a node in the widget's selection: the node list follows."""
         if not self._graph_syncing:
             self.select(change["new"])
@@ -379,7 +379,7 @@ class EditTab:
             self.preview_html.value = ""
         self._report_change()
 
-    def _on_history(self, change: dict) -> None:
+    def _on_history(self, change: dict[str, Any]) -> None:
         """Selecting a history step jumps there (undo/redo several steps at once)."""
         if self._refreshing or change["new"] is None or change["new"] == self.session.position:
             return

@@ -253,7 +253,7 @@ class ModelTab:
         if keep not in names:
             self._show_details(None)
 
-    def _on_row(self, change: dict) -> None:
+    def _on_row(self, change: dict[str, Any]) -> None:
         if not self._syncing:
             self._show_details(change["new"])
             if change["new"] is not None:
@@ -296,7 +296,7 @@ class ModelTab:
             finally:
                 self._syncing = False
 
-    def _on_graph_select(self, change: dict) -> None:
+    def _on_graph_select(self, change: dict[str, Any]) -> None:
         """A click in the graph (the front end set ``selected``): select the node's row and tell subscribers."""
         if self._syncing or not change["new"]:
             return

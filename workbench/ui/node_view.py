@@ -121,7 +121,7 @@ def facts_html(f: NodeFacts) -> str:
                      + histogram_svg(r.hist, lo=0.0, hi=r.hist_max, marks=marks) + "</div>")
     if f.errors:
         rows = [[f"<code>{esc(e.tensor)}</code>", _f(e.rel_l2), _f(e.local_rel_l2), _f(e.cosine, ".5f"),
-                 _f(e.snr_db, ".1f"), {True: "pass", False: "FAIL"}.get(e.passed, "-")] for e in f.errors]
+                 _f(e.snr_db, ".1f"), "-" if e.passed is None else "pass" if e.passed else "FAIL"] for e in f.errors]
         parts.append("<div class='wb-nv-section'><b>layerwise error</b> (last Compare)"
                      + _table(("tensor", "rel L2", "local rel L2", "cosine", "SNR dB", ""), rows, "wb-nv-errors")
                      + "</div>")
@@ -159,6 +159,7 @@ class NodeView:
         self.widget.add_class("wb-node-view")
 
     def show(self, names: Sequence[str], source: str = "") -> None:
+        """Show the facts of ``names`` (the first; a dropdown picks among several), selected in ``source``."""
         names = list(dict.fromkeys(n for n in names if n))
         self.source = source
         self._quiet = True  # one draw below, not one per dropdown change
