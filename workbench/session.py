@@ -174,6 +174,7 @@ class Session:
 
     @property
     def recipe(self) -> Recipe:
+        """The current recipe (the edits and settings applied to the original model)."""
         with self._lock:
             return self._history[self._cursor]
 
@@ -185,6 +186,7 @@ class Session:
 
     @property
     def digest(self) -> str:
+        """The current recipe's digest (names its cached models and engines)."""
         return self.recipe.digest()
 
     @property
@@ -195,14 +197,17 @@ class Session:
 
     @property
     def position(self) -> int:
+        """The current step's index in :attr:`history` (0: the original model)."""
         return self._cursor
 
     @property
     def can_undo(self) -> bool:
+        """True when there is a step to undo."""
         return self._cursor > 0
 
     @property
     def can_redo(self) -> bool:
+        """True when an undone step can be redone."""
         with self._lock:
             return self._cursor < len(self._history) - 1
 
@@ -213,9 +218,11 @@ class Session:
         return owner is not None and owner is not threading.current_thread()
 
     def layer_table(self) -> Table:
+        """The current model's per-node table (op, shapes, parameters, FLOPs)."""
         return layer_table(self.model)
 
     def summary(self) -> dict[str, Any]:
+        """The current model's summary (inputs, outputs, op counts, parameters, FLOPs)."""
         return graph_summary(self.model)
 
     def on_change(self, callback: Callback) -> Callable[[], None]:
@@ -305,6 +312,7 @@ class Session:
         return self.set_recipe(Recipe.from_json(text, where=str(path)))
 
     def undo(self) -> None:
+        """Go back one step (the previous recipe); EditError at the original model."""
         with self._locked():
             if not self.can_undo:
                 raise EditError("nothing to undo", hint="the session is at the original model")
@@ -315,6 +323,7 @@ class Session:
         self._fire()
 
     def redo(self) -> None:
+        """Go forward one undone step; EditError when nothing was undone."""
         with self._locked():
             if not self.can_redo:
                 raise EditError("nothing to redo", hint="redo follows an undo; a new edit clears the redo list")

@@ -1,3 +1,5 @@
+"""``python -m workbench.cli``: the ``workbench`` command."""
+
 import sys
 
 from . import main

@@ -34,6 +34,7 @@ c.ContentsManager.pre_save_hook = strip_outputs  # noqa: F821 - `c` is the confi
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The notebook to open, the port and ``--dry-run``."""
     p.add_argument("notebook", nargs="?", default=str(NOTEBOOKS / "01_quickstart.ipynb"))
     p.add_argument("--port", type=int, default=8888)
     p.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
@@ -74,6 +75,7 @@ def lab_environment(base: str | os.PathLike[str] | None = None, *, write: bool =
 
 
 def run(args: argparse.Namespace) -> dict[str, object] | None:
+    """Start JupyterLab on the notebook (outputs are stripped on save); ``--dry-run`` returns the command."""
     nb = Path(args.notebook).resolve()
     if not nb.is_file():
         raise WorkbenchError(f"notebook not found: {nb}", hint=f"pick one of {sorted(p.name for p in NOTEBOOKS.glob('*.ipynb'))}")

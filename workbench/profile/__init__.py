@@ -1,4 +1,4 @@
-"""Per-layer timing tables with one schema for every source, and TensorRT layer information.
+r"""Per-layer timing tables with one schema for every source, and TensorRT layer information.
 
 Every source gives a :class:`~workbench.table.Table` with the columns ``TIMING_COLUMNS``:
 ``name`` (backend layer), ``onnx_nodes`` (the ONNX nodes it covers), ``type``, ``precision``,
@@ -8,7 +8,7 @@ Every source gives a :class:`~workbench.table.Table` with the columns ``TIMING_C
 - trtexec files: ``--exportLayerInfo`` (IEngineInspector JSON) and ``--exportProfile``: :func:`from_trtexec`.
   Both generations of the inspector JSON are read: TensorRT <= 10 (``Bindings``, ``Format/Datatype``) and
   TensorRT 11 (structured ``I/O Tensors``, separate ``Format`` and ``DataType``); the ``Metadata`` field
-  (``[ONNX Layer: a]\\x1f[ONNX Layer: b]``) names the ONNX nodes when present.
+  (``[ONNX Layer: a]\x1f[ONNX Layer: b]``) names the ONNX nodes when present.
 - TensorRT's IProfiler on a GPU: :func:`from_layer_times` aggregates ``report_layer_time`` samples.
 
 Fused layer names are mapped back to ONNX nodes by :func:`onnx_nodes_of`; reformat layers TensorRT

@@ -1,8 +1,8 @@
-"""TensorRT engine layer information: IEngineInspector JSON (trtexec ``--exportLayerInfo``) of both generations,
+r"""TensorRT engine layer information: IEngineInspector JSON (trtexec ``--exportLayerInfo``) of both generations,
 and the mapping of (fused) engine layer names to the ONNX nodes they cover.
 
 TensorRT <= 10 writes ``Bindings`` and ``Format/Datatype``; TensorRT 11 structured ``I/O Tensors`` and separate
-``Format`` and ``DataType``; the ``Metadata`` field (``[ONNX Layer: a]\\x1f[ONNX Layer: b]``) names the ONNX nodes
+``Format`` and ``DataType``; the ``Metadata`` field (``[ONNX Layer: a]\x1f[ONNX Layer: b]``) names the ONNX nodes
 when present. Reformat layers TensorRT inserts ("Reformatting CopyNode for Input Tensor 0 to X") are charged to
 the ONNX nodes of the layer X they serve.
 """
