@@ -176,6 +176,7 @@ class Cluster:
         self._lock = threading.Lock()
         #: ONNX Runtime threads per task; None: the hosts' cores shared by their task threads (:meth:`task_threads`)
         self.threads_per_task: int | None = None
+        self._broadcast: bool | None = None  # whether share() may broadcast (no Active Memory Manager running)
         self._shared: weakref.WeakKeyDictionary[Any, dict[Any, list[Any]]] = weakref.WeakKeyDictionary()
 
     # -- description ------------------------------------------------------------------------------------
@@ -242,8 +243,18 @@ class Cluster:
 
     # -- work ------------------------------------------------------------------------------------------
     def share(self, value: Any) -> Any:
-        """Send ``value`` (a model's bytes, a batch) to every worker once; returns a future for task arguments."""
-        return self.client.scatter(value, broadcast=True, hash=False)
+        """Send ``value`` (a model's bytes, a batch) to every worker once; returns a future for task arguments.
+
+        A broadcast needs the scheduler's Active Memory Manager off: its ReduceReplicas policy removes the copies a
+        broadcast makes while the broadcast still makes them, and the scatter hangs (dask/distributed#8796).
+        ``connect("local[:N]")`` starts its scheduler without it; on a scheduler that runs it the value goes to one
+        worker and the others fetch it when their first task needs it."""
+        if self._broadcast is None:
+            try:
+                self._broadcast = not bool(self.client.amm.running())
+            except Exception:  # an old scheduler without the AMM: a broadcast is safe
+                self._broadcast = True
+        return self.client.scatter(value, broadcast=self._broadcast, hash=False)
 
     def share_each(self, owner: Any, tag: Any, make: Callable[[], Iterable[Any]]) -> list[Any]:
         """One :meth:`share` per item of ``make()``, done once per (``owner``, ``tag``) while ``owner`` lives: e.g. a
@@ -431,9 +442,13 @@ def connect(address: str | Cluster, *, security: Any = None, timeout: float = 10
         res = dict(machine_resources() if resources is None else resources)
         # the scheduler's HTTP server (Dask's dashboard where bokeh is installed) on a free loopback port, never
         # Dask's default :8787 on every interface
-        local = distributed.LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
-                                         host=LOCAL_HOST, dashboard_address=f"{LOCAL_HOST}:0", resources=res or None,
-                                         silence_logs=40, worker_dashboard_address=None)
+        import dask
+
+        # the Active Memory Manager off: it would undo Cluster.share's broadcasts and hang them (see share)
+        with dask.config.set({"distributed.scheduler.active-memory-manager.start": False}):
+            local = distributed.LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
+                                             host=LOCAL_HOST, dashboard_address=f"{LOCAL_HOST}:0",
+                                             resources=res or None, silence_logs=40, worker_dashboard_address=None)
         client = distributed.Client(local, set_as_default=False)
         return Cluster(client, f"local:{n}", local)
     try:
