@@ -39,6 +39,7 @@ import onnx
 
 from .backends.ort import OrtEngine, check_feeds, with_outputs
 from .cancel import Cancel, Progress, cancelled, report
+from .choices import DEFAULT_METHOD, METHODS
 from .cluster import Cluster
 from .data import Axes, Dataset, Preprocessing, load_data
 from .errors import CalibrationError, DataError
@@ -76,8 +77,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-METHODS = ("max", "percentile", "entropy", "mse", "auto")
-DEFAULT_METHOD = "auto"
 AUTO_CLIP = 0.001  # ``auto``: the largest share of values entropy's threshold may clip before mse's is used
 MIN_SAMPLES = 100
 _SUMMARY_BINS = 128

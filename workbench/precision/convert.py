@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..choices import FP16_MAX
 from ..errors import EditError
 from ..graph import tensor_infos
 from ._common import (
@@ -40,7 +41,6 @@ Ranges = Union[ScaleCache, Mapping[str, Union[float, Sequence[float], TensorStat
 __all__ = ["FP16_MAX", "FP16_TINY", "Ranges", "precision_guards", "plan_conversion", "convert_precision",
            "float_tensors", "range_guards"]
 
-FP16_MAX = 65504.0
 FP16_TINY = 2.0**-24  # smallest positive fp16 (subnormal): smaller nonzero constants flush to zero
 
 _LOW = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}

@@ -55,6 +55,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..choices import TARGETS
 from ..errors import CalibrationError, EditError
 from ..graph import iter_graphs, tensor_infos
 from ._common import (
@@ -77,7 +78,6 @@ __all__ = ["TARGETS", "WEIGHTED_OPS", "quantization_targets", "quantizable_nodes
            "check_dtype", "check_target", "quantize_model", "output_heads"]
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-TARGETS = ("tensorrt", "onnxruntime")
 _Q = {"int8": (TensorProto.INT8, 127.0), "fp8": (TensorProto.FLOAT8E4M3FN, 448.0)}
 # Pointwise ops TensorRT fuses into a weighted layer's epilogue (between it and a residual Add).
 _EPILOGUE = {"BatchNormalization", "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity"}
