@@ -164,3 +164,21 @@ def test_worker_cli_advertises_the_machine():
     cmd = r["command"]
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"  # a loopback scheduler: the worker listens on loopback
     assert "trt_rtx=1" in cmd[cmd.index("--resources") + 1]
+
+
+def test_share_broadcasts_only_without_the_active_memory_manager(two_workers):
+    """A broadcast scatter hangs while the scheduler's Active Memory Manager removes its copies
+    (dask/distributed#8796): on such a scheduler share() sends the value once and tasks on every worker still
+    read it; a local cluster starts without the manager, and there the value reaches every worker at once."""
+    x = np.arange(1000, dtype=np.float32)
+    assert two_workers.client.amm.running()  # Dask's default: the user's scheduler as it comes
+    fut = two_workers.share(x)
+    assert two_workers._broadcast is False
+    sums = [two_workers.client.submit(np.sum, fut, workers=[_worker_named(two_workers, n)], pure=False).result()
+            for n in ("a", "b")]
+    assert sums == [float(x.sum())] * 2
+    with connect("local:2") as c:
+        assert not c.client.amm.running()
+        fut = c.share(x)
+        assert c._broadcast is True
+        assert len(c.client.who_has()[fut.key]) == 2
