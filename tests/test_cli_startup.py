@@ -1,6 +1,7 @@
 """Start-up of the command line: ``workbench --help`` imports no command module and no numerical, runtime or UI
-library; ``workbench inspect`` imports onnx and numpy but no runtime or UI; the static command table matches
-the command modules. Each runs ``python -m workbench.cli`` in a fresh process and reads its ``sys.modules`` at exit
+library, and neither does ``workbench CMD --help`` for any command (its choices come from the stdlib-only
+:mod:`workbench.choices`); ``workbench inspect`` imports onnx and numpy but no runtime or UI; the static command
+table matches the command modules. Each runs ``python -m workbench.cli`` in a fresh process and reads its ``sys.modules`` at exit
 (``-X importtime`` would miss modules imported through importlib, as the command modules are)."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import subprocess
 import sys
 
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 import workbench.cli as cli
@@ -81,8 +83,24 @@ def test_an_unknown_command_is_a_usage_error_that_names_the_commands():
     assert _packages(names) & set(HEAVY) == set()
 
 
-def test_inspect_help_imports_no_heavy_library():
-    names, proc = _imported("inspect", "--help")
-    assert proc.returncode == 0 and "--layers" in proc.stdout  # the command's own arguments are shown
-    assert "workbench.cli.inspect" in names
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_command_help_imports_no_heavy_library_and_no_other_command(command):
+    names, proc = _imported(command, "--help")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"usage: workbench {command}" in proc.stdout and "--json" in proc.stdout
+    own = {n for n in names if n.startswith("workbench.cli.")}
+    assert f"workbench.cli.{command}" in own
+    # shared argument helpers (modules named for what they add, not commands) may come along; no other command
+    assert {n.removeprefix("workbench.cli.") for n in own} - {command} <= {"data_args", "_cluster"}
     assert _packages(names) & set(HEAVY) == set()
+
+
+def test_help_shows_the_choices_the_core_accepts():
+    """The choices --help offers (workbench.choices, stdlib only) are the ones the core checks against."""
+    from workbench import calibration, choices, precision
+    from workbench.workflows import debug
+
+    assert calibration.METHODS is choices.METHODS and precision.TARGETS is choices.TARGETS
+    assert debug.METRICS is choices.METRICS and precision.FP16_MAX == 65504.0
+    _, proc = _imported("quantize", "--help")
+    assert "{max,percentile,entropy,mse,auto}" in proc.stdout and "{tensorrt,onnxruntime}" in proc.stdout

@@ -10,11 +10,14 @@ without the data.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
+from ..choices import FP16_MAX, LOW_PRECISIONS
 from ..errors import DataError
-from ..session import Session
-from ..workflows.quantize import FP16_MAX, ConvertResult, convert
 from .data_args import PREPROCESSING_FLAGS, add_data_arguments, read_data
+
+if TYPE_CHECKING:
+    from ..workflows.quantize import ConvertResult
 
 COMMAND = "convert"
 HELP = "run a model in fp16/bf16 through Cast nodes (overflow-prone ops stay fp32 unless forced)"
@@ -24,7 +27,7 @@ HELP = "run a model in fp16/bf16 through Cast nodes (overflow-prone ops stay fp3
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The command's arguments."""
     p.add_argument("model", help="an .onnx file or a sample model name")
-    p.add_argument("--precision", choices=("fp16", "bf16"), default="fp16")
+    p.add_argument("--precision", choices=LOW_PRECISIONS, default="fp16")
     p.add_argument("--inputs", metavar="DATA",
                    help="fp16: representative inputs for the reference run that measures activation ranges (an .npz "
                         "or a folder of images/.wav files, preprocessing flags below); default: random data")
@@ -48,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> ConvertResult:
     """One workflow call (:func:`workbench.workflows.quantize.convert`); ``--json`` prints its ``to_dict()``."""
+    from ..session import Session
+    from ..workflows.quantize import convert
+
     session = Session(args.model)
     data = None
     if args.inputs is not None:

@@ -7,9 +7,10 @@ Not a command (no ``COMMAND``): quantize, compare, debug and profile call :func:
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..workflows.quantize import Dataset, load_inputs
+if TYPE_CHECKING:
+    from ..workflows.quantize import Dataset
 
 PREPROCESSING_FLAGS = ("size", "layout", "channels", "mean", "std", "scale", "resize", "pad", "center", "crop_from",
                        "resample", "append_channel", "sample_rate", "chunk", "length")
@@ -67,6 +68,8 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 def read_data(args: argparse.Namespace, source: Any, model: Any) -> Dataset:
     """``source`` (a path) read by the data layer, bound to ``model``, with the flags' preprocessing."""
+    from ..workflows.quantize import load_inputs  # here, not at start-up: --help builds the flags without numpy
+
     return load_inputs(source, model, sample_axes=args.sample_axis, input=args.data_input,
                        preprocessing={k: getattr(args, k, None) for k in PREPROCESSING_FLAGS})
 

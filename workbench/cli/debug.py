@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..workflows.debug import DIRECTIONS, METRICS
+from ..choices import DIRECTIONS, METRICS
 from ._cluster import add_cluster_argument, cluster_from
 from .data_args import add_data_arguments, read_data
 

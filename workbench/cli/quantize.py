@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..session import Session
-from ..workflows.quantize import DEFAULT_METHOD, METHODS, TARGETS, QuantizeResult, QuantizeSettings, quantize
+from ..choices import DEFAULT_METHOD, METHODS, QUANT_DTYPES, TARGET_METRICS, TARGETS
 from ._cluster import add_cluster_argument, cluster_from
 from .data_args import add_data_arguments, read_data
+
+if TYPE_CHECKING:
+    from ..workflows.quantize import QuantizeResult
 
 COMMAND = "quantize"
 HELP = "calibrate on representative data and write an INT8/FP8 Q/DQ model for TensorRT (or ONNX Runtime CPU)"
@@ -27,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NODE",
                    help="nodes left in float: node names, op types (op:Gemm) or globs")
-    p.add_argument("--dtype", choices=("int8", "fp8"), default="int8")
+    p.add_argument("--dtype", choices=QUANT_DTYPES, default="int8")
     p.add_argument("--target", choices=TARGETS, default="tensorrt",
                    help="whose Q/DQ fusion to place for: tensorrt (symmetric int8, Q/DQ on weighted ops' inputs) or "
                         "onnxruntime (uint8 activations, Q/DQ around each weighted op: integer kernels on the CPU)")
@@ -41,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval", metavar="DATA", dest="eval_data",
                    help="evaluation data (same forms as --calib): the diagnostics warn where it leaves the calibrated "
                         "range")
-    p.add_argument("--target-metric", choices=("rel_l2", "accuracy"),
+    p.add_argument("--target-metric", choices=TARGET_METRICS,
                    help="accuracy to a target: pick the calibration method that serves this metric best, then keep the "
                         "fewest layers in high precision (the debugger's sensitivity and plan search) until it is "
                         "within --tolerance of FP32, on --eval data (else the calibration data); accuracy needs a "
@@ -57,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> QuantizeResult:
     """One workflow call (:func:`workbench.workflows.quantize.quantize`); ``--json`` prints its ``to_dict()``."""
+    from ..session import Session
+    from ..workflows.quantize import QuantizeSettings, quantize
+
     session = Session(args.model)
     model = session.model
     data = read_data(args, Path(args.calib), model)

@@ -27,6 +27,7 @@ from onnx import helper
 
 from ..backends.ort import OrtEngine, with_outputs
 from ..cancel import Cancel, Progress, report
+from ..choices import DIRECTIONS
 from ..cluster import Cluster, fan_out
 from ..compare.driver import ModelSource, cast_feeds, input_names
 from ..compare.metrics import Metric, output_error, run_metric
@@ -40,9 +41,6 @@ from .restore import Factory, isolate_layers, low_precision_layers, restore_laye
 __all__ = ["Sensitivity", "sensitivity", "DIRECTIONS", "SENSITIVITY_COLUMNS", "SETTLED_Z"]
 
 SENSITIVITY_COLUMNS = ("rank", "node", "op", "precision", "score", "metric_gain", "metric_restored", "rel_l2_restored")
-#: ``restore``: the candidate with only layer L back in FP32; ``quantize_only``: the FP32 reference with only L
-#: in low precision (as Polygraphy's / ONNX Runtime's qdq_loss_debug users expect).
-DIRECTIONS = ("restore", "quantize_only")
 
 
 def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:

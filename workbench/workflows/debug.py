@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union
 
+from ..choices import DIRECTIONS, METRICS
 from ..errors import DataError
 from ..recipe import ConvertPrecision, Quantize, Recipe
 from .base import Cancel, Progress, Result, jsonable
@@ -31,11 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["CompareResult", "DebugRun", "CompareReport", "DebugResult", "METRICS", "DIRECTIONS", "compare", "debug",
            "apply_plan", "plan_recipe", "parse_tolerance", "has_precision_edit"]
 
-#: the metrics a plan can be held to: ``auto`` is accuracy when the data has labels, else the outputs' rel L2 error
-METRICS = ("auto", "accuracy", "rel_l2")
-#: how layers are ranked: ``restore`` (the gain when only it goes back to FP32), ``quantize_only`` (the damage when
-#: only it is quantized in the FP32 model)
-DIRECTIONS = ("restore", "quantize_only")
 #: ``fp32``: the session's model with its precision edits left out; ``original``: the file as opened; or a model
 Reference = Literal["fp32", "original"] | str | os.PathLike[str]
 #: ``session``: the session's model (its current recipe); or another ONNX file / model

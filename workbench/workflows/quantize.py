@@ -25,8 +25,9 @@ from typing import Any
 
 import onnx
 
-from ..calibration import DEFAULT_METHOD, METHODS, Diagnostics, activation_ranges, calibration_diagnostics
+from ..calibration import Diagnostics, activation_ranges, calibration_diagnostics
 from ..calibration import calibrate as calibrate_model
+from ..choices import DEFAULT_METHOD, FP16_MAX, METHODS, TARGET_METRICS, TARGETS
 from ..cluster import Cluster
 from ..data import (
     Dataset,
@@ -40,8 +41,6 @@ from ..data import (
 from ..errors import CalibrationError, DataError, EditError
 from ..graph import model_bytes, sha256_bytes
 from ..precision import (
-    FP16_MAX,
-    TARGETS,
     ScaleCache,
     TensorStats,
     activation_tensors,
@@ -101,7 +100,6 @@ __all__ = [
 RANDOM_SAMPLES = 8  # convert's reference run on random data
 RANDOM_WARNING = ("fp16 activation ranges measured on RANDOM data (no --inputs): nodes whose real values leave the "
                   "fp16 range may be missed; give --inputs DATA (100-500 representative samples) for real ranges")
-TARGET_METRICS = ("rel_l2", "accuracy")
 
 
 # --- data ------------------------------------------------------------------------------------------------
