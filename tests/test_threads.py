@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import ipywidgets as W
 import pytest
@@ -236,3 +237,163 @@ def test_a_real_check_outdated_by_an_edit_is_not_shown(tmp_path, writes) -> None
     assert model_tab.last_report is not None and model_tab.last_report.buildable is True
     assert model_tab.last_report.nodes == len(wb.session.model.graph.node)  # the fused model's
     assert _off_main(writes) == []
+
+
+# --- every tab's background action, headless on the sample model ------------------------------------------------
+
+
+@pytest.fixture
+def changes(tmp_path: Path) -> Iterator[tuple[Workbench, list[str]]]:
+    """A dashboard on the sample model and the thread of every change of its session. The session's dispatcher is
+    called in the thread that makes a change (it then posts the change events to the kernel thread), so wrapping it
+    records where each change was made, not where its events were delivered."""
+    wb = Workbench("digits_cnn", cache_dir=tmp_path / "cache")
+    made: list[str] = []
+    deliver = wb.session.dispatcher
+    assert deliver is not None  # the dashboard delivers change events on the kernel thread
+
+    def dispatch(run: Callable[[], None]) -> None:
+        made.append(threading.current_thread().name)
+        deliver(run)
+
+    wb.session.set_dispatcher(dispatch)
+    yield wb, made
+
+
+def _calibrate(wb: Workbench) -> str:
+    tab = wb.tabs["Calibrate"]
+    assert Path(tab.data.value).name == "digits_calib.npz"  # found beside the model
+    tab.method.value = "max"
+    tab.run_button.click()
+    tab.wait()
+    assert wb.status.state == "ok", wb.status.message
+    cache = tab.cache
+    assert cache is not None and cache.method == "max"
+    calibration = wb.session.recipe.calibration  # recorded in the session, by the kernel thread
+    assert calibration is not None and calibration.method == "max" and calibration.samples == cache.samples > 0
+    assert calibration.data.endswith("digits_calib.npz")
+    assert tab.figure is not None and tab.tensor.value in cache.tensors and not tab.quantize_button.disabled
+    return f"done: {cache.samples} samples"
+
+
+def _quantize_to_target(wb: Workbench) -> str:
+    _calibrate(wb)
+    tab = wb.tabs["Calibrate"]
+    tab.target_metric.value, tab.tolerance.value = "rel_l2", 0.5
+    before = wb.session.position
+    tab.quantize_button.click()
+    tab.wait()
+    assert wb.status.state == "ok", wb.status.message
+    assert tab.result is not None and tab.result.target_metric is not None and tab.result.target_metric.met
+    edits = wb.session.recipe.edits
+    assert [e.kind for e in edits] == ["quantize"] and edits[0].exclude == tab.result.target_metric.kept
+    assert wb.session.position == before + 1  # the fork's recipe adopted as one undoable step
+    assert any(n.op_type == "QuantizeLinear" for n in wb.session.model.graph.node)
+    return "done: target met"
+
+
+def _debug(wb: Workbench) -> str:
+    _calibrate(wb)
+    wb.tabs["Calibrate"].quantize_button.click()  # quick, on the kernel thread
+    assert wb.session.recipe.edits[-1].kind == "quantize"
+    tab = wb.tabs["Debug"]
+    assert Path(tab.data.value).name == "digits_test.npz"
+    tab.max_samples.value = 64
+    tab.compare_button.click()
+    tab.wait()
+    assert wb.status.state == "ok", wb.status.message
+    assert tab.report is not None and tab.report.samples == 64 and "64 samples" in tab.summary.value
+    assert tab.errors_fig is not None and tab.graph_fig is not None
+    tab.metric.value = "rel_l2"
+    tab.debug_button.click()
+    tab.wait()
+    assert wb.status.state == "ok", wb.status.message
+    assert tab.result is not None and tab.result.sensitivity.table and tab.sensitivity_fig is not None
+    assert tab.result.plan.message in tab.plan.value
+    return tab.progress_label.value
+
+
+def _build(wb: Workbench) -> str:
+    pytest.importorskip("tensorrt_rtx", reason="builds on the CPU with TensorRT-RTX (the rtx extra)")
+    tab = wb.tabs["Build"]
+    tab.backend.value = "tensorrt-rtx"
+    tab.opt_level.value = 0
+    tab.build_button.click()
+    tab.wait(600)
+    assert wb.status.state == "ok", wb.status.message
+    assert tab.result is not None and tab.result.engine_path.is_file()
+    assert tab.engines.value == str(tab.result.engine_path) and wb.session.recipe.build is not None
+    assert tab.log.value  # the builder's log lines, posted to the kernel thread
+    return "done"
+
+
+def _profile(wb: Workbench) -> str:
+    tab = wb.tabs["Profile"]
+    tab.iterations.value = 2
+    tab.ort_button.click()
+    tab.wait()
+    assert wb.status.state == "ok", wb.status.message
+    table = tab.profiles["ort-cpu"]
+    timed = {n for nodes in table.column("onnx_nodes") for n in nodes}
+    assert timed and timed <= {n.name for n in wb.session.model.graph.node}
+    assert tab.shown.value == "ort-cpu" and tab.chart is not None and "ran with input 1x1x8x8" in tab.shapes_used.value
+    saved = list((wb.session.cache_dir / "timings").glob(f"{wb.session.digest}-ort-cpu.json"))
+    assert len(saved) == 1  # saved under the digest of the model it timed
+    return "done: ort-cpu"
+
+
+def _check(wb: Workbench) -> str:
+    pytest.importorskip("tensorrt_rtx", reason="the check builds with TensorRT-RTX (the rtx extra)")
+    tab = wb.tabs["Model"]
+    tab.check_button.click()
+    tab.job.wait(300)
+    assert wb.status.state == "ok", wb.status.message
+    assert tab.last_report is not None and tab.last_report.buildable is True
+    assert tab.last_report.nodes == len(wb.session.model.graph.node) and tab.report.value
+    return tab.last_report.verdict
+
+
+ACTIONS = {"calibrate": _calibrate, "quantize to a target": _quantize_to_target, "debug": _debug,
+           "build": _build, "profile": _profile, "check": _check}
+
+
+@pytest.mark.parametrize("action", list(ACTIONS))
+def test_each_tabs_background_action_writes_widgets_and_changes_the_session_on_the_kernel_thread(
+        action: str, changes: tuple[Workbench, list[str]], writes: list[tuple[str, str, str]]) -> None:
+    """Calibrate, quantize to a target, Compare and Find culprits, Build, Profile with ONNX Runtime and Check each
+    run their work in a worker; each result lands (asserted per action) and every widget trait change and every
+    change of the session was made on the main (kernel) thread."""
+    wb, made = changes
+    jobs = threading.active_count()
+    phase = ACTIONS[action](wb)
+    assert _off_main(writes) == []
+    assert set(made) <= {MAIN.name}
+    progress = [w for w in writes if w[1] in ("FloatProgress", "IntProgress") and w[2] == "value"]
+    assert len(writes) >= 10 and progress  # the recorder saw the tab's writes (progress, status, results)
+    tab = {"calibrate": "Calibrate", "quantize to a target": "Calibrate", "debug": "Debug", "build": "Build",
+           "profile": "Profile", "check": "Model"}[action]
+    label = getattr(wb.tabs[tab], "progress_label", None) or wb.tabs[tab].phase
+    assert label.value == phase  # the job's end was shown (its final phase)
+    assert wb.status.running == [] and threading.active_count() <= jobs
+
+
+def test_a_fork_is_changed_in_a_worker_and_adopted_on_the_kernel_thread(tmp_path: Path) -> None:
+    """Session.fork: a private copy (no history, no subscribers) a worker may change; Session.adopt takes its
+    recipe as one undoable step, with the model the fork replayed (not replayed again)."""
+    from workbench.session import Session
+
+    session = Session("digits_cnn", cache_dir=tmp_path)
+    seen: list[int] = []
+    session.on_change(lambda s: seen.append(len(s.recipe.edits)))
+    fork = session.fork()
+    worker = threading.Thread(target=lambda: (fork.apply(R.FuseBatchNorm()),
+                                              fork.set_calibration(R.CalibrationSettings(method="max"))))
+    worker.start()
+    worker.join(60)
+    assert seen == [] and session.recipe.edits == () and len(fork.recipe.edits) == 1  # the session is untouched
+    assert fork.history[0] == session.recipe
+    session.adopt(fork)
+    assert seen == [1] and session.recipe == fork.recipe and session.model is fork.model
+    assert len(session.model.graph.node) < len(session.original.graph.node)
+    session.undo()
+    assert session.recipe.edits == () and session.recipe.calibration is None
