@@ -9,7 +9,10 @@ report it; :mod:`workbench.internal`), never as the user's fault and never as a 
 Threads: widgets are written on the kernel thread only. A tab's long task is a :class:`Job`: its ``fn`` computes in
 a worker thread and returns a result, which ``on_done(result)`` shows (and records in the session) on the kernel
 thread; progress and status writes from the worker are posted there (:class:`KernelThread`), and the session's change
-events are delivered there (:func:`on_kernel_thread`).
+events are delivered there (:func:`on_kernel_thread`). The tab reads its controls on the kernel thread before the job
+starts; a workflow that changes the session runs on ``session.fork()`` (a private copy) in the worker, and ``on_done``
+takes what it changed into the session (``session.adopt(fork)``, ``set_calibration``), unless the session changed
+meanwhile (then the result is outdated and says so).
 """
 
 from __future__ import annotations
