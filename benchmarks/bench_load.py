@@ -26,11 +26,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 from generators import resnet
 from onnx import TensorProto, helper, numpy_helper
+
+if TYPE_CHECKING:
+    from workbench.graph import ModelSummary
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -99,7 +103,7 @@ def resnet50_like() -> onnx.ModelProto:
 MODELS = {"resnet50_like": resnet50_like, "encoder_like": encoder_like}
 
 
-def ours(path: Path) -> dict:
+def ours(path: Path) -> ModelSummary:
     from workbench.graph import load_model, summary
 
     return summary(load_model(path))
@@ -134,8 +138,8 @@ def run_one(name: str, repeat: int) -> None:
         size_mb = path.stat().st_size / 1e6
         s = ours(path)
         polygraphy(path)  # warm both (imports, page cache)
-        flops = f", {s['flops'] / 1e9:.2f} GFLOP at batch 1" if s["flops"] else ""
-        print(f"model: {path.name} {size_mb:.1f} MB, {s['nodes']} nodes, {s['params']:,} params{flops}")
+        flops = f", {s.flops / 1e9:.2f} GFLOP at batch 1" if s.flops else ""
+        print(f"model: {path.name} {size_mb:.1f} MB, {s.nodes} nodes, {s.params:,} params{flops}")
         times: dict[str, list[float]] = {"ours": [], "polygraphy": [], "onnx.load": []}
         for _ in range(repeat):
             for name, fn in (("ours", ours), ("polygraphy", polygraphy), ("onnx.load", onnx_load)):

@@ -37,7 +37,7 @@ def constant_weight_model() -> onnx.ModelProto:
 def test_constant_node_weights_count_as_parameters() -> None:
     info = summary(load_model(constant_weight_model()))
     # 8*3*3*3 + 8 + 128*4; the int64 reshape target is shape arithmetic, not a weight
-    assert info["params"] == 216 + 8 + 512
+    assert info.params == 216 + 8 + 512
 
 
 def test_weights_in_subgraphs_count_as_parameters() -> None:
@@ -51,7 +51,7 @@ def test_weights_in_subgraphs_count_as_parameters() -> None:
                            helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    assert summary(load_model(model))["params"] == 40  # 20 in a Constant of one branch, 20 initializer of the other
+    assert summary(load_model(model)).params == 40  # 20 in a Constant of one branch, 20 initializer of the other
 
 
 def test_layer_table_shows_constant_weights_with_their_readers() -> None:
@@ -62,7 +62,7 @@ def test_layer_table_shows_constant_weights_with_their_readers() -> None:
     assert rows["conv"]["params"] == 224 and rows["conv"]["input_shapes"] == ["1x3x6x6"]
     assert rows["reshape"]["weights"] == ["shape: 2"] and rows["reshape"]["params"] == 0
     assert rows["head"]["params"] == 512 and rows["head"]["flops"] == 2 * 4 * 128
-    assert sum(r["params"] for r in rows.values()) == summary(model)["params"]
+    assert sum(r["params"] for r in rows.values()) == summary(model).params
     full = layer_table(model, constant_rows=True)
     assert full.column("name") == [n.name for n in model.graph.node]
 

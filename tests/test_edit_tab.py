@@ -131,7 +131,7 @@ def test_set_shapes_action_on_dynamic_model() -> None:
     tab.shapes.value = "input:1x3x32x32"
     tab.apply_button.click()
     assert tab.status.state == "ok", tab.status.message
-    assert tab.session.summary()["outputs"][0]["shape"] == [1, 2, 32, 32]
+    assert tab.session.summary().outputs[0].shape == (1, 2, 32, 32)
 
 
 def test_graph_selects_the_selection_and_colours_the_last_change(tab: EditTab) -> None:

@@ -46,17 +46,18 @@ def test_digits_transformer_fold_constants_is_exact() -> None:
 
 def test_fcn_dynamic_set_shapes_static_then_dynamic_again() -> None:
     s = Session("fcn_dynamic")
-    (inp,) = s.summary()["inputs"]
-    static = (1, inp["shape"][1], 32, 48)
-    s.apply(R.SetShapes(shapes={inp["name"]: static}))
-    assert s.summary()["inputs"][0]["shape"] == list(static)
-    out_shape = s.summary()["outputs"][0]["shape"]
-    assert all(isinstance(d, int) for d in out_shape) and out_shape[0] == 1
+    (inp,) = s.summary().inputs
+    assert inp.shape is not None and isinstance(inp.shape[1], int)
+    static = (1, inp.shape[1], 32, 48)
+    s.apply(R.SetShapes(shapes={inp.name: static}))
+    assert s.summary().inputs[0].shape == static
+    out_shape = s.summary().outputs[0].shape
+    assert out_shape is not None and all(isinstance(d, int) for d in out_shape) and out_shape[0] == 1
     x = np.random.default_rng(0).standard_normal(static).astype(np.float32)
-    got = OrtEngine(s.model).run({inp["name"]: x})
-    ref = OrtEngine(s.original).run({inp["name"]: x})
+    got = OrtEngine(s.model).run({inp.name: x})
+    ref = OrtEngine(s.original).run({inp.name: x})
     for k in ref:
         np.testing.assert_array_equal(got[k], ref[k])
-        assert list(got[k].shape) == out_shape
+        assert got[k].shape == out_shape
     s.undo()
-    assert s.summary()["inputs"][0]["shape"] == inp["shape"]
+    assert s.summary().inputs[0] == inp

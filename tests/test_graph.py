@@ -30,6 +30,7 @@ from workbench.errors import ModelError
 from workbench.graph import (
     LAYER_COLUMNS,
     SAMPLES_DIR,
+    TensorInfo,
     flops_at,
     infer_shapes,
     layer_table,
@@ -85,8 +86,8 @@ def test_sample_names_load_by_name() -> None:
 def test_a_relative_path_wins_over_a_sample_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     onnx.save_model(matmul_mlp_model(), "digits_cnn.onnx")
-    assert summary(load_model("digits_cnn.onnx"))["ops"] == {"Add": 3, "MatMul": 3, "Relu": 2}
-    assert "Conv" in summary(load_model("digits_cnn"))["ops"]
+    assert summary(load_model("digits_cnn.onnx")).ops == {"Add": 3, "MatMul": 3, "Relu": 2}
+    assert "Conv" in summary(load_model("digits_cnn")).ops
 
 
 def test_load_flags_skip_work() -> None:
@@ -157,7 +158,7 @@ def test_external_data_in_a_subfolder_is_fine(tmp_path: Path) -> None:
     (tmp_path / "weights").mkdir()
     os.replace(tmp_path / "external.onnx.data", tmp_path / "weights" / "w.bin")
     _point_data_at(path, "weights/w.bin")
-    assert summary(load_model(path))["params"] == _onnx_params(matmul_mlp_model(seed=4))
+    assert summary(load_model(path)).params == _onnx_params(matmul_mlp_model(seed=4))
 
 
 def test_missing_external_data(tmp_path: Path) -> None:
@@ -387,21 +388,22 @@ def test_summary_of_conv_bn_relu_against_onnx_and_hand_flops() -> None:
     n, c, s, w, k = 2, 3, 16, 8, 10
     model = conv_bn_relu_model(batch=n, channels=c, size=s, width=w, classes=k)
     got = summary(load_model(model))
-    assert got["inputs"] == [{"name": "input", "dtype": "float32", "shape": [n, c, s, s]}]
-    assert got["outputs"] == [{"name": "logits", "dtype": "float32", "shape": [n, k]}]
-    assert got["nodes"] == len(model.graph.node)
-    assert got["ops"] == dict(Counter(node.op_type for node in model.graph.node))
-    assert got["params"] == _onnx_params(model)
-    assert got["opset"] == 17
+    assert got.inputs == (TensorInfo("input", "float32", (n, c, s, s)),)
+    assert got.outputs == (TensorInfo("logits", "float32", (n, k)),)
+    assert got.to_dict()["inputs"] == [{"name": "input", "dtype": "float32", "shape": [n, c, s, s]}]  # JSON
+    assert got.nodes == len(model.graph.node)
+    assert got.ops == dict(Counter(node.op_type for node in model.graph.node))
+    assert got.params == _onnx_params(model)
+    assert got.opset == 17
     # 3x3 convs at stride 1 keep the s x s map: 2 * N * Cout * H * W * Cin * 9 each; Gemm 2 * N * W * K
     conv = 2 * n * w * s * s * 9 * (c + w + w)
-    assert got["flops"] == conv + 2 * n * w * k
+    assert got.flops == conv + 2 * n * w * k
 
 
 def test_summary_flops_of_matmul_mlp() -> None:
     got = summary(load_model(matmul_mlp_model(batch=4, features=16, hidden=32, classes=10)))
-    assert got["flops"] == 2 * 4 * (16 * 32 + 32 * 32 + 32 * 10)
-    assert got["params"] == 16 * 32 + 32 + 32 * 32 + 32 + 32 * 10 + 10
+    assert got.flops == 2 * 4 * (16 * 32 + 32 * 32 + 32 * 10)
+    assert got.params == 16 * 32 + 32 + 32 * 32 + 32 + 32 * 10 + 10
 
 
 def _single_op_model(op: str, x_shape: list[int], w_shape: list[int], y_shape: list[int], **attrs) -> onnx.ModelProto:
@@ -428,24 +430,25 @@ def test_flops_by_hand_for_each_op() -> None:
     ]
     for model, flops in cases:
         got = summary(load_model(model))
-        assert got["flops"] == flops, model.graph.node[0]
+        assert got.flops == flops, model.graph.node[0]
         table = layer_table(load_model(model))
         assert table.column("flops") == [flops]
 
 
 def test_flops_are_null_when_a_shape_is_unknown() -> None:
-    assert summary(load_model(dynamic_model()))["flops"] is None
-    assert summary(load_model("digits_cnn"))["flops"] is None  # dynamic batch
-    assert summary(load_model(if_model()))["flops"] is None  # no Conv/Gemm/MatMul at all: unknown, not 0
+    assert summary(load_model(dynamic_model())).flops is None
+    assert summary(load_model("digits_cnn")).flops is None  # dynamic batch
+    assert summary(load_model(if_model())).flops is None  # no Conv/Gemm/MatMul at all: unknown, not 0
 
 
 def test_flops_of_samples_at_given_shapes_by_hand() -> None:
     # digits_cnn: 3x3 convs 1->16, 16->16, 16->16 on 8x8, MaxPool to 4x4, 16->32 on 4x4, Gemm 32->10
     cnn = 2 * (16 * 64 * 9 + 2 * 16 * 64 * 16 * 9 + 32 * 16 * 16 * 9 + 32 * 10)
     got = summary(load_model("digits_cnn"), shapes={"input": [4, 1, 8, 8]})
-    assert got["flops"] == 4 * cnn
-    assert got["flops_shapes"] == {"input": [4, 1, 8, 8]}
-    assert got["inputs"][0]["shape"] == ["batch", 1, 8, 8]  # the declared shapes are still reported
+    assert got.flops == 4 * cnn
+    assert got.flops_shapes == {"input": (4, 1, 8, 8)}
+    assert got.to_dict()["flops_shapes"] == {"input": [4, 1, 8, 8]}
+    assert got.inputs[0].shape == ("batch", 1, 8, 8)  # the declared shapes are still reported
     # fcn_dynamic at 32x32: 3x3 convs 3->16, 16->16 (dilation 2), 16->16 (dilation 4), 1x1 conv 16->2
     assert flops_at(load_model("fcn_dynamic"), {"input": [1, 3, 32, 32]}) == 2 * 1024 * (16 * 27 + 2 * 16 * 144 + 2 * 16)
     # digits_transformer, T=8 tokens, D=32, 4 heads of 8, MLP 64, 2 layers: embedding 8x8x32 MACs, per layer
@@ -470,13 +473,13 @@ def test_flops_at_refuses_shapes_that_do_not_fit() -> None:
 def test_summary_of_samples_against_onnx(name: str) -> None:
     ref = onnx.load(str(SAMPLES_DIR / f"{name}.onnx"))
     got = summary(load_model(name))
-    assert got["nodes"] == len(ref.graph.node)
-    assert got["ops"] == dict(Counter(node.op_type for node in ref.graph.node))
-    assert got["params"] == _onnx_params(ref)
-    assert got["opset"] == ref.opset_import[0].version == 17
-    assert [i["name"] for i in got["inputs"]] == [i.name for i in ref.graph.input] == ["input"]
-    assert [o["name"] for o in got["outputs"]] == ["logits"]
-    assert got["inputs"][0]["shape"][0] == "batch"
+    assert got.nodes == len(ref.graph.node)
+    assert got.ops == dict(Counter(node.op_type for node in ref.graph.node))
+    assert got.params == _onnx_params(ref)
+    assert got.opset == ref.opset_import[0].version == 17
+    assert [i.name for i in got.inputs] == [i.name for i in ref.graph.input] == ["input"]
+    assert [o.name for o in got.outputs] == ["logits"]
+    assert got.inputs[0].shape is not None and got.inputs[0].shape[0] == "batch"
 
 
 # ---------------------------------------------------------------- layer table
@@ -638,10 +641,10 @@ def test_prune_unused_keeps_what_outputs_need_and_subgraph_reads() -> None:
 def test_flops_per_sample_for_a_dynamic_batch_scales_linearly() -> None:
     cnn = load_model("digits_cnn")  # input: (batch, 1, 8, 8)
     info = summary(cnn)
-    assert info["flops"] is None
-    per_sample = info["flops_per_sample"]
-    assert per_sample == summary(cnn, shapes={"input": [1, 1, 8, 8]})["flops"]
-    assert summary(cnn, shapes={"input": [4, 1, 8, 8]})["flops"] == 4 * per_sample
-    assert summary(load_model("fcn_dynamic"))["flops_per_sample"] is None  # H and W are dynamic too
+    assert info.flops is None
+    per_sample = info.flops_per_sample
+    assert per_sample == summary(cnn, shapes={"input": [1, 1, 8, 8]}).flops
+    assert summary(cnn, shapes={"input": [4, 1, 8, 8]}).flops == 4 * per_sample
+    assert summary(load_model("fcn_dynamic")).flops_per_sample is None  # H and W are dynamic too
     static = summary(cnn, shapes={"input": [2, 1, 8, 8]})
-    assert static["flops_per_sample"] is None and static["flops"] == 2 * per_sample
+    assert static.flops_per_sample is None and static.flops == 2 * per_sample

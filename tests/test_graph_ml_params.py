@@ -36,11 +36,11 @@ def test_ml_attribute_coefficients_count_as_parameters() -> None:
     model = linear_classifier()
     out = OrtEngine(model).run({"x": np.ones((3, 4), np.float32)})  # a real, runnable model
     np.testing.assert_allclose(out["scores"].sum(axis=1), 1.0, rtol=1e-5)
-    assert summary(model)["params"] == 12 + 3 + 4 + 4  # coefficients, intercepts, Scaler offset and scale
+    assert summary(model).params == 12 + 3 + 4 + 4  # coefficients, intercepts, Scaler offset and scale
     rows = {r["name"]: r for r in layer_table(model).records()}
     assert rows["linear"]["params"] == 15 and rows["scaler"]["params"] == 8
-    assert sum(layer_table(model).column("params")) == summary(model)["params"]
+    assert sum(layer_table(model).column("params")) == summary(model).params
     # the same attribute names on a node of another domain are not counted: only ai.onnx.ml carries weights so
     plain = onnx.ModelProto.FromString(model.SerializeToString())
     plain.graph.node[0].domain = "custom.domain"
-    assert summary(plain)["params"] == 15
+    assert summary(plain).params == 15

@@ -20,16 +20,16 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 def test_conv_bn_relu_flops_and_params(batch: int, channels: int, size: int, width: int, classes: int) -> None:
     model = conv_bn_relu_model(batch=batch, channels=channels, size=size, width=width, classes=classes)
     got = summary(load_model(model))
-    assert got["flops"] == 2 * batch * size * size * width * 9 * (channels + 2 * width) + 2 * batch * width * classes
-    assert got["params"] == sum(numpy_helper.to_array(t).size for t in model.graph.initializer)
-    assert got["params"] == width * channels * 9 + 2 * width * width * 9 + 3 * 5 * width + classes * width + classes
+    assert got.flops == 2 * batch * size * size * width * 9 * (channels + 2 * width) + 2 * batch * width * classes
+    assert got.params == sum(numpy_helper.to_array(t).size for t in model.graph.initializer)
+    assert got.params == width * channels * 9 + 2 * width * width * 9 + 3 * 5 * width + classes * width + classes
 
 
 @SETTINGS
 @given(batch=small, features=small, hidden=small, classes=small)
 def test_mlp_flops(batch: int, features: int, hidden: int, classes: int) -> None:
     got = summary(load_model(matmul_mlp_model(batch=batch, features=features, hidden=hidden, classes=classes)))
-    assert got["flops"] == 2 * batch * (features * hidden + hidden * hidden + hidden * classes)
+    assert got.flops == 2 * batch * (features * hidden + hidden * hidden + hidden * classes)
 
 
 def _chain(names: list[str]) -> onnx.ModelProto:

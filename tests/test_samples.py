@@ -69,14 +69,14 @@ def test_test_and_calibration_splits_follow_the_contract() -> None:
 
 
 def test_graph_structure_the_notebooks_rely_on() -> None:
-    cnn = summary(load_model("digits_cnn"))["ops"]
+    cnn = summary(load_model("digits_cnn")).ops
     assert cnn["BatchNormalization"] >= 2 and cnn["Conv"] >= 3 and cnn["Add"] >= 1 and cnn["Gemm"] == 1
     tr = summary(load_model("digits_transformer"))
-    assert {"MatMul", "Softmax", "LayerNormalization", "Erf"} <= set(tr["ops"])
-    assert tr["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["batch", 8, 8]}]
+    assert {"MatMul", "Softmax", "LayerNormalization", "Erf"} <= set(tr.ops)
+    assert tr.to_dict()["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["batch", 8, 8]}]
     fcn = summary(load_model("fcn_dynamic"))
-    assert fcn["inputs"][0]["shape"] == ["batch", 3, "height", "width"]
-    assert fcn["outputs"][0]["shape"] == ["batch", 2, "height", "width"]
+    assert fcn.inputs[0].shape == ("batch", 3, "height", "width")
+    assert fcn.outputs[0].shape == ("batch", 2, "height", "width")
 
 
 def test_fcn_runs_at_any_height_and_width() -> None:

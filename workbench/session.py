@@ -29,7 +29,17 @@ import onnx
 from .edits import describe, node_diff
 from .errors import EditError, ModelError, RecipeError, WorkbenchError
 from .fsio import atomic_write, cache_root
-from .graph import layer_table, load_model, model_bytes, name_nodes, sample_path, save_model, sha256_bytes, sha256_file
+from .graph import (
+    ModelSummary,
+    layer_table,
+    load_model,
+    model_bytes,
+    name_nodes,
+    sample_path,
+    save_model,
+    sha256_bytes,
+    sha256_file,
+)
 from .graph import summary as graph_summary
 from .recipe import BuildSettings, CalibrationSettings, Edit, ModelRef, Quantize, Recipe
 from .replay import apply
@@ -221,8 +231,8 @@ class Session:
         """The current model's per-node table (op, shapes, parameters, FLOPs)."""
         return layer_table(self.model)
 
-    def summary(self) -> dict[str, Any]:
-        """The current model's summary (inputs, outputs, op counts, parameters, FLOPs)."""
+    def summary(self) -> ModelSummary:
+        """The current model's summary (inputs, outputs, op counts, parameters, FLOPs; ``to_dict()`` for JSON)."""
         return graph_summary(self.model)
 
     def on_change(self, callback: Callback) -> Callable[[], None]:

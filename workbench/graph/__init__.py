@@ -20,7 +20,7 @@ from .load import SAMPLES_DIR, load_model, sample_names, sample_path
 from .names import name_nodes
 from .save import model_bytes, save_model, sha256_bytes, sha256_file
 from .shapes import TensorInfo, infer_shapes, tensor_infos, weightless_skeleton
-from .summary import summary
+from .summary import ModelSummary, summary
 from .walk import all_nodes, iter_graphs, prune_unused, rename_reads, sort_nodes, subgraph_reads, subgraphs
 from .weights import constant_weights
 
@@ -43,6 +43,7 @@ __all__ = [
     "sort_nodes",
     "constant_weights",
     "tensor_infos",
+    "ModelSummary",
     "summary",
     "layer_table",
     "node_flops",

@@ -2,52 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import math
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
-
 from ..cancel import Cancel, Progress, cancelled, report
+from ..result import Result, jsonable
 
 __all__ = ["Cancel", "Progress", "Result", "cancelled", "jsonable", "report"]
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON types: dataclasses and mappings as dicts, sequences as lists, paths as str, numpy
-    scalars and arrays as numbers and lists, non-finite floats as None."""
-    if isinstance(value, Result):
-        return value.to_dict()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        to_dict = getattr(value, "to_dict", None)
-        if callable(to_dict):
-            return jsonable(to_dict())
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (str, bool)) or value is None:
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, enum.Enum):
-        return jsonable(value.value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
-    if callable(tolist):
-        return jsonable(tolist())
-    return str(value)
-
-
-@dataclasses.dataclass(frozen=True)
-class Result:
-    """Base of every workflow result: a frozen dataclass; ``to_dict()`` gives plain JSON types."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON-ready values (nested results included)."""
-        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, RecipeError
+from ..graph.shapes import TensorInfo
+from ..graph.summary import ModelSummary, count_text
 from ..recipe import EDIT_KINDS, Edit, Recipe, edit_from_dict
 from ..session import Session
 from ..specs import parse_specs
-from .base import Cancel, Progress, Result, jsonable, report
+from .base import Cancel, Progress, Result, report
 
 if TYPE_CHECKING:
     import onnx
@@ -37,6 +39,7 @@ __all__ = [
     "SkippedRepair",
     "TensorSummary",
     "Unsupported",
+    "count_text",
     "apply_repair",
     "check",
     "describe",
@@ -77,70 +80,8 @@ def _opt_shapes(shapes: Shapes, model: onnx.ModelProto) -> dict[str, tuple[int, 
 # --- inspect -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TensorSummary(Result):
-    """A graph input or output: name, element type and shape (None: unknown; a str dim is symbolic)."""
-
-    name: str
-    dtype: str
-    shape: tuple[int | str | None, ...] | None
-
-
-@dataclass(frozen=True)
-class ModelSummary(Result):
-    """What ``workbench inspect`` prints: the CLI contract keys (inputs, outputs, nodes, ops, params, opset, flops)
-    and more. ``flops`` is None when shapes are dynamic; ``flops_per_sample`` then gives it at batch 1 when only the
-    batch is dynamic. ``flops_shapes``: the input shapes FLOPs were computed at (given ones only); ``layers``: the
-    layer table, when asked for."""
-
-    inputs: tuple[TensorSummary, ...]
-    outputs: tuple[TensorSummary, ...]
-    nodes: int
-    ops: Mapping[str, int]
-    params: int
-    opset: int | None
-    flops: int | None
-    flops_per_sample: int | None
-    ir_version: int
-    producer: str
-    flops_shapes: Mapping[str, tuple[int, ...]] | None = None
-    layers: Table | None = None
-
-    def line(self) -> str:
-        """One line: nodes, op types, params, opset, FLOPs (per sample for a dynamic batch), inputs/outputs."""
-        return (f"{self.nodes} nodes · {len(self.ops)} op types · {count_text(self.params)} params · "
-                f"opset {self.opset} · {self.flops_text()} · "
-                f"{len(self.inputs)} input(s), {len(self.outputs)} output(s)")
-
-    def flops_text(self) -> str:
-        """FLOPs in words ("1.2 MFLOPs", "3 kFLOPs per sample", "FLOPs unknown")."""
-        if self.flops is None and self.flops_per_sample is not None:
-            return f"{count_text(self.flops_per_sample, 'FLOPs')} per sample"
-        return count_text(self.flops, "FLOPs")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON of ``workbench inspect`` (``flops_shapes`` and ``layers`` only when there are some)."""
-        out = {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "layers"}
-        if self.flops_shapes is None:
-            del out["flops_shapes"]
-        if self.layers is not None:
-            out["layers"] = jsonable(self.layers.records())
-        return out
-
-
-def count_text(n: int | None, unit: str = "") -> str:
-    """``1234567`` -> ``1.23 M`` (with ``unit`` after the prefix); None -> ``<unit> unknown``."""
-    if n is None:
-        return f"{unit} unknown".strip()
-    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g} {suffix}{unit}"
-    return f"{n} {unit}".strip()
-
-
-def _tensor(d: Mapping[str, Any]) -> TensorSummary:
-    shape = d.get("shape")
-    return TensorSummary(str(d["name"]), str(d["dtype"]), None if shape is None else tuple(shape))
+TensorSummary = TensorInfo
+"""A graph input or output: name, element type and shape (:class:`workbench.graph.TensorInfo`)."""
 
 
 def inspect(source: Source | onnx.ModelProto, *, shapes: Shapes = None, layers: bool = False,
@@ -153,18 +94,11 @@ def inspect(source: Source | onnx.ModelProto, *, shapes: Shapes = None, layers: 
     report(progress, 0, 2, "reading the model")
     model = _model(source)
     at = _opt_shapes(shapes, model)
-    raw = summary(model, shapes=at)
+    info = summary(model, shapes=at)
     report(progress, 1, 2, "summarising")
     table = graph_layers(model, shapes=at) if layers else None
     report(progress, 2, 2, "done")
-    flops_shapes = raw.get("flops_shapes")
-    return ModelSummary(
-        inputs=tuple(_tensor(t) for t in raw["inputs"]), outputs=tuple(_tensor(t) for t in raw["outputs"]),
-        nodes=int(raw["nodes"]), ops=dict(raw["ops"]), params=int(raw["params"]), opset=raw["opset"],
-        flops=raw["flops"], flops_per_sample=raw.get("flops_per_sample"), ir_version=int(raw["ir_version"]),
-        producer=str(raw["producer"]),
-        flops_shapes=None if flops_shapes is None else {k: tuple(v) for k, v in flops_shapes.items()},
-        layers=table)
+    return info if table is None else dataclasses.replace(info, layers=table)
 
 
 def layer_table(source: Source | onnx.ModelProto, *, shapes: Shapes = None) -> Table:
