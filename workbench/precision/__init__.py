@@ -13,6 +13,8 @@ What lives where (everything below is importable from ``workbench.precision``):
   :func:`quantizable_nodes`, :func:`activation_tensors`, :func:`check_dtype`, :func:`check_target`,
   :func:`quantize_model`.
 - :mod:`.qdq_ort`: the int8 placement for ONNX Runtime's CPU provider (``quantize_model(..., target="onnxruntime")``).
+- :mod:`.upcast`: an fp16-computing model quantized in float32 for that placement (ORT's integer kernels take
+  float32 only); the TensorRT placement puts float16 Q/DQ (opset 19) on it instead.
 - :mod:`.summary`: :data:`PRECISIONS`, :func:`node_precisions`, :func:`weight_bytes`.
 - :mod:`._common`: :func:`select_nodes` and the graph helpers the others share.
 - here: :func:`apply_precision_edit`, which applies a recipe's precision edit through the modules above.

@@ -73,6 +73,7 @@ from ._common import (
     select_nodes,
 )
 from .scales import ScaleCache
+from .upcast import float32_compute, with_aliases
 
 __all__ = ["TARGETS", "WEIGHTED_OPS", "quantization_targets", "quantizable_nodes", "activation_tensors",
            "check_dtype", "check_target", "quantize_model", "output_heads"]
@@ -245,8 +246,9 @@ def activation_tensors(
     if target == "onnxruntime":
         from .qdq_ort import _ort_plan  # qdq_ort imports this module: import it on use
 
-        plan = _ort_plan(model, nodes, exclude, float_heads)
-        return [t for t in plan.tensors if t not in plan.borrowed]
+        up = float32_compute(model)  # an fp16 model is placed in float32 (workbench.precision.upcast)
+        plan = _ort_plan(up.model, nodes, exclude, float_heads)
+        return [up.aliases.get(t, t) for t in plan.tensors if t not in plan.borrowed]
     consts = set(_constants(model))
     out: dict[str, None] = {}
     targets = quantization_targets(model, nodes=nodes, exclude=exclude, float_heads=float_heads)
@@ -346,10 +348,13 @@ def quantize_model(
             raise EditError(f"the onnxruntime placement quantizes to int8 (uint8 activations), not {dtype}",
                             hint="use dtype int8, or target tensorrt for fp8")
         check_dtype(model, dtype)
-        model, per_channel = _qdq_ready(model, per_channel)
+        up = float32_compute(model)  # ORT's integer kernels take float32 (workbench.precision.upcast)
+        if up.note:
+            warnings.warn(up.note, UserWarning, stacklevel=2)
+        model, per_channel = _qdq_ready(up.model, per_channel)
         from .qdq_ort import _quantize_for_ort  # qdq_ort imports this module: import it on use
 
-        return _quantize_for_ort(model, scales, exclude=exclude, nodes=nodes, per_channel=per_channel,
+        return _quantize_for_ort(model, with_aliases(scales, up.aliases), exclude=exclude, nodes=nodes, per_channel=per_channel,
                                  float_heads=float_heads)
     check_dtype(model, dtype)
     model, per_channel = _qdq_ready(model, per_channel)
