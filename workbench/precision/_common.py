@@ -11,7 +11,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import EditError, ModelError
-from ..graph import infer_shapes, name_nodes, sort_nodes, tensor_infos
+from ..graph import infer_shapes, iter_graphs, name_nodes, sort_nodes, tensor_infos
 
 
 def select_nodes(model: onnx.ModelProto, selectors: Iterable[str], *, what: str = "node") -> list[str]:
@@ -158,7 +158,7 @@ def _float16_reader(model: onnx.ModelProto) -> tuple[str, str] | None:
     """``(node, tensor)``: the first main-graph Conv/ConvTranspose/Gemm/MatMul reading a float16 tensor (the model
     computes in fp16, so its Q/DQ take float16), else None."""
     weighted = [n for n in model.graph.node if n.op_type in _WEIGHTED]
-    if not weighted:
+    if not weighted or not _mentions_float16(model):
         return None
     infos = tensor_infos(_typed(model), {i for n in weighted for i in n.input[:2] if i})
     for n in weighted:
@@ -167,6 +167,24 @@ def _float16_reader(model: onnx.ModelProto) -> tuple[str, str] | None:
             if t and info is not None and info.dtype == "float16":
                 return n.name, t
     return None
+
+
+def _mentions_float16(model: onnx.ModelProto) -> bool:
+    """Whether anything in ``model`` is or makes float16 (an input, value_info, initializer, tensor attribute, or a
+    ``to``/``dtype`` attribute): without any, no tensor is float16 and shape inference need not run."""
+    f16 = onnx.TensorProto.FLOAT16
+    g = model.graph
+    if any(vi.type.tensor_type.elem_type == f16 for vi in (*g.input, *g.value_info, *g.output)):
+        return True
+    for sub in iter_graphs(g):
+        if any(i.data_type == f16 for i in sub.initializer):
+            return True
+        for n in sub.node:
+            for a in n.attribute:
+                if (a.type == onnx.AttributeProto.TENSOR and a.t.data_type == f16) or (
+                        a.type == onnx.AttributeProto.INT and a.name in ("to", "dtype") and a.i == f16):
+                    return True
+    return False
 
 
 def _for_qdq(model: onnx.ModelProto, per_channel: bool, where: str = "quantize_model"
