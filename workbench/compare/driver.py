@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -25,12 +25,21 @@ import onnx
 from onnx import helper
 
 from ..backends.base import Engine
+from ..backends.capture import (
+    BUDGET_ENV,
+    CapturePlan,
+    capture_budget,
+    format_bytes,
+    measure_bytes,
+    plan_capture,
+    sample_bytes,
+)
 from ..backends.ort import OrtEngine, check_feeds, with_outputs
 from ..cancel import Cancel, Progress, report
 from ..cluster import Cluster, fan_out
-from ..data import Axes, Batch, DataSource, load_data, output_sample_axes, samples_first
+from ..data import Axes, Batch, Dataset, DataSource, load_data, output_sample_axes, samples_first
 from ..errors import DataError, ModelError
-from ..graph import TensorInfo, load_model, prune_unused, tensor_infos
+from ..graph import TensorInfo, load_model, prune_unused, subgraph_reads, tensor_infos
 from ..parallel import resolve_workers, threads_per_worker
 from ..table import Table
 from .metrics import ErrorStats, Metric, Tolerance, run_metric, topk_hits
@@ -184,21 +193,38 @@ class CompareReport:
 
 
 
-def _nan_origin(candidate: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
-                reference: onnx.ModelProto | None = None) -> dict[str, Any] | None:
-    """Run one batch with every candidate tensor exposed; the first (graph order) holding NaN/Inf."""
+def _nan_origin(candidate: onnx.ModelProto, feeds: dict[str, np.ndarray], samples: int,
+                reference: onnx.ModelProto | None, budget: int) -> dict[str, Any] | None:
+    """Run one batch (``samples``) with the candidate's float tensors exposed, in graph order, as many per run as
+    ``budget`` bytes hold (:func:`~workbench.backends.capture.sample_bytes`); the first holding NaN/Inf."""
     infos = tensor_infos(candidate)
     names = [o for n in candidate.graph.node for o in n.output if o and _float(infos.get(o))]
-    engine = OrtEngine(with_outputs(candidate, names), optimize=False)
-    values = engine.run(feeds, outputs=names)
+    sizes, _unknown = sample_bytes(candidate, names, feeds, samples, where="the candidate")
+    guess = max(sizes.values(), default=1)  # a tensor of unknown shape: as large as the largest known
+    runs: list[list[str]] = [[]]
+    held = 0
+    for t in names:
+        size = sizes.get(t, guess) * samples
+        if runs[-1] and held + size > budget:
+            runs.append([])
+            held = 0
+        runs[-1].append(t)
+        held += size
     prod = _producers(candidate)
     ref_nodes = {n.name for n in reference.graph.node} if reference is not None else set()
-    for t in names:
-        if not np.isfinite(values[t]).all():
-            node = prod[t]
-            bad = values[t]
-            return {"tensor": t, "node": node.name, "op": node.op_type, "in_reference": node.name in ref_nodes,
-                    "nan": int(np.isnan(bad).sum()), "inf": int(np.isinf(bad).sum())}
+    engine = OrtEngine(with_outputs(candidate, names), optimize=False, low_memory=True)
+    try:
+        for run in runs:
+            values = engine.run(feeds, outputs=run)
+            for t in run:
+                bad = values[t]
+                if not np.isfinite(bad).all():
+                    node = prod[t]
+                    return {"tensor": t, "node": node.name, "op": node.op_type, "in_reference": node.name in ref_nodes,
+                            "nan": int(np.isnan(bad).sum()), "inf": int(np.isinf(bad).sum())}
+            del values
+    finally:
+        engine.close()
     return None
 
 
@@ -212,32 +238,44 @@ class _BatchPart:
     local: dict[str, ErrorStats]
     top_hits: dict[str, dict[int, int]]
     sums: dict[str, dict[str, float]]
-    nan_feeds: dict[str, np.ndarray] | None
+    nan_feeds: dict[str, np.ndarray] | None  # the first batch whose candidate outputs hold NaN/Inf
 
 
 _ENGINES_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The tensors one run per batch captures (:func:`~workbench.backends.capture.plan_capture`): the first group
+    also captures the outputs."""
+
+    joined: dict[str, str]  # {reference tensor: candidate tensor} compared in this run
+    ref_capture: list[str]
+    cand_capture: list[str]
+    local: onnx.ModelProto | None  # the candidate cut at every joined tensor, pruned to this group's local outputs
+    local_names: dict[str, str]  # {candidate tensor: its local output}
 
 
 @dataclass
 class _CompareBatch:
     """What one batch adds to a comparison, a pure function of the models and the batch: the thread pool and a
     Dask cluster (:func:`workbench.cluster.fan_out`) call the same object. Engines are made on first use in each
-    process and never pickled; a candidate given as an engine runs on this process's threads only."""
+    process and never pickled; a candidate given as an engine runs on this process's threads only. The
+    intermediate tensors are captured by one run per :class:`_Group` (one group unless the memory budget splits
+    them); every tensor's sums come from one run, so the split changes no bit."""
 
-    ref: onnx.ModelProto  # the reference, capturing ``ref_capture``
+    ref: onnx.ModelProto  # the reference, capturing every group's ``ref_capture``
     cand: onnx.ModelProto | None  # the candidate capturing the joined tensors (None: ``engine`` is the candidate)
-    local: onnx.ModelProto | None  # the candidate cut at every joined tensor (layerwise local errors)
+    groups: tuple[_Group, ...]
     outputs: list[str]
     joined: dict[str, str]  # {reference tensor: candidate tensor}
     back: dict[str, str]  # {candidate tensor: reference tensor}
-    local_names: dict[str, str]  # {candidate tensor: its local output}
-    ref_capture: list[str]
-    cand_capture: list[str]
     metrics: list[Metric]
     topk: tuple[int, ...]
     out_axes: dict[str, int | None]
     description: str
     threads: int | None
+    low_memory: bool = False  # engines without ONNX Runtime's arena (captures: memory returned after each run)
     engine: Any = field(default=None, repr=False, compare=False)  # an Engine candidate (local runs only)
     _engines: Any = field(default=None, init=False, repr=False, compare=False)
 
@@ -246,38 +284,59 @@ class _CompareBatch:
             raise TypeError("a candidate engine cannot be sent to a cluster")  # compare() refuses it earlier
         return {**self.__dict__, "_engines": None}
 
-    def engines(self) -> tuple[OrtEngine, Any, OrtEngine | None]:
-        """(reference, candidate, local model or None) engines of this process, made once."""
+    def engines(self) -> tuple[OrtEngine, Any, tuple[OrtEngine | None, ...]]:
+        """(reference, candidate, each group's local model or None) engines of this process, made once."""
         if self._engines is None:
             with _ENGINES_LOCK:
                 if self._engines is None:
+                    low = self.low_memory
                     cand = self.engine
                     if cand is None:
                         if self.cand is None:
                             raise TypeError("_CompareBatch needs a candidate model or engine")
-                        cand = OrtEngine(self.cand, threads=self.threads)
-                    self._engines = (OrtEngine(self.ref, threads=self.threads), cand,
-                                     OrtEngine(self.local, threads=self.threads) if self.local is not None else None)
+                        cand = OrtEngine(self.cand, threads=self.threads, low_memory=low)
+                    self._engines = (OrtEngine(self.ref, threads=self.threads, low_memory=low), cand,
+                                     tuple(OrtEngine(g.local, threads=self.threads, low_memory=low)
+                                           if g.local is not None else None for g in self.groups))
         return self._engines
 
     def __call__(self, item: Batch) -> _BatchPart:
         """One batch's runs and sums (on a worker thread: ONNX Runtime and numpy release the GIL)."""
-        ref_eng, cand_eng, local_eng = self.engines()
-        outputs, joined, back, local_names, out_axes = self.outputs, self.joined, self.back, self.local_names, \
-            self.out_axes
+        ref_eng, cand_eng, local_engs = self.engines()
+        outputs, back = self.outputs, self.back
         feeds, batch, n = check_feeds(self.ref, item.feeds, where=self.description), item.arrays, item.samples
-        part = _BatchPart(n, {o: ErrorStats() for o in outputs}, {t: ErrorStats() for t in joined},
-                          {back[c]: ErrorStats() for c in local_names}, {o: {} for o in outputs},
+        part = _BatchPart(n, {o: ErrorStats() for o in outputs}, {t: ErrorStats() for t in self.joined},
+                          {back[c]: ErrorStats() for g in self.groups for c in g.local_names},
+                          {o: {} for o in outputs},
                           {m.name: {"reference": 0.0, "candidate": 0.0} for m in self.metrics}, None)
-        rv = ref_eng.run(feeds, outputs=self.ref_capture)
-        if self.engine is not None:
-            cv = cand_eng.run(feeds)
-            absent = [o for o in outputs if o not in cv]
-            if absent:
-                raise DataError(f"the candidate engine does not produce output(s) {absent}",
-                                hint="build the engine from the same model as the reference")
-        else:
-            cv = cand_eng.run(feeds, outputs=self.cand_capture)
+        for gi, (group, local_eng) in enumerate(zip(self.groups, local_engs)):
+            rv = ref_eng.run(feeds, outputs=group.ref_capture)
+            if self.engine is not None:
+                cv = cand_eng.run(feeds)
+                absent = [o for o in outputs if o not in cv]
+                if absent:
+                    raise DataError(f"the candidate engine does not produce output(s) {absent}",
+                                    hint="build the engine from the same model as the reference")
+            else:
+                cv = cand_eng.run(feeds, outputs=group.cand_capture)
+            if gi == 0:
+                self._outputs(part, rv, cv, feeds, batch, n)
+            for t, c in group.joined.items():
+                part.layers[t].update(rv[t], cv[c], n)
+            if local_eng is not None:
+                local_inputs = [x.name for x in local_eng.session.get_inputs()]
+                local_feeds = {i: (rv[back[i]] if i in back else feeds[i]) for i in local_inputs}
+                lv = local_eng.run(cast_feeds(local_eng, local_feeds), outputs=list(group.local_names.values()))
+                for c, name in group.local_names.items():
+                    part.local[back[c]].update(rv[back[c]], lv[name], n)
+                del lv
+            del rv, cv  # this group's captures go before the next group's come
+        return part
+
+    def _outputs(self, part: _BatchPart, rv: Mapping[str, np.ndarray], cv: Mapping[str, np.ndarray],
+                 feeds: dict[str, np.ndarray], batch: Mapping[str, np.ndarray], n: int) -> None:
+        """The outputs' sums, top-k hits and metrics (from the first group's run)."""
+        outputs, out_axes = self.outputs, self.out_axes
         for o in outputs:
             part.outputs[o].update(rv[o], cv[o], n)
             r_o, c_o = samples_first({o: rv[o]}, out_axes)[o], samples_first({o: cv[o]}, out_axes)[o]
@@ -287,21 +346,138 @@ class _CompareBatch:
                         part.top_hits[o][k] = int(topk_hits(r_o, np.nan_to_num(c_o.astype(np.float32)), k).sum())
         if any(not np.isfinite(cv[o]).all() for o in outputs):
             part.nan_feeds = feeds
-        for t, c in joined.items():
-            part.layers[t].update(rv[t], cv[c], n)
-        if local_eng is not None:
-            local_inputs = [x.name for x in local_eng.session.get_inputs()]
-            local_feeds = {i: (rv[back[i]] if i in back else feeds[i]) for i in local_inputs}
-            lv = local_eng.run(cast_feeds(local_eng, local_feeds), outputs=list(local_names.values()))
-            for c, name in local_names.items():
-                part.local[back[c]].update(rv[back[c]], lv[name], n)
         ref_outs = samples_first({o: rv[o] for o in outputs}, out_axes)
         cand_outs = samples_first({o: cv[o] for o in outputs}, out_axes)
         for m in self.metrics:
             part.sums[m.name]["reference"] += float(run_metric(m, ref_outs, batch, ref_outs, self.description).sum())
             part.sums[m.name]["candidate"] += float(run_metric(m, cand_outs, batch, ref_outs,
                                                                self.description).sum())
-        return part
+
+
+def _local_reads(lm: onnx.ModelProto, outputs: Iterable[str]) -> dict[str, list[str]]:
+    """{local output: the graph inputs of the local model its computation reads}."""
+    prod = _producers(lm)
+    inputs = set(input_names(lm))
+    out: dict[str, list[str]] = {}
+    for o in outputs:
+        reads: dict[str, None] = {}
+        seen: set[str] = set()
+        stack = [o]
+        while stack:
+            t = stack.pop()
+            if t in inputs:
+                reads[t] = None
+            elif t not in seen and t in prod:
+                seen.add(t)
+                node = prod[t]
+                stack.extend(i for i in node.input if i)
+                stack.extend(subgraph_reads(node))
+        out[o] = list(reads)
+    return out
+
+
+def _capture_sizes(ref: onnx.ModelProto, cand: onnx.ModelProto, ref_names: Sequence[str], cand_names: Sequence[str],
+                   back: Mapping[str, str], feeds: dict[str, np.ndarray], samples: int, budget: int
+                   ) -> tuple[dict[str, int], dict[str, int]]:
+    """Bytes per sample of each captured reference and candidate tensor: shape inference at the batch's shapes; a
+    candidate tensor whose shape stays unknown is its reference's elements at its own type; the rest measured on
+    the first batch."""
+    ref_sizes, ref_unknown = sample_bytes(ref, ref_names, feeds, samples, where="the reference")
+    cand_sizes, cand_unknown = sample_bytes(cand, cand_names, feeds, samples, where="the candidate")
+    need = list(dict.fromkeys(ref_unknown + [back[c] for c in cand_unknown if c in back and back[c] not in ref_sizes]))
+    if need:
+        engine = OrtEngine(with_outputs(ref, need), low_memory=True)
+        try:
+            ref_sizes.update(measure_bytes(engine, feeds, need, samples,
+                                           guess=max([*ref_sizes.values(), *cand_sizes.values(), 1]), budget=budget))
+        finally:
+            engine.close()
+    ref_infos, cand_infos = tensor_infos(ref), tensor_infos(cand)
+    for c in cand_unknown:
+        r = back.get(c, c)
+        r_info, c_info = ref_infos.get(r), cand_infos.get(c)
+        r_item = np.dtype(r_info.dtype).itemsize if r_info is not None and _float(r_info) and r_info.dtype != \
+            "bfloat16" else 4
+        c_item = np.dtype(c_info.dtype).itemsize if c_info is not None and _float(c_info) and c_info.dtype != \
+            "bfloat16" else 4
+        cand_sizes[c] = -(-ref_sizes.get(r, 0) * c_item // r_item)
+    return ref_sizes, cand_sizes
+
+
+_BUDGET_HINT = ("compare fewer tensors (tensors=[...], CLI --tensors), feed smaller input shapes, use fewer workers, or "
+                f"raise the budget (memory_budget=..., ${BUDGET_ENV}) where the machine has the memory")
+
+
+def _plan_groups(ref: onnx.ModelProto, cand: onnx.ModelProto, ds: Dataset, outputs: list[str], joined: dict[str, str],
+                 back: dict[str, str], local_lm: onnx.ModelProto | None, local_names: dict[str, str], step: int,
+                 budget: int, warnings: list[str]) -> tuple[tuple[_Group, ...], int]:
+    """The layerwise capture within ``budget`` bytes per worker (:func:`~workbench.backends.capture.plan_capture`):
+    the batch step and the groups of joined tensors captured by one run each; local errors are left out (with a
+    warning) where one tensor's local run alone does not fit."""
+    extra_ref = [back[i] for i in input_names(local_lm) if i in back] if local_lm is not None else []
+    one = _Group(joined, list(dict.fromkeys(outputs + list(joined) + extra_ref)),
+                 list(dict.fromkeys(outputs + list(joined.values()))), local_lm, local_names)
+    if ds.samples == 0:
+        return (one,), step
+    first = ds.batch(0, min(ds.samples, ds.step or 1))
+    feeds = check_feeds(ref, first.feeds, where=f"the first sample of {ds.description}")
+    ref_sizes, cand_sizes = _capture_sizes(ref, cand, one.ref_capture, one.cand_capture, back, feeds, first.samples,
+                                           budget)
+    reads = _local_reads(local_lm, local_names.values()) if local_lm is not None else {}
+    sizes: dict[Hashable, int] = {("r", t): v for t, v in ref_sizes.items()}
+    sizes.update({("c", c): v for c, v in cand_sizes.items()})
+    sizes.update({("l", c): cand_sizes[c] for c in local_names})
+
+    def units(with_local: bool) -> list[list[Hashable]]:
+        out: list[list[Hashable]] = []
+        for t, c in joined.items():
+            keys: list[Hashable] = [("r", t), ("c", c)]
+            if with_local and c in local_names:
+                keys.append(("l", c))
+                keys.extend(("r", back[i]) for i in reads[local_names[c]] if i in back)
+            out.append(keys)
+        return out
+
+    largest = max([*ref_sizes.values(), *cand_sizes.values(), 0])
+    # the outputs of both models, the feeds and ErrorStats' float32 temporaries of the largest tensor
+    fixed = sum(ref_sizes.get(o, 0) + cand_sizes.get(o, 0) for o in outputs) + \
+        sum(-(-v.nbytes // first.samples) for v in feeds.values()) + 12 * largest
+    def planned(with_local: bool) -> CapturePlan | None:
+        return plan_capture(units(with_local), sizes, labels=list(joined), fixed=fixed, requested=step,
+                            fixed_step=ds.step, budget=budget, what="layerwise compare", hint=_BUDGET_HINT,
+                            refuse=not with_local)
+
+    with_local = local_lm is not None
+    plan = planned(with_local)
+    if plan is None:
+        with_local = False
+        warnings.append("local errors were left out: one tensor's local run alone does not fit the memory budget of "
+                        f"{format_bytes(budget)} per worker ({_BUDGET_HINT})")
+        plan = planned(False)
+    assert plan is not None  # refused above otherwise
+    note = plan.describe(step)
+    if note:
+        warnings.append(note)
+    if len(plan.groups) == 1:
+        if with_local:
+            return (one,), plan.step
+        return (_Group(joined, list(dict.fromkeys(outputs + list(joined))), one.cand_capture, None, {}),), plan.step
+    groups = []
+    names = list(joined)
+    for gi, members in enumerate(plan.groups):
+        gj = {names[i]: joined[names[i]] for i in members}
+        g_local = {c: local_names[c] for c in gj.values() if c in local_names} if with_local else {}
+        g_reads = [back[i] for n in g_local.values() for i in reads[n] if i in back]
+        lead = outputs if gi == 0 else []
+        lm = None
+        if g_local:
+            assert local_lm is not None
+            lm = onnx.ModelProto()
+            lm.CopyFrom(local_lm)
+            prune_unused(lm.graph, keep=set(g_local.values()), inputs=True)
+        groups.append(_Group(gj, list(dict.fromkeys(lead + list(gj) + g_reads)),
+                             list(dict.fromkeys(lead + list(gj.values()))), lm, g_local))
+    return tuple(groups), plan.step
 
 
 def compare(
@@ -323,6 +499,7 @@ def compare(
     cancel: Cancel = None,
     sample_axes: Axes | None = None,
     cluster: Cluster | None = None,
+    memory_budget: int | None = None,
 ) -> CompareReport:
     """Compare ``candidate`` with ``reference`` over ``data`` (anything :func:`~workbench.data.load_data`
     reads: an .npz path, a folder, a dict of arrays, a Dataset; ``sample_axes`` as there).
@@ -340,6 +517,13 @@ def compare(
     tasks instead (the models sent to every worker once), merged in the same order, so the report is bit-identical
     to the local run with the same ``workers``; a worker lost mid-run is replaced by Dask and noted in
     ``warnings``. ``progress(samples done, total, "compare")`` after each batch.
+
+    Layerwise captures stay within a memory budget (``memory_budget`` bytes for all workers together, else
+    ``$WORKBENCH_MEMORY_BUDGET``, else half the available memory; :mod:`workbench.backends.capture`): the batch
+    step shrinks until a batch's captured tensors fit, and where one sample's do not, the tensors are captured by
+    several runs per batch (each tensor's numbers stay those of one run, so they do not change); local errors
+    are left out, with a warning, where one tensor's local run alone does not fit; a tensor that alone does not
+    fit is refused, naming the bytes. The plan is made here, so a cluster runs the same batches.
     """
     tolerance = tolerance or Tolerance()
     layer_tolerance = layer_tolerance or tolerance
@@ -386,7 +570,6 @@ def compare(
             raise DataError("the reference and the candidate share no intermediate tensor names",
                             hint="layerwise comparison joins tensors by name; keep the original names when "
                                  "converting (workbench convert/quantize do)")
-    extra_ref: list[str] = []
     back = {c: r for r, c in joined.items()}
     if layerwise and local:
         assert cand is not None
@@ -397,24 +580,27 @@ def compare(
             keep = {local_names[c] for c in joined.values() if c in local_names}
             prune_unused(local_lm.graph, keep=keep, inputs=True)
             local_names = {c: n for c, n in local_names.items() if n in keep}
-        local_inputs = input_names(local_lm)
         all_back = {c: r for r, c in every.items()}
-        back.update({i: all_back[i] for i in local_inputs if i in all_back})
-        extra_ref = [back[i] for i in local_inputs if i in back]
-    ref_capture = list(dict.fromkeys(outputs + list(joined) + extra_ref))
-    cand_capture = list(dict.fromkeys(outputs + list(joined.values())))
+        back.update({i: all_back[i] for i in input_names(local_lm) if i in all_back})
+    budget = capture_budget(n_workers, memory_budget)
+    groups = (_Group(joined, outputs, outputs, None, {}),)
+    if layerwise:
+        assert cand is not None
+        groups, step = _plan_groups(
+            ref, cand, ds, outputs, joined, back, local_lm, local_names, step, budget, warnings)
+    ref_all = list(dict.fromkeys(c for g in groups for c in g.ref_capture))
     cand_model = None if cand is None else (with_outputs(cand, list(joined.values())) if joined else cand)
-    plan = _CompareBatch(with_outputs(ref, ref_capture), cand_model, local_lm, outputs, joined, back, local_names,
-                         ref_capture, cand_capture, metrics, tuple(topk), out_axes, ds.description, threads,
-                         engine_cand)
+    plan = _CompareBatch(with_outputs(ref, ref_all), cand_model, groups, outputs, joined, back, metrics, tuple(topk),
+                         out_axes, ds.description, threads, layerwise, engine_cand)
 
     out_stats = {o: ErrorStats() for o in outputs}
     layer_stats = {t: ErrorStats() for t in joined}
-    local_stats = {back[c]: ErrorStats() for c in local_names}
+    local_stats = {back[c]: ErrorStats() for g in groups for c in g.local_names}
     top_hits: dict[str, dict[int, int]] = {o: {} for o in outputs}
     top_seen: dict[str, dict[int, int]] = {o: {} for o in outputs}
     sums = {m.name: {"reference": 0.0, "candidate": 0.0} for m in metrics}
     nan_feeds = None
+    nan_samples = 0
     seen = 0
     total = ds.samples if max_samples is None else min(ds.samples, max_samples)
     batches = ds.batches(step, max_samples=max_samples, cancel=cancel, warnings=warnings)
@@ -429,8 +615,8 @@ def compare(
         for name, pair in part.sums.items():
             for side, value in pair.items():
                 sums[name][side] += value
-        if nan_feeds is None:
-            nan_feeds = part.nan_feeds
+        if nan_feeds is None and part.nan_feeds is not None:
+            nan_feeds, nan_samples = part.nan_feeds, part.samples
         seen += part.samples
         report(progress, seen, total, "compare")
     if seen == 0:
@@ -466,7 +652,7 @@ def compare(
     nan = None
     if nan_feeds is not None:
         if cand is not None:
-            nan = _nan_origin(cand, nan_feeds, ref)
+            nan = _nan_origin(cand, nan_feeds, nan_samples, ref, budget)
         if nan is None:
             bad = [o for o in outputs if out_stats[o].nan]
             nan = {"tensor": bad[0] if bad else None, "node": None, "op": None, "in_reference": None,
