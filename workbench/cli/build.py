@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import BuildError
+
+if TYPE_CHECKING:
+    from ..workflows.build import EngineBuild
 
 COMMAND = "build"
 HELP = "build a TensorRT engine ahead of time (no GPU needed with TensorRT-RTX)"
@@ -37,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no builder log on stderr (not even warnings, nor on failure)")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> EngineBuild:
+    """One workflow call (:func:`workbench.workflows.build.build`); ``--json`` prints its ``to_dict()``."""
     """Build through the build workflow; only the builder's warnings reach stderr on success."""
     from ..session import Session
     from ..workflows import build as wf
@@ -67,10 +71,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for line in lines:
             if line.startswith(("[warning]", "[error]", "[internal_error]")):
                 print(line, file=sys.stderr)
-    return result.to_dict()
+    return result
 
 
-def render(r: dict[str, Any]) -> str:
+def render(result: EngineBuild) -> str:
+    """The engine, its build and the trtexec line for a device, as text."""
+    r = result.to_dict()
     """The engine, its size and the trtexec line as text."""
     lines = [f"engine: {r['engine']} ({r['bytes']:,} bytes, {r['layers']} layers)",
              f"backend: {r['backend']} {r['version']}  build: {r['seconds']:.2f} s",

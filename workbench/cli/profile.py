@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import DataError
 from .data_args import PREPROCESSING_FLAGS, add_data_arguments, read_data
+
+if TYPE_CHECKING:
+    from ..workflows.build import ProfileReport
 
 COMMAND = "profile"
 HELP = "per-layer timings: ONNX Runtime on this CPU, or trtexec --exportLayerInfo/--exportProfile JSON"
@@ -38,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> ProfileReport:
     """Profile with ONNX Runtime or import trtexec files (and compare), through one workflow."""
     from ..session import Session
     from ..workflows import build as wf
@@ -65,11 +68,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = wf.profile(session, layers=args.trt_layers, trt_profile=args.trt_profile, data=data, shapes=args.shapes,
                         batch=args.batch, iterations=args.iterations, optimize=args.optimize, label=args.label,
                         others=others, top=args.top, html=args.html)
-    return result.to_dict()
+    return result
 
 
-def render(r: dict[str, Any]) -> str:
+def render(result: ProfileReport) -> str:
     """The slowest layers, the total and the comparison as text."""
+    r = result.to_dict()
     rows = sorted(r["layers"], key=lambda x: -x["median_ms"])[: r["top"]]
     width = min(60, max((len(x["name"]) for x in rows), default=4))
     lines = [f"{'layer':<{width}}  {'ms':>9}  {'%':>5}  {'precision':<9}  onnx nodes"]
