@@ -119,11 +119,11 @@ def sample_bytes(model: onnx.ModelProto, names: Sequence[str], feeds: Mapping[st
             known[t] = -(-feeds[t].nbytes // samples)
             continue
         info = infos.get(t)
-        if info is None or info.shape is None or not all(isinstance(d, int) and d > 0 for d in info.shape) \
-                or info.dtype == "unknown":
+        dims = [d for d in info.shape if isinstance(d, int) and d > 0] if info is not None and info.shape else []
+        if info is None or info.shape is None or len(dims) != len(info.shape) or info.dtype == "unknown":
             unknown.append(t)
             continue
-        known[t] = -(-int(np.prod(info.shape, dtype=np.int64)) * _itemsize(info.dtype) // samples)
+        known[t] = -(-int(np.prod(dims, dtype=np.int64)) * _itemsize(info.dtype) // samples)
     return known, unknown
 
 

@@ -583,7 +583,7 @@ def compare(
         all_back = {c: r for r, c in every.items()}
         back.update({i: all_back[i] for i in input_names(local_lm) if i in all_back})
     budget = capture_budget(n_workers, memory_budget)
-    groups = (_Group(joined, outputs, outputs, None, {}),)
+    groups: tuple[_Group, ...] = (_Group(joined, outputs, outputs, None, {}),)
     if layerwise:
         assert cand is not None
         groups, step = _plan_groups(
