@@ -20,7 +20,7 @@ import pytest
 
 from workbench import recipe as R
 from workbench.table import Table
-from workbench.ui.common import Job
+from workbench.ui.common import Job, Status
 from workbench.ui.dashboard import Workbench
 from workbench.workflows.model import layer_table
 
@@ -397,3 +397,30 @@ def test_a_fork_is_changed_in_a_worker_and_adopted_on_the_kernel_thread(tmp_path
     assert len(session.model.graph.node) < len(session.original.graph.node)
     session.undo()
     assert session.recipe.edits == () and session.recipe.calibration is None
+
+
+def test_a_job_started_from_a_subshell_thread_shows_its_end_there(writes: list[tuple[str, str, str]]) -> None:
+    """JupyterLab 4.6 sends widget messages over a kernel subshell: a click (and a tab built when first shown) runs
+    on the subshell's thread and asyncio loop while the status line was made on the main thread. The job's end runs
+    on the subshell's loop and writes the status line there at once (a kernel thread), so what on_done shows stays
+    (it was posted to the idle main thread, then overwritten by the guard's '...: done'); the worker writes nothing."""
+    status = Status()  # made by the cell, on the main thread (no loop runs here: nothing drains it)
+    writes.clear()  # the status widget's own construction
+    shown: list[str] = []
+    subshell_names: list[str] = []
+
+    async def click() -> None:  # the button handler, on the subshell thread's loop
+        subshell_names.append(threading.current_thread().name)
+        job = Job(status, run_button=W.Button(), cancel_button=W.Button(), progress=W.FloatProgress(max=1.0),
+                  phase=W.Label())
+        job.start("answering", lambda j: (j.report(1, 2, "half"), 42)[1],
+                  lambda r: status.ok(f"the answer is {r}"))
+        while job._active:  # the subshell's loop applies the job's end; nobody waits on the main thread
+            await asyncio.sleep(0.01)
+        shown.append(status.message)
+
+    subshell = threading.Thread(target=lambda: asyncio.run(click()), name="subshell-1")
+    subshell.start()
+    subshell.join(60)
+    assert shown == ["the answer is 42"] and status.message == "the answer is 42" and status.state == "ok"
+    assert writes and {w[0] for w in writes} == {"subshell-1"}  # every write on the subshell thread, none on the worker

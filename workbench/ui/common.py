@@ -6,7 +6,8 @@ A button handler wraps its one Session/API call in ``with status.guard("doing X"
 exception is our bug: the guard shows it as an internal error (one line, where its traceback was logged, how to
 report it; :mod:`workbench.internal`), never as the user's fault and never as a traceback in the cell output.
 
-Threads: widgets are written on the kernel thread only. A tab's long task is a :class:`Job`: its ``fn`` computes in
+Threads: widgets are written on a kernel thread only (the main thread running cells, or the kernel subshell thread
+JupyterLab's widget messages arrive on; never a job's worker). A tab's long task is a :class:`Job`: its ``fn`` computes in
 a worker thread and returns a result, which ``on_done(result)`` shows (and records in the session) on the kernel
 thread; progress and status writes from the worker are posted there (:class:`KernelThread`), and the session's change
 events are delivered there (:func:`on_kernel_thread`). The tab reads its controls on the kernel thread before the job
@@ -337,13 +338,16 @@ class Job:
 
 
 class KernelThread:
-    """Runs UI work on the thread that owns the widgets (the kernel's): :meth:`post` from any thread.
+    """Runs UI work on a kernel thread, never on a job's worker: :meth:`post` from any thread.
 
-    ipykernel runs cells and comm handlers (button clicks) on its asyncio loop in the main thread; the loop running
-    there when this object is made is captured, and work posted from another thread is queued and the loop told
-    (``call_soon_threadsafe``) to drain the queue. With no loop running (headless tests, plain python) the queue
-    waits for the owner thread to :meth:`drain` it (``Job.wait()`` and ``Job.running`` do). Work posted on the
-    owner thread runs at once, after what was queued before it. One per thread: :func:`kernel_thread`.
+    ipykernel runs cells on its asyncio loop in the main thread; JupyterLab (4.6, ``commsOverSubshells``) sends
+    widget messages over a kernel subshell, so comm handlers (button clicks, a tab built when first shown) run on
+    that subshell's thread and its asyncio loop. Either is a kernel thread: a thread running an asyncio loop may
+    write widgets. The owner thread's loop (running when this object is made) is captured; work posted from a
+    worker (no loop) is queued and the loop told (``call_soon_threadsafe``) to drain the queue. With no loop running
+    (headless tests, plain python) the queue waits for the owner thread to :meth:`drain` it (``Job.wait()`` and
+    ``Job.running`` do). Work posted on a kernel thread runs at once (on the owner: after what was queued before
+    it). One per thread: :func:`kernel_thread`.
     """
 
     def __init__(self) -> None:
@@ -354,11 +358,12 @@ class KernelThread:
         self._draining = False
 
     def here(self) -> bool:
-        """True on the owner thread."""
-        return threading.current_thread() is self.thread
+        """True on a kernel thread: the owner, or any thread running an asyncio loop (the kernel's main thread, a
+        kernel subshell's). A job's worker runs none."""
+        return threading.current_thread() is self.thread or _running_loop() is not None
 
     def post(self, fn: Callable[[], object]) -> None:
-        """Run ``fn()`` on the owner thread: now when called there, else as soon as that thread gets to it."""
+        """Run ``fn()`` on a kernel thread: now when called on one, else on the owner as soon as it gets to it."""
         if self.here():  # at once, and a failure raises to the caller as any direct call would
             self.drain()
             fn()
@@ -374,7 +379,7 @@ class KernelThread:
 
     def drain(self) -> None:
         """Run what other threads posted, in order (on the owner thread only; elsewhere a no-op)."""
-        if not self.here() or self._draining:
+        if threading.current_thread() is not self.thread or self._draining:
             return
         self._draining = True
         try:
