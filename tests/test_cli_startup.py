@@ -1,8 +1,9 @@
 """Start-up of the command line: ``workbench --help`` imports no command module and no numerical, runtime or UI
 library, and neither does ``workbench CMD --help`` for any command (its choices come from the stdlib-only
-:mod:`workbench.choices`); ``workbench inspect`` imports onnx and numpy but no runtime or UI; the static command
-table matches the command modules. Each runs ``python -m workbench.cli`` in a fresh process and reads its ``sys.modules`` at exit
-(``-X importtime`` would miss modules imported through importlib, as the command modules are)."""
+:mod:`workbench.choices`); ``workbench inspect`` imports onnx and numpy but no runtime, UI or graph-editing
+library; the static command table matches the command modules. Each runs ``python -m workbench.cli`` in a fresh
+process and reads its ``sys.modules`` at exit (``-X importtime`` would miss modules imported through importlib, as
+the command modules are)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ def test_inspect_imports_its_own_command_and_no_runtime_or_ui(tmp_path):
     assert '"Relu": 1' in proc.stdout
     assert {"onnx", "workbench.graph", "workbench.cli.inspect"} <= names
     assert _packages(names) & set(RUNTIME_AND_UI) == set()
+    # only what inspect uses: no graph editing (the edits package and onnx-graphsurgeon load on the first edit)
+    assert "onnx_graphsurgeon" not in _packages(names) and "workbench.edits" not in names
     others = {n for n in names if n.startswith("workbench.cli.")} - {"workbench.cli.inspect"}
     assert others == set()
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import onnx
 
-from .edits import describe, node_diff
+# .edits (with onnx-graphsurgeon) is imported where an edit is described or diffed: inspect never loads it
 from .errors import EditError, ModelError, RecipeError, WorkbenchError
 from .fsio import atomic_write, cache_root
 from .graph import (
@@ -275,6 +275,8 @@ class Session:
 
     def apply(self, edit: Edit) -> onnx.ModelProto:
         """Apply ``edit``; on a WorkbenchError nothing changes (the last good state is kept)."""
+        from .edits import describe
+
         if not isinstance(edit, Edit):
             raise TypeError(f"apply() takes a recipe Edit, got {type(edit).__name__}")
         with self._locked():
@@ -287,6 +289,8 @@ class Session:
 
     def apply_all(self, edits: list[Edit] | tuple[Edit, ...]) -> onnx.ModelProto:
         """Apply several edits as one step (one undo); if any fails, none is applied."""
+        from .edits import describe
+
         edits = tuple(edits)
         if not edits:
             raise EditError("no edits to apply", hint="select nodes or pick a whole-graph action first")
@@ -305,6 +309,8 @@ class Session:
 
         The previewed model is cached, so applying the same edit next costs nothing.
         """
+        from .edits import describe, node_diff
+
         edits = tuple(edit) if isinstance(edit, (list, tuple)) else (edit,)
         with self._locked():
             before = self.model
@@ -323,6 +329,8 @@ class Session:
 
     def undo(self) -> None:
         """Go back one step (the previous recipe); EditError at the original model."""
+        from .edits import describe
+
         with self._locked():
             if not self.can_undo:
                 raise EditError("nothing to undo", hint="the session is at the original model")
@@ -334,6 +342,8 @@ class Session:
 
     def redo(self) -> None:
         """Go forward one undone step; EditError when nothing was undone."""
+        from .edits import describe
+
         with self._locked():
             if not self.can_redo:
                 raise EditError("nothing to redo", hint="redo follows an undo; a new edit clears the redo list")
@@ -345,6 +355,8 @@ class Session:
 
     def goto(self, position: int) -> None:
         """Jump to a point in the history (0 = the original model), like several undos or redos at once."""
+        from .edits import describe
+
         with self._locked():
             if not 0 <= position < len(self._history):
                 raise EditError(f"no history step {position}", hint=f"steps go from 0 to {len(self._history) - 1}")
@@ -462,6 +474,8 @@ class Session:
         self._changed(action, label, before, after)
 
     def _changed(self, action: str, label: str, before: onnx.ModelProto, after: onnx.ModelProto) -> None:
+        from .edits import node_diff
+
         diff = node_diff(before, after) if before is not after else {"added": [], "removed": [], "changed": []}
         self.last_change = {"action": action, "edit": label, **diff}
 
