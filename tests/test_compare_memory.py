@@ -133,3 +133,21 @@ def test_the_planner_packs_consecutive_units_and_keeps_shared_tensors_once():
                      budget=30, what="test", hint="h")
     assert plan_capture(units, sizes, labels=["u0", "u1", "u2", "u3"], fixed=5, requested=8, fixed_step=None,
                         budget=30, what="test", hint="h", refuse=False) is None
+
+
+def test_sensitivity_in_a_small_budget_scores_the_layers_in_groups_and_changes_no_bit(models, data):
+    from workbench.debug import sensitivity
+
+    ref, q = models
+    full = sensitivity(ref, q, data, batch_size=1, workers=1, memory_budget=1 << 40)
+    assert not any("memory budget" in w for w in full.warnings)
+    for budget in (12_000, 9_000):  # the digits CNN's 6 layers need 13.7 KiB per sample
+        small = sensitivity(ref, q, data, batch_size=16, workers=1, memory_budget=budget)
+        note = next(w for w in small.warnings if "memory budget" in w)
+        assert "batches of 1 sample(s), layers scored in" in note
+        assert small.table.records() == full.table.records()  # every float, not approximately
+        assert (small.metric_before, small.unsettled_pairs) == (full.metric_before, full.unsettled_pairs)
+    with pytest.raises(DataError, match="sensitivity: 6 layers need .* and '/res1/res1.0/Conv' alone needs .* "
+                                        "memory budget") as err:
+        sensitivity(ref, q, data, workers=1, memory_budget=1_000)
+    assert "--layers" in err.value.hint

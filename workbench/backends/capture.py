@@ -172,7 +172,7 @@ def _cost(keys: set[Hashable], sizes: Mapping[Hashable, int]) -> int:
 
 def plan_capture(units: Sequence[Sequence[Hashable]], sizes: Mapping[Hashable, int], *, labels: Sequence[str],
                  fixed: int, requested: int, fixed_step: int | None, budget: int, what: str, hint: str,
-                 refuse: bool = True) -> CapturePlan | None:
+                 noun: str = "tensors", refuse: bool = True) -> CapturePlan | None:
     """Pack ``units`` (each the keys of the tensors one compared quantity needs captured) into runs.
 
     ``sizes``: bytes per sample of each key; ``fixed``: bytes per sample every run holds (outputs, inputs, working
@@ -180,7 +180,7 @@ def plan_capture(units: Sequence[Sequence[Hashable]], sizes: Mapping[Hashable, i
     (a power of two, so a slightly different free memory rarely changes the batches); a model with a fixed batch
     size keeps ``fixed_step``. Where one step's capture does not fit, consecutive units are grouped so each run
     fits; where one unit alone does not, a :class:`DataError` names ``what``, the unit (``labels``: a name per
-    unit), the bytes and ``hint`` (None instead, without ``refuse``)."""
+    unit; ``noun``: what the units are), the bytes and ``hint`` (None instead, without ``refuse``)."""
     every: set[Hashable] = set()
     for u in units:
         every.update(u)
@@ -202,7 +202,7 @@ def plan_capture(units: Sequence[Sequence[Hashable]], sizes: Mapping[Hashable, i
             if not refuse:
                 return None
             raise DataError(
-                f"{what}: {len(units)} tensors need {format_bytes(per_sample)} per sample, and '{labels[i]}' alone "
+                f"{what}: {len(units)} {noun} need {format_bytes(per_sample)} per sample, and '{labels[i]}' alone "
                 f"needs {format_bytes((alone + fixed) * step)} for {step} sample(s) with the outputs and inputs, more "
                 f"than the memory budget of {format_bytes(budget)} per worker", hint=hint)
         grown = keys | set(u)

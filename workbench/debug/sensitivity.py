@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +25,14 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..backends.ort import OrtEngine, with_outputs
+from ..backends.capture import BUDGET_ENV, capture_budget, measure_bytes, plan_capture, sample_bytes
+from ..backends.ort import OrtEngine, check_feeds, with_outputs
 from ..cancel import Cancel, Progress, report
 from ..choices import DIRECTIONS
 from ..cluster import Cluster, fan_out
 from ..compare.driver import ModelSource, cast_feeds, input_names
 from ..compare.metrics import Metric, output_error, run_metric
-from ..data import Axes, Batch, DataSource, load_data, output_sample_axes, samples_first
+from ..data import Axes, Batch, Dataset, DataSource, load_data, output_sample_axes, samples_first
 from ..errors import DataError, EditError
 from ..graph import load_model, tensor_infos
 from ..parallel import resolve_workers, threads_per_worker
@@ -108,11 +109,12 @@ def _changed(candidate: onnx.ModelProto, variant: onnx.ModelProto) -> tuple[list
 
 
 def _tails_model(candidate: onnx.ModelProto, variants: Mapping[str, onnx.ModelProto]
-                 ) -> tuple[onnx.ModelProto, list[str], dict[str, dict[str, str]]]:
+                 ) -> tuple[onnx.ModelProto, list[str], dict[str, dict[str, str]], dict[str, list[str]]]:
     """One model holding, for each variant (the candidate with one layer in high precision), the part of it
     that differs from the candidate: tensors renamed per variant, unchanged weights shared.
 
-    Returns (model, boundary tensors to feed from the candidate's own run, {layer: {output: tail output}}).
+    Returns (model, boundary tensors to feed from the candidate's own run, {layer: {output: tail output}},
+    {layer: the boundary tensors its tail reads}).
     """
     outputs = [o.name for o in candidate.graph.output]
     cinfos = tensor_infos(candidate)
@@ -122,6 +124,7 @@ def _tails_model(candidate: onnx.ModelProto, variants: Mapping[str, onnx.ModelPr
     shared: set[str] = set()  # initializers and constant-node outputs added once, shared by all tails
     boundary: dict[str, None] = {}
     out_map: dict[str, dict[str, str]] = {}
+    reads: dict[str, list[str]] = {}
 
     def constant(t: str) -> bool:
         """A tensor computed from initializers only in the candidate (e.g. a weight's DequantizeLinear)."""
@@ -149,6 +152,7 @@ def _tails_model(candidate: onnx.ModelProto, variants: Mapping[str, onnx.ModelPr
         tail, changed_inits = _changed(candidate, variant)
         inits = {i.name: i for i in variant.graph.initializer}
         rename = {o: f"{o}__s{li}" for n in tail for o in n.output if o}
+        needs: dict[str, None] = {}
         for name in changed_inits:
             init = onnx.TensorProto()
             init.CopyFrom(inits[name])
@@ -170,11 +174,12 @@ def _tails_model(candidate: onnx.ModelProto, variants: Mapping[str, onnx.ModelPr
                         g.initializer.append(inits[i])
                         shared.add(i)
                 else:
-                    boundary[i] = None
+                    boundary[i] = needs[i] = None
             for k, o in enumerate(new.output):
                 if o:
                     new.output[k] = rename[o]
             g.node.append(new)
+        reads[layer] = list(needs)
         out_map[layer] = {}
         for o in outputs:
             if o in rename:
@@ -192,7 +197,7 @@ def _tails_model(candidate: onnx.ModelProto, variants: Mapping[str, onnx.ModelPr
     g.node.extend(ordered)
     model = helper.make_model(g, opset_imports=list(candidate.opset_import))
     model.ir_version = candidate.ir_version
-    return model, list(boundary), out_map
+    return model, list(boundary), out_map, reads
 
 
 
@@ -241,18 +246,28 @@ class _BatchScores:
     scores: np.ndarray
 
 
+@dataclass(frozen=True)
+class _TailGroup:
+    """The layers one run per batch scores (:func:`~workbench.backends.capture.plan_capture`): their tails and the
+    base tensors those read; the first group also captures the outputs."""
+
+    layers: tuple[int, ...]  # indices into ``_SensitivityBatch.layers``
+    base_capture: list[str]
+    tails: onnx.ModelProto
+    out_map: dict[str, dict[str, str]]
+
+
 @dataclass
 class _SensitivityBatch:
     """What one batch adds to the sensitivity sums, a pure function of the models and the batch: the thread pool
     and a Dask cluster (:func:`workbench.cluster.fan_out`) call the same object. Engines are made on first use in
-    each process and never pickled."""
+    each process and never pickled. The layers are scored by one tails run per :class:`_TailGroup` (one group
+    unless the memory budget splits them); each layer's numbers come from one run, so the split changes no bit."""
 
     base: onnx.ModelProto  # the reference (capturing the boundary tensors for quantize_only)
     cand: onnx.ModelProto  # the candidate (capturing the boundary tensors for restore)
-    tails: onnx.ModelProto
+    groups: tuple[_TailGroup, ...]
     outputs: list[str]
-    base_capture: list[str]
-    out_map: dict[str, dict[str, str]]
     layers: list[str]
     metric: Metric
     out_axes: dict[str, int | None]
@@ -265,50 +280,116 @@ class _SensitivityBatch:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_engines": None}
 
-    def engines(self) -> tuple[OrtEngine, OrtEngine, OrtEngine]:
+    def engines(self) -> tuple[OrtEngine, OrtEngine, tuple[OrtEngine, ...]]:
         if self._engines is None:
             with _ENGINES_LOCK:
-                if self._engines is None:
-                    self._engines = tuple(OrtEngine(m, threads=self.threads) for m in (self.base, self.cand,
-                                                                                          self.tails))
+                if self._engines is None:  # no arena: the captures' memory is returned after each run
+                    self._engines = (OrtEngine(self.base, threads=self.threads, low_memory=True),
+                                     OrtEngine(self.cand, threads=self.threads, low_memory=True),
+                                     tuple(OrtEngine(g.tails, threads=self.threads, low_memory=True)
+                                           for g in self.groups))
         return self._engines
 
     def __call__(self, item: Batch) -> _BatchScores:
         """Everything one batch contributes (runs on a worker thread: ONNX Runtime releases the GIL)."""
-        ref_eng, cand_eng, tail_eng = self.engines()
-        only, outputs, base_capture, out_map, layers, metric = (self.only, self.outputs, self.base_capture,
-                                                                  self.out_map, self.layers, self.metric)
+        ref_eng, cand_eng, tail_engs = self.engines()
+        only, outputs, layers, metric = self.only, self.outputs, self.layers, self.metric
         out_axes, description, rank_by, err = self.out_axes, self.description, self.rank_by, output_error()
         sign = 1.0 if metric.higher_is_better else -1.0
-        tail_inputs = [i.name for i in tail_eng.session.get_inputs()]
-        tail_outputs = [o.name for o in tail_eng.session.get_outputs()]
         feeds, batch = item.feeds, item.arrays
-        if only:
-            bv = ref_eng.run(feeds, outputs=base_capture)
-            rv = {o: bv[o] for o in outputs}
-            cv = cand_eng.run(feeds)
-        else:
-            rv = ref_eng.run(feeds)
-            cv = bv = cand_eng.run(feeds, outputs=base_capture)
-        known = {**bv, **feeds}
-        tv = tail_eng.run(cast_feeds(tail_eng, {i: known[i] for i in tail_inputs}), outputs=tail_outputs)
-        rv = samples_first(rv, out_axes)  # metrics read outputs samples-first
-        ref_m = run_metric(metric, rv, batch, rv, description)
-        cand_outs = samples_first({o: cv[o] for o in outputs}, out_axes)
-        before_m = run_metric(metric, cand_outs, batch, rv, description)
-        before_e = run_metric(err, cand_outs, batch, rv, description)
-        n = len(ref_m)
-        m_all, e_all, scores = np.empty((len(layers), n)), np.empty((len(layers), n)), np.empty((len(layers), n))
-        for k, layer in enumerate(layers):
-            outs = samples_first({o: tv[out_map[layer][o]] if o in out_map[layer] else bv[o] for o in outputs},
-                                 out_axes)
-            m_all[k] = run_metric(metric, outs, batch, rv, description)
-            e_all[k] = run_metric(err, outs, batch, rv, description)
+        for gi, (group, tail_eng) in enumerate(zip(self.groups, tail_engs)):
             if only:
-                scores[k] = sign * (ref_m - m_all[k]) if rank_by == "metric" else e_all[k]
+                bv = ref_eng.run(feeds, outputs=group.base_capture)
+                if gi == 0:
+                    rv = {o: bv[o] for o in outputs}
+                    cv = cand_eng.run(feeds)
             else:
-                scores[k] = sign * (m_all[k] - before_m) if rank_by == "metric" else before_e - e_all[k]
+                if gi == 0:
+                    rv = ref_eng.run(feeds)
+                bv = cand_eng.run(feeds, outputs=group.base_capture)
+                if gi == 0:
+                    cv = {o: bv[o] for o in outputs}
+            if gi == 0:
+                base_out = {o: bv[o] for o in outputs}  # what a layer's tail leaves unchanged
+                rv = samples_first(rv, out_axes)  # metrics read outputs samples-first
+                ref_m = run_metric(metric, rv, batch, rv, description)
+                cand_outs = samples_first({o: cv[o] for o in outputs}, out_axes)
+                before_m = run_metric(metric, cand_outs, batch, rv, description)
+                before_e = run_metric(err, cand_outs, batch, rv, description)
+                n = len(ref_m)
+                m_all, e_all, scores = (np.empty((len(layers), n)), np.empty((len(layers), n)),
+                                        np.empty((len(layers), n)))
+            known = {**bv, **feeds}
+            tail_inputs = [i.name for i in tail_eng.session.get_inputs()]
+            tail_outputs = [o.name for o in tail_eng.session.get_outputs()]
+            tv = tail_eng.run(cast_feeds(tail_eng, {i: known[i] for i in tail_inputs}), outputs=tail_outputs)
+            del known, bv
+            for k in group.layers:
+                layer = layers[k]
+                changed = group.out_map[layer]
+                outs = samples_first({o: tv[changed[o]] if o in changed else base_out[o] for o in outputs}, out_axes)
+                m_all[k] = run_metric(metric, outs, batch, rv, description)
+                e_all[k] = run_metric(err, outs, batch, rv, description)
+                if only:
+                    scores[k] = sign * (ref_m - m_all[k]) if rank_by == "metric" else e_all[k]
+                else:
+                    scores[k] = sign * (m_all[k] - before_m) if rank_by == "metric" else before_e - e_all[k]
+            del tv  # this group's tails go before the next group's come
         return _BatchScores(ref_m, before_m, before_e, m_all, e_all, scores)
+
+
+_SENSITIVITY_HINT = ("rank fewer layers (layers=[...], CLI --layers), feed smaller input shapes, use fewer workers, or "
+                     f"raise the budget (memory_budget=..., ${BUDGET_ENV}) where the machine has the memory")
+
+
+def _plan_tails(ref: onnx.ModelProto, base: onnx.ModelProto, ds: Dataset, variants: Mapping[str, onnx.ModelProto],
+                tails: onnx.ModelProto, boundary: list[str], out_map: dict[str, dict[str, str]],
+                reads: dict[str, list[str]], step: int, budget: int, warnings: list[str]
+                ) -> tuple[tuple[_TailGroup, ...], int]:
+    """The batch step and the groups of layers scored by one tails run each, within ``budget`` bytes per worker:
+    a layer needs the base tensors its tail reads and its tail's outputs, every run the outputs and the inputs."""
+    outputs = [o.name for o in ref.graph.output]
+    feeds_only = set(input_names(base))
+    layers = list(variants)
+    capture = list(dict.fromkeys(outputs + [b for b in boundary if b not in feeds_only]))
+    one = (_TailGroup(tuple(range(len(layers))), capture, tails, out_map),)
+    if ds.samples == 0:
+        return one, step
+    first = ds.batch(0, min(ds.samples, ds.step or 1))
+    feeds, samples = check_feeds(ref, first.feeds, where=f"the first sample of {ds.description}"), first.samples
+    sizes, unknown = sample_bytes(base, capture, feeds, samples, where="the base model")
+    if unknown:
+        engine = OrtEngine(with_outputs(base, unknown), low_memory=True)
+        try:
+            sizes.update(measure_bytes(engine, feeds, unknown, samples, guess=max([*sizes.values(), 1]), budget=budget))
+        finally:
+            engine.close()
+    keyed: dict[Hashable, int] = {("b", t): v for t, v in sizes.items()}
+    units: list[list[Hashable]] = []
+    for layer in layers:
+        keys: list[Hashable] = [("b", b) for b in reads[layer] if b not in feeds_only]
+        for o in out_map[layer]:
+            keyed[("t", layer, o)] = sizes[o]
+            keys.append(("t", layer, o))
+        units.append(keys)
+    # both models' outputs and the feeds, each run
+    fixed = 2 * sum(sizes[o] for o in outputs) + sum(-(-v.nbytes // samples) for v in feeds.values())
+    plan = plan_capture(units, keyed, labels=layers, fixed=fixed, requested=step, fixed_step=ds.step, budget=budget,
+                        what="sensitivity", hint=_SENSITIVITY_HINT, noun="layers")
+    assert plan is not None  # refused otherwise
+    note = plan.describe(step)
+    if note:
+        warnings.append(note.replace("tensors captured in", "layers scored in"))
+    if len(plan.groups) == 1:
+        return one, plan.step
+    groups = []
+    for gi, members in enumerate(plan.groups):
+        g_tails, g_boundary, g_map, _reads = _tails_model(base, {layers[k]: variants[layers[k]] for k in members})
+        lead = outputs if gi == 0 else []
+        groups.append(_TailGroup(tuple(members), list(dict.fromkeys(lead + [b for b in g_boundary
+                                                                            if b not in feeds_only])),
+                                 g_tails, g_map))
+    return tuple(groups), plan.step
 
 
 _ENGINES_LOCK = threading.Lock()
@@ -331,6 +412,7 @@ def sensitivity(
     cancel: Cancel = None,
     sample_axes: Axes | None = None,
     cluster: Cluster | None = None,
+    memory_budget: int | None = None,
 ) -> Sensitivity:
     """Rank the candidate's low-precision layers by how much restoring each alone to FP32 helps
     (``direction="restore"``, the default) or how much quantizing each alone hurts (``"quantize_only"``).
@@ -357,6 +439,11 @@ def sensitivity(
     ``cluster`` (:func:`workbench.cluster.connect`): the batches run as Dask tasks instead (the models sent to every
     worker once), merged in the same order, so the result is bit-identical to the local run with the same
     ``workers``; a worker lost mid-run is replaced by Dask and noted in ``warnings``.
+
+    The captured tensors and the tails' outputs stay within a memory budget (``memory_budget`` bytes for all
+    workers, else ``$WORKBENCH_MEMORY_BUDGET``, else half the available memory; :mod:`workbench.backends.capture`):
+    the batch step shrinks until a batch fits, and where one sample does not, the layers are scored by several
+    tails runs per batch (each layer's numbers stay those of one run); a layer that alone does not fit is refused.
     """
     if rank_by not in ("rel_l2", "metric"):
         raise DataError(f"unknown rank_by '{rank_by}'", hint="use 'rel_l2' or 'metric'")
@@ -391,16 +478,18 @@ def sensitivity(
         variants = {layer: (factory((layer,)) if factory is not None else restore_layers(cand, ref, [layer]))
                     for layer in layers}
     base = ref if only else cand  # the model every variant differs from; the tails are fed from its run
-    tails, boundary, out_map = _tails_model(base, variants)
-    del variants
+    tails, boundary, out_map, reads = _tails_model(base, variants)
     outputs = [o.name for o in ref.graph.output]
-    base_capture = list(dict.fromkeys(outputs + [b for b in boundary if b not in input_names(base)]))
     n_workers = resolve_workers(workers)
     threads = threads_per_worker(n_workers)
     step = -(-batch_size // n_workers)  # the workers share ``batch_size``: memory in flight stays about the same
+    groups, step = _plan_tails(ref, base, ds, variants, tails, boundary, out_map, reads, step,
+                               capture_budget(n_workers, memory_budget), warnings)
+    del variants
+    base_capture = list(dict.fromkeys(c for g in groups for c in g.base_capture))
     plan = _SensitivityBatch(with_outputs(ref, base_capture) if only else ref,
-                             cand if only else with_outputs(cand, boundary), tails, outputs, base_capture, out_map,
-                             list(layers), metric, out_axes, ds.description, only, rank_by, threads)
+                             cand if only else with_outputs(cand, boundary), groups, outputs, list(layers), metric,
+                             out_axes, ds.description, only, rank_by, threads)
     sums = np.zeros(len(layers))
     errs = np.zeros(len(layers))
     pairs = _PairStats(len(layers))  # the ranked quantity per sample, relative to the candidate's
