@@ -136,11 +136,6 @@ class CapturePlan:
     per_sample: int  # bytes one sample's captures need (every group together, ``fixed`` included)
     budget: int  # bytes per worker
 
-    @property
-    def bounded(self) -> bool:
-        """Whether the budget changed anything (a smaller step than asked, or several runs per batch)."""
-        return len(self.groups) > 1
-
     def describe(self, requested: int) -> str | None:
         """A line saying how the budget shaped the run (None where it did not)."""
         if self.step >= requested and len(self.groups) == 1:

@@ -417,7 +417,7 @@ def _plan_groups(ref: onnx.ModelProto, cand: onnx.ModelProto, ds: Dataset, outpu
     extra_ref = [back[i] for i in input_names(local_lm) if i in back] if local_lm is not None else []
     one = _Group(joined, list(dict.fromkeys(outputs + list(joined) + extra_ref)),
                  list(dict.fromkeys(outputs + list(joined.values()))), local_lm, local_names)
-    if ds.samples == 0:
+    if ds.samples < (ds.step or 1):  # no full batch: the batches say so
         return (one,), step
     first = ds.batch(0, min(ds.samples, ds.step or 1))
     feeds = check_feeds(ref, first.feeds, where=f"the first sample of {ds.description}")

@@ -353,7 +353,7 @@ def _plan_tails(ref: onnx.ModelProto, base: onnx.ModelProto, ds: Dataset, varian
     layers = list(variants)
     capture = list(dict.fromkeys(outputs + [b for b in boundary if b not in feeds_only]))
     one = (_TailGroup(tuple(range(len(layers))), capture, tails, out_map),)
-    if ds.samples == 0:
+    if ds.samples < (ds.step or 1):  # no full batch: the batches say so
         return one, step
     first = ds.batch(0, min(ds.samples, ds.step or 1))
     feeds, samples = check_feeds(ref, first.feeds, where=f"the first sample of {ds.description}"), first.samples
