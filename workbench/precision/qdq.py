@@ -36,6 +36,10 @@ Paraphrased, not quoted:
    conv: weights up to 96 on a 96-channel input), so their input's rounding error reaches the output amplified;
    on BlazeFace this took the detection agreement from 0.11 to 0.83 (TensorRT placement) at about 1 % of the
    FLOPs. TensorRT's own guide leaves the choice of layers to keep in higher precision to the user.
+9. A model that computes in fp16 gets Q/DQ on its float16 tensors with float16 scales (QuantizeLinear-19 takes
+   them; an older model is converted with onnx's version converter, and told); float16 weight scales are rounded
+   up, so no channel clips or gets a zero scale. ``target="onnxruntime"`` quantizes it in float32 instead
+   (:mod:`workbench.precision.upcast`: ONNX Runtime's integer kernels take float32 only).
 
 Q/DQ nodes keep the original tensor names on the full-precision side: the producer still writes ``T``,
 ``Q`` writes ``T__q`` and ``DQ`` writes ``T__dq``, which the quantized consumers read. A weight ``W``
