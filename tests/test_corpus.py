@@ -330,9 +330,9 @@ def step_inspect(run: ModelRun) -> dict[str, Any]:
     s = summary(run.model)
     table = layer_table(run.model)
     rows = table.records()
-    assert s["nodes"] > 0 and rows, "empty summary or layer table"
-    assert s["params"] > 0, f"summary says params {s['params']} for a model with real weights"
-    return {"params": s["params"], "nodes": s["nodes"], "layers": len(rows), "opset": s.get("opset")}
+    assert s.nodes > 0 and rows, "empty summary or layer table"
+    assert s.params > 0, f"summary says params {s.params} for a model with real weights"
+    return {"params": s.params, "nodes": s.nodes, "layers": len(rows), "opset": s.opset}
 
 
 def step_check(run: ModelRun) -> dict[str, Any]:
