@@ -455,7 +455,7 @@ def _plan_groups(ref: onnx.ModelProto, cand: onnx.ModelProto, ds: Dataset, outpu
                         f"{format_bytes(budget)} per worker ({_BUDGET_HINT})")
         plan = planned(False)
     assert plan is not None  # refused above otherwise
-    note = plan.describe(step)
+    note = plan.describe(ds.step or step)
     if note:
         warnings.append(note)
     if len(plan.groups) == 1:

@@ -377,7 +377,7 @@ def _plan_tails(ref: onnx.ModelProto, base: onnx.ModelProto, ds: Dataset, varian
     plan = plan_capture(units, keyed, labels=layers, fixed=fixed, requested=step, fixed_step=ds.step, budget=budget,
                         what="sensitivity", hint=_SENSITIVITY_HINT, noun="layers")
     assert plan is not None  # refused otherwise
-    note = plan.describe(step)
+    note = plan.describe(ds.step or step)
     if note:
         warnings.append(note.replace("tensors captured in", "layers scored in"))
     if len(plan.groups) == 1:
