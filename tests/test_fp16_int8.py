@@ -243,3 +243,54 @@ def test_fp16_conv_bias_survives_onnxruntime_optimizations() -> None:
     optimized = OrtEngine(q).run({"x": x})["y"].astype(np.float64)
     assert np.linalg.norm(plain - ref) / np.linalg.norm(ref) < 0.05
     assert np.linalg.norm(optimized - plain) / np.linalg.norm(plain) < 1e-3
+
+
+def test_float32_compute_widens_every_float16_source_and_keeps_the_interface() -> None:
+    """float32_compute widens initializers, Constant nodes, ConstantOfShape values and Casts to float16; float16 graph
+    inputs and outputs keep their type (boundary Casts), named back through the aliases."""
+    from workbench.precision.upcast import float32_compute
+
+    half = np.array([0.5, -1.25, 3.0, 0.1], np.float16)
+    nodes = [helper.make_node("Constant", [], ["k"], name="k", value=numpy_helper.from_array(half, "k")),
+             helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+             helper.make_node("ConstantOfShape", ["shape"], ["ones"], name="ones",
+                              value=numpy_helper.from_array(np.array([1.0], np.float16), "v")),
+             helper.make_node("Cast", ["s"], ["s16"], name="cast_s", to=F16),
+             helper.make_node("Add", ["x", "k"], ["a"], name="add"),
+             helper.make_node("Mul", ["a", "ones"], ["m"], name="mul"),
+             helper.make_node("MatMul", ["m", "w"], ["mm"], name="matmul"),
+             helper.make_node("Add", ["mm", "s16"], ["y"], name="add_s")]
+    g = helper.make_graph(nodes, "up", [helper.make_tensor_value_info("x", F16, [2, 4]),
+                                        helper.make_tensor_value_info("s", TensorProto.FLOAT, [2, 3])],
+                          [helper.make_tensor_value_info("y", F16, [2, 3])],
+                          initializer=[numpy_helper.from_array(np.arange(12).reshape(4, 3).astype(np.float16), "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model = load_model(model)
+    up = float32_compute(model)
+    assert up.aliases == {"x__fp32": "x", "y__fp32": "y"} and "'matmul'" in up.note
+    onnx.checker.check_model(up.model, full_check=True)
+    wide = up.model
+    assert not any(i.data_type == F16 for i in wide.graph.initializer)
+    assert [n.op_type for n in wide.graph.node if any(
+        a.type == onnx.AttributeProto.TENSOR and a.t.data_type == F16 for a in n.attribute)] == []
+    assert [vi.type.tensor_type.elem_type for vi in (*wide.graph.input, *wide.graph.output)] == [
+        F16, TensorProto.FLOAT, F16]
+    feeds = {"x": np.array([[1, 2, 3, 4], [-1, 0.5, 2, 8]], np.float16), "s": np.full((2, 3), 0.25, np.float32)}
+    exact = ((feeds["x"].astype(np.float64) + half) @ np.arange(12).reshape(4, 3) + 0.25).astype(np.float16)
+    got = OrtEngine(wide, optimize=False).run(feeds)["y"]
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, exact)  # float32 inside: the float16 result of the exact sum
+    plain = _float32_model()
+    assert float32_compute(plain).model is plain
+
+
+def _float32_model() -> onnx.ModelProto:
+    """A float32 Conv model: float32_compute returns it as is."""
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[1, 1])], "f32",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
+                          initializer=[numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
