@@ -126,13 +126,20 @@ def _tails_model(candidate: onnx.ModelProto, variants: Mapping[str, onnx.ModelPr
     out_map: dict[str, dict[str, str]] = {}
     reads: dict[str, list[str]] = {}
 
+    # tensors computed from initializers only in the candidate (e.g. a weight's DequantizeLinear), found in one
+    # pass per round over the nodes (not by recursion upstream: a deep network exceeded Python's recursion limit)
+    constants = set(cand_inits)
+    grew = True
+    while grew:
+        before = len(constants)
+        for n in candidate.graph.node:
+            if n.op_type == "Constant" or (bool(n.input) and all(i in constants for i in n.input if i)):
+                constants.update(o for o in n.output if o)
+        grew = len(constants) > before
+
     def constant(t: str) -> bool:
-        """A tensor computed from initializers only in the candidate (e.g. a weight's DequantizeLinear)."""
-        if t in cand_inits:
-            return True
-        n = cand_prod.get(t)
-        return n is not None and (n.op_type == "Constant" or (bool(n.input) and all(constant(i) for i in n.input
-                                                                                     if i)))
+        """A tensor computed from initializers only in the candidate."""
+        return t in constants
 
     def share(t: str) -> None:
         if t in shared:

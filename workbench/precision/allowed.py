@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import onnx
 
+from ..errors import EditError
 from .convert import plan_conversion, precision_guards
 from .qdq import quantizable_nodes
 from .summary import node_precisions
@@ -39,7 +40,10 @@ def allowed_precisions(model: onnx.ModelProto) -> NodeChoices:
     the model's size)."""
     plan = plan_conversion(model, "fp16", guard=False)
     guards = {g["node"]: g["reason"] for g in precision_guards(model)}
-    quantizable = set(quantizable_nodes(model))
+    try:
+        quantizable = set(quantizable_nodes(model))
+    except EditError:  # nothing to quantize (every weighted op inside If/Loop bodies): int8/fp8 are not offered,
+        quantizable = set()  # fp16/bf16 still are; quantizing says why, with the flatten command
     current = node_precisions(model)
     options: dict[str, tuple[str, ...]] = {}
     reasons: dict[str, str] = {}
