@@ -400,10 +400,19 @@ def _rel_l2(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str,
 
 
 def fp16(run: ModelRun) -> tuple[Any, Path]:
-    """(session, exported path) of the default fp16 conversion."""
-    from workbench.recipe import ConvertPrecision
+    """(session, exported path) of the fp16 conversion a user runs (``workbench convert MODEL --inputs DATA``):
+    nodes touching a tensor beyond fp16's range on a reference run over the model's data stay fp32."""
 
-    return run.get("fp16", lambda: _session_model(run, [ConvertPrecision(precision="fp16")], "fp16.onnx"))
+    def make() -> tuple[Any, Path]:
+        from corpus.samples import as_workbench_data
+        from workbench.session import Session
+        from workbench.workflows.quantize import convert
+
+        s = Session(run.path, cache_dir=run.workdir / "cache")
+        convert(s, "fp16", data=as_workbench_data(run.inputs(CALIB_SAMPLES)))
+        return s, s.export(run.workdir / "fp16.onnx", overwrite=True)
+
+    return run.get("fp16", make)
 
 
 def step_fp16(run: ModelRun) -> dict[str, Any]:
@@ -581,6 +590,10 @@ def step_dashboard(run: ModelRun) -> dict[str, Any]:
         def action(title: str, fn: Callable[[Any], None]) -> None:
             before = len(escapes.seen)
             tab = wb.tabs[title]
+            if type(tab).__name__ == "UnavailableTab":  # the tab refused the model: its message is the result
+                why = specific(tab.error.message, builder=False)
+                tabs[title] = (f"failed ({why}): " if why else "refused: ") + tab.error.message[:300]
+                return
             fn(tab)
             if len(escapes.seen) > before:
                 tabs[title] = "failed: " + escapes.seen[-1][:300]
