@@ -158,7 +158,10 @@ print(json.dumps({"ok": True}))
 
 def _child(cmd: list[str], timeout: float = 1800) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    # in a scratch folder: ONNX Runtime's quantization tools write temporary files (sym_shape_infer_temp.onnx,
+    # <uuid>.data external weights) into the working directory, which was the repository
+    with tempfile.TemporaryDirectory(prefix="bench_corpus_cwd_") as scratch:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=scratch)
     if p.returncode != 0:
         tail = [ln for ln in (p.stderr or p.stdout).strip().splitlines() if ln.strip()][-3:]
         return {"error": f"exit {p.returncode}: " + " | ".join(tail)[-400:]}
