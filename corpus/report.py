@@ -187,7 +187,12 @@ def anchor_tables(bench: Mapping[str, Any]) -> list[str]:
 def render(results: Mapping[str, Any], bench: Mapping[str, Any] | None) -> str:
     models = results.get("models", {})
     table, notes = step_table(results.get("results", []), models)
-    parts = [INTRO, f"Suite run: {results.get('generated', 'never')}.", "", "## Models", "", *model_table(models),
+    ran = {e["model"] for e in results.get("results", [])}
+    missing = sorted(p.stem for p in (ROOT / "corpus" / "manifests").glob("*.json") if p.stem not in ran)
+    absent = ([f"Not in this table (no suite results yet: run `make corpus`): {', '.join(f'`{m}`' for m in missing)}.",
+               ""] if missing else [])
+    parts = [INTRO, f"Suite run: {results.get('generated', 'never')}.", "", *absent, "## Models", "",
+             *model_table(models),
              "", "## Every step on every model", "", *table, ""]
     if notes:
         parts += ["Notes (the refusal or failure in the workbench's or the builder's own words):", ""]
