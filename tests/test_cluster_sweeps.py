@@ -73,6 +73,21 @@ def test_compare_refuses_an_engine_candidate_on_a_cluster(models, cluster):
         compare(ref, OrtEngine(q), TEST, cluster=cluster)
 
 
+def _killer(c):
+    """(victim address, killed progress list, a progress callback that SIGKILLs the victim's process once 16
+    samples are done)."""
+    pids = c.client.run(os.getpid)
+    victim = sorted(pids)[0]
+    killed: list[float] = []
+
+    def kill_once(done, total, phase=""):
+        if not killed and done >= 16:
+            os.kill(pids[victim], signal.SIGKILL)
+            killed.append(done)
+
+    return victim, killed, kill_once
+
+
 def test_a_worker_killed_mid_compare_changes_nothing_and_is_reported(models):
     ref, q = models
     x = np.load(TEST)
@@ -80,15 +95,7 @@ def test_a_worker_killed_mid_compare_changes_nothing_and_is_reported(models):
     kw = dict(layerwise=True, metrics=[accuracy()], batch_size=8, workers=1)  # 45 tasks of 8 samples
     here = compare(ref, q, ds, **kw)
     with connect("local:2") as c:
-        pids = c.client.run(os.getpid)
-        victim = sorted(pids)[0]
-        killed = []
-
-        def kill_once(done, total, phase=""):
-            if not killed and done >= 16:
-                os.kill(pids[victim], signal.SIGKILL)
-                killed.append(done)
-
+        victim, killed, kill_once = _killer(c)
         there = compare(ref, q, ds, cluster=c, progress=kill_once, **kw)
         assert killed and there.samples == here.samples == 359
         notes = [w for w in there.warnings if "was lost" in w]
@@ -104,15 +111,7 @@ def test_a_worker_killed_mid_sweep_changes_nothing_and_is_reported(models):
     kw = dict(metric=accuracy(), batch_size=8, workers=1)  # 45 tasks of 8 samples
     here = sensitivity(ref, q, ds, **kw)
     with connect("local:2") as c:
-        pids = c.client.run(os.getpid)
-        victim = sorted(pids)[0]
-        killed = []
-
-        def kill_once(done, total, phase=""):
-            if not killed and done >= 16:
-                os.kill(pids[victim], signal.SIGKILL)
-                killed.append(done)
-
+        victim, killed, kill_once = _killer(c)
         there = sensitivity(ref, q, ds, cluster=c, progress=kill_once, **kw)
         assert killed and there.table.records() == here.table.records()
         assert there.samples == here.samples == 359 and there.unsettled_pairs == here.unsettled_pairs
