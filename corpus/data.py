@@ -10,7 +10,8 @@ The manifest's ``data.preprocess`` says how, per ``data.kind``:
   [H, W] (resize to that, then centre-crop ``size``), ``resample`` (bilinear, lanczos, bicubic, nearest),
   ``channels`` RGB/BGR/GRAY, ``scale`` or ``scale_by_image_max``, ``mean``, ``std`` (per channel, in the model's
   channel order), ``append_channel`` (a constant channel after normalisation), ``transpose_hw``, ``layout``
-  NCHW/NHWC (all but ``scale_by_image_max`` and ``transpose_hw`` done by the product's own
+  NCHW/NHWC, ``regions`` (boxes of the files that are the samples: text lines; see :func:`image_samples`)
+  (all but ``scale_by_image_max``, ``transpose_hw`` and ``regions`` done by the product's own
   ``workbench.data.image_array``, so the corpus tests what a user's ``--calib FOLDER`` gets). More samples than images are made from the same images by crops (quarters, then halves) so every
   sample is a real photo region.
 - ``audio``: 16-bit PCM wav at ``sample_rate``, cut into ``chunk`` samples, each prefixed with the ``context``
@@ -117,9 +118,23 @@ def _fixed(spec: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
 
 
 def image_samples(files: list[Path], pre: dict[str, Any], count: int) -> list[np.ndarray]:
-    """Preprocessed images, one batch-1 array each; crops of the same images when ``count`` exceeds the files."""
+    """Preprocessed images, one batch-1 array each; crops of the same images when ``count`` exceeds the files.
+
+    With ``regions`` ({file name: [[x0, y0, x1, y1], ...]}) the samples are those boxes of those files, in order
+    (text lines cut from a page for a text-line recogniser), and no more; ``rotations`` (degrees, e.g. [0, 180]
+    for a text direction classifier) gives each box in each rotation, box by box."""
     from PIL import Image
 
+    regions = pre.get("regions")
+    if regions:
+        by_name = {f.name: f for f in files}
+        missing = [n for n in regions if n not in by_name]
+        if missing:
+            raise CorpusError(f"preprocess.regions names {missing}, not among the data files {sorted(by_name)}",
+                              hint="name files that data.source.members extracts")
+        turns = [int(r) for r in pre.get("rotations", [0])]
+        cuts = [(by_name[n], tuple(int(v) for v in box), r) for n, bs in regions.items() for box in bs for r in turns]
+        return [_preprocess_image(Image.open(f).crop(box).rotate(r, expand=True), pre) for f, box, r in cuts[:count]]
     images = [Image.open(f) for f in files]
     views = []
     for img in images:
