@@ -40,6 +40,7 @@ __all__ = [
     "default_cache_dir",
     "engine_dir",
     "list_engines",
+    "read_engine_meta",
     "EngineMeta",
     "METADATA_SUFFIX",
     "LogSink",
@@ -124,24 +125,30 @@ class EngineMeta:
         return Path(self.path).name
 
 
+def read_engine_meta(meta_path: str | os.PathLike[str]) -> EngineMeta | None:
+    """The :class:`EngineMeta` of one ``<engine>.json`` written by a build; None when it is unreadable, not ours,
+    or its engine file is gone."""
+    meta_path = Path(meta_path)
+    try:
+        m = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    engine = meta_path.with_name(meta_path.name[: -len(METADATA_SUFFIX)])
+    if not (isinstance(m, dict) and m.get("workbench_engine") and engine.is_file()):
+        return None
+    return EngineMeta(
+        path=str(engine), backend=str(m.get("backend")), version=str(m.get("version")),
+        bytes=int(m.get("bytes") or 0), layers=m.get("layers"), build_seconds=float(m.get("build_seconds") or 0.0),
+        opt_level=m.get("opt_level"), created=str(m.get("created", "")), model_sha256=str(m.get("model_sha256", "")),
+        recipe_digest=m.get("recipe_digest"), io=tuple(m.get("io") or ()), profiles=tuple(m.get("profiles") or ()),
+        engine_layers=tuple(m.get("engine_layers") or ()))
+
+
 def list_engines(cache_dir: str | os.PathLike[str] | None = None) -> list[EngineMeta]:
     """The engines built into ``engine_dir(cache_dir)``, newest first; unreadable metadata is skipped."""
-    found = []
     folder = engine_dir(cache_dir)
-    for meta_path in folder.glob(f"*.engine{METADATA_SUFFIX}") if folder.is_dir() else ():
-        try:
-            m = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        engine = meta_path.with_name(meta_path.name[: -len(METADATA_SUFFIX)])
-        if isinstance(m, dict) and m.get("workbench_engine") and engine.is_file():
-            found.append(EngineMeta(
-                path=str(engine), backend=str(m.get("backend")), version=str(m.get("version")),
-                bytes=int(m.get("bytes") or 0), layers=m.get("layers"), build_seconds=float(m.get("build_seconds") or 0.0),
-                opt_level=m.get("opt_level"), created=str(m.get("created", "")), model_sha256=str(m.get("model_sha256", "")),
-                recipe_digest=m.get("recipe_digest"), io=tuple(m.get("io") or ()), profiles=tuple(m.get("profiles") or ()),
-                engine_layers=tuple(m.get("engine_layers") or ())))
-    return sorted(found, key=lambda e: e.created, reverse=True)
+    found = [read_engine_meta(p) for p in (folder.glob(f"*.engine{METADATA_SUFFIX}") if folder.is_dir() else ())]
+    return sorted((e for e in found if e is not None), key=lambda e: e.created, reverse=True)
 
 
 class _ProgressTracker:

@@ -23,7 +23,9 @@ _FAILURE_LINES = 30
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The command's flags."""
     p.add_argument("model", help="an .onnx file or a sample model name")
-    p.add_argument("-o", "--output", metavar="ENGINE", help="engine path (default: the workbench cache)")
+    p.add_argument("-o", "--output", metavar="ENGINE",
+                   help="engine path (default: the model's engine cache, where the dashboard's Build tab builds; "
+                        "the dashboard lists the engine either way)")
     p.add_argument("--shapes", action="append", metavar="SPEC",
                    help="NAME:1x3x224x224 or NAME:MIN,OPT,MAX; repeatable; dynamic inputs left out get derived defaults")
     p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "tensorrt-rtx"])
@@ -41,8 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> EngineBuild:
-    """One workflow call (:func:`workbench.workflows.build.build`); ``--json`` prints its ``to_dict()``."""
-    """Build through the build workflow; only the builder's warnings reach stderr on success."""
+    """One workflow call (:func:`workbench.workflows.build.build`); ``--json`` prints its ``to_dict()``. Only the
+    builder's warnings reach stderr on success."""
     from ..session import Session
     from ..workflows import build as wf
 
@@ -59,9 +61,8 @@ def run(args: argparse.Namespace) -> EngineBuild:
         if args.verbose and not line.startswith("[verbose]"):
             print(line, file=sys.stderr)
 
-    try:  # engines without -o go to the workbench cache (shared by every model), as trtexec users expect
-        result = wf.build(session, settings, out=args.output, cache_dir=wf.default_cache_dir(), log=log,
-                          timing_cache_path=args.timing_cache)
+    try:  # without -o into the model's engine cache: the Build tab lists it (workflows.build.engines)
+        result = wf.build(session, settings, out=args.output, log=log, timing_cache_path=args.timing_cache)
     except BuildError:
         if not args.quiet and not args.verbose and lines:
             tail = lines[-_FAILURE_LINES:]
@@ -77,7 +78,6 @@ def run(args: argparse.Namespace) -> EngineBuild:
 def render(result: EngineBuild) -> str:
     """The engine, its build and the trtexec line for a device, as text."""
     r = result.to_dict()
-    """The engine, its size and the trtexec line as text."""
     lines = [f"engine: {r['engine']} ({r['bytes']:,} bytes, {r['layers']} layers)",
              f"backend: {r['backend']} {r['version']}  build: {r['seconds']:.2f} s",
              f"metadata: {r['metadata_path']}"]

@@ -22,10 +22,21 @@ from ..backends.ort_profile import profile_model
 from ..backends.trt import backend_status
 from ..backends.trt_profiles import format_spec, parse_shapes, resolve_profiles
 from ..backends.trt_runtime import gpu_status
-from ..build import BuildResult, EngineMeta, LogSink, build_engine, default_cache_dir, list_engines, trtexec_command
+from ..build import (
+    METADATA_SUFFIX,
+    BuildResult,
+    EngineMeta,
+    LogSink,
+    build_engine,
+    engine_dir,
+    list_engines,
+    read_engine_meta,
+    trtexec_command,
+)
 from ..cluster import Cluster
 from ..data import Dataset, load_data, timing_feeds
 from ..errors import DataError
+from ..fsio import read_json, write_json
 from ..graph import save_model
 from ..profile import (
     EngineInfo,
@@ -61,7 +72,6 @@ __all__ = [
     "build",
     "build_settings",
     "compare",
-    "default_cache_dir",
     "default_profiles",
     "engines",
     "format_spec",
@@ -173,30 +183,74 @@ def trtexec_line(session: Session, settings: BuildSettings | None = None) -> Trt
 
 
 def build(session: Session, settings: BuildSettings | None = None, *, out: PathLike | None = None,
-          cache_dir: PathLike | None = None, timing_cache_path: PathLike | None = None, log: LogSink | None = None,
+          timing_cache_path: PathLike | None = None, log: LogSink | None = None,
           progress: Progress | None = None, cancel: Cancel = None) -> EngineBuild:
     """Build an engine from the session's current model (crash-safe in a child process unless
     ``settings.in_process``). Its metadata and trtexec line name the user's file while nothing is edited, else the
-    edited model, written beside the engine. ``cache_dir`` (default the session's) holds engines and timing caches;
-    ``log(line)`` gets each builder log line. Raises :class:`~workbench.errors.BuildError`."""
+    edited model, written beside the engine. The engine goes to ``out``, else into the session's engine cache; either
+    way :func:`engines` lists it (the CLI's builds and the Build tab's alike). ``log(line)`` gets each builder log
+    line. Raises :class:`~workbench.errors.BuildError`."""
     result = build_engine(session.model, settings, out=out, progress=progress, cancel=cancel, log=log,
-                          recipe_digest=session.digest, cache_dir=cache_dir or session.cache_dir,
+                          recipe_digest=session.digest, cache_dir=session.cache_dir,
                           timing_cache_path=timing_cache_path, name=_stem(session), source=_source(session))
-    return EngineBuild.of(result)
+    return _registered(session, EngineBuild.of(result))
 
 
 @dataclass(frozen=True)
 class EngineEntry(EngineMeta, Result):
-    """An engine in the cache, from its metadata JSON (the fields of :class:`workbench.build.EngineMeta`)."""
+    """An engine built for the session's model, from its metadata JSON (the fields of
+    :class:`workbench.build.EngineMeta`)."""
 
 
-def engines(session: Session | None, cache_dir: PathLike | None = None) -> tuple[EngineEntry, ...]:
-    """The engines built into the session's cache (or ``cache_dir``), newest first."""
-    folder = cache_dir if cache_dir is not None else (session.cache_dir if session is not None else None)
+# engines built elsewhere (``out``/``-o``) for a session's model: {path: engine sha256}, in its engine folder
+_REGISTRY = "elsewhere.json"
+
+
+def _engine_sha(metadata_path: PathLike) -> str | None:
     try:
-        found = list_engines(folder)
-    except OSError:
+        sha = read_json(metadata_path).get("engine_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return sha if isinstance(sha, str) else None
+
+
+def _elsewhere(session: Session) -> dict[str, str]:
+    """The engines outside the session's engine folder that its builds wrote, with the sha256 each had then."""
+    try:
+        found = read_json(engine_dir(session.cache_dir) / _REGISTRY).get("engines", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def _registered(session: Session, result: EngineBuild) -> EngineBuild:
+    """``result``, its engine recorded for :func:`engines` when it lies outside the session's engine folder."""
+    folder = engine_dir(session.cache_dir)
+    path = result.engine_path.resolve()
+    sha = _engine_sha(result.metadata_path)
+    if path.parent != folder.resolve() and sha is not None:
+        write_json(folder / _REGISTRY, {"engines": {**_elsewhere(session), str(path): sha}})
+    return result
+
+
+def engines(session: Session | None) -> tuple[EngineEntry, ...]:
+    """The engines built for the session's model, newest first: those in its engine cache and those its builds
+    wrote elsewhere (``out``; still the engine that build wrote). The one list the Build and Profile tabs show."""
+    if session is None:
         return ()
+    try:
+        found = list_engines(session.cache_dir)
+    except OSError:
+        found = []
+    seen = {e.path for e in found}
+    for path, sha in _elsewhere(session).items():
+        if path in seen or _engine_sha(path + METADATA_SUFFIX) != sha:  # gone, or since overwritten by another build
+            continue
+        meta = read_engine_meta(path + METADATA_SUFFIX)
+        if meta is not None:
+            found.append(meta)
+            seen.add(meta.path)
+    found.sort(key=lambda e: e.created, reverse=True)
     return tuple(EngineEntry(**{f.name: getattr(e, f.name) for f in fields(e)}) for e in found)
 
 
@@ -319,10 +373,10 @@ def import_trtexec(session: Session | None, layers: PathLike | None = None, prof
                            tactics={x.name: x.tactic for x in info.layers} if info else {})
 
 
-def open_engine(session: Session | None, engine_path: str, *, cache_dir: PathLike | None = None) -> ImportedProfile:
+def open_engine(session: Session | None, engine_path: str) -> ImportedProfile:
     """An engine built here as a profile: its layers (what TensorRT fused, mapped to ONNX nodes) with zero times,
     since no GPU runs them here."""
-    entry = next((e for e in engines(session, cache_dir) if e.path == engine_path), None)
+    entry = next((e for e in engines(session) if e.path == engine_path), None)
     if entry is None or not entry.engine_layers:
         raise DataError("no engine layers to show: build an engine in the Build tab first (its layer list comes from "
                         "the builder's detailed log)", hint="click Build engine, then come back")
@@ -448,7 +502,7 @@ def remote_build(session: Session, cluster: Cluster | str, settings: BuildSettin
     result = remote.remote_build(cluster, session.model, settings, resources=resources, out=out, cache_dir=session.cache_dir,
                                  name=_stem(session), recipe_digest=session.digest)
     report(progress, 1, 1, "imported")
-    return EngineBuild.of(result)
+    return _registered(session, EngineBuild.of(result))
 
 
 @dataclass(frozen=True)
