@@ -36,8 +36,9 @@ def test_target_rel_l2_keeps_the_layer_that_breaks_it(tmp_path: Path, capsys: py
     assert t["cost_all_int8"] < t["estimated_cost"] < 1.0  # the head's FLOPs back in FP32
     written = onnx.load(out)
     assert not any(n.input[0].endswith("__dq") for n in written.graph.node if n.name == "head")
-    edit = json.loads(recipe.read_text())["edits"][-1]
+    *_, edit, half = json.loads(recipe.read_text())["edits"]  # TensorRT placement: the kept head tries FP16 first
     assert edit["exclude"] == ["head"] and edit["method"] == t["method"] and edit["float_heads"] is False
+    assert t["kept_fp16"] == ["head"] and half["kind"] == "convert_precision" and half["nodes"] == ["head"]
     replayed = Session.load(recipe, model=str(src)).model  # one recipe reproduces it
     assert _rel(_run(written, x[128:]), _run(replayed, x[128:])) == 0.0
 
@@ -127,7 +128,8 @@ def test_calibrate_tab_quantizes_to_a_target_with_the_cli_workflow(tmp_path: Pat
     assert tab.result is not None and tab.result.target_metric is not None
     t = tab.result.target_metric
     assert t.met and "g2" in t.kept and "g2" in tab.target_result.value and "met" in tab.target_result.value
-    assert tab.phase.value == "done: target met" and tab.session.recipe.edits[-1].exclude == t.kept
+    quantized = [e for e in tab.session.recipe.edits if e.kind == "quantize"][-1]
+    assert tab.phase.value == "done: target met" and quantized.exclude == t.kept
     # the CLI's workflow on the same data (the tab measures on its calibration data) reaches the same plan
     same = wq.quantize(Session(_two_branch(), cache_dir=tmp_path / "cli"), data,
                        wq.QuantizeSettings(target_metric="rel_l2", tolerance=0.05)).target_metric
@@ -155,12 +157,13 @@ def test_target_mode_tries_per_tensor_methods_before_keeping_layers(tmp_path: Pa
     t = r.target_metric
     assert t is not None and t.met and t.tensor_methods
     assert all(m != t.method for m in t.tensor_methods.values())
-    edit = session.recipe.edits[-1]
+    k = max(i for i, e in enumerate(session.recipe.edits) if e.kind == "quantize")  # a ConvertPrecision of the
+    edit = session.recipe.edits[k]  # layers kept in FP16 may follow it
     assert edit.method == t.method and dict(edit.methods) == dict(t.tensor_methods)
     # the per-tensor methods alone (no layer kept) beat the best whole-model method on the evaluation data, by the
     # target's metric (the mean over samples of each sample's relative L2 error)
     ref = OrtEngine(_two_branch()).run(evaluation)["y"]
-    no_plan = session.recipe.replace(edits=(*session.recipe.edits[:-1], dataclasses.replace(edit, exclude=())))
+    no_plan = session.recipe.replace(edits=(*session.recipe.edits[:k], dataclasses.replace(edit, exclude=())))
     whole = no_plan.replace(edits=(*no_plan.edits[:-1], dataclasses.replace(no_plan.edits[-1], methods={})))
 
     def error(recipe) -> float:

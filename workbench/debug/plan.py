@@ -31,10 +31,13 @@ from ..table import Table
 from .restore import Factory, restore_layers
 from .sensitivity import Sensitivity, sensitivity
 
-__all__ = ["Plan", "find_plan", "estimated_cost", "evaluate", "plan_recipe", "recipe_models", "DebugResult",
-           "debug_precision", "PLAN_COLUMNS"]
+__all__ = ["Plan", "find_plan", "mixed_plan", "estimated_cost", "evaluate", "plan_recipe", "recipe_models",
+           "mixed_models", "MixedFactory", "DebugResult", "debug_precision", "PLAN_COLUMNS"]
 
-PLAN_COLUMNS = ("plan", "kept", "keep", "metric", "cost", "met", "step")
+PLAN_COLUMNS = ("plan", "kept", "keep", "metric", "cost", "met", "step", "fp16")
+#: ``(keep, fp16) -> model``: the candidate with ``keep`` out of low precision, those in ``fp16`` (a subset of
+#: ``keep``) in FP16 through Cast nodes and the rest in FP32 (:func:`recipe_models`)
+MixedFactory = Callable[[tuple[str, ...], tuple[str, ...]], onnx.ModelProto]
 _COST = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "fp8": 1.0}
 
 
@@ -140,7 +143,8 @@ def evaluate(model: onnx.ModelProto, data: Dataset, metric: Metric, reference_ou
 
 @dataclass(frozen=True)
 class Plan:
-    """The layers to keep in high precision, the metric it reaches, and every plan tried (``PLAN_COLUMNS``)."""
+    """The layers to keep in high precision (those in ``fp16`` in FP16, the rest of ``keep`` in FP32), the metric
+    it reaches, and every plan tried (``PLAN_COLUMNS``)."""
 
     keep: tuple[str, ...]
     metric: float
@@ -149,6 +153,7 @@ class Plan:
     tried: Table
     message: str
     cost: float | None = None
+    fp16: tuple[str, ...] = ()
 
 
 def find_plan(
@@ -161,12 +166,15 @@ def find_plan(
     prune: bool = True,
     max_evaluations: int = 40,
     progress: Progress | None = None,
+    precision: str = "fp32",
 ) -> Plan:
     """Smallest prefix of ``ranking`` to keep in high precision so ``ok(metric)``: greedy (1, 2, 4, ...), then
     bisection between the last failing and the first passing count, then pruning of unneeded layers.
 
-    ``evaluate_plan(keep) -> (metric, cost)`` builds and measures one plan.
+    ``evaluate_plan(keep) -> (metric, cost)`` builds and measures one plan; ``precision`` (``fp32`` or ``fp16``)
+    is the one it keeps layers in, recorded in the plan (``Plan.fp16``) and in every row tried.
     """
+    in_fp16 = precision == "fp16"
     rows: list[tuple[Any, ...]] = []
     cache: dict[tuple[str, ...], tuple[float, float | None]] = {}
 
@@ -176,7 +184,8 @@ def find_plan(
                 return False
             cache[keep] = evaluate_plan(keep)
             m, c = cache[keep]
-            rows.append((len(rows), len(keep), list(keep), m, c, bool(ok(m)), step))
+            rows.append((len(rows), len(keep), list(keep), m, c, bool(ok(m)), f"fp16 {step}" if in_fp16 else step,
+                         list(keep) if in_fp16 else []))
             report(progress, len(rows), max_evaluations, f"plan {len(rows)}: keep {len(keep)}")
         return bool(ok(cache[keep][0]))
 
@@ -192,7 +201,7 @@ def find_plan(
         message = (f"the tolerance cannot be met: even with all {n} ranked layers in high precision the metric "
                    f"is {m:.4g} (target {target:.4g}); the best plan found is returned")
         tried = Table(PLAN_COLUMNS, tuple(rows))
-        return Plan(keep, m, False, target, tried, message, c)
+        return Plan(keep, m, False, target, tried, message, c, keep if in_fp16 else ())
     else:
         lo, hi, k = 0, n, 1
         while k < n:
@@ -213,40 +222,105 @@ def find_plan(
                 trial = tuple(x for x in chosen if x != layer)
                 if trial and run(trial, "prune"):
                     chosen = trial
-        message = f"keep {len(chosen)} of {n} layers in high precision to meet the tolerance"
+        message = f"keep {len(chosen)} of {n} layers in {precision.upper()} to meet the tolerance"
         if len(cache) >= max_evaluations:
             message += f" (search stopped at {max_evaluations} plan evaluations: a smaller set may exist)"
     m, c = cache[chosen]
-    return Plan(chosen, m, True, target, Table(PLAN_COLUMNS, tuple(rows)), message, c)
+    return Plan(chosen, m, True, target, Table(PLAN_COLUMNS, tuple(rows)), message, c, chosen if in_fp16 else ())
+
+
+def mixed_plan(
+    ranking: Sequence[str],
+    evaluate_mixed: Callable[[tuple[str, ...], tuple[str, ...]], tuple[float, float | None]],
+    *,
+    ok: Callable[[float], bool],
+    target: float,
+    higher_is_better: bool,
+    prune: bool = True,
+    max_evaluations: int = 40,
+    progress: Progress | None = None,
+) -> Plan:
+    """:func:`find_plan` with FP16 tried first for the kept layers (cheaper than FP32, and usually enough): the
+    FP16 search; where even every ranked layer in FP16 misses the tolerance, the FP32 search, then each layer of
+    its plan moved to FP16 (least sensitive first) wherever the tolerance stays met, so only the layers FP16 does
+    not serve stay FP32. ``evaluate_mixed(keep, fp16) -> (metric, cost)``; the plans of both searches and the
+    moves are in ``tried``, renumbered in the order measured."""
+    half = find_plan(ranking, lambda keep: evaluate_mixed(keep, keep), ok=ok, target=target,
+                     higher_is_better=higher_is_better, prune=prune, max_evaluations=max_evaluations,
+                     progress=progress, precision="fp16")
+    if half.met:
+        return half
+    full = find_plan(ranking, lambda keep: evaluate_mixed(keep, ()), ok=ok, target=target,
+                     higher_is_better=higher_is_better, prune=prune, max_evaluations=max_evaluations,
+                     progress=progress)
+    rows = [*half.tried.rows, *full.tried.rows]
+    if not full.met:
+        best = max((half, full), key=lambda p: p.metric) if higher_is_better else min((half, full),
+                                                                                       key=lambda p: p.metric)
+        return dataclasses.replace(best, tried=_renumbered(rows), message=full.message)
+    fp16: tuple[str, ...] = ()
+    metric, cost = full.metric, full.cost
+    for layer in reversed(full.keep):  # least sensitive first
+        trial = (*fp16, layer)
+        m, c = evaluate_mixed(full.keep, trial)
+        passed = bool(ok(m))
+        rows.append((len(rows), len(full.keep), list(full.keep), m, c, passed, "mixed: to fp16", list(trial)))
+        report(progress, len(rows), max_evaluations, f"plan {len(rows)}: {layer} in fp16")
+        if passed:
+            fp16, metric, cost = trial, m, c
+    keep32 = len(full.keep) - len(fp16)
+    message = (f"keep {len(full.keep)} of {len(ranking)} layers in high precision to meet the tolerance: "
+               f"{len(fp16)} in FP16, {keep32} in FP32 (FP16 alone, even for every ranked layer, missed it)")
+    return Plan(full.keep, metric, True, target, _renumbered(rows), message, cost, fp16)
+
+
+def _renumbered(rows: Sequence[tuple[Any, ...]]) -> Table:
+    return Table(PLAN_COLUMNS, tuple((k, *r[1:]) for k, r in enumerate(rows)))
 
 
 # --- recipes ------------------------------------------------------------------------------------------
 
 
-def plan_recipe(recipe: Recipe, keep: Iterable[str]) -> Recipe:
-    """The recipe with ``keep`` added to the last precision edit (Quantize ``exclude`` / ConvertPrecision ``keep``)."""
+def plan_recipe(recipe: Recipe, keep: Iterable[str], fp16: Iterable[str] = ()) -> Recipe:
+    """The recipe with ``keep`` added to the last precision edit (Quantize ``exclude`` / ConvertPrecision ``keep``);
+    ``fp16`` (kept layers of a Quantize to run in FP16, the rest of ``keep`` staying FP32): a ConvertPrecision of
+    those nodes right after it."""
     keep = tuple(keep)
+    half = tuple(dict.fromkeys(fp16))
     edits = list(recipe.edits)
     for k in range(len(edits) - 1, -1, -1):
         e = edits[k]
         if isinstance(e, Quantize):
-            edits[k] = dataclasses.replace(e, exclude=tuple(dict.fromkeys((*e.exclude, *keep))))
+            edits[k] = dataclasses.replace(e, exclude=tuple(dict.fromkeys((*e.exclude, *keep, *half))))
+            if half:
+                edits.insert(k + 1, ConvertPrecision(precision="fp16", nodes=half))
             return recipe.replace(edits=tuple(edits))
         if isinstance(e, ConvertPrecision):
+            if half:  # the last precision edit is a conversion: nothing to keep in FP16 instead of INT8
+                break
             edits[k] = dataclasses.replace(e, keep=tuple(dict.fromkeys((*e.keep, *keep))))
             return recipe.replace(edits=tuple(edits))
-    raise RecipeError("the recipe has no quantize or convert_precision edit to adjust",
+    raise RecipeError("the recipe has no quantize or convert_precision edit to adjust"
+                      + (" (layers kept in FP16 need a quantize edit)" if half else ""),
                       hint="add one first (workbench quantize/convert --recipe-out, or the Precision tab)")
 
 
 def recipe_models(original: onnx.ModelProto, recipe: Recipe, cache_dir: str | os.PathLike[str] | None
                   ) -> tuple[onnx.ModelProto, Factory]:
     """(FP32 reference = the recipe's graph edits only, factory ``keep -> candidate model``)."""
+    reference, mixed = mixed_models(original, recipe, cache_dir)
+    return reference, lambda keep: mixed(keep, ())
+
+
+def mixed_models(original: onnx.ModelProto, recipe: Recipe, cache_dir: str | os.PathLike[str] | None
+                 ) -> tuple[onnx.ModelProto, MixedFactory]:
+    """(FP32 reference, :data:`MixedFactory` ``(keep, fp16) -> candidate``: the recipe replayed by
+    :func:`plan_recipe`)."""
     from ..replay import replay
 
     plan_recipe(recipe, ())  # raises when there is no precision edit
     reference = replay(original, recipe.edits, cache_dir=cache_dir, precision=False)
-    return reference, lambda keep: replay(original, plan_recipe(recipe, keep).edits, cache_dir=cache_dir)
+    return reference, lambda keep, fp16: replay(original, plan_recipe(recipe, keep, fp16).edits, cache_dir=cache_dir)
 
 
 # --- all together ---------------------------------------------------------------------------------------
@@ -272,6 +346,7 @@ class DebugResult:
                              "metric_gain": r["metric_gain"], "metric_restored": r["metric_restored"]}
                             for r in self.sensitivity.table.records()],
             "keep_high_precision": list(self.plan.keep),
+            "keep_fp16": list(self.plan.fp16),
             "metric": self.sensitivity.metric,
             "metric_reference": self.metric_reference,
             "metric_before": self.metric_before,
@@ -294,6 +369,7 @@ def debug_precision(
     data: DataSource,
     *,
     factory: Factory | None = None,
+    mixed: MixedFactory | None = None,
     metric: Metric | None = None,
     tolerance: float = 0.01,
     layers: Sequence[str] | None = None,
@@ -320,6 +396,8 @@ def debug_precision(
     (:func:`sensitivity`): the plan is searched greedily along whichever ranking it gives. ``workers``
     threads run batches side by side, in the ranking and in every plan's evaluation (see :func:`sensitivity`);
     ``cluster``: as Dask tasks there instead, with the same result (the data sent to the workers once).
+    ``mixed`` (:func:`mixed_models`; the ranking still uses ``factory``): kept layers try FP16 first
+    (:func:`mixed_plan`), the plan's ``fp16`` says which, and the recipe keeps those in FP16.
     """
     ref = reference if len(reference.graph.value_info) else load_model(reference)
     cand = candidate if len(candidate.graph.value_info) else load_model(candidate)
@@ -362,18 +440,21 @@ def debug_precision(
 
     build = factory or (lambda keep: restore_layers(cand, ref, keep))
 
-    def evaluate_plan(keep: tuple[str, ...]) -> tuple[float, float | None]:
+    def measure(model: onnx.ModelProto) -> tuple[float, float | None]:
         if cancelled(cancel):
             raise DataError("debugging was cancelled", hint="run it again to finish")
-        model = cand if not keep and factory is None else build(keep)
         m = evaluate(model, ds, metric, ref_outs, batch_size=batch_size, max_samples=max_samples, reference=ref,
                      workers=workers, cluster=cluster)
         return m, estimated_cost(model, ref)
 
-    plan = find_plan(sens.ranking, evaluate_plan, ok=ok, target=target, higher_is_better=metric.higher_is_better,
-                     progress=progress)
+    if mixed is not None:
+        plan = mixed_plan(sens.ranking, lambda keep, fp16: measure(mixed(keep, fp16)), ok=ok, target=target,
+                          higher_is_better=metric.higher_is_better, progress=progress)
+    else:
+        plan = find_plan(sens.ranking, lambda keep: measure(cand if not keep and factory is None else build(keep)),
+                         ok=ok, target=target, higher_is_better=metric.higher_is_better, progress=progress)
     before = next((r[3] for r in plan.tried.rows if r[1] == 0), sens.metric_before)
-    out_recipe = plan_recipe(recipe, plan.keep) if recipe is not None else None
+    out_recipe = plan_recipe(recipe, plan.keep, plan.fp16) if recipe is not None else None
     path = None
     if out_recipe is not None and recipe_out is not None:
         path = str(atomic_write(recipe_out, out_recipe.to_json()))

@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
@@ -61,6 +61,9 @@ from ..recipe import CalibrationSettings, ConvertPrecision, Edit, FuseBatchNorm,
 from ..session import Session
 from .base import Cancel, Progress, Result, cancelled, report
 from .cluster import ClusterUse
+
+if TYPE_CHECKING:
+    from ..compare.metrics import Metric
 
 __all__ = [
     "DEFAULT_METHOD",
@@ -150,7 +153,8 @@ class QuantizeSettings:
 
     ``exclude``: node selectors (names, ``op:Gemm``, globs) left in float; ``float_heads``: output heads stay
     float (and are not calibrated); ``methods``: per-tensor methods over ``method``; ``target_metric``
-    (``rel_l2`` | ``accuracy``) and ``tolerance``: the accuracy-to-a-target mode of :func:`quantize`.
+    (``rel_l2`` | ``accuracy``, or from Python any per-sample :class:`~workbench.compare.metrics.Metric`, e.g. a
+    task metric) and ``tolerance``: the accuracy-to-a-target mode of :func:`quantize` (:func:`to_target`).
     """
 
     method: str = DEFAULT_METHOD
@@ -162,7 +166,7 @@ class QuantizeSettings:
     float_heads: bool = True
     fold_batchnorm: bool = True
     methods: Mapping[str, str] = field(default_factory=dict)
-    target_metric: str | None = None
+    target_metric: str | Metric | None = None
     tolerance: float | None = None
     batch_size: int = 16
 
@@ -192,7 +196,8 @@ class CalibrationResult(Result):
 @dataclass(frozen=True)
 class TargetResult(Result):
     """Accuracy to a target: the metric before and after, the method per tensor, the layers kept in high precision
-    and what they cost (estimated, relative to FP32 = 1.0)."""
+    (``kept``; of them ``kept_fp16`` in FP16, the rest FP32) and what they cost (estimated, relative to
+    FP32 = 1.0)."""
 
     metric: str
     tolerance: float
@@ -209,6 +214,8 @@ class TargetResult(Result):
     cost_all_int8: float | None
     plans_tried: int
     samples: int
+    kept_fp16: tuple[str, ...] = ()  # of ``kept``, those in FP16 (TensorRT placement); the rest FP32
+    layers: Mapping[str, int] = field(default_factory=dict)  # the plan's layers per precision: int8, fp16, fp32
 
 
 @dataclass(frozen=True)
@@ -358,7 +365,7 @@ def apply_quantize(session: Session, cache: ScaleCache, settings: QuantizeSettin
     excluded = _excluded(model, settings)
     evaluation = None
     if settings.target_metric is not None:
-        if settings.target_metric not in TARGET_METRICS:
+        if isinstance(settings.target_metric, str) and settings.target_metric not in TARGET_METRICS:
             raise CalibrationError(f"unknown target metric '{settings.target_metric}'",
                                    hint=f"use one of {list(TARGET_METRICS)}")
         if eval_data is None:
@@ -428,32 +435,37 @@ def quantize(session: Session, data: Any, settings: QuantizeSettings = QuantizeS
                                cluster=ClusterUse.of(cluster))
 
 
-def to_target(session: Session, data: Dataset, metric_name: str, tolerance: float | None = None, *,
+def to_target(session: Session, data: Dataset, metric: str | Metric, tolerance: float | None = None, *,
               progress: Progress | None = None, cancel: Cancel = None, cluster: Cluster | None = None
               ) -> TargetResult:
     """Accuracy to a target (issue 13, part 3) for the session's last edit (a Quantize): the calibration method
     whose whole-model metric is best (one evaluation per method, from the same statistics), then per tensor,
     where the metric is still off, the method that serves it better, then the debugger's sensitivity ranking and
     plan search (:func:`workbench.debug.debug_precision`) for the fewest layers kept in high precision until the
-    metric is within ``tolerance`` of FP32 (accuracy: a drop of 0.005 by default; rel_l2: 0.05). The session's
-    Quantize edit is replaced by the result (one recipe)."""
+    metric is within ``tolerance`` of FP32. ``metric``: ``rel_l2`` | ``accuracy`` or any per-sample
+    :class:`~workbench.compare.metrics.Metric` (a task metric); ``tolerance``: for a higher-is-better metric the
+    largest drop below FP32's value (default 0.005), for an error the largest value (default 0.05). For the
+    TensorRT placement a kept layer tries FP16 first (a Cast region, half FP32's cost) and stays FP32 only where
+    FP16 misses the target (:func:`workbench.debug.mixed_plan`); ONNX Runtime's CPU placement keeps FP32. The
+    session's Quantize edit is replaced by the result (one recipe)."""
     from ..backends.ort import OrtEngine
     from ..compare import accuracy, output_error
-    from ..debug import debug_precision, estimated_cost, evaluate, recipe_models
+    from ..debug import debug_precision, estimated_cost, evaluate, mixed_models, recipe_models
 
-    use_acc = metric_name == "accuracy"
-    if use_acc and "label" not in data:
-        raise DataError("--target-metric accuracy needs a 'label' array in the evaluation data",
-                        hint="add labels to the .npz, or use --target-metric rel_l2")
-    metric = accuracy() if use_acc else output_error()
-    tol = tolerance if tolerance is not None else (0.005 if use_acc else 0.05)
+    if isinstance(metric, str):
+        if metric == "accuracy" and "label" not in data:
+            raise DataError("--target-metric accuracy needs a 'label' array in the evaluation data",
+                            hint="add labels to the .npz, or use --target-metric rel_l2")
+        metric = accuracy() if metric == "accuracy" else output_error()
+    higher = metric.higher_is_better
+    tol = tolerance if tolerance is not None else (0.005 if higher else 0.05)
     last = session.recipe.edits[-1] if session.recipe.edits else None
     if not isinstance(last, Quantize):
         raise EditError("the target mode needs the session's last edit to be a quantize edit",
                         hint="quantize first (workbench quantize, or the Calibrate tab's Quantize)")
     reference, _ = recipe_models(session.original, session.recipe, session.cache_dir)
     ref_outs = [OrtEngine(reference).run(b.feeds) for b in data.batches(64)]
-    better = max if use_acc else min
+    better = max if higher else min
 
     def score(edit: Quantize) -> float:
         trial = session.recipe.replace(edits=(*session.recipe.edits[:-1], edit))
@@ -468,28 +480,32 @@ def to_target(session: Session, data: Dataset, metric_name: str, tolerance: floa
     best = better(scores, key=lambda m: scores[m])
     chosen = dataclasses.replace(last, method=best)
     fp32 = 0.0
-    if use_acc:
+    if higher:
         fp32 = evaluate(reference, data, metric, ref_outs, batch_size=64, max_samples=None, reference=reference,
                         cluster=cluster)
 
     def met(value: float) -> bool:
-        return fp32 - value <= tol if use_acc else value <= tol
+        return fp32 - value <= tol + 1e-12 if higher else value <= tol + 1e-12
 
     tensor_methods: dict[str, str] = {}
     if not met(scores[best]):  # per tensor, where the chosen method clips most, the method that serves it better
-        chosen, tensor_methods = _tensor_methods(session, chosen, scores[best], score, met, higher_is_better=use_acc,
+        chosen, tensor_methods = _tensor_methods(session, chosen, scores[best], score, met, higher_is_better=higher,
                                                  progress=progress, cancel=cancel)
     recipe = session.recipe.replace(edits=(*session.recipe.edits[:-1], chosen))
-    reference, factory = recipe_models(session.original, recipe, session.cache_dir)
+    reference, mixed = mixed_models(session.original, recipe, session.cache_dir)
+    candidate = mixed((), ())
     report(progress, 0, 0, "target: sensitivity and plan")
-    result = debug_precision(reference, factory(()), data, factory=factory, metric=metric, tolerance=tol,
+    result = debug_precision(reference, candidate, data, factory=lambda keep: mixed(keep, ()),
+                             mixed=mixed if chosen.target == "tensorrt" else None, metric=metric, tolerance=tol,
                              recipe=recipe, batch_size=64, cancel=cancel, cluster=cluster)
     session.set_recipe(result.recipe if result.recipe is not None else recipe)
     plan = result.plan
+    layers = len(result.sensitivity.ranking)
+    counts = {"int8": layers - len(plan.keep), "fp16": len(plan.fp16), "fp32": len(plan.keep) - len(plan.fp16)}
     return TargetResult(metric.name, tol, {k: round(v, 6) for k, v in scores.items()}, best, tensor_methods,
                         result.metric_reference, result.metric_before, plan.metric, plan.met, tuple(plan.keep),
-                        plan.message, plan.cost, estimated_cost(factory(()), reference), len(plan.tried.rows),
-                        result.sensitivity.samples)
+                        plan.message, plan.cost, estimated_cost(candidate, reference), len(plan.tried.rows),
+                        result.sensitivity.samples, tuple(plan.fp16), counts)
 
 
 TENSOR_SEARCH = 8  # tensors tried per-tensor methods in the target mode (those whose chosen threshold clips most)
