@@ -36,13 +36,14 @@ def test_select_by_pattern_preview_apply_undo_redo(tab: EditTab) -> None:
     tab.select(["block2.relu"])
     tab.action.value = "bypass node"
     tab.preview_button.click()
-    assert tab.last_preview["removed"] == ["block2.relu"] and tab.last_preview["nodes_after"] == 12
+    assert tab.last_preview is not None
+    assert tab.last_preview.removed == ("block2.relu",) and tab.last_preview.nodes_after == 12
     assert "block2.relu" in tab.preview_html.value and not s.can_undo  # preview applies nothing
     tab.apply_button.click()
     assert tab.status.state == "ok" and s.position == 1
     assert tab.status.message == "apply bypass_node(node='block2.relu', input_index=0): 0 nodes added, 1 removed, " \
         "1 changed; 12 nodes"
-    assert tab.last_change["removed"] == ["block2.relu"] and tab.last_change["changed"] == ["block3.conv"]
+    assert tab.last_change.removed == ("block2.relu",) and tab.last_change.changed == ("block3.conv",)
     assert json.loads(tab.recipe_json.value)["edits"] == [{"kind": "bypass_node", "node": "block2.relu",
                                                           "input_index": 0}]
     assert "block2.relu" not in [v for _, v in tab.nodes.options]
@@ -55,7 +56,7 @@ def test_select_by_pattern_preview_apply_undo_redo(tab: EditTab) -> None:
     tab.undo_button.click()
     tab.undo_button.click()
     assert model_bytes(s.model) == model_bytes(s.original) and tab.undo_button.disabled
-    assert tab.last_change["added"] == ["block2.relu"]
+    assert tab.last_change.added == ("block2.relu",)
     tab.redo_button.click()
     assert s.position == 1 and json.loads(tab.recipe_json.value)["edits"][0]["kind"] == "bypass_node"
 
@@ -167,4 +168,4 @@ def test_history_list_jumps_to_a_step(tab: EditTab) -> None:
     assert tab.history.options[1][0].startswith("▶") and tab.redo_button.disabled is False
     assert "BatchNormalization" in {n.op_type for n in s.model.graph.node}
     tab.history.value = 3
-    assert s.position == 3 and tab.last_change["action"] == "redo"
+    assert s.position == 3 and tab.last_change.action == "redo"

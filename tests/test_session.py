@@ -29,20 +29,20 @@ def test_apply_undo_redo_and_cached_models(model_path, tmp_path) -> None:
     source = model_path.read_bytes()
     s = Session(model_path, cache_dir=tmp_path / "cache")
     seen = []
-    s.on_change(lambda sess: seen.append((sess.last_change["action"], len(sess.recipe.edits))))
+    s.on_change(lambda sess: seen.append((sess.last_change.action, len(sess.recipe.edits))))
     original = s.model
     assert s.model is s.original and not s.can_undo and not s.can_redo
     assert s.recipe.model.sha256 == sha256_file(model_path) and s.source_path == model_path.resolve()
     fused = s.apply(R.FuseBatchNorm())
     assert len(fused.graph.node) == len(original.graph.node) - 3
-    assert s.last_change["removed"] == ["block1.bn", "block2.bn", "block3.bn"]
+    assert s.last_change.removed == ("block1.bn", "block2.bn", "block3.bn")
     s.apply(R.BypassNode(node="block2.relu"))
     assert s.can_undo and not s.can_redo and s.position == 2
     s.undo()
     assert s.model is fused and s.can_redo  # a cursor move: the cached model, not a recomputation
     s.undo()
     assert s.model is original
-    assert s.last_change["added"] == ["block1.bn", "block2.bn", "block3.bn"]
+    assert s.last_change.added == ("block1.bn", "block2.bn", "block3.bn")
     s.redo()
     assert s.model is fused
     s.apply(R.RemoveIdentity())  # a new edit drops the redo branch
@@ -140,7 +140,7 @@ def test_settings_are_recorded_and_undoable() -> None:
     s.set_build(R.BuildSettings(profiles=(R.ShapeProfile("input", (1, 3, 8, 8), (1, 3, 32, 32), (1, 3, 64, 64)),)))
     s.set_calibration(R.CalibrationSettings(method="percentile", samples=16))
     assert s.recipe.build.profiles[0].opt == (1, 3, 32, 32) and s.recipe.calibration.method == "percentile"
-    assert s.model is model and s.last_change["action"] == "set_calibration"
+    assert s.model is model and s.last_change.action == "set_calibration"
     d = s.digest
     s.undo()
     assert s.recipe.calibration is None and s.recipe.build is not None and s.digest != d

@@ -465,8 +465,8 @@ def test_an_applied_edit_is_ringed_in_the_model_tab(wb: Workbench):
     edit.op.value, edit.name.value = "Relu", "extra.relu"
     edit.apply_button.click()
     assert wb.status.state == "ok", wb.status.message
-    added = edit.last_change["added"]
-    assert added == ["extra.relu"] and edit.last_change["removed"] == []
+    added = list(edit.last_change.added)
+    assert added == ["extra.relu"] and edit.last_change.removed == ()
     assert _ringed(model) == _points_of(model, added) and len(_ringed(model)) == 1
     assert "1 node(s) added (ringed), 0 removed" in model.highlight_note.value
 
@@ -474,13 +474,13 @@ def test_an_applied_edit_is_ringed_in_the_model_tab(wb: Workbench):
     edit.action.value = "bypass node"
     edit.apply_button.click()
     change = edit.last_change
-    assert change["added"] == [] and change["removed"] == ["block2.relu"]
+    assert change.added == () and change.removed == ("block2.relu",)
     assert _ringed(model) == []  # exactly the added nodes: none
     assert "0 node(s) added, 1 removed" in model.highlight_note.value
     assert "1 removed" in wb.status.message
 
     edit.undo_button.click()  # undo brings the Relu back: that is the change now
-    assert edit.last_change["added"] == ["block2.relu"]
+    assert edit.last_change.added == ("block2.relu",)
     assert _ringed(model) == _points_of(model, ["block2.relu"])
     assert "last undo: 1 node(s) added" in model.highlight_note.value
     wb.session.set_build(BuildSettings(opt_level=2))  # a settings change leaves the rings alone
@@ -491,7 +491,7 @@ def test_edits_are_ringed_before_the_edit_tab_is_built(wb: Workbench):
     model = wb.tabs["Model"]
     wb.session.apply(FuseBatchNorm())
     assert not wb.tabs.built("Edit")
-    assert wb.session.last_change["added"] == [] and _ringed(model) == []
+    assert wb.session.last_change.added == () and _ringed(model) == []
     assert "0 node(s) added, 3 removed" in model.highlight_note.value
     model.highlight([])  # a caller without a note clears it
     assert model.highlight_note.value == ""

@@ -21,6 +21,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +44,53 @@ from .graph import (
 from .graph import summary as graph_summary
 from .recipe import BuildSettings, CalibrationSettings, Edit, ModelRef, Quantize, Recipe
 from .replay import apply
+from .result import Result
 from .table import Table
 
-__all__ = ["Session", "default_cache_dir"]
+__all__ = ["EditPreview", "NodeChange", "Session", "default_cache_dir"]
 
 Source = str | os.PathLike[str] | bytes | onnx.ModelProto
 Callback = Callable[["Session"], Any]
 Dispatcher = Callable[[Callable[[], None]], None]
 _CACHE_LIMIT = 64
 _EXTERNAL_SCAN_LIMIT = 64 << 20  # .onnx files up to this size are scanned for external data files
+
+
+@dataclass(frozen=True)
+class NodeChange(Result):
+    """What the session's last step did to the graph: its ``action`` (``open``, ``apply``, ``undo``, ``redo``,
+    ``goto``, ...), the ``edit`` it named, and the node names ``added``, ``removed`` and ``changed`` (same name,
+    another op, inputs, outputs or attributes)."""
+
+    action: str
+    edit: str | None
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EditPreview(Result):
+    """What an edit would change (:meth:`Session.preview`): its description, the node names ``added``, ``removed``
+    and ``changed``, and the node count before and after."""
+
+    edit: str
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    nodes_before: int
+    nodes_after: int
+
+
+def _node_diff(before: onnx.ModelProto,
+               after: onnx.ModelProto) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(added, removed, changed) node names (:func:`workbench.edits.node_diff`); nothing when the model is the same."""
+    if before is after:
+        return (), (), ()
+    from .edits import node_diff
+
+    diff = node_diff(before, after)
+    return tuple(diff["added"]), tuple(diff["removed"]), tuple(diff["changed"])
 
 
 def default_cache_dir(model_sha256: str) -> Path:
@@ -127,7 +166,7 @@ class Session:
         self._callbacks: list[Callback] = []
         self._history: list[Recipe] = [recipe.replace(edits=())]
         self._cursor = 0
-        self.last_change: dict[str, Any] = {"action": "open", "edit": None, "added": [], "removed": [], "changed": []}
+        self.last_change = NodeChange("open", None)
         if recipe.edits:
             for k, edit in enumerate(recipe.edits):
                 try:
@@ -254,7 +293,6 @@ class Session:
             twin._lock, twin._owner, twin.dispatcher, twin._callbacks = threading.RLock(), None, None, []
             twin._models = OrderedDict(self._models)
             twin._history, twin._cursor = [self.recipe], 0
-            twin.last_change = dict(self.last_change)
         return twin
 
     def adopt(self, twin: Session) -> onnx.ModelProto:
@@ -304,19 +342,19 @@ class Session:
         self._fire()
         return after
 
-    def preview(self, edit: Edit | list[Edit] | tuple[Edit, ...]) -> dict[str, Any]:
+    def preview(self, edit: Edit | list[Edit] | tuple[Edit, ...]) -> EditPreview:
         """What ``edit`` (or a list of edits) would change: node names added/removed/changed; nothing applied.
 
         The previewed model is cached, so applying the same edit next costs nothing.
         """
-        from .edits import describe, node_diff
+        from .edits import describe
 
         edits = tuple(edit) if isinstance(edit, (list, tuple)) else (edit,)
         with self._locked():
             before = self.model
             after = self._model_for(self.recipe.replace(edits=self.recipe.edits + edits))
-        return {"edit": "; ".join(describe(e) for e in edits), **node_diff(before, after),
-                "nodes_before": len(before.graph.node), "nodes_after": len(after.graph.node)}
+        return EditPreview("; ".join(describe(e) for e in edits), *_node_diff(before, after),
+                           nodes_before=len(before.graph.node), nodes_after=len(after.graph.node))
 
     def load_recipe(self, recipe_path: str | os.PathLike[str]) -> onnx.ModelProto:
         """Read a recipe file (pinned to this model, or a template) and make it the current recipe (undoable)."""
@@ -474,10 +512,7 @@ class Session:
         self._changed(action, label, before, after)
 
     def _changed(self, action: str, label: str, before: onnx.ModelProto, after: onnx.ModelProto) -> None:
-        from .edits import node_diff
-
-        diff = node_diff(before, after) if before is not after else {"added": [], "removed": [], "changed": []}
-        self.last_change = {"action": action, "edit": label, **diff}
+        self.last_change = NodeChange(action, label, *_node_diff(before, after))
 
     def _fire(self) -> None:
         """Tell the subscribers about a change (after the lock is released), through the dispatcher if one is set."""

@@ -394,8 +394,8 @@ class Workbench:
             return
         model_tab.refresh()  # no-op if its own change handler ran first; the rings need the new graph
         change = session.last_change
-        added, removed = list(change.get("added") or []), list(change.get("removed") or [])
-        note = (f"last {change.get('action')}: {len(added)} node(s) added"
+        added, removed = list(change.added), list(change.removed)
+        note = (f"last {change.action}: {len(added)} node(s) added"
                 + (" (ringed)" if added else "") + f", {len(removed)} removed"
                 + (" (not in the graph any more)" if removed else ""))
         model_tab.highlight(added, note=note)

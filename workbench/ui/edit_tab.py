@@ -20,7 +20,7 @@ import ipywidgets as W
 
 from .. import recipe as R
 from ..errors import EditError
-from ..session import Session
+from ..session import EditPreview, NodeChange, Session
 from ..specs import Dim, parse_specs
 from ..workflows.model import history_labels
 from .common import Status, on_kernel_thread
@@ -151,19 +151,15 @@ def build_edits(action: str, nodes: Sequence[str], fields: Mapping[str, str],
     raise AssertionError(action)  # pragma: no cover - every action is handled above
 
 
-def _diff_html(diff: Mapping[str, Any]) -> str:
-    def items(key: str, cls: str) -> str:
-        names = diff.get(key) or []
+def _diff_html(head: str, diff: NodeChange | EditPreview) -> str:
+    def items(key: str, names: tuple[str, ...]) -> str:
         shown = ", ".join(f"<code>{html.escape(n)}</code>" for n in names[:40])
         more = f" … and {len(names) - 40} more" if len(names) > 40 else ""
-        return f'<li class="wb-{cls}"><b>{key}</b> ({len(names)}): {shown or "-"}{more}</li>'
+        return f'<li class="wb-{key}"><b>{key}</b> ({len(names)}): {shown or "-"}{more}</li>'
 
-    head = html.escape(str(diff.get("edit", "")))
-    counts = ""
-    if "nodes_before" in diff:
-        counts = f" · nodes {diff['nodes_before']} → {diff['nodes_after']}"
-    return (f'<div class="wb-diff"><b>{head}</b>{counts}<ul>{items("added", "added")}'
-            f'{items("removed", "removed")}{items("changed", "changed")}</ul></div>')
+    counts = f" · nodes {diff.nodes_before} → {diff.nodes_after}" if isinstance(diff, EditPreview) else ""
+    return (f'<div class="wb-diff"><b>{html.escape(head)}</b>{counts}<ul>{items("added", diff.added)}'
+            f'{items("removed", diff.removed)}{items("changed", diff.changed)}</ul></div>')
 
 
 class EditTab:
@@ -175,7 +171,7 @@ class EditTab:
         self.session = session
         self.status = status
         on_kernel_thread(session)
-        self.last_preview: dict[str, Any] | None = None
+        self.last_preview: EditPreview | None = None
         self._refreshing = False
         self._outputs: dict[str, list[str]] = {}
         self._select_callbacks: list[Callable[[list[str]], object]] = []  # on_select: the dashboard's selection signal
@@ -259,9 +255,9 @@ class EditTab:
         return list(self.nodes.value)
 
     @property
-    def last_change(self) -> dict[str, Any]:
+    def last_change(self) -> NodeChange:
         """Nodes ``added``/``removed``/``changed`` by the session's last step, with its ``action`` and ``edit``."""
-        return dict(self.session.last_change)
+        return self.session.last_change
 
     def select(self, names: Sequence[str]) -> None:
         """Select nodes by name (names not in the model are ignored)."""
@@ -302,8 +298,8 @@ class EditTab:
         self.undo_button.disabled = not self.session.can_undo
         self.redo_button.disabled = not self.session.can_redo
         change = self.session.last_change
-        self.change_html.value = "" if change.get("action") == "open" else _diff_html(
-            {**change, "edit": f"last {change.get('action')}: {change.get('edit')}"})
+        self.change_html.value = "" if change.action == "open" else _diff_html(
+            f"last {change.action}: {change.edit}", change)
         self._show_count()
         self._draw_graph()
 
@@ -317,8 +313,8 @@ class EditTab:
                 self._graph_digest = None
             return
         change = self.session.last_change
-        marks = {n: "changed" for n in change.get("changed") or []}
-        marks.update({n: "added" for n in change.get("added") or []})
+        marks = {n: "changed" for n in change.changed}
+        marks.update({n: "added" for n in change.added})
         self._graph_syncing = True
         try:
             with self.graph.hold_trait_notifications():
@@ -363,15 +359,15 @@ class EditTab:
     def _on_preview(self) -> None:
         with self.status.guard("previewing"):
             self.last_preview = self.session.preview(self._edits())
-            self.preview_html.value = _diff_html(self.last_preview)
+            self.preview_html.value = _diff_html(self.last_preview.edit, self.last_preview)
 
     def _report_change(self) -> None:
         """After a successful step, say what changed (other tabs' change handlers may have written the status)."""
         if self.status.state != "ok":
             return
         c = self.session.last_change
-        self.status.ok(f"{c['action']} {c['edit']}: {len(c['added'])} nodes added, {len(c['removed'])} removed, "
-                       f"{len(c['changed'])} changed; {len(self.session.model.graph.node)} nodes")
+        self.status.ok(f"{c.action} {c.edit}: {len(c.added)} nodes added, {len(c.removed)} removed, "
+                       f"{len(c.changed)} changed; {len(self.session.model.graph.node)} nodes")
 
     def _on_apply(self) -> None:
         with self.status.guard("applying"):
