@@ -14,7 +14,15 @@ pytest.importorskip("distributed", reason="the cluster extra (dask.distributed),
 
 from tests.models import conv_bn_relu_model  # noqa: E402
 from workbench.backends.trt_runtime import read_engine  # noqa: E402
-from workbench.cluster import Cluster, ClusterError, connect, machine_resources, parse_address  # noqa: E402
+from workbench.cluster import (  # noqa: E402
+    Cluster,
+    ClusterError,
+    Gpu,
+    MachineInfo,
+    connect,
+    machine_resources,
+    parse_address,
+)
 from workbench.errors import BackendUnavailable, BuildError  # noqa: E402
 from workbench.recipe import BuildSettings  # noqa: E402
 from workbench.remote import remote_build, remote_check, remote_profile, vet_engine  # noqa: E402
@@ -68,9 +76,10 @@ def test_unreachable_scheduler_offers_the_local_run():
 
 
 def test_machine_resources_from_what_the_machine_has():
-    info = {"tensorrt": {"tensorrt-rtx": "1.7"}, "gpus": [{"name": "RTX 3090", "compute_capability": "8.6"}]}
+    info = MachineInfo("h", 8, tensorrt={"tensorrt-rtx": "1.7"}, gpus=(Gpu("RTX 3090", "8.6"),))
     assert machine_resources(info) == {"trt_rtx": 1, "gpu": 1, "trt_sm86": 1}
-    assert machine_resources({"tensorrt": {}, "gpus": []}) == {}
+    assert machine_resources(MachineInfo("h", 8)) == {}
+    assert MachineInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info  # what a worker sends back
     here = machine_resources()
     assert here.get("trt_rtx") == 1  # tensorrt_rtx is installed here; no GPU here, so no trt_sm*
     assert not any(k.startswith("trt_sm") for k in here)
@@ -79,13 +88,15 @@ def test_machine_resources_from_what_the_machine_has():
 def test_describe_lists_workers_resources_and_machines(two_workers):
     c = two_workers
     machines = c.probe()
-    d = c.describe()
-    by_name = {w["name"]: w for w in d["workers"]}
-    assert by_name["a"]["resources"] == A and by_name["b"]["resources"] == B
-    assert all(w["host"] == "127.0.0.1" for w in d["workers"])
-    assert set(machines) == {w["address"] for w in d["workers"]}
-    assert all("tensorrt-rtx" in m["tensorrt"] for m in machines.values())
-    json.dumps(d)  # plain JSON for the CLI and the dashboard
+    info = c.describe()
+    by_name = {w.name: w for w in info.workers}
+    assert by_name["a"].resources == A and by_name["b"].resources == B
+    assert all(w.host == "127.0.0.1" for w in info.workers)
+    assert set(machines) == {w.address for w in info.workers}
+    assert all("tensorrt-rtx" in m.tensorrt and m == w.machine for w in info.workers for m in [machines[w.address]])
+    d = json.loads(json.dumps(info.to_dict()))  # plain JSON for the CLI and the dashboard
+    assert [w["name"] for w in d["workers"]] == [w.name for w in info.workers] and d["address"] == c.address
+    assert all(w["machine"]["cores"] >= 1 and "tensorrt-rtx" in w["machine"]["tensorrt"] for w in d["workers"])
 
 
 def test_a_build_lands_on_the_worker_whose_resources_it_asked_for(two_workers, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 
 import pytest
 from models import conv_bn_relu_model
@@ -38,3 +39,22 @@ def test_preview_and_last_change_are_typed(tmp_path):
     assert s.last_change.action == "undo" and s.last_change.added == c.removed
     _frozen(p)
     _frozen(c)
+
+
+def test_machine_info_and_the_worker_command_keep_the_cli_json_shape(cli_path):
+    from workbench.workflows.cluster import MachineInfo, WorkerCommand, machine_info, worker_command
+
+    info = machine_info()
+    assert isinstance(info, MachineInfo) and info.cores >= 1 and "tensorrt-rtx" in info.tensorrt  # installed here
+    _frozen(info)
+    w = worker_command("tcp://127.0.0.1:8786", resources="jetson=2")
+    assert isinstance(w, WorkerCommand) and w.machine == info and w.resources["jetson"] == 2.0
+    assert {"jetson=2", "trt_rtx=1"} <= set(w.command[w.command.index("--resources") + 1].split())
+    p = subprocess.run([str(cli_path), "worker", "tcp://127.0.0.1:8786", "--dry-run", "--resources", "jetson=2",
+                        "--json"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out == json.loads(json.dumps(w.to_dict()))
+    assert set(out) == {"scheduler", "resources", "machine", "command"}
+    assert set(out["machine"]) == {"host", "cores", "tensorrt", "gpus", "onnxruntime", "workbench"}
+    assert out["machine"]["gpus"] == [] and out["machine"]["tensorrt"] == info.tensorrt  # no GPU on this machine

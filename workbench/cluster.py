@@ -36,6 +36,9 @@ from .errors import WorkbenchError
 __all__ = [
     "ClusterError",
     "Cluster",
+    "ClusterInfo",
+    "Gpu",
+    "MachineInfo",
     "WorkerInfo",
     "connect",
     "parse_address",
@@ -95,25 +98,59 @@ def _package_version(*names: str) -> str | None:
     return None
 
 
-def _gpus() -> list[dict[str, str]]:
-    """[{name, compute_capability}] from ``nvidia-smi`` (empty when it is absent or fails)."""
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU as ``nvidia-smi`` names it, with its compute capability (``"8.6"``)."""
+
+    name: str
+    compute_capability: str
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """What a machine offers the workbench (:func:`machine_info`): host, cores, TensorRT flavours and their versions
+    (``{"tensorrt-rtx": "1.2.0"}``), GPUs, ONNX Runtime and workbench versions. ``to_dict()`` is its JSON, the plain
+    data a worker sends back (:meth:`from_dict` reads it)."""
+
+    host: str
+    cores: int
+    tensorrt: dict[str, str] = field(default_factory=dict)
+    gpus: tuple[Gpu, ...] = ()
+    onnxruntime: str | None = None
+    workbench: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON types (``gpus`` a list of ``{name, compute_capability}``)."""
+        return {**asdict(self), "tensorrt": dict(self.tensorrt), "gpus": [asdict(g) for g in self.gpus]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MachineInfo:
+        """The :class:`MachineInfo` of its :meth:`to_dict`."""
+        return cls(host=str(d.get("host", "")), cores=int(d.get("cores") or 1),
+                   tensorrt={str(k): str(v) for k, v in (d.get("tensorrt") or {}).items()},
+                   gpus=tuple(Gpu(str(g["name"]), str(g["compute_capability"])) for g in d.get("gpus") or ()),
+                   onnxruntime=d.get("onnxruntime"), workbench=d.get("workbench"))
+
+
+def _gpus() -> tuple[Gpu, ...]:
+    """The GPUs ``nvidia-smi`` lists (none when it is absent or fails)."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
-        return []
+        return ()
     try:
         out = subprocess.run([exe, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True,
                              text=True, timeout=20, check=True).stdout
     except (OSError, subprocess.SubprocessError):
-        return []
+        return ()
     gpus = []
     for line in out.splitlines():
         name, _, cc = (p.strip() for p in line.rpartition(","))
         if name and re.fullmatch(r"\d+\.\d+", cc):
-            gpus.append({"name": name, "compute_capability": cc})
-    return gpus
+            gpus.append(Gpu(name, cc))
+    return tuple(gpus)
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info() -> MachineInfo:
     """What this machine offers the workbench: TensorRT flavours importable here and their versions (read from
     package metadata, without loading the libraries), GPUs (``nvidia-smi``), cores, workbench version."""
     tensorrt = {}
@@ -123,27 +160,30 @@ def machine_info() -> dict[str, Any]:
             tensorrt[flavour] = _package_version(*dists) or "unknown"
     import platform
 
-    return {"host": platform.node(), "cores": os.cpu_count() or 1, "tensorrt": tensorrt, "gpus": _gpus(),
-            "onnxruntime": _package_version("onnxruntime", "onnxruntime-gpu"),
-            "workbench": _package_version("onnx-trt-workbench")}
+    return MachineInfo(host=platform.node(), cores=os.cpu_count() or 1, tensorrt=tensorrt, gpus=_gpus(),
+                       onnxruntime=_package_version("onnxruntime", "onnxruntime-gpu"),
+                       workbench=_package_version("onnx-trt-workbench"))
 
 
-def machine_resources(info: Mapping[str, Any] | None = None) -> dict[str, float]:
+def _machine_data() -> dict[str, Any]:
+    """:func:`machine_info` as plain data: what a worker sends back (:meth:`Cluster.probe`)."""
+    return machine_info().to_dict()
+
+
+def machine_resources(info: MachineInfo | None = None) -> dict[str, float]:
     """Dask worker resources for a machine (:func:`machine_info`): ``trt=1`` / ``trt_rtx=1`` per TensorRT flavour,
     ``gpu=N`` and ``trt_sm86=1`` (compute capability 8.6) where a GPU and a TensorRT are present."""
     info = machine_info() if info is None else info
     res: dict[str, float] = {}
-    flavours = info.get("tensorrt") or {}
-    if "tensorrt" in flavours:
+    if "tensorrt" in info.tensorrt:
         res["trt"] = 1
-    if "tensorrt-rtx" in flavours:
+    if "tensorrt-rtx" in info.tensorrt:
         res["trt_rtx"] = 1
-    gpus = info.get("gpus") or []
-    if gpus:
-        res["gpu"] = len(gpus)
-        if flavours:
-            for g in gpus:
-                res["trt_sm" + g["compute_capability"].replace(".", "")] = 1
+    if info.gpus:
+        res["gpu"] = len(info.gpus)
+        if info.tensorrt:
+            for g in info.gpus:
+                res["trt_sm" + g.compute_capability.replace(".", "")] = 1
     return res
 
 
@@ -152,15 +192,38 @@ def machine_resources(info: Mapping[str, Any] | None = None) -> dict[str, float]
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """One worker: its address, name, host, threads, Dask resources and (after :meth:`Cluster.probe`) machine."""
+    """One worker: its address, name, host, threads, Dask resources, (after :meth:`Cluster.probe`) machine, and
+    how many tasks it is running."""
 
     address: str
     name: str
     host: str
     nthreads: int
     resources: dict[str, float] = field(default_factory=dict)
-    machine: dict[str, Any] = field(default_factory=dict)
+    machine: MachineInfo | None = None
     running: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON types (``machine`` ``{}`` until probed)."""
+        return {**asdict(self), "resources": dict(self.resources),
+                "machine": self.machine.to_dict() if self.machine is not None else {}}
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """A cluster now (:meth:`Cluster.describe`): its address, whether the workbench started it (``local``), Dask's
+    dashboard link (None without one), its workers and what the user should know (workers lost, in order)."""
+
+    address: str
+    local: bool
+    dashboard: str | None
+    workers: tuple[WorkerInfo, ...]
+    events: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON types."""
+        return {"address": self.address, "local": self.local, "dashboard": self.dashboard,
+                "workers": [w.to_dict() for w in self.workers], "events": list(self.events)}
 
 
 class Cluster:
@@ -171,7 +234,7 @@ class Cluster:
         self.client = client
         self.address = address
         self._local = local
-        self._machines: dict[str, dict[str, Any]] = {}
+        self._machines: dict[str, MachineInfo] = {}
         self.events: list[str] = []  # what the user should know (workers lost, tasks rescheduled), in order
         self._lock = threading.Lock()
         #: ONNX Runtime threads per task; None: the hosts' cores shared by their task threads (:meth:`task_threads`)
@@ -204,13 +267,15 @@ class Cluster:
         out = []
         for addr, w in sorted(info.get("workers", {}).items()):
             out.append(WorkerInfo(addr, str(w.get("name", addr)), str(w.get("host", "")), int(w.get("nthreads", 1)),
-                                  dict(w.get("resources") or {}), dict(self._machines.get(addr, {})),
+                                  dict(w.get("resources") or {}), self._machines.get(addr),
                                   len(processing.get(addr, ()))))
         return out
 
-    def probe(self) -> dict[str, dict[str, Any]]:
-        """Ask every worker what its machine offers (:func:`machine_info`); kept for :meth:`workers`."""
-        self._machines.update(self.client.run(machine_info))
+    def probe(self) -> dict[str, MachineInfo]:
+        """Ask every worker what its machine offers (:func:`machine_info`), by worker address; kept for
+        :meth:`workers`."""
+        found = self.client.run(_machine_data)  # plain data back through Dask's protocol
+        self._machines.update({addr: MachineInfo.from_dict(d) for addr, d in found.items()})
         return dict(self._machines)
 
     def running(self) -> dict[str, list[str]]:
@@ -221,10 +286,9 @@ class Cluster:
         """Task threads over all workers."""
         return sum(w.nthreads for w in self.workers())
 
-    def describe(self) -> dict[str, Any]:
-        """JSON: address, local, dashboard link, workers (with resources, machine, running task count)."""
-        return {"address": self.address, "local": self.is_local, "dashboard": self.dashboard_link,
-                "workers": [asdict(w) for w in self.workers()], "events": list(self.events)}
+    def describe(self) -> ClusterInfo:
+        """Address, local, dashboard link, workers (with resources, machine, running task count) and events."""
+        return ClusterInfo(self.address, self.is_local, self.dashboard_link, tuple(self.workers()), tuple(self.events))
 
     def require(self, resources: Mapping[str, float] | None) -> list[WorkerInfo]:
         """The workers offering ``resources``; a :class:`ClusterError` naming what the workers do offer when none
@@ -276,7 +340,7 @@ class Cluster:
         cores: dict[str, int] = {}
         for w in self.workers():
             per_host[w.host] = per_host.get(w.host, 0) + w.nthreads
-            cores[w.host] = int((w.machine or {}).get("cores") or 1)
+            cores[w.host] = w.machine.cores if w.machine is not None else 1
         return max(1, min((cores[h] // n for h, n in per_host.items()), default=1))
 
     def submit(self, fn: Callable[..., R], *args: Any, resources: Mapping[str, float] | None = None) -> Any:

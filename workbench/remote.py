@@ -48,7 +48,7 @@ def _where() -> dict[str, Any]:
         address = get_worker().address
     except (ImportError, ValueError):
         address = None
-    return {"worker": address, "pid": os.getpid(), "machine": machine_info()}
+    return {"worker": address, "pid": os.getpid(), "machine": machine_info().to_dict()}
 
 
 def _failure(exc: WorkbenchError) -> dict[str, Any]:

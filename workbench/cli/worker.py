@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
-from ..workflows.cluster import ClusterError, machine_info, machine_resources, parse_address, require_dask
+from ..workflows.cluster import WorkerCommand, require_dask, resources_text, worker_command
 
 COMMAND = "worker"
 HELP = "start a Dask worker for SCHEDULER that advertises this machine's TensorRT and GPU as resources"
@@ -31,52 +30,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the command and resources; start nothing")
 
 
-def _parse_resources(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for part in text.replace(",", " ").split():
-        name, eq, value = part.partition("=")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            eq = ""
-        if not eq or not name:
-            raise ClusterError(f"bad resource '{part}'", hint="write NAME=N pairs, e.g. --resources 'trt_sm86=1'")
-    return out
-
-
-def _resources_text(res: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:g}" for k, v in sorted(res.items()))
-
-
-def run(args: argparse.Namespace) -> dict[str, Any] | None:
+def run(args: argparse.Namespace) -> WorkerCommand | None:
     """Start the worker (this process becomes Dask's worker), or with ``--dry-run`` say what it would run."""
-    address, _ = parse_address(args.scheduler)
-    if address == "local":
-        raise ClusterError("a worker needs a scheduler address, not 'local'",
-                           hint="start `dask scheduler --host 127.0.0.1 --port 8786` and pass tcp://127.0.0.1:8786")
-    info = machine_info()
-    resources = {**machine_resources(info), **_parse_resources(args.resources)}
-    if args.nthreads < 1:
-        raise ClusterError("--nthreads must be >= 1", hint="use 1 (the default) for one task at a time")
-    command = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", str(args.nthreads),
-               "--no-dashboard"]
-    host = args.host or ("127.0.0.1" if any(h in address for h in ("127.0.0.1", "localhost", "[::1]")) else None)
-    if host:
-        command += ["--host", host]
-    if resources:
-        command += ["--resources", _resources_text(resources)]
-    if args.name:
-        command += ["--name", args.name]
+    worker = worker_command(args.scheduler, resources=args.resources, nthreads=args.nthreads, name=args.name,
+                            host=args.host)
     if args.dry_run:
-        return {"scheduler": address, "resources": resources, "machine": info, "command": command}
+        return worker
     require_dask()  # a clear error when the cluster extra is missing
-    print(f"worker for {address}: resources {_resources_text(resources) or 'none'}", file=sys.stderr, flush=True)
-    os.execv(sys.executable, command)  # Dask's own worker CLI from here on (signals, nanny-less restarts, logs)
+    print(f"worker for {worker.scheduler}: resources {resources_text(worker.resources) or 'none'}", file=sys.stderr,
+          flush=True)
+    os.execv(sys.executable, list(worker.command))  # Dask's own worker CLI from here on (signals, restarts, logs)
 
 
-def render(r: dict[str, Any]) -> str:
+def render(r: WorkerCommand) -> str:
     """The dry run for people."""
-    flavours = ", ".join(f"{k} {v}" for k, v in r["machine"]["tensorrt"].items()) or "no TensorRT"
-    gpus = ", ".join(f"{g['name']} (sm {g['compute_capability']})" for g in r["machine"]["gpus"]) or "no GPU"
-    return "\n".join([f"scheduler: {r['scheduler']}", f"machine: {flavours}; {gpus}",
-                      f"resources: {_resources_text(r['resources']) or 'none'}", "command: " + " ".join(r["command"])])
+    flavours = ", ".join(f"{k} {v}" for k, v in r.machine.tensorrt.items()) or "no TensorRT"
+    gpus = ", ".join(f"{g.name} (sm {g.compute_capability})" for g in r.machine.gpus) or "no GPU"
+    return "\n".join([f"scheduler: {r.scheduler}", f"machine: {flavours}; {gpus}",
+                      f"resources: {resources_text(r.resources) or 'none'}", "command: " + " ".join(r.command)])

@@ -69,16 +69,16 @@ class ClusterBox:
         d = self.cluster.describe()
         e = html.escape
         rows = []
-        for w in d["workers"]:
-            m = w["machine"] or {}
-            trt = ", ".join(f"{k} {v}" for k, v in (m.get("tensorrt") or {}).items()) or "no TensorRT"
-            gpus = ", ".join(f"{g['name']} (sm {g['compute_capability']})" for g in m.get("gpus") or []) or "no GPU"
-            res = " ".join(f"{k}={v:g}" for k, v in sorted(w["resources"].items())) or "-"
-            rows.append(f"<tr><td>{e(w['name'])}</td><td>{e(w['address'])}</td><td>{w['nthreads']}</td>"
-                        f"<td>{e(res)}</td><td>{e(trt)}; {e(gpus)}</td><td>{w['running']}</td></tr>")
-        link = (f'<a href="{e(d["dashboard"])}" target="_blank">Dask dashboard</a>' if d["dashboard"]
+        for w in d.workers:
+            m = w.machine
+            trt = ", ".join(f"{k} {v}" for k, v in (m.tensorrt if m else {}).items()) or "no TensorRT"
+            gpus = ", ".join(f"{g.name} (sm {g.compute_capability})" for g in (m.gpus if m else ())) or "no GPU"
+            res = " ".join(f"{k}={v:g}" for k, v in sorted(w.resources.items())) or "-"
+            rows.append(f"<tr><td>{e(w.name)}</td><td>{e(w.address)}</td><td>{w.nthreads}</td>"
+                        f"<td>{e(res)}</td><td>{e(trt)}; {e(gpus)}</td><td>{w.running}</td></tr>")
+        link = (f'<a href="{e(d.dashboard)}" target="_blank">Dask dashboard</a>' if d.dashboard
                 else "Dask dashboard: install bokeh on the scheduler")
-        events = "".join(f"<li>{e(x)}</li>" for x in d["events"])
-        self.table.value = (f"<b>{e(d['address'])}</b> &middot; {link}<table class='wb-cluster-workers'>"
+        events = "".join(f"<li>{e(x)}</li>" for x in d.events)
+        self.table.value = (f"<b>{e(d.address)}</b> &middot; {link}<table class='wb-cluster-workers'>"
                             "<tr><th>worker</th><th>address</th><th>threads</th><th>resources</th><th>machine</th>"
                             f"<th>running</th></tr>{''.join(rows)}</table>" + (f"<ul>{events}</ul>" if events else ""))
