@@ -122,6 +122,28 @@ def _all_int8(session: Any) -> Any:
     return replay(session.original, tuple(edits), cache_dir=session.cache_dir)
 
 
+class PhaseClock:
+    """A workflow progress callback that adds up the seconds spent in each phase of the target mode."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.phase = "calibrate"
+        self.mark = time.perf_counter()
+
+    def __call__(self, done: int, total: int, phase: str = "") -> None:
+        now = time.perf_counter()
+        self.seconds[self.phase] = self.seconds.get(self.phase, 0.0) + now - self.mark
+        self.mark = now
+        self.phase = ("methods" if phase.startswith("target: method ") else
+                      "tensor_methods" if phase.startswith("target: methods for") else
+                      "sensitivity" if "sensitivity" in phase else
+                      "plans" if phase.startswith("plan") else self.phase)
+
+    def done(self) -> dict[str, float]:
+        self(0, 0, "")
+        return {k: round(v, 1) for k, v in self.seconds.items()}
+
+
 def run_model(model_id: str, calib_n: int, eval_n: int, work: Path, placements: tuple[str, ...]) -> dict[str, Any]:
     """Everything for one model (in this process)."""
     from bench_corpus import load_inputs, throughput
@@ -169,9 +191,10 @@ def run_model(model_id: str, calib_n: int, eval_n: int, work: Path, placements: 
     for placement in placements:
         start = time.perf_counter()
         session = Session(path, cache_dir=work / f"cache_{placement}")
+        clock = PhaseClock()
         try:
             r = wq.quantize(session, calib, wq.QuantizeSettings(target=placement, target_metric=metric,
-                                                               tolerance=tol), eval_data=evals)
+                                                               tolerance=tol), eval_data=evals, progress=clock)
         except Exception as exc:  # noqa: BLE001 - a failure is the benchmark's finding: recorded, the run goes on
             row["placements"][placement] = {"error": f"{type(exc).__name__}: {str(exc)[:400]}",
                                             "seconds": time.perf_counter() - start}
@@ -190,7 +213,7 @@ def run_model(model_id: str, calib_n: int, eval_n: int, work: Path, placements: 
             "layers": dict(t.layers), "float_heads": list(r.float_heads), "cost": t.estimated_cost,
             "cost_all_int8": t.cost_all_int8, "plans_tried": t.plans_tried, "message": t.message,
             "size": _size(final, work / f"{placement}.onnx"), "size_all_int8": _size(int8, work / f"{placement}_i8.onnx"),
-            "seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            "seconds": seconds, "phases": clock.done(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         }
         if placement == "onnxruntime":
             try:

@@ -451,6 +451,7 @@ def to_target(session: Session, data: Dataset, metric: str | Metric, tolerance: 
     from ..backends.ort import OrtEngine
     from ..compare import accuracy, output_error
     from ..debug import debug_precision, estimated_cost, evaluate, mixed_models, recipe_models
+    from ..replay import replay
 
     if isinstance(metric, str):
         if metric == "accuracy" and "label" not in data:
@@ -467,10 +468,9 @@ def to_target(session: Session, data: Dataset, metric: str | Metric, tolerance: 
     ref_outs = [OrtEngine(reference).run(b.feeds) for b in data.batches(64)]
     better = max if higher else min
 
-    def score(edit: Quantize) -> float:
-        trial = session.recipe.replace(edits=(*session.recipe.edits[:-1], edit))
-        _, build = recipe_models(session.original, trial, session.cache_dir)
-        return evaluate(build(()), data, metric, ref_outs, batch_size=64, max_samples=None, reference=reference,
+    def score(edit: Quantize) -> float:  # the whole model with ``edit`` for the last edit (nothing kept)
+        model = replay(session.original, (*session.recipe.edits[:-1], edit), cache_dir=session.cache_dir)
+        return evaluate(model, data, metric, ref_outs, batch_size=64, max_samples=None, reference=reference,
                         cluster=cluster)
 
     scores: dict[str, float] = {}
@@ -497,7 +497,7 @@ def to_target(session: Session, data: Dataset, metric: str | Metric, tolerance: 
     report(progress, 0, 0, "target: sensitivity and plan")
     result = debug_precision(reference, candidate, data, factory=lambda keep: mixed(keep, ()),
                              mixed=mixed if chosen.target == "tensorrt" else None, metric=metric, tolerance=tol,
-                             recipe=recipe, batch_size=64, cancel=cancel, cluster=cluster)
+                             recipe=recipe, batch_size=64, progress=progress, cancel=cancel, cluster=cluster)
     session.set_recipe(result.recipe if result.recipe is not None else recipe)
     plan = result.plan
     layers = len(result.sensitivity.ranking)
