@@ -58,3 +58,19 @@ def test_machine_info_and_the_worker_command_keep_the_cli_json_shape(cli_path):
     assert set(out) == {"scheduler", "resources", "machine", "command"}
     assert set(out["machine"]) == {"host", "cores", "tensorrt", "gpus", "onnxruntime", "workbench"}
     assert out["machine"]["gpus"] == [] and out["machine"]["tensorrt"] == info.tensorrt  # no GPU on this machine
+
+
+def test_dataset_describe_is_typed_and_keeps_its_json():
+    import numpy as np
+
+    from workbench.data import DataColumn, DataSummary, Dataset
+
+    ds = Dataset({"x": np.zeros((5, 3, 4), np.float32), "scale": np.ones(3, np.float32)}, {"x": 0, "scale": None},
+                 description="two arrays")
+    d = ds.describe()
+    assert isinstance(d, DataSummary) and d.samples == 5 and d.data == "two arrays"
+    assert d.inputs == {"x": DataColumn((5, 3, 4), 0), "scale": DataColumn((3,), None)} and d.preprocessing is None
+    assert json.loads(json.dumps(d.to_dict())) == {
+        "data": "two arrays", "samples": 5, "preprocessing": None,
+        "inputs": {"x": {"shape": [5, 3, 4], "sample_axis": 0}, "scale": {"shape": [3], "sample_axis": None}}}
+    _frozen(d)

@@ -201,7 +201,7 @@ def test_convert_measures_ranges_through_the_workflow(tmp_path: Path) -> None:
     session = Session(growing_model(), cache_dir=tmp_path / "cache")
     result = wq.convert(session, "fp16", data={"x": X})
     assert set(result.range_kept) == {"m2", "m3"} and "m1" in result.converted and result.output is None
-    assert result.data is not None and result.data["samples"] == 2 and "recipe" not in result.to_dict()
+    assert result.data is not None and result.data.samples == 2 and "recipe" not in result.to_dict()
     assert {"m2", "m3"} <= set(session.recipe.edits[-1].keep)
 
 

@@ -36,6 +36,7 @@ from .cancel import Cancel, cancelled
 from .errors import DataError
 from .graph import TensorInfo, tensor_infos
 from .recipe import Preprocessing
+from .result import Result
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Preprocessing",
     "Dataset",
+    "DataColumn",
+    "DataSummary",
     "Batch",
     "load_data",
     "random_data",
@@ -233,6 +236,25 @@ def _take(arr: np.ndarray | _Files, axis: int | None, start: int, stop: int) -> 
 
 
 @dataclass(frozen=True)
+class DataColumn:
+    """One array of a dataset: its shape and its sample axis (None: shared by every sample)."""
+
+    shape: tuple[int, ...]
+    sample_axis: int | None
+
+
+@dataclass(frozen=True)
+class DataSummary(Result):
+    """What a dataset is (:meth:`Dataset.describe`): its description, sample count, each array's shape and sample
+    axis, and the preprocessing that made it from files (None for arrays given as they are)."""
+
+    data: str
+    samples: int
+    inputs: dict[str, DataColumn]
+    preprocessing: Preprocessing | None = None
+
+
+@dataclass(frozen=True)
 class Batch:
     """One batch: ``feeds`` (the model's inputs), ``arrays`` (inputs and extras), ``samples``, ``start``."""
 
@@ -359,11 +381,11 @@ class Dataset:
                 return
             yield self.batch(start, min(start + step, usable))
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> DataSummary:
         """What the data is: description, samples, per-column shape and sample axis, preprocessing."""
-        return {"data": self.description, "samples": self.samples,
-                "inputs": {k: {"shape": list(self.shape(k)), "sample_axis": self.sample_axes[k]} for k in self._cols},
-                "preprocessing": self.preprocessing.to_dict() if self.preprocessing else None}
+        return DataSummary(self.description, self.samples,
+                           {k: DataColumn(tuple(self.shape(k)), self.sample_axes[k]) for k in self._cols},
+                           self.preprocessing)
 
     def __repr__(self) -> str:
         cols = ", ".join(f"{k}{list(self.shape(k))}@{self.sample_axes[k]}" for k in self._cols)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import onnx
 
     from ..compare import CompareReport, Tolerance
-    from ..data import Dataset
+    from ..data import Dataset, DataSummary
     from ..debug import DebugResult, Factory
     from ..session import Session
 
@@ -59,7 +59,7 @@ class CompareResult(Result):
     reference model compared against (for a graph view; not in ``to_dict()``)."""
 
     report: CompareReport
-    data: Mapping[str, Any]
+    data: DataSummary
     cluster: ClusterUse | None = None
     reference: onnx.ModelProto | None = field(default=None, repr=False, compare=False)
 
@@ -80,7 +80,7 @@ class DebugRun(Result):
     recipe: Recipe | None
     recipe_path: str | None
     tolerance: float
-    data: Mapping[str, Any]
+    data: DataSummary
     cluster: ClusterUse | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from ..choices import DEFAULT_METHOD, FP16_MAX, METHODS, TARGET_METRICS, TARGETS
 from ..cluster import Cluster
 from ..data import (
     Dataset,
+    DataSummary,
     data_kind,
     find_data,
     load_data,
@@ -182,7 +183,7 @@ class CalibrationResult(Result):
     seconds: float
     peak_rss_mb: float
     warnings: tuple[str, ...]
-    data: Mapping[str, Any]
+    data: DataSummary
     diagnostics: Diagnostics
     label: str = ""
 
@@ -256,7 +257,7 @@ class ConvertResult(Result):
     range_kept: tuple[str, ...]
     range_limit: float | None
     warnings: tuple[str, ...]
-    data: Mapping[str, Any] | None = None
+    data: DataSummary | None = None
     recipe: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
