@@ -3,31 +3,42 @@
     .venv/bin/python benchmarks/bench_corpus.py [--ci] [--models ID ...] [--calib 16] [--eval 16]
 
 On every corpus model with real data (``--ci``: the CI subset):
-- accuracy: the task metric against FP32 of our default INT8 (Q/DQ placed for TensorRT and for ONNX Runtime),
-  ONNX Runtime's ``quantize_static`` (QDQ, per-channel, MinMax and Entropy, symmetric s8 and u8 activations)
-  and NVIDIA ModelOpt's ONNX PTQ (``quantize_mode="int8"``, ``calibration_eps=["cpu"]``,
-  ``high_precision_dtype="fp32"``) where it installs (a venv of its own: its pins would replace this venv's onnx
-  and onnxruntime; ``MODELOPT_PYTHON`` names its interpreter, default /tmp/movenv/bin/python);
-- fp16: inf/NaN in the outputs of our conversion and of ModelOpt's AutoCast;
+- accuracy: the task metric against FP32 of what a user runs, the default ``workbench quantize`` (the façade's
+  :func:`workbench.workflows.quantize.quantize`: fold BatchNorm, calibrate, Q/DQ placed for TensorRT and, with
+  ``--target onnxruntime``, for ONNX Runtime), beside ONNX Runtime's ``quantize_static`` (QDQ, per-channel, MinMax
+  and Entropy, symmetric s8 and u8 activations) and NVIDIA ModelOpt's ONNX PTQ (``quantize_mode="int8"``,
+  ``calibration_eps=["cpu"]``, ``high_precision_dtype="fp32"``) where it installs (a venv of its own: its pins would
+  replace this venv's onnx and onnxruntime; ``MODELOPT_PYTHON`` names its interpreter, default
+  /tmp/movenv/bin/python). Evaluation samples follow the calibration samples where the data hold both (the row's
+  ``held_out``), so no tool is scored on the samples it calibrated on;
+- fp16: inf/NaN in the outputs of ours (``workbench convert --inputs``: ranges from a reference run on the
+  calibration data) and of ModelOpt's AutoCast (the same data, ``keep_io_types=True`` as ours keeps them);
 - ONNX Runtime throughput of FP32, ours placed for ONNX Runtime, and ORT's u8 ``quantize_static`` (the fastest of
   interleaved runs, 1 thread unless ``--threads``);
-- wall time and peak RSS of calibrate + quantize per tool, each in a child process of its own.
+- wall time and peak RSS of calibrate + quantize per tool, each in a child process of its own (libraries imported
+  and data loaded before the clock and the RSS baseline; a child over ``--rss-limit`` is stopped and said so).
 
-Prints tables with ratios and merges its rows into ``benchmarks/out/bench_corpus.json`` (a model measured again
+A cell is the metric, or a short reason: ``refused: ...`` (the workbench's clean refusal, e.g. nothing to
+quantize), ``failed: ...`` (the tool's own error), ``stopped: ...`` (time or memory limit). Prints tables and the
+summary per placement, and merges its rows into ``benchmarks/out/bench_corpus.json`` (a model measured again
 replaces its row; ``python -m corpus.report`` puts them into docs/corpus.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
+import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,31 +47,131 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "out" / "bench_corpus.json"
+HERE = str(Path(__file__).resolve().parent)
 MODELOPT_PYTHON = os.environ.get("MODELOPT_PYTHON", "/tmp/movenv/bin/python")
 ORT_TOOLS = {"ort_minmax_s8": ("MinMax", "s8"), "ort_entropy_s8": ("Entropy", "s8"),
              "ort_minmax_u8": ("MinMax", "u8"), "ort_entropy_u8": ("Entropy", "u8")}
 TOOLS = ["ours_trt", "ours_ort", *ORT_TOOLS, "modelopt_int8"]
+# --only-ours: ours again (INT8 both placements, fp16) and ORT's u8, the throughput's pair, which is quick
+ONLY_OURS = ("ours_trt", "ours_ort", "ort_minmax_u8")
+PLACEMENTS = {"shortfall": "ours_trt", "shortfall_ort": "ours_ort"}
+REASON_CHARS = 240
+_EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Fail|Failure)|AssertionError|KeyError)\b:?(.*)$")
+
+
+# --- pure helpers (tested in tests/test_bench_corpus.py) ------------------------------------------------------
+
+
+def short_reason(text: str, limit: int = REASON_CHARS) -> str:
+    """One readable line from an exception's message or a child's stderr: the last ``SomeError: ...`` line of a
+    traceback (else the last non-empty line), ORT's ``[ONNXRuntimeError] : 1 : FAIL :`` prefix dropped, whitespace
+    collapsed, cut at ``limit`` characters."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return "no message"
+    found = [ln for ln in lines if _EXC_LINE.match(ln)]
+    line = found[-1] if found else lines[-1]
+    line = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", line)
+    line = " ".join(line.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def shortfalls(row: Mapping[str, Any]) -> dict[str, float]:
+    """Ours minus the best anchor per placement (positive: ours better; rel_l2: lower is better), over the anchors
+    with a number that quantized something (an anchor whose model is still FP32 is no INT8 result)."""
+    acc, nodes = row.get("accuracy") or {}, row.get("qdq_nodes") or {}
+    higher = row.get("metric") != "rel_l2"
+    anchors = [v for k, v in acc.items() if not k.startswith("ours") and isinstance(v, (int, float))
+               and nodes.get(k, 1) > 0]
+    if not anchors:
+        return {}
+    best = max(anchors) if higher else min(anchors)
+    out = {}
+    for key, tool in PLACEMENTS.items():
+        ours = acc.get(tool)
+        if isinstance(ours, (int, float)):
+            out[key] = float(ours - best) if higher else float(best - ours)
+    return out
+
+
+def summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per placement over ``rows`` (the merged file's, not one run's): models compared, mean of ours minus the best
+    anchor, and the models below the best with by how much."""
+    out = {}
+    for key, tool in PLACEMENTS.items():
+        vals = {r["model"]: r[key] for r in rows if r.get(key) is not None}
+        below = {m: round(v, 5) for m, v in vals.items() if v < -1e-9}
+        out[tool] = {"compared": len(vals), "mean": float(np.mean(list(vals.values()))) if vals else None,
+                     "below": len(below), "below_by": dict(sorted(below.items(), key=lambda kv: kv[1]))}
+    return out
+
+
+def cell(v: Any) -> str:
+    """A table cell: a number, or the reason string as it is."""
+    if v is None:
+        return "-"
+    return v if isinstance(v, str) else f"{v:.4g}"
 
 
 # --- child process: one tool's calibrate + quantize ---------------------------------------------------------
 
 
-def _ours(model_path: Path, data: Any, target: str, out: Path) -> None:
-    from workbench.calibration import DEFAULT_METHOD, calibrate
-    from workbench.precision import activation_tensors
-    from workbench.recipe import FuseBatchNorm, Quantize
+def _status_mb(key: str) -> float | None:
+    """``VmRSS`` / ``VmHWM`` of this process in MB (Linux), None elsewhere."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    m = re.search(rf"^{key}:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) / 1024.0 if m else None
+
+
+def measured(run: Callable[[], object]) -> dict[str, float]:
+    """Wall seconds of ``run()`` and its peak RSS: the kernel's high-water mark reset before it (``clear_refs`` 5),
+    so loading the data and the libraries beforehand does not hide the peak; ``peak_mb`` is the peak over the RSS
+    at the start. Without /proc: the growth of ``ru_maxrss``. (Imported by the ModelOpt children too.)"""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        base, hwm = _status_mb("VmRSS"), True
+    except OSError:
+        base, hwm = None, False
+    if base is None:
+        base, hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, False
+    start = time.perf_counter()
+    run()
+    seconds = time.perf_counter() - start
+    peak = (_status_mb("VmHWM") if hwm else None) or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return {"seconds": seconds, "peak_mb": max(0.0, peak - base), "peak_total_mb": peak}
+
+
+def failure(exc: BaseException) -> str:
+    """``Type: message (in file:line function)``, the innermost frame named: a tool's own error in a line."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = ""
+    if frames:
+        at = frames[-1]
+        where = f" (in {at.filename.split('site-packages/')[-1]}:{at.lineno} {at.name})"
+    return short_reason(f"{type(exc).__name__}: {' '.join(str(exc).split())}", REASON_CHARS - len(where)) + where
+
+
+def _ours(model_path: Path, data: Any, target: str, out: Path) -> dict[str, Any]:
+    """``workbench quantize MODEL --calib DATA [--target onnxruntime] -o OUT``: the façade with its defaults."""
+    from workbench.errors import WorkbenchError
     from workbench.session import Session
+    from workbench.workflows.quantize import QuantizeSettings, quantize
 
-    s = Session(model_path, cache_dir=out.parent / f"cache_{target}")
-    if any(n.op_type == "BatchNormalization" for n in s.model.graph.node):
-        s.apply(FuseBatchNorm())
-    tensors = activation_tensors(s.model, target=target) if target != "tensorrt" else None
-    cache = calibrate(s.model, data, method=DEFAULT_METHOD, tensors=tensors)
-    s.apply(Quantize(scales=cache.save(s.cache_dir), target=target, method=DEFAULT_METHOD))
-    s.export(out, overwrite=True)
+    # a fresh cache folder: the workflow reuses a saved scale cache, which would time a cache hit
+    session = Session(model_path, cache_dir=out.parent / f"cache_{out.stem}")
+    try:
+        return measured(lambda: quantize(session, data, QuantizeSettings(target=target), output=out))
+    except WorkbenchError as exc:
+        return {"refused": short_reason(exc.message)}
 
 
-def _ort(model_path: Path, inputs: Any, method: str, act: str, out: Path) -> None:
+def _ort(model_path: Path, inputs: Any, method: str, act: str, out: Path) -> dict[str, Any]:
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -76,99 +187,132 @@ def _ort(model_path: Path, inputs: Any, method: str, act: str, out: Path) -> Non
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.runs, None)
 
-    import onnx
-
-    m = onnx.load(str(model_path))
+    m = onnx.load(str(model_path), load_external_data=False)
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 13)
-    if opset < 13:  # ORT writes per-channel Q/DQ (an `axis`) that needs opset 13: convert first, as its docs say
-        from onnx import version_converter
 
-        model_path = out.with_name(out.stem + "_opset13.onnx")
-        onnx.save(version_converter.convert_version(m, 13), str(model_path))
-    quantize_static(str(model_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8 if act == "s8" else QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, method),
-                    extra_options={"ActivationSymmetric": act == "s8", "WeightSymmetric": True})
+    def run() -> None:
+        path = model_path
+        if opset < 13:  # ORT writes per-channel Q/DQ (an `axis`) that needs opset 13: convert first, as its docs say
+            from onnx import version_converter
+
+            path = out.with_name(out.stem + "_opset13.onnx")
+            onnx.save(version_converter.convert_version(onnx.load(str(model_path)), 13), str(path))
+        quantize_static(str(path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8 if act == "s8" else QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, method),
+                        extra_options={"ActivationSymmetric": act == "s8", "WeightSymmetric": True})
+
+    return measured(run)
 
 
-def load_inputs(manifest: dict[str, Any], samples: int) -> Any:
-    """The model's samples (``corpus.samples.Inputs``): images as the corpus suite reads them; audio, tokens and
-    bytes through ``corpus.data``, which runs their front ends (openWakeWord's mel spectrogram and embedding, a
-    VAD's context, a tokenizer) where ``corpus.samples`` would feed raw wav or random ids."""
-    from corpus import samples as S
+def load_inputs(manifest: Mapping[str, Any], samples: int) -> Any:
+    """The model's samples (``corpus.samples.Inputs``), read by ``corpus.data`` (images, audio with its front end and
+    recurrent state, tokens, bytes) as the corpus suite reads them."""
+    from corpus.samples import load_inputs as corpus_inputs
 
-    if (manifest.get("data") or {}).get("kind") in (None, "image", "npz"):
-        return S.load_inputs(manifest, samples=samples)
-    from corpus.data import sample_feeds
+    return corpus_inputs(manifest, samples=samples)
 
-    feeds = sample_feeds(manifest["id"], samples)
-    axes = {k: s.get("sample_axis") for k, s in manifest["inputs"].items()}
-    n = min(v.shape[axes[k]] for k, v in feeds.items() if axes[k] is not None)
-    out = S.Inputs(feeds, axes, n, f"corpus.data ({manifest['data']['kind']})", True)
-    out._step = S._fixed_step(manifest["inputs"], axes)  # type: ignore[attr-defined]
+
+def part(inputs: Any, start: int, count: int) -> Any:
+    """Samples ``start`` .. ``start + count`` of ``inputs`` (whole model runs), as another ``Inputs``."""
+    from corpus.samples import Inputs
+
+    stop = min(inputs.samples, start + count)
+    arrays = {k: (v if inputs.axes[k] is None else np.take(v, np.arange(start, stop), axis=inputs.axes[k]))
+              for k, v in inputs.arrays.items()}
+    out = Inputs(arrays, dict(inputs.axes), stop - start, inputs.source, inputs.real, list(inputs.notes))
+    out._step = inputs.step  # type: ignore[attr-defined]
     return out
 
 
-def worker(tool: str, model_id: str, out: str, calib: int) -> None:
-    """Run one tool in this (child) process and print {seconds, peak_mb} as JSON."""
+def worker(tool: str, model_id: str, out: str, calib: int, evals: int) -> None:
+    """Run one tool in this (child) process; print {seconds, peak_mb, peak_total_mb}, {refused} or {error}."""
     from corpus.fetch import load_manifest
     from corpus.samples import as_workbench_data, model_file
 
     manifest = load_manifest(model_id)
     path = model_file(manifest)
-    inputs = load_inputs(manifest, calib)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
-    if tool == "ours_trt":
-        _ours(path, as_workbench_data(inputs), "tensorrt", Path(out))
-    elif tool == "ours_ort":
-        _ours(path, as_workbench_data(inputs), "onnxruntime", Path(out))
-    else:
-        _ort(path, inputs, *ORT_TOOLS[tool], Path(out))
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "peak_mb": (peak - base) / 1024.0, "peak_total_mb": peak / 1024.0}))
+    inputs = part(load_inputs(manifest, calib + evals), 0, calib)  # the parent's calibration samples
+    try:
+        if tool in ("ours_trt", "ours_ort"):
+            r = _ours(path, as_workbench_data(inputs), "tensorrt" if tool == "ours_trt" else "onnxruntime", Path(out))
+        else:
+            r = _ort(path, inputs, *ORT_TOOLS[tool], Path(out))
+    except Exception as exc:  # noqa: BLE001 - the tool's own failure, reported in a line
+        what = "internal error: " if tool.startswith("ours") else ""
+        r = {"error": what + failure(exc)}
+    print(json.dumps(r))
 
 
 MODELOPT_INT8 = r"""
-import json, resource, sys, time
+import json, sys
 import numpy as np
-src, npz, out = sys.argv[1:4]
+src, npz, out, here = sys.argv[1:5]
+sys.path.insert(0, here)
+from bench_corpus import failure, measured
 from modelopt.onnx.quantization import quantize
 data = dict(np.load(npz))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t = time.perf_counter()
-quantize(src, quantize_mode="int8", calibration_data=data, calibration_eps=["cpu"], high_precision_dtype="fp32",
-         output_path=out)
-s = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": s, "peak_mb": (peak - base) / 1024.0, "peak_total_mb": peak / 1024.0}))
+try:
+    r = measured(lambda: quantize(src, quantize_mode="int8", calibration_data=data, calibration_eps=["cpu"],
+                                  high_precision_dtype="fp32", output_path=out))
+except Exception as exc:
+    r = {"error": failure(exc)}
+print(json.dumps(r))
 """
 
 MODELOPT_AUTOCAST = r"""
 import json, sys
-import numpy as np, onnx
-src, npz, out = sys.argv[1:4]
+import onnx
+src, runs, out, here = sys.argv[1:5]
+sys.path.insert(0, here)
+from bench_corpus import failure
 from modelopt.onnx.autocast import convert_to_mixed_precision
-m = convert_to_mixed_precision(onnx_path=src, low_precision_type="fp16", calibration_data=npz)
-onnx.save(m, out)
-print(json.dumps({"ok": True}))
+try:
+    onnx.save(convert_to_mixed_precision(onnx_path=src, low_precision_type="fp16", calibration_data=runs,
+                                         keep_io_types=True), out)
+    r = {"ok": True}
+except Exception as exc:
+    r = {"error": failure(exc)}
+print(json.dumps(r))
 """
 
 
-def _child(cmd: list[str], timeout: float = 1800) -> dict[str, Any]:
+def _child(cmd: list[str], timeout: float, rss_limit_mb: float) -> dict[str, Any]:
+    """Run ``cmd`` in a scratch folder (ONNX Runtime's quantization tools write sym_shape_infer_temp.onnx and
+    <uuid>.data into the working directory), stopped past ``timeout`` s or ``rss_limit_mb`` of RSS; its last stdout
+    line is its JSON result, an error's reason made short."""
+    import psutil
+
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    # in a scratch folder: ONNX Runtime's quantization tools write temporary files (sym_shape_infer_temp.onnx,
-    # <uuid>.data external weights) into the working directory, which was the repository
-    with tempfile.TemporaryDirectory(prefix="bench_corpus_cwd_") as scratch:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=scratch)
-    if p.returncode != 0:
-        tail = [ln for ln in (p.stderr or p.stdout).strip().splitlines() if ln.strip()][-3:]
-        return {"error": f"exit {p.returncode}: " + " | ".join(tail)[-400:]}
+    with tempfile.TemporaryDirectory(prefix="bench_corpus_cwd_") as scratch, \
+            tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, cwd=scratch)
+        proc, start, stopped, top = psutil.Process(p.pid), time.monotonic(), "", 0.0
+        while p.poll() is None:
+            try:
+                top = max(top, proc.memory_info().rss / 2**20)
+            except psutil.NoSuchProcess:
+                break
+            if top > rss_limit_mb:
+                stopped = f"stopped: RSS over {rss_limit_mb / 1024:.0f} GB"
+            elif time.monotonic() - start > timeout:
+                stopped = f"stopped: over {timeout:.0f} s"
+            if stopped:
+                p.kill()
+                p.wait()
+                return {"error": stopped}
+            time.sleep(0.2)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    last = stdout.strip().splitlines()[-1] if stdout.strip() else ""
     try:
-        return json.loads(p.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {"error": f"no result: {p.stdout[-200:]}"}
+        r = json.loads(last)
+    except ValueError:
+        r = {"error": f"exit {p.returncode}: {short_reason(stderr or stdout)}"}
+    if "error" in r:
+        r["error"] = short_reason(r["error"])
+    return r
 
 
 def modelopt_status() -> str:
@@ -177,7 +321,7 @@ def modelopt_status() -> str:
         return (f"ModelOpt not run: no interpreter at {MODELOPT_PYTHON} (pip install 'nvidia-modelopt[onnx]' in a "
                 "venv of its own: it pins onnx and onnxruntime-gpu versions that would replace this venv's)")
     r = _child([MODELOPT_PYTHON, "-c", "import json, modelopt; from modelopt.onnx.quantization import quantize; "
-                                       "print(json.dumps({'version': modelopt.__version__}))"], timeout=600)
+                                       "print(json.dumps({'version': modelopt.__version__}))"], 600, 4096)
     return f"ModelOpt not run: it does not import ({r['error']})" if "error" in r else ""
 
 
@@ -194,6 +338,7 @@ def _session(path: Path, threads: int = 2) -> Any:
 
 
 def outputs(path: Path, inputs: Any) -> dict[str, np.ndarray]:
+    """Every float/int output of ``path`` over the runs of ``inputs``, concatenated run after run."""
     sess = _session(path)
     names = [o.name for o in sess.get_outputs()]
     want = {i.name for i in sess.get_inputs()}
@@ -241,8 +386,9 @@ def _qdq_nodes(path: Path) -> int:
                or n.op_type.startswith("QLinear"))
 
 
-def _batch_feeds(manifest: dict[str, Any], model_path: Path, inputs: Any, batch: int) -> tuple[dict[str, Any], int]:
-    """Feeds of ``batch`` samples when the model's sample axis is dynamic, else of one (its fixed batch)."""
+def _batch_feeds(manifest: Mapping[str, Any], model_path: Path, inputs: Any, batch: int
+                 ) -> tuple[dict[str, Any], int]:
+    """Feeds of ``batch`` samples when the model's sample axis is dynamic, else of one run (its fixed batch)."""
     import onnx
 
     from corpus.samples import batch_of
@@ -259,14 +405,66 @@ def _batch_feeds(manifest: dict[str, Any], model_path: Path, inputs: Any, batch:
     return inputs.runs()[0], inputs.step
 
 
-def bench_model(manifest: dict[str, Any], args: argparse.Namespace, mo_ok: bool, work: Path) -> dict[str, Any]:
+def _modelopt_calibration(calib: Any, npz: Path) -> None:
+    """ModelOpt's ``calibration_data``: each input's runs concatenated on axis 0, which its data provider splits
+    back into one model run per calibration step (it splits every input on axis 0; a 0-d input stays stacked)."""
+    runs = calib.runs()
+    np.savez(npz, **{k: (np.concatenate([r[k] for r in runs]) if np.ndim(v) else np.stack([r[k] for r in runs]))
+                     for k, v in runs[0].items()})
+
+
+def _runs_folder(calib: Any, folder: Path) -> Path:
+    """AutoCast's ``calibration_data``: a folder of .npz files, one model run each (its multi-batch form)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, feeds in enumerate(calib.runs()):
+        np.savez(folder / f"run_{i:04d}.npz", **feeds)
+    return folder
+
+
+def _finite(outs: Mapping[str, np.ndarray]) -> bool:
+    return all(bool(np.isfinite(v).all()) for v in outs.values() if np.issubdtype(v.dtype, np.floating))
+
+
+def _fp16_ours(path: Path, calib: Any, work: Path, mid: str) -> Path | str:
+    """``workbench convert MODEL --inputs CALIB -o OUT``: the fp16 model, or the refusal as a short string."""
+    from corpus.samples import as_workbench_data
+    from workbench.errors import WorkbenchError
+    from workbench.session import Session
+    from workbench.workflows.quantize import convert
+
+    out = work / f"{mid}_fp16.onnx"
+    try:
+        convert(Session(path, cache_dir=work / f"cache_fp16_{mid}"), "fp16", data=as_workbench_data(calib),
+                output=out)
+    except WorkbenchError as exc:
+        return "refused: " + short_reason(exc.message)
+    return out
+
+
+def data_digest(*parts: Any) -> str:
+    """sha256 (16 hex digits) of the samples' arrays: a saved row is reused only on the very same samples."""
+    h = hashlib.sha256()
+    for p in parts:
+        for k in sorted(p.arrays):
+            v = np.ascontiguousarray(p.arrays[k])
+            h.update(f"{k}:{v.dtype}:{v.shape}".encode())
+            h.update(v.tobytes())
+    return h.hexdigest()[:16]
+
+
+def bench_model(manifest: Mapping[str, Any], args: argparse.Namespace, mo_ok: bool, work: Path,
+                old: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One model's row; with ``args.only_ours`` and ``old`` (its saved row) on the same samples, only
+    :data:`ONLY_OURS` run again and the anchors' cells are kept (each tool's commit in ``commits``)."""
     from corpus.metrics import task_metric
     from corpus.samples import model_file
 
     mid = manifest["id"]
     path = model_file(manifest)
-    inputs = load_inputs(manifest, max(args.calib, args.eval))
-    evals = inputs.take(args.eval)
+    inputs = load_inputs(manifest, args.calib + args.eval)
+    calib = part(inputs, 0, args.calib)
+    held_out = inputs.samples >= args.calib + args.eval
+    evals = part(inputs, args.calib, args.eval) if held_out else part(inputs, 0, args.eval)
     ref = outputs(path, evals)
     metric, out_name = manifest.get("metric") or "rel_l2", manifest.get("output")
     opts = manifest.get("metric_options") or {}
@@ -278,71 +476,77 @@ def bench_model(manifest: dict[str, Any], args: argparse.Namespace, mo_ok: bool,
         return (task_metric(metric, ref, got, output=out_name, **opts).value,
                 task_metric("rel_l2", ref, got, output=out_name).value)
 
-    row: dict[str, Any] = {"model": mid, "metric": metric, "calib": args.calib, "eval": args.eval, "accuracy": {},
-                           "cost": {}, "fp16": {}, "throughput": {}}
+    row: dict[str, Any] = {"model": mid, "metric": metric, "calib": calib.samples, "eval": evals.samples,
+                           "held_out": held_out, "data": data_digest(calib, evals), "accuracy": {}, "rel_l2": {},
+                           "qdq_nodes": {}, "cost": {}, "fp16": {}, "throughput": {}, "commits": {}}
+    tools = TOOLS
+    if args.only_ours:
+        if old and old.get("data") == row["data"]:  # the anchors' cells stand: same samples, anchors unchanged
+            tools = list(ONLY_OURS)
+            for key in ("accuracy", "rel_l2", "qdq_nodes", "cost", "commits"):
+                row[key] = {t: v for t, v in (old.get(key) or {}).items() if t not in tools}
+            row["fp16"] = {k: v for k, v in (old.get("fp16") or {}).items() if k.startswith("modelopt")}
+        else:
+            print(f"  {mid}: every tool runs (no saved row on the same samples to keep the anchors' cells of)")
+    commit = _commit()
     paths: dict[str, Path] = {}
-    npz = work / f"{mid}_calib.npz"
-    calib = inputs.take(args.calib)
-    np.savez(npz, **calib.arrays)
-    for tool in TOOLS:
+    npz = work / f"{mid}_calib_modelopt.npz"
+    _modelopt_calibration(calib, npz)
+    for tool in tools:
+        row["commits"][tool] = commit
         out = work / f"{mid}_{tool}.onnx"
         if tool == "modelopt_int8":
             if not mo_ok:
                 continue
-            r = _child([MODELOPT_PYTHON, "-c", MODELOPT_INT8, str(path), str(npz), str(out)])
+            r = _child([MODELOPT_PYTHON, "-c", MODELOPT_INT8, str(path), str(npz), str(out), HERE], args.timeout,
+                       args.rss_limit)
         else:
-            r = _child([sys.executable, __file__, "--worker", tool, mid, str(out), "--calib", str(args.calib)])
-        if "error" in r:
-            row["accuracy"][tool] = {"error": r["error"]}
-            print(f"  {mid} {tool}: {r['error']}", flush=True)
+            r = _child([sys.executable, __file__, "--worker", tool, mid, str(out), "--calib", str(args.calib),
+                        "--eval", str(args.eval)], args.timeout, args.rss_limit)
+        if "refused" in r or "error" in r:
+            text = f"refused: {r['refused']}" if "refused" in r else \
+                r["error"] if r["error"].startswith("stopped:") else f"failed: {r['error']}"
+            row["accuracy"][tool] = text
+            print(f"  {mid} {tool}: {text}", flush=True)
             continue
-        row["cost"][tool] = {"seconds": r["seconds"], "peak_mb": r["peak_mb"]}
+        row["cost"][tool] = {"seconds": round(r["seconds"], 3), "peak_mb": round(r["peak_mb"], 1),
+                             "peak_total_mb": round(r["peak_total_mb"], 1)}
         try:
             value, rel = score(out)
-            row["accuracy"][tool] = round(value, 5)
-            row.setdefault("rel_l2", {})[tool] = round(rel, 5)
-            row.setdefault("qdq_nodes", {})[tool] = _qdq_nodes(out)
-            paths[tool] = out
-        except Exception as exc:  # noqa: BLE001 - an anchor's model that does not run is reported, not fatal
-            row["accuracy"][tool] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-    higher = metric != "rel_l2"
-    # an anchor that quantized nothing (its model is FP32: ModelOpt skips a model of MatMuls it will not quantize)
-    # is not an INT8 result to compare with
-    anchors = [v for k, v in row["accuracy"].items() if not k.startswith("ours") and isinstance(v, float)
-               and row.get("qdq_nodes", {}).get(k, 1) > 0]
-    if anchors:
-        best = max(anchors) if higher else min(anchors)
-        for key, tool in (("shortfall", "ours_trt"), ("shortfall_ort", "ours_ort")):
-            ours = row["accuracy"].get(tool)
-            if isinstance(ours, float):
-                row[key] = (ours - best) if higher else (best - ours)
-    # fp16
+        except Exception as exc:  # noqa: BLE001 - a tool's model that ONNX Runtime cannot run is that tool's failure
+            row["accuracy"][tool] = "failed: its model does not run: " + short_reason(f"{type(exc).__name__}: {exc}")
+            print(f"  {mid} {tool}: {row['accuracy'][tool]}", flush=True)
+            continue
+        row["accuracy"][tool] = round(value, 5)
+        row["rel_l2"][tool] = round(rel, 5)
+        row["qdq_nodes"][tool] = _qdq_nodes(out)
+        paths[tool] = out
+    row.update(shortfalls(row))
+    # fp16: ours as `workbench convert --inputs` runs it; ModelOpt AutoCast on the same runs
     try:
-        from workbench.recipe import ConvertPrecision
-        from workbench.session import Session
-
-        s = Session(path, cache_dir=work / "cache_fp16")
-        s.apply(ConvertPrecision(precision="fp16"))
-        p16 = s.export(work / f"{mid}_fp16.onnx", overwrite=True)
+        p16: Path | str = _fp16_ours(path, calib, work, mid)
+    except Exception as exc:  # noqa: BLE001 - our bug, reported as such in the row
+        p16 = "failed: internal error: " + short_reason(f"{type(exc).__name__}: {exc}")
+    if isinstance(p16, str):
+        row["fp16"]["ours_finite"] = p16
+    else:
         o16 = outputs(p16, evals)
-        row["fp16"]["ours_finite"] = all(np.isfinite(v).all() for v in o16.values()
-                                         if np.issubdtype(v.dtype, np.floating))
+        row["fp16"]["ours_finite"] = _finite(o16)
         row["fp16"]["ours_metric"] = round(task_metric(metric, ref, o16, output=out_name, **opts).value, 5)
-    except Exception as exc:  # noqa: BLE001
-        row["fp16"]["ours_finite"] = f"error: {type(exc).__name__}: {str(exc)[:120]}"
-    if mo_ok:
+    if mo_ok and "modelopt_int8" in tools:
         out = work / f"{mid}_autocast.onnx"
-        r = _child([MODELOPT_PYTHON, "-c", MODELOPT_AUTOCAST, str(path), str(npz), str(out)])
+        r = _child([MODELOPT_PYTHON, "-c", MODELOPT_AUTOCAST, str(path), str(_runs_folder(calib, work / f"{mid}_runs")),
+                    str(out), HERE], args.timeout, args.rss_limit)
         if "error" in r:
-            row["fp16"]["modelopt_finite"] = f"error: {r['error'][:160]}"
+            row["fp16"]["modelopt_finite"] = r["error"] if r["error"].startswith("stopped:") else f"failed: {r['error']}"
         else:
             try:
                 oa = outputs(out, evals)
-                row["fp16"]["modelopt_finite"] = all(np.isfinite(v).all() for v in oa.values()
-                                                     if np.issubdtype(v.dtype, np.floating))
+                row["fp16"]["modelopt_finite"] = _finite(oa)
                 row["fp16"]["modelopt_metric"] = round(task_metric(metric, ref, oa, output=out_name, **opts).value, 5)
-            except Exception as exc:  # noqa: BLE001
-                row["fp16"]["modelopt_finite"] = f"error: {type(exc).__name__}: {str(exc)[:120]}"
+            except Exception as exc:  # noqa: BLE001 - AutoCast's model that ONNX Runtime cannot run
+                row["fp16"]["modelopt_finite"] = "failed: its model does not run: " + short_reason(
+                    f"{type(exc).__name__}: {exc}")
     # throughput (ONNX Runtime, optimised; interleaved, fastest run)
     if "ours_ort" in paths and "ort_minmax_u8" in paths:
         feeds, b = _batch_feeds(manifest, path, inputs, args.batch)
@@ -352,12 +556,6 @@ def bench_model(manifest: dict[str, Any], args: argparse.Namespace, mo_ok: bool,
                  ours_vs_ort=t["ours"] / t["ort_u8"])
         row["throughput"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in t.items()}
     return row
-
-
-def _cell(v: Any) -> str:
-    if isinstance(v, dict):
-        return "err"
-    return "-" if v is None else f"{v:.4g}"
 
 
 def _merged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -371,22 +569,72 @@ def _merged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged + list(new.values())
 
 
+def _commit() -> str:
+    """``git rev-parse --short HEAD``, with ``+dirty`` when workbench/ has uncommitted changes (what ran is then
+    not exactly that commit)."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", "workbench") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
 def _save(rows: list[dict[str, Any]], args: argparse.Namespace, unavailable: list[str]) -> dict[str, Any]:
+    """Merge this run's rows into the file (each row keeps the commit and time it was measured at)."""
     rows = _merged(rows)
-    short = [r["shortfall"] for r in rows if r.get("shortfall") is not None]
-    result = {"generated": time.strftime("%Y-%m-%d %H:%M:%S"),
+    s = summary(rows)
+    commits = sorted({c for r in rows for c in (r.get("commits") or {}).values() if c})
+    result = {"generated": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": _commit(), "row_commits": commits,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "note": f"calibration and evaluation samples per model in its row (this run: {args.calib} / "
-                      f"{args.eval}); throughput: fastest of interleaved runs, {args.threads} thread(s), "
-                      f"{args.batch}-sample batches where the sample axis is dynamic",
-              "tools": TOOLS, "unavailable": unavailable, "models": rows,
-              "mean_shortfall": float(np.mean(short)) if short else None,
-              "worse_than_best": sum(1 for s in short if s < -1e-9), "compared": len(short)}
+              "note": f"calibration / evaluation samples per model in its row (this run: {args.calib} / {args.eval}; "
+                      "evaluation samples follow the calibration ones where the data hold both); throughput: "
+                      f"fastest of interleaved runs, {args.threads} thread(s), {args.batch}-sample batches where "
+                      "the sample axis is dynamic",
+              "tools": TOOLS, "unavailable": unavailable, "models": rows, "summary": s,
+              "mean_shortfall": s["ours_trt"]["mean"], "worse_than_best": s["ours_trt"]["below"],
+              "compared": s["ours_trt"]["compared"]}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     tmp = OUT.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=float))
     tmp.replace(OUT)
     return result
+
+
+def _print(result: Mapping[str, Any], ids: set[str]) -> None:
+    rows = [r for r in result["models"] if r["model"] in ids]
+    print(f"\n{'model':<30} {'metric':<9} " + " ".join(f"{t:>14}" for t in TOOLS) + "  TRT-best  ORT-best")
+    for r in rows:
+        print(f"{r['model']:<30} {r['metric'] or '':<9} " + " ".join(
+            f"{cell(r['accuracy'].get(t))[:14]:>14}" for t in TOOLS)
+            + "".join(f"  {r[k]:+.4f}" if r.get(k) is not None else "        -" for k in PLACEMENTS))
+    print("\nreasons:")
+    for r in rows:
+        for t in TOOLS:
+            if isinstance(r["accuracy"].get(t), str):
+                print(f"  {r['model']} {t}: {r['accuracy'][t]}")
+    print("\nfp16 finite (ours / ModelOpt AutoCast):")
+    for r in rows:
+        f = r["fp16"]
+        print(f"  {r['model']:<30} {f.get('ours_finite')} / {f.get('modelopt_finite', '-')}")
+    print("\nINT8 for ONNX Runtime, samples/s (ratio to FP32; ours / ORT u8):")
+    for r in rows:
+        t = r["throughput"]
+        if t:
+            print(f"  {r['model']:<30} b{t['batch']} fp32 {t['fp32']:.1f}  ours {t['ours']:.1f} "
+                  f"({t['ours_vs_fp32']:.2f}x)  ort_u8 {t['ort_u8']:.1f} ({t['ort_vs_fp32']:.2f}x)  "
+                  f"ours/ort {t['ours_vs_ort']:.2f}")
+    print("\ncalibrate+quantize seconds / peak RSS growth MB:")
+    for r in rows:
+        print(f"  {r['model']:<30} " + "  ".join(f"{t} {c['seconds']:.1f}s/{c['peak_mb']:.0f}MB"
+                                                 for t, c in r["cost"].items()))
+    for tool, s in result["summary"].items():
+        if s["compared"]:
+            print(f"\n{tool} - best anchor over the {s['compared']} models compared in {OUT.name}: mean "
+                  f"{s['mean']:+.4f}; below the best on {s['below']}"
+                  + (": " + ", ".join(f"{m} {v:+.3g}" for m, v in s["below_by"].items()) if s["below"] else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,10 +646,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=4, help="throughput batch for a dynamic sample axis")
     ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per throughput measurement")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for the throughput runs")
+    ap.add_argument("--timeout", type=float, default=1200, help="seconds one tool's child may run")
+    ap.add_argument("--rss-limit", type=float, default=6144, help="MB of RSS one tool's child may reach")
+    ap.add_argument("--only-ours", action="store_true",
+                    help="run ours (and ORT u8 for the throughput) again; keep the anchors' saved cells where the "
+                         "model's samples are the same")
     ap.add_argument("--worker", nargs=3, metavar=("TOOL", "MODEL", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        worker(*args.worker, calib=args.calib)
+        worker(*args.worker, calib=args.calib, evals=args.eval)
         return 0
     try:
         from corpus.fetch import manifests
@@ -410,46 +663,37 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     chosen = [m for m in manifests(ci_only=args.ci) if m.get("data")
               and (not args.models or m["id"] in args.models)]
+    unknown = set(args.models) - {m["id"] for m in chosen}
+    if unknown:
+        print(f"not benchmarked (no manifest with real data): {', '.join(sorted(unknown))}")
     why_mo = modelopt_status()
     unavailable = [why_mo] if why_mo else []
     for msg in unavailable:
         print(msg)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    commit = _commit()
+    saved = {r["model"]: r for r in _merged([])}
+    result: Mapping[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench_corpus_") as tmp:
         for m in chosen:
             print(f"== {m['id']} ({m.get('metric')})", flush=True)
+            start = time.perf_counter()
+            work = Path(tmp) / m["id"]
+            work.mkdir()
             try:
-                rows.append(bench_model(dict(m), args, not why_mo, Path(tmp)))
+                row = bench_model(dict(m), args, not why_mo, work, saved.get(m["id"]))
             except Exception as exc:  # noqa: BLE001 - a model that cannot be fetched or run: say so, go on
-                print(f"  skipped: {type(exc).__name__}: {str(exc)[:300]}")
-                rows.append({"model": m["id"], "metric": m.get("metric"), "accuracy": {}, "cost": {}, "fp16": {},
-                             "throughput": {}, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
-            _save(rows, args, unavailable)  # after every model: a stopped run keeps what it measured
-    print(f"\n{'model':<26} {'metric':<9} " + " ".join(f"{t:>14}" for t in TOOLS) + "  ours-best")
-    for r in rows:
-        print(f"{r['model']:<26} {r['metric'] or '':<9} " + " ".join(f"{_cell(r['accuracy'].get(t)):>14}"
-                                                                    for t in TOOLS)
-              + (f"  {r['shortfall']:+.4f}" if r.get("shortfall") is not None else ""))
-    result = _save(rows, args, unavailable)
-    short = [r["shortfall"] for r in rows if r.get("shortfall") is not None]
-    print("\nfp16 finite (ours / ModelOpt AutoCast):")
-    for r in rows:
-        f = r["fp16"]
-        print(f"  {r['model']:<26} {f.get('ours_finite')} / {f.get('modelopt_finite', '-')}")
-    print("\nINT8 for ONNX Runtime, samples/s (ratio to FP32; ours / ORT u8):")
-    for r in rows:
-        t = r["throughput"]
-        if t:
-            print(f"  {r['model']:<26} b{t['batch']} fp32 {t['fp32']:.1f}  ours {t['ours']:.1f} "
-                  f"({t['ours_vs_fp32']:.2f}x)  ort_u8 {t['ort_u8']:.1f} ({t['ort_vs_fp32']:.2f}x)  "
-                  f"ours/ort {t['ours_vs_ort']:.2f}")
-    print("\ncalibrate+quantize seconds / peak RSS growth MB:")
-    for r in rows:
-        print(f"  {r['model']:<26} " + "  ".join(f"{t} {c['seconds']:.1f}s/{c['peak_mb']:.0f}MB"
-                                                 for t, c in r["cost"].items()))
-    if short:
-        print(f"\nmean (ours TRT - best anchor): {np.mean(short):+.4f}; below the best on "
-              f"{result['worse_than_best']} of {len(short)}")
+                reason = short_reason(f"{type(exc).__name__}: {exc}")
+                print(f"  not run: {reason}")
+                row = {"model": m["id"], "metric": m.get("metric"), "accuracy": {}, "cost": {}, "fp16": {},
+                       "throughput": {}, "error": reason}
+            row.update(commit=commit, measured=time.strftime("%Y-%m-%d %H:%M:%S"),
+                       bench_seconds=round(time.perf_counter() - start, 1))
+            rows.append(row)
+            result = _save(rows, args, unavailable)  # after every model: a stopped run keeps what it measured
+            shutil.rmtree(work, ignore_errors=True)
+    if result:
+        _print(result, {r["model"] for r in rows})
     print(f"wrote {OUT}")
     return 0
 
