@@ -16,7 +16,7 @@ from ..backends.trt import INSTALL_HINT, import_backend, resolve_backend, run_jo
 from ..backends.trt_profiles import model_inputs, profiles_to_json, resolve_profiles
 from ..backends.worker import WorkerCrash, run_in_child
 from ..cancel import Cancel, cancelled
-from ..edits.repairs import fill_values, find_repairs
+from ..edits.repairs import fill_values, find_repairs, shared_dims
 from ..errors import BackendUnavailable, BuildError
 from ..graph import load_model, save_model
 from ..recipe import ShapeProfile
@@ -147,7 +147,7 @@ def _check_once(
             return report
     stop_if_cancelled()
     report.builder_errors = list(builder_log.errors)
-    _merge(report, result, name)
+    _merge(report, result, name, shared_dims(model))
     if not report.ok and repairs:
         report.suggestions.append(
             "repairs the workbench can apply: " + "; ".join(r.title for r in repairs)
@@ -176,22 +176,37 @@ class _BuilderLog:
 
 
 _EQUAL_DIMS = re.compile(r"Dimensions with name (\S+?)\.? must be equal")
+# TensorRT-RTX, when a profile gives different values to dims of one name ('?' in a Paddle export [-1, 3, ?, ?]):
+# "API Usage Error (?: Input dimensions with this name have different constant values or have contradictory
+# IOptimizationProfile kMIN/kMAX constraints. ...)"
+_CONFLICTING_DIMS = re.compile(r"\(([^()\s:]+): Input dimensions with this name have different constant values")
 
 
-def _build_hints(report: CheckReport) -> list[str]:
-    """Our reading of a failed build, said after the builder's own message (never instead of it)."""
+def _build_hints(report: CheckReport, shared: dict[str, dict[str, list[int]]]) -> list[str]:
+    """Our reading of a failed build, said after the builder's own message (never instead of it). ``shared``:
+    {input: {symbol: [axes]}} of the dims that share a name within one input (``shared_dims``)."""
     text = " ".join(report.builder_errors)
     hints = []
     for name in dict.fromkeys(_EQUAL_DIMS.findall(text)):
         hints.append(f"the builder demands that all dims named '{name}' be equal: the model gives one symbolic name "
                      f"to different dims; give the shapes you run with equal values there, or apply the "
                      f"split_shared_dims repair so each dim is free")
-    if not report.builder_errors or "profile" in text.lower():
+    for name in dict.fromkeys(_CONFLICTING_DIMS.findall(text)):
+        where = [f"input '{i}' names dims {syms[name]} '{name}'" for i, syms in shared.items() if name in syms]
+        if where:
+            hints.append(f"the builder takes dims of one name as one dim, and the profile gives the dims named "
+                         f"'{name}' different values ({'; '.join(where)}): apply the split_shared_dims repair "
+                         f"(`workbench check MODEL --repair`) so each dim has its own name, or give them equal values")
+        else:
+            hints.append(f"the builder takes dims of one name as one dim, and the profile gives the dims named "
+                         f"'{name}' different values: give them equal values in --shapes, or rename them")
+    if not report.builder_errors or ("profile" in text.lower() and not hints):
         hints.append("check the shape profiles: --shapes NAME:MIN,OPT,MAX for each dynamic input")
     return hints
 
 
-def _merge(report: CheckReport, result: dict[str, Any], backend: str) -> None:
+def _merge(report: CheckReport, result: dict[str, Any], backend: str,
+           shared: dict[str, dict[str, list[int]]]) -> None:
     report.parsable = bool(result.get("parsable"))
     report.buildable = bool(result.get("built"))
     report.build_seconds = result.get("seconds")
@@ -217,7 +232,7 @@ def _merge(report: CheckReport, result: dict[str, Any], backend: str) -> None:
             report.errors += [f"{backend} builder: {text}" for text in report.builder_errors]
         else:
             report.errors.append(f"the {backend} builder produced no engine and logged no error")
-        report.suggestions += _build_hints(report)
+        report.suggestions += _build_hints(report, shared)
     if not report.parsable and not report.unsupported:
         report.suggestions.append("the parser rejected the model: see errors for the node; "
                                   "`workbench inspect MODEL --layers` shows its inputs and shapes")

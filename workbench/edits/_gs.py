@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import NoReturn
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from google.protobuf.message import Message
 
 from ..errors import EditError
-from ..graph import sort_nodes, weightless_skeleton
+from ..graph import copy_inferred_subgraphs, sort_nodes, weightless_skeleton
 
 __all__ = ["to_graph", "to_model", "finish", "node_by_name", "tensor_by_name", "unique_name", "InvalidEditResult"]
 
@@ -20,17 +22,117 @@ def to_graph(model: onnx.ModelProto) -> gs.Graph:
 
     A model with If/Loop/Scan bodies is imported from a copy: graphsurgeon keeps the body protos it imported
     and its constant folding wrote into them, changing the caller's model.
+    Long attribute lists (a tree ensemble's node tables: 4.8 M elements each in a 194 MB LightGBM model) become
+    numpy arrays: graphsurgeon would hold them as Python lists (1.6 GB for that model) and format them whole into
+    its debug log lines (a 324 M-character string per message, even with the log off).
     """
-    if _has_subgraphs(model.graph):
+    tables = {(i, a.name): a for i, n in enumerate(model.graph.node) if n.op_type != "Constant"
+              for a in n.attribute if _long_list(a)}
+    if tables:
+        model = _without_tables(model)
+    elif _has_subgraphs(model.graph):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         model = copy
-    return gs.import_onnx(model)
+    graph = gs.import_onnx(model)
+    for (i, name), attr in tables.items():
+        graph.nodes[i].attrs[name] = _table(attr)
+    return graph
+
+
+_LIST_DTYPES = {onnx.AttributeProto.FLOATS: ("floats", np.float32), onnx.AttributeProto.INTS: ("ints", np.int64),
+                onnx.AttributeProto.STRINGS: ("strings", np.bytes_)}
+_LONG_LIST = 4096
+
+
+def _long_list(attr: onnx.AttributeProto) -> bool:
+    field = _LIST_DTYPES.get(attr.type)
+    return field is not None and len(getattr(attr, field[0])) > _LONG_LIST
+
+
+def _table(attr: onnx.AttributeProto) -> np.ndarray:
+    """A long list attribute as a numpy array (float32, int64 or bytes), read from the proto without a list."""
+    field, dtype = _LIST_DTYPES[attr.type]
+    values = getattr(attr, field)
+    if dtype is np.bytes_:
+        return np.array(values, dtype=np.bytes_)
+    return np.fromiter(values, dtype=dtype, count=len(values))
+
+
+def _is_table(value: object) -> bool:
+    return isinstance(value, np.ndarray) and value.ndim == 1 and value.size > _LONG_LIST and value.dtype.kind in "fiuSU"
+
+
+def _table_attribute(name: str, values: np.ndarray) -> onnx.AttributeProto:
+    """An attribute holding a 1-D array: FLOATS (as float32), INTS or STRINGS by its dtype, without a Python list."""
+    attr = onnx.AttributeProto(name=name)
+    if values.dtype.kind == "f":
+        attr.type = onnx.AttributeProto.FLOATS
+        attr.floats.extend(values.astype(np.float32, copy=False))
+    elif values.dtype.kind in "iu":
+        attr.type = onnx.AttributeProto.INTS
+        attr.ints.extend(values.astype(np.int64, copy=False))
+    else:
+        attr.type = onnx.AttributeProto.STRINGS
+        attr.strings.extend(values if values.dtype.kind == "S" else np.char.encode(values, "utf-8"))
+    return attr
+
+
+def _without_tables(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose nodes' long list attributes are left empty (their arrays are set after import)."""
+    out = onnx.ModelProto()
+    _copy_fields(model, out, skip="graph")
+    _copy_fields(model.graph, out.graph, skip="node")
+    for node in model.graph.node:
+        if node.op_type == "Constant" or not any(_long_list(a) for a in node.attribute):
+            out.graph.node.append(node)
+            continue
+        light = out.graph.node.add()
+        _copy_fields(node, light, skip="attribute")
+        for a in node.attribute:
+            if _long_list(a):
+                light.attribute.add(name=a.name, type=a.type)
+            else:
+                light.attribute.append(a)
+    return out
+
+
+def _copy_fields(src: Message, dst: Message, *, skip: str) -> None:
+    """Copy every set field of ``src`` but ``skip`` into ``dst``."""
+    for desc, value in src.ListFields():
+        if desc.name == skip:
+            continue
+        if desc.is_repeated:
+            getattr(dst, desc.name).extend(value)
+        elif desc.message_type is not None:
+            getattr(dst, desc.name).CopyFrom(value)
+        else:
+            setattr(dst, desc.name, value)
 
 
 def to_model(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
-    """Export ``graph`` keeping ``like``'s model-level fields (IR version, opsets, producer, metadata)."""
-    out = gs.export_onnx(graph, do_type_check=False)
+    """Export ``graph`` keeping ``like``'s model-level fields (IR version, opsets, producer, metadata).
+
+    Long 1-D numpy attributes (the tables :func:`to_graph` makes) are written into the exported nodes straight from
+    the arrays: graphsurgeon's export would turn each into a Python list and copy the node's attributes twice.
+    """
+    taken: dict[int, dict[str, object]] = {}
+    for i, node in enumerate(graph.nodes):
+        if any(_is_table(v) for v in node.attrs.values()):
+            taken[i] = dict(node.attrs)
+            node.attrs = {k: v for k, v in node.attrs.items() if not _is_table(v)}
+    try:
+        out = gs.export_onnx(graph, do_type_check=False)
+    finally:
+        for i, attrs in taken.items():
+            graph.nodes[i].attrs = attrs
+    for i, attrs in taken.items():
+        node = out.graph.node[i]
+        exported = {a.name: a for a in node.attribute}
+        ordered = [_table_attribute(k, v) if _is_table(v) else exported[k] for k, v in attrs.items() if
+                   _is_table(v) or k in exported]
+        del node.attribute[:]
+        node.attribute.extend(ordered)
     out.ir_version = like.ir_version
     out.producer_name, out.producer_version = like.producer_name, like.producer_version
     out.domain, out.model_version, out.doc_string = like.domain, like.model_version, like.doc_string
@@ -122,9 +224,7 @@ def finish(model: onnx.ModelProto, where: str, before: onnx.ModelProto | None = 
     g.value_info.extend(ig.value_info)
     del g.output[:]
     g.output.extend(ig.output)
-    if _has_subgraphs(g):  # inference also annotates If/Loop/Scan bodies
-        del g.node[:]
-        g.node.extend(ig.node)
+    copy_inferred_subgraphs(g, ig)  # inference also annotates If/Loop/Scan bodies
     return model
 
 

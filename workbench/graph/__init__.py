@@ -19,7 +19,7 @@ from .layers import LAYER_COLUMNS, layer_table
 from .load import SAMPLES_DIR, load_model, sample_names, sample_path
 from .names import name_nodes
 from .save import model_bytes, save_model, sha256_bytes, sha256_file
-from .shapes import TensorInfo, infer_shapes, tensor_infos, weightless_skeleton
+from .shapes import TensorInfo, copy_inferred_subgraphs, infer_shapes, tensor_infos, weightless_skeleton
 from .summary import ModelSummary, summary
 from .walk import all_nodes, iter_graphs, prune_unused, rename_reads, sort_nodes, subgraph_reads, subgraphs
 from .weights import constant_weights
@@ -34,6 +34,7 @@ __all__ = [
     "name_nodes",
     "infer_shapes",
     "weightless_skeleton",
+    "copy_inferred_subgraphs",
     "prune_unused",
     "subgraphs",
     "iter_graphs",

@@ -1,7 +1,8 @@
 """Tensor types and shapes: the weightless skeleton, shape inference and :class:`TensorInfo` per tensor.
 
 The checker and shape inference see a weightless skeleton of the graph (large initializers turned into typed
-inputs), so loading a 100 MB model costs little more than reading it.
+inputs, long attribute lists cut to their first element), so loading a 100 MB model costs little more than reading
+it.
 """
 
 from __future__ import annotations
@@ -37,12 +38,45 @@ _STRIP_BYTES = 1024
 
 _VALUE_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
 
+# A list attribute longer than this is a table (a tree ensemble's 4.8 M node fields, a classifier's coefficients),
+# which neither the checker (it checks attribute types) nor shape inference (it reads which attributes are set and
+# the short ones: class labels, n_targets) reads element by element. The skeleton keeps its first element only:
+# a LightGBM ensemble's 194 MB of attributes took 1.15 GB as a proto, and the skeleton, shape inference's
+# serialised copy and its parsed result each held another copy (4.5 GB to load a 194 MB model).
+_LIST_FIELDS = {onnx.AttributeProto.FLOATS: "floats", onnx.AttributeProto.INTS: "ints",
+                onnx.AttributeProto.STRINGS: "strings"}
+_TRIM_ELEMENTS = 4096
+
+
+def _skeleton_node(node: onnx.NodeProto) -> onnx.NodeProto:
+    """``node`` itself, or a copy whose long list attributes hold their first element only (see _TRIM_ELEMENTS).
+    A Constant (its list is its value, whose length is its shape) and a node with subgraphs are never cut."""
+    if node.op_type == "Constant" or not any(
+            len(getattr(a, _LIST_FIELDS[a.type])) > _TRIM_ELEMENTS for a in node.attribute if a.type in _LIST_FIELDS):
+        return node
+    cut = onnx.NodeProto()
+    cut.name, cut.op_type, cut.domain, cut.overload = node.name, node.op_type, node.domain, node.overload
+    cut.input.extend(node.input)
+    cut.output.extend(node.output)
+    for a in node.attribute:
+        field = _LIST_FIELDS.get(a.type)
+        if field is None or len(getattr(a, field)) <= _TRIM_ELEMENTS:
+            cut.attribute.append(a)
+            continue
+        short = cut.attribute.add()
+        short.name, short.type = a.name, a.type
+        getattr(short, field).append(getattr(a, field)[0])
+    return cut
+
 
 def weightless_skeleton(model: onnx.ModelProto, where: str = "the model") -> onnx.ModelProto:
-    """The model with large floating/8-bit initializers turned into typed graph inputs (no weight bytes).
+    """The model with large floating/8-bit initializers turned into typed graph inputs (no weight bytes) and long
+    attribute lists of its nodes cut to their first element (:func:`_skeleton_node`).
 
     Checker and shape inference see the same graph, names, types and shapes; the left-out tensors are
     validated here (type, dims, raw size) the way the checker would. Small tensors (shape data) stay in.
+    Copy nodes back from an inferred skeleton only with :func:`copy_inferred_subgraphs` (a cut node must not
+    replace the model's own).
     """
     g = model.graph
     skel = onnx.ModelProto()
@@ -52,7 +86,7 @@ def weightless_skeleton(model: onnx.ModelProto, where: str = "the model") -> onn
     skel.functions.extend(model.functions)
     sg = skel.graph
     sg.name = g.name
-    sg.node.extend(g.node)
+    sg.node.extend(_skeleton_node(n) for n in g.node)
     sg.input.extend(g.input)
     sg.output.extend(g.output)
     sg.value_info.extend(g.value_info)
@@ -135,9 +169,19 @@ def infer_into(model: onnx.ModelProto, where: str, skel: onnx.ModelProto | None 
     g.value_info.extend(ig.value_info)
     del g.output[:]
     g.output.extend(ig.output)
-    if _has_subgraphs(g.node):  # inference also annotates If/Loop/Scan bodies
-        del g.node[:]
-        g.node.extend(ig.node)
+    copy_inferred_subgraphs(g, ig)
+
+
+def copy_inferred_subgraphs(g: onnx.GraphProto, inferred: onnx.GraphProto) -> None:
+    """Copy the nodes with If/Loop/Scan bodies (which inference annotates) from ``inferred``, the inferred
+    weightless skeleton of ``g``, into ``g``; the other nodes stay ``g``'s own (the skeleton's may be cut)."""
+    if not _has_subgraphs(g.node):
+        return
+    if len(g.node) != len(inferred.node):
+        raise ValueError(f"the inferred graph has {len(inferred.node)} nodes, the graph {len(g.node)}")
+    for node, done in zip(g.node, inferred.node):
+        if _has_subgraphs((node,)):
+            node.CopyFrom(done)
 
 
 @functools.cache
