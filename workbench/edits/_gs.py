@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import NoReturn, TypeGuard
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from google.protobuf.message import Message
 
 from ..errors import EditError
 from ..graph import copy_inferred_subgraphs, sort_nodes, weightless_skeleton
@@ -59,7 +58,7 @@ def _table(attr: onnx.AttributeProto) -> np.ndarray:
     return np.fromiter(values, dtype=dtype, count=len(values))
 
 
-def _is_table(value: object) -> bool:
+def _is_table(value: object) -> TypeGuard[np.ndarray]:
     return isinstance(value, np.ndarray) and value.ndim == 1 and value.size > _LONG_LIST and value.dtype.kind in "fiuSU"
 
 
@@ -97,7 +96,8 @@ def _without_tables(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _copy_fields(src: Message, dst: Message, *, skip: str) -> None:
+def _copy_fields(src: onnx.ModelProto | onnx.GraphProto | onnx.NodeProto,
+                 dst: onnx.ModelProto | onnx.GraphProto | onnx.NodeProto, *, skip: str) -> None:
     """Copy every set field of ``src`` but ``skip`` into ``dst``."""
     for desc, value in src.ListFields():
         if desc.name == skip:
