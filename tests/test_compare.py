@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from workbench.compare import ErrorStats, Tolerance, accuracy, compare, joined_tensors
+from workbench.compare import ErrorMetrics, ErrorStats, Tolerance, accuracy, compare, joined_tensors
 from workbench.data import load_data
 from workbench.debug import outlier_channel_model
 from workbench.errors import DataError, ModelError
@@ -77,11 +77,11 @@ def test_error_stats_streamed_equal_one_shot():
     whole.update(ref, cand, 100)
     for i in range(0, 100, 13):
         parts.update(ref[i:i + 13], cand[i:i + 13], len(ref[i:i + 13]))
-    a, b = whole.metrics(), parts.metrics()
+    a, b = whole.metrics().to_dict(), parts.metrics().to_dict()
     for k in ("max_abs", "mean_abs", "rel_l2", "cosine", "snr_db"):
         assert a[k] == pytest.approx(b[k], rel=1e-9)
-    assert b["samples"] == 100
-    assert b["rel_l2"] == pytest.approx(np.linalg.norm(cand - ref) / np.linalg.norm(ref), rel=1e-6)
+    assert parts.metrics().samples == 100
+    assert parts.metrics().rel_l2 == pytest.approx(np.linalg.norm(cand - ref) / np.linalg.norm(ref), rel=1e-6)
 
 
 def test_layerwise_first_divergence_is_the_conv_reading_the_outlier(models):
@@ -193,9 +193,15 @@ def test_bad_input_raises_clear_errors(models, tmp_path):
 def test_tolerance_parse_and_pass_fail():
     t = Tolerance.parse("rel_l2=0.05,cosine=0.99")
     assert t.rel_l2 == 0.05 and t.cosine == 0.99 and t.max_abs is None
-    assert t.passed({"rel_l2": 0.04, "cosine": 0.995, "nan": 0})
-    assert not t.passed({"rel_l2": 0.04, "cosine": 0.98, "nan": 0})
-    assert not t.passed({"rel_l2": 0.0, "cosine": 1.0, "nan": 3})
+    def m(rel_l2, cosine, nan=0, max_abs=0.1):
+        return ErrorMetrics(max_abs=max_abs, mean_abs=0.01, rel_l2=rel_l2, cosine=cosine, snr_db=None, nan=nan,
+                            samples=1)
+
+    assert t.passed(m(0.04, 0.995))
+    assert not t.passed(m(0.04, 0.98))
+    assert not t.passed(m(0.0, 1.0, nan=3))
+    assert not t.passed(m(None, 0.995))  # rel_l2 undefined (a zero reference) with a nonzero difference
+    assert t.passed(m(None, 0.995, max_abs=0.0))  # ... and with none
     assert Tolerance.parse("0.2").rel_l2 == 0.2
 
 
@@ -274,7 +280,8 @@ def test_worker_threads_give_the_same_report_up_to_the_rounding_of_sums(models):
     for i in range(0, 150, 32):
         x = ds["input"][i:i + 32]
         direct.update(ort_outputs(models["outlier"], x), ort_outputs(models["q"], x), len(x))
-    assert {k: plain.outputs["logits"][k] for k in direct.metrics()} == direct.metrics()
+    expected = direct.metrics().to_dict()
+    assert {k: plain.outputs["logits"][k] for k in expected} == expected
 
 
 def test_cancel_stops_between_batches_with_what_was_compared(models):

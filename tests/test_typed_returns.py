@@ -63,7 +63,7 @@ def test_machine_info_and_the_worker_command_keep_the_cli_json_shape(cli_path):
 def test_dataset_describe_is_typed_and_keeps_its_json():
     import numpy as np
 
-    from workbench.data import DataColumn, DataSummary, Dataset
+    from workbench.data import DataColumn, Dataset, DataSummary
 
     ds = Dataset({"x": np.zeros((5, 3, 4), np.float32), "scale": np.ones(3, np.float32)}, {"x": 0, "scale": None},
                  description="two arrays")
@@ -74,3 +74,25 @@ def test_dataset_describe_is_typed_and_keeps_its_json():
         "data": "two arrays", "samples": 5, "preprocessing": None,
         "inputs": {"x": {"shape": [5, 3, 4], "sample_axis": 0}, "scale": {"shape": [3], "sample_axis": None}}}
     _frozen(d)
+
+
+def test_error_metrics_are_typed():
+    import math
+
+    import numpy as np
+
+    from workbench.compare import ErrorMetrics, ErrorStats, Tolerance
+
+    stats = ErrorStats()
+    stats.update(np.array([1, 2, 3, 4], np.float32), np.array([1, 2, 3, 5], np.float32))
+    stats.update(np.array([1.0], np.float32), np.array([np.nan], np.float32))  # counted, not summed
+    m = stats.metrics()
+    assert isinstance(m, ErrorMetrics) and (m.max_abs, m.mean_abs, m.nan, m.samples) == (1.0, 0.25, 1, 2)
+    # the NaN's reference element is left out with it: |ref|^2 = 30, |cand|^2 = 39, ref.cand = 34
+    assert m.rel_l2 == pytest.approx(1 / math.sqrt(30)) and m.snr_db == pytest.approx(10 * math.log10(30))
+    assert m.cosine == pytest.approx(34 / math.sqrt(30 * 39))
+    assert set(json.loads(json.dumps(m.to_dict()))) == {"max_abs", "mean_abs", "rel_l2", "cosine", "snr_db", "nan",
+                                                        "samples"}
+    assert not Tolerance(rel_l2=1.0).passed(m)  # a NaN never passes
+    assert ErrorStats().metrics() == ErrorMetrics(None, None, None, None, None, 0, 0)  # no data: nothing defined
+    _frozen(m)

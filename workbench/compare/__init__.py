@@ -8,10 +8,11 @@ and builds the :class:`CompareReport`.
 from __future__ import annotations
 
 from .driver import LAYER_COLUMNS, MIN_SAMPLES, CompareReport, compare, joined_tensors, local_model
-from .metrics import ErrorStats, Metric, Tolerance, accuracy, output_error, run_metric
+from .metrics import ErrorMetrics, ErrorStats, Metric, Tolerance, accuracy, output_error, run_metric
 
 __all__ = [
     "Tolerance",
+    "ErrorMetrics",
     "ErrorStats",
     "Metric",
     "accuracy",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Union
 
 import numpy as np
@@ -624,11 +624,12 @@ def compare(
 
     out_report: dict[str, dict[str, Any]] = {}
     for o in outputs:
-        m = out_stats[o].metrics()
+        em = out_stats[o].metrics()
+        m: dict[str, Any] = asdict(em)  # the report's per-output record: the metrics and what follows
         for k, count in sorted(top_hits[o].items()):  # only a k computed on every sample of this output
             if top_seen[o][k] == seen:
                 m[f"top{k}_agreement"] = count / seen
-        m["passed"] = tolerance.passed(m)
+        m["passed"] = tolerance.passed(em)
         out_report[o] = m
     metric_report = {name: {k: v / seen for k, v in s.items()} for name, s in sums.items()}
 
@@ -637,16 +638,17 @@ def compare(
         ref_prod = _producers(ref)
         rows = []
         for i, t in enumerate(joined):
-            m = layer_stats[t].metrics()
-            lm = local_stats[t].metrics() if t in local_stats else {}
+            lm = layer_stats[t].metrics()
+            own = local_stats[t].metrics() if t in local_stats else None  # the layer's own (local) error
             node = ref_prod[t]
-            passed = layer_tolerance.passed(m)
-            rows.append((i, t, node.name, node.op_type, m["max_abs"], m["mean_abs"], m["rel_l2"], m["cosine"],
-                         m["snr_db"], lm.get("rel_l2"), lm.get("snr_db"), m["nan"], passed))
+            passed = layer_tolerance.passed(lm)
+            local_rel, local_snr = (own.rel_l2, own.snr_db) if own is not None else (None, None)
+            rows.append((i, t, node.name, node.op_type, lm.max_abs, lm.mean_abs, lm.rel_l2, lm.cosine, lm.snr_db,
+                         local_rel, local_snr, lm.nan, passed))
             if first is None and not passed:
-                first = {"index": i, "tensor": t, "node": node.name, "op": node.op_type,
-                         **{k: m[k] for k in ("max_abs", "rel_l2", "cosine", "snr_db", "nan")},
-                         "local_rel_l2": lm.get("rel_l2")}
+                first = {"index": i, "tensor": t, "node": node.name, "op": node.op_type, "max_abs": lm.max_abs,
+                         "rel_l2": lm.rel_l2, "cosine": lm.cosine, "snr_db": lm.snr_db, "nan": lm.nan,
+                         "local_rel_l2": local_rel}
         layers = Table(LAYER_COLUMNS, tuple(rows))
 
     nan = None

@@ -6,13 +6,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ..errors import DataError
+from ..result import Result
 
-__all__ = ["Tolerance", "ErrorStats", "Metric", "accuracy", "output_error", "run_metric", "topk_hits"]
+__all__ = ["Tolerance", "ErrorMetrics", "ErrorStats", "Metric", "accuracy", "output_error", "run_metric", "topk_hits"]
 
 # --- tolerances and streaming statistics -------------------------------------------------------------
 
@@ -26,21 +26,21 @@ class Tolerance:
     cosine: float | None = None
     snr_db: float | None = None
 
-    def passed(self, m: Mapping[str, Any]) -> bool:
+    def passed(self, m: ErrorMetrics) -> bool:
         """Whether metrics ``m`` (:meth:`ErrorStats.metrics`) are within every limit set (NaN never is)."""
-        if m.get("nan"):
+        if m.nan:
             return False
-        checks = [
-            (self.rel_l2, m.get("rel_l2"), lambda v, t: v <= t),
-            (self.max_abs, m.get("max_abs"), lambda v, t: v <= t),
-            (self.cosine, m.get("cosine"), lambda v, t: v >= t),
-            (self.snr_db, m.get("snr_db"), lambda v, t: v >= t),
+        checks: list[tuple[float | None, float | None, Callable[[float, float], bool]]] = [
+            (self.rel_l2, m.rel_l2, lambda v, t: v <= t),
+            (self.max_abs, m.max_abs, lambda v, t: v <= t),
+            (self.cosine, m.cosine, lambda v, t: v >= t),
+            (self.snr_db, m.snr_db, lambda v, t: v >= t),
         ]
         for limit, value, ok in checks:
             if limit is None:
                 continue
             if value is None:  # rel_l2/snr of an all-zero reference, or no data
-                if limit is not None and m.get("max_abs", 0.0) not in (0.0, None):
+                if m.max_abs not in (0.0, None):
                     return False
                 continue
             if not ok(value, limit):
@@ -71,6 +71,21 @@ class Tolerance:
     def to_dict(self) -> dict[str, float | None]:
         """The limits by name (None: not checked)."""
         return {"rel_l2": self.rel_l2, "max_abs": self.max_abs, "cosine": self.cosine, "snr_db": self.snr_db}
+
+
+@dataclass(frozen=True)
+class ErrorMetrics(Result):
+    """The error of a candidate tensor against its reference (:meth:`ErrorStats.metrics`): largest and mean absolute
+    difference, relative L2 error, cosine similarity, signal-to-noise ratio in dB (None where undefined: no data, a
+    zero reference, an exact match), non-finite candidate values counted, samples seen."""
+
+    max_abs: float | None
+    mean_abs: float | None
+    rel_l2: float | None
+    cosine: float | None
+    snr_db: float | None
+    nan: int
+    samples: int
 
 
 class ErrorStats:
@@ -122,7 +137,7 @@ class ErrorStats:
         self.sq_cand += other.sq_cand
         self.dot += other.dot
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> ErrorMetrics:
         """max_abs, mean_abs, rel_l2, cosine, snr_db (None where undefined: zero reference or exact match)."""
         n = self.elements
         rel = math.sqrt(self.sq_err / self.sq_ref) if self.sq_ref > 0 else (0.0 if self.sq_err == 0 else None)
@@ -131,15 +146,15 @@ class ErrorStats:
         else:
             cos = 1.0 if self.sq_ref == self.sq_cand else 0.0
         snr = 10.0 * math.log10(self.sq_ref / self.sq_err) if self.sq_err > 0 and self.sq_ref > 0 else None
-        return {
-            "max_abs": self.max_abs if n else None,
-            "mean_abs": self.sum_abs / n if n else None,
-            "rel_l2": rel if n else None,
-            "cosine": min(1.0, max(-1.0, cos)) if n else None,
-            "snr_db": snr,
-            "nan": self.nan,
-            "samples": self.samples,
-        }
+        return ErrorMetrics(
+            max_abs=self.max_abs if n else None,
+            mean_abs=self.sum_abs / n if n else None,
+            rel_l2=rel if n else None,
+            cosine=min(1.0, max(-1.0, cos)) if n else None,
+            snr_db=snr,
+            nan=self.nan,
+            samples=self.samples,
+        )
 
 
 # --- metrics on outputs (accuracy, ...) --------------------------------------------------------------
