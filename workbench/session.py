@@ -409,20 +409,19 @@ class Session:
 
     def set_calibration(self, settings: CalibrationSettings | None) -> None:
         """Record calibration settings in the recipe (undoable)."""
-        if settings is not None and not isinstance(settings, CalibrationSettings):
-            raise TypeError("set_calibration() takes CalibrationSettings")
-        with self._locked():
-            model = self.model
-            self._push(self.recipe.replace(calibration=settings), "set_calibration", "calibration", model, model)
-        self._fire()
+        self._set_settings("calibration", settings, CalibrationSettings)
 
     def set_build(self, settings: BuildSettings | None) -> None:
         """Record engine build settings in the recipe (undoable)."""
-        if settings is not None and not isinstance(settings, BuildSettings):
-            raise TypeError("set_build() takes BuildSettings")
+        self._set_settings("build", settings, BuildSettings)
+
+    def _set_settings(self, key: str, settings: object, kind: type) -> None:
+        """Record ``settings`` (a ``kind`` or None) as the recipe's ``key`` field: one undoable ``set_<key>`` step."""
+        if settings is not None and not isinstance(settings, kind):
+            raise TypeError(f"set_{key}() takes {kind.__name__}")
         with self._locked():
             model = self.model
-            self._push(self.recipe.replace(build=settings), "set_build", "build", model, model)
+            self._push(self.recipe.replace(**{key: settings}), f"set_{key}", key, model, model)
         self._fire()
 
     def set_recipe(self, recipe: Recipe) -> onnx.ModelProto:

@@ -226,12 +226,7 @@ def run_in_child(
         for t in threads:
             t.join(timeout=1.0)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        _stop(proc)
 
     if keep_warm and final is not None and final.get("event") == "result":
         _replenish(backend, env)  # after the job, so the spare's start-up does not compete with the build

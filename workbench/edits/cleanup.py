@@ -56,11 +56,7 @@ def _fold_static_sizes(graph: gs.Graph) -> None:
             continue
         out = node.outputs[0]
         const = gs.Constant(unique_name(f"{out.name}_static", used), np.array(int(np.prod(shape)), dtype=np.int64))
-        for consumer in list(out.outputs):
-            for k, t in enumerate(consumer.inputs):
-                if t is out:
-                    consumer.inputs[k] = const
-        graph.outputs = [const if t is out else t for t in graph.outputs]
+        _rebind(graph, out, const)
 
 
 def _infer_shapes(graph: gs.Graph) -> None:
