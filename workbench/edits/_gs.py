@@ -10,6 +10,8 @@ import onnx_graphsurgeon as gs
 
 from ..errors import EditError
 from ..graph import copy_inferred_subgraphs, sort_nodes, weightless_skeleton
+from ..graph.names import unique_name
+from ..graph.save import copy_fields
 
 __all__ = ["to_graph", "to_model", "finish", "node_by_name", "tensor_by_name", "unique_name", "InvalidEditResult"]
 
@@ -80,34 +82,20 @@ def _table_attribute(name: str, values: np.ndarray) -> onnx.AttributeProto:
 def _without_tables(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` whose nodes' long list attributes are left empty (their arrays are set after import)."""
     out = onnx.ModelProto()
-    _copy_fields(model, out, skip="graph")
-    _copy_fields(model.graph, out.graph, skip="node")
+    copy_fields(model, out, skip="graph")
+    copy_fields(model.graph, out.graph, skip="node")
     for node in model.graph.node:
         if node.op_type == "Constant" or not any(_long_list(a) for a in node.attribute):
             out.graph.node.append(node)
             continue
         light = out.graph.node.add()
-        _copy_fields(node, light, skip="attribute")
+        copy_fields(node, light, skip="attribute")
         for a in node.attribute:
             if _long_list(a):
                 light.attribute.add(name=a.name, type=a.type)
             else:
                 light.attribute.append(a)
     return out
-
-
-def _copy_fields(src: onnx.ModelProto | onnx.GraphProto | onnx.NodeProto,
-                 dst: onnx.ModelProto | onnx.GraphProto | onnx.NodeProto, *, skip: str) -> None:
-    """Copy every set field of ``src`` but ``skip`` into ``dst``."""
-    for desc, value in src.ListFields():
-        if desc.name == skip:
-            continue
-        if desc.is_repeated:
-            getattr(dst, desc.name).extend(value)
-        elif desc.message_type is not None:
-            getattr(dst, desc.name).CopyFrom(value)
-        else:
-            setattr(dst, desc.name, value)
 
 
 def to_model(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
@@ -290,12 +278,3 @@ def tensor_by_name(graph: gs.Graph, name: str, where: str) -> gs.Tensor:
             hint=f"use a name from the layer table's inputs/outputs columns{'; similar: ' + ', '.join(close) if close else ''}",
         )
     return tensors[name]
-
-
-def unique_name(base: str, used: set[str]) -> str:
-    """``base``, or ``base_1``, ``base_2``... whichever is not in ``used`` (and add it)."""
-    name, k = base, 1
-    while name in used:
-        name, k = f"{base}_{k}", k + 1
-    used.add(name)
-    return name

@@ -15,6 +15,7 @@ from onnx import helper
 
 from ..errors import EditError
 from ..graph import all_nodes, tensor_infos
+from ..graph.names import unique_name
 
 __all__ = ["rename_node", "replace_node", "bypass_node", "add_outputs", "insert_node", "set_shapes", "rename_tensor"]
 
@@ -168,13 +169,6 @@ def _require_tensor(model: onnx.ModelProto, tensor: str, where: str) -> set[str]
     return used
 
 
-def _unique(base: str, used: set[str]) -> str:
-    name, k = base, 1
-    while name in used:
-        name, k = f"{base}_{k}", k + 1
-    used.add(name)
-    return name
-
 
 def insert_node(model: onnx.ModelProto, tensor: str, op: str, name: str = "",
                 attributes: Mapping[str, Any] | None = None) -> str:
@@ -189,7 +183,7 @@ def insert_node(model: onnx.ModelProto, tensor: str, op: str, name: str = "",
     if not op:
         raise EditError(f"{where}: no op given", hint="give an ONNX operator name such as 'Relu'")
     node_names = {n.name for n in g.node}
-    node_name = name or _unique(f"{op}_after_{tensor}", set(node_names))
+    node_name = name or unique_name(f"{op}_after_{tensor}", set(node_names))
     if node_name in node_names:
         raise EditError(f"{where}: a node named '{node_name}' already exists", hint="choose another name")
     attrs = {k: _attr_value(k, v, where) for k, v in (attributes or {}).items()}
@@ -199,13 +193,13 @@ def insert_node(model: onnx.ModelProto, tensor: str, op: str, name: str = "",
         if producer is None:
             raise EditError(f"{where}: '{tensor}' is both produced outside the graph and a graph output",
                             hint="insert the node after a tensor computed by a node")
-        pre = _unique(f"{tensor}_pre_{node_name}", used)
+        pre = unique_name(f"{tensor}_pre_{node_name}", used)
         _rename_uses(model, tensor, pre)
         prod = g.node[producer]
         prod.output[list(prod.output).index(tensor)] = pre
         new = helper.make_node(op, [pre], [tensor], name=node_name, **attrs)
     else:
-        out = _unique(f"{node_name}_out", used)
+        out = unique_name(f"{node_name}_out", used)
         _rename_uses(model, tensor, out)
         new = helper.make_node(op, [tensor], [out], name=node_name, **attrs)
     g.node.insert(position, new)

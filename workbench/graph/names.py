@@ -15,6 +15,15 @@ def name_nodes(model: onnx.ModelProto) -> int:
     return _name_graph(model.graph, "")
 
 
+def unique_name(base: str, used: set[str]) -> str:
+    """``base``, or ``base_1``, ``base_2``... whichever is not in ``used`` (and add it)."""
+    name, k = base, 1
+    while name in used:
+        name, k = f"{base}_{k}", k + 1
+    used.add(name)
+    return name
+
+
 def _name_graph(graph: onnx.GraphProto, prefix: str) -> int:
     used = Counter(n.name for n in graph.node if n.name)
     seen: set[str] = set()

@@ -62,7 +62,7 @@ def _write_model(model: onnx.ModelProto, path: Path, big: bool) -> None:
         raise
 
 
-def _copy_fields(src: Any, dst: Any, skip: str) -> None:
+def copy_fields(src: Any, dst: Any, skip: str) -> None:
     """Copy every set field of a message except ``skip`` (generic, so new ONNX fields are not lost)."""
     for field, value in src.ListFields():
         if field.name == skip:
@@ -81,8 +81,8 @@ def _with_weights_outside(model: onnx.ModelProto, data_path: Path, data_name: st
     The model is never copied whole (one tensor's bytes at a time), so models over 2 GB can be saved.
     """
     out = onnx.ModelProto()
-    _copy_fields(model, out, skip="graph")
-    _copy_fields(model.graph, out.graph, skip="initializer")
+    copy_fields(model, out, skip="graph")
+    copy_fields(model.graph, out.graph, skip="initializer")
     offset = 0
     with open(data_path, "wb") as f:
         for t in model.graph.initializer:
@@ -98,7 +98,7 @@ def _with_weights_outside(model: onnx.ModelProto, data_path: Path, data_name: st
             offset += pad
             f.write(raw)
             stub = out.graph.initializer.add()
-            _copy_fields(t, stub, skip="raw_data")
+            copy_fields(t, stub, skip="raw_data")
             stub.data_location = TensorProto.EXTERNAL
             for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(raw)))):
                 entry = stub.external_data.add()
