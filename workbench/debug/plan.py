@@ -31,7 +31,7 @@ from ..table import Table
 from .restore import Factory, restore_layers
 from .sensitivity import Sensitivity, sensitivity
 
-__all__ = ["Plan", "find_plan", "mixed_plan", "estimated_cost", "evaluate", "plan_recipe", "recipe_models",
+__all__ = ["Plan", "find_plan", "mixed_plan", "plan_order", "estimated_cost", "evaluate", "plan_recipe", "recipe_models",
            "mixed_models", "MixedFactory", "DebugResult", "debug_precision", "PLAN_COLUMNS"]
 
 PLAN_COLUMNS = ("plan", "kept", "keep", "metric", "cost", "met", "step", "fp16")
@@ -326,6 +326,20 @@ def mixed_models(original: onnx.ModelProto, recipe: Recipe, cache_dir: str | os.
 # --- all together ---------------------------------------------------------------------------------------
 
 
+def plan_order(sens: Sensitivity) -> list[str]:
+    """The order the plan search keeps layers in: for ``direction="restore"``, the layers whose restoring alone
+    improves the target metric first (largest gain first), then the rest in the ranking's order. The ranking
+    (by the outputs' rel L2) is what separates layers that a coarse task metric ties, but a task metric decided by
+    a few samples near a boundary (a detection, a class) is served by the layers that flip them, whose rel L2 share
+    may be small: they go first. For the rel_l2 metric both orders are the same."""
+    if sens.direction != "restore":
+        return sens.ranking
+    recs = sens.table.records()
+    helps = sorted((r for r in recs if r["metric_gain"] > 0), key=lambda r: (-r["metric_gain"], r["rank"]))
+    first = [r["node"] for r in helps]
+    return first + [n for n in sens.ranking if n not in set(first)]
+
+
 @dataclass(frozen=True)
 class DebugResult:
     """Sensitivity ranking + plan; ``to_dict()`` gives the CLI keys."""
@@ -384,6 +398,7 @@ def debug_precision(
     cancel: Cancel = None,
     sample_axes: Axes | None = None,
     cluster: Cluster | None = None,
+    run_length: int | None = None,
 ) -> DebugResult:
     """Rank the candidate's low-precision layers, then find the fewest to keep in high precision.
 
@@ -402,7 +417,7 @@ def debug_precision(
     ref = reference if len(reference.graph.value_info) else load_model(reference)
     cand = candidate if len(candidate.graph.value_info) else load_model(candidate)
     metric = metric or output_error()
-    ds = load_data(data, ref, sample_axes=sample_axes)
+    ds = load_data(data, ref, sample_axes=sample_axes, run_length=run_length)  # one run of the data per batch
     out_axes = output_sample_axes(ref, ds)
     limits = [n for n in (max_samples, rank_samples) if n]
     sens = sensitivity(ref, cand, ds, metric=metric, layers=layers, batch_size=batch_size, factory=factory,
@@ -447,11 +462,12 @@ def debug_precision(
                      workers=workers, cluster=cluster)
         return m, estimated_cost(model, ref)
 
+    order = plan_order(sens)
     if mixed is not None:
-        plan = mixed_plan(sens.ranking, lambda keep, fp16: measure(mixed(keep, fp16)), ok=ok, target=target,
+        plan = mixed_plan(order, lambda keep, fp16: measure(mixed(keep, fp16)), ok=ok, target=target,
                           higher_is_better=metric.higher_is_better, progress=progress)
     else:
-        plan = find_plan(sens.ranking, lambda keep: measure(cand if not keep and factory is None else build(keep)),
+        plan = find_plan(order, lambda keep: measure(cand if not keep and factory is None else build(keep)),
                          ok=ok, target=target, higher_is_better=metric.higher_is_better, progress=progress)
     before = next((r[3] for r in plan.tried.rows if r[1] == 0), sens.metric_before)
     out_recipe = plan_recipe(recipe, plan.keep, plan.fp16) if recipe is not None else None
