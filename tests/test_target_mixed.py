@@ -122,3 +122,16 @@ def test_a_task_metric_is_the_target(tmp_path: Path) -> None:
     x = _data(1)
     got, ref = OrtEngine(session.model).run(x)["y"], OrtEngine(model).run(x)["y"]
     assert np.array_equal(got.argmax(axis=1), ref.argmax(axis=1))
+
+
+def test_cli_reports_the_mixed_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from workbench.cli import main as cli_main
+
+    onnx.save(_stiff(1000.0), tmp_path / "m.onnx")
+    np.savez(tmp_path / "c.npz", **_data(0))
+    np.savez(tmp_path / "e.npz", **_data(1))
+    code = cli_main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "c.npz"), "--eval",
+                     str(tmp_path / "e.npz"), "--quantize-heads", "--target-metric", "rel_l2", "--tolerance", "0.03",
+                     "-o", str(tmp_path / "q.onnx")])
+    out = capsys.readouterr().out
+    assert code == 0 and "kept 2 layers in high precision (1 FP16, 1 FP32)" in out and "(met)" in out

@@ -30,7 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NODE",
                    help="nodes left in float: node names, op types (op:Gemm) or globs")
-    p.add_argument("--dtype", choices=QUANT_DTYPES, default="int8")
+    p.add_argument("--dtype", choices=QUANT_DTYPES, default="int8",
+                   help="int8, or fp8: float8e4m3fn Q/DQ for TensorRT (scales amax/448; a model older than opset 19 "
+                        "is converted with onnx's version converter; convs with 16 or fewer channels, depthwise or "
+                        "over 32 filter taps stay float; see docs/fp8.md)")
     p.add_argument("--target", choices=TARGETS, default="tensorrt",
                    help="whose Q/DQ fusion to place for: tensorrt (symmetric int8, Q/DQ on weighted ops' inputs) or "
                         "onnxruntime (uint8 activations, Q/DQ around each weighted op: integer kernels on the CPU)")
@@ -48,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="accuracy to a target: pick the calibration method that serves this metric best, then keep the "
                         "fewest layers in high precision (the debugger's sensitivity and plan search) until it is "
                         "within --tolerance of FP32, on --eval data (else the calibration data); accuracy needs a "
-                        "'label' array in the data")
+                        "'label' array in the data. For --target tensorrt a kept layer runs in FP16 where that meets "
+                        "the target (a Cast region, half FP32's cost), else FP32")
     p.add_argument("--tolerance", type=float,
                    help="with --target-metric: accuracy's largest drop below FP32 (default 0.005 = 0.5 point), or "
                         "rel_l2's largest output error (default 0.05)")
@@ -94,7 +98,8 @@ def render(result: QuantizeResult) -> str:
     if t:
         lines.append(f"target {t['metric']} within {t['tolerance']} of FP32 ({t['fp32']:.4g}): method {t['method']}, "
                      f"{t['before']:.4g} -> {t['after']:.4g} ({'met' if t['met'] else 'NOT met'}), kept "
-                     f"{len(t['kept'])} layers in high precision, estimated cost {t['estimated_cost']} "
+                     f"{len(t['kept'])} layers in high precision ({len(t['kept_fp16'])} FP16, "
+                     f"{len(t['kept']) - len(t['kept_fp16'])} FP32), estimated cost {t['estimated_cost']} "
                      f"(all INT8 {t['cost_all_int8']}, FP32 1.0)")
     lines += [f"warning: {w}" for w in dict.fromkeys([*c["warnings"], *d["warnings"]])]
     if r.get("recipe"):
