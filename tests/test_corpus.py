@@ -13,7 +13,6 @@ refused or failed is recorded as ``blocked`` and skipped.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -29,9 +28,12 @@ import pytest
 pytestmark = pytest.mark.corpus
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "out" / "corpus_results.json"
+# the working results file; corpus.run gives each child its own (CORPUS_RESULTS) and merges it. Never the
+# committed docs/corpus_results.json, which only corpus.run updates.
+RESULTS = Path(os.environ.get("CORPUS_RESULTS") or ROOT / "benchmarks" / "out" / "corpus_results.json")
 ALL = os.environ.get("CORPUS", "").lower() == "all"
 ONLY = [m for m in os.environ.get("CORPUS_MODELS", "").split(",") if m]
+ONLY_STEPS = [s for s in os.environ.get("CORPUS_STEPS", "").split(",") if s]  # corpus.run resumes after a kill
 CALIB_SAMPLES = 32 if ALL else 8
 EVAL_SAMPLES = 16 if ALL else 8
 DEBUG_SAMPLES = 4
@@ -74,7 +76,8 @@ def heavy_models(manifests: list[dict[str, Any]]) -> set[str]:
 
 MANIFESTS, NONE_WHY = _manifests()
 _HEAVY = heavy_models(MANIFESTS)
-CASES = [(m["id"], s) for m in MANIFESTS for s in STEPS if s not in HEAVY or m["id"] in _HEAVY] or [("none", "none")]
+CASES = [(m["id"], s) for m in MANIFESTS for s in STEPS
+         if (s not in HEAVY or m["id"] in _HEAVY) and (not ONLY_STEPS or s in ONLY_STEPS)] or [("none", "none")]
 
 
 # --- results file --------------------------------------------------------------------------------------------
@@ -94,26 +97,17 @@ def _write_results():
     _write()
 
 
-def _write() -> None:
-    if not _results:
+def _write(running: str | None = None) -> None:
+    """Merge this process's rows into RESULTS (locked; a row replaces only its own model/step, none is dropped), with
+    the step now running (what corpus.run records as FAILED when the process is killed)."""
+    if not _results and running is None:
         return
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    old: dict[str, Any] = {}
-    if RESULTS.is_file():
-        try:
-            old = json.loads(RESULTS.read_text())
-        except ValueError:
-            old = {}
-    entries = {f"{e['model']}/{e['step']}": e for e in old.get("results", [])}
-    entries.update(_results)
+    from corpus.run import merge_file
+
     meta = {m["id"]: {k: m.get(k) for k in ("title", "exporter", "opset", "task", "metric", "features", "ci")}
             for m in MANIFESTS}
-    out = {"generated": time.strftime("%Y-%m-%d %H:%M:%S"), "models": {**old.get("models", {}), **meta},
-           "results": sorted(entries.values(), key=lambda e: (e["model"], STEPS.index(e["step"])
-                                                                 if e["step"] in STEPS else 99))}
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1, default=float))
-    tmp.replace(RESULTS)
+    merge_file(RESULTS, {"generated": time.strftime("%Y-%m-%d %H:%M:%S"), "models": meta,
+                         "results": list(_results.values()), "running": running})
 
 
 # --- one model's shared state --------------------------------------------------------------------------------
@@ -283,6 +277,7 @@ def run_step(run: ModelRun, step: str, fn: Callable[[], dict[str, Any] | None]) 
 def _run_step(run: ModelRun, step: str, fn: Callable[[], dict[str, Any] | None]) -> None:
     from workbench.errors import WorkbenchError
 
+    _write(running=step)
     start = time.perf_counter()
     try:
         info = fn() or {}
@@ -335,20 +330,56 @@ def step_inspect(run: ModelRun) -> dict[str, Any]:
     return {"params": s.params, "nodes": s.nodes, "layers": len(rows), "opset": s.opset}
 
 
-def step_check(run: ModelRun) -> dict[str, Any]:
-    from workbench.check import check_model
+def freeze_values(run: ModelRun) -> dict[str, Any]:
+    """{input: value} of the model's small fixed inputs (a sample rate): what a user passes as ``--freeze sr=16000``."""
+    data = run.inputs(1)
+    return {k: (v.item() if v.size == 1 else v.tolist()) for k, v in data.arrays.items()
+            if data.axes.get(k) is None and v.size <= 16}
 
-    report = check_model(run.path, shapes=run.shapes(), backend="tensorrt-rtx", timeout=600.0)
-    d = report.to_dict()
-    if d.get("buildable"):
-        return {"layers": d.get("layers")}
-    words = "; ".join([*d.get("errors", []), *(f"{u['node']} ({u['op']}): {u['reason']}"
-                                                 for u in d.get("unsupported", []))])
-    assert words, f"check says not buildable without saying why: {d}"
-    assert not d.get("crashed"), f"the builder crashed: {d['crashed']}"
+
+def repaired(run: ModelRun) -> tuple[Any, Path | None]:
+    """(check result, the repaired model's path or None) of ``workbench check MODEL --repair`` as a user runs it
+    (``workflows.model.check_and_repair``: the raw model checked, every ready repair applied to the session as recipe
+    edits, the repaired model checked), with the model's shapes and its fixed inputs' values."""
+
+    def make() -> tuple[Any, Path | None]:
+        from workbench.session import Session
+        from workbench.workflows.model import check, check_and_repair, find_repairs
+
+        if not find_repairs(run.model):  # nothing to repair: the plain check (no session, no second model copy)
+            return check(run.path, shapes=run.shapes(), backend="tensorrt-rtx", timeout=600.0), None
+        s = Session(run.path, cache_dir=run.workdir / "cache_repair")
+        r = check_and_repair(s, shapes=run.shapes(), backend="tensorrt-rtx", timeout=600.0,
+                             values=freeze_values(run))
+        edits = r.repaired.edits if r.repaired is not None else ()
+        out = s.export(run.workdir / "repaired.onnx", overwrite=True) if edits else None
+        return r, out
+
+    return run.get("check --repair", make)
+
+
+def _repair_detail(r: Any) -> dict[str, Any]:
+    """The check's raw verdict and, where repairs were applied, which and the repaired model's verdict."""
+    fixed = r.repaired
+    edits = [e["kind"] for e in fixed.edits] if fixed is not None else []
+    return {"builds_raw": bool(r.buildable), "repairs": edits,
+            "builds_repaired": bool(fixed.buildable) if fixed is not None and edits else None,
+            "repairs_skipped": [f"{x.title}: {x.reason}" for x in fixed.skipped] if fixed is not None else []}
+
+
+def step_check(run: ModelRun) -> dict[str, Any]:
+    r, _path = repaired(run)
+    detail = _repair_detail(r)
+    if r.buildable:
+        return {"layers": r.layers, **detail}
+    words = "; ".join([*r.errors, *(f"{u.node} ({u.op}): {u.reason}" for u in r.unsupported)])
+    assert words, f"check says not buildable without saying why: {r.to_dict()}"
+    assert not r.crashed, f"the builder crashed: {r.crashed}"
     why = specific(words, builder=True)
     assert not why, f"the check's reason is {why}: {words}"
-    return {"_status": "refused", "_message": words, "suggestions": d.get("suggestions", [])}
+    if detail["builds_repaired"]:
+        words += f" (builds after the repairs: {', '.join(detail['repairs'])})"
+    return {"_status": "refused", "_message": words, "suggestions": list(r.suggestions), **detail}
 
 
 def _session_model(run: ModelRun, edits: list[Any], name: str) -> tuple[Any, Path]:
@@ -521,16 +552,50 @@ def step_debug(run: ModelRun) -> dict[str, Any]:
 
 
 def step_build(run: ModelRun) -> dict[str, Any]:
+    """The raw model's engine; where the builder refuses it, the model after the repairs ``check --repair``
+    applies is built too (``builds_raw`` / ``builds_repaired``, the repairs named): corpus.report counts both."""
     from workbench.backends.trt_profiles import parse_shapes
     from workbench.build import build_engine
+    from workbench.errors import BuildError
+    from workbench.graph import load_model
     from workbench.recipe import BuildSettings
 
     pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (the rtx extra, which make test installs)")
-    settings = BuildSettings(backend="tensorrt-rtx", profiles=parse_shapes(run.shapes(), run.model),
-                             timeout_s=900.0)
-    r = build_engine(run.path, settings, out=run.workdir / "model.engine", cache_dir=run.workdir / "engines")
+
+    def build(path: Path, name: str) -> Any:
+        model = run.model if path == run.path else load_model(path)
+        names = {vi.name for vi in model.graph.input}
+        shapes = [x for x in run.shapes() or [] if x.split(":")[0] in names] or None
+        settings = BuildSettings(backend="tensorrt-rtx", profiles=parse_shapes(shapes, model), timeout_s=900.0)
+        return build_engine(path, settings, out=run.workdir / name, cache_dir=run.workdir / "engines")
+
+    try:
+        r = build(run.path, "model.engine")
+    except BuildError as exc:
+        why = specific(exc.message, builder=True)
+        assert not why, f"the build's refusal is {why}: {exc.message}"
+        from workbench.workflows.model import find_repairs
+
+        if not find_repairs(run.model):
+            return {"_status": "refused", "_message": exc.message + (f" (hint: {exc.hint})" if exc.hint else ""),
+                    "builds_raw": False, "builds_repaired": None, "repairs": []}
+        checked, path = repaired(run)
+        kinds = [e["kind"] for e in checked.repaired.edits] if checked.repaired is not None else []
+        if path is None:
+            return {"_status": "refused", "_message": exc.message + (f" (hint: {exc.hint})" if exc.hint else ""),
+                    "builds_raw": False, "builds_repaired": None, "repairs": []}
+        try:
+            fixed = build(path, "repaired.engine")
+        except BuildError as again:
+            return {"_status": "refused", "_message": f"{exc.message} (after the repairs {', '.join(kinds)}: "
+                    f"{again.message})", "builds_raw": False, "builds_repaired": False, "repairs": kinds}
+        assert fixed.bytes > 0
+        return {"_status": "refused", "_message": f"{exc.message} (builds after the repairs: {', '.join(kinds)})",
+                "builds_raw": False, "builds_repaired": True, "repairs": kinds, "bytes": fixed.bytes,
+                "layers": fixed.layers, "build_seconds": round(fixed.seconds, 1)}
     assert r.bytes > 0
-    return {"bytes": r.bytes, "layers": r.layers, "build_seconds": round(r.seconds, 1)}
+    return {"bytes": r.bytes, "layers": r.layers, "build_seconds": round(r.seconds, 1), "builds_raw": True,
+            "builds_repaired": None, "repairs": []}
 
 
 def step_profile(run: ModelRun) -> dict[str, Any]:
