@@ -128,6 +128,7 @@ def test_calibrate_tab_quantizes_to_a_target_with_the_cli_workflow(tmp_path: Pat
     assert tab.result is not None and tab.result.target_metric is not None
     t = tab.result.target_metric
     assert t.met and "g2" in t.kept and "g2" in tab.target_result.value and "met" in tab.target_result.value
+    assert "g2" in t.kept_fp16 and "g2 (FP16)" in tab.target_result.value  # TensorRT placement: FP16 first
     quantized = [e for e in tab.session.recipe.edits if e.kind == "quantize"][-1]
     assert tab.phase.value == "done: target met" and quantized.exclude == t.kept
     # the CLI's workflow on the same data (the tab measures on its calibration data) reaches the same plan

@@ -320,7 +320,7 @@ class CalibrateTab:
             self.target_result.value = ""
             self.status.ok(f"quantized {len(result.quantized)} nodes ({result.dtype}, placed for {result.target})")
             return "done"
-        kept = ", ".join(html.escape(k) for k in t.kept) or "none"
+        kept = ", ".join(html.escape(k) + (" (FP16)" if k in t.kept_fp16 else "") for k in t.kept) or "none"
         self.target_result.value = (
             f"<p class='wb-target-result'><b>{html.escape(t.metric)}</b> within {t.tolerance:g} of FP32 "
             f"({t.fp32:.4g}): method {html.escape(t.method)}, {t.before:.4g} → {t.after:.4g} "
