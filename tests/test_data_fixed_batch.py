@@ -54,7 +54,7 @@ def eight() -> dict[str, np.ndarray]:
 def test_samples_are_split_in_runs_of_the_fixed_batch_and_the_remainder_dropped_with_a_warning() -> None:
     model, data = fixed3(), eight()
     ds = load_data(data, model)
-    assert ds.sample_axes == {"float_input": 0} and ds.step == 3 and ds.samples == 8
+    assert ds.sample_axes == {"float_input": 0} and ds.run_length == 3 and ds.samples == 8
     said: list[str] = []
     batches = list(ds.batches(16, warnings=said))
     assert [b.feeds["float_input"].shape for b in batches] == [(3, 2), (3, 2)]

@@ -477,7 +477,8 @@ def calibrate(
 ) -> ScaleCache:
     """Collect activation statistics of the FP32 ``model`` on ``data`` and choose each tensor's amax.
 
-    ``data``: anything :func:`~workbench.data.load_data` reads; ``sample_axes`` / ``preprocessing`` as there.
+    ``data``: anything :func:`~workbench.data.load_data` reads; ``sample_axes`` / ``preprocessing`` /
+    ``run_length`` as there (with a run length each batch is exactly one run of the data).
 
     ``tensors``: which tensors (default: the activations :func:`~workbench.precision.quantize_model` needs,
     minus those only read by ``exclude``). ``progress(samples_done, samples_total, "calibrating")``;
@@ -486,6 +487,7 @@ def calibrate(
     ``cluster`` (:func:`workbench.cluster.connect`): the batches run as Dask tasks there, each returning its
     histogram parts (:func:`batch_part`), merged here in batch order: the same scales, bit for bit.
     """
+    run_length: int | None = None,
     if method not in METHODS:
         raise CalibrationError(f"unknown calibration method '{method}'", hint=f"use one of {list(METHODS)}")
     if not 0.0 < percentile <= 100.0:
@@ -504,14 +506,16 @@ def calibrate(
     model_digest = sha256_bytes(model_bytes(model))
     settings: dict[str, Any] = {"percentile": percentile, "num_bins": num_bins, "tensors": sorted(names),
                                 "dtype": dtype}
-    ds = load_data(data, model, sample_axes=sample_axes, preprocessing=preprocessing)
+    ds = load_data(data, model, sample_axes=sample_axes, preprocessing=preprocessing, run_length=run_length)
     description = ds.description
     if any(ds.sample_axes[k] != 0 for k in ds.inputs):  # only when not samples-first: older caches keep their key
         settings["sample_axes"] = {k: ds.sample_axes[k] for k in ds.inputs}
     if ds.preprocessing is not None:
         settings["preprocessing"] = ds.preprocessing.to_dict()
-    step = ds.step or batch_size
-    total = (ds.samples // step) * step if ds.step else ds.samples
+    if ds.given_run_length:  # only when given: older caches (and fixed-batch models') keep their key
+        settings["run_length"] = ds.given_run_length
+    step = ds.run_length or batch_size
+    total = (ds.samples // step) * step if ds.run_length else ds.samples
 
     index_path = Path(cache_dir) / "scales" / "index.json" if cache_dir is not None else None
     data_digest_known = None

@@ -16,12 +16,22 @@ fixed; an input with one dynamic axis is batched on it; the dynamic axis sharing
 matching the other inputs' sample count; a batch-named symbol; else axis 0 of the leading dynamic axis when no
 other input says otherwise), and a :class:`~workbench.errors.DataError` asks for ``sample_axes={...}``
 (CLI ``--sample-axis NAME=AXIS``) only when it is not.
+
+*Runs*: ``run_length`` N says each model run is exactly N consecutive entries of the sample axis, never split
+nor merged: the model's own fixed batch size, or one the user gives (``run_length=N``, CLI ``--run-length N``,
+an ``.npz``'s ``__run_length__`` entry) for a dynamic axis the model mixes across, such as the time axis of a
+sequence model (an LSTM over ``[sequence_length, features]``: batches of another length compute something else).
+Every consumer reads data through :meth:`Dataset.batches`, which gives exactly one run per batch and leaves out
+a last incomplete run, saying so. A sample axis declared with a sequence/time name (``sequence_length``,
+``seq_len``, ``time``, ``frames``, ...) and no run length is a :class:`~workbench.errors.DataError`: the run
+length is never guessed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import warnings as _warnings
 import wave
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -53,6 +63,7 @@ __all__ = [
     "find_data",
     "data_kind",
     "parse_sample_axes",
+    "parse_run_length",
     "preprocessing_for",
     "resize_image",
     "image_array",
@@ -66,7 +77,10 @@ __all__ = [
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 AUDIO_SUFFIXES = (".wav",)
 AXES_KEY = "__sample_axes__"
+RUN_KEY = "__run_length__"
 _BATCH_NAMES = ("n", "b", "bs", "batch", "batch_size", "batchsize", "num_samples")
+_SEQUENCE_WORDS = {"seq", "seqlen", "sequence", "time", "times", "timestep", "timesteps", "steps", "frame", "frames",
+                   "nframes", "len", "length"}
 Axes = Mapping[str, "int | None"]
 DataSource = Union["Dataset", str, os.PathLike[str], Mapping[str, Any], Iterable[Mapping[str, Any]]]  # noqa: UP007
 """What :func:`load_data` reads: a Dataset, a path, a dict of arrays or an iterable of feed dicts."""
@@ -93,6 +107,14 @@ def _dynamic(d: object) -> bool:
 
 def _batch_named(d: Any) -> bool:
     return isinstance(d, str) and (d.lower() in _BATCH_NAMES or "batch" in d.lower())
+
+
+def _sequence_named(d: object) -> bool:
+    """A symbolic dim named like a sequence/time axis (``sequence_length``, ``seq_len``, ``time``, ``num_frames``)."""
+    if not isinstance(d, str):
+        return False
+    words = [w for w in re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1_\2", d).lower()) if w]
+    return any(w in _SEQUENCE_WORDS for w in words)
 
 
 def _uneven_fixed_batch(dims: Sequence[Any], shape: Sequence[int]) -> bool:
@@ -124,6 +146,22 @@ def parse_sample_axes(specs: Iterable[str] | str | None) -> dict[str, int | None
             raise DataError(f"--sample-axis '{item}': '{axis}' is not an axis number or 'none'",
                             hint="e.g. --sample-axis state=1") from exc
     return out
+
+
+def parse_run_length(value: str | int | None) -> int | None:
+    """A run length (CLI ``--run-length N``): a whole number >= 1 of consecutive sample-axis entries per model run;
+    ``None``, ``""`` or ``none``: no run length (batches may cut the sample axis anywhere)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    try:
+        n = int(str(value).strip())
+    except ValueError as exc:
+        raise DataError(f"--run-length '{value}' is not a whole number",
+                        hint="e.g. --run-length 32: each model run is 32 consecutive entries of the sample axis") from exc
+    if n < 1:
+        raise DataError(f"--run-length {n} is not positive", hint="give the number of consecutive entries per run, "
+                        "e.g. --run-length 32")
+    return n
 
 
 def _fix_text(axes: Mapping[str, int | None]) -> str:
@@ -246,12 +284,21 @@ class DataColumn:
 @dataclass(frozen=True)
 class DataSummary(Result):
     """What a dataset is (:meth:`Dataset.describe`): its description, sample count, each array's shape and sample
-    axis, and the preprocessing that made it from files (None for arrays given as they are)."""
+    axis, the preprocessing that made it from files (None for arrays given as they are) and its run length
+    (entries of the sample axis per model run; None: batches may cut it anywhere)."""
 
     data: str
     samples: int
     inputs: dict[str, DataColumn]
     preprocessing: Preprocessing | None = None
+    run_length: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON types; ``run_length`` only when the data has one."""
+        out = super().to_dict()
+        if self.run_length is None:
+            del out["run_length"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -268,12 +315,16 @@ class Dataset:
     """Named columns with a per-column sample axis (None: shared by every sample); see the module docstring.
 
     ``inputs``: the model inputs (feeds) when bound to a model (:meth:`bind`), else every column.
-    ``step``: the model's fixed batch size when its sample axis is a fixed dim, else None.
+    ``run_length`` (given): each model run is exactly this many consecutive entries of the sample axis (a sequence
+    model's time axis), kept as ``given_run_length`` across :meth:`bind`; the attribute ``run_length`` is the one
+    in force: the given one, else the model's fixed batch size when its sample axis is a fixed dim (``fixed_run``,
+    set by :meth:`bind`), else None (batches of any size).
     """
 
     def __init__(self, arrays: Mapping[str, Any], sample_axes: Axes | None = None, *, description: str = "arrays",
                  preprocessing: Preprocessing | None = None, inputs: Sequence[str] | None = None,
-                 step: int | None = None, given: Axes | None = None, strict: bool = False) -> None:
+                 run_length: int | None = None, fixed_run: int | None = None, given: Axes | None = None,
+                 strict: bool = False) -> None:
         self._cols: dict[str, np.ndarray | _Files] = {
             str(k): (v if isinstance(v, _Files) else np.asarray(v)) for k, v in arrays.items()}
         if not self._cols:
@@ -284,7 +335,9 @@ class Dataset:
         self.description = description
         self.preprocessing = preprocessing
         self.inputs = list(inputs) if inputs is not None else list(self._cols)
-        self.step = step
+        self.given_run_length = parse_run_length(run_length)
+        self.fixed_run = fixed_run
+        self.run_length: int | None = self.given_run_length or fixed_run
         counts = {k: shapes[k][a] for k, a in self.sample_axes.items() if a is not None}
         self._conflict: DataError | None = None
         if len(set(counts.values())) > 1:
@@ -341,7 +394,8 @@ class Dataset:
         cols = {k: (v.sliced(start, stop) if isinstance(v, _Files) else _take(v, self.sample_axes[k], start, stop))
                 for k, v in self._cols.items()}
         out = Dataset(cols, self.sample_axes, description=self.description, preprocessing=self.preprocessing,
-                      inputs=self.inputs, step=self.step, given=self.given)
+                      inputs=self.inputs, run_length=self.given_run_length, fixed_run=self.fixed_run,
+                      given=self.given)
         if all(a is None for a in self.sample_axes.values()):
             out._samples = max(0, stop - start)
         return out
@@ -355,20 +409,32 @@ class Dataset:
         arrays = self._slice(start, stop)
         return Batch({k: arrays[k] for k in self.inputs}, arrays, max(0, min(stop, self.samples) - start), start)
 
+    def _run_text(self) -> str:
+        run = self.run_length
+        if self.given_run_length:
+            return f"each model run is {run} consecutive entries of the sample axis (run length {run})"
+        return f"the model's batch is fixed at {run}"
+
     def batches(self, batch_size: int = 16, *, max_samples: int | None = None, cancel: Cancel = None,
                 warnings: list[str] | None = None) -> Iterator[Batch]:
-        """Batches of ``batch_size`` samples (the model's fixed batch size when it has one), each column
-        concatenated along its own sample axis, shared columns as they are. With a fixed batch size the last
-        incomplete batch is left out (said in ``warnings``, else as a UserWarning). Once ``cancel`` says stop, no further batch
-        comes and ``warnings`` says how many samples were given out."""
+        """Batches of ``batch_size`` samples, each column concatenated along its own sample axis, shared columns as
+        they are; with a :attr:`run_length` exactly one run per batch, whatever ``batch_size``, and a last
+        incomplete run left out (said in ``warnings``, else as a UserWarning). Once ``cancel`` says stop, no
+        further batch comes and ``warnings`` says how many samples were given out."""
         n = self.samples if max_samples is None else min(self.samples, max_samples)
-        step = self.step or max(1, int(batch_size))
-        usable = (n // step) * step if self.step else n
-        if self.step and usable == 0 and n:
-            raise DataError(f"{self.description} has {n} samples, fewer than the model's fixed batch size {step}",
-                            hint=f"provide at least {step} samples, or export the model with a dynamic batch axis")
+        run = self.run_length
+        step = run or max(1, int(batch_size))
+        usable = (n // step) * step if run else n
+        if run and usable == 0 and n:
+            limit = f" (max_samples {max_samples} of its {self.samples})" if n < self.samples else ""
+            fix = (f"provide at least {step} samples, or export the model with a dynamic batch axis"
+                   if not self.given_run_length else f"give at least {step} samples (max_samples counts entries of "
+                   "the sample axis), or a shorter run length (run_length=N, CLI --run-length N)")
+            what = (f"one run of {step} (the run length)" if self.given_run_length
+                    else f"the model's fixed batch size {step}")
+            raise DataError(f"{self.description} has {n} samples{limit}, fewer than {what}", hint=fix)
         if usable < n:
-            msg = (f"the model's batch is fixed at {step}: {n - usable} of {n} samples were dropped ({n} is not a "
+            msg = (f"{self._run_text()}: {n - usable} of {n} samples were dropped ({n} is not a "
                    f"multiple of {step}; the last {n - usable} are left out)")
             if warnings is not None:
                 warnings.append(msg)
@@ -385,17 +451,20 @@ class Dataset:
         """What the data is: description, samples, per-column shape and sample axis, preprocessing."""
         return DataSummary(self.description, self.samples,
                            {k: DataColumn(tuple(self.shape(k)), self.sample_axes[k]) for k in self._cols},
-                           self.preprocessing)
+                           self.preprocessing, self.run_length)
 
     def __repr__(self) -> str:
         cols = ", ".join(f"{k}{list(self.shape(k))}@{self.sample_axes[k]}" for k in self._cols)
-        return f"Dataset({self.description}: {self.samples} samples; {cols})"
+        runs = f" in runs of {self.run_length}" if self.run_length else ""
+        return f"Dataset({self.description}: {self.samples} samples{runs}; {cols})"
 
     # --- binding to a model ---
 
-    def bind(self, model: onnx.ModelProto, sample_axes: Axes | None = None) -> Dataset:
+    def bind(self, model: onnx.ModelProto, sample_axes: Axes | None = None, run_length: int | None = None) -> Dataset:
         """This data checked against ``model``'s inputs, with each input's sample axis inferred from the
-        declared shapes (explicit ``sample_axes`` and those given earlier win)."""
+        declared shapes (explicit ``sample_axes`` and those given earlier win) and its run length: ``run_length``
+        or the one given earlier, which must agree with a fixed batch size on the sample axis; a sample axis
+        declared with a sequence/time name needs one (see the module docstring)."""
         specs = model_inputs(model)
         missing = [n for n in specs if n not in self._cols]
         if missing:
@@ -409,18 +478,45 @@ class Dataset:
         declared = {k: v.shape for k, v in specs.items()}
         shapes = {k: tuple(v.shape) for k, v in self._cols.items()}
         axes = _infer_axes(shapes, declared, given, self.description)
-        step = None
+        fixed = None
         for k, a in axes.items():
             dims = declared.get(k)
-            step = _fixed(dims[a]) if a is not None and dims is not None else None
-            if step is not None:
+            fixed = _fixed(dims[a]) if a is not None and dims is not None else None
+            if fixed is not None:
                 break
+        run = parse_run_length(run_length) or self.given_run_length
+        _check_run(run, fixed, axes, declared, shapes, self.description)
         out = Dataset(self._cols, axes, description=self.description, preprocessing=self.preprocessing,
-                      inputs=list(specs), step=step, given=given, strict=True)
+                      inputs=list(specs), run_length=run, fixed_run=fixed, given=given, strict=True)
         if out.samples == 0:
             raise DataError(f"{self.description} holds zero samples: no samples to run the model on",
                             hint="provide 100-500 representative samples")
         return out
+
+
+def _check_run(run: int | None, fixed: int | None, axes: Mapping[str, int | None], declared: Mapping[str, Any],
+               shapes: Mapping[str, tuple[int, ...]], where: str) -> None:
+    """A given run length must fit the model (a fixed batch on the sample axis is the run); a sample axis named
+    like a sequence/time axis needs one: batches cut it, and the model computes over the whole axis."""
+    batched = {k: a for k, a in axes.items() if a is not None and k in declared}
+    if run is not None and not batched:
+        raise DataError(f"a run length ({run}) is given, but no model input in {where} has a sample axis",
+                        hint="drop run_length (CLI --run-length): every input is shared by every run")
+    if run is not None and fixed is not None and run != fixed:
+        raise DataError(f"run length {run} given, but the model's batch is fixed at {fixed} on the sample axis",
+                        hint=f"drop run_length (CLI --run-length): each run is the model's fixed {fixed} entries")
+    if run is not None or fixed is not None:
+        return
+    for k, a in batched.items():
+        dims = declared[k]
+        if dims is not None and a is not None and _sequence_named(dims[a]):
+            n = shapes[k][a]
+            raise DataError(
+                f"input '{k}' has its samples on axis {a}, declared '{dims[a]}': a sequence/time axis the model "
+                f"computes over as a whole, so feeding its {n} entries in batches would change what the model "
+                f"computes, and the run length is not known", hint=f"say how many consecutive entries make one model "
+                f"run: run_length=N (CLI --run-length N; {n} runs the data as one sequence), or give the samples "
+                f"on another axis (sample_axes, CLI --sample-axis {k}=AXIS)")
 
 
 # --- sources -------------------------------------------------------------------------------------------
@@ -428,13 +524,14 @@ class Dataset:
 
 def load_data(source: DataSource, model: onnx.ModelProto | None = None, *, sample_axes: Axes | None = None,
               preprocessing: Preprocessing | None = None, input: str | None = None,
-              extra: Mapping[str, Any] | None = None) -> Dataset:
+              extra: Mapping[str, Any] | None = None, run_length: int | None = None) -> Dataset:
     """A :class:`Dataset` from ``source``, bound to ``model`` when given (see the module docstring).
 
     ``source``: a Dataset, a ``.npz``/``.npy``/``.wav``/``.txt`` path, a folder (images, ``.wav`` or ``.npy``
     files), a dict of arrays or an iterable of feed dicts. ``preprocessing`` says how files become samples
     (default: what the model's input shape implies, recorded on the dataset); ``input`` which model input the
-    files feed (default: the one that fits); ``extra`` arrays for the other inputs (e.g. a sample rate).
+    files feed (default: the one that fits); ``extra`` arrays for the other inputs (e.g. a sample rate);
+    ``run_length``: each model run is exactly this many consecutive entries of the sample axis.
     """
     if isinstance(source, Dataset):
         ds = source
@@ -444,14 +541,20 @@ def load_data(source: DataSource, model: onnx.ModelProto | None = None, *, sampl
         ds = Dataset({**{str(k): v for k, v in source.items()}, **dict(extra or {})}, sample_axes if model is None
                      else None, description="arrays", given=sample_axes)
     elif isinstance(source, Iterable) and not isinstance(source, (bytes, np.ndarray)):
-        ds = _from_batches(source, model, sample_axes)
+        ds = _from_batches(source, model, sample_axes, run_length)
     else:
         raise DataError(f"cannot read data from a {type(source).__name__}",
                         hint="pass an .npz path, a folder of images or audio, a dict of arrays or a Dataset")
-    return ds.bind(model, sample_axes) if model is not None else ds
+    if model is not None:
+        return ds.bind(model, sample_axes, run_length)
+    if run_length is not None:
+        return Dataset(ds._cols, ds.sample_axes, description=ds.description, preprocessing=ds.preprocessing,
+                       inputs=ds.inputs, run_length=run_length, given=ds.given)
+    return ds
 
 
-def _from_batches(batches: Iterable[Any], model: onnx.ModelProto | None, sample_axes: Axes | None) -> Dataset:
+def _from_batches(batches: Iterable[Any], model: onnx.ModelProto | None, sample_axes: Axes | None,
+                  run_length: int | None) -> Dataset:
     parts: list[Mapping[str, Any]] = []
     for i, b in enumerate(batches):
         if not isinstance(b, Mapping):
@@ -460,13 +563,14 @@ def _from_batches(batches: Iterable[Any], model: onnx.ModelProto | None, sample_
         parts.append(b)
     if not parts:
         raise DataError("the data holds no batches", hint="provide 100-500 representative samples")
-    first = Dataset(parts[0], description="batches", given=sample_axes)
+    first = Dataset(parts[0], description="batches", given=sample_axes, run_length=run_length)
     if model is not None:
         first = first.bind(model, sample_axes)
     arrays = {}
     for k, ax in first.sample_axes.items():
         arrays[k] = parts[0][k] if ax is None else np.concatenate([np.asarray(p[k]) for p in parts], axis=ax)
-    return Dataset(arrays, first.sample_axes, description=f"{len(parts)} batches", given=first.given)
+    return Dataset(arrays, first.sample_axes, description=f"{len(parts)} batches", given=first.given,
+                   run_length=run_length)
 
 
 def _from_path(path: Path, model: onnx.ModelProto | None, pre: Preprocessing | None, input: str | None,
@@ -533,6 +637,14 @@ def _npz(path: Path, extra: Mapping[str, Any] | None) -> Dataset:
         raise DataError(f"cannot read {path} as .npz: {exc}",
                         hint="save the data with numpy.savez(path, **{input_name: array})") from exc
     axes: dict[str, int | None] = {}
+    run = None
+    if RUN_KEY in arrays:
+        raw_run = arrays.pop(RUN_KEY)
+        try:
+            run = parse_run_length(str(raw_run.item() if raw_run.ndim == 0 else raw_run))
+        except DataError as exc:
+            raise DataError(f"{path}: the {RUN_KEY} entry is not a run length ({exc.message})",
+                            hint="write it as numpy.array(32): the entries of the sample axis per model run") from exc
     if AXES_KEY in arrays:
         raw = arrays.pop(AXES_KEY)
         try:
@@ -540,7 +652,7 @@ def _npz(path: Path, extra: Mapping[str, Any] | None) -> Dataset:
         except (ValueError, TypeError, AttributeError) as exc:
             raise DataError(f"{path}: the {AXES_KEY} entry is not JSON {{name: axis or null}}",
                             hint=f"write it as numpy.array(json.dumps({{'state': 1, 'sr': None}})) ({exc})") from exc
-    return Dataset({**arrays, **dict(extra or {})}, axes, description=str(path), given=axes)
+    return Dataset({**arrays, **dict(extra or {})}, axes, description=str(path), given=axes, run_length=run)
 
 
 def _target_input(model: onnx.ModelProto | None, input: str | None, ranks: Sequence[int], what: str,
@@ -837,13 +949,15 @@ def _tokens(path: Path, model: onnx.ModelProto | None, pre: Preprocessing | None
 
 
 def random_data(model: onnx.ModelProto, *, samples: int = 100, shapes: Mapping[str, Sequence[int]] | None = None,
-                seed: int = 0, warn: bool = True) -> Dataset:
+                seed: int = 0, warn: bool = True, run_length: int | None = None) -> Dataset:
     """Seeded standard-normal data (zeros for integer inputs) for every input, ``samples`` of them.
 
     Each input's sample axis is inferred from its declared shape as for real data; the other dims come from
     the declared shape or ``shapes`` (a whole shape per input, whose sample axis is then replaced): an unknown
     dim is never guessed, it is a :class:`DataError` asking for ``shapes``. ``warn``: say loudly that scales
-    from random data fit no real input (calibration); timing does not care.
+    from random data fit no real input (calibration); timing does not care. ``run_length`` as for
+    :func:`load_data`; where the sample axis has a sequence/time name and none is given, the made-up data is
+    one sequence (one run of all its entries, said in its description).
     """
     if warn:
         msg = ("calibrating with RANDOM data: the scales will not match real inputs and accuracy will suffer; "
@@ -884,24 +998,35 @@ def random_data(model: onnx.ModelProto, *, samples: int = 100, shapes: Mapping[s
             shape[ax] = samples if (dims is None or _dynamic(dims[ax])) else shape[ax] * max(1, samples // shape[ax])
         dtype = np.dtype(specs[k].dtype) if specs[k].dtype != "unknown" else np.dtype(np.float32)
         arrays[k] = rng.standard_normal(shape).astype(dtype) if dtype.kind == "f" else np.zeros(shape, dtype)
-    return Dataset(arrays, axes, description="random data", given=axes).bind(model, axes)
+    description = "random data"
+    if run_length is None:
+        seq = [(k, a) for k, a in axes.items() if a is not None and declared[k] is not None
+               and len(declared[k]) == arrays[k].ndim and _sequence_named(declared[k][a])]
+        if seq:
+            k, a = seq[0]
+            run_length = int(arrays[k].shape[a])
+            description = f"random data (one sequence of {run_length} on '{declared[k][a]}' of '{k}')"
+    return Dataset(arrays, axes, description=description, given=axes).bind(model, axes, run_length)
 
 
 def timing_feeds(model: onnx.ModelProto, data: DataSource | None = None, *, batch: int = 1,
                  shapes: Mapping[str, Sequence[int]] | None = None, sample_axes: Axes | None = None,
-                 preprocessing: Preprocessing | None = None) -> dict[str, np.ndarray]:
-    """Feeds to time ``model`` with: the first ``batch`` samples of ``data`` (anything :func:`load_data`
-    reads), else seeded random data whose shapes come from the model and ``shapes`` (never a guessed 1 for an
-    unknown dim); the sample axis gets ``batch``. Timing depends on the shapes only."""
+                 preprocessing: Preprocessing | None = None, run_length: int | None = None) -> dict[str, np.ndarray]:
+    """Feeds to time ``model`` with: the first batch of ``data`` (anything :func:`load_data` reads): ``batch``
+    samples, or its first run where it has a run length; else seeded random data whose shapes come from the model
+    and ``shapes`` (never a guessed 1 for an unknown dim); the sample axis gets ``batch`` (``run_length`` where
+    given). Timing depends on the shapes only."""
     if data is not None:
         if shapes:
             raise DataError("give either input data or --shapes for profiling, not both",
                             hint="the data's own shapes are the ones timed")
-        ds = load_data(data, model, sample_axes=sample_axes, preprocessing=preprocessing)
-        step = ds.step or batch
-        return ds.batch(0, min(step, ds.samples)).feeds
+        ds = load_data(data, model, sample_axes=sample_axes, preprocessing=preprocessing, run_length=run_length)
+        first = next(ds.batches(batch, warnings=[]), None)
+        if first is None:
+            raise DataError(f"{ds.description} holds no samples to time the model with", hint="give one sample")
+        return first.feeds
     fixed = {k: list(v) for k, v in (shapes or {}).items()}
-    ds = random_data(model, samples=batch, shapes=fixed, warn=False)
+    ds = random_data(model, samples=run_length or batch, shapes=fixed, warn=False, run_length=run_length)
     return ds.batch(0, ds.samples).feeds
 
 

@@ -436,7 +436,8 @@ class CalibrationSettings:
     """How scales were (or will be) computed; ``data`` describes the source (path or label).
 
     ``preprocessing`` and ``sample_axes`` (per input: the axis that indexes samples, or None for an input
-    every sample shares) are written only when set, so older recipes keep their bytes and digest.
+    every sample shares) and ``run_length`` (consecutive sample-axis entries per model run, as the user gave it;
+    0: none) are written only when set, so older recipes keep their bytes and digest.
     """
 
     method: str = "entropy"
@@ -447,9 +448,10 @@ class CalibrationSettings:
     seed: int = 0
     preprocessing: Preprocessing | None = None
     sample_axes: dict[str, int | None] = field(default_factory=dict)
+    run_length: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON types; preprocessing and sample axes only when set."""
+        """JSON types; preprocessing, sample axes and run length only when set."""
         out = _plain(dataclasses.asdict(self))
         if self.preprocessing is None:
             del out["preprocessing"]
@@ -457,6 +459,8 @@ class CalibrationSettings:
             out["preprocessing"] = self.preprocessing.to_dict()
         if not self.sample_axes:
             del out["sample_axes"]
+        if not self.run_length:
+            del out["run_length"]
         return out
 
 

@@ -58,8 +58,9 @@ def run(args: argparse.Namespace) -> ConvertResult:
     data = None
     if args.inputs is not None:
         data = read_data(args, args.inputs, session.model)
-    elif any(getattr(args, k, None) is not None for k in PREPROCESSING_FLAGS) or args.sample_axis or args.data_input:
-        raise DataError("preprocessing, --sample-axis and --data-input flags need --inputs DATA",
+    elif any(getattr(args, k, None) is not None for k in PREPROCESSING_FLAGS) or args.sample_axis or args.data_input \
+            or args.run_length is not None:
+        raise DataError("preprocessing, --sample-axis, --run-length and --data-input flags need --inputs DATA",
                         hint="give --inputs, or drop the flags")
     return convert(session, args.precision, data=data, shapes=args.shapes, range_limit=args.range_limit,
                    keep=args.keep, nodes=args.nodes, guard=not args.no_guard, low_io=args.low_io,

@@ -42,6 +42,9 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sample-axis", action="append", default=[], metavar="NAME=AXIS",
                    help="which axis of input NAME indexes samples (default: inferred from the model's input shapes); "
                         "NAME=none for an input every sample shares (e.g. a sample rate); repeatable")
+    g.add_argument("--run-length", metavar="N", help="each model run is exactly N consecutive entries of the sample "
+                   "axis, never split nor merged (a sequence model's time axis: --run-length 32 feeds runs of 32 "
+                   "frames; default: the model's fixed batch, else any batch size)")
     g.add_argument("--data-input", metavar="NAME", help="the model input a folder's files feed (default: the one that fits)")
     g.add_argument("--size", type=_size, metavar="HxW", help="images: resize to HEIGHTxWIDTH (default: the model's)")
     g.add_argument("--layout", choices=("NCHW", "NHWC"), help="images: tensor layout (default: from the model's shape)")
@@ -71,5 +74,6 @@ def read_data(args: argparse.Namespace, source: Any, model: Any) -> Dataset:
     from ..workflows.quantize import load_inputs  # here, not at start-up: --help builds the flags without numpy
 
     return load_inputs(source, model, sample_axes=args.sample_axis, input=args.data_input,
-                       preprocessing={k: getattr(args, k, None) for k in PREPROCESSING_FLAGS})
+                       preprocessing={k: getattr(args, k, None) for k in PREPROCESSING_FLAGS},
+                       run_length=getattr(args, "run_length", None))
 

@@ -55,8 +55,10 @@ def run(args: argparse.Namespace) -> ProfileReport:
     if session is not None and not (args.trt_layers or args.trt_profile):
         if args.inputs is not None:
             data = read_data(args, args.inputs, session.model)
-        elif [k for k in PREPROCESSING_FLAGS if getattr(args, k, None) is not None] or args.sample_axis:
-            raise DataError("preprocessing and --sample-axis flags need --inputs DATA", hint="give --inputs")
+        elif [k for k in PREPROCESSING_FLAGS if getattr(args, k, None) is not None] or args.sample_axis \
+                or args.run_length is not None:
+            raise DataError("preprocessing, --sample-axis and --run-length flags need --inputs DATA",
+                            hint="give --inputs")
     others = []
     for spec in args.compare:
         label, sep, files = spec.partition("=")

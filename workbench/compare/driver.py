@@ -417,9 +417,9 @@ def _plan_groups(ref: onnx.ModelProto, cand: onnx.ModelProto, ds: Dataset, outpu
     extra_ref = [back[i] for i in input_names(local_lm) if i in back] if local_lm is not None else []
     one = _Group(joined, list(dict.fromkeys(outputs + list(joined) + extra_ref)),
                  list(dict.fromkeys(outputs + list(joined.values()))), local_lm, local_names)
-    if ds.samples < (ds.step or 1):  # no full batch: the batches say so
+    if ds.samples < (ds.run_length or 1):  # no full run: the batches say so
         return (one,), step
-    first = ds.batch(0, min(ds.samples, ds.step or 1))
+    first = ds.batch(0, min(ds.samples, ds.run_length or 1))
     feeds = check_feeds(ref, first.feeds, where=f"the first sample of {ds.description}")
     ref_sizes, cand_sizes = _capture_sizes(ref, cand, one.ref_capture, one.cand_capture, back, feeds, first.samples,
                                            budget)
@@ -444,7 +444,7 @@ def _plan_groups(ref: onnx.ModelProto, cand: onnx.ModelProto, ds: Dataset, outpu
         sum(-(-v.nbytes // first.samples) for v in feeds.values()) + 12 * largest
     def planned(with_local: bool) -> CapturePlan | None:
         return plan_capture(units(with_local), sizes, labels=list(joined), fixed=fixed, requested=step,
-                            fixed_step=ds.step, budget=budget, what="layerwise compare", hint=_BUDGET_HINT,
+                            fixed_step=ds.run_length, budget=budget, what="layerwise compare", hint=_BUDGET_HINT,
                             refuse=not with_local)
 
     with_local = local_lm is not None
@@ -455,7 +455,7 @@ def _plan_groups(ref: onnx.ModelProto, cand: onnx.ModelProto, ds: Dataset, outpu
                         f"{format_bytes(budget)} per worker ({_BUDGET_HINT})")
         plan = planned(False)
     assert plan is not None  # refused above otherwise
-    note = plan.describe(ds.step or step)
+    note = plan.describe(ds.run_length or step)
     if note:
         warnings.append(note)
     if len(plan.groups) == 1:
@@ -500,9 +500,11 @@ def compare(
     sample_axes: Axes | None = None,
     cluster: Cluster | None = None,
     memory_budget: int | None = None,
+    run_length: int | None = None,
 ) -> CompareReport:
     """Compare ``candidate`` with ``reference`` over ``data`` (anything :func:`~workbench.data.load_data`
-    reads: an .npz path, a folder, a dict of arrays, a Dataset; ``sample_axes`` as there).
+    reads: an .npz path, a folder, a dict of arrays, a Dataset; ``sample_axes`` and ``run_length`` as there:
+    with a run length every run of either model is exactly one run of the data, whatever ``batch_size``).
 
     Top-k agreement (``top{k}_agreement``) is reported only where it was computed: for an output of shape
     [samples, classes] with more than ``k`` classes, the share of samples whose reference top-1 class is among
@@ -540,7 +542,7 @@ def compare(
     if engine_cand is not None and cluster is not None:
         raise DataError("a candidate engine cannot run on a cluster (its runtime lives in this process)",
                         hint="compare the ONNX model on the cluster, or the engine without a cluster")
-    ds = load_data(data, ref, sample_axes=sample_axes)
+    ds = load_data(data, ref, sample_axes=sample_axes, run_length=run_length)
     out_axes = output_sample_axes(ref, ds)
     _check_io(ref, cand)
     metrics = list(metrics)

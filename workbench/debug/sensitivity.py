@@ -360,9 +360,9 @@ def _plan_tails(ref: onnx.ModelProto, base: onnx.ModelProto, ds: Dataset, varian
     layers = list(variants)
     capture = list(dict.fromkeys(outputs + [b for b in boundary if b not in feeds_only]))
     one = (_TailGroup(tuple(range(len(layers))), capture, tails, out_map),)
-    if ds.samples < (ds.step or 1):  # no full batch: the batches say so
+    if ds.samples < (ds.run_length or 1):  # no full batch: the batches say so
         return one, step
-    first = ds.batch(0, min(ds.samples, ds.step or 1))
+    first = ds.batch(0, min(ds.samples, ds.run_length or 1))
     feeds, samples = check_feeds(ref, first.feeds, where=f"the first sample of {ds.description}"), first.samples
     sizes, unknown = sample_bytes(base, capture, feeds, samples, where="the base model")
     if unknown:
@@ -381,10 +381,10 @@ def _plan_tails(ref: onnx.ModelProto, base: onnx.ModelProto, ds: Dataset, varian
         units.append(keys)
     # both models' outputs and the feeds, each run
     fixed = 2 * sum(sizes[o] for o in outputs) + sum(-(-v.nbytes // samples) for v in feeds.values())
-    plan = plan_capture(units, keyed, labels=layers, fixed=fixed, requested=step, fixed_step=ds.step, budget=budget,
+    plan = plan_capture(units, keyed, labels=layers, fixed=fixed, requested=step, fixed_step=ds.run_length, budget=budget,
                         what="sensitivity", hint=_SENSITIVITY_HINT, noun="layers")
     assert plan is not None  # refused otherwise
-    note = plan.describe(ds.step or step)
+    note = plan.describe(ds.run_length or step)
     if note:
         warnings.append(note.replace("tensors captured in", "layers scored in"))
     if len(plan.groups) == 1:
@@ -420,6 +420,7 @@ def sensitivity(
     sample_axes: Axes | None = None,
     cluster: Cluster | None = None,
     memory_budget: int | None = None,
+    run_length: int | None = None,
 ) -> Sensitivity:
     """Rank the candidate's low-precision layers by how much restoring each alone to FP32 helps
     (``direction="restore"``, the default) or how much quantizing each alone hurts (``"quantize_only"``).
@@ -474,7 +475,7 @@ def sensitivity(
     if not layers:
         raise DataError("the candidate has no quantized or low-precision layer to rank",
                         hint="quantize or convert the model first (Quantize / ConvertPrecision edit)")
-    ds = load_data(data, ref, sample_axes=sample_axes)
+    ds = load_data(data, ref, sample_axes=sample_axes, run_length=run_length)  # one run of the data per batch
     out_axes = output_sample_axes(ref, ds)
     warnings: list[str] = []
     if only:

@@ -35,6 +35,7 @@ from ..data import (
     data_kind,
     find_data,
     load_data,
+    parse_run_length,
     parse_sample_axes,
     preprocessing_for,
     random_data,
@@ -110,11 +111,11 @@ RANDOM_WARNING = ("fp16 activation ranges measured on RANDOM data (no --inputs):
 
 
 def load_inputs(source: Any, model: onnx.ModelProto, *, sample_axes: Sequence[str] = (), input: str | None = None,
-                preprocessing: Mapping[str, Any] | None = None) -> Dataset:
+                preprocessing: Mapping[str, Any] | None = None, run_length: str | int | None = None) -> Dataset:
     """``source`` (an ``.npz``, a folder of images/audio/``.npy``, token files, a dict of arrays, a Dataset) read by
     the data layer and bound to ``model``. ``sample_axes``: ``NAME=AXIS`` / ``NAME=none`` specs;
     ``preprocessing``: ``{flag: value}`` (size, layout, mean, std, ...) for folders of images or audio and token
-    files."""
+    files; ``run_length``: ``N`` consecutive sample-axis entries per model run (``--run-length``)."""
     axes = parse_sample_axes(list(sample_axes))
     pre = None
     given = {k: v for k, v in (preprocessing or {}).items() if v is not None}
@@ -125,7 +126,8 @@ def load_inputs(source: Any, model: onnx.ModelProto, *, sample_axes: Sequence[st
                             f"folders of images or audio and token files, not to {source}",
                             hint="an .npz holds the model's inputs as they are; drop the flags")
         pre = preprocessing_for(model, input, kind=kind, **given)
-    return load_data(source, model, sample_axes=axes, preprocessing=pre, input=input)
+    return load_data(source, model, sample_axes=axes, preprocessing=pre, input=input,
+                     run_length=parse_run_length(run_length))
 
 
 def find_inputs(model: onnx.ModelProto, folder: str | Path | None) -> list[Path]:
@@ -345,7 +347,8 @@ def calibrate(session: Session, data: Any, settings: QuantizeSettings = Quantize
     label = label or str(data if isinstance(data, (str, Path)) else ds.description)
     session.set_calibration(CalibrationSettings(
         method=settings.method, percentile=settings.percentile, samples=cache.samples, data=label,
-        preprocessing=ds.preprocessing, sample_axes=axes if any(a != 0 for a in axes.values()) else {}))
+        preprocessing=ds.preprocessing, sample_axes=axes if any(a != 0 for a in axes.values()) else {},
+        run_length=ds.given_run_length or 0))
     seconds = round(time.perf_counter() - start, 3)
     report(progress, 0, 0, "diagnostics")
     evaluation = None
