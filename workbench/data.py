@@ -999,13 +999,13 @@ def random_data(model: onnx.ModelProto, *, samples: int = 100, shapes: Mapping[s
         dtype = np.dtype(specs[k].dtype) if specs[k].dtype != "unknown" else np.dtype(np.float32)
         arrays[k] = rng.standard_normal(shape).astype(dtype) if dtype.kind == "f" else np.zeros(shape, dtype)
     description = "random data"
-    if run_length is None:
-        seq = [(k, a) for k, a in axes.items() if a is not None and declared[k] is not None
-               and len(declared[k]) == arrays[k].ndim and _sequence_named(declared[k][a])]
-        if seq:
-            k, a = seq[0]
-            run_length = int(arrays[k].shape[a])
-            description = f"random data (one sequence of {run_length} on '{declared[k][a]}' of '{k}')"
+    if run_length is None:  # the first sequence-named sample axis: the made-up data is one sequence
+        for k, a in axes.items():
+            decl = declared[k]
+            if a is not None and decl is not None and len(decl) == arrays[k].ndim and _sequence_named(decl[a]):
+                run_length = int(arrays[k].shape[a])
+                description = f"random data (one sequence of {run_length} on '{decl[a]}' of '{k}')"
+                break
     return Dataset(arrays, axes, description=description, given=axes).bind(model, axes, run_length)
 
 
