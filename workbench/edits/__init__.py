@@ -1,7 +1,8 @@
 """Graph edits: one pure function per recipe edit kind, applied with onnx-graphsurgeon.
 
 :func:`apply_edit` never mutates its input: it imports the model into a graphsurgeon graph, edits that,
-exports a new ModelProto (the one copy per edit), re-infers shapes and runs the ONNX checker. Errors
+exports a new ModelProto (the one copy per edit), re-infers shapes and runs the ONNX checker. A clean-up with
+nothing to do (no Constant to fold, no BatchNormalization, no Identity) returns its input, without a copy. Errors
 naming a missing node/tensor or a broken graph are :class:`~workbench.errors.EditError`.
 Precision edits (ConvertPrecision, Quantize) live in :mod:`workbench.precision`; the Session routes them.
 """
@@ -19,6 +20,7 @@ from ..errors import EditError
 from . import direct
 from ._gs import InvalidEditResult, finish, to_graph, to_model
 from .cleanup import fold_constant_if, fold_constants, fuse_batchnorm, remove_dead_nodes, remove_identity
+from .idle import idle
 from .integer_ops import dequantize_integer_ops
 from .repairs import freeze_input, split_shared_dims
 from .surgery import extract, remove_node
@@ -69,7 +71,10 @@ def describe(edit: R.Edit) -> str:
 
 def apply_edit(model: onnx.ModelProto, edit: R.Edit, *, cache_dir: str | os.PathLike[str] | None = None
                ) -> onnx.ModelProto:
-    """Return a new model with ``edit`` applied, validated by the ONNX checker and shape inference."""
+    """Return a new model with ``edit`` applied, validated by the ONNX checker and shape inference; ``model``
+    itself where a whole-graph clean-up has nothing to do on it (:func:`~workbench.edits.idle.idle`)."""
+    if idle(model, edit):
+        return model
     direct_handler = DIRECT_EDITS.get(type(edit))
     if direct_handler is not None:
         copy = onnx.ModelProto()

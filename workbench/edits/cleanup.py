@@ -160,8 +160,9 @@ def fuse_batchnorm(graph: gs.Graph) -> int:
         gone.add(id(bn))
         prod.outputs[0] = out
         fused += 1
-    graph.nodes = [n for n in graph.nodes if id(n) not in gone]
-    graph.cleanup()
+    if fused:  # drop the fused BatchNormalizations and their parameters (graph.cleanup: with any other dead node)
+        graph.nodes = [n for n in graph.nodes if id(n) not in gone]
+        graph.cleanup()
     return fused
 
 

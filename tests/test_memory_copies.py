@@ -1,0 +1,93 @@
+"""Whole-model copies that a big model cannot afford (corpus F14: a 194 MB tree ensemble is 1.15 GB as a protobuf,
+and the simplify step held four of them). An edit with nothing to do returns the model it was given, so the
+session's cache holds one model, not one per edit; an edit with something to do still runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from workbench import recipe as R
+from workbench.edits import apply_edit
+from workbench.session import Session
+
+CLEANUPS = (R.FoldConstants(), R.FuseBatchNorm(), R.RemoveIdentity())
+
+
+def _model(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto] = (), out: str = "y") -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                          [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 2, 4, 4])], list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+def _table_model(features: int = 50_000) -> onnx.ModelProto:
+    """Relu -> ai.onnx.ml LinearRegressor whose coefficients are a 50 000-element attribute (like a tree ensemble's
+    tables, which no clean-up touches)."""
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+         helper.make_node("LinearRegressor", ["r"], ["y"], name="linear", domain="ai.onnx.ml",
+                          coefficients=np.linspace(-1, 1, features).tolist(), intercepts=[0.5], targets=1)],
+        "table", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 1)])
+    m.ir_version = 8
+    return m
+
+
+def test_idle_cleanups_return_the_model_itself_and_the_session_holds_one_model(tmp_path):
+    model = _table_model()
+    for edit in CLEANUPS:
+        assert apply_edit(model, edit) is model, edit.kind
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    s = Session(path, cache_dir=tmp_path / "cache")
+    after = s.apply_all(list(CLEANUPS))
+    assert after is s.original and s.model is s.original
+    assert len(s.recipe.edits) == 3 and s.last_change.changed == () and s.last_change.removed == ()
+
+
+def _w(name: str, value: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(value.astype(np.float32), name)
+
+
+def test_cleanups_with_something_to_do_still_run():
+    relu = helper.make_node("Relu", ["x"], ["y"], name="relu")
+    # a node computed from constants alone: folded into an initializer
+    folded = _model([helper.make_node("Add", ["a", "a"], ["c"], name="const_add"),
+                     helper.make_node("Add", ["x", "c"], ["y"], name="add")], [_w("a", np.ones(1))])
+    out = apply_edit(folded, R.FoldConstants())
+    assert [n.name for n in out.graph.node] == ["add"]
+    # a dead node and an unused initializer: folding's clean-up removes them
+    dead = _model([relu, helper.make_node("Neg", ["x"], ["unused"], name="dead")], [_w("spare", np.ones(3))])
+    out = apply_edit(dead, R.FoldConstants())
+    assert [n.name for n in out.graph.node] == ["relu"] and not out.graph.initializer
+    # nodes out of order: the round trip sorts them
+    unsorted = _model([helper.make_node("Neg", ["r"], ["y"], name="neg"),
+                       helper.make_node("Relu", ["x"], ["r"], name="relu")])
+    for edit in CLEANUPS:
+        out = apply_edit(unsorted, edit)
+        assert out is not unsorted and [n.name for n in out.graph.node] == ["relu", "neg"], edit.kind
+    # an Identity: removed
+    ident = _model([helper.make_node("Relu", ["x"], ["r"], name="relu"),
+                    helper.make_node("Identity", ["r"], ["y"], name="id")])
+    assert [n.name for n in apply_edit(ident, R.RemoveIdentity()).graph.node] == ["relu"]
+    assert apply_edit(ident, R.FoldConstants()) is ident and apply_edit(ident, R.FuseBatchNorm()) is ident
+    # a BatchNormalization after a Conv: fused
+    c = 2
+    conv_bn = _model([helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+                      helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], name="bn")],
+                     [_w("w", np.ones((c, c, 1, 1))), _w("s", np.full(c, 2.0)), _w("b", np.zeros(c)),
+                      _w("m", np.zeros(c)), _w("v", np.ones(c))])
+    assert [n.name for n in apply_edit(conv_bn, R.FuseBatchNorm()).graph.node] == ["conv"]
+
+
+def test_fuse_batchnorm_with_nothing_to_fuse_leaves_dead_nodes_to_their_own_edit():
+    """fuse_batchnorm once ran graphsurgeon's whole-graph clean-up even when it fused nothing (so it was never
+    idle); dead nodes are remove_dead_nodes' (and fold_constants') to remove."""
+    dead = _model([helper.make_node("Relu", ["x"], ["y"], name="relu"),
+                   helper.make_node("Neg", ["x"], ["unused"], name="dead")])
+    assert apply_edit(dead, R.FuseBatchNorm()) is dead
+    assert [n.name for n in apply_edit(dead, R.RemoveDeadNodes()).graph.node] == ["relu"]
