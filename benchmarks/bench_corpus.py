@@ -15,8 +15,13 @@ On every corpus model with real data (``--ci``: the CI subset):
   calibration data) and of ModelOpt's AutoCast (the same data, ``keep_io_types=True`` as ours keeps them);
 - ONNX Runtime throughput of FP32, ours placed for ONNX Runtime, and ORT's u8 ``quantize_static`` (the fastest of
   interleaved runs, 1 thread unless ``--threads``);
-- wall time and peak RSS of calibrate + quantize per tool, each in a child process of its own (libraries imported
-  and data loaded before the clock and the RSS baseline; a child over ``--rss-limit`` is stopped and said so).
+- wall time and peak RSS of calibrate + quantize per tool: one interpreter per family (ours, ORT, ModelOpt) imports
+  its library and reads the calibration samples, then forks a process per tool, so each tool's clock and peak RSS
+  (the kernel's high-water mark, reset at its start) are its own; a tool over ``--timeout`` s or ``--rss-limit`` MB
+  is stopped and said so.
+
+``--only-ours`` runs ours again (and ORT's u8, the throughput's pair) and keeps the anchors' saved cells where the
+model's samples are the same (their digest in the row); each tool's commit is in the row's ``commits``.
 
 A cell is the metric, or a short reason: ``refused: ...`` (the workbench's clean refusal, e.g. nothing to
 quantize), ``failed: ...`` (the tool's own error), ``stopped: ...`` (time or memory limit). Prints tables and the
@@ -52,8 +57,9 @@ MODELOPT_PYTHON = os.environ.get("MODELOPT_PYTHON", "/tmp/movenv/bin/python")
 ORT_TOOLS = {"ort_minmax_s8": ("MinMax", "s8"), "ort_entropy_s8": ("Entropy", "s8"),
              "ort_minmax_u8": ("MinMax", "u8"), "ort_entropy_u8": ("Entropy", "u8")}
 TOOLS = ["ours_trt", "ours_ort", *ORT_TOOLS, "modelopt_int8"]
+RUNS = [*TOOLS, "ours_fp16", "modelopt_autocast"]  # the INT8 tools and the two fp16 conversions
 # --only-ours: ours again (INT8 both placements, fp16) and ORT's u8, the throughput's pair, which is quick
-ONLY_OURS = ("ours_trt", "ours_ort", "ort_minmax_u8")
+ONLY_OURS = ("ours_trt", "ours_ort", "ours_fp16", "ort_minmax_u8")
 PLACEMENTS = {"shortfall": "ours_trt", "shortfall_ort": "ours_ort"}
 REASON_CHARS = 240
 _EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Fail|Failure)|AssertionError|KeyError)\b:?(.*)$")
@@ -156,21 +162,61 @@ def failure(exc: BaseException) -> str:
     return short_reason(f"{type(exc).__name__}: {' '.join(str(exc).split())}", REASON_CHARS - len(where)) + where
 
 
-def _ours(model_path: Path, data: Any, target: str, out: Path) -> dict[str, Any]:
-    """``workbench quantize MODEL --calib DATA [--target onnxruntime] -o OUT``: the façade with its defaults."""
+def forked(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``run()`` in a forked child (Linux): the imports and the data are shared, the heap is fresh, so each tool's
+    peak RSS and time are its own even when several run from one interpreter; its JSON result comes back through a
+    pipe. Where there is no fork, ``run()`` here."""
+    if not hasattr(os, "fork"):
+        return run()
+    sys.stdout.flush()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run, write the result, leave without running the parent's cleanup
+        os.close(read)
+        try:
+            result = run()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            result = {"error": failure(exc)}
+        with os.fdopen(write, "w") as f:
+            f.write(json.dumps(result))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        text = f.read()
+    _, status = os.waitpid(pid, 0)
+    if not text:
+        code = os.waitstatus_to_exitcode(status)
+        return {"error": f"died ({'signal ' + str(-code) if code < 0 else 'exit ' + str(code)})"}
+    return json.loads(text)
+
+
+def _ours(model_path: Path, data: Any, tool: str, work: Path) -> dict[str, Any]:
+    """``workbench quantize MODEL --calib DATA [--target onnxruntime] -o OUT`` (ours_trt, ours_ort) or ``workbench
+    convert MODEL --inputs DATA -o OUT`` (ours_fp16): the façade with its defaults."""
     from workbench.errors import WorkbenchError
     from workbench.session import Session
-    from workbench.workflows.quantize import QuantizeSettings, quantize
+    from workbench.workflows.quantize import QuantizeSettings, convert, quantize
 
+    out = work / f"{tool}.onnx"
     # a fresh cache folder: the workflow reuses a saved scale cache, which would time a cache hit
-    session = Session(model_path, cache_dir=out.parent / f"cache_{out.stem}")
+    session = Session(model_path, cache_dir=work / f"cache_{tool}")
+    if tool == "ours_fp16":
+        def run() -> object:
+            return convert(session, "fp16", data=data, output=out)
+    else:
+        settings = QuantizeSettings(target="tensorrt" if tool == "ours_trt" else "onnxruntime")
+
+        def run() -> object:
+            return quantize(session, data, settings, output=out)
     try:
-        return measured(lambda: quantize(session, data, QuantizeSettings(target=target), output=out))
+        return measured(run)
     except WorkbenchError as exc:
         return {"refused": short_reason(exc.message)}
 
 
-def _ort(model_path: Path, inputs: Any, method: str, act: str, out: Path) -> dict[str, Any]:
+def _ort(model_path: Path, inputs: Any, tool: str, work: Path) -> dict[str, Any]:
+    """ONNX Runtime's ``quantize_static``: QDQ, per-channel symmetric int8 weights, the tool's method and
+    activation type (s8 symmetric, u8 asymmetric)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -179,6 +225,9 @@ def _ort(model_path: Path, inputs: Any, method: str, act: str, out: Path) -> dic
         QuantType,
         quantize_static,
     )
+
+    method, act = ORT_TOOLS[tool]
+    out = work / f"{tool}.onnx"
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -195,7 +244,7 @@ def _ort(model_path: Path, inputs: Any, method: str, act: str, out: Path) -> dic
         if opset < 13:  # ORT writes per-channel Q/DQ (an `axis`) that needs opset 13: convert first, as its docs say
             from onnx import version_converter
 
-            path = out.with_name(out.stem + "_opset13.onnx")
+            path = work / f"{tool}_opset13.onnx"
             onnx.save(version_converter.convert_version(onnx.load(str(model_path)), 13), str(path))
         quantize_static(str(path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8 if act == "s8" else QuantType.QUInt8,
@@ -225,94 +274,132 @@ def part(inputs: Any, start: int, count: int) -> Any:
     return out
 
 
-def worker(tool: str, model_id: str, out: str, calib: int, evals: int) -> None:
-    """Run one tool in this (child) process; print {seconds, peak_mb, peak_total_mb}, {refused} or {error}."""
+def write_calib(calib: Any, work: Path) -> None:
+    """The calibration samples for the children: ``calib.npz`` (arrays) and ``calib.json`` (sample axes, count,
+    the model's run size), so every tool calibrates on the very same arrays; ModelOpt's forms beside them."""
+    np.savez(work / "calib.npz", **calib.arrays)
+    (work / "calib.json").write_text(json.dumps({"axes": calib.axes, "samples": calib.samples, "step": calib.step,
+                                                 "source": calib.source}))
+    runs = calib.runs()
+    # ModelOpt INT8: each input's runs concatenated on axis 0, which its data provider splits back into one model run
+    # per calibration step (it splits every input on axis 0; a 0-d input stays stacked)
+    np.savez(work / "modelopt_calib.npz", **{
+        k: (np.concatenate([r[k] for r in runs]) if np.ndim(v) else np.stack([r[k] for r in runs]))
+        for k, v in runs[0].items()})
+    # AutoCast: a folder of .npz files, one model run each (its multi-batch form)
+    (work / "autocast_runs").mkdir(exist_ok=True)
+    for i, feeds in enumerate(runs):
+        np.savez(work / "autocast_runs" / f"run_{i:04d}.npz", **feeds)
+
+
+def read_calib(work: Path) -> Any:
+    from corpus.samples import Inputs
+
+    meta = json.loads((work / "calib.json").read_text())
+    with np.load(work / "calib.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    out = Inputs(arrays, meta["axes"], meta["samples"], meta["source"], True)
+    out._step = meta["step"]  # type: ignore[attr-defined]
+    return out
+
+
+def worker(family: str, model_id: str, work: str, tools: Sequence[str]) -> None:
+    """Run ``tools`` of one family (ours | ort) one after the other in this child, on the calibration samples in
+    ``work``; print one JSON line per tool: {tool, seconds, peak_mb, peak_total_mb}, {tool, refused} or
+    {tool, error}. The libraries are imported before the first clock starts."""
     from corpus.fetch import load_manifest
     from corpus.samples import as_workbench_data, model_file
 
-    manifest = load_manifest(model_id)
-    path = model_file(manifest)
-    inputs = part(load_inputs(manifest, calib + evals), 0, calib)  # the parent's calibration samples
-    try:
-        if tool in ("ours_trt", "ours_ort"):
-            r = _ours(path, as_workbench_data(inputs), "tensorrt" if tool == "ours_trt" else "onnxruntime", Path(out))
-        else:
-            r = _ort(path, inputs, *ORT_TOOLS[tool], Path(out))
-    except Exception as exc:  # noqa: BLE001 - the tool's own failure, reported in a line
-        what = "internal error: " if tool.startswith("ours") else ""
-        r = {"error": what + failure(exc)}
-    print(json.dumps(r))
+    path = model_file(load_manifest(model_id))
+    inputs = read_calib(Path(work))
+    if family == "ours":
+        import workbench.workflows.quantize  # noqa: F401 - imported before the clock, as the anchors' are
+
+        data = as_workbench_data(inputs)
+    else:
+        import onnxruntime.quantization  # noqa: F401
+    def one(tool: str) -> dict[str, Any]:
+        try:
+            return _ours(path, data, tool, Path(work)) if family == "ours" else _ort(path, inputs, tool, Path(work))
+        except Exception as exc:  # noqa: BLE001 - the tool's own failure, reported in a line
+            return {"error": ("internal error: " if family == "ours" else "") + failure(exc)}
+
+    for tool in tools:
+        print(json.dumps({"tool": tool, **forked(lambda t=tool: one(t))}), flush=True)
 
 
-MODELOPT_INT8 = r"""
+MODELOPT = r"""
 import json, sys
 import numpy as np
-src, npz, out, here = sys.argv[1:5]
+src, work, here, tools = sys.argv[1:5]
 sys.path.insert(0, here)
-from bench_corpus import failure, measured
-from modelopt.onnx.quantization import quantize
-data = dict(np.load(npz))
-try:
-    r = measured(lambda: quantize(src, quantize_mode="int8", calibration_data=data, calibration_eps=["cpu"],
-                                  high_precision_dtype="fp32", output_path=out))
-except Exception as exc:
-    r = {"error": failure(exc)}
-print(json.dumps(r))
-"""
-
-MODELOPT_AUTOCAST = r"""
-import json, sys
+from bench_corpus import failure, forked, measured
 import onnx
-src, runs, out, here = sys.argv[1:5]
-sys.path.insert(0, here)
-from bench_corpus import failure
 from modelopt.onnx.autocast import convert_to_mixed_precision
-try:
-    onnx.save(convert_to_mixed_precision(onnx_path=src, low_precision_type="fp16", calibration_data=runs,
-                                         keep_io_types=True), out)
-    r = {"ok": True}
-except Exception as exc:
-    r = {"error": failure(exc)}
-print(json.dumps(r))
+from modelopt.onnx.quantization import quantize
+
+def one(tool):
+    try:
+        if tool == "modelopt_int8":
+            data = dict(np.load(f"{work}/modelopt_calib.npz"))
+            return measured(lambda: quantize(src, quantize_mode="int8", calibration_data=data,
+                                             calibration_eps=["cpu"], high_precision_dtype="fp32",
+                                             output_path=f"{work}/modelopt_int8.onnx"))
+        onnx.save(convert_to_mixed_precision(onnx_path=src, low_precision_type="fp16",
+                                             calibration_data=f"{work}/autocast_runs", keep_io_types=True),
+                  f"{work}/modelopt_autocast.onnx")
+        return {"ok": True}
+    except Exception as exc:
+        return {"error": failure(exc)}
+
+for tool in tools.split(","):
+    print(json.dumps({"tool": tool, **forked(lambda: one(tool))}), flush=True)
 """
 
 
-def _child(cmd: list[str], timeout: float, rss_limit_mb: float) -> dict[str, Any]:
+def _child(cmd: list[str], timeout: float, rss_limit_mb: float) -> tuple[dict[str, dict[str, Any]], str]:
     """Run ``cmd`` in a scratch folder (ONNX Runtime's quantization tools write sym_shape_infer_temp.onnx and
-    <uuid>.data into the working directory), stopped past ``timeout`` s or ``rss_limit_mb`` of RSS; its last stdout
-    line is its JSON result, an error's reason made short."""
+    <uuid>.data into the working directory), stopped past ``timeout`` s or ``rss_limit_mb`` of RSS. Returns the
+    results it printed ({tool: JSON line}) and, when it did not end cleanly, why (for the tools it did not reach)."""
     import psutil
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    stopped = ""
     with tempfile.TemporaryDirectory(prefix="bench_corpus_cwd_") as scratch, \
             tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, cwd=scratch)
-        proc, start, stopped, top = psutil.Process(p.pid), time.monotonic(), "", 0.0
+        proc, start = psutil.Process(p.pid), time.monotonic()
         while p.poll() is None:
-            try:
-                top = max(top, proc.memory_info().rss / 2**20)
-            except psutil.NoSuchProcess:
-                break
-            if top > rss_limit_mb:
+            try:  # each tool runs in a forked grandchild: the largest process of the tree
+                rss = max(q.memory_info().rss for q in [proc, *proc.children(recursive=True)]) / 2**20
+            except psutil.NoSuchProcess:  # one ended between the listing and the reading
+                rss = 0.0
+            if rss > rss_limit_mb:
                 stopped = f"stopped: RSS over {rss_limit_mb / 1024:.0f} GB"
             elif time.monotonic() - start > timeout:
                 stopped = f"stopped: over {timeout:.0f} s"
             if stopped:
+                for q in proc.children(recursive=True):
+                    q.kill()
                 p.kill()
-                p.wait()
-                return {"error": stopped}
+                break
             time.sleep(0.2)
+        p.wait()
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    last = stdout.strip().splitlines()[-1] if stdout.strip() else ""
-    try:
-        r = json.loads(last)
-    except ValueError:
-        r = {"error": f"exit {p.returncode}: {short_reason(stderr or stdout)}"}
-    if "error" in r:
-        r["error"] = short_reason(r["error"])
-    return r
+    results = {}
+    for line in stdout.splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(r, dict) and "tool" in r:
+            if "error" in r:
+                r["error"] = short_reason(r["error"])
+            results[r.pop("tool")] = r
+    why = stopped or ("" if p.returncode == 0 else f"failed: exit {p.returncode}: {short_reason(stderr or stdout)}")
+    return results, why
 
 
 def modelopt_status() -> str:
@@ -320,9 +407,9 @@ def modelopt_status() -> str:
     if not Path(MODELOPT_PYTHON).exists():
         return (f"ModelOpt not run: no interpreter at {MODELOPT_PYTHON} (pip install 'nvidia-modelopt[onnx]' in a "
                 "venv of its own: it pins onnx and onnxruntime-gpu versions that would replace this venv's)")
-    r = _child([MODELOPT_PYTHON, "-c", "import json, modelopt; from modelopt.onnx.quantization import quantize; "
-                                       "print(json.dumps({'version': modelopt.__version__}))"], 600, 4096)
-    return f"ModelOpt not run: it does not import ({r['error']})" if "error" in r else ""
+    p = subprocess.run([MODELOPT_PYTHON, "-c", "from modelopt.onnx.quantization import quantize"], capture_output=True,
+                       text=True, timeout=600)
+    return f"ModelOpt not run: it does not import ({short_reason(p.stderr)})" if p.returncode else ""
 
 
 # --- parent: run, measure, compare ----------------------------------------------------------------------------
@@ -405,40 +492,8 @@ def _batch_feeds(manifest: Mapping[str, Any], model_path: Path, inputs: Any, bat
     return inputs.runs()[0], inputs.step
 
 
-def _modelopt_calibration(calib: Any, npz: Path) -> None:
-    """ModelOpt's ``calibration_data``: each input's runs concatenated on axis 0, which its data provider splits
-    back into one model run per calibration step (it splits every input on axis 0; a 0-d input stays stacked)."""
-    runs = calib.runs()
-    np.savez(npz, **{k: (np.concatenate([r[k] for r in runs]) if np.ndim(v) else np.stack([r[k] for r in runs]))
-                     for k, v in runs[0].items()})
-
-
-def _runs_folder(calib: Any, folder: Path) -> Path:
-    """AutoCast's ``calibration_data``: a folder of .npz files, one model run each (its multi-batch form)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, feeds in enumerate(calib.runs()):
-        np.savez(folder / f"run_{i:04d}.npz", **feeds)
-    return folder
-
-
 def _finite(outs: Mapping[str, np.ndarray]) -> bool:
     return all(bool(np.isfinite(v).all()) for v in outs.values() if np.issubdtype(v.dtype, np.floating))
-
-
-def _fp16_ours(path: Path, calib: Any, work: Path, mid: str) -> Path | str:
-    """``workbench convert MODEL --inputs CALIB -o OUT``: the fp16 model, or the refusal as a short string."""
-    from corpus.samples import as_workbench_data
-    from workbench.errors import WorkbenchError
-    from workbench.session import Session
-    from workbench.workflows.quantize import convert
-
-    out = work / f"{mid}_fp16.onnx"
-    try:
-        convert(Session(path, cache_dir=work / f"cache_fp16_{mid}"), "fp16", data=as_workbench_data(calib),
-                output=out)
-    except WorkbenchError as exc:
-        return "refused: " + short_reason(exc.message)
-    return out
 
 
 def data_digest(*parts: Any) -> str:
@@ -450,6 +505,34 @@ def data_digest(*parts: Any) -> str:
             h.update(f"{k}:{v.dtype}:{v.shape}".encode())
             h.update(v.tobytes())
     return h.hexdigest()[:16]
+
+
+def _reason(r: Mapping[str, Any]) -> str:
+    if "refused" in r:
+        return f"refused: {r['refused']}"
+    e = r["error"]
+    return e if e.startswith(("stopped:", "failed:")) else f"failed: {e}"
+
+
+def run_tools(mid: str, path: Path, work: Path, tools: Sequence[str], args: argparse.Namespace
+              ) -> dict[str, dict[str, Any]]:
+    """Every tool in ``tools``, a child process per family (ours; ORT's four; ModelOpt's INT8 and AutoCast, which
+    share its slow import): {tool: its JSON result}, a tool the child did not reach given the child's reason."""
+    families = [(["ours"], [t for t in ("ours_trt", "ours_ort", "ours_fp16") if t in tools]),
+                (["ort"], [t for t in ORT_TOOLS if t in tools]),
+                ([], [t for t in ("modelopt_int8", "modelopt_autocast") if t in tools])]
+    results: dict[str, dict[str, Any]] = {}
+    for family, chosen in families:
+        if not chosen:
+            continue
+        if family:
+            cmd = [sys.executable, __file__, "--worker", family[0], mid, str(work), "--tools", *chosen]
+        else:
+            cmd = [MODELOPT_PYTHON, "-c", MODELOPT, str(path), str(work), HERE, ",".join(chosen)]
+        got, why = _child(cmd, args.timeout * len(chosen), args.rss_limit)
+        for tool in chosen:
+            results[tool] = got[tool] if tool in got else {"error": why or "failed: no result"}
+    return results
 
 
 def bench_model(manifest: Mapping[str, Any], args: argparse.Namespace, mo_ok: bool, work: Path,
@@ -465,6 +548,7 @@ def bench_model(manifest: Mapping[str, Any], args: argparse.Namespace, mo_ok: bo
     calib = part(inputs, 0, args.calib)
     held_out = inputs.samples >= args.calib + args.eval
     evals = part(inputs, args.calib, args.eval) if held_out else part(inputs, 0, args.eval)
+    write_calib(calib, work)
     ref = outputs(path, evals)
     metric, out_name = manifest.get("metric") or "rel_l2", manifest.get("output")
     opts = manifest.get("metric_options") or {}
@@ -479,7 +563,7 @@ def bench_model(manifest: Mapping[str, Any], args: argparse.Namespace, mo_ok: bo
     row: dict[str, Any] = {"model": mid, "metric": metric, "calib": calib.samples, "eval": evals.samples,
                            "held_out": held_out, "data": data_digest(calib, evals), "accuracy": {}, "rel_l2": {},
                            "qdq_nodes": {}, "cost": {}, "fp16": {}, "throughput": {}, "commits": {}}
-    tools = TOOLS
+    tools = [t for t in RUNS if mo_ok or not t.startswith("modelopt")]
     if args.only_ours:
         if old and old.get("data") == row["data"]:  # the anchors' cells stand: same samples, anchors unchanged
             tools = list(ONLY_OURS)
@@ -489,64 +573,48 @@ def bench_model(manifest: Mapping[str, Any], args: argparse.Namespace, mo_ok: bo
         else:
             print(f"  {mid}: every tool runs (no saved row on the same samples to keep the anchors' cells of)")
     commit = _commit()
+    results = run_tools(mid, path, work, tools, args)
     paths: dict[str, Path] = {}
-    npz = work / f"{mid}_calib_modelopt.npz"
-    _modelopt_calibration(calib, npz)
     for tool in tools:
         row["commits"][tool] = commit
-        out = work / f"{mid}_{tool}.onnx"
-        if tool == "modelopt_int8":
-            if not mo_ok:
-                continue
-            r = _child([MODELOPT_PYTHON, "-c", MODELOPT_INT8, str(path), str(npz), str(out), HERE], args.timeout,
-                       args.rss_limit)
-        else:
-            r = _child([sys.executable, __file__, "--worker", tool, mid, str(out), "--calib", str(args.calib),
-                        "--eval", str(args.eval)], args.timeout, args.rss_limit)
+        r = results[tool]
         if "refused" in r or "error" in r:
-            text = f"refused: {r['refused']}" if "refused" in r else \
-                r["error"] if r["error"].startswith("stopped:") else f"failed: {r['error']}"
-            row["accuracy"][tool] = text
+            text = _reason(r)
+            if tool in TOOLS:
+                row["accuracy"][tool] = text
+            else:
+                row["fp16"][f"{tool.split('_')[0]}_finite"] = text
             print(f"  {mid} {tool}: {text}", flush=True)
             continue
-        row["cost"][tool] = {"seconds": round(r["seconds"], 3), "peak_mb": round(r["peak_mb"], 1),
-                             "peak_total_mb": round(r["peak_total_mb"], 1)}
+        out = work / f"{tool}.onnx"
+        if tool in TOOLS:
+            row["cost"][tool] = {"seconds": round(r["seconds"], 3), "peak_mb": round(r["peak_mb"], 1),
+                                 "peak_total_mb": round(r["peak_total_mb"], 1)}
         try:
-            value, rel = score(out)
+            if tool in TOOLS:
+                value, rel = score(out)
+            else:  # fp16: inf/NaN and the task metric
+                got = outputs(out, evals)
+                finite = _finite(got)
+                value = task_metric(metric, ref, got, output=out_name, **opts).value
         except Exception as exc:  # noqa: BLE001 - a tool's model that ONNX Runtime cannot run is that tool's failure
-            row["accuracy"][tool] = "failed: its model does not run: " + short_reason(f"{type(exc).__name__}: {exc}")
-            print(f"  {mid} {tool}: {row['accuracy'][tool]}", flush=True)
+            text = "failed: its model does not run: " + short_reason(f"{type(exc).__name__}: {exc}")
+            if tool in TOOLS:
+                row["accuracy"][tool] = text
+            else:
+                row["fp16"][f"{tool.split('_')[0]}_finite"] = text
+            print(f"  {mid} {tool}: {text}", flush=True)
             continue
-        row["accuracy"][tool] = round(value, 5)
-        row["rel_l2"][tool] = round(rel, 5)
-        row["qdq_nodes"][tool] = _qdq_nodes(out)
-        paths[tool] = out
-    row.update(shortfalls(row))
-    # fp16: ours as `workbench convert --inputs` runs it; ModelOpt AutoCast on the same runs
-    try:
-        p16: Path | str = _fp16_ours(path, calib, work, mid)
-    except Exception as exc:  # noqa: BLE001 - our bug, reported as such in the row
-        p16 = "failed: internal error: " + short_reason(f"{type(exc).__name__}: {exc}")
-    if isinstance(p16, str):
-        row["fp16"]["ours_finite"] = p16
-    else:
-        o16 = outputs(p16, evals)
-        row["fp16"]["ours_finite"] = _finite(o16)
-        row["fp16"]["ours_metric"] = round(task_metric(metric, ref, o16, output=out_name, **opts).value, 5)
-    if mo_ok and "modelopt_int8" in tools:
-        out = work / f"{mid}_autocast.onnx"
-        r = _child([MODELOPT_PYTHON, "-c", MODELOPT_AUTOCAST, str(path), str(_runs_folder(calib, work / f"{mid}_runs")),
-                    str(out), HERE], args.timeout, args.rss_limit)
-        if "error" in r:
-            row["fp16"]["modelopt_finite"] = r["error"] if r["error"].startswith("stopped:") else f"failed: {r['error']}"
+        if tool in TOOLS:
+            row["accuracy"][tool] = round(value, 5)
+            row["rel_l2"][tool] = round(rel, 5)
+            row["qdq_nodes"][tool] = _qdq_nodes(out)
+            paths[tool] = out
         else:
-            try:
-                oa = outputs(out, evals)
-                row["fp16"]["modelopt_finite"] = _finite(oa)
-                row["fp16"]["modelopt_metric"] = round(task_metric(metric, ref, oa, output=out_name, **opts).value, 5)
-            except Exception as exc:  # noqa: BLE001 - AutoCast's model that ONNX Runtime cannot run
-                row["fp16"]["modelopt_finite"] = "failed: its model does not run: " + short_reason(
-                    f"{type(exc).__name__}: {exc}")
+            who = tool.split("_")[0]
+            row["fp16"][f"{who}_finite"] = finite
+            row["fp16"][f"{who}_metric"] = round(value, 5)
+    row.update(shortfalls(row))
     # throughput (ONNX Runtime, optimised; interleaved, fastest run)
     if "ours_ort" in paths and "ort_minmax_u8" in paths:
         feeds, b = _batch_feeds(manifest, path, inputs, args.batch)
@@ -651,10 +719,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only-ours", action="store_true",
                     help="run ours (and ORT u8 for the throughput) again; keep the anchors' saved cells where the "
                          "model's samples are the same")
-    ap.add_argument("--worker", nargs=3, metavar=("TOOL", "MODEL", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs=3, metavar=("FAMILY", "MODEL", "WORK"), help=argparse.SUPPRESS)
+    ap.add_argument("--tools", nargs="+", default=[], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        worker(*args.worker, calib=args.calib, evals=args.eval)
+        worker(*args.worker, tools=args.tools)
         return 0
     try:
         from corpus.fetch import manifests
