@@ -474,6 +474,7 @@ def calibrate(
     sample_axes: Axes | None = None,
     preprocessing: Preprocessing | None = None,
     cluster: Cluster | None = None,
+    run_length: int | None = None,
 ) -> ScaleCache:
     """Collect activation statistics of the FP32 ``model`` on ``data`` and choose each tensor's amax.
 
@@ -487,7 +488,6 @@ def calibrate(
     ``cluster`` (:func:`workbench.cluster.connect`): the batches run as Dask tasks there, each returning its
     histogram parts (:func:`batch_part`), merged here in batch order: the same scales, bit for bit.
     """
-    run_length: int | None = None,
     if method not in METHODS:
         raise CalibrationError(f"unknown calibration method '{method}'", hint=f"use one of {list(METHODS)}")
     if not 0.0 < percentile <= 100.0:
