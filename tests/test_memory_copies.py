@@ -91,3 +91,32 @@ def test_fuse_batchnorm_with_nothing_to_fuse_leaves_dead_nodes_to_their_own_edit
                    helper.make_node("Neg", ["x"], ["unused"], name="dead")])
     assert apply_edit(dead, R.FuseBatchNorm()) is dead
     assert [n.name for n in apply_edit(dead, R.RemoveDeadNodes()).graph.node] == ["relu"]
+
+
+def _linear_only(features: int = 50_000) -> onnx.ModelProto:
+    """Only an ai.onnx.ml LinearRegressor (its 50 000 coefficients an attribute): no node fp16 can convert."""
+    m = _table_model(features)
+    relu, linear = m.graph.node
+    linear.input[0] = "x"
+    m.graph.node.remove(relu)
+    return m
+
+
+def test_fp16_with_no_node_to_convert_makes_no_copy_and_no_reference_run(tmp_path):
+    from workbench.precision import convert_precision
+    from workbench.workflows.quantize import convert
+
+    model = _linear_only()
+    assert convert_precision(model, "fp16") is model
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    s = Session(path, cache_dir=tmp_path / "cache")
+    data = {"x": np.random.default_rng(0).standard_normal((4, 50_000)).astype(np.float32)}
+    r = convert(s, "fp16", data=data)
+    assert r.converted == () and r.data is None and r.range_limit is None  # data only after a reference run
+    assert s.model is s.original and len(s.recipe.edits) == 1
+    # one node that converts: the reference run measures the data, and the model is a new one
+    onnx.save(_table_model(), tmp_path / "t.onnx")
+    s2 = Session(tmp_path / "t.onnx", cache_dir=tmp_path / "cache2")
+    r2 = convert(s2, "fp16", data=data)
+    assert r2.converted == ("relu",) and r2.data is not None and s2.model is not s2.original

@@ -558,20 +558,23 @@ def convert(session: Session, precision: str = "fp16", *, data: Any = None, shap
     ranges = None
     described = None
     notes: list[str] = []
+    plan = plan_conversion(model, precision, keep=tuple(keep), nodes=tuple(nodes), guard=guard)
+    converts = any(p["precision"] == precision for p in plan.values())
     if precision == "fp16" and guard:
         if not range_limit > 0:
             raise DataError(f"--range-limit must be positive, got {range_limit}", hint="e.g. --range-limit 65504")
-        if data is not None:
-            if shapes:
-                raise DataError("give either --inputs DATA or --shapes for the reference run, not both",
-                                hint="the data's own shapes are the ones measured")
-            ds = data if isinstance(data, Dataset) else load_data(data, model)
-        else:
-            ds = random_inputs(model, samples=RANDOM_SAMPLES, shapes=shapes, warn=False)
-            warnings.warn(RANDOM_WARNING, UserWarning, stacklevel=2)
-            notes.append(RANDOM_WARNING)
-        ranges = activation_ranges(model, ds)
-        described = ds.describe()
+        if data is not None and shapes:
+            raise DataError("give either --inputs DATA or --shapes for the reference run, not both",
+                            hint="the data's own shapes are the ones measured")
+        if converts:  # no node to convert (a tree ensemble): no reference run, no copy of the model for it
+            if data is not None:
+                ds = data if isinstance(data, Dataset) else load_data(data, model)
+            else:
+                ds = random_inputs(model, samples=RANDOM_SAMPLES, shapes=shapes, warn=False)
+                warnings.warn(RANDOM_WARNING, UserWarning, stacklevel=2)
+                notes.append(RANDOM_WARNING)
+            ranges = activation_ranges(model, ds)
+            described = ds.describe()
     elif data is not None:
         raise DataError(f"--inputs feeds the fp16 reference run, which {'bf16' if precision == 'bf16' else '--no-guard'}"
                         " does not make", hint="drop --inputs")
@@ -580,7 +583,6 @@ def convert(session: Session, precision: str = "fp16", *, data: Any = None, shap
     extra = tuple(n for n in by_range if n not in set(nodes))
     edit = ConvertPrecision(precision=precision, nodes=tuple(nodes), keep=(*keep, *extra), keep_io_types=not low_io,
                             guard=guard)
-    plan = plan_conversion(model, precision, keep=tuple(keep), nodes=edit.nodes, guard=edit.guard)
     for n in extra:
         if plan[n]["precision"] != "fp32":
             plan[n] = {"precision": "fp32", "reason": f"range: {by_range[n]}"}
