@@ -58,3 +58,16 @@ def test_no_second_rounding_before_a_prelu() -> None:
     # one rounding per tensor, as in the TensorRT placement (uint8 over the range: a little finer than its int8).
     # Measured: TensorRT 0.0133, ONNX Runtime 0.0123; with the conv outputs rounded too it was 0.0142
     assert rels["onnxruntime"] < rels["tensorrt"], rels
+
+
+def test_float_heads_after_a_prelu_need_no_tensor_that_calibration_left_out() -> None:
+    """The default recipe calibrates ``activation_tensors(model, target=...)`` and quantizes with float heads: the
+    PRelu before the float head conv2 reads the float conv output (no Q: nothing after it is rounded), so nothing
+    outside that list is asked for (it raised "no calibrated range for tensor 'c1'")."""
+    model, x = _prelu_chain()
+    cache = calibrate(model, {"x": x[:32]}, method="max", tensors=activation_tensors(model, target="onnxruntime"))
+    q = quantize_model(model, cache, target="onnxruntime", float_heads=True)
+    quantized = {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
+    assert {"x", "pool"} <= quantized and not {"c0", "c1", "p1"} & quantized
+    ref = OrtEngine(model).run({"x": x})["y"]
+    assert _rel(q, ref, x) < 0.01  # conv1 -> PRelu -> conv2 in float: only x and pool are rounded
