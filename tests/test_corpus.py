@@ -543,8 +543,9 @@ def step_debug(run: ModelRun) -> dict[str, Any]:
         session, _path = fp16(run)
         which = "fp16"
     reference, factory = recipe_models(session.original, session.recipe, session.cache_dir)
-    result = debug_precision(reference, factory(()), as_workbench_data(run.inputs(DEBUG_SAMPLES)), factory=factory,
-                             metric=output_error(), tolerance=0.05, max_samples=DEBUG_SAMPLES)
+    inputs = run.inputs(DEBUG_SAMPLES)  # max_samples counts entries of the sample axis: whole runs of a sequence
+    result = debug_precision(reference, factory(()), as_workbench_data(inputs), factory=factory,
+                             metric=output_error(), tolerance=0.05, max_samples=DEBUG_SAMPLES * inputs.run_length)
     d = result.to_dict()
     assert d["sensitivity"], "debug ranked no layer of an INT8 model"
     return {"candidate": which, "ranked": len(d["sensitivity"]), "keep": len(d["keep_high_precision"] or []), "met": d["met"],
@@ -644,7 +645,8 @@ def step_dashboard(run: ModelRun) -> dict[str, Any]:
 
     data = run.inputs(DEBUG_SAMPLES)
     npz = run.workdir / "dashboard_data.npz"
-    np.savez(npz, **data.arrays)
+    extra = {"__run_length__": np.array(data.run_length)} if data.run_length > 1 else {}
+    np.savez(npz, **data.arrays, **extra)  # a sequence model's data say their run length, as a user's .npz would
     spec = "; ".join(run.shapes() or [])
     tabs: dict[str, str] = {}
     with _Escapes() as escapes:
@@ -713,7 +715,7 @@ def step_dashboard(run: ModelRun) -> dict[str, Any]:
             t.data.value = str(npz)
             t.metric.value = "rel_l2"
             t.tolerance.value = 0.05
-            t.max_samples.value = DEBUG_SAMPLES
+            t.max_samples.value = DEBUG_SAMPLES * data.run_length
             t.compare_button.click()
             t.wait(600)
             if status.state == "ok":
