@@ -264,9 +264,10 @@ def test_exclusions_and_bad_requests(cnn: onnx.ModelProto, cnn_scales: ScaleCach
     assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in gemm.input)
     with pytest.raises(EditError, match="'nope'"):
         quantize_model(cnn, cnn_scales, exclude=["nope"])
-    with pytest.raises(EditError, match="opset 19") as info:
-        quantize_model(cnn, cnn_scales, dtype="fp8")
-    assert "int8" in info.value.hint
+    with pytest.warns(UserWarning, match="converted to opset 19 with onnx's version converter for fp8"):
+        fp8 = quantize_model(cnn, cnn_scales, dtype="fp8")  # opset 17: converted, and said so
+    assert fp8.opset_import[0].version == 19
+    assert any(i.data_type == TensorProto.FLOAT8E4M3FN for i in fp8.graph.initializer)
     zero = {**cnn_scales.amax(), "/stem/stem.2/Relu_output_0": 0.0}
     with pytest.raises(CalibrationError, match="/stem/stem.2/Relu_output_0") as info:
         quantize_model(cnn, zero)

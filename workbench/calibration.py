@@ -72,6 +72,7 @@ __all__ = [
     "TensorStats",
     "calibrate",
     "compute_thresholds",
+    "fp8_round",
     "RunningHistogram",
 ]
 
@@ -79,6 +80,7 @@ log = logging.getLogger(__name__)
 
 AUTO_CLIP = 0.001  # ``auto``: the largest share of values entropy's threshold may clip before mse's is used
 MIN_SAMPLES = 100
+FP8_MAX = 448.0  # the largest finite float8 e4m3fn value: fp8 scales are amax / 448
 _SUMMARY_BINS = 128
 _CHUNK = 1 << 20
 
@@ -254,17 +256,27 @@ def _entropy(counts: np.ndarray, width: float, amax: float, *, levels: int = 128
     return float(min(best_i * width, amax))
 
 
-def _mse(counts: np.ndarray, width: float, amax: float, *, qmax: float = 127.0, candidates: int = 256) -> float:
-    """The threshold minimising the expected squared error of symmetric quantize-dequantize."""
+def fp8_round(x: np.ndarray) -> np.ndarray:
+    """Non-negative values rounded to the nearest float8 e4m3fn value (ties to even, as QuantizeLinear-19 rounds),
+    saturating at 448: 3 mantissa bits per binade from 2^-6, subnormal steps of 2^-9 below."""
+    x = np.minimum(np.asarray(x, dtype=np.float64), FP8_MAX)
+    step = 2.0 ** (np.maximum(np.floor(np.log2(np.maximum(x, 2.0 ** -9))), -6.0) - 3.0)
+    return np.minimum(np.rint(x / step) * step, FP8_MAX)
+
+
+def _mse(counts: np.ndarray, width: float, amax: float, *, dtype: str = "int8", candidates: int = 256) -> float:
+    """The threshold minimising the expected squared error of symmetric quantize-dequantize on ``dtype``'s grid
+    (int8: 127 even steps; fp8: the e4m3fn values up to 448, :func:`fp8_round`)."""
     if counts.sum() == 0:
         return 0.0
     last = int(np.nonzero(counts)[0][-1]) + 1
     centers = (np.arange(last) + 0.5) * width
     c = counts[:last].astype(np.float64)
     best_t, best_err = last * width, np.inf
+    qmax = FP8_MAX if dtype == "fp8" else 127.0
     for t in np.linspace(last * width / candidates, last * width, candidates):
         s = t / qmax
-        q = np.clip(np.rint(centers / s), 0, qmax) * s
+        q = (fp8_round(centers / s) if dtype == "fp8" else np.clip(np.rint(centers / s), 0, qmax)) * s
         err = float(np.dot(c, (centers - q) ** 2))
         if err < best_err:
             best_err, best_t = err, t
@@ -280,15 +292,15 @@ def _clipped(counts: np.ndarray, width: float, threshold: float) -> float:
     return float(counts[first:].sum() / total) if first < counts.size else 0.0
 
 
-def compute_thresholds(hist: RunningHistogram, *, percentile: float = 99.99, qmax: float = 127.0) -> dict[str, float]:
-    """The amax each method chooses from one tensor's histogram."""
+def compute_thresholds(hist: RunningHistogram, *, percentile: float = 99.99, dtype: str = "int8") -> dict[str, float]:
+    """The amax each method chooses from one tensor's histogram (``mse`` on ``dtype``'s grid)."""
     amax = hist.amax
     if amax == 0.0 or hist.hist_max == 0.0:
         return dict.fromkeys(METHODS, 0.0)
     width = hist.hist_max / hist.num_bins
     stride = max(1, hist.num_bins // 1024)
     entropy = _entropy(hist.counts, width, amax, stride=stride)
-    mse = _mse(hist.counts, width, amax, qmax=qmax)
+    mse = _mse(hist.counts, width, amax, dtype=dtype)
     return {
         "max": amax,
         "percentile": _percentile(hist.counts, width, percentile, amax),
@@ -557,10 +569,9 @@ def calibrate(
     notes: list[str] = []
     if samples < MIN_SAMPLES:
         notes.append(f"only {samples} calibration samples; 100-500 representative samples are recommended")
-    qmax = 448.0 if dtype == "fp8" else 127.0
     stats: dict[str, TensorStats] = {}
     for t, hist in hists.items():
-        th = compute_thresholds(hist, percentile=percentile, qmax=qmax)
+        th = compute_thresholds(hist, percentile=percentile, dtype=dtype)
         if hist.amax == 0.0:
             notes.append(f"tensor '{t}' was all zeros on the calibration data: its scale would be 0")
         summary = hist.counts.reshape(_SUMMARY_BINS, -1).sum(axis=1) if hist.num_bins % _SUMMARY_BINS == 0 \

@@ -13,7 +13,7 @@ from ..graph import model_bytes, tensor_infos
 from ..table import Table
 from .base import Feeds
 
-__all__ = ["OrtBackend", "OrtEngine", "with_outputs", "check_feeds", "unsafe_rewrites", "is_ort_error"]
+__all__ = ["OrtBackend", "OrtEngine", "with_outputs", "check_feeds", "optimization_level", "has_float8", "is_ort_error"]
 
 
 def is_ort_error(exc: BaseException) -> bool:
@@ -25,18 +25,28 @@ _FLOAT8 = {onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E4M3FNUZ, onnx.
            onnx.TensorProto.FLOAT8E5M2FNUZ}
 
 
-def unsafe_rewrites(model: onnx.ModelProto) -> list[str]:
-    """ONNX Runtime graph rewrites that would change this model's results, to switch off in its sessions.
-
-    ``ReluQuantRewrite`` drops a Relu in front of a QuantizeLinear whose zero point is the lowest value of its
-    type: right for int8/uint8, which clip there, but ONNX Runtime 1.32 also applies it to float8 Q/DQ, which
-    keep negative values (the FP8 digits CNN falls from 99.4 % to 25.6 % accuracy). Off for float8 models.
-    """
+def has_float8(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` holds float8 Q/DQ (a float8 initializer, Constant or QuantizeLinear ``output_dtype``)."""
     g = model.graph
-    float8 = any(i.data_type in _FLOAT8 for i in g.initializer) or any(
+    return any(i.data_type in _FLOAT8 for i in g.initializer) or any(
         a.t.data_type in _FLOAT8 or (a.name == "output_dtype" and a.i in _FLOAT8)
         for n in g.node if n.op_type in ("Constant", "QuantizeLinear") for a in n.attribute)
-    return ["ReluQuantRewrite"] if float8 else []
+
+
+def optimization_level(model: onnx.ModelProto, optimize: bool = True) -> str:
+    """The ``onnxruntime.GraphOptimizationLevel`` name a session of ``model`` runs with: ``ORT_ENABLE_ALL``, or
+    ``ORT_DISABLE_ALL`` when not ``optimize``; a float8 model at most ``ORT_ENABLE_BASIC``.
+
+    ONNX Runtime 1.32's extended-level Q/DQ rewrites take every QuantizeLinear for an integer one:
+    ``ReluQuantRewrite`` drops a Relu in front of a Q whose zero point is its type's lowest value (float8 keeps
+    negative values: an FP8 digits CNN fell from 99.4 % to 25.6 % accuracy), and ``ClipQuantRewrite`` fails the
+    session ("Unexpected data type for QuantizeLinear input y_zero_point of 17") on a Clip (ReLU6) before a float8 Q.
+    The basic level (constant folding, redundant node elimination) computes what the graph says; the CPU provider
+    has no float8 kernels, so the extended level's Q/DQ fusions would not apply to a float8 model anyway.
+    """
+    if not optimize:
+        return "ORT_DISABLE_ALL"
+    return "ORT_ENABLE_BASIC" if has_float8(model) else "ORT_ENABLE_ALL"
 
 
 def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
@@ -104,19 +114,15 @@ class OrtEngine:
 
         self.model = model
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        )
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, optimization_level(model, optimize))
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
         if low_memory:
             opts.enable_cpu_mem_arena = False
             opts.enable_mem_pattern = False
-        self.disabled_optimizers = unsafe_rewrites(model) if optimize else []
         try:
-            self.session = ort.InferenceSession(model_bytes(model), opts, providers=["CPUExecutionProvider"],
-                                                disabled_optimizers=self.disabled_optimizers)
+            self.session = ort.InferenceSession(model_bytes(model), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
             if not is_ort_error(exc):
                 raise

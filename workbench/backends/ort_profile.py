@@ -231,8 +231,7 @@ def profile_session(engine: OrtEngine, feeds: Feeds, *, iterations: int = 20, wa
         optimized = base.graph_optimization_level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if optimized:
             opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        session = ort.InferenceSession(model_bytes(engine.model), opts, providers=["CPUExecutionProvider"],
-                                       disabled_optimizers=engine.disabled_optimizers)
+        session = ort.InferenceSession(model_bytes(engine.model), opts, providers=["CPUExecutionProvider"])
         runs = warmup + iterations
         try:
             for i in range(runs):

@@ -151,6 +151,7 @@ def _invalid_node(model: onnx.ModelProto) -> onnx.NodeProto | None:
 
 QDQ_OPSET = 13  # QuantizeLinear/DequantizeLinear-13: per-channel scales (axis); 10-12 take one scale per tensor
 FP16_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear-19: float16 inputs and scales (13-18: float32 only)
+FP8_QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear-19: float8e4m3fn zero points (the first with float8 types)
 _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
@@ -187,16 +188,16 @@ def _mentions_float16(model: onnx.ModelProto) -> bool:
     return False
 
 
-def _for_qdq(model: onnx.ModelProto, per_channel: bool, where: str = "quantize_model"
+def _for_qdq(model: onnx.ModelProto, per_channel: bool, where: str = "quantize_model", *, fp8: bool = False
              ) -> tuple[onnx.ModelProto, bool, list[str]]:
     """``(model, per_channel, notes)``: ``model`` itself at an opset whose Q/DQ take what it needs (13: per-channel
-    scales; 19: float16 tensors and scales, for a model computing in fp16); an older model converted with onnx's
-    version converter (noted); where that fails, per-tensor Q/DQ at opset 10-12 (noted) for a float32 model, else
-    EditError."""
+    scales; 19: float16 tensors and scales, for a model computing in fp16, and float8e4m3fn for ``fp8``); an older
+    model converted with onnx's version converter (noted); where that fails, per-tensor Q/DQ at opset 10-12 (noted)
+    for a float32 int8 model, else EditError."""
     opset = _opset(model)
     fp16 = _float16_reader(model) if opset < FP16_QDQ_OPSET else None
-    target = FP16_QDQ_OPSET if fp16 else QDQ_OPSET
-    if opset >= target or (not fp16 and opset >= 10 and not per_channel):
+    target = FP8_QDQ_OPSET if fp8 else FP16_QDQ_OPSET if fp16 else QDQ_OPSET
+    if opset >= target or (not fp8 and not fp16 and opset >= 10 and not per_channel):
         return model, per_channel, []
     from onnx import version_converter
 
@@ -208,6 +209,11 @@ def _for_qdq(model: onnx.ModelProto, per_channel: bool, where: str = "quantize_m
         onnx.checker.check_model(converted)
     except Exception as exc:  # the converter raises RuntimeError/ValidationError naming the op it cannot adapt
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if fp8:
+            raise EditError(f"{where}: fp8 QuantizeLinear/DequantizeLinear (float8e4m3fn) need ONNX opset "
+                            f"{FP8_QDQ_OPSET}; the model is opset {opset} and onnx's version converter could not "
+                            f"convert it: {reason}",
+                            hint=f"export the model with opset {FP8_QDQ_OPSET} or newer, or quantize to int8") from exc
         if fp16:
             raise EditError(f"{where}: node '{fp16[0]}' reads float16 tensor '{fp16[1]}', and QuantizeLinear/"
                             f"DequantizeLinear take float16 only from ONNX opset {FP16_QDQ_OPSET}; the model is opset "
@@ -220,7 +226,8 @@ def _for_qdq(model: onnx.ModelProto, per_channel: bool, where: str = "quantize_m
         raise EditError(f"{where}: the model is ONNX opset {opset}, which has no QuantizeLinear/DequantizeLinear, and "
                         f"onnx's version converter could not convert it to opset {QDQ_OPSET}: {reason}",
                         hint=f"export the model with opset {QDQ_OPSET} or newer") from exc
-    why = (f"for float16 QuantizeLinear/DequantizeLinear (node '{fp16[0]}' computes in fp16)" if fp16
+    why = ("for fp8 QuantizeLinear/DequantizeLinear (float8e4m3fn)" if fp8
+           else f"for float16 QuantizeLinear/DequantizeLinear (node '{fp16[0]}' computes in fp16)" if fp16
            else "for per-channel QuantizeLinear/DequantizeLinear")
     return converted, per_channel, [
         f"{where}: the model was ONNX opset {opset}; converted to opset {target} with onnx's version converter "

@@ -26,8 +26,10 @@ Paraphrased, not quoted:
    and the operator that uses them ("Explicit Quantization", Quantized Weights); we quantize offline.
 6. Ops that TensorRT runs better in float (Softmax, LayerNorm, Resize, reductions, element-wise ops other
    than residual adds) get no Q/DQ.
-7. FP8 (float8e4m3fn) Q/DQ needs ONNX opset >= 19 (QuantizeLinear-19); older models raise an error
-   instead of being silently upgraded.
+7. FP8 (float8e4m3fn) Q/DQ needs ONNX opset >= 19 (QuantizeLinear-19); an older model is converted with onnx's
+   version converter, with a warning that says so (refused with the converter's reason where it fails). Scales
+   as TensorRT's FP8 recipe and ModelOpt set them: activations ``amax / 448`` per tensor, weights per output
+   channel.
 8. Output heads stay float in the default recipe (``Quantize.float_heads``, the CLI's default; here
    ``float_heads=True``; ours, measured in docs/int8_accuracy.md): a
    weighted op with no other weighted op between it and a graph output (a detector's score and box convs, a
@@ -40,6 +42,11 @@ Paraphrased, not quoted:
    them; an older model is converted with onnx's version converter, and told); float16 weight scales are rounded
    up, so no channel clips or gets a zero scale. ``target="onnxruntime"`` quantizes it in float32 instead
    (:mod:`workbench.precision.upcast`: ONNX Runtime's integer kernels take float32 only).
+10. FP8 leaves float the convolutions TensorRT has no FP8 kernels for, as ModelOpt's FP8 mode does
+   (``find_nodes_from_convs_to_exclude``, nvidia-modelopt 0.47): a Conv whose weight has 16 or fewer input channels
+   per group (depthwise convs, an RGB stem) or output channels, or a filter of more than 32 taps
+   (:func:`fp8_float_convs`; ``nodes`` chooses otherwise). On BlazeFace (its 32 depthwise convs) this took FP8's
+   output error from rel 0.60 to 0.17 (docs/fp8.md).
 
 Q/DQ nodes keep the original tensor names on the full-precision side: the producer still writes ``T``,
 ``Q`` writes ``T__q`` and ``DQ`` writes ``T__dq``, which the quantized consumers read. A weight ``W``
@@ -69,7 +76,6 @@ from ._common import (
     _float_dtype,
     _for_qdq,
     _is_float,
-    _opset,
     _producers,
     _scale_values,
     _subgraph_refs,
@@ -81,7 +87,7 @@ from .scales import ScaleCache
 from .upcast import float32_compute, with_aliases
 
 __all__ = ["TARGETS", "WEIGHTED_OPS", "quantization_targets", "quantizable_nodes", "activation_tensors",
-           "check_dtype", "check_target", "quantize_model", "output_heads"]
+           "check_dtype", "check_target", "quantize_model", "output_heads", "fp8_float_convs"]
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _Q = {"int8": (TensorProto.INT8, 127.0), "fp8": (TensorProto.FLOAT8E4M3FN, 448.0)}
@@ -145,6 +151,33 @@ def output_heads(model: onnx.ModelProto) -> list[str]:
             continue
         stack.extend(i for i in n.input if i)
     return [n.name for n in model.graph.node if n.name in heads]
+
+
+FP8_MIN_CHANNELS = 16  # ModelOpt's _MIN_CHANNELS_FP8: a Conv with this many input or output channels or fewer
+FP8_MAX_TAPS = 32  # ModelOpt: "The filter size for FP8 conv kernels should be less than 32"
+
+
+def fp8_float_convs(model: onnx.ModelProto) -> list[str]:
+    """Conv nodes an FP8 quantization leaves float (rule 10): weight input channels (per group) or output channels
+    at most :data:`FP8_MIN_CHANNELS`, or more than :data:`FP8_MAX_TAPS` filter taps; a Conv whose weight is not a
+    constant too. In graph order."""
+    shapes = {i.name: list(i.dims) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.output:
+            for a in n.attribute:
+                if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+                    shapes[n.output[0]] = list(a.t.dims)
+    out = []
+    for n in model.graph.node:
+        if n.op_type != "Conv":
+            continue
+        w = shapes.get(n.input[1]) if len(n.input) > 1 else None
+        if w is None or len(w) < 3:
+            out.append(n.name)
+            continue
+        if min(w[0], w[1]) <= FP8_MIN_CHANNELS or int(np.prod(w[2:])) > FP8_MAX_TAPS:
+            out.append(n.name)
+    return out
 
 
 def _float_heads(model: onnx.ModelProto, nodes: Sequence[str], float_heads: bool) -> set[str]:
@@ -300,14 +333,10 @@ def _zero_point(name: str, dtype: str, shape: Sequence[int] = ()) -> TensorProto
 
 
 def check_dtype(model: onnx.ModelProto, dtype: str) -> None:
-    """Raise :class:`EditError` unless ``dtype`` is int8, or fp8 on a model with opset >= 19."""
+    """Raise :class:`EditError` unless ``dtype`` is int8 or fp8 (a model older than opset 19 is converted for fp8 by
+    :func:`quantize_model`, rule 7)."""
     if dtype not in _Q:
         raise EditError(f"unknown quantization dtype '{dtype}'", hint="use int8 or fp8")
-    if dtype == "fp8" and _opset(model) < 19:
-        raise EditError(
-            f"fp8 Q/DQ needs ONNX opset 19 or newer; this model is opset {_opset(model)}",
-            hint="use dtype int8, or upgrade the model first: onnx.version_converter.convert_version(model, 19) "
-                 "(check the converted model's accuracy), then quantize again")
 
 
 def check_target(target: str) -> None:
@@ -316,12 +345,12 @@ def check_target(target: str) -> None:
         raise EditError(f"unknown Q/DQ placement target '{target}'", hint=f"use one of {list(TARGETS)}")
 
 
-def _qdq_ready(model: onnx.ModelProto, per_channel: bool) -> tuple[onnx.ModelProto, bool]:
-    """The model at an opset whose Q/DQ take the scales asked for (converted when older; warned). A model with no
-    weighted op in its main graph gets no Q/DQ, so it is not converted."""
+def _qdq_ready(model: onnx.ModelProto, per_channel: bool, dtype: str = "int8") -> tuple[onnx.ModelProto, bool]:
+    """The model at an opset whose Q/DQ take the scales and ``dtype`` asked for (converted when older; warned). A
+    model with no weighted op in its main graph gets no Q/DQ, so it is not converted."""
     if not any(n.op_type in WEIGHTED_OPS for n in model.graph.node):
         return model, per_channel
-    model, per_channel, notes = _for_qdq(model, per_channel)
+    model, per_channel, notes = _for_qdq(model, per_channel, fp8=dtype == "fp8")
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=3)
     return model, per_channel
@@ -362,7 +391,9 @@ def quantize_model(
         return _quantize_for_ort(model, with_aliases(scales, up.aliases), exclude=exclude, nodes=nodes, per_channel=per_channel,
                                  float_heads=float_heads)
     check_dtype(model, dtype)
-    model, per_channel = _qdq_ready(model, per_channel)
+    model, per_channel = _qdq_ready(model, per_channel, dtype)
+    if dtype == "fp8" and not nodes:  # rule 10
+        exclude = (*exclude, *(n for n in fp8_float_convs(model) if n not in set(exclude)))
     model = _typed(model)
     infos = tensor_infos(model)
     amax = scales.amax() if isinstance(scales, ScaleCache) else {k: float(v) for k, v in scales.items()}

@@ -58,6 +58,7 @@ from ..precision import (
 from ..precision.allowed import NodeChoices
 from ..precision.allowed import allowed_precisions as node_choices
 from ..precision.convert import range_guards
+from ..precision.qdq import fp8_float_convs
 from ..precision.qdq_ort import uint8_params
 from ..recipe import CalibrationSettings, ConvertPrecision, Edit, FuseBatchNorm, Quantize
 from ..session import Session
@@ -302,7 +303,11 @@ def quant_params(stats: TensorStats, threshold: float, *, target: str = "tensorr
 
 
 def _excluded(model: onnx.ModelProto, settings: QuantizeSettings) -> list[str]:
-    return select_nodes(model, list(settings.exclude), what="exclude") if settings.exclude else []
+    """The user's exclusions; for fp8 (TensorRT placement) also the convs FP8 leaves float (precision.qdq, rule 10)."""
+    chosen = select_nodes(model, list(settings.exclude), what="exclude") if settings.exclude else []
+    if settings.dtype == "fp8" and settings.target == "tensorrt":
+        chosen += [n for n in fp8_float_convs(model) if n not in set(chosen)]
+    return chosen
 
 
 def _calibrated_tensors(model: onnx.ModelProto, excluded: list[str], settings: QuantizeSettings) -> list[str]:
@@ -337,6 +342,11 @@ def calibrate(session: Session, data: Any, settings: QuantizeSettings = Quantize
     model = session.model
     start = time.perf_counter()
     tensors = _calibrated_tensors(model, _excluded(model, settings), settings)
+    if not tensors and settings.dtype == "fp8" and fp8_float_convs(model):
+        raise CalibrationError(
+            f"nothing to quantize in fp8: FP8 leaves float the {len(fp8_float_convs(model))} convs of this model that "
+            "TensorRT's FP8 kernels do not serve (16 or fewer channels, depthwise, more than 32 filter taps), and the "
+            "output heads stay float", hint="use --dtype int8 for this model (docs/fp8.md)")
     ds = data if isinstance(data, Dataset) else load_data(data, model)
     source = data if isinstance(data, (str, Path)) else ds  # a path: the cache is keyed by the file's digest
     cache = calibrate_model(model, source, method=settings.method, percentile=settings.percentile,
