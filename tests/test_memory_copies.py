@@ -120,3 +120,51 @@ def test_fp16_with_no_node_to_convert_makes_no_copy_and_no_reference_run(tmp_pat
     s2 = Session(tmp_path / "t.onnx", cache_dir=tmp_path / "cache2")
     r2 = convert(s2, "fp16", data=data)
     assert r2.converted == ("relu",) and r2.data is not None and s2.model is not s2.original
+
+
+def _spy(monkeypatch, module, name: str, calls: list[str], real):
+    def spy(*args, **kwargs):
+        calls.append(name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy, raising=False)
+
+
+def test_ort_profile_opens_one_session_on_the_model_as_it_is(tmp_path, monkeypatch):
+    """profile_model copied a given ModelProto (load_model), serialised it for an engine it only read options from,
+    then again for the profiling session; from its file it serialises nothing."""
+    from workbench.backends import ort, ort_profile
+    from workbench.graph import load_model, model_bytes
+
+    model = _table_model(5_000)
+    feeds = {"x": np.linspace(-1, 1, 5_000, dtype=np.float32)[None]}
+    calls: list[str] = []
+    for module in (ort, ort_profile):
+        _spy(monkeypatch, module, "model_bytes", calls, model_bytes)
+    _spy(monkeypatch, ort_profile, "load_model", calls, load_model)
+    table = ort_profile.profile_model(model, feeds, iterations=2)
+    assert calls == ["model_bytes"]
+    assert {n for r in table.records() for n in r["onnx_nodes"]} <= {"relu", "linear"} and table.records()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    calls.clear()
+    again = ort_profile.profile_model(model, feeds, iterations=2, path=path)
+    assert calls == [] and [r["type"] for r in again.records()] == [r["type"] for r in table.records()]
+
+
+def test_session_model_file_is_the_file_while_the_model_is_it(tmp_path):
+    path = tmp_path / "m.onnx"
+    model = _table_model(5_000)
+    onnx.save(model, path)
+    s = Session(path, cache_dir=tmp_path / "cache")
+    assert s.model_file == path.resolve()
+    s.apply_all(list(CLEANUPS))  # idle: still the file's model
+    assert s.model_file == path.resolve()
+    s.apply(R.BypassNode(node="relu"))
+    assert s.model_file is None
+    s.undo()
+    assert s.model_file == path.resolve()
+    unnamed = _table_model(5_000)
+    unnamed.graph.node[0].name = ""  # the session names it: the model is no longer the file's
+    onnx.save(unnamed, tmp_path / "u.onnx")
+    assert Session(tmp_path / "u.onnx", cache_dir=tmp_path / "cache2").model_file is None

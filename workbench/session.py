@@ -234,6 +234,14 @@ class Session:
             return self._model_for(self._history[self._cursor])
 
     @property
+    def model_file(self) -> Path | None:
+        """The model file, when the current model is what it holds (no edit changed the model, no node was named on
+        loading): ONNX Runtime can read it instead of the model serialised again. None otherwise."""
+        with self._locked():
+            same = self._model_for(self._history[self._cursor]) is self.original
+            return self.source_path if same and not self.recipe.node_names else None
+
+    @property
     def digest(self) -> str:
         """The current recipe's digest (names its cached models and engines)."""
         return self.recipe.digest()

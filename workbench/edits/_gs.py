@@ -64,9 +64,9 @@ def _is_table(value: object) -> TypeGuard[np.ndarray]:
     return isinstance(value, np.ndarray) and value.ndim == 1 and value.size > _LONG_LIST and value.dtype.kind in "fiuSU"
 
 
-def _table_attribute(name: str, values: np.ndarray) -> onnx.AttributeProto:
-    """An attribute holding a 1-D array: FLOATS (as float32), INTS or STRINGS by its dtype, without a Python list."""
-    attr = onnx.AttributeProto(name=name)
+def _table_attribute(attr: onnx.AttributeProto, name: str, values: np.ndarray) -> None:
+    """Make ``attr`` hold a 1-D array: FLOATS (as float32), INTS or STRINGS by its dtype, without a Python list."""
+    attr.name = name
     if values.dtype.kind == "f":
         attr.type = onnx.AttributeProto.FLOATS
         attr.floats.extend(values.astype(np.float32, copy=False))
@@ -76,7 +76,6 @@ def _table_attribute(name: str, values: np.ndarray) -> onnx.AttributeProto:
     else:
         attr.type = onnx.AttributeProto.STRINGS
         attr.strings.extend(values if values.dtype.kind == "S" else np.char.encode(values, "utf-8"))
-    return attr
 
 
 def _without_tables(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -116,11 +115,13 @@ def to_model(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
             graph.nodes[i].attrs = attrs
     for i, attrs in taken.items():
         node = out.graph.node[i]
-        exported = {a.name: a for a in node.attribute}
-        ordered = [_table_attribute(k, v) if _is_table(v) else exported[k] for k, v in attrs.items() if
-                   _is_table(v) or k in exported]
+        exported = {a.name: onnx.AttributeProto.FromString(a.SerializeToString()) for a in node.attribute}
         del node.attribute[:]
-        node.attribute.extend(ordered)
+        for k, v in attrs.items():  # each table written once, in place (a table built apart is copied in again)
+            if _is_table(v):
+                _table_attribute(node.attribute.add(), k, v)
+            elif k in exported:
+                node.attribute.append(exported[k])
     out.ir_version = like.ir_version
     out.producer_name, out.producer_version = like.producer_name, like.producer_version
     out.domain, out.model_version, out.doc_string = like.domain, like.model_version, like.doc_string

@@ -313,7 +313,8 @@ def profile_onnxruntime(session: Session, *, data: Data = None, shapes: Shapes =
     source = load_data(data, model) if isinstance(data, (str, os.PathLike)) else data
     feeds = timing_feeds(model, source, batch=batch, shapes=dims)
     label = label or f"ort-cpu{'' if optimize else '-noopt'}"
-    table = profile_model(model, feeds, optimize=optimize, iterations=iterations, progress=progress, cancel=cancel)
+    table = profile_model(model, feeds, optimize=optimize, iterations=iterations, path=session.model_file,
+                          progress=progress, cancel=cancel)
     used = {k: list(v.shape) for k, v in feeds.items()}
     saved = None
     if save:  # a derived artefact, keyed by the model's digest, reloaded by the next tab
