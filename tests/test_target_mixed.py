@@ -135,3 +135,12 @@ def test_cli_reports_the_mixed_plan(tmp_path: Path, capsys: pytest.CaptureFixtur
                      "-o", str(tmp_path / "q.onnx")])
     out = capsys.readouterr().out
     assert code == 0 and "kept 2 layers in high precision (1 FP16, 1 FP32)" in out and "(met)" in out
+
+
+def test_methods_that_meet_the_target_skip_the_sensitivity_pass(tmp_path: Path) -> None:
+    session, t = _target(tmp_path, _stiff(0.0), "tensorrt", tolerance=1.0)
+    assert t.met and t.kept == () and t.plans_tried == 0 and "alone meet" in t.message
+    assert t.after == t.before == pytest.approx(t.methods[t.method], abs=1e-6) and dict(t.layers) == {"int8": 3, "fp16": 0, "fp32": 0}
+    assert t.estimated_cost == t.cost_all_int8 == pytest.approx(0.25)
+    quantize = session.recipe.edits[-1]
+    assert quantize.kind == "quantize" and quantize.exclude == () and quantize.method == t.method

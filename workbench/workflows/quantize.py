@@ -464,7 +464,7 @@ def to_target(session: Session, data: Dataset, metric: str | Metric, tolerance: 
     session's Quantize edit is replaced by the result (one recipe)."""
     from ..backends.ort import OrtEngine
     from ..compare import accuracy, output_error
-    from ..debug import debug_precision, estimated_cost, evaluate, mixed_models, recipe_models
+    from ..debug import debug_precision, estimated_cost, evaluate, low_precision_layers, mixed_models, recipe_models
     from ..replay import replay
 
     if isinstance(metric, str):
@@ -502,12 +502,21 @@ def to_target(session: Session, data: Dataset, metric: str | Metric, tolerance: 
         return fp32 - value <= tol + 1e-12 if higher else value <= tol + 1e-12
 
     tensor_methods: dict[str, str] = {}
-    if not met(scores[best]):  # per tensor, where the chosen method clips most, the method that serves it better
-        chosen, tensor_methods = _tensor_methods(session, chosen, scores[best], score, met, higher_is_better=higher,
-                                                 progress=progress, cancel=cancel)
+    value = scores[best]
+    if not met(value):  # per tensor, where the chosen method clips most, the method that serves it better
+        chosen, tensor_methods, value = _tensor_methods(session, chosen, value, score, met, higher_is_better=higher,
+                                                        progress=progress, cancel=cancel)
     recipe = session.recipe.replace(edits=(*session.recipe.edits[:-1], chosen))
     reference, mixed = mixed_models(session.original, recipe, session.cache_dir)
     candidate = mixed((), ())
+    all_int8 = estimated_cost(candidate, reference)
+    rounded = {k: round(v, 6) for k, v in scores.items()}
+    if met(value):  # the methods alone meet it: no layer to keep, no sensitivity pass
+        session.set_recipe(recipe)
+        layers = len(low_precision_layers(reference, candidate))
+        return TargetResult(metric.name, tol, rounded, best, tensor_methods, fp32 if higher else 0.0, value, value,
+                            True, (), "the calibration methods alone meet the tolerance: nothing kept in high "
+                            "precision", all_int8, all_int8, 0, data.samples, (), {"int8": layers, "fp16": 0, "fp32": 0})
     report(progress, 0, 0, "target: sensitivity and plan")
     result = debug_precision(reference, candidate, data, factory=lambda keep: mixed(keep, ()),
                              mixed=mixed if chosen.target == "tensorrt" else None, metric=metric, tolerance=tol,
@@ -516,10 +525,9 @@ def to_target(session: Session, data: Dataset, metric: str | Metric, tolerance: 
     plan = result.plan
     layers = len(result.sensitivity.ranking)
     counts = {"int8": layers - len(plan.keep), "fp16": len(plan.fp16), "fp32": len(plan.keep) - len(plan.fp16)}
-    return TargetResult(metric.name, tol, {k: round(v, 6) for k, v in scores.items()}, best, tensor_methods,
-                        result.metric_reference, result.metric_before, plan.metric, plan.met, tuple(plan.keep),
-                        plan.message, plan.cost, estimated_cost(candidate, reference), len(plan.tried.rows),
-                        result.sensitivity.samples, tuple(plan.fp16), counts)
+    return TargetResult(metric.name, tol, rounded, best, tensor_methods, result.metric_reference,
+                        result.metric_before, plan.metric, plan.met, tuple(plan.keep), plan.message, plan.cost,
+                        all_int8, len(plan.tried.rows), result.sensitivity.samples, tuple(plan.fp16), counts)
 
 
 TENSOR_SEARCH = 8  # tensors tried per-tensor methods in the target mode (those whose chosen threshold clips most)
@@ -527,10 +535,10 @@ TENSOR_SEARCH = 8  # tensors tried per-tensor methods in the target mode (those 
 
 def _tensor_methods(session: Session, edit: Quantize, value: float, score: Callable[[Quantize], float],
                     met: Callable[[float], bool], *, higher_is_better: bool, progress: Progress | None,
-                    cancel: Cancel) -> tuple[Quantize, dict[str, str]]:
+                    cancel: Cancel) -> tuple[Quantize, dict[str, str], float]:
     """Greedy per-tensor calibration methods over ``edit.method``: for the :data:`TENSOR_SEARCH` tensors whose
     chosen threshold clips the largest share of their calibration values, each other method whose threshold
-    differs, kept where the whole-model metric improves; stops once ``met``. (edit, {tensor: method})."""
+    differs, kept where the whole-model metric improves; stops once ``met``. (edit, {tensor: method}, metric)."""
     cache = ScaleCache.load(Path(session.cache_dir) / "scales" / f"{edit.scales}.json").with_method(edit.method)
     clip = {t: s.clipped.get(edit.method, 0.0) for t, s in cache.tensors.items() if s.override is None}
     order = sorted((t for t in clip if clip[t] > 0), key=lambda t: -clip[t])[:TENSOR_SEARCH]
@@ -550,7 +558,7 @@ def _tensor_methods(session: Session, edit: Quantize, value: float, score: Calla
             if (tried[m] > value) if higher_is_better else (tried[m] < value):
                 methods[t], value = m, tried[m]
     chosen = {t: m for t, m in methods.items() if m != edit.method}
-    return dataclasses.replace(edit, methods=chosen), {t: chosen[t] for t in chosen if t not in edit.methods}
+    return dataclasses.replace(edit, methods=chosen), {t: chosen[t] for t in chosen if t not in edit.methods}, value
 
 
 # --- convert ---------------------------------------------------------------------------------------------
