@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +187,7 @@ def forked(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     _, status = os.waitpid(pid, 0)
     if not text:
         code = os.waitstatus_to_exitcode(status)
-        return {"error": f"died ({'signal ' + str(-code) if code < 0 else 'exit ' + str(code)})"}
+        return {"error": f"died ({'signal ' + str(-code) if code < 0 else 'exit ' + str(code)}, pid {pid})"}
     return json.loads(text)
 
 
@@ -293,6 +294,7 @@ def write_calib(calib: Any, work: Path) -> None:
 
 
 def read_calib(work: Path) -> Any:
+    """What :func:`write_calib` wrote, as ``corpus.samples.Inputs``."""
     from corpus.samples import Inputs
 
     meta = json.loads((work / "calib.json").read_text())
@@ -303,42 +305,45 @@ def read_calib(work: Path) -> Any:
     return out
 
 
-def worker(family: str, model_id: str, work: str, tools: Sequence[str]) -> None:
-    """Run ``tools`` of one family (ours | ort) one after the other in this child, on the calibration samples in
-    ``work``; print one JSON line per tool: {tool, seconds, peak_mb, peak_total_mb}, {tool, refused} or
-    {tool, error}. The libraries are imported before the first clock starts."""
-    from corpus.fetch import load_manifest
-    from corpus.samples import as_workbench_data, model_file
+def worker(family: str, jobs_file: str) -> None:
+    """Run one family's tools (ours | ort) on every job of ``jobs_file`` ({model, path, work, tools} each), a forked
+    process per tool, on the calibration samples in the job's ``work``; print one JSON line per tool: {model, tool,
+    seconds, peak_mb, peak_total_mb}, {model, tool, refused} or {model, tool, error}. The library is imported once,
+    before any clock starts."""
+    from corpus.samples import as_workbench_data
 
-    path = model_file(load_manifest(model_id))
-    inputs = read_calib(Path(work))
     if family == "ours":
         import workbench.workflows.quantize  # noqa: F401 - imported before the clock, as the anchors' are
-
-        data = as_workbench_data(inputs)
     else:
         import onnxruntime.quantization  # noqa: F401
-    def one(tool: str) -> dict[str, Any]:
-        try:
-            return _ours(path, data, tool, Path(work)) if family == "ours" else _ort(path, inputs, tool, Path(work))
-        except Exception as exc:  # noqa: BLE001 - the tool's own failure, reported in a line
-            return {"error": ("internal error: " if family == "ours" else "") + failure(exc)}
+    for job in json.loads(Path(jobs_file).read_text()):
+        path, work = Path(job["path"]), Path(job["work"])
+        inputs = read_calib(work)
+        data = as_workbench_data(inputs) if family == "ours" else None
 
-    for tool in tools:
-        print(json.dumps({"tool": tool, **forked(lambda t=tool: one(t))}), flush=True)
+        for tool in job["tools"]:
+            r = forked(lambda t=tool, p=path, d=data, i=inputs, w=work: _one(family, t, p, d, i, w))
+            print(json.dumps({"model": job["model"], "tool": tool, **r}), flush=True)
+
+
+def _one(family: str, tool: str, path: Path, data: Any, inputs: Any, work: Path) -> dict[str, Any]:
+    try:
+        return _ours(path, data, tool, work) if family == "ours" else _ort(path, inputs, tool, work)
+    except Exception as exc:  # noqa: BLE001 - the tool's own failure, reported in a line
+        return {"error": ("internal error: " if family == "ours" else "") + failure(exc)}
 
 
 MODELOPT = r"""
 import json, sys
 import numpy as np
-src, work, here, tools = sys.argv[1:5]
+jobs_file, here = sys.argv[1:3]
 sys.path.insert(0, here)
 from bench_corpus import failure, forked, measured
 import onnx
 from modelopt.onnx.autocast import convert_to_mixed_precision
 from modelopt.onnx.quantization import quantize
 
-def one(tool):
+def one(src, work, tool):
     try:
         if tool == "modelopt_int8":
             data = dict(np.load(f"{work}/modelopt_calib.npz"))
@@ -352,53 +357,62 @@ def one(tool):
     except Exception as exc:
         return {"error": failure(exc)}
 
-for tool in tools.split(","):
-    print(json.dumps({"tool": tool, **forked(lambda: one(tool))}), flush=True)
+for job in json.load(open(jobs_file)):
+    for tool in job["tools"]:
+        r = forked(lambda: one(job["path"], job["work"], tool))
+        print(json.dumps({"model": job["model"], "tool": tool, **r}), flush=True)
 """
 
 
-def _child(cmd: list[str], timeout: float, rss_limit_mb: float) -> tuple[dict[str, dict[str, Any]], str]:
-    """Run ``cmd`` in a scratch folder (ONNX Runtime's quantization tools write sym_shape_infer_temp.onnx and
-    <uuid>.data into the working directory), stopped past ``timeout`` s or ``rss_limit_mb`` of RSS. Returns the
-    results it printed ({tool: JSON line}) and, when it did not end cleanly, why (for the tools it did not reach)."""
+def _child(cmd: list[str], tool_timeout: float, rss_limit_mb: float) -> tuple[dict[tuple[str, str], Any], str]:
+    """Run ``cmd`` (a family's interpreter, which forks a process per tool) in a scratch folder (ONNX Runtime's
+    quantization tools write sym_shape_infer_temp.onnx and <uuid>.data into the working directory). A tool's
+    process past ``tool_timeout`` s or ``rss_limit_mb`` MB of RSS is stopped (its result says so) and the family
+    goes on. Returns {(model, tool): its JSON line} and, when the interpreter itself did not end cleanly, why."""
     import psutil
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    stopped = ""
+    stopped: dict[int, str] = {}
     with tempfile.TemporaryDirectory(prefix="bench_corpus_cwd_") as scratch, \
             tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, cwd=scratch)
-        proc, start = psutil.Process(p.pid), time.monotonic()
+        proc = psutil.Process(p.pid)
         while p.poll() is None:
-            try:  # each tool runs in a forked grandchild: the largest process of the tree
-                rss = max(q.memory_info().rss for q in [proc, *proc.children(recursive=True)]) / 2**20
-            except psutil.NoSuchProcess:  # one ended between the listing and the reading
-                rss = 0.0
-            if rss > rss_limit_mb:
-                stopped = f"stopped: RSS over {rss_limit_mb / 1024:.0f} GB"
-            elif time.monotonic() - start > timeout:
-                stopped = f"stopped: over {timeout:.0f} s"
-            if stopped:
-                for q in proc.children(recursive=True):
-                    q.kill()
-                p.kill()
-                break
+            try:
+                tools = proc.children(recursive=False)
+            except psutil.NoSuchProcess:
+                tools = []
+            for q in tools:
+                if q.pid in stopped:
+                    continue
+                try:
+                    rss = max(x.memory_info().rss for x in [q, *q.children(recursive=True)]) / 2**20
+                    age = time.time() - q.create_time()
+                except psutil.NoSuchProcess:  # it ended between the listing and the reading
+                    continue
+                why = (f"stopped: RSS over {rss_limit_mb / 1024:.0f} GB" if rss > rss_limit_mb else
+                       f"stopped: over {tool_timeout:.0f} s" if age > tool_timeout else "")
+                if why:
+                    stopped[q.pid] = why
+                    for x in [*q.children(recursive=True), q]:
+                        x.kill()
             time.sleep(0.2)
-        p.wait()
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    results = {}
+    results: dict[tuple[str, str], Any] = {}
     for line in stdout.splitlines():
         try:
             r = json.loads(line)
         except ValueError:
             continue
-        if isinstance(r, dict) and "tool" in r:
+        if isinstance(r, dict) and "tool" in r and "model" in r:
+            key = (r.pop("model"), r.pop("tool"))
             if "error" in r:
-                r["error"] = short_reason(r["error"])
-            results[r.pop("tool")] = r
-    why = stopped or ("" if p.returncode == 0 else f"failed: exit {p.returncode}: {short_reason(stderr or stdout)}")
+                m = re.search(r"died \(.*pid (\d+)\)", r["error"])
+                r["error"] = stopped.get(int(m.group(1)), r["error"]) if m else short_reason(r["error"])
+            results[key] = r
+    why = "" if p.returncode == 0 else f"failed: exit {p.returncode}: {short_reason(stderr or stdout)}"
     return results, why
 
 
@@ -514,32 +528,57 @@ def _reason(r: Mapping[str, Any]) -> str:
     return e if e.startswith(("stopped:", "failed:")) else f"failed: {e}"
 
 
-def run_tools(mid: str, path: Path, work: Path, tools: Sequence[str], args: argparse.Namespace
-              ) -> dict[str, dict[str, Any]]:
-    """Every tool in ``tools``, a child process per family (ours; ORT's four; ModelOpt's INT8 and AutoCast, which
-    share its slow import): {tool: its JSON result}, a tool the child did not reach given the child's reason."""
-    families = [(["ours"], [t for t in ("ours_trt", "ours_ort", "ours_fp16") if t in tools]),
-                (["ort"], [t for t in ORT_TOOLS if t in tools]),
-                ([], [t for t in ("modelopt_int8", "modelopt_autocast") if t in tools])]
-    results: dict[str, dict[str, Any]] = {}
-    for family, chosen in families:
-        if not chosen:
+def run_tools(jobs: Sequence[Job], args: argparse.Namespace, tmp: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every job's tools, one interpreter per family over all jobs (ours; ORT's four; ModelOpt's INT8 and
+    AutoCast): {(model, tool): its JSON result}; a tool the family did not reach gets the family's reason."""
+    families = {"ours": ("ours_trt", "ours_ort", "ours_fp16"), "ort": tuple(ORT_TOOLS),
+                "modelopt": ("modelopt_int8", "modelopt_autocast")}
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    for family, members in families.items():
+        todo = [{"model": j.mid, "path": str(j.path), "work": str(j.work),
+                 "tools": [t for t in j.tools if t in members]} for j in jobs]
+        todo = [t for t in todo if t["tools"]]
+        if not todo:
             continue
-        if family:
-            cmd = [sys.executable, __file__, "--worker", family[0], mid, str(work), "--tools", *chosen]
+        jobs_file = tmp / f"jobs_{family}.json"
+        jobs_file.write_text(json.dumps(todo))
+        if family == "modelopt":
+            cmd = [MODELOPT_PYTHON, "-c", MODELOPT, str(jobs_file), HERE]
         else:
-            cmd = [MODELOPT_PYTHON, "-c", MODELOPT, str(path), str(work), HERE, ",".join(chosen)]
-        got, why = _child(cmd, args.timeout * len(chosen), args.rss_limit)
-        for tool in chosen:
-            results[tool] = got[tool] if tool in got else {"error": why or "failed: no result"}
+            cmd = [sys.executable, __file__, "--worker", family, str(jobs_file)]
+        print(f"  {family}: {sum(len(t['tools']) for t in todo)} runs", flush=True)
+        got, why = _child(cmd, args.timeout, args.rss_limit)
+        for t in todo:
+            for tool in t["tools"]:
+                key = (t["model"], tool)
+                results[key] = got[key] if key in got else {"error": why or "failed: no result"}
     return results
 
 
-def bench_model(manifest: Mapping[str, Any], args: argparse.Namespace, mo_ok: bool, work: Path,
-                old: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """One model's row; with ``args.only_ours`` and ``old`` (its saved row) on the same samples, only
-    :data:`ONLY_OURS` run again and the anchors' cells are kept (each tool's commit in ``commits``)."""
-    from corpus.metrics import task_metric
+@dataclass
+class Job:
+    """One model's samples, its work folder (the calibration samples for the children, the tools' models), the
+    tools to run and its row so far."""
+
+    manifest: Mapping[str, Any]
+    path: Path
+    work: Path
+    inputs: Any
+    evals: Any
+    tools: list[str]
+    row: dict[str, Any]
+
+    @property
+    def mid(self) -> str:
+        """The model's corpus id."""
+        return str(self.manifest["id"])
+
+
+def prepare(manifest: Mapping[str, Any], args: argparse.Namespace, mo_ok: bool, work: Path,
+            old: Mapping[str, Any] | None = None) -> Job:
+    """A model's job: calibration samples written for the children, evaluation samples after them where the data
+    hold both; with ``args.only_ours`` and ``old`` (its saved row) on the same samples, only :data:`ONLY_OURS`
+    run again and the anchors' cells are kept (each tool's commit in ``commits``)."""
     from corpus.samples import model_file
 
     mid = manifest["id"]
@@ -548,21 +587,12 @@ def bench_model(manifest: Mapping[str, Any], args: argparse.Namespace, mo_ok: bo
     calib = part(inputs, 0, args.calib)
     held_out = inputs.samples >= args.calib + args.eval
     evals = part(inputs, args.calib, args.eval) if held_out else part(inputs, 0, args.eval)
+    work.mkdir(parents=True, exist_ok=True)
     write_calib(calib, work)
-    ref = outputs(path, evals)
-    metric, out_name = manifest.get("metric") or "rel_l2", manifest.get("output")
-    opts = manifest.get("metric_options") or {}
-
-    def score(p: Path) -> tuple[float, float]:
-        """The task metric and the output's rel L2 (the metric's output; all outputs' worst without one): on a
-        few samples near a decision boundary the task metric flips with noise the rel L2 shows as such."""
-        got = outputs(p, evals)
-        return (task_metric(metric, ref, got, output=out_name, **opts).value,
-                task_metric("rel_l2", ref, got, output=out_name).value)
-
-    row: dict[str, Any] = {"model": mid, "metric": metric, "calib": calib.samples, "eval": evals.samples,
-                           "held_out": held_out, "data": data_digest(calib, evals), "accuracy": {}, "rel_l2": {},
-                           "qdq_nodes": {}, "cost": {}, "fp16": {}, "throughput": {}, "commits": {}}
+    row: dict[str, Any] = {"model": mid, "metric": manifest.get("metric") or "rel_l2", "calib": calib.samples,
+                           "eval": evals.samples, "held_out": held_out, "data": data_digest(calib, evals),
+                           "accuracy": {}, "rel_l2": {}, "qdq_nodes": {}, "cost": {}, "fp16": {}, "throughput": {},
+                           "commits": {}}
     tools = [t for t in RUNS if mo_ok or not t.startswith("modelopt")]
     if args.only_ours:
         if old and old.get("data") == row["data"]:  # the anchors' cells stand: same samples, anchors unchanged
@@ -573,11 +603,32 @@ def bench_model(manifest: Mapping[str, Any], args: argparse.Namespace, mo_ok: bo
         else:
             print(f"  {mid}: every tool runs (no saved row on the same samples to keep the anchors' cells of)")
     commit = _commit()
-    results = run_tools(mid, path, work, tools, args)
+    row["commits"].update(dict.fromkeys(tools, commit))
+    return Job(manifest, path, work, inputs, evals, tools, row)
+
+
+def finish(job: Job, results: Mapping[tuple[str, str], Mapping[str, Any]], args: argparse.Namespace
+           ) -> dict[str, Any]:
+    """The job's row from its tools' results: each model scored against FP32 on the evaluation samples, ours minus
+    the best anchor, fp16 finiteness, and the ONNX Runtime throughput of FP32, ours and ORT's u8."""
+    from corpus.metrics import task_metric
+
+    manifest, path, work, evals, row, tools = job.manifest, job.path, job.work, job.evals, job.row, job.tools
+    mid = job.mid
+    ref = outputs(path, evals)
+    metric, out_name = row["metric"], manifest.get("output")
+    opts = manifest.get("metric_options") or {}
+
+    def score(p: Path) -> tuple[float, float]:
+        """The task metric and the output's rel L2 (the metric's output; all outputs' worst without one): on a
+        few samples near a decision boundary the task metric flips with noise the rel L2 shows as such."""
+        got = outputs(p, evals)
+        return (task_metric(metric, ref, got, output=out_name, **opts).value,
+                task_metric("rel_l2", ref, got, output=out_name).value)
+
     paths: dict[str, Path] = {}
     for tool in tools:
-        row["commits"][tool] = commit
-        r = results[tool]
+        r = results[(mid, tool)]
         if "refused" in r or "error" in r:
             text = _reason(r)
             if tool in TOOLS:
@@ -617,7 +668,7 @@ def bench_model(manifest: Mapping[str, Any], args: argparse.Namespace, mo_ok: bo
     row.update(shortfalls(row))
     # throughput (ONNX Runtime, optimised; interleaved, fastest run)
     if "ours_ort" in paths and "ort_minmax_u8" in paths:
-        feeds, b = _batch_feeds(manifest, path, inputs, args.batch)
+        feeds, b = _batch_feeds(manifest, path, job.inputs, args.batch)
         t = {"batch": b, **throughput({"fp32": path, "ours": paths["ours_ort"], "ort_u8": paths["ort_minmax_u8"]},
                                       feeds, b, args.seconds, args.threads)}
         t.update(ours_vs_fp32=t["ours"] / t["fp32"], ort_vs_fp32=t["ort_u8"] / t["fp32"],
@@ -714,16 +765,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=4, help="throughput batch for a dynamic sample axis")
     ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per throughput measurement")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for the throughput runs")
-    ap.add_argument("--timeout", type=float, default=1200, help="seconds one tool's child may run")
+    ap.add_argument("--timeout", type=float, default=1200, help="seconds one tool's run may take")
     ap.add_argument("--rss-limit", type=float, default=6144, help="MB of RSS one tool's child may reach")
     ap.add_argument("--only-ours", action="store_true",
                     help="run ours (and ORT u8 for the throughput) again; keep the anchors' saved cells where the "
                          "model's samples are the same")
-    ap.add_argument("--worker", nargs=3, metavar=("FAMILY", "MODEL", "WORK"), help=argparse.SUPPRESS)
-    ap.add_argument("--tools", nargs="+", default=[], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs=2, metavar=("FAMILY", "JOBS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        worker(*args.worker, tools=args.tools)
+        worker(*args.worker)
         return 0
     try:
         from corpus.fetch import manifests
@@ -744,23 +794,33 @@ def main(argv: list[str] | None = None) -> int:
     saved = {r["model"]: r for r in _merged([])}
     result: Mapping[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench_corpus_") as tmp:
+        jobs: list[Job] = []
         for m in chosen:
-            print(f"== {m['id']} ({m.get('metric')})", flush=True)
-            start = time.perf_counter()
-            work = Path(tmp) / m["id"]
-            work.mkdir()
+            print(f"== {m['id']} ({m.get('metric')}): samples", flush=True)
             try:
-                row = bench_model(dict(m), args, not why_mo, work, saved.get(m["id"]))
-            except Exception as exc:  # noqa: BLE001 - a model that cannot be fetched or run: say so, go on
+                jobs.append(prepare(dict(m), args, not why_mo, Path(tmp) / m["id"], saved.get(m["id"])))
+            except Exception as exc:  # noqa: BLE001 - a model that cannot be fetched or read: say so, go on
                 reason = short_reason(f"{type(exc).__name__}: {exc}")
                 print(f"  not run: {reason}")
-                row = {"model": m["id"], "metric": m.get("metric"), "accuracy": {}, "cost": {}, "fp16": {},
-                       "throughput": {}, "error": reason}
+                rows.append({"model": m["id"], "metric": m.get("metric"), "accuracy": {}, "cost": {}, "fp16": {},
+                             "throughput": {}, "error": reason, "commit": commit})
+        start = time.perf_counter()
+        results = run_tools(jobs, args, Path(tmp))
+        per_model = (time.perf_counter() - start) / max(1, len(jobs))
+        for job in jobs:
+            print(f"== {job.mid}: scores", flush=True)
+            t0 = time.perf_counter()
+            try:
+                row = finish(job, results, args)
+            except Exception as exc:  # noqa: BLE001 - its FP32 model does not run on its samples: say so, go on
+                row = {**job.row, "error": short_reason(f"{type(exc).__name__}: {exc}")}
+                print(f"  not scored: {row['error']}")
             row.update(commit=commit, measured=time.strftime("%Y-%m-%d %H:%M:%S"),
-                       bench_seconds=round(time.perf_counter() - start, 1))
+                       bench_seconds=round(per_model + time.perf_counter() - t0, 1))
             rows.append(row)
             result = _save(rows, args, unavailable)  # after every model: a stopped run keeps what it measured
-            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(job.work, ignore_errors=True)
+            job.inputs = job.evals = None
     if result:
         _print(result, {r["model"] for r in rows})
     print(f"wrote {OUT}")
