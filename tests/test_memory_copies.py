@@ -168,3 +168,27 @@ def test_session_model_file_is_the_file_while_the_model_is_it(tmp_path):
     unnamed.graph.node[0].name = ""  # the session names it: the model is no longer the file's
     onnx.save(unnamed, tmp_path / "u.onnx")
     assert Session(tmp_path / "u.onnx", cache_dir=tmp_path / "cache2").model_file is None
+
+
+def test_fp16_planning_types_an_untyped_model_without_copying_its_weights(monkeypatch):
+    """plan_conversion (the Precision tab's per-node choices) and convert_precision typed a model without value_info
+    through a shape-inferred copy of the whole model (1.15 GB for the 194 MB tree ensemble): now inference runs on
+    its weightless skeleton."""
+    from workbench.graph import shapes
+    from workbench.precision import convert_precision, plan_conversion
+
+    w = _w("w", np.random.default_rng(0).standard_normal((64, 2, 3, 3)))
+    model = _model([helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+                    helper.make_node("Relu", ["c"], ["r"], name="relu"),
+                    helper.make_node("ReduceMean", ["r"], ["y"], name="mean", axes=[1], keepdims=1)], [w])
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 1
+    assert not model.graph.value_info  # 'c' and 'r' untyped
+    copied: list[int] = []
+    real = shapes.copy_model
+    monkeypatch.setattr(shapes, "copy_model", lambda m: copied.append(m.ByteSize()) or real(m))
+    plan = plan_conversion(model, "fp16")
+    assert plan["conv"]["precision"] == "fp16" and plan["relu"]["precision"] == "fp16"
+    out = convert_precision(model, "fp16")
+    assert [i.data_type for i in out.graph.initializer] == [TensorProto.FLOAT16]
+    weights = len(w.raw_data)
+    assert copied and all(size < weights for size in copied), (copied, weights)
