@@ -124,7 +124,7 @@ def test_mse_threshold_follows_the_fp8_grid() -> None:
     """FP8 keeps 3 mantissa bits at every magnitude, so clipping a heavy tail buys it little; int8's even steps make
     clipping pay. MSE on each grid picks accordingly."""
     h = RunningHistogram(2048)
-    h.update(RNG.laplace(size=200_000).astype(np.float32))
+    h.update(np.random.default_rng(0).laplace(size=200_000).astype(np.float32))
     int8 = compute_thresholds(h)["mse"]
     fp8 = compute_thresholds(h, dtype="fp8")["mse"]
     assert int8 < 0.8 * h.amax  # int8 clips the tail (10.2 of 13.5)
@@ -148,3 +148,12 @@ def test_cli_quantize_dtype_fp8(tmp_path: Path, cli_path: Path) -> None:
     got = OrtEngine(m).run(feeds)
     logits = next(iter(got.values()))
     assert (logits.argmax(1) == test["label"]).mean() >= 0.9
+
+
+def test_auto_is_max_for_fp8() -> None:
+    """FP8's default method is max (TensorRT's FP8 recipe); int8's auto stays entropy-or-mse, which clips."""
+    h = RunningHistogram(2048)
+    h.update(np.random.default_rng(0).laplace(size=200_000).astype(np.float32))
+    fp8, int8 = compute_thresholds(h, dtype="fp8"), compute_thresholds(h)
+    assert fp8["auto"] == fp8["max"] == h.amax
+    assert int8["auto"] < 0.9 * h.amax

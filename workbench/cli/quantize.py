@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "a folder of images/.wav files read with the preprocessing flags below")
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help="calibration method (default auto: entropy, or mse where entropy clips more than 0.1%% of a "
-                        "tensor's values)")
+                        "tensor's values; for --dtype fp8: max)")
     p.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NODE",
                    help="nodes left in float: node names, op types (op:Gemm) or globs")
