@@ -264,14 +264,16 @@ def load_inputs(manifest: Mapping[str, Any], samples: int) -> Any:
 
 
 def part(inputs: Any, start: int, count: int) -> Any:
-    """Samples ``start`` .. ``start + count`` of ``inputs`` (whole model runs), as another ``Inputs``."""
+    """Samples ``start`` .. ``start + count`` of ``inputs`` as another ``Inputs`` (a sequence model's sample is
+    ``run_length`` consecutive entries of the sample axis, one model run)."""
     from corpus.samples import Inputs
 
     stop = min(inputs.samples, start + count)
-    arrays = {k: (v if inputs.axes[k] is None else np.take(v, np.arange(start, stop), axis=inputs.axes[k]))
+    run = inputs.run_length
+    arrays = {k: (v if inputs.axes[k] is None else np.take(v, np.arange(start * run, stop * run), axis=inputs.axes[k]))
               for k, v in inputs.arrays.items()}
-    out = Inputs(arrays, dict(inputs.axes), stop - start, inputs.source, inputs.real, list(inputs.notes))
-    out._step = inputs.step  # type: ignore[attr-defined]
+    out = Inputs(arrays, dict(inputs.axes), stop - start, inputs.source, inputs.real, list(inputs.notes), run)
+    out._step = getattr(inputs, "_step", 1)  # type: ignore[attr-defined]
     return out
 
 
@@ -279,7 +281,8 @@ def write_calib(calib: Any, work: Path) -> None:
     """The calibration samples for the children: ``calib.npz`` (arrays) and ``calib.json`` (sample axes, count,
     the model's run size), so every tool calibrates on the very same arrays; ModelOpt's forms beside them."""
     np.savez(work / "calib.npz", **calib.arrays)
-    (work / "calib.json").write_text(json.dumps({"axes": calib.axes, "samples": calib.samples, "step": calib.step,
+    (work / "calib.json").write_text(json.dumps({"axes": calib.axes, "samples": calib.samples,
+                                                 "step": getattr(calib, "_step", 1), "run_length": calib.run_length,
                                                  "source": calib.source}))
     runs = calib.runs()
     # ModelOpt INT8: each input's runs concatenated on axis 0, which its data provider splits back into one model run
@@ -287,6 +290,9 @@ def write_calib(calib: Any, work: Path) -> None:
     np.savez(work / "modelopt_calib.npz", **{
         k: (np.concatenate([r[k] for r in runs]) if np.ndim(v) else np.stack([r[k] for r in runs]))
         for k, v in runs[0].items()})
+    # ...and the shape of one run (its calibration_shapes), which a sequence model's dynamic axis needs
+    (work / "modelopt_shapes.txt").write_text(",".join(f"{k}:{'x'.join(map(str, v.shape))}"
+                                                       for k, v in runs[0].items() if np.ndim(v)))
     # AutoCast: a folder of .npz files, one model run each (its multi-batch form)
     (work / "autocast_runs").mkdir(exist_ok=True)
     for i, feeds in enumerate(runs):
@@ -300,7 +306,7 @@ def read_calib(work: Path) -> Any:
     meta = json.loads((work / "calib.json").read_text())
     with np.load(work / "calib.npz") as z:
         arrays = {k: z[k] for k in z.files}
-    out = Inputs(arrays, meta["axes"], meta["samples"], meta["source"], True)
+    out = Inputs(arrays, meta["axes"], meta["samples"], meta["source"], True, [], meta["run_length"])
     out._step = meta["step"]  # type: ignore[attr-defined]
     return out
 
@@ -347,9 +353,10 @@ def one(src, work, tool):
     try:
         if tool == "modelopt_int8":
             data = dict(np.load(f"{work}/modelopt_calib.npz"))
+            shapes = open(f"{work}/modelopt_shapes.txt").read() or None
             return measured(lambda: quantize(src, quantize_mode="int8", calibration_data=data,
-                                             calibration_eps=["cpu"], high_precision_dtype="fp32",
-                                             output_path=f"{work}/modelopt_int8.onnx"))
+                                             calibration_shapes=shapes, calibration_eps=["cpu"],
+                                             high_precision_dtype="fp32", output_path=f"{work}/modelopt_int8.onnx"))
         onnx.save(convert_to_mixed_precision(onnx_path=src, low_precision_type="fp16",
                                              calibration_data=f"{work}/autocast_runs", keep_io_types=True),
                   f"{work}/modelopt_autocast.onnx")
@@ -501,6 +508,8 @@ def _batch_feeds(manifest: Mapping[str, Any], model_path: Path, inputs: Any, bat
         dims = vi.type.tensor_type.shape.dim
         if ax is not None and ax < len(dims) and dims[ax].HasField("dim_value") and dims[ax].dim_value > 0:
             dynamic = False
+    if inputs.run_length > 1:  # a sequence model: one run is one sample
+        return inputs.runs()[0], 1
     if dynamic and inputs.samples >= batch:
         return batch_of(inputs, 0, batch), batch
     return inputs.runs()[0], inputs.step
@@ -585,7 +594,8 @@ def prepare(manifest: Mapping[str, Any], args: argparse.Namespace, mo_ok: bool, 
     path = model_file(manifest)
     inputs = load_inputs(manifest, args.calib + args.eval)
     calib = part(inputs, 0, args.calib)
-    held_out = inputs.samples >= args.calib + args.eval
+    # evaluation samples after the calibration ones (fewer where the data end, down to half); else the same
+    held_out = inputs.samples - args.calib >= max(1, args.eval // 2)
     evals = part(inputs, args.calib, args.eval) if held_out else part(inputs, 0, args.eval)
     work.mkdir(parents=True, exist_ok=True)
     write_calib(calib, work)

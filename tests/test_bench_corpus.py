@@ -85,3 +85,15 @@ def test_measured_peak_is_not_hidden_by_an_earlier_larger_peak(bench):
     del before
     r = bench.measured(lambda: np.ones(100 * 2**20 // 8).sum())
     assert 80 < r["peak_mb"] < 200  # the call's own ~100 MB, not 0 (ru_maxrss stays at the earlier 300 MB)
+
+
+def test_part_takes_whole_runs_of_a_sequence_model_and_keeps_fixed_inputs(bench):
+    from corpus.samples import Inputs
+
+    frames = np.arange(12, dtype=np.float32).reshape(6, 2)  # 3 samples of 2 frames each (one model run per sample)
+    state = np.zeros((1, 4), np.float32)
+    inputs = Inputs({"x": frames, "h": state}, {"x": 0, "h": None}, 3, "test", True, [], 2)
+    rest = bench.part(inputs, 1, 5)  # samples 1 and 2 (the data end there)
+    assert rest.samples == 2 and rest.run_length == 2
+    assert rest.arrays["x"][:, 0].tolist() == [4.0, 6.0, 8.0, 10.0] and rest.arrays["h"] is state
+    assert [r["x"].shape for r in rest.runs()] == [(2, 2), (2, 2)]
