@@ -188,6 +188,7 @@ def run_model(model_id: str, calib_n: int, eval_n: int, work: Path, placements: 
                        "size": _size(s16.model, work / "fp16.onnx"), "seconds": time.perf_counter() - start}
     except Exception as exc:  # noqa: BLE001 - a model FP16 cannot run is reported, the target mode still runs
         row["fp16"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    print("PARTIAL " + json.dumps(row, default=float), flush=True)  # what a timeout leaves
     for placement in placements:
         start = time.perf_counter()
         session = Session(path, cache_dir=work / f"cache_{placement}")
@@ -224,6 +225,7 @@ def run_model(model_id: str, calib_n: int, eval_n: int, work: Path, placements: 
             except Exception as exc:  # noqa: BLE001
                 out["latency_ms"] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         row["placements"][placement] = out
+        print("PARTIAL " + json.dumps(row, default=float), flush=True)
     return row
 
 
@@ -245,8 +247,16 @@ def _child(model_id: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench_target_cwd_") as scratch:
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env, cwd=scratch)
-        except subprocess.TimeoutExpired:
-            return {"model": model_id, "error": f"timed out after {args.timeout} s"}
+        except subprocess.TimeoutExpired as exc:  # keep what it measured before (FP16, a first placement)
+            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            part = [ln for ln in out.splitlines() if ln.startswith("PARTIAL ")]
+            if not part:
+                return {"model": model_id, "error": f"timed out after {args.timeout} s"}
+            row = json.loads(part[-1][len("PARTIAL "):])
+            for placement in args.placements:
+                row["placements"].setdefault(placement, {"error": f"timed out after {args.timeout} s (the model's "
+                                                                  "whole run)"})
+            return row
     got = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     if p.returncode != 0 or not got:
         tail = [ln for ln in (p.stderr or p.stdout).strip().splitlines() if ln.strip()][-4:]
