@@ -46,6 +46,7 @@ __all__ = [
     "machine_resources",
     "LOCAL_HOST",
     "fan_out",
+    "SweepTimes",
 ]
 
 T = TypeVar("T")
@@ -241,6 +242,8 @@ class Cluster:
         self.threads_per_task: int | None = None
         self._broadcast: bool | None = None  # whether share() may broadcast (no Active Memory Manager running)
         self._shared: weakref.WeakKeyDictionary[Any, dict[Any, list[Any]]] = weakref.WeakKeyDictionary()
+        #: where the last sweep's time went (:func:`fan_out`), None before one
+        self.last_sweep: SweepTimes | None = None
 
     # -- description ------------------------------------------------------------------------------------
     @property
@@ -463,23 +466,147 @@ def _apply(fn: Callable[[Any], R], item: Any) -> R:
     return fn(item)
 
 
+# --- a task pickled once, unpickled once per worker process --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Packed:
+    """A task pickled once on the client (cloudpickle, Dask's own task format), sent to the workers as bytes: Dask
+    passes bytes from worker to worker without pickling them again (a dataclass of ONNX models re-serialised its
+    protobufs on every hop), and each worker process unpickles it once (:func:`_unpack`, by ``token``)."""
+
+    token: str
+    data: bytes | memoryview
+
+    def __reduce_ex__(self, protocol: Any) -> Any:  # the bytes out of band: Dask sends them as frames, uncopied
+        import pickle
+
+        data = pickle.PickleBuffer(self.data) if isinstance(protocol, int) and protocol >= 5 else bytes(self.data)
+        return _Packed, (self.token, data)
+
+
+#: per worker process: the tasks unpickled from :class:`_Packed` values, most recent last (a few kept: a plan
+#: search runs one task per plan in turn), and how many were unpickled (``_UNPACKED[0]``; the tests read it)
+_TASKS: dict[str, Any] = {}
+_TASKS_KEPT = 4
+_TASKS_LOCK = threading.Lock()
+_UNPACKED = [0]
+
+
+def _unpack(packed: _Packed) -> Any:
+    """The task of ``packed``, unpickled on its first use in this process and kept (with the sessions it opens)."""
+    with _TASKS_LOCK:
+        task = _TASKS.pop(packed.token, None)
+        if task is None:
+            import cloudpickle
+
+            task = cloudpickle.loads(packed.data)
+            _UNPACKED[0] += 1
+        _TASKS[packed.token] = task
+        while len(_TASKS) > _TASKS_KEPT:
+            del _TASKS[next(iter(_TASKS))]
+    return task
+
+
+def _unpacked() -> int:
+    """How many tasks this process unpickled (:func:`_unpack`); run on the workers by the tests."""
+    return _UNPACKED[0]
+
+
+def _warm_up(packed: _Packed) -> float:
+    """Unpickle the task on this worker and let it open what it needs (its ``warm_up()``, e.g. ONNX Runtime
+    sessions); the seconds it took."""
+    import time
+
+    t = time.perf_counter()
+    task = _unpack(packed)
+    warm = getattr(task, "warm_up", None)
+    if callable(warm):
+        warm()
+    return time.perf_counter() - t
+
+
+def _apply_packed(packed: _Packed, item: Any) -> Any:
+    return _unpack(packed)(item)
+
+
+@dataclass(frozen=True)
+class SweepTimes:
+    """Where the time of the last :func:`fan_out` on a cluster went (:attr:`Cluster.last_sweep`), in seconds from
+    its start: ``pack`` pickling the task once on the client; ``share`` sending it to one worker; ``ready`` until
+    every worker had unpickled it and opened its sessions (``warm_up``: each worker's own seconds, the copies to the
+    other workers and their warm-ups overlapping); ``done`` until the last result was merged (``done - ready``: the
+    batches once every worker is warm, the part that scales with the workers)."""
+
+    tasks: int
+    pack: float
+    share: float
+    warm_up: tuple[float, ...]
+    ready: float
+    done: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON types."""
+        return {**asdict(self), "warm_up": list(self.warm_up)}
+
+
 def fan_out(fn: Callable[[T], R], items: Iterable[T], workers: int, cluster: Cluster | None = None, *,
             notify: Callable[[str], Any] | None = None) -> Iterator[R]:
     """:func:`workbench.parallel.ordered_map` on ``workers`` threads, or with ``cluster`` the same ``fn`` as Dask
-    tasks: ``fn`` (a picklable object holding the models) is sent to every worker once, results come back in
-    input order, so sums merged from them are the same bits. A dataclass ``fn`` with a ``threads`` field gets the
-    cluster's :meth:`Cluster.task_threads` there."""
+    tasks: ``fn`` (a picklable object holding the models) is pickled once and sent to one worker; every worker
+    fetches it from the workers that have it (Dask's own transfers), unpickles it once and warms up (``fn.warm_up()``
+    where defined: opening its sessions) while the batches are queued. Results come back in input order, so sums
+    merged from them are the same bits. A dataclass ``fn`` with a ``threads`` field gets the cluster's
+    :meth:`Cluster.task_threads` there. The phases' times: :attr:`Cluster.last_sweep`."""
     if cluster is None:
         from .parallel import ordered_map
 
         return ordered_map(fn, items, workers)
+    return _fan_out(cluster, fn, items, notify)
+
+
+def _fan_out(cluster: Cluster, fn: Callable[[T], R], items: Iterable[T],
+             notify: Callable[[str], Any] | None) -> Iterator[R]:
     import dataclasses
+    import time
+    import uuid
+
+    import cloudpickle
 
     task: Any = fn
     if dataclasses.is_dataclass(task) and not isinstance(task, type) and any(f.name == "threads"
                                                                              for f in dataclasses.fields(task)):
         task = dataclasses.replace(task, threads=cluster.task_threads())
-    return cluster.ordered_map(_apply, items, shared=[cluster.share(task)], notify=notify)
+    t0 = time.perf_counter()
+    packed = _Packed(uuid.uuid4().hex, cloudpickle.dumps(task, protocol=5))
+    t_pack = time.perf_counter()
+    # to one worker, not a broadcast: the warm-ups below fetch it worker from worker (no K copies from here, no
+    # conflict with an Active Memory Manager) and each worker opens its sessions as soon as its copy lands
+    # (straight from here to the worker on a local cluster; through the scheduler, which any client reaches, else)
+    shared = cluster.client.scatter(packed, hash=False, direct=cluster.is_local)
+    t_share = time.perf_counter()
+    ready: dict[str, float] = {}
+
+    def warmed(fut: Any) -> None:
+        ready[fut.key] = time.perf_counter()
+
+    warm = [cluster.client.submit(_warm_up, shared, workers=[w.address], allow_other_workers=True, pure=False)
+            for w in cluster.workers()]
+    for f in warm:
+        f.add_done_callback(warmed)
+    done = None
+    count = 0
+    try:
+        for r in cluster.ordered_map(_apply_packed, items, shared=[shared], notify=notify):
+            count += 1
+            yield r
+        done = time.perf_counter()
+    finally:
+        warm_up = tuple(f.result() for f in warm if f.status == "finished")
+        cluster.client.cancel([f for f in warm if not f.done()])
+        end = done or time.perf_counter()
+        cluster.last_sweep = SweepTimes(count, t_pack - t0, t_share - t_pack, warm_up,
+                                        max(ready.values(), default=end) - t0, end - t0)
 
 
 def _takes_n_workers(client: Any) -> bool:
