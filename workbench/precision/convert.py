@@ -38,7 +38,7 @@ Ranges = Union[ScaleCache, Mapping[str, Union[float, Sequence[float], TensorStat
 """Measured activation ranges: a ScaleCache, or ``{tensor: amax | (min, max) | TensorStats}``."""
 
 __all__ = ["FP16_MAX", "FP16_TINY", "Ranges", "precision_guards", "plan_conversion", "convert_precision",
-           "float_tensors", "range_guards"]
+           "float_tensors", "range_guards", "selection_notes"]
 
 FP16_TINY = 2.0**-24  # smallest positive fp16 (subnormal): smaller nonzero constants flush to zero
 
@@ -230,6 +230,53 @@ def range_guards(model: onnx.ModelProto, ranges: Ranges, *,
                 out[n.name] = f"tensor '{t}' reaches {big[t]:.3g} on the reference run, beyond {beyond}"
                 break
     return out
+
+
+# Ops whose output is a discrete choice among float inputs: any rounding of those inputs can flip it
+_SELECTIONS = {"Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "ArgMax", "ArgMin", "TopK",
+               "NonMaxSuppression"}
+
+
+def selection_notes(model: onnx.ModelProto, low: set[str]) -> list[str]:
+    """One line per graph output that a discrete selection (Equal, Greater, ArgMax, TopK...) of float tensors
+    decides, where a node in ``low`` (converted) computes what the selection reads (main graph).
+
+    fp16 rounding anywhere upstream flips such choices, and no node kept fp32 near the selection prevents it: on
+    M-LSD (``scores = sigmoid * (MaxPool3x3(sigmoid) == sigmoid)``) the continuous outputs stay within rel L2 0.04
+    while 11 % of the local maxima move (scores rel L2 0.14); keeping the selection and the layers just before it
+    fp32 changed nothing (corpus F7)."""
+    producers, consumers = _producers(model), _consumers(model)
+    outputs = {o.name for o in model.graph.output}
+    notes = []
+    for n in model.graph.node:
+        if n.op_type not in _SELECTIONS:
+            continue
+        upstream, stack, seen = False, [i for i in n.input if i], set()
+        while stack and not upstream:
+            t = stack.pop()
+            p = producers.get(t)
+            if p is None or p.name in seen:
+                continue
+            seen.add(p.name)
+            upstream = p.name in low
+            stack.extend(i for i in p.input if i)
+        if not upstream:
+            continue
+        reached, stack, seen_t = [], list(n.output), set()
+        while stack:
+            t = stack.pop()
+            if t in seen_t:
+                continue
+            seen_t.add(t)
+            if t in outputs:
+                reached.append(t)
+            stack.extend(o for c in consumers.get(t, []) for o in c.output)
+        for out in sorted(reached):
+            notes.append(f"output '{out}' is decided by {n.op_type} '{n.name}' on tensors computed in fp16: rounding "
+                         "anywhere before it flips that choice, so judge this output with a task metric (compare "
+                         "--metric), not elementwise error; to keep the choice exact, keep every node before it fp32 "
+                         "(nodes kept near it alone do not)")
+    return notes
 
 
 def float_tensors(model: onnx.ModelProto) -> list[str]:

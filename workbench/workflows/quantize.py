@@ -57,7 +57,7 @@ from ..precision import (
 )
 from ..precision.allowed import NodeChoices
 from ..precision.allowed import allowed_precisions as node_choices
-from ..precision.convert import range_guards
+from ..precision.convert import range_guards, selection_notes
 from ..precision.qdq import fp8_float_convs
 from ..precision.qdq_ort import uint8_params
 from ..recipe import CalibrationSettings, ConvertPrecision, Edit, FuseBatchNorm, Quantize
@@ -604,6 +604,7 @@ def convert(session: Session, precision: str = "fp16", *, data: Any = None, shap
     for n in extra:
         if plan[n]["precision"] != "fp32":
             plan[n] = {"precision": "fp32", "reason": f"range: {by_range[n]}"}
+    notes.extend(selection_notes(model, {n for n, p in plan.items() if p["precision"] == precision}))
     session.apply(edit)
     out = str(session.export(output)) if output is not None else None
     recipe = str(session.save(recipe_out)) if recipe_out is not None else None
