@@ -40,15 +40,6 @@ tests/test_precision_ort_target.py):
 6. int8 only (ONNX Runtime's CPU provider has no fp8 kernels).
 7. Output heads stay float by default (TensorRT rule 8 in :mod:`workbench.precision.qdq`) and read the float tensor,
    as excluded nodes do.
-8. No output Q on a convolution before a float-only activation (PRelu, Elu, Selu, ...: no integer kernel in ONNX
-   Runtime) whose output gets a Q anyway (the next weighted op's input, directly or through pass-through ops): the
-   convolution then runs in float, and the values are rounded once, as in the TensorRT placement, instead of
-   twice. MTCNN P-Net (Conv -> PRelu -> Conv): output rel L2 0.0159 -> 0.0136 (docs/int8_accuracy.md), at 0.79x
-   FP32's speed instead of 0.87x (int8 is slower than FP32 there either way). A Gemm/MatMul keeps its output Q
-   (rule 2's QGemm: MTCNN O-Net's dense_3, its largest layer, is what makes that model faster than FP32).
-   Decided on whether a weighted op reads the activation's output at all, float heads aside: before a float
-   head the activation then reads the float conv output too (P-Net: 0.0136 -> 0.0124), and the tensors to
-   calibrate are the same with and without float heads.
 
 :func:`~workbench.precision.qdq.activation_tensors` with ``target="onnxruntime"`` lists the tensors this placement
 calibrates (inputs and outputs; a superset of the TensorRT placement's); pass them to
@@ -91,8 +82,6 @@ from .scales import ScaleCache, TensorStats
 _ORT_EPILOGUE = {"BatchNormalization", "Relu", "Clip"}
 _PASS_THROUGH = {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
 _ORT_POOLS = {"GlobalAveragePool", "AveragePool"}  # QLinearGlobalAveragePool / QLinearAveragePool
-# activations ONNX Runtime's CPU provider runs in float only (no QLinear kernel, no QDQ fusion): rule 8
-_FLOAT_ACTIVATIONS = {"PRelu", "Elu", "Selu", "Celu", "Softplus", "Softsign", "ThresholdedRelu", "Mish"}
 
 
 @dataclass(frozen=True)
@@ -161,25 +150,6 @@ def _reaches(t: str, quantized_inputs: set[str], consumers: Mapping[str, list[on
     return False
 
 
-def _rounded_again(t: str, consumers: Mapping[str, list[onnx.NodeProto]], quantized_inputs: set[str]) -> bool:
-    """``t`` is read only by an activation ONNX Runtime has no integer kernel for (PRelu, ...) whose output is
-    quantized anyway (an input that gets Q/DQ, directly or through pass-through ops): a Q on ``t`` would round the
-    values a second time, one float op before the Q that must be there."""
-    users = consumers.get(t, [])
-    if len(users) != 1 or users[0].op_type not in _FLOAT_ACTIVATIONS:
-        return False
-    stack = [users[0].output[0]]
-    while stack:
-        x = stack.pop()
-        if x in quantized_inputs:
-            return True
-        nxt = consumers.get(x, [])
-        if len(nxt) != 1 or nxt[0].op_type not in _PASS_THROUGH:
-            return False
-        stack.append(nxt[0].output[0])
-    return False
-
-
 def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[str],
               float_heads: bool = False) -> _OrtPlan:
     model = _typed(model)
@@ -197,10 +167,6 @@ def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[st
         if n.name in targets:
             wanted.update(n.input[k] for k in targets[n.name] if n.input[k] not in consts)
     read_quantized = set(wanted)
-    # rule 8 asks whether a weighted op reads the tensor at all, float heads and exclusions aside: the plan then
-    # drops an output Q the same way whatever float_heads is (activation_tensors lists one superset for both)
-    read_by_weighted = {n.input[k] for n in model.graph.node if n.name in every for k in every[n.name]
-                        if n.input[k] not in consts}
     for n in model.graph.node:
         if n.name not in targets:
             continue
@@ -209,8 +175,6 @@ def _ort_plan(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[st
             continue
         if n.op_type in ("Gemm", "MatMul") and not _reaches(out, read_quantized, consumers):
             continue  # rule 5: an integer Gemm/MatMul with a float output, for float readers (a Log, a Softmax)
-        if n.op_type in ("Conv", "ConvTranspose") and _rounded_again(out, consumers, read_by_weighted):
-            continue  # rule 8: a float activation (PRelu) whose output is quantized: one rounding, not two
         wanted.add(out)
     # average pooling of a quantized tensor (through pass-through ops) runs on uint8 too when a Q can follow it
     chosen = set(select_nodes(model, nodes, what="quantize")) if nodes else None
