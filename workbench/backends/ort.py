@@ -116,8 +116,8 @@ class OrtEngine:
 
         ``path``: the file ``model`` is, unchanged; ONNX Runtime reads it instead of ``model`` serialised again (a
         194 MB tree ensemble is 1.15 GB as a protobuf: no second serialisation of it). ``trace``: a folder where the
-        session records ONNX Runtime's per-node profile (``ort_*.json``) and, when optimised, writes its optimised
-        graph (``optimized.onnx``): what :func:`~workbench.backends.ort_profile.profile_session` reads."""
+        session records ONNX Runtime's per-node profile (``ort_*.json``): what
+        :func:`~workbench.backends.ort_profile.profile_session` reads."""
         import onnxruntime as ort
 
         self.model, self.path, self.trace = model, path, Path(trace) if trace is not None else None
@@ -133,8 +133,6 @@ class OrtEngine:
         if self.trace is not None:
             opts.enable_profiling = True
             opts.profile_file_prefix = str(self.trace / "ort")
-            if opts.graph_optimization_level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL:
-                opts.optimized_model_filepath = str(self.trace / "optimized.onnx")
         try:
             self.session = ort.InferenceSession(str(path) if path is not None else model_bytes(model), opts,
                                                 providers=["CPUExecutionProvider"])

@@ -25,7 +25,7 @@ import onnx
 
 from ..cancel import Cancel, Progress, cancelled, report
 from ..errors import DataError
-from ..graph import load_model
+from ..graph import load_model, model_bytes
 from ..table import Table
 from .base import Feeds
 from .ort import is_ort_error
@@ -231,8 +231,9 @@ def profile_session(engine: OrtEngine, feeds: Feeds, *, iterations: int = 20, wa
 
 def _profile_traced(engine: OrtEngine, folder: Path, feeds: Feeds, iterations: int, warmup: int,
                     progress: Progress | None, cancel: Cancel) -> Table:
-    """Run an engine made with ``trace=folder`` and read its trace; its session is closed before the optimised graph is
-    read (both are the size of the model: a 194 MB tree ensemble is 1.15 GB as a protobuf)."""
+    """Run an engine made with ``trace=folder`` and read its trace. Where ONNX Runtime fused or renamed nodes, its
+    optimised graph maps them back to the model's, written by a second session after the first is closed (each is
+    the size of the model: a 194 MB tree ensemble is 1.15 GB as a protobuf)."""
     session = engine.session
     runs = warmup + iterations
     try:
@@ -251,9 +252,10 @@ def _profile_traced(engine: OrtEngine, folder: Path, feeds: Feeds, iterations: i
     trace = json.loads(Path(session.end_profiling()).read_text())
     del session
     engine.close()
-    optimized = folder / "optimized.onnx"
-    mapping = map_optimized_nodes(engine.model, onnx.load(str(optimized))) if optimized.is_file() else None
     nodes = parse_ort_trace(trace, skip_runs=warmup)
+    mapping = None
+    if engine.optimize and not _as_is(nodes, engine.model):
+        mapping = map_optimized_nodes(engine.model, _optimized_graph(engine, folder / "optimized.onnx"))
     records = []
     for name, info in sorted(nodes.items(), key=lambda kv: kv[1]["order"]):
         samples = info["samples"]
@@ -266,6 +268,35 @@ def _profile_traced(engine: OrtEngine, folder: Path, feeds: Feeds, iterations: i
             "mean_ms": statistics.fmean(samples),
         })
     return timing_table(records)
+
+
+def _as_is(nodes: Mapping[str, Mapping[str, Any]], model: onnx.ModelProto) -> bool:
+    """Whether ONNX Runtime ran ``model``'s own nodes (``nodes``: :func:`parse_ort_trace`): each traced node is a
+    node of the model with its op type, and each node of the model (Constants aside) was traced, so none was
+    fused away or renamed. Then the optimised graph, which costs another copy of the model, is not needed."""
+    g = model.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
+        return False
+    ops = {n.name: n.op_type for n in g.node}
+    return all(ops.get(name) == info["op"] for name, info in nodes.items()) and all(
+        n.name in nodes for n in g.node if n.op_type != "Constant")
+
+
+def _optimized_graph(engine: OrtEngine, path: Path) -> onnx.ModelProto:
+    """The graph ONNX Runtime optimises ``engine.model`` into (a session made only to write it, with the engine's
+    optimisation level)."""
+    import onnxruntime as ort
+
+    from .ort import optimization_level
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                            optimization_level(engine.model, engine.optimize))
+    opts.log_severity_level = 3
+    opts.optimized_model_filepath = str(path)
+    source = str(engine.path) if engine.path is not None else model_bytes(engine.model)
+    ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    return onnx.load(str(path))
 
 
 def profile_model(model: Any, feeds: Feeds, *, optimize: bool = True, iterations: int = 20,
