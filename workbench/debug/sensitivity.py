@@ -34,7 +34,7 @@ from ..compare.driver import ModelSource, cast_feeds, input_names
 from ..compare.metrics import Metric, output_error, run_metric
 from ..data import Axes, Batch, Dataset, DataSource, load_data, output_sample_axes, samples_first
 from ..errors import DataError, EditError
-from ..graph import load_model, tensor_infos
+from ..graph import iter_graphs, load_model, rename_reads, subgraph_reads, subgraphs, tensor_infos
 from ..parallel import resolve_workers, threads_per_worker
 from ..table import Table
 from .restore import Factory, isolate_layers, low_precision_layers, restore_layers
@@ -51,7 +51,7 @@ def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.Nod
     while pending:
         rest = []
         for n in pending:
-            if all((not i) or i in ready for i in n.input):
+            if all((not i) or i in ready for i in n.input) and _outer_reads(n) <= ready:
                 out.append(n)
                 ready.update(n.output)
             else:
@@ -61,6 +61,18 @@ def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.Nod
         pending = rest
     return out
 
+
+
+def _outer_reads(node: onnx.NodeProto) -> set[str]:
+    """The outer-scope tensors ``node``'s If/Loop/Scan bodies read (not made inside them)."""
+    if not subgraphs(node):
+        return set()
+    own: set[str] = set()
+    for body in subgraphs(node):
+        for g in iter_graphs(body):
+            own.update(o for n in g.node for o in n.output if o)
+            own.update(i.name for i in (*g.input, *g.initializer))
+    return {t for t in subgraph_reads(node) if t and t not in own}
 
 
 # --- sensitivity ---------------------------------------------------------------------------------------
@@ -109,7 +121,7 @@ def _changed(serialized: tuple[dict[str, bytes], dict[str, bytes]], variant: onn
     out = []
     for n in variant.graph.node:
         if (cand_nodes.get(n.name) != n.SerializeToString(deterministic=True)
-                or any(i in dirty for i in n.input if i)):
+                or any(i in dirty for i in n.input if i) or _outer_reads(n) & dirty):
             out.append(n)
             dirty.update(o for o in n.output if o)
     return out, changed_inits
@@ -177,12 +189,15 @@ def _tails_model(candidate: onnx.ModelProto, variants: Mapping[str, onnx.ModelPr
             new = onnx.NodeProto()
             new.CopyFrom(n)
             new.name = f"{n.name}__s{li}"
-            for k, i in enumerate(new.input):
-                if not i:
+            # the outer tensors an If/Loop/Scan body reads are inputs too (oww_hey_jarvis: an If in a tail read
+            # the candidate's 'x.1', which the tails model neither fed nor computed)
+            outer = sorted(_outer_reads(new))
+            for body in subgraphs(new):
+                rename_reads(body, {t: rename[t] for t in outer if t in rename})
+            for i in (*new.input, *(t for t in outer if t not in rename)):
+                if not i or i in rename:
                     continue
-                if i in rename:
-                    new.input[k] = rename[i]
-                elif constant(i):
+                if constant(i):
                     share(i)
                 elif i in inits:
                     if i not in shared:
@@ -190,6 +205,9 @@ def _tails_model(candidate: onnx.ModelProto, variants: Mapping[str, onnx.ModelPr
                         shared.add(i)
                 else:
                     boundary[i] = needs[i] = None
+            for k, i in enumerate(new.input):
+                if i in rename:
+                    new.input[k] = rename[i]
             for k, o in enumerate(new.output):
                 if o:
                     new.output[k] = rename[o]
