@@ -282,8 +282,10 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         fp16_ok = [r for r in rows if (r.get("fp16") or {}).get("reaches") is True
                    and placement in r.get("placements", {})]
         reached = [r["model"] for r in fp16_ok if r["placements"][placement].get("reached")]
+        failed = [r["model"] for r in fp16_ok if "error" in r["placements"][placement]]
         out[placement] = {"fp16_reaches": len(fp16_ok), "target_reaches": len(reached),
-                          "missed": [r["model"] for r in fp16_ok if r["model"] not in reached]}
+                          "missed": [r["model"] for r in fp16_ok if r["model"] not in reached + failed],
+                          "errors": failed}
     return out
 
 
@@ -349,10 +351,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--placements", nargs="+", default=list(PLACEMENTS), choices=PLACEMENTS)
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per model (its child process)")
     ap.add_argument("--copy-docs", action="store_true", help=f"copy the JSON to {DOCS.relative_to(ROOT)}")
+    ap.add_argument("--summary", action="store_true", help="recompute the saved file's summary and print its table")
     ap.add_argument("--worker", metavar="MODEL", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         worker(args.worker, args.calib, args.eval, tuple(args.placements))
+        return 0
+    if args.summary:
+        result = save([], args)
+        print("\n".join(table(result["models"])))
+        print(json.dumps(result["summary"], indent=1))
+        if args.copy_docs:
+            shutil.copyfile(OUT, DOCS)
         return 0
     from corpus.fetch import manifests
 
@@ -370,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(table(result["models"])))
     for placement, s in result["summary"].items():
         print(f"{placement}: FP16 reaches the tolerance on {s['fp16_reaches']} models; the target mode on "
-              f"{s['target_reaches']} of them" + (f"; missed: {', '.join(s['missed'])}" if s["missed"] else ""))
+              f"{s['target_reaches']} of them" + (f"; missed: {', '.join(s['missed'])}" if s["missed"] else "")
+              + (f"; did not run: {', '.join(s['errors'])}" if s["errors"] else ""))
     if args.copy_docs:
         shutil.copyfile(OUT, DOCS)
         print(f"copied to {DOCS}")

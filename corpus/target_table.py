@@ -50,9 +50,11 @@ def target_lines(bench: Mapping[str, Any]) -> list[str]:
     for placement, short in PLACEMENTS:
         s = (bench.get("summary") or {}).get(placement)
         if s:
-            missed = f" (missed: {', '.join(f'`{m}`' for m in s['missed'])})" if s["missed"] else ""
+            missed = f"; missed: {', '.join(f'`{m}`' for m in s['missed'])}" if s["missed"] else ""
+            errors = s.get("errors") or []
+            failed = f"; did not run (error or refusal): {', '.join(f'`{m}`' for m in errors)}" if errors else ""
             lines.append(f"- {short} placement: FP16 reaches the tolerance on {s['fp16_reaches']} models; the target "
-                         f"mode reaches it on {s['target_reaches']} of them{missed}.")
+                         f"mode reaches it on {s['target_reaches']} of them{missed}{failed}.")
     lines += ["",
               "| model | metric (target) | FP16 | all INT8 TRT | target TRT | kept TRT INT8/FP16/FP32 | cost TRT "
               "(x all INT8) | all INT8 ORT | target ORT | kept ORT INT8/FP16/FP32 | cost ORT (x all INT8) | ORT "
