@@ -171,11 +171,11 @@ def test_session_model_file_is_the_file_while_the_model_is_it(tmp_path):
 
 
 def test_fp16_planning_types_an_untyped_model_without_copying_its_weights(monkeypatch):
-    """plan_conversion (the Precision tab's per-node choices) and convert_precision typed a model without value_info
-    through a shape-inferred copy of the whole model (1.15 GB for the 194 MB tree ensemble): now inference runs on
-    its weightless skeleton."""
+    """plan_conversion (the Precision tab's per-node choices), convert_precision and quantizable_nodes (the Calibrate
+    tab) typed a model without value_info through a shape-inferred copy of the whole model (1.15 GB for the 194 MB
+    tree ensemble): now inference runs on its weightless skeleton."""
     from workbench.graph import shapes
-    from workbench.precision import convert_precision, plan_conversion
+    from workbench.precision import convert_precision, plan_conversion, quantizable_nodes
 
     w = _w("w", np.random.default_rng(0).standard_normal((64, 2, 3, 3)))
     model = _model([helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
@@ -190,5 +190,6 @@ def test_fp16_planning_types_an_untyped_model_without_copying_its_weights(monkey
     assert plan["conv"]["precision"] == "fp16" and plan["relu"]["precision"] == "fp16"
     out = convert_precision(model, "fp16")
     assert [i.data_type for i in out.graph.initializer] == [TensorProto.FLOAT16]
+    assert quantizable_nodes(model) == ["conv"]  # the Calibrate tab's INT8 targets typed the same way
     weights = len(w.raw_data)
     assert copied and all(size < weights for size in copied), (copied, weights)

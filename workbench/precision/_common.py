@@ -11,7 +11,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import EditError, ModelError
-from ..graph import infer_shapes, iter_graphs, name_nodes, sort_nodes, tensor_infos
+from ..graph import TensorInfo, infer_shapes, iter_graphs, name_nodes, sort_nodes, tensor_infos, weightless_skeleton
 
 
 def select_nodes(model: onnx.ModelProto, selectors: Iterable[str], *, what: str = "node") -> list[str]:
@@ -67,6 +67,16 @@ def _typed(model: onnx.ModelProto) -> onnx.ModelProto:
     if all(o in known for n in model.graph.node for o in n.output if o):
         return model
     return infer_shapes(model, where="the model")
+
+
+def _types(model: onnx.ModelProto) -> dict[str, TensorInfo]:
+    """Every main-graph tensor's type: the model's own where each node output has one, else shape inference's on
+    the weightless skeleton (:func:`_typed`'s shape-inferred copy copies the weights too: 1.15 GB for a 194 MB tree
+    ensemble, corpus F14)."""
+    own = tensor_infos(model)
+    if all(o in own for n in model.graph.node for o in n.output if o):
+        return own
+    return {**own, **tensor_infos(infer_shapes(weightless_skeleton(model)))}
 
 
 def _is_float32(name: str, infos: Mapping[str, Any]) -> bool:
@@ -161,7 +171,7 @@ def _float16_reader(model: onnx.ModelProto) -> tuple[str, str] | None:
     weighted = [n for n in model.graph.node if n.op_type in _WEIGHTED]
     if not weighted or not _mentions_float16(model):
         return None
-    infos = tensor_infos(_typed(model), {i for n in weighted for i in n.input[:2] if i})
+    infos = _types(model)
     for n in weighted:
         for t in n.input[:2]:
             info = infos.get(t)

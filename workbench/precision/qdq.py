@@ -80,6 +80,7 @@ from ._common import (
     _scale_values,
     _subgraph_refs,
     _typed,
+    _types,
     _working_copy,
     select_nodes,
 )
@@ -207,7 +208,7 @@ def quantization_targets(
 def _weighted_targets(model: onnx.ModelProto, nodes: Sequence[str], exclude: Sequence[str],
                       target: str, float_heads: bool = False) -> dict[str, list[int]]:
     """Weighted ops' float inputs and residual Add inputs (one for TensorRT, both for ONNX Runtime)."""
-    infos = tensor_infos(_typed(model))
+    infos = _types(model)
     chosen = set(select_nodes(model, nodes, what="quantize")) if nodes else None
     excluded = set(select_nodes(model, exclude, what="exclude")) if exclude else set()
     excluded |= _float_heads(model, nodes, float_heads)
