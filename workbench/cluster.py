@@ -486,11 +486,11 @@ class _Packed:
 
 
 #: per worker process: the tasks unpickled from :class:`_Packed` values, most recent last (a few kept: a plan
-#: search runs one task per plan in turn), and how many were unpickled (``_UNPACKED[0]``; the tests read it)
+#: search runs one task per plan in turn), and how many were unpickled and how many batches ran (the tests read it)
 _TASKS: dict[str, Any] = {}
 _TASKS_KEPT = 4
 _TASKS_LOCK = threading.Lock()
-_UNPACKED = [0]
+_COUNTS = {"unpacked": 0, "applied": 0}
 
 
 def _unpack(packed: _Packed) -> Any:
@@ -501,16 +501,16 @@ def _unpack(packed: _Packed) -> Any:
             import cloudpickle
 
             task = cloudpickle.loads(packed.data)
-            _UNPACKED[0] += 1
+            _COUNTS["unpacked"] += 1
         _TASKS[packed.token] = task
         while len(_TASKS) > _TASKS_KEPT:
             del _TASKS[next(iter(_TASKS))]
     return task
 
 
-def _unpacked() -> int:
-    """How many tasks this process unpickled (:func:`_unpack`); run on the workers by the tests."""
-    return _UNPACKED[0]
+def _counts() -> dict[str, int]:
+    """How many tasks this process unpickled (:func:`_unpack`) and how many items it ran; read by the tests."""
+    return dict(_COUNTS)
 
 
 def _warm_up(packed: _Packed) -> float:
@@ -527,7 +527,10 @@ def _warm_up(packed: _Packed) -> float:
 
 
 def _apply_packed(packed: _Packed, item: Any) -> Any:
-    return _unpack(packed)(item)
+    task = _unpack(packed)
+    with _TASKS_LOCK:
+        _COUNTS["applied"] += 1
+    return task(item)
 
 
 @dataclass(frozen=True)
@@ -535,7 +538,7 @@ class SweepTimes:
     """Where the time of the last :func:`fan_out` on a cluster went (:attr:`Cluster.last_sweep`), in seconds from
     its start: ``pack`` pickling the task once on the client; ``share`` sending it to one worker; ``ready`` until
     every worker had unpickled it and opened its sessions (``warm_up``: each worker's own seconds, the copies to the
-    other workers and their warm-ups overlapping); ``done`` until the last result was merged (``done - ready``: the
+    other workers and their warm-ups overlapping, the batches sent after); ``done`` until the last result was merged (``done - ready``: the
     batches once every worker is warm, the part that scales with the workers)."""
 
     tasks: int
@@ -555,7 +558,7 @@ def fan_out(fn: Callable[[T], R], items: Iterable[T], workers: int, cluster: Clu
     """:func:`workbench.parallel.ordered_map` on ``workers`` threads, or with ``cluster`` the same ``fn`` as Dask
     tasks: ``fn`` (a picklable object holding the models) is pickled once and sent to one worker; every worker
     fetches it from the workers that have it (Dask's own transfers), unpickles it once and warms up (``fn.warm_up()``
-    where defined: opening its sessions) while the batches are queued. Results come back in input order, so sums
+    where defined: opening its sessions), then the batches run. Results come back in input order, so sums
     merged from them are the same bits. A dataclass ``fn`` with a ``threads`` field gets the cluster's
     :meth:`Cluster.task_threads` there. The phases' times: :attr:`Cluster.last_sweep`."""
     if cluster is None:
@@ -585,15 +588,12 @@ def _fan_out(cluster: Cluster, fn: Callable[[T], R], items: Iterable[T],
     # (straight from here to the worker on a local cluster; through the scheduler, which any client reaches, else)
     shared = cluster.client.scatter(packed, hash=False, direct=cluster.is_local)
     t_share = time.perf_counter()
-    ready: dict[str, float] = {}
-
-    def warmed(fut: Any) -> None:
-        ready[fut.key] = time.perf_counter()
-
     warm = [cluster.client.submit(_warm_up, shared, workers=[w.address], allow_other_workers=True, pure=False)
             for w in cluster.workers()]
-    for f in warm:
-        f.add_done_callback(warmed)
+    # the batches after the warm-ups: Dask places a task where its inputs are, so batches queued while only the first
+    # worker had the task would all have gone there; now every worker has it (and has opened its sessions)
+    warm_up = tuple(cluster.client.gather(warm, errors="skip"))  # a worker that failed: its batches will say why
+    t_ready = time.perf_counter()
     done = None
     count = 0
     try:
@@ -602,11 +602,9 @@ def _fan_out(cluster: Cluster, fn: Callable[[T], R], items: Iterable[T],
             yield r
         done = time.perf_counter()
     finally:
-        warm_up = tuple(f.result() for f in warm if f.status == "finished")
-        cluster.client.cancel([f for f in warm if not f.done()])
         end = done or time.perf_counter()
         cluster.last_sweep = SweepTimes(count, t_pack - t0, t_share - t_pack, warm_up,
-                                        max(ready.values(), default=end) - t0, end - t0)
+                                        t_ready - t0, end - t0)
 
 
 def _takes_n_workers(client: Any) -> bool:
