@@ -11,7 +11,11 @@ onnx.helper in ``generators.resnet``) quantized to INT8 Q/DQ with max scales; ev
 
 Every run's ranking table must equal the local one bit for bit. Reported: seconds (median of ``--repeats``),
 speed-up over one worker, its share of the ideal K, and the cluster's overhead on one machine (cluster x W over
-local threads x W). Cluster start-up (worker processes) is not timed; sending the models and batches is.
+local threads x W). Cluster start-up (worker processes) is not timed; sending the models and batches is. Each
+cluster run also prints where its time went (``Cluster.last_sweep``): the client's preparation (variants, tails
+model, plan; the local run pays it too), pickling the task once, sending it to one worker, the warm-up (every
+worker fetching, unpickling and opening its ONNX Runtime sessions) and the steady part (the batches once every
+worker is warm), with the speed-up of that parallel part beside the whole sweep's.
 
 Run: .venv/bin/python benchmarks/bench_cluster.py [--quick] [--samples 256] [--image 64] [--workers 1 2 4 8 16]
 """
@@ -103,6 +107,7 @@ def main() -> None:
         same = "identical to" if one.table.records() == local.table.records() else "DIFFERS from"
         print(f"  local threads x 1: {one_local_s:.2f} s ({same} threads x {w})", flush=True)
     cluster_s: dict[int, float] = {}
+    steady_s: dict[int, float] = {}
     for k in args.workers:
         with connect(f"local:{k}") as c:
             c.threads_per_task = 1
@@ -116,20 +121,28 @@ def main() -> None:
             top = r.table.records()[0]
             print(f"  cluster x {k}: {s:.2f} s (identical to {what}; top {top['node']} {float(top['score']):.9g})",
                   flush=True)
+            sw = c.last_sweep
+            if sw is not None:  # the last repeat's phases
+                steady_s[k] = sw.done - sw.ready
+                warm = sorted(sw.warm_up) or [0.0]
+                print(f"    phases: client prep {s - sw.done:.2f} s, pickle {sw.pack:.2f} s, share {sw.share:.2f} s, "
+                      f"all {len(warm)} workers warm at {sw.ready:.2f} s (each {warm[0]:.2f}-{warm[-1]:.2f} s), "
+                      f"steady {steady_s[k]:.2f} s for {sw.tasks} tasks", flush=True)
 
     base = cluster_s.get(1)
     print()
-    print("| run | seconds | speed-up vs 1 worker | ideal | share of ideal |")
-    print("|---|---:|---:|---:|---:|")
+    print("| run | seconds | speed-up vs 1 worker | share of ideal | steady s | steady speed-up | share of ideal |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     if local_s is not None:
-        print(f"| local threads x {w} | {local_s:.2f} | | | |")
+        print(f"| local threads x {w} | {local_s:.2f} | | | | | |")
     if one_local_s is not None:
-        print(f"| local threads x 1 | {one_local_s:.2f} | | | |")
+        print(f"| local threads x 1 | {one_local_s:.2f} | | | | | |")
+    one_steady = steady_s.get(1)
     for k, s in cluster_s.items():
-        if base:
-            print(f"| cluster x {k} | {s:.2f} | {base / s:.2f} | {k} | {base / s / k:.2f} |")
-        else:
-            print(f"| cluster x {k} | {s:.2f} | | | |")
+        whole = f"{base / s:.2f} | {base / s / k:.2f}" if base else " | "
+        st = steady_s.get(k)
+        par = f"{one_steady / st:.2f} | {one_steady / st / k:.2f}" if one_steady and st else " | "
+        print(f"| cluster x {k} | {s:.2f} | {whole} | {'' if st is None else f'{st:.2f}'} | {par} |")
     if w in cluster_s and local_s is not None:
         print(f"\noverhead on one machine: cluster x {w} / local threads x {w} = {cluster_s[w] / local_s:.2f}")
     if one_local_s is not None and 1 in cluster_s:
