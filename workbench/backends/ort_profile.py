@@ -270,16 +270,20 @@ def _profile_traced(engine: OrtEngine, folder: Path, feeds: Feeds, iterations: i
     return timing_table(records)
 
 
+# ops ONNX Runtime folds or removes without a kernel of their own (they take no time to map)
+_NO_KERNEL = frozenset({"Constant", "Identity", "Dropout"})
+
+
 def _as_is(nodes: Mapping[str, Mapping[str, Any]], model: onnx.ModelProto) -> bool:
     """Whether ONNX Runtime ran ``model``'s own nodes (``nodes``: :func:`parse_ort_trace`): each traced node is a
-    node of the model with its op type, and each node of the model (Constants aside) was traced, so none was
-    fused away or renamed. Then the optimised graph, which costs another copy of the model, is not needed."""
+    node of the model with its op type, and each node of the model was traced (Constant, Identity and Dropout
+    aside, which ORT removes), so none was fused away or renamed. Then the optimised graph, which costs another copy of the model, is not needed."""
     g = model.graph
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
         return False
     ops = {n.name: n.op_type for n in g.node}
     return all(ops.get(name) == info["op"] for name, info in nodes.items()) and all(
-        n.name in nodes for n in g.node if n.op_type != "Constant")
+        n.name in nodes for n in g.node if n.op_type not in _NO_KERNEL)
 
 
 def _optimized_graph(engine: OrtEngine, path: Path) -> onnx.ModelProto:
