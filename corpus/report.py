@@ -22,6 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "corpus_results.json"
 BENCH = ROOT / "docs" / "bench_corpus.json"
+TARGET = ROOT / "docs" / "bench_target.json"
 DOC = ROOT / "docs" / "corpus.md"
 STEPS = ("inspect", "check", "simplify", "fp16", "int8_tensorrt", "int8_onnxruntime", "compare", "layerwise",
          "debug", "build", "profile", "dashboard")
@@ -212,7 +213,8 @@ def anchor_tables(bench: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def render(results: Mapping[str, Any], bench: Mapping[str, Any] | None) -> str:
+def render(results: Mapping[str, Any], bench: Mapping[str, Any] | None,
+           target: Mapping[str, Any] | None = None) -> str:
     models = results.get("models", {})
     table, notes = step_table(results.get("results", []), models)
     ran = {e["model"] for e in results.get("results", [])}
@@ -227,6 +229,11 @@ def render(results: Mapping[str, Any], bench: Mapping[str, Any] | None) -> str:
         parts += [f"{i}. {n}" for i, n in enumerate(notes, 1)]
     parts += ["", "## Builds, raw and repaired", "", *build_counts(results.get("results", []))]
     parts += ["", "## Accuracy and speed against the anchors", "", *anchor_tables(bench or {}), ""]
+    if target:
+        from corpus.target_table import target_lines
+
+        parts += ["## INT8 to a target (`workbench quantize --target-metric`)", "",
+                  "From `docs/bench_target.json` (`benchmarks/bench_target.py`).", "", *target_lines(target), ""]
     return "\n".join(parts)
 
 
@@ -234,12 +241,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default=str(RESULTS))
     ap.add_argument("--bench", default=str(BENCH))
+    ap.add_argument("--target", default=str(TARGET), help="the target-mode benchmark's results")
     ap.add_argument("-o", "--output", default=str(DOC))
     args = ap.parse_args(argv)
     rpath, bpath = Path(args.results), Path(args.bench)
     results = json.loads(rpath.read_text()) if rpath.is_file() else {}
     bench = json.loads(bpath.read_text()) if bpath.is_file() else None
-    text = render(results, bench)
+    tpath = Path(args.target)
+    target = json.loads(tpath.read_text()) if tpath.is_file() else None
+    text = render(results, bench, target)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".md.tmp")
