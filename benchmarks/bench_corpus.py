@@ -688,11 +688,14 @@ def finish(job: Job, results: Mapping[tuple[str, str], Mapping[str, Any]], args:
 
 
 def _merged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """This run's rows merged into the saved file's: a model measured now replaces its old row, the others stay."""
+    """This run's rows merged into the saved file's: a model measured now replaces its old row, the others stay
+    (rows written by an older version of this benchmark, without the samples' digest, are dropped)."""
     try:
         old = json.loads(OUT.read_text()).get("models", []) if OUT.is_file() else []
     except ValueError:
         old = []
+    # rows of this version only: with the samples' digest (an older version's rows scored on other samples)
+    old = [r for r in old if r.get("data") or r.get("error")]
     new = {r["model"]: r for r in rows}
     merged = [new.pop(r["model"], r) for r in old]
     return merged + list(new.values())
