@@ -174,3 +174,20 @@ def test_target_mode_tries_per_tensor_methods_before_keeping_layers(tmp_path: Pa
         return float(np.mean(np.linalg.norm(out - ref, axis=1) / np.linalg.norm(ref, axis=1)))  # rel_l2 per sample
 
     assert error(no_plan) < error(whole)
+
+
+def test_calibrate_tab_tolerance_follows_the_metric_as_the_cli_default(tmp_path: Path) -> None:
+    """Accuracy's tolerance is a drop below FP32 (0.5 point), rel_l2's an error: one 0.05 for both let the tab accept
+    a 5-point accuracy drop where the CLI's default is 0.5."""
+    from workbench.choices import TARGET_TOLERANCE
+    from workbench.ui.calibrate_tab import CalibrateTab
+    from workbench.ui.common import Status
+
+    tab = CalibrateTab(Session(_two_branch(), cache_dir=tmp_path / "tab"), Status())
+    tab.target_metric.value = "accuracy"
+    assert tab.tolerance.value == TARGET_TOLERANCE["higher"] == 0.005
+    tab.target_metric.value = "rel_l2"
+    assert tab.tolerance.value == TARGET_TOLERANCE["lower"] == 0.05
+    tab.tolerance.value = 0.2  # the user's own value stays until the metric changes
+    tab.target_metric.value = ""
+    assert tab.tolerance.value == 0.2

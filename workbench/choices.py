@@ -7,7 +7,7 @@ core or a numerical library. The core modules that use a choice import it from h
 from __future__ import annotations
 
 __all__ = ["METHODS", "DEFAULT_METHOD", "TARGETS", "QUANT_DTYPES", "TARGET_METRICS", "METRICS", "DIRECTIONS",
-           "LOW_PRECISIONS", "FP16_MAX"]
+           "LOW_PRECISIONS", "FP16_MAX", "TARGET_TOLERANCE"]
 
 METHODS = ("max", "percentile", "entropy", "mse", "auto")
 """Calibration methods (:func:`workbench.calibration.compute_thresholds`)."""
@@ -20,6 +20,9 @@ QUANT_DTYPES = ("int8", "fp8")
 """Quantized types of the Q/DQ placement."""
 TARGET_METRICS = ("rel_l2", "accuracy")
 """What quantization to a target accuracy measures (``workbench quantize --target-metric``)."""
+TARGET_TOLERANCE = {"higher": 0.005, "lower": 0.05}
+"""The target mode's default tolerance: for a higher-is-better metric (accuracy) the largest drop below FP32's
+value (0.5 point), for an error (rel_l2) its largest value."""
 
 METRICS = ("auto", "accuracy", "rel_l2")
 """What the debugger's plan must meet (``auto``: accuracy when the data has labels, else rel_l2)."""

@@ -26,7 +26,15 @@ from ..errors import CalibrationError
 from ..plots.calibration import histogram_figure
 from ..session import Session
 from ..workflows import quantize as wq
-from ..workflows.quantize import DEFAULT_METHOD, METHODS, Diagnostics, QuantizeResult, QuantizeSettings, ScaleCache
+from ..workflows.quantize import (
+    DEFAULT_METHOD,
+    METHODS,
+    TARGET_TOLERANCE,
+    Diagnostics,
+    QuantizeResult,
+    QuantizeSettings,
+    ScaleCache,
+)
 from .common import Job, Status, refill
 
 __all__ = ["CalibrateTab"]
@@ -82,7 +90,8 @@ class CalibrateTab:
         self.target_metric = W.Dropdown(options=[("off", ""), ("output error (rel_l2)", "rel_l2"),
                                                  ("accuracy (needs a 'label' array)", "accuracy")], value="",
                                         description="to a target", style={"description_width": "initial"})
-        self.tolerance = W.BoundedFloatText(value=0.05, min=0.0, max=1e6, step=0.005, description="tolerance")
+        self.tolerance = W.BoundedFloatText(value=TARGET_TOLERANCE["lower"], min=0.0, max=1e6, step=0.005,
+                                            description="tolerance")
         self.target_result = W.HTML(value="")
         self.result: QuantizeResult | None = None  # the last Quantize's result
 
@@ -92,6 +101,7 @@ class CalibrateTab:
         self.tensor.observe(self._show_tensor, names="value")
         self.target.observe(self._show_tensor, names="value")
         self.method.observe(self._on_method, names="value")
+        self.target_metric.observe(self._on_target_metric, names="value")
         self.tensor_method.observe(self._on_tensor_method, names="value")
         self.override_button.on_click(self._on_override)
         self.clear_button.on_click(self._on_clear)
@@ -248,6 +258,11 @@ class CalibrateTab:
         head = "uint8 scale" if uint8 else f"{self.dtype.value} scale"
         self.thresholds.value = ("<table class='wb-thresholds'><tr><th>method</th><th>amax</th>"
                                  f"<th>{head}</th><th></th></tr>{rows}</table>")
+
+    def _on_target_metric(self, change: Any) -> None:
+        """The tolerance box follows the metric's default (accuracy: a 0.5-point drop; rel_l2: 0.05), as the CLI's."""
+        if change["new"]:
+            self.tolerance.value = TARGET_TOLERANCE["higher" if change["new"] == "accuracy" else "lower"]
 
     def _on_method(self, _change: Any = None) -> None:
         """Switching the method on a finished calibration re-reads the thresholds (no new run)."""

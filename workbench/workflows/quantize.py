@@ -27,7 +27,7 @@ import onnx
 
 from ..calibration import Diagnostics, activation_ranges, calibration_diagnostics
 from ..calibration import calibrate as calibrate_model
-from ..choices import DEFAULT_METHOD, FP16_MAX, METHODS, TARGET_METRICS, TARGETS
+from ..choices import DEFAULT_METHOD, FP16_MAX, METHODS, TARGET_METRICS, TARGET_TOLERANCE, TARGETS
 from ..cluster import Cluster
 from ..data import (
     Dataset,
@@ -101,6 +101,7 @@ __all__ = [
     "quant_params",
     "RANDOM_SAMPLES",
     "TARGET_METRICS",
+    "TARGET_TOLERANCE",
 ]
 
 RANDOM_SAMPLES = 8  # convert's reference run on random data
@@ -473,7 +474,7 @@ def to_target(session: Session, data: Dataset, metric: str | Metric, tolerance: 
                             hint="add labels to the .npz, or use --target-metric rel_l2")
         metric = accuracy() if metric == "accuracy" else output_error()
     higher = metric.higher_is_better
-    tol = tolerance if tolerance is not None else (0.005 if higher else 0.05)
+    tol = tolerance if tolerance is not None else TARGET_TOLERANCE["higher" if higher else "lower"]
     last = session.recipe.edits[-1] if session.recipe.edits else None
     if not isinstance(last, Quantize):
         raise EditError("the target mode needs the session's last edit to be a quantize edit",
