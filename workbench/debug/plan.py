@@ -1,8 +1,12 @@
-"""Bisection (:func:`find_plan`): greedy on the ranking (keep the top 1, 2, 4, ... layers) until the metric
-meets the tolerance, bisection between the last failing and first passing count to confirm the smallest
-prefix, then a pruning pass that drops kept layers not needed. Every plan tried is recorded with its metric
-and an estimated relative cost for a Pareto chart. A tolerance that even the all-high-precision plan misses
-stops with the best plan found and says so.
+"""The fewest layers to keep in high precision (:func:`find_plan`).
+
+The layers are tried in :func:`plan_order`: those whose restoring alone improves the metric first, then the
+sensitivity ranking. Greedy on that order (keep the first 1, 2, 4, ... layers) until the metric meets the
+tolerance, bisection between the last failing and first passing count, then pruning of kept layers not needed:
+blocks (halves, quarters, ...) from 8 kept layers on, then one by one. :func:`mixed_plan` then tries the kept
+layers in FP16 before FP32 (the TensorRT placement). Every plan tried is recorded with its metric and an estimated
+relative cost for a Pareto chart. A tolerance that even the all-high-precision plan misses stops with the best plan
+found and says so.
 """
 
 from __future__ import annotations
