@@ -388,9 +388,11 @@ def ctc_text_agreement(ref: Any, cand: Any, *, blank: int = 0) -> Score:
 
 
 def rel_l2(ref: Any, cand: Any) -> Score:
-    """||cand - ref|| / ||ref|| over the whole output (lower is better; 0 when identical)."""
-    r, c = _f64(ref), _f64(cand)
-    _same_shape(r, c, "rel_l2")
+    """||cand - ref|| / ||ref|| over the whole output (lower is better; 0 when identical); outputs whose
+    data-dependent length differs are compared zero-padded, as the workbench's compare does."""
+    from workbench.compare.metrics import align
+
+    r, c, _ = align(_f64(ref), _f64(cand), "rel_l2")  # a data-dependent length (a decoder's steps) zero-padded
     den = float(np.linalg.norm(r))
     num = float(np.linalg.norm(c - r))
     return Score("rel_l2", num / den if den else (0.0 if num == 0 else float("inf")), higher_is_better=False)

@@ -191,7 +191,16 @@ def run_ort(path: Path | str, inputs: Any, *, optimize: bool = True) -> dict[str
         for n, v in zip(names, sess.run(None, feeds)):
             if isinstance(v, np.ndarray):  # a sequence or map output (ZipMap) has no task metric
                 per[n].append(v)
-    return {n: (np.concatenate(v, axis=0) if v[0].ndim else np.stack(v)) for n, v in per.items() if v}
+    return {n: (np.concatenate(_same_lengths(v), axis=0) if v[0].ndim else np.stack(v)) for n, v in per.items() if v}
+
+
+def _same_lengths(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Runs' outputs zero-padded to the longest length on each axis but the first: a decoder's output length
+    depends on its input (slanet_1m: 168 steps for one image, 270 for the next)."""
+    if len({a.shape[1:] for a in arrays}) <= 1:
+        return arrays
+    longest = np.max([a.shape for a in arrays], axis=0)
+    return [np.pad(a, [(0, 0)] + [(0, int(n - k)) for n, k in zip(longest[1:], a.shape[1:])]) for a in arrays]
 
 
 def task_score(run: ModelRun, cand: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def test_error_metrics_are_typed():
     assert m.rel_l2 == pytest.approx(1 / math.sqrt(30)) and m.snr_db == pytest.approx(10 * math.log10(30))
     assert m.cosine == pytest.approx(34 / math.sqrt(30 * 39))
     assert set(json.loads(json.dumps(m.to_dict()))) == {"max_abs", "mean_abs", "rel_l2", "cosine", "snr_db", "nan",
-                                                        "samples"}
+                                                        "samples", "padded"}
     assert not Tolerance(rel_l2=1.0).passed(m)  # a NaN never passes
     assert ErrorStats().metrics() == ErrorMetrics(None, None, None, None, None, 0, 0)  # no data: nothing defined
     _frozen(m)

@@ -633,6 +633,10 @@ def compare(
                 m[f"top{k}_agreement"] = count / seen
         m["passed"] = tolerance.passed(em)
         out_report[o] = m
+        if em.padded:
+            warnings.append(f"output '{o}' has a data-dependent length that differs between the reference and the "
+                            f"candidate in {em.padded} batch(es): compared zero-padded, the missing or extra "
+                            "elements counted as error in full")
     metric_report = {name: {k: v / seen for k, v in s.items()} for name, s in sums.items()}
 
     layers = first = None

@@ -12,7 +12,8 @@ import numpy as np
 from ..errors import DataError
 from ..result import Result
 
-__all__ = ["Tolerance", "ErrorMetrics", "ErrorStats", "Metric", "accuracy", "output_error", "run_metric", "topk_hits"]
+__all__ = ["Tolerance", "ErrorMetrics", "ErrorStats", "Metric", "accuracy", "align", "output_error", "run_metric",
+           "topk_hits"]
 
 # --- tolerances and streaming statistics -------------------------------------------------------------
 
@@ -77,7 +78,8 @@ class Tolerance:
 class ErrorMetrics(Result):
     """The error of a candidate tensor against its reference (:meth:`ErrorStats.metrics`): largest and mean absolute
     difference, relative L2 error, cosine similarity, signal-to-noise ratio in dB (None where undefined: no data, a
-    zero reference, an exact match), non-finite candidate values counted, samples seen."""
+    zero reference, an exact match), non-finite candidate values counted, samples seen, and ``padded``: the pairs
+    whose shapes differed (a data-dependent length, see :func:`align`), compared zero-padded."""
 
     max_abs: float | None
     mean_abs: float | None
@@ -86,24 +88,43 @@ class ErrorMetrics(Result):
     snr_db: float | None
     nan: int
     samples: int
+    padded: int = 0
+
+
+def align(ref: np.ndarray, cand: np.ndarray, where: str = "") -> tuple[np.ndarray, np.ndarray, bool]:
+    """``ref`` and ``cand`` at one shape. A tensor whose length depends on its values (a decoder that stops at its end
+    token, a detector's box count) may differ between reference and candidate: both are zero-padded to the longer
+    length on each axis, so the missing or extra elements count as error in full; the bool says it happened.
+    Arrays of different rank raise a DataError (naming ``where``)."""
+    ref, cand = np.asarray(ref), np.asarray(cand)
+    if ref.shape == cand.shape:
+        return ref, cand, False
+    if ref.ndim != cand.ndim:
+        raise DataError(f"{where or 'the tensor'}: reference shape {list(ref.shape)} and candidate shape "
+                        f"{list(cand.shape)} differ in rank", hint="the candidate must compute the same tensor as the "
+                                                                    "reference")
+    shape = tuple(max(a, b) for a, b in zip(ref.shape, cand.shape))
+
+    def pad(x: np.ndarray) -> np.ndarray:
+        return np.pad(x, [(0, n - k) for n, k in zip(shape, x.shape)])
+
+    return pad(ref), pad(cand), True
 
 
 class ErrorStats:
     """Running sums for one tensor pair: O(1) memory however many samples are seen."""
 
-    __slots__ = ("elements", "samples", "sum_abs", "max_abs", "sq_err", "sq_ref", "sq_cand", "dot", "nan")
+    __slots__ = ("elements", "samples", "sum_abs", "max_abs", "sq_err", "sq_ref", "sq_cand", "dot", "nan", "padded")
 
     def __init__(self) -> None:
-        self.elements = self.samples = self.nan = 0
+        self.elements = self.samples = self.nan = self.padded = 0
         self.sum_abs = self.max_abs = self.sq_err = self.sq_ref = self.sq_cand = self.dot = 0.0
 
     def update(self, ref: np.ndarray, cand: np.ndarray, samples: int = 1) -> None:
-        """Add one pair of arrays (``samples`` samples); non-finite candidate values are counted, not summed."""
-        ref = np.asarray(ref)
-        cand = np.asarray(cand)
-        if ref.shape != cand.shape:
-            raise DataError(f"reference shape {list(ref.shape)} and candidate shape {list(cand.shape)} differ",
-                            hint="the candidate must compute the same tensor as the reference")
+        """Add one pair of arrays (``samples`` samples); non-finite candidate values are counted, not summed; shapes
+        that differ in a length are compared zero-padded (:func:`align`) and counted."""
+        ref, cand, padded = align(ref, cand)
+        self.padded += padded
         # float32 element-wise work, float64 accumulation (pairwise sums): accurate and twice as fast as float64
         work = np.float64 if np.float64 in (ref.dtype, cand.dtype) else np.float32
         r = ref.astype(work, copy=False).reshape(-1)
@@ -130,6 +151,7 @@ class ErrorStats:
         self.elements += other.elements
         self.samples += other.samples
         self.nan += other.nan
+        self.padded += other.padded
         self.sum_abs += other.sum_abs
         self.max_abs = max(self.max_abs, other.max_abs)
         self.sq_err += other.sq_err
@@ -154,6 +176,7 @@ class ErrorStats:
             snr_db=snr,
             nan=self.nan,
             samples=self.samples,
+            padded=self.padded,
         )
 
 
@@ -196,8 +219,8 @@ def output_error(output: str | None = None) -> Metric:
 
     def fn(outputs: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray],
            ref: Mapping[str, np.ndarray]) -> np.ndarray:
-        c = _pick(outputs, output).astype(np.float64)
-        r = (ref[output] if output is not None else ref[next(iter(outputs))]).astype(np.float64)
+        r, c, _ = align((ref[output] if output is not None else ref[next(iter(outputs))]).astype(np.float64),
+                        _pick(outputs, output).astype(np.float64), output or "the first output")
         c, r = c.reshape(len(c), -1), r.reshape(len(r), -1)
         num = np.sqrt(((c - r) ** 2).sum(axis=1))
         den = np.sqrt((r**2).sum(axis=1))
