@@ -168,3 +168,27 @@ def test_freezing_the_selector_and_folding_brings_the_branch_into_the_main_graph
     q = quantize_model(folded, {"x": float(np.abs(x).max())})
     got = OrtEngine(q).run({"x": x})["y"]
     assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_excluding_every_main_graph_conv_of_a_model_with_body_matmuls_is_not_refused() -> None:
+    """slanet_1m (a CNN, then a Loop decoder whose MatMuls stay float): the debugger's all-kept plan excludes every
+    main-graph conv; that left nothing to quantize and was refused as 'every Conv ... is inside a body'."""
+    import warnings
+
+    from workbench.precision import quantization_targets
+
+    w = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
+    m = numpy_helper.from_array(np.ones((4, 4), np.float32), "m")
+    then = helper.make_graph([helper.make_node("MatMul", ["f", "m"], ["t"], name="body_matmul")], "then", [], [_vi("t")])
+    other = helper.make_graph([helper.make_node("Identity", ["f"], ["e"], name="body_id")], "else", [], [_vi("e")])
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["f"], name="conv_main"),
+         helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then, else_branch=other)],
+        "g", [_vi("x", [1, 3, 4, 4]), _vi("c", [], TensorProto.BOOL)], [_vi("y")], initializer=[w, m])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the body MatMul staying float is said as a warning
+        for target in ("tensorrt", "onnxruntime"):
+            assert "conv_main" in quantization_targets(model, target=target)
+            assert quantization_targets(model, target=target, exclude=["conv_main"]) == {}

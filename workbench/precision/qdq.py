@@ -219,7 +219,9 @@ def _weighted_targets(model: onnx.ModelProto, nodes: Sequence[str], exclude: Seq
         idx = [k for k in range(min(len(n.input), 2)) if n.input[k] and _is_float(n.input[k], infos)]
         if len(idx) == 2:
             weighted[n.name] = idx
-    _check_bodies(model, bool(weighted))
+    # nothing left in the main graph because the user kept it all in high precision (a debugger's all-kept plan)
+    # is not a model whose weighted ops all sit in bodies
+    _check_bodies(model, bool(weighted) or any(n.op_type in WEIGHTED_OPS for n in model.graph.node))
     targets = dict(weighted)
     by_name: dict[str, onnx.NodeProto] = {}
     for n in model.graph.node:
