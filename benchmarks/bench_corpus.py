@@ -637,15 +637,18 @@ def finish(job: Job, results: Mapping[tuple[str, str], Mapping[str, Any]], args:
                 task_metric("rel_l2", ref, got, output=out_name).value)
 
     paths: dict[str, Path] = {}
+    def failed(tool: str, text: str) -> None:
+        """A tool's cell holds its refusal or failure (the accuracy table, or the fp16 table's finite column)."""
+        if tool in TOOLS:
+            row["accuracy"][tool] = text
+        else:
+            row["fp16"][f"{tool.split('_')[0]}_finite"] = text
+        print(f"  {mid} {tool}: {text}", flush=True)
+
     for tool in tools:
         r = results[(mid, tool)]
         if "refused" in r or "error" in r:
-            text = _reason(r)
-            if tool in TOOLS:
-                row["accuracy"][tool] = text
-            else:
-                row["fp16"][f"{tool.split('_')[0]}_finite"] = text
-            print(f"  {mid} {tool}: {text}", flush=True)
+            failed(tool, _reason(r))
             continue
         out = work / f"{tool}.onnx"
         if tool in TOOLS:
@@ -659,12 +662,7 @@ def finish(job: Job, results: Mapping[tuple[str, str], Mapping[str, Any]], args:
                 finite = _finite(got)
                 value = task_metric(metric, ref, got, output=out_name, **opts).value
         except Exception as exc:  # noqa: BLE001 - a tool's model that ONNX Runtime cannot run is that tool's failure
-            text = "failed: its model does not run: " + short_reason(f"{type(exc).__name__}: {exc}")
-            if tool in TOOLS:
-                row["accuracy"][tool] = text
-            else:
-                row["fp16"][f"{tool.split('_')[0]}_finite"] = text
-            print(f"  {mid} {tool}: {text}", flush=True)
+            failed(tool, "failed: its model does not run: " + short_reason(f"{type(exc).__name__}: {exc}"))
             continue
         if tool in TOOLS:
             row["accuracy"][tool] = round(value, 5)
